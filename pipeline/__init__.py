@@ -1,0 +1,1 @@
+"""The RQ job and its five provisioning phases."""

@@ -1,0 +1,1 @@
+"""The core library shared by the worker, the web app and the CLI."""

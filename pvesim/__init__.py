@@ -1,0 +1,3 @@
+"""pvesim: a Proxmox VE API simulator with a small real container runtime."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from pvesim.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""What PVE writes into a container's root filesystem.
+
+At create: hostname, root password, ``ssh-public-keys`` and fresh SSH host
+keys.  At every start (PVE's pre-start setup): hostname, ``/etc/hosts``,
+``/etc/network/interfaces`` and ``/etc/resolv.conf`` from the config.
+The ``render_*`` functions are pure; ``apply_*`` touch the files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvesim.proc import run
+
+
+def split_property_string(value: str, default_key: str | None = None) -> dict[str, str]:
+    """``a=1,b=2`` -> {"a": "1", "b": "2"}; a bare first item is ``default_key``."""
+    out: dict[str, str] = {}
+    for part in value.split(","):
+        if not part:
+            continue
+        key, sep, val = part.partition("=")
+        if not sep:
+            if default_key is None:
+                raise ValueError(f"missing key in '{part}'")
+            key, val = default_key, part
+        out[key.strip()] = val.strip()
+    return out
+
+
+def join_property_string(values: dict[str, str], first: str | None = None) -> str:
+    parts = []
+    if first and first in values:
+        parts.append(f"{first}={values[first]}")
+    parts += [f"{k}={v}" for k, v in values.items() if k != first]
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """One ``net[n]`` entry of a container config."""
+
+    index: int
+    name: str
+    bridge: str | None
+    hwaddr: str | None
+    ip: str | None  # "dhcp", "manual" or CIDR
+    gw: str | None
+    mtu: int | None
+
+    @classmethod
+    def parse(cls, index: int, value: str) -> NetConfig:
+        kv = split_property_string(value)
+        return cls(
+            index=index,
+            name=kv.get("name", f"eth{index}"),
+            bridge=kv.get("bridge"),
+            hwaddr=kv.get("hwaddr"),
+            ip=kv.get("ip"),
+            gw=kv.get("gw"),
+            mtu=int(kv["mtu"]) if "mtu" in kv else None,
+        )
+
+    @property
+    def is_dhcp(self) -> bool:
+        return self.ip == "dhcp"
+
+    @property
+    def static_interface(self) -> ipaddress.IPv4Interface | None:
+        if self.ip in (None, "dhcp", "manual"):
+            return None
+        return ipaddress.IPv4Interface(self.ip)
+
+
+def render_interfaces(nets: list[NetConfig]) -> str:
+    """``/etc/network/interfaces`` as PVE writes it for Debian."""
+    lines = ["auto lo", "iface lo inet loopback", ""]
+    for net in nets:
+        if net.ip is None:
+            continue
+        lines.append(f"auto {net.name}")
+        if net.is_dhcp:
+            lines.append(f"iface {net.name} inet dhcp")
+        elif net.ip == "manual":
+            lines.append(f"iface {net.name} inet manual")
+        else:
+            lines.append(f"iface {net.name} inet static")
+            lines.append(f"\taddress {net.ip}")
+            if net.gw:
+                lines.append(f"\tgateway {net.gw}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_hosts(hostname: str, static_ip: str | None, extra: dict[str, str]) -> str:
+    """``/etc/hosts``; ``extra`` pins the package registries' addresses the
+    way the host resolves them, since containers have no DNS of their own
+    beyond the simulator."""
+    short = hostname.split(".")[0]
+    names = f"{hostname} {short}" if short != hostname else hostname
+    own = f"{static_ip} {names}" if static_ip else f"127.0.1.1 {names}"
+    lines = ["127.0.0.1 localhost.localdomain localhost", own, "",
+             "::1     localhost ip6-localhost ip6-loopback",
+             "ff02::1 ip6-allnodes", "ff02::2 ip6-allrouters", ""]  # fmt: skip
+    if extra:
+        lines.append("# package registries, as the pvesim host resolves them")
+        lines += [f"{ip} {name}" for name, ip in sorted(extra.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_resolv(nameserver: str | None, searchdomain: str | None, host_resolv: str) -> str:
+    """``/etc/resolv.conf``: the config's values, else the host's (as PVE)."""
+    if not nameserver and not searchdomain:
+        return host_resolv
+    lines = []
+    if searchdomain:
+        lines.append(f"search {searchdomain}")
+    for ns in (nameserver or "").replace(",", " ").split():
+        lines.append(f"nameserver {ns}")
+    return "\n".join(lines) + "\n"
+
+
+def _write(root: Path, rel: str, text: str, mode: int = 0o644) -> None:
+    path = root / rel.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def apply_start_config(
+    rootfs: Path, config: dict[str, object], nets: list[NetConfig], extra_hosts: dict[str, str]
+) -> None:
+    """PVE's pre-start setup: hostname, hosts, network, resolv.conf."""
+    hostname = str(config.get("hostname") or f"CT{config.get('vmid', '')}")
+    _write(rootfs, "/etc/hostname", hostname + "\n")
+    first_static = next((n.static_interface for n in nets if n.static_interface), None)
+    _write(
+        rootfs,
+        "/etc/hosts",
+        render_hosts(hostname, str(first_static.ip) if first_static else None, extra_hosts),
+    )
+    _write(rootfs, "/etc/network/interfaces", render_interfaces(nets))
+    try:
+        host_resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        host_resolv = ""
+    _write(
+        rootfs,
+        "/etc/resolv.conf",
+        render_resolv(
+            str(config["nameserver"]) if config.get("nameserver") else None,
+            str(config["searchdomain"]) if config.get("searchdomain") else None,
+            host_resolv,
+        ),
+    )
+
+
+async def apply_create_config(
+    rootfs: Path, hostname: str, password: str | None, ssh_public_keys: str | None
+) -> list[str]:
+    """Create-time setup.  Returns task log lines (host key fingerprints)."""
+    _write(rootfs, "/etc/hostname", hostname + "\n")
+    (rootfs / "etc/machine-id").write_text("")
+    if ssh_public_keys:
+        ssh_dir = rootfs / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys = ssh_public_keys.strip() + "\n"
+        _write(rootfs, "/root/.ssh/authorized_keys", keys, mode=0o600)
+    if password:
+        hashed = (await run("openssl", "passwd", "-6", "-stdin", input=password.encode())).strip()
+        shadow = rootfs / "etc/shadow"
+        lines = shadow.read_text().splitlines()
+        out = []
+        for line in lines:
+            fields = line.split(":")
+            if fields[0] == "root":
+                fields[1] = hashed
+            out.append(":".join(fields))
+        shadow.write_text("\n".join(out) + "\n")
+        os.chmod(shadow, 0o640)
+    return await regenerate_host_keys(rootfs, hostname)
+
+
+async def regenerate_host_keys(rootfs: Path, hostname: str) -> list[str]:
+    """Fresh SSH host keys (PVE does this on create, not on clone)."""
+    ssh_dir = rootfs / "etc/ssh"
+    for old in ssh_dir.glob("ssh_host_*"):
+        old.unlink()
+
+    async def keygen(kind: str, bits: list[str]) -> str:
+        path = ssh_dir / f"ssh_host_{kind}_key"
+        await run("ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", f"root@{hostname}",
+                  "-f", str(path))  # fmt: skip
+        fp = await run("ssh-keygen", "-l", "-f", f"{path}.pub")
+        return f"Creating SSH host key '{path.name}' - this may take some time ...\ndone: {fp.strip()}"
+
+    results = await asyncio.gather(
+        keygen("rsa", ["-b", "3072"]), keygen("ecdsa", []), keygen("ed25519", [])
+    )
+    return [line for block in results for line in block.splitlines()]

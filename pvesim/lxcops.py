@@ -1,0 +1,234 @@
+"""Container config (GET/PUT), clones and snapshots.
+
+Clones and snapshots copy the overlay's upper layer, so they are real copies
+of the container's files, like a full clone or an LVM-thin snapshot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import TYPE_CHECKING, Any
+
+from pvesim.errors import PveError, param_error
+from pvesim.guest import split_property_string
+from pvesim.node import DURATIONS, config_digest, net_keys, random_hwaddr
+from pvesim.state import ContainerRecord
+from pvesim.runtime import copy_tree
+from pvesim.tasks import Task
+
+if TYPE_CHECKING:
+    from pvesim.node import Node
+
+# parameters of PUT config that steer the call instead of being config keys
+_PUT_CONTROL = {"node", "vmid", "delete", "digest", "revert"}
+# keys PUT may not change (PVE: "unable to modify read-only option")
+_READ_ONLY = {"rootfs", "arch", "unprivileged"}
+
+
+def get_config(node: Node, vmid: int, snapshot: str | None) -> dict[str, Any]:
+    rec = node.get(vmid)
+    if snapshot:
+        snap = rec.snapshots.get(snapshot)
+        if snap is None:
+            raise PveError(500, f"snapshot '{snapshot}' does not exist")
+        config = dict(snap["config"])
+    else:
+        config = dict(rec.config)
+    config["digest"] = config_digest(config)
+    return config
+
+
+async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
+    async with node.config_lock(vmid):
+        rec = node.get(vmid)
+        if not params.get("skiplock"):
+            node.check_lock(rec)
+        digest = params.get("digest")
+        if digest and digest != config_digest(rec.config):
+            raise PveError(500, "detected modified configuration - file changed by other user? Try again.")
+        changes = {k: v for k, v in params.items() if k not in _PUT_CONTROL | {"skiplock"}}
+        deletes = [d for d in str(params.get("delete", "")).replace(";", ",").split(",") if d]
+        errors = {}
+        for key in [*changes, *deletes]:
+            if key in _READ_ONLY and (key in deletes or changes.get(key) != rec.config.get(key)):
+                errors[key] = "unable to modify read-only option"
+        overlap = set(changes) & set(deletes)
+        for key in overlap:
+            errors[key] = f"unable to delete and set the same option '{key}'"
+        if errors:
+            raise param_error(errors)
+        config = dict(rec.config)
+        for key in deletes:
+            config.pop(key, None)
+        for key, value in changes.items():
+            if key.startswith("net") and key[3:].isdigit():
+                kv = split_property_string(str(value))
+                if "hwaddr" not in kv:
+                    old = split_property_string(str(config.get(key, "")))
+                    kv["hwaddr"] = old.get("hwaddr") or random_hwaddr()
+                kv.setdefault("type", "veth")
+                value = ",".join(f"{k}={v}" for k, v in kv.items())
+            config[key] = value
+        rec.config = config
+        node.save(rec)
+
+
+async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str:
+    newid = int(params["newid"])
+    async with node.config_lock(vmid):
+        src = node.get(vmid)
+        node.check_lock(src)
+        if newid in node.containers:
+            raise PveError(500, f"CT {newid} already exists on node '{node.name}'")
+        snapname = params.get("snapname")
+        if snapname and snapname not in src.snapshots:
+            raise PveError(500, f"snapshot '{snapname}' does not exist")
+        base_cfg = dict(src.snapshots[snapname]["config"] if snapname else src.config)
+        config = {k: v for k, v in base_cfg.items() if k not in ("lock", "parent", "snaptime")}
+        if params.get("hostname"):
+            config["hostname"] = params["hostname"]
+        if params.get("description"):
+            config["description"] = params["description"]
+        for key in net_keys(config):
+            kv = split_property_string(str(config[key]))
+            kv["hwaddr"] = random_hwaddr()  # PVE gives a clone new MAC addresses
+            config[key] = ",".join(f"{k}={v}" for k, v in kv.items())
+        rootfs = split_property_string(str(config["rootfs"]), "volume")
+        storage = str(params.get("storage") or rootfs["volume"].split(":")[0])
+        node._check_storage(storage, "rootdir")
+        rootfs["volume"] = f"{storage}:vm-{newid}-disk-0"
+        config["rootfs"] = ",".join([rootfs.pop("volume"), *(f"{k}={v}" for k, v in rootfs.items())])
+        config["lock"] = "create"
+        new = ContainerRecord(vmid=newid, config=config)
+        node.save(new)
+
+    async def body(task: Task) -> None:
+        task.log(f"create full clone of mountpoint rootfs (vm-{vmid}-disk-0)")
+        await task.sleep(DURATIONS["vzclone"])
+        src_fs, dest_fs = node.fs(vmid), node.fs(newid)
+        dest_fs.create(src_fs.base())
+        upper = src_fs.root / "snapshots" / str(snapname) / "upper" if snapname else src_fs.upper
+        dest_fs.upper.rmdir()
+        await copy_tree(upper, dest_fs.upper)
+        node.set_lock(new, None)
+
+    async def failed() -> None:
+        await node._forget(newid)
+
+    return node.tasks.start("vzclone", str(vmid), user, body, on_error=failed)
+
+
+def list_snapshots(node: Node, vmid: int) -> list[dict[str, Any]]:
+    rec = node.get(vmid)
+    out = []
+    for name, snap in sorted(rec.snapshots.items(), key=lambda kv: kv[1]["snaptime"]):
+        entry = {"name": name, "description": snap.get("description", ""),
+                 "snaptime": snap["snaptime"]}  # fmt: skip
+        if snap.get("parent"):
+            entry["parent"] = snap["parent"]
+        out.append(entry)
+    current: dict[str, Any] = {"name": "current", "description": "You are here!",
+                               "running": 1 if vmid in node.running else 0}  # fmt: skip
+    if rec.config.get("parent"):
+        current["parent"] = rec.config["parent"]
+    out.append(current)
+    return out
+
+
+async def snapshot(node: Node, vmid: int, snapname: str, description: str, user: str) -> str:
+    async with node.config_lock(vmid):
+        rec = node.get(vmid)
+        node.check_lock(rec)
+        if snapname in rec.snapshots or snapname == "current":
+            raise PveError(500, f"snapshot name '{snapname}' already used")
+        node.set_lock(rec, "snapshot")
+
+    async def body(task: Task) -> None:
+        task.log(f"create snapshot '{snapname}'")
+        await task.sleep(DURATIONS["vzsnapshot"])
+        fs = node.fs(vmid)
+        await fs.copy_upper_to(fs.root / "snapshots" / snapname / "upper")
+        config = {k: v for k, v in rec.config.items() if k != "lock"}
+        rec.snapshots[snapname] = {"config": config, "snaptime": int(time.time()),
+                                   "description": description,
+                                   "parent": rec.config.get("parent")}  # fmt: skip
+        rec.config["parent"] = snapname
+        node.set_lock(rec, None)
+
+    async def failed() -> None:
+        node.set_lock(rec, None)
+
+    return node.tasks.start("vzsnapshot", str(vmid), user, body, on_error=failed)
+
+
+def _snap(node: Node, vmid: int, snapname: str) -> tuple[ContainerRecord, dict[str, Any]]:
+    rec = node.get(vmid)
+    snap = rec.snapshots.get(snapname)
+    if snap is None:
+        raise PveError(500, f"snapshot '{snapname}' does not exist")
+    return rec, snap
+
+
+async def delete_snapshot(node: Node, vmid: int, snapname: str, force: bool, user: str) -> str:
+    async with node.config_lock(vmid):
+        rec, snap = _snap(node, vmid, snapname)
+        if not force:
+            node.check_lock(rec)
+        node.set_lock(rec, "snapshot-delete")
+
+    async def body(task: Task) -> None:
+        await task.sleep(DURATIONS["vzdelsnapshot"])
+        shutil.rmtree(node.fs(vmid).root / "snapshots" / snapname, ignore_errors=True)
+        parent = snap.get("parent")
+        for other in rec.snapshots.values():
+            if other.get("parent") == snapname:
+                other["parent"] = parent
+        if rec.config.get("parent") == snapname:
+            if parent:
+                rec.config["parent"] = parent
+            else:
+                rec.config.pop("parent", None)
+        del rec.snapshots[snapname]
+        node.set_lock(rec, None)
+
+    async def failed() -> None:
+        node.set_lock(rec, None)
+
+    return node.tasks.start("vzdelsnapshot", str(vmid), user, body, on_error=failed)
+
+
+async def rollback(node: Node, vmid: int, snapname: str, start: bool, user: str) -> str:
+    async with node.config_lock(vmid):
+        rec, snap = _snap(node, vmid, snapname)
+        node.check_lock(rec)
+        node.set_lock(rec, "rollback")
+
+    async def body(task: Task) -> None:
+        await task.sleep(DURATIONS["vzrollback"])
+        if vmid in node.running:
+            task.log("stopping the running container before the rollback")
+            await node._halt(vmid)
+        fs = node.fs(vmid)
+        await fs.replace_upper_from(fs.root / "snapshots" / snapname / "upper")
+        rec.config = {**snap["config"], "parent": snapname, "lock": "rollback"}
+        node.set_lock(rec, None)
+        if start:
+            await node._start_body(task, vmid)
+
+    async def failed() -> None:
+        node.set_lock(rec, None)
+
+    return node.tasks.start("vzrollback", str(vmid), user, body, on_error=failed)
+
+
+def snapshot_config(node: Node, vmid: int, snapname: str) -> dict[str, Any]:
+    _rec, snap = _snap(node, vmid, snapname)
+    return {**snap["config"], "snaptime": snap["snaptime"], "description": snap.get("description", "")}
+
+
+async def update_snapshot(node: Node, vmid: int, snapname: str, description: str | None) -> None:
+    rec, snap = _snap(node, vmid, snapname)
+    if description is not None:
+        snap["description"] = description
+    node.save(rec)

@@ -1,0 +1,557 @@
+"""The simulated node: containers, their lifecycle tasks, locks and leases.
+
+API handlers call the public methods here with validated parameters; each
+either returns data or raises ``PveError`` with PVE's status and wording.
+Long operations return a UPID and do their work in a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from pvesim import network, runtime, templates
+from pvesim.auth import Authenticator
+from pvesim.dhcp import DhcpServer, Lease
+from pvesim.errors import PveError
+from pvesim.faults import Faults
+from pvesim.guest import NetConfig, apply_create_config, apply_start_config, split_property_string
+from pvesim.network import SimNetwork
+from pvesim.runtime import ContainerFs, RunningContainer
+from pvesim.state import ContainerRecord, StateStore
+from pvesim.tasks import Task, TaskFailed, TaskManager
+
+log = logging.getLogger(__name__)
+
+API_BRIDGE = "vmbr0"
+ROOTDIR_STORAGE = "local-lvm"
+FILE_LOCK_TIMEOUT = 10.0
+# create-only parameters that never land in the config
+_CREATE_ONLY = {"vmid", "node", "ostemplate", "storage", "password", "ssh-public-keys", "start",
+                "restore", "force", "unique", "pool", "ignore-unpack-errors", "bwlimit"}  # fmt: skip
+# realistic task durations in seconds, multiplied by --time-scale
+DURATIONS = {"vzcreate": 4.0, "vzstart": 1.5, "vzstop": 1.0, "vzshutdown": 2.0,
+             "vzreboot": 3.0, "vzdestroy": 1.5, "vzclone": 4.0, "vzsnapshot": 1.0,
+             "vzdelsnapshot": 0.5, "vzrollback": 1.5, "download": 3.0}  # fmt: skip
+
+
+def net_keys(config: dict[str, Any]) -> list[str]:
+    return sorted((k for k in config if k.startswith("net") and k[3:].isdigit()),
+                  key=lambda k: int(k[3:]))  # fmt: skip
+
+
+def parse_nets(config: dict[str, Any]) -> list[NetConfig]:
+    return [NetConfig.parse(int(k[3:]), str(config[k])) for k in net_keys(config)]
+
+
+def random_hwaddr() -> str:
+    # Proxmox's own OUI, as PVE >= 8 uses for generated addresses
+    return "BC:24:11:" + ":".join(f"{b:02X}" for b in secrets.token_bytes(3))
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    text = "".join(f"{k}: {config[k]}\n" for k in sorted(config))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def size_to_bytes(size: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if size and size[-1].upper() in units:
+        return int(float(size[:-1]) * units[size[-1].upper()])
+    return int(float(size) * (1 << 30))
+
+
+class Node:
+    """One simulated PVE node and everything on it."""
+
+    def __init__(self, state_dir: Path, name: str, net: SimNetwork, time_scale: float = 1.0,
+                 dhcp_delay: float = 0.0) -> None:  # fmt: skip
+        self.name = name
+        self.net = net
+        self.store = StateStore(state_dir)
+        self.faults = Faults()
+        self.tasks = TaskManager(self.store, name, self.faults, time_scale)
+        self.time_scale = time_scale
+        self.dhcp_delay = dhcp_delay
+        self.containers: dict[int, ContainerRecord] = self.store.load_containers()
+        self.running: dict[int, RunningContainer] = {}
+        self.leases: dict[str, str] = self.store.load("leases", {})
+        self._file_locks: dict[int, asyncio.Lock] = {}
+        self._timers: set[asyncio.Task[None]] = set()
+        self._dhcp: DhcpServer | None = None
+        self.started_at = time.time()
+        self.auth = Authenticator(self.store.credentials())
+        self.ssl_fingerprint = ""
+
+    # lifecycle of the simulator itself -----------------------------------
+    async def startup(self) -> None:
+        """Clean up after a crashed run, then bring up the network."""
+        for vmid in list(self.containers):
+            fs = self.fs(vmid)
+            runtime.kill_stale(fs)
+            await fs.unmount()
+            rec = self.containers[vmid]
+            if rec.lock in ("create", "destroyed"):  # half-made or half-removed
+                await self._forget(vmid)
+        await network.setup_network(self.net)
+        self.store.save("network", {"index": self.net.index, "subnet": str(self.net.subnet)})
+        self._dhcp = DhcpServer(self.net.bridge, str(self.net.gateway), self._lease_for,
+                                delay_for=self._delay_for, on_lease=self._on_lease)  # fmt: skip
+        await self._dhcp.start()
+        self._publish_standard_template()
+
+    async def shutdown(self) -> None:
+        """Stop every container, the DHCP server and remove the network."""
+        await self.tasks.shutdown()
+        for timer in list(self._timers):
+            timer.cancel()
+        await asyncio.gather(*(self._halt(vmid) for vmid in list(self.running)),
+                             return_exceptions=True)  # fmt: skip
+        if self._dhcp is not None:
+            await self._dhcp.stop()
+        await network.cleanup_network(self.net.index)
+
+    def _publish_standard_template(self) -> None:
+        src = templates.template_path()
+        dest = self.store.template_dir / src.name
+        if src.exists() and not dest.exists():
+            try:
+                dest.hardlink_to(src)
+            except OSError:
+                dest.symlink_to(src)
+
+    def later(self, seconds: float, action: Any) -> None:
+        """Run ``action()`` (a coroutine function) after ``seconds``."""
+
+        async def runner() -> None:
+            await asyncio.sleep(seconds)
+            await action()
+
+        timer = asyncio.create_task(runner())
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    # helpers -------------------------------------------------------------
+    def fs(self, vmid: int) -> ContainerFs:
+        return ContainerFs(self.store.container_dir(vmid))
+
+    def get(self, vmid: int) -> ContainerRecord:
+        rec = self.containers.get(vmid)
+        if rec is None:
+            raise PveError(500, f"Configuration file 'nodes/{self.name}/lxc/{vmid}.conf' does not exist")
+        return rec
+
+    def check_lock(self, rec: ContainerRecord) -> None:
+        if rec.lock:
+            raise PveError(500, f"CT is locked ({rec.lock})")
+
+    @contextlib.asynccontextmanager
+    async def config_lock(self, vmid: int) -> AsyncIterator[None]:
+        """PVE's flock on the config file, with its 10 s timeout."""
+        lock = self._file_locks.setdefault(vmid, asyncio.Lock())
+        try:
+            await asyncio.wait_for(lock.acquire(), FILE_LOCK_TIMEOUT)
+        except TimeoutError:
+            raise PveError(500, f"can't lock file '/run/lock/lxc/pve-config-{vmid}.conf' - got timeout") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def save(self, rec: ContainerRecord) -> None:
+        self.containers[rec.vmid] = rec
+        self.store.save_container(rec)
+
+    def set_lock(self, rec: ContainerRecord, lock: str | None) -> None:
+        if lock:
+            rec.config["lock"] = lock
+        else:
+            rec.config.pop("lock", None)
+        self.save(rec)
+
+    async def _forget(self, vmid: int) -> None:
+        await self.fs(vmid).remove()
+        self.containers.pop(vmid, None)
+        self.store.delete_container(vmid)
+        for net in self._nets_of(vmid):
+            if net.hwaddr:
+                self.leases.pop(net.hwaddr.lower(), None)
+        self.store.save("leases", self.leases)
+
+    def _nets_of(self, vmid: int) -> list[NetConfig]:
+        rec = self.containers.get(vmid)
+        return parse_nets(rec.config) if rec else []
+
+    def _check_static_ips(self, nets: list[NetConfig]) -> None:
+        for net in nets:
+            iface = net.static_interface
+            if iface is None:
+                continue
+            if iface.ip not in self.net.subnet or iface.ip in (
+                self.net.subnet.network_address, self.net.subnet.broadcast_address,
+                self.net.gateway,
+            ):  # fmt: skip
+                raise TaskFailed(
+                    f"net{net.index}: address {net.ip} is not usable on this simulator: "
+                    f"{API_BRIDGE} serves {self.net.subnet} (gateway {self.net.gateway}) and "
+                    "pvesim routes nothing outside its own subnet"
+                )
+            if net.gw and ipaddress.ip_address(net.gw) not in self.net.subnet:
+                raise TaskFailed(f"net{net.index}: gateway {net.gw} is outside {self.net.subnet}")
+
+    # DHCP ------------------------------------------------------------------
+    def _vmid_for_mac(self, mac: str) -> tuple[int, NetConfig] | None:
+        for vmid in self.running:
+            for net in self._nets_of(vmid):
+                if net.hwaddr and net.hwaddr.lower() == mac and net.is_dhcp:
+                    return vmid, net
+        return None
+
+    def _lease_for(self, mac: str) -> Lease | None:
+        found = self._vmid_for_mac(mac)
+        if found is None:
+            return None
+        ip = self.leases.get(mac)
+        if ip is None:
+            used = set(self.leases.values())
+            for vmid in self.containers:
+                for net in self._nets_of(vmid):
+                    if net.static_interface:
+                        used.add(str(net.static_interface.ip))
+            free = [a for a in self.net.dhcp_pool() if str(a) not in used]
+            if not free:
+                return None
+            ip = str(free[0])
+            self.leases[mac] = ip
+            self.store.save("leases", self.leases)
+        rec = self.containers[found[0]]
+        return Lease(ip=ip, prefix_len=self.net.subnet.prefixlen, router=str(self.net.gateway),
+                     dns=[], lease_time=3600, hostname=str(rec.config.get("hostname", "")))  # fmt: skip
+
+    def _delay_for(self, mac: str) -> float:
+        found = self._vmid_for_mac(mac)
+        extra = self.faults.dhcp_delay.get(found[0], 0.0) if found else 0.0
+        return self.dhcp_delay + extra
+
+    def _on_lease(self, mac: str, ip: str) -> None:
+        log.info("DHCP lease %s -> %s", mac, ip)
+
+    # create ----------------------------------------------------------------
+    def _check_storage(self, storage: str, content: str) -> None:
+        from pvesim.storage import STORAGES
+
+        spec = STORAGES.get(storage)
+        if spec is None:
+            raise PveError(500, f"storage '{storage}' does not exist")
+        if content not in spec.content:
+            what = {"rootdir": "container directories", "vztmpl": "templates"}[content]
+            raise PveError(500, f"storage '{storage}' does not support {what}")
+
+    def template_file(self, volid: str) -> Path:
+        storage, _, rest = volid.partition(":")
+        if not rest.startswith("vztmpl/"):
+            raise PveError(500, f"volume '{volid}' does not exist")
+        self._check_storage(storage, "vztmpl")
+        path = self.store.template_dir / rest.removeprefix("vztmpl/")
+        if "/" in rest.removeprefix("vztmpl/") or not path.exists():
+            raise PveError(500, f"volume '{volid}' does not exist")
+        return path
+
+    async def create(self, params: dict[str, Any], user: str) -> str:
+        vmid = int(params["vmid"])
+        async with self.config_lock(vmid):
+            if vmid in self.containers:
+                raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
+            storage = str(params.get("storage", "local"))
+            rootfs = split_property_string(str(params.get("rootfs", f"{storage}:4")), "volume")
+            volume = rootfs.pop("volume")
+            disk_storage, _, size = volume.partition(":")
+            self._check_storage(disk_storage, "rootdir")
+            tarball = self.template_file(str(params["ostemplate"]))
+            config: dict[str, Any] = {k: v for k, v in params.items() if k not in _CREATE_ONLY}
+            config["rootfs"] = ",".join(
+                [f"{disk_storage}:vm-{vmid}-disk-0", *(f"{k}={v}" for k, v in rootfs.items()),
+                 f"size={size if size[-1:].isalpha() else size + 'G'}"]
+            )  # fmt: skip
+            config.setdefault("hostname", f"CT{vmid}")
+            config.setdefault("arch", "amd64")
+            config.setdefault("ostype", "debian")
+            for key in net_keys(config):
+                kv = split_property_string(str(config[key]))
+                if "hwaddr" not in kv:
+                    kv["hwaddr"] = random_hwaddr()
+                kv.setdefault("type", "veth")
+                config[key] = ",".join(f"{k}={v}" for k, v in kv.items())
+            config["lock"] = "create"
+            rec = ContainerRecord(vmid=vmid, config=config)
+            self.save(rec)
+        password = params.get("password")
+        keys = params.get("ssh-public-keys")
+        start_after = bool(params.get("start"))
+
+        async def body(task: Task) -> None:
+            task.log(f"extracting archive '/var/lib/vz/template/cache/{tarball.name}'")
+            started = time.monotonic()
+            base = await asyncio.to_thread(templates.ensure_base, tarball)
+            fs = self.fs(vmid)
+            fs.create(base)
+            await task.sleep(DURATIONS["vzcreate"])
+            size = tarball.stat().st_size
+            task.log(f"Total bytes read: {size} ({size >> 20}MiB, "
+                     f"{size / max(time.monotonic() - started, 0.001) / (1 << 20):.0f}MiB/s)")  # fmt: skip
+            task.log("Detected OS distribution 'debian'")
+            self._check_static_ips(parse_nets(config))
+            root = await fs.mount()
+            try:
+                lines = await apply_create_config(root, str(config["hostname"]),
+                                                  password and str(password),
+                                                  keys and str(keys))  # fmt: skip
+            finally:
+                await fs.unmount()
+            for line in lines:
+                task.log(line)
+            self.set_lock(rec, None)
+            if start_after:
+                await self._start_body(task, vmid)
+
+        async def failed() -> None:
+            await self._forget(vmid)
+
+        return self.tasks.start("vzcreate", str(vmid), user, body, on_error=failed)
+
+    # start/stop --------------------------------------------------------------
+    async def start(self, vmid: int, user: str, skiplock: bool = False) -> str:
+        async with self.config_lock(vmid):
+            rec = self.get(vmid)
+            if not skiplock:
+                self.check_lock(rec)
+            if vmid in self.running:
+                raise PveError(500, f"CT {vmid} already running")
+
+        async def body(task: Task) -> None:
+            await self._start_body(task, vmid)
+
+        return self.tasks.start("vzstart", str(vmid), user, body)
+
+    async def _start_body(self, task: Task, vmid: int) -> None:
+        rec = self.get(vmid)
+        if vmid in self.running:
+            raise TaskFailed(f"CT {vmid} already running")
+        nets = parse_nets(rec.config)
+        for net in nets:
+            if net.bridge != API_BRIDGE:
+                raise TaskFailed(f"bridge '{net.bridge}' does not exist")
+        self._check_static_ips(nets)
+        await task.sleep(DURATIONS["vzstart"])
+        fs = self.fs(vmid)
+        ns = self.net.netns(vmid)
+        for net in nets:
+            if net.hwaddr and self._dhcp is not None:
+                self._dhcp.forget(net.hwaddr.lower())  # a new boot waits for its lease again
+        try:
+            await network.create_container_link(self.net, vmid, nets)
+            root = await fs.mount()
+            apply_start_config(root, {**rec.config, "vmid": vmid}, nets, self.net.egress)
+            ct = await runtime.boot(fs, vmid, str(rec.config.get("hostname", f"CT{vmid}")), ns,
+                                    machine=f"{self.net.tag}-{vmid}")  # fmt: skip
+        except Exception:
+            await network.delete_container_link(self.net, vmid)
+            await fs.unmount()
+            raise
+        self.running[vmid] = ct
+        asyncio.create_task(self._watch(ct))
+
+    async def _watch(self, ct: RunningContainer) -> None:
+        """When a container's nspawn ends (halted inside, killed), tidy up."""
+        await ct.process.wait()
+        if self.running.get(ct.vmid) is ct:
+            del self.running[ct.vmid]
+        self.fs(ct.vmid).pidfile.unlink(missing_ok=True)
+        await network.delete_container_link(self.net, ct.vmid)
+        if ct.vmid in self.containers:
+            await self.fs(ct.vmid).unmount()
+        ct.exited.set()
+
+    async def _halt(self, vmid: int) -> None:
+        ct = self.running.get(vmid)
+        if ct is None:
+            return
+        await runtime.kill(ct)
+        await ct.exited.wait()
+
+    def _running_or_fail(self, vmid: int) -> RunningContainer:
+        ct = self.running.get(vmid)
+        if ct is None:
+            raise PveError(500, f"CT {vmid} not running")
+        return ct
+
+    async def stop(self, vmid: int, user: str, skiplock: bool = False) -> str:
+        async with self.config_lock(vmid):
+            rec = self.get(vmid)
+            if not skiplock:
+                self.check_lock(rec)
+            self._running_or_fail(vmid)
+
+        async def body(task: Task) -> None:
+            await task.sleep(DURATIONS["vzstop"])
+            await self._halt(vmid)
+
+        return self.tasks.start("vzstop", str(vmid), user, body)
+
+    async def shutdown_ct(self, vmid: int, user: str, timeout: int, force_stop: bool) -> str:
+        async with self.config_lock(vmid):
+            self.check_lock(self.get(vmid))
+            self._running_or_fail(vmid)
+
+        async def body(task: Task) -> None:
+            await self._clean_halt(task, vmid, timeout, force_stop)
+
+        return self.tasks.start("vzshutdown", str(vmid), user, body)
+
+    async def _clean_halt(self, task: Task, vmid: int, timeout: int, force_stop: bool) -> None:
+        ct = self.running.get(vmid)
+        if ct is None:
+            return
+        await task.sleep(DURATIONS["vzshutdown"])
+        if not await runtime.poweroff(ct, timeout):
+            if not force_stop:
+                raise TaskFailed("container did not shut down within the timeout")
+            task.log("shutdown timed out, stopping the container")
+            await runtime.kill(ct)
+        await ct.exited.wait()
+
+    async def reboot(self, vmid: int, user: str, timeout: int) -> str:
+        async with self.config_lock(vmid):
+            self.check_lock(self.get(vmid))
+            self._running_or_fail(vmid)
+
+        async def body(task: Task) -> None:
+            await self._clean_halt(task, vmid, timeout, True)
+            await self._start_body(task, vmid)
+
+        return self.tasks.start("vzreboot", str(vmid), user, body)
+
+    # destroy -----------------------------------------------------------------
+    async def destroy(self, vmid: int, user: str, force: bool) -> str:
+        async with self.config_lock(vmid):
+            rec = self.get(vmid)
+            self.check_lock(rec)
+            if vmid in self.running and not force:
+                raise PveError(500, f"unable to destroy CT {vmid} - container is running")
+            self.set_lock(rec, "destroyed")
+
+        async def body(task: Task) -> None:
+            await task.sleep(DURATIONS["vzdestroy"])
+            await self._halt(vmid)
+            task.log(f"Logical volume \"vm-{vmid}-disk-0\" successfully removed.")
+            await self._forget(vmid)
+
+        async def failed() -> None:
+            self.set_lock(rec, None)
+
+        return self.tasks.start("vzdestroy", str(vmid), user, body, on_error=failed)
+
+    # inspection --------------------------------------------------------------
+    def status(self, vmid: int) -> dict[str, Any]:
+        rec = self.get(vmid)
+        cfg = rec.config
+        ct = self.running.get(vmid)
+        mem, cpu_seconds = runtime.namespace_usage(ct.init_pid) if ct else (0, 0.0)
+        rootfs = split_property_string(str(cfg.get("rootfs", "")), "volume")
+        out: dict[str, Any] = {
+            "vmid": vmid,
+            "name": cfg.get("hostname", f"CT{vmid}"),
+            "status": "running" if ct else "stopped",
+            "type": "lxc",
+            "cpus": int(cfg.get("cores", 1)),
+            "maxmem": int(cfg.get("memory", 512)) << 20,
+            "maxswap": int(cfg.get("swap", 512)) << 20,
+            "maxdisk": size_to_bytes(rootfs.get("size", "4G")),
+            "mem": mem,
+            "swap": 0,
+            "disk": self.fs(vmid).disk_used() if ct else 0,
+            "cpu": round(cpu_seconds / max(ct.uptime, 1) / max(int(cfg.get("cores", 1)), 1), 4)
+            if ct else 0,
+            "uptime": ct.uptime if ct else 0,
+            "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
+            "ha": {"managed": 0},
+            "template": int(cfg.get("template", 0)),
+        }  # fmt: skip
+        if ct:
+            out["pid"] = ct.init_pid
+        if rec.lock:
+            out["lock"] = rec.lock
+        if cfg.get("tags"):
+            out["tags"] = cfg["tags"]
+        return out
+
+    async def interfaces(self, vmid: int) -> list[dict[str, Any]]:
+        self.get(vmid)
+        ct = self._running_or_fail(vmid)
+        out = []
+        for link in await network.netns_addresses(ct.netns):
+            addrs = []
+            inet = inet6 = None
+            for a in link.get("addr_info", []):
+                kind = "inet" if a["family"] == "inet" else "inet6"
+                cidr = f"{a['local']}/{a['prefixlen']}"
+                if kind == "inet" and inet is None:
+                    inet = cidr
+                if kind == "inet6" and inet6 is None:
+                    inet6 = cidr
+                addrs.append({"ip-address": a["local"], "ip-address-type": kind,
+                              "prefix": a["prefixlen"]})  # fmt: skip
+            entry: dict[str, Any] = {"name": link["ifname"],
+                                     "hwaddr": link.get("address", "00:00:00:00:00:00")}
+            if inet:
+                entry["inet"] = inet
+            if inet6:
+                entry["inet6"] = inet6
+            entry["ip-addresses"] = addrs
+            out.append(entry)
+        return out
+
+    # faults that act on containers ------------------------------------------
+    async def hold_lock(self, vmid: int, lock: str, seconds: float) -> None:
+        rec = self.get(vmid)
+        self.set_lock(rec, lock)
+
+        async def release() -> None:
+            if vmid in self.containers and self.containers[vmid].lock == lock:
+                self.set_lock(self.containers[vmid], None)
+
+        self.later(seconds, release)
+
+    async def hold_file_lock(self, vmid: int, seconds: float) -> None:
+        lock = self._file_locks.setdefault(vmid, asyncio.Lock())
+        await lock.acquire()
+        self.later(seconds, self._release_file_lock(lock))
+
+    @staticmethod
+    def _release_file_lock(lock: asyncio.Lock) -> Any:
+        async def release() -> None:
+            lock.release()
+
+        return release
+
+    async def refuse_ssh(self, vmid: int, seconds: float) -> None:
+        ct = self._running_or_fail(vmid)
+        await network.set_ssh_refused(ct.netns, True)
+
+        async def restore() -> None:
+            if self.running.get(vmid) is ct:
+                await network.set_ssh_refused(ct.netns, False)
+
+        self.later(seconds, restore)
+
+    async def drop_ssh(self, vmid: int) -> int:
+        ct = self._running_or_fail(vmid)
+        return await runtime.drop_ssh_connections(ct.init_pid)

@@ -1,0 +1,151 @@
+"""PVE tasks: UPIDs, status, logs, and durations scaled by ``--time-scale``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from pvesim.faults import Faults
+from pvesim.state import StateStore, TaskRecord
+from pvesim.upid import Upid
+
+log = logging.getLogger(__name__)
+
+
+class TaskFailed(Exception):
+    """Raised inside a task body: the task ends with ``TASK ERROR: <message>``."""
+
+
+class Task:
+    """A running task handed to its body: log lines, warnings, scaled sleeps."""
+
+    def __init__(self, record: TaskRecord, manager: TaskManager) -> None:
+        self.record = record
+        self._manager = manager
+        self.warnings = 0
+
+    @property
+    def upid(self) -> str:
+        return self.record.upid
+
+    def log(self, line: str) -> None:
+        for part in str(line).splitlines() or [""]:
+            self.record.log.append(part)
+
+    def warn(self, message: str) -> None:
+        self.warnings += 1
+        self.log(f"WARN: {message}")
+
+    async def sleep(self, seconds: float) -> None:
+        """Simulated work time, scaled (0 = none)."""
+        await self._manager.sleep(seconds)
+
+
+TaskBody = Callable[[Task], Awaitable[None]]
+
+
+class TaskManager:
+    """Starts tasks in the background and keeps their records."""
+
+    def __init__(self, store: StateStore, node: str, faults: Faults, time_scale: float) -> None:
+        self.store = store
+        self.node = node
+        self.faults = faults
+        self.time_scale = time_scale
+        self.tasks: dict[str, TaskRecord] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        loaded = store.load_tasks()
+        for rec in loaded:
+            if rec.status == "running":  # the simulator died under it
+                rec.status, rec.exitstatus = "stopped", "unexpected status"
+                rec.endtime = rec.endtime or rec.starttime
+                rec.log.append("TASK ERROR: unexpected status")
+                store.save_task(rec)
+            self.tasks[rec.upid] = rec
+        self._seq = itertools.count(max((t.seq for t in loaded), default=0) + 1)
+        self._pid = itertools.count(os.getpid() * 16 % 0x7FFFFF + 1)
+
+    async def sleep(self, seconds: float) -> None:
+        if self.time_scale > 0 and seconds > 0:
+            await asyncio.sleep(seconds * self.time_scale)
+
+    def start(self, task_type: str, task_id: str, user: str, body: TaskBody,
+              on_error: Callable[[], Awaitable[None]] | None = None) -> str:  # fmt: skip
+        """Start ``body`` as a task and return its UPID at once.
+
+        ``on_error`` runs (inside the task) when the body fails, before the
+        task is marked stopped: e.g. a failed create removes its config.
+        """
+        pid = next(self._pid)
+        now = int(time.time())
+        upid = Upid(self.node, pid, int(time.monotonic() * 100) & 0xFFFFFFFF, now, task_type,
+                    task_id, user)  # fmt: skip
+        record = TaskRecord(upid=str(upid), node=self.node, pid=pid, pstart=upid.pstart,
+                            starttime=now, type=task_type, id=task_id, user=user,
+                            seq=next(self._seq))  # fmt: skip
+        self.tasks[record.upid] = record
+        self.store.save_task(record)
+        task = Task(record, self)
+        self._running[record.upid] = asyncio.create_task(self._run(task, body, on_error))
+        return record.upid
+
+    async def _run(self, task: Task, body: TaskBody,
+                   on_error: Callable[[], Awaitable[None]] | None) -> None:  # fmt: skip
+        rec = task.record
+        fault = self.faults.take_task(rec.type, rec.id)
+        error: str | None = None
+        try:
+            if fault and fault.delay:
+                await asyncio.sleep(fault.delay)
+            await body(task)
+            if fault and fault.error:
+                raise TaskFailed(fault.error)
+        except TaskFailed as exc:
+            error = str(exc)
+        except asyncio.CancelledError:
+            error = "received interrupt"
+        except Exception as exc:  # a bug or a host failure: report it as PVE would
+            log.exception("task %s failed", rec.upid)
+            error = str(exc) or exc.__class__.__name__
+        if error is not None and on_error is not None:
+            try:
+                await on_error()
+            except Exception:
+                log.exception("cleanup after failed task %s failed", rec.upid)
+        rec.status = "stopped"
+        rec.endtime = int(time.time())
+        if error is not None:
+            error = error.splitlines()[0] if error.strip() else "unknown error"
+            rec.exitstatus = error
+            rec.log.append(f"TASK ERROR: {error}")
+        elif task.warnings:
+            rec.exitstatus = f"WARNINGS: {task.warnings}"
+            rec.log.append(f"TASK WARNINGS: {task.warnings}")
+        else:
+            rec.exitstatus = "OK"
+            rec.log.append("TASK OK")
+        self.store.save_task(rec)
+        self._running.pop(rec.upid, None)
+
+    def stop(self, upid: str) -> bool:
+        running = self._running.get(upid)
+        if running is None:
+            return False
+        running.cancel()
+        return True
+
+    async def wait(self, upid: str) -> TaskRecord:
+        running = self._running.get(upid)
+        if running is not None:
+            await asyncio.shield(running)
+        return self.tasks[upid]
+
+    async def shutdown(self) -> None:
+        for running in list(self._running.values()):
+            running.cancel()
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""The Flask web app: login, REST API, dashboard and websocket relay."""
