@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvesim.errors import PveError, param_error
 from pvesim.guest import split_property_string
-from pvesim.node import DURATIONS, config_digest, net_keys, random_hwaddr
+from pvesim.node import DURATIONS, config_digest, config_value, net_keys, random_hwaddr
 from pvesim.state import ContainerRecord
 from pvesim.runtime import copy_tree
 from pvesim.tasks import Task
@@ -69,7 +69,7 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
                     kv["hwaddr"] = old.get("hwaddr") or random_hwaddr()
                 kv.setdefault("type", "veth")
                 value = ",".join(f"{k}={v}" for k, v in kv.items())
-            config[key] = value
+            config[key] = config_value(value)
         rec.config = config
         node.save(rec)
 

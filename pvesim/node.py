@@ -57,6 +57,11 @@ def random_hwaddr() -> str:
     return "BC:24:11:" + ":".join(f"{b:02X}" for b in secrets.token_bytes(3))
 
 
+def config_value(value: Any) -> Any:
+    """Config files hold booleans as 0/1."""
+    return int(value) if isinstance(value, bool) else value
+
+
 def config_digest(config: dict[str, Any]) -> str:
     text = "".join(f"{k}: {config[k]}\n" for k in sorted(config))
     return hashlib.sha1(text.encode()).hexdigest()
@@ -276,7 +281,8 @@ class Node:
             disk_storage, _, size = volume.partition(":")
             self._check_storage(disk_storage, "rootdir")
             tarball = self.template_file(str(params["ostemplate"]))
-            config: dict[str, Any] = {k: v for k, v in params.items() if k not in _CREATE_ONLY}
+            config: dict[str, Any] = {k: config_value(v) for k, v in params.items()
+                                      if k not in _CREATE_ONLY}  # fmt: skip
             config["rootfs"] = ",".join(
                 [f"{disk_storage}:vm-{vmid}-disk-0", *(f"{k}={v}" for k, v in rootfs.items()),
                  f"size={size if size[-1:].isalpha() else size + 'G'}"]

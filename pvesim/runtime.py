@@ -138,6 +138,25 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def _container_init(nspawn_pid: int) -> int | None:
+    """nspawn's child in a new PID namespace: the container's PID 1.
+
+    Right after the start nspawn's first child is a short-lived helper still
+    in our namespace; it is not the one to signal later.
+    """
+    try:
+        own = os.readlink(f"/proc/{nspawn_pid}/ns/pid")
+    except OSError:
+        return None
+    for child in _children(nspawn_pid):
+        try:
+            if os.readlink(f"/proc/{child}/ns/pid") != own:
+                return child
+        except OSError:
+            continue
+    return None
+
+
 async def boot(
     fs: ContainerFs, vmid: int, hostname: str, netns: str, machine: str
 ) -> RunningContainer:
@@ -155,6 +174,8 @@ async def boot(
             f"--directory={fs.rootfs}", f"--machine={machine}", f"--hostname={hostname}",
             f"--network-namespace-path=/run/netns/{netns}", "--console=read-only",
             "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+            # its own network namespace: ifupdown and dhclient configure eth0
+            "--capability=CAP_NET_ADMIN",
             stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console,
             start_new_session=True,
         )  # fmt: skip
@@ -165,9 +186,9 @@ async def boot(
     while time.monotonic() < deadline:
         if proc.returncode is not None:
             break
-        kids = _children(proc.pid)
-        if kids:
-            return RunningContainer(vmid=vmid, process=proc, init_pid=kids[0], netns=netns)
+        init_pid = _container_init(proc.pid)
+        if init_pid:
+            return RunningContainer(vmid=vmid, process=proc, init_pid=init_pid, netns=netns)
         await asyncio.sleep(0.01)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()

@@ -135,9 +135,11 @@ def _check_type(path: str, type_: str | None, value: object, errors: dict[str, s
 
 def _convert(schema: Schema, value: object) -> object:
     type_ = schema.get("type")
-    if isinstance(value, bool) or isinstance(schema.get("format"), Mapping):
-        return value if isinstance(value, bool) else _perl_str(value)
+    if isinstance(value, bool):
+        return value
     text = _perl_str(value)
+    if isinstance(schema.get("format"), Mapping):
+        return text  # property strings stay strings
     if type_ == "integer":
         return int(text)
     if type_ == "number":
@@ -353,8 +355,9 @@ def format_property_string(
     parts: list[str] = []
     for key in dict.fromkeys(order):
         text = _format_value(values[key])
-        if fmt.get(key, {}).get("format") == "disk-size" and formats.parse_size(text) is not None:
-            text = _format_size(formats.parse_size(text) or 0)
+        size = formats.parse_size(text) if fmt.get(key, {}).get("format") == "disk-size" else None
+        if size is not None:
+            text = _format_size(size)
         if "," in text:
             raise ValueError(f"illegal value with commas for {key}")
         parts.append(text if key == default_key else f"{key}={text}")
@@ -402,6 +405,8 @@ class ApiSchema:
                 raise ValueError(f"{where}: non-numeric {bound}")
         if schema.get("pattern"):
             _compile_pattern(schema["pattern"])
+        if not isinstance(schema.get("requires", ""), str):
+            raise ValueError(f"{where}: only named 'requires' are supported")
         fmt = schema.get("format")
         if isinstance(fmt, Mapping):
             for key, sub in fmt.items():
