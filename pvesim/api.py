@@ -112,7 +112,7 @@ async def api_entry(request: web.Request) -> web.Response:
         try:
             clean = schema.validate(method, template, {**params, **path_params})
         except ParameterError as exc:
-            raise param_error(exc.errors) from exc
+            raise param_error(merge_property_errors(exc.errors)) from exc
         if "node" in clean:
             info.check_node(node, str(clean["node"]))
         data = await HANDLERS[(method, template)](node, clean, user)
@@ -123,6 +123,17 @@ async def api_entry(request: web.Request) -> web.Response:
     if isinstance(data, web.Response):
         return data
     return web.json_response({"data": data})
+
+
+def merge_property_errors(errors: dict[str, str]) -> dict[str, str]:
+    """PVE reports a property string's inner errors inside the parameter's own
+    message: {"net0": "invalid format - format error\nnet0.ip: invalid ..."}."""
+    out = {k: v for k, v in errors.items() if "." not in k}
+    for key, msg in errors.items():
+        if "." in key:
+            parent = key.split(".", 1)[0]
+            out[parent] = f"{out.get(parent, 'invalid format - format error')}\n{key}: {msg}"
+    return out
 
 
 def _default_fault_message(status: int) -> str:
