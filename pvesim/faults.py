@@ -65,7 +65,10 @@ class Faults:
         return self._next_id - 1
 
     def add_http(self, fault: HttpFault) -> HttpFault:
-        re.compile(fault.path)  # reject a bad regex at registration
+        try:
+            re.compile(fault.path)  # reject a bad regex at registration
+        except re.error as exc:
+            raise ValueError(f"path is not a valid regex: {exc}") from exc
         if not 100 <= fault.status <= 599:
             raise ValueError("status must be between 100 and 599")
         fault.id = self._id()
