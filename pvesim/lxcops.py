@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvesim.errors import PveError, param_error
 from pvesim.guest import split_property_string
-from pvesim.node import DURATIONS, config_digest, config_value, net_keys, random_hwaddr
+from pvesim.node import DURATIONS, config_digest, config_value, format_net, net_keys, random_hwaddr
 from pvesim.state import ContainerRecord
 from pvesim.runtime import copy_tree
 from pvesim.tasks import Task
@@ -68,7 +68,7 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
                     old = split_property_string(str(config.get(key, "")))
                     kv["hwaddr"] = old.get("hwaddr") or random_hwaddr()
                 kv.setdefault("type", "veth")
-                value = ",".join(f"{k}={v}" for k, v in kv.items())
+                value = format_net(kv)
             config[key] = config_value(value)
         rec.config = config
         node.save(rec)
@@ -93,7 +93,7 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         for key in net_keys(config):
             kv = split_property_string(str(config[key]))
             kv["hwaddr"] = random_hwaddr()  # PVE gives a clone new MAC addresses
-            config[key] = ",".join(f"{k}={v}" for k, v in kv.items())
+            config[key] = format_net(kv)
         rootfs = split_property_string(str(config["rootfs"]), "volume")
         storage = str(params.get("storage") or rootfs["volume"].split(":")[0])
         node._check_storage(storage, "rootdir")

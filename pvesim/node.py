@@ -26,6 +26,7 @@ from pvesim.faults import Faults
 from pvesim.guest import NetConfig, apply_create_config, apply_start_config, split_property_string
 from pvesim.network import SimNetwork
 from pvesim.runtime import ContainerFs, RunningContainer
+from pvesim.schema import format_property_string, load_api_schema
 from pvesim.state import ContainerRecord, StateStore
 from pvesim.tasks import Task, TaskFailed, TaskManager
 
@@ -50,6 +51,13 @@ def net_keys(config: dict[str, Any]) -> list[str]:
 
 def parse_nets(config: dict[str, Any]) -> list[NetConfig]:
     return [NetConfig.parse(int(k[3:]), str(config[k])) for k in net_keys(config)]
+
+
+def format_net(values: dict[str, str]) -> str:
+    """A ``net[n]`` value written the way PVE writes it (name first, sorted)."""
+    fmt = load_api_schema().param_schema("POST", "/nodes/{node}/lxc", "net0")
+    assert fmt is not None
+    return format_property_string(values, fmt=fmt["format"])
 
 
 def random_hwaddr() -> str:
@@ -295,7 +303,7 @@ class Node:
                 if "hwaddr" not in kv:
                     kv["hwaddr"] = random_hwaddr()
                 kv.setdefault("type", "veth")
-                config[key] = ",".join(f"{k}={v}" for k, v in kv.items())
+                config[key] = format_net(kv)
             config["lock"] = "create"
             rec = ContainerRecord(vmid=vmid, config=config)
             self.save(rec)

@@ -486,8 +486,24 @@ class ApiSchema:
         return out
 
 
+# The subset was extracted with prose descriptions removed, which also removed
+# the *parameters* named "description".  PVE defines them as below (pve-container
+# API: create/config maxLength 8192; snapshot and clone plain strings).
+_DROPPED_DESCRIPTION_PARAMS = {
+    ("/nodes/{node}/lxc", "POST"): {"optional": 1, "type": "string", "maxLength": 8192},
+    ("/nodes/{node}/lxc/{vmid}/config", "PUT"): {"optional": 1, "type": "string", "maxLength": 8192},
+    ("/nodes/{node}/lxc/{vmid}/clone", "POST"): {"optional": 1, "type": "string"},
+    ("/nodes/{node}/lxc/{vmid}/snapshot", "POST"): {"optional": 1, "type": "string"},
+    ("/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/config", "PUT"): {"optional": 1, "type": "string"},
+}
+
+
 @functools.cache
 def load_api_schema() -> ApiSchema:
     """The packaged PVE API schema, loaded once."""
     text = resources.files("pvesim").joinpath("pve-api-schema.json").read_text(encoding="utf-8")
-    return ApiSchema(json.loads(text))
+    data = json.loads(text)
+    for (path, method), prop in _DROPPED_DESCRIPTION_PARAMS.items():
+        props = data[path][method].setdefault("parameters", {}).setdefault("properties", {})
+        props.setdefault("description", prop)
+    return ApiSchema(data)

@@ -1,0 +1,302 @@
+"""Containers end to end through proxmoxer: create, start, SSH in, serve,
+install packages, clone, snapshot, stop, destroy.  Shared simulator;
+vmids 8000-8999, static addresses .50-.90 of its subnet."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from proxmoxer import ResourceException
+
+from tests.pvesim.helpers import task_log, ticket_api, token_api, wait_port, wait_task
+
+pytestmark = pytest.mark.integration
+TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+
+
+@pytest.fixture(scope="module")
+def api(sim: dict[str, Any]) -> Any:
+    return token_api(sim)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+def addr(sim: dict[str, Any], host: int) -> str:
+    return str(ipaddress.ip_network(sim["subnet"]).network_address + host)
+
+
+def ssh(key: Path, ip: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", f"root@{ip}", command],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def ok(api: Any, upid: str, timeout: float = 120) -> list[str]:
+    status = wait_task(api, "pve", upid, timeout)
+    log = task_log(api, "pve", upid)
+    assert status["exitstatus"] == "OK", log
+    return log
+
+
+class Containers:
+    """Creates containers for a test and removes them afterwards."""
+
+    def __init__(self, api: Any, sim: dict[str, Any], key: Path) -> None:
+        self.api, self.sim, self.key = api, sim, key
+        self.made: list[int] = []
+
+    def create(self, vmid: int, ip: str = "dhcp", **extra: Any) -> list[str]:
+        net = "name=eth0,bridge=vmbr0,ip=dhcp" if ip == "dhcp" else (
+            f"name=eth0,bridge=vmbr0,ip={ip}/24,gw={self.sim['gateway']}")  # fmt: skip
+        params = {"vmid": vmid, "ostemplate": TEMPLATE, "storage": "local-lvm",
+                  "hostname": f"ct{vmid}", "net0": net,
+                  "ssh-public-keys": self.key.with_suffix(".pub").read_text(), **extra}  # fmt: skip
+        self.made.append(vmid)
+        return ok(self.api, self.api.nodes("pve").lxc.post(**params))
+
+    def start(self, vmid: int) -> None:
+        ok(self.api, self.api.nodes("pve").lxc(vmid).status.start.post())
+
+    def ip_of(self, vmid: int, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for iface in self.api.nodes("pve").lxc(vmid).interfaces.get():
+                if iface["name"] == "eth0" and "inet" in iface:
+                    return str(iface["inet"].split("/")[0])
+            time.sleep(0.1)
+        raise TimeoutError(f"CT {vmid} got no address")
+
+    def cleanup(self) -> None:
+        for vmid in self.made:
+            try:
+                ct = self.api.nodes("pve").lxc(vmid)
+                if ct.status.current.get()["status"] == "running":
+                    wait_task(self.api, "pve", ct.status.stop.post())
+                wait_task(self.api, "pve", ct.delete())
+            except ResourceException:
+                pass  # already gone
+
+
+@pytest.fixture()
+def cts(api: Any, sim: dict[str, Any], key: Path) -> Iterator[Containers]:
+    made = Containers(api, sim, key)
+    yield made
+    made.cleanup()
+
+
+def test_lifecycle_with_ticket_auth(sim: dict[str, Any], key: Path, tmp_path: Path) -> None:
+    api = ticket_api(sim)
+    made = Containers(api, sim, key)
+    ip = addr(sim, 50)
+    try:
+        started = time.monotonic()
+        log = made.create(8001, ip, password="s3cret-pw", memory=256, cores=1, unprivileged=1)
+        created = time.monotonic() - started
+        assert log[0].startswith("extracting archive")
+        assert any("ssh_host_ed25519_key" in line for line in log) and log[-1] == "TASK OK"
+        assert created < 3, f"create took {created:.2f}s at time scale 0"
+        config = api.nodes("pve").lxc(8001).config.get()
+        assert config["hostname"] == "ct8001" and config["memory"] == 256
+        assert config["unprivileged"] == 1 and "lock" not in config
+        assert "ssh-public-keys" not in config and "password" not in config
+        assert config["rootfs"].startswith("local-lvm:vm-8001-disk-0")
+        assert config["net0"].startswith("name=eth0,bridge=vmbr0,gw=")
+        assert ",hwaddr=BC:24:11:" in config["net0"] and config["net0"].endswith(",type=veth")
+        made.start(8001)
+        assert api.nodes("pve").lxc(8001).status.current.get()["status"] == "running"
+        assert wait_port(ip, 22) < 30
+        ifaces = {i["name"]: i for i in api.nodes("pve").lxc(8001).interfaces.get()}
+        assert ifaces["lo"]["inet"] == "127.0.0.1/8"
+        assert ifaces["eth0"]["inet"] == f"{ip}/24"
+        assert ifaces["eth0"]["hwaddr"].upper() in config["net0"]
+        # inside: its own hostname, filesystem and processes
+        marker = tmp_path / "host-only-marker"
+        marker.write_text("host")
+        result = ssh(key, ip, f"hostname; test -e {marker} && echo LEAK; ps -e -o pid=,comm= | head -1;"
+                              " grep -c . /etc/hostname; getent shadow root | cut -d: -f2 | cut -c1-3")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.split()
+        assert lines[0] == "ct8001" and "LEAK" not in lines
+        assert lines[1:3] == ["1", "systemd"] and lines[-1] == "$6$"
+        status = api.nodes("pve").lxc(8001).status.current.get()
+        assert status["pid"] > 0 and status["maxmem"] == 256 << 20 and status["uptime"] >= 0
+        # PVE's errors for the wrong state
+        with pytest.raises(ResourceException, match="already running"):
+            api.nodes("pve").lxc(8001).status.start.post()
+        with pytest.raises(ResourceException, match="container is running"):
+            api.nodes("pve").lxc(8001).delete()
+        ok(api, api.nodes("pve").lxc(8001).status.stop.post())
+        assert api.nodes("pve").lxc(8001).status.current.get()["status"] == "stopped"
+        with pytest.raises(ResourceException, match="not running"):
+            api.nodes("pve").lxc(8001).interfaces.get()
+        with pytest.raises(ResourceException, match="not running"):
+            api.nodes("pve").lxc(8001).status.stop.post()
+        ok(api, api.nodes("pve").lxc(8001).delete())
+        assert 8001 not in [c["vmid"] for c in api.nodes("pve").lxc.get()]
+        assert not (Path(sim["state_dir"]) / "ct/8001").exists()
+    finally:
+        made.cleanup()
+
+
+def test_dhcp_address_and_apt_install(cts: Containers, key: Path, sim: dict[str, Any]) -> None:
+    cts.create(8010, "dhcp", start=1)
+    ip = cts.ip_of(8010)
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(sim["subnet"])
+    ifaces = {i["name"]: i for i in cts.api.nodes("pve").lxc(8010).interfaces.get()}
+    types = {a["ip-address-type"] for a in ifaces["eth0"]["ip-addresses"]}
+    assert types == {"inet", "inet6"}  # the link-local address is there too, as on PVE
+    wait_port(ip, 22)
+    result = ssh(key, ip, "ip route | grep default; apt-get update -qq && "
+                          "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hello >/dev/null "
+                          "&& hello", timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"default via {sim['gateway']}" in result.stdout
+    assert "Hello, world!" in result.stdout
+
+
+def test_two_containers_serve_on_the_same_port(cts: Containers, key: Path, sim: dict[str, Any]) -> None:
+    ips = {8020: addr(sim, 60), 8021: addr(sim, 61)}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda v: cts.create(v, ips[v], start=1), ips))
+    for vmid, ip in ips.items():
+        wait_port(ip, 22)
+        cmd = (f"mkdir -p /srv/www && echo 'hello from {vmid}' > /srv/www/index.html && "
+               "systemd-run --unit=web python3 -m http.server 8080 --directory /srv/www")  # fmt: skip
+        result = ssh(key, ip, cmd)
+        assert result.returncode == 0, result.stderr
+    for vmid, ip in ips.items():
+        wait_port(ip, 8080)
+        with urllib.request.urlopen(f"http://{ip}:8080/", timeout=10) as resp:
+            assert resp.read().decode().strip() == f"hello from {vmid}"
+
+
+def test_static_address_outside_the_subnet_fails_the_create(cts: Containers, api: Any) -> None:
+    upid = api.nodes("pve").lxc.post(vmid=8030, ostemplate=TEMPLATE, storage="local-lvm",
+                                     net0="name=eth0,bridge=vmbr0,ip=10.1.2.3/24")  # fmt: skip
+    status = wait_task(api, "pve", upid)
+    assert "10.1.2.3/24" in status["exitstatus"] and "subnet" in status["exitstatus"]
+    with pytest.raises(ResourceException, match="does not exist"):
+        api.nodes("pve").lxc(8030).config.get()  # a failed create removes its config
+
+
+def test_unknown_bridge_fails_the_start(cts: Containers, api: Any) -> None:
+    cts.create(8031, "dhcp")
+    api.nodes("pve").lxc(8031).config.put(net0="name=eth0,bridge=vmbr9,ip=dhcp")
+    status = wait_task(api, "pve", api.nodes("pve").lxc(8031).status.start.post())
+    assert status["exitstatus"] == "bridge 'vmbr9' does not exist"
+
+
+def test_existing_vmid_and_the_create_lock(cts: Containers, api: Any, sim: dict[str, Any]) -> None:
+    from tests.pvesim.helpers import admin
+
+    admin(sim, "task", {"type": "vzcreate", "vmid": 8040, "delay": 2})
+    lxc = api.nodes("pve").lxc
+    cts.made.append(8040)
+    upid = lxc.post(vmid=8040, ostemplate=TEMPLATE, storage="local-lvm")
+    with pytest.raises(ResourceException, match=r"CT 8040 already exists on node 'pve'"):
+        lxc.post(vmid=8040, ostemplate=TEMPLATE, storage="local-lvm")
+    with pytest.raises(ResourceException, match=r"CT is locked \(create\)"):
+        lxc(8040).status.start.post()
+    assert lxc(8040).status.current.get()["lock"] == "create"
+    assert api.nodes("pve").tasks(upid).status.get()["status"] == "running"
+    ok(api, upid)
+    assert "lock" not in lxc(8040).config.get()
+
+
+def test_nextid_race_loser_gets_already_exists(cts: Containers, api: Any) -> None:
+    lxc = api.nodes("pve").lxc
+    vmid = int(api.cluster.nextid.get())
+    cts.made.append(vmid)
+
+    def create() -> str:
+        try:
+            return str(lxc.post(vmid=vmid, ostemplate=TEMPLATE, storage="local-lvm"))
+        except ResourceException as exc:
+            return f"{exc.status_code} {exc.content}"
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: create(), range(2)))
+    winners = [r for r in results if r.startswith("UPID:")]
+    losers = [r for r in results if not r.startswith("UPID:")]
+    assert len(winners) == 1 and losers == [f"500 CT {vmid} already exists on node 'pve'"]
+    ok(api, winners[0])
+
+
+def test_config_put_digest_delete_and_read_only(cts: Containers, api: Any) -> None:
+    cts.create(8050, "dhcp", memory=256)
+    ct = api.nodes("pve").lxc(8050)
+    config = ct.config.get()
+    ct.config.put(memory=1024, description="web server", digest=config["digest"])
+    config = ct.config.get()
+    assert config["memory"] == 1024 and config["description"] == "web server"
+    with pytest.raises(ResourceException, match="detected modified configuration"):
+        ct.config.put(memory=512, digest="0" * 40)
+    ct.config.put(delete="description")
+    assert "description" not in ct.config.get()
+    with pytest.raises(ResourceException) as info:
+        ct.config.put(onboot="yes")
+    assert info.value.errors == {"onboot": "type check ('boolean') failed - got 'yes'"}
+
+
+def test_clone_snapshot_and_rollback(cts: Containers, api: Any, key: Path, sim: dict[str, Any]) -> None:
+    ip = addr(sim, 70)
+    cts.create(8060, ip, start=1)
+    wait_port(ip, 22)
+    assert ssh(key, ip, "echo one > /root/marker").returncode == 0
+    ct = api.nodes("pve").lxc(8060)
+    ok(api, ct.snapshot.post(snapname="first", description="before change"))
+    snaps = {s["name"]: s for s in ct.snapshot.get()}
+    assert snaps["first"]["description"] == "before change"
+    assert snaps["current"]["parent"] == "first"
+    with pytest.raises(ResourceException, match="snapshot name 'first' already used"):
+        ct.snapshot.post(snapname="first")
+    assert ssh(key, ip, "echo two > /root/marker").returncode == 0
+    ok(api, ct.snapshot("first").rollback.post(start=1))
+    wait_port(ip, 22)
+    assert ssh(key, ip, "cat /root/marker").stdout.strip() == "one"
+    # a full clone of the stopped container: same files, new MAC
+    ok(api, ct.status.stop.post())
+    cts.made.append(8061)
+    ok(api, ct.clone.post(newid=8061, hostname="clone8061", full=1))
+    clone_cfg = api.nodes("pve").lxc(8061).config.get()
+    assert clone_cfg["hostname"] == "clone8061"
+    orig_mac = [p for p in ct.config.get()["net0"].split(",") if p.startswith("hwaddr")]
+    assert orig_mac[0] not in clone_cfg["net0"]
+    clone_ip = addr(sim, 71)
+    api.nodes("pve").lxc(8061).config.put(
+        net0=f"name=eth0,bridge=vmbr0,ip={clone_ip}/24,gw={sim['gateway']}")
+    cts.start(8061)
+    wait_port(clone_ip, 22)
+    result = ssh(key, clone_ip, "hostname; cat /root/marker")
+    assert result.stdout.split() == ["clone8061", "one"]
+    ok(api, ct.snapshot("first").delete())
+    assert [s["name"] for s in ct.snapshot.get()] == ["current"]
+
+
+def test_shutdown_and_reboot(cts: Containers, api: Any, key: Path, sim: dict[str, Any]) -> None:
+    ip = addr(sim, 80)
+    cts.create(8070, ip, start=1)
+    wait_port(ip, 22)
+    boot_id = ssh(key, ip, "cat /proc/sys/kernel/random/boot_id; systemctl is-system-running --wait")
+    ok(api, api.nodes("pve").lxc(8070).status.reboot.post())
+    wait_port(ip, 22)
+    after = ssh(key, ip, "systemctl show -p ActiveEnterTimestampMonotonic --value init.scope; uptime -s")
+    assert after.returncode == 0 and boot_id.returncode == 0
+    assert api.nodes("pve").lxc(8070).status.current.get()["uptime"] < 30
+    ok(api, api.nodes("pve").lxc(8070).status.shutdown.post(timeout=30))
+    assert api.nodes("pve").lxc(8070).status.current.get()["status"] == "stopped"
