@@ -44,12 +44,20 @@ def _reason(message: str) -> str:
     return first.encode("latin-1", "replace").decode("latin-1")[:500]
 
 
+def json_response(body: Any, status: int = 200, reason: str | None = None) -> web.Response:
+    """JSON with the exact headers pve-http-server sends (some clients
+    compare the content type as a string)."""
+    return web.Response(status=status, reason=reason, body=json.dumps(body).encode(),
+                        headers={"Content-Type": "application/json;charset=UTF-8",
+                                 "Server": "pve-api-daemon/3.0", "Cache-Control": "max-age=0",
+                                 "Pragma": "no-cache"})  # fmt: skip
+
+
 def error_response(status: int, message: str, errors: dict[str, str] | None = None) -> web.Response:
     body: dict[str, Any] = {"data": None, "message": message.rstrip("\n") + "\n"}
     if errors:
         body["errors"] = errors
-    return web.Response(status=status, reason=_reason(message), text=json.dumps(body),
-                        content_type="application/json")  # fmt: skip
+    return json_response(body, status, _reason(message))
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
@@ -119,10 +127,10 @@ async def api_entry(request: web.Request) -> web.Response:
     except PveError as exc:
         return error_response(exc.status, exc.message, exc.errors)
     if isinstance(data, TaskLog):
-        return web.json_response({"data": data.lines, "total": data.total})
+        return json_response({"data": data.lines, "total": data.total})
     if isinstance(data, web.Response):
         return data
-    return web.json_response({"data": data})
+    return json_response({"data": data})
 
 
 def merge_property_errors(errors: dict[str, str]) -> dict[str, str]:
@@ -441,7 +449,7 @@ async def admin_entry(request: web.Request) -> web.Response:
         return error_response(exc.status, exc.message, exc.errors)
     except (ValueError, TypeError, KeyError) as exc:
         return error_response(400, f"bad fault request: {exc}")
-    return web.json_response({"data": result})
+    return json_response({"data": result})
 
 
 async def _admin(node: Node, method: str, action: str, body: dict[str, Any]) -> Any:
