@@ -33,22 +33,52 @@ def main(verbose: bool) -> None:
 
 
 @main.command("serve")
-@click.option("--listen", default="127.0.0.2:8006", show_default=True,
-              help="Loopback HOST:PORT to serve HTTPS on.")
-@click.option("--state-dir", type=click.Path(path_type=Path), default=DEFAULT_STATE,
-              show_default=True, help="Where configs, tasks and container files live.")
+@click.option(
+    "--listen",
+    default="127.0.0.2:8006",
+    show_default=True,
+    help="Loopback HOST:PORT to serve HTTPS on.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Where configs, tasks and container files live.",
+)
 @click.option("--node", "node_name", default="pve", show_default=True, help="The node's name.")
-@click.option("--time-scale", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Multiplier for simulated task durations (0 = as fast as possible).")
-@click.option("--dhcp-delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds before the DHCP server answers a container.")
-@click.option("--bridge-index", type=click.IntRange(0, 255), default=None,
-              help="Use bridge pvesimN (default: the first free one).")
-@click.option("--subnet", default=None, help="The bridge's IPv4 subnet (default: a free /24 "
-              "in 198.18.0.0/15).")
-@click.option("--egress-host", "egress_hosts", multiple=True,
-              help="A host containers may reach on TCP 80/443 (repeatable; default: the "
-              "host's Debian mirrors and the PyPI and npm registries).")
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Multiplier for simulated task durations (0 = as fast as possible).",
+)
+@click.option(
+    "--dhcp-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds before the DHCP server answers a container.",
+)
+@click.option(
+    "--bridge-index",
+    type=click.IntRange(0, 255),
+    default=None,
+    help="Use bridge pvesimN (default: the first free one).",
+)
+@click.option(
+    "--subnet",
+    default=None,
+    help="The bridge's IPv4 subnet (default: a free /24 in 198.18.0.0/15).",
+)
+@click.option(
+    "--egress-host",
+    "egress_hosts",
+    multiple=True,
+    help="A host containers may reach on TCP 80/443 (repeatable; default: the "
+    "host's Debian mirrors and the PyPI and npm registries).",
+)
 def serve_cmd(listen: str, state_dir: Path, node_name: str, time_scale: float,
               dhcp_delay: float, bridge_index: int | None, subnet: str | None,
               egress_hosts: tuple[str, ...]) -> None:  # fmt: skip
@@ -101,8 +131,13 @@ def _admin(state_dir: Path, method: str, action: str, body: dict[str, Any] | Non
         raise click.ClickException(f"cannot reach the simulator: {exc.reason}") from None
 
 
-state_opt = click.option("--state-dir", type=click.Path(path_type=Path), default=DEFAULT_STATE,
-                         show_default=True, help="The running simulator's state dir.")
+state_opt = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="The running simulator's state dir.",
+)
 
 
 @main.group()
@@ -120,8 +155,22 @@ def fault() -> None:
 def fault_http(state_dir: Path, path: str, status: int, count: int, method: str | None,
                message: str | None) -> None:  # fmt: skip
     """Fail the next COUNT matching requests with STATUS."""
-    click.echo(json.dumps(_admin(state_dir, "POST", "http", {
-        "path": path, "status": status, "count": count, "method": method, "message": message})))
+    click.echo(
+        json.dumps(
+            _admin(
+                state_dir,
+                "POST",
+                "http",
+                {
+                    "path": path,
+                    "status": status,
+                    "count": count,
+                    "method": method,
+                    "message": message,
+                },
+            )
+        )
+    )
 
 
 @fault.command("task")
@@ -136,8 +185,16 @@ def fault_task(state_dir: Path, task_type: str, vmid: int | None, error: str | N
     """Make the next matching task fail or take longer."""
     if error is None and delay <= 0:
         raise click.UsageError("give --error, --delay or both")
-    click.echo(json.dumps(_admin(state_dir, "POST", "task", {
-        "type": task_type, "vmid": vmid, "error": error, "delay": delay, "count": count})))
+    click.echo(
+        json.dumps(
+            _admin(
+                state_dir,
+                "POST",
+                "task",
+                {"type": task_type, "vmid": vmid, "error": error, "delay": delay, "count": count},
+            )
+        )
+    )
 
 
 @fault.command("lock")
@@ -145,8 +202,12 @@ def fault_task(state_dir: Path, task_type: str, vmid: int | None, error: str | N
 @click.option("--vmid", type=int, required=True)
 @click.option("--seconds", type=float, required=True)
 @click.option("--lock", default="backup", show_default=True, help="The config lock to hold.")
-@click.option("--file", "file_lock", is_flag=True,
-              help="Hold the config file lock instead (callers time out after 10 s).")
+@click.option(
+    "--file",
+    "file_lock",
+    is_flag=True,
+    help="Hold the config file lock instead (callers time out after 10 s).",
+)
 def fault_lock(state_dir: Path, vmid: int, seconds: float, lock: str, file_lock: bool) -> None:
     """Hold a container's lock for SECONDS."""
     _admin(state_dir, "POST", "lock", {"vmid": vmid, "seconds": seconds, "lock": lock,

@@ -199,7 +199,9 @@ async def regenerate_host_keys(rootfs: Path, hostname: str) -> list[str]:
         await run("ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", f"root@{hostname}",
                   "-f", str(path))  # fmt: skip
         fp = await run("ssh-keygen", "-l", "-f", f"{path}.pub")
-        return f"Creating SSH host key '{path.name}' - this may take some time ...\ndone: {fp.strip()}"
+        return (
+            f"Creating SSH host key '{path.name}' - this may take some time ...\ndone: {fp.strip()}"
+        )
 
     results = await asyncio.gather(
         keygen("rsa", ["-b", "3072"]), keygen("ecdsa", []), keygen("ed25519", [])

@@ -19,7 +19,12 @@ PVE_RELEASE = "9.1"
 
 
 def version() -> dict[str, Any]:
-    return {"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": "pvesim0", "console": "xtermjs"}
+    return {
+        "version": PVE_VERSION,
+        "release": PVE_RELEASE,
+        "repoid": "pvesim0",
+        "console": "xtermjs",
+    }
 
 
 def _meminfo() -> dict[str, int]:
@@ -139,5 +144,8 @@ def network_list(node: Node, kind: str | None) -> list[dict[str, Any]]:
 def check_node(node: Node, name: str) -> None:
     if name != node.name:
         # PVE proxies to the named node; an unknown name fails its lookup
-        raise PveError(500, f"hostname lookup '{name}' failed - failed to get address info "
-                            f"for: {name}: Name or service not known")
+        raise PveError(
+            500,
+            f"hostname lookup '{name}' failed - failed to get address info "
+            f"for: {name}: Name or service not known",
+        )

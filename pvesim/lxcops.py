@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pvesim.errors import PveError, param_error
 from pvesim.guest import split_property_string
 from pvesim.node import DURATIONS, config_digest, config_value, format_net, net_keys, random_hwaddr
-from pvesim.state import ContainerRecord
 from pvesim.runtime import copy_tree
+from pvesim.state import ContainerRecord
 from pvesim.tasks import Task
 
 if TYPE_CHECKING:
@@ -46,7 +46,9 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
             node.check_lock(rec)
         digest = params.get("digest")
         if digest and digest != config_digest(rec.config):
-            raise PveError(500, "detected modified configuration - file changed by other user? Try again.")
+            raise PveError(
+                500, "detected modified configuration - file changed by other user? Try again."
+            )
         changes = {k: v for k, v in params.items() if k not in _PUT_CONTROL | {"skiplock"}}
         deletes = [d for d in str(params.get("delete", "")).replace(";", ",").split(",") if d]
         errors = {}
@@ -98,7 +100,9 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         storage = str(params.get("storage") or rootfs["volume"].split(":")[0])
         node._check_storage(storage, "rootdir")
         rootfs["volume"] = f"{storage}:vm-{newid}-disk-0"
-        config["rootfs"] = ",".join([rootfs.pop("volume"), *(f"{k}={v}" for k, v in rootfs.items())])
+        config["rootfs"] = ",".join(
+            [rootfs.pop("volume"), *(f"{k}={v}" for k, v in rootfs.items())]
+        )
         config["lock"] = "create"
         new = ContainerRecord(vmid=newid, config=config)
         node.save(new)
@@ -224,7 +228,11 @@ async def rollback(node: Node, vmid: int, snapname: str, start: bool, user: str)
 
 def snapshot_config(node: Node, vmid: int, snapname: str) -> dict[str, Any]:
     _rec, snap = _snap(node, vmid, snapname)
-    return {**snap["config"], "snaptime": snap["snaptime"], "description": snap.get("description", "")}
+    return {
+        **snap["config"],
+        "snaptime": snap["snaptime"],
+        "description": snap.get("description", ""),
+    }
 
 
 async def update_snapshot(node: Node, vmid: int, snapname: str, description: str | None) -> None:

@@ -25,7 +25,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pvesim.guest import NetConfig
 from pvesim.proc import CommandError, run
@@ -93,7 +93,7 @@ async def _host_networks() -> list[ipaddress.IPv4Network]:
         if link.get("ifname", "").startswith("pvesim"):
             continue
         for addr in link.get("addr_info", []):
-            nets.append(ipaddress.ip_network(f"{addr['local']}/{addr['prefixlen']}", strict=False))
+            nets.append(ipaddress.IPv4Network(f"{addr['local']}/{addr['prefixlen']}", strict=False))
     return nets
 
 
@@ -118,14 +118,17 @@ async def acquire_network(
     candidates: list[tuple[int, ipaddress.IPv4Network]] = []
     if bridge_index is not None or subnet is not None:
         idx = bridge_index if bridge_index is not None else 0
-        net = ipaddress.ip_network(subnet) if subnet else _pool_subnet(idx)
-        if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > 29:
+        try:
+            net = ipaddress.IPv4Network(subnet) if subnet else _pool_subnet(idx)
+        except ValueError as exc:
+            raise RuntimeError(f"--subnet: {exc}") from exc
+        if net.prefixlen > 29:
             raise RuntimeError(f"subnet {net} must be IPv4 and at least a /29")
         candidates.append((idx, net))
     else:
         if preferred:
             candidates.append(
-                (int(str(preferred["index"])), ipaddress.ip_network(str(preferred["subnet"])))
+                (int(str(preferred["index"])), ipaddress.IPv4Network(str(preferred["subnet"])))
             )
         candidates += [(i, _pool_subnet(i)) for i in range(256)]
     for idx, net in candidates:
@@ -287,7 +290,7 @@ async def delete_container_link(net: SimNetwork, vmid: int) -> None:
     await run("ip", "netns", "delete", net.netns(vmid), check=False)
 
 
-async def netns_addresses(ns: str) -> list[dict[str, object]]:
+async def netns_addresses(ns: str) -> list[dict[str, Any]]:
     """``ip -j addr`` inside a namespace."""
     out = await run("ip", "-n", ns, "-j", "addr", "show")
     return list(json.loads(out or "[]"))

@@ -99,6 +99,7 @@ class Node:
         self.leases: dict[str, str] = self.store.load("leases", {})
         self._file_locks: dict[int, asyncio.Lock] = {}
         self._timers: set[asyncio.Task[None]] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
         self._dhcp: DhcpServer | None = None
         self.started_at = time.time()
         self.auth = Authenticator(self.store.credentials())
@@ -159,7 +160,9 @@ class Node:
     def get(self, vmid: int) -> ContainerRecord:
         rec = self.containers.get(vmid)
         if rec is None:
-            raise PveError(500, f"Configuration file 'nodes/{self.name}/lxc/{vmid}.conf' does not exist")
+            raise PveError(
+                500, f"Configuration file 'nodes/{self.name}/lxc/{vmid}.conf' does not exist"
+            )
         return rec
 
     def check_lock(self, rec: ContainerRecord) -> None:
@@ -173,7 +176,9 @@ class Node:
         try:
             await asyncio.wait_for(lock.acquire(), FILE_LOCK_TIMEOUT)
         except TimeoutError:
-            raise PveError(500, f"can't lock file '/run/lock/lxc/pve-config-{vmid}.conf' - got timeout") from None
+            raise PveError(
+                500, f"can't lock file '/run/lock/lxc/pve-config-{vmid}.conf' - got timeout"
+            ) from None
         try:
             yield
         finally:
@@ -381,7 +386,9 @@ class Node:
             await fs.unmount()
             raise
         self.running[vmid] = ct
-        asyncio.create_task(self._watch(ct))
+        watcher = asyncio.create_task(self._watch(ct))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
 
     async def _watch(self, ct: RunningContainer) -> None:
         """When a container's nspawn ends (halted inside, killed), tidy up."""
@@ -465,7 +472,7 @@ class Node:
         async def body(task: Task) -> None:
             await task.sleep(DURATIONS["vzdestroy"])
             await self._halt(vmid)
-            task.log(f"Logical volume \"vm-{vmid}-disk-0\" successfully removed.")
+            task.log(f'Logical volume "vm-{vmid}-disk-0" successfully removed.')
             await self._forget(vmid)
 
         async def failed() -> None:
@@ -523,8 +530,10 @@ class Node:
                     inet6 = cidr
                 addrs.append({"ip-address": a["local"], "ip-address-type": kind,
                               "prefix": a["prefixlen"]})  # fmt: skip
-            entry: dict[str, Any] = {"name": link["ifname"],
-                                     "hwaddr": link.get("address", "00:00:00:00:00:00")}
+            entry: dict[str, Any] = {
+                "name": link["ifname"],
+                "hwaddr": link.get("address", "00:00:00:00:00:00"),
+            }
             if inet:
                 entry["inet"] = inet
             if inet6:

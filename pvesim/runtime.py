@@ -195,7 +195,7 @@ async def boot(
     await proc.wait()
     fs.pidfile.unlink(missing_ok=True)
     tail = fs.console_log.read_text(errors="replace").splitlines()[-5:]
-    raise RuntimeError("startup for container '%d' failed: %s" % (vmid, " / ".join(tail)))
+    raise RuntimeError(f"startup for container '{vmid}' failed: {' / '.join(tail)}")
 
 
 async def kill(ct: RunningContainer) -> None:

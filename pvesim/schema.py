@@ -491,10 +491,17 @@ class ApiSchema:
 # API: create/config maxLength 8192; snapshot and clone plain strings).
 _DROPPED_DESCRIPTION_PARAMS = {
     ("/nodes/{node}/lxc", "POST"): {"optional": 1, "type": "string", "maxLength": 8192},
-    ("/nodes/{node}/lxc/{vmid}/config", "PUT"): {"optional": 1, "type": "string", "maxLength": 8192},
+    ("/nodes/{node}/lxc/{vmid}/config", "PUT"): {
+        "optional": 1,
+        "type": "string",
+        "maxLength": 8192,
+    },
     ("/nodes/{node}/lxc/{vmid}/clone", "POST"): {"optional": 1, "type": "string"},
     ("/nodes/{node}/lxc/{vmid}/snapshot", "POST"): {"optional": 1, "type": "string"},
-    ("/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/config", "PUT"): {"optional": 1, "type": "string"},
+    ("/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/config", "PUT"): {
+        "optional": 1,
+        "type": "string",
+    },
 }
 
 

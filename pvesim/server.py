@@ -18,6 +18,7 @@ from aiohttp import web
 from pvesim import network, templates
 from pvesim.api import create_app
 from pvesim.node import Node
+from pvesim.proc import CommandError
 from pvesim.state import StateStore, write_json
 from pvesim.tls import ensure_certificates
 
@@ -79,7 +80,12 @@ async def serve(opts: ServeOptions, ready_out: object = sys.stdout) -> None:
     store = StateStore(opts.state_dir)
     egress_names = list(opts.egress_hosts) if opts.egress_hosts is not None else [
         *network.apt_mirror_hosts(), *network.DEFAULT_EGRESS_HOSTS]  # fmt: skip
-    net = await network.acquire_network(store.load("network", None), opts.bridge_index, opts.subnet)
+    try:
+        net = await network.acquire_network(
+            store.load("network", None), opts.bridge_index, opts.subnet
+        )
+    except RuntimeError as exc:
+        raise ServeError(str(exc)) from None
     net.egress = network.resolve_egress(egress_names)
     node = Node(opts.state_dir, opts.node, net, opts.time_scale, opts.dhcp_delay)
     tls = ensure_certificates(opts.state_dir, opts.host, opts.node)
@@ -89,7 +95,10 @@ async def serve(opts: ServeOptions, ready_out: object = sys.stdout) -> None:
                     "created until then)", templates.template_path())  # fmt: skip
     runner: web.AppRunner | None = None
     try:
-        await node.startup()
+        try:
+            await node.startup()
+        except CommandError as exc:
+            raise ServeError(f"setting up the simulator's host network failed: {exc}") from None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(tls.certfile, tls.keyfile)
         runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)

@@ -131,7 +131,7 @@ async def aplinfo_download(node: Node, params: dict[str, Any], user: str) -> str
         await task.sleep(node_duration("download"))
         await asyncio.to_thread(_copy, src, node.store.template_dir / template)
         task.log(f"{source.size >> 20} MiB downloaded")
-        task.log(f"calculating checksum...OK, checksum verified")
+        task.log("calculating checksum...OK, checksum verified")
         task.log(f"download of '{src}' to '/var/lib/vz/template/cache/{template}' finished")
 
     return node.tasks.start("download", template, user, body)
@@ -157,9 +157,7 @@ def _loopback_only(url: str) -> None:
         raise TaskFailed(f"unable to resolve '{host}': {exc}") from exc
     for info in infos:
         if not ipaddress.ip_address(info[4][0]).is_loopback:
-            raise TaskFailed(
-                f"pvesim downloads only from loopback addresses; '{host}' is not one"
-            )
+            raise TaskFailed(f"pvesim downloads only from loopback addresses; '{host}' is not one")
 
 
 async def download_url(node: Node, storage: str, params: dict[str, Any], user: str) -> str:
@@ -193,7 +191,9 @@ async def download_url(node: Node, storage: str, params: dict[str, Any], user: s
                     if digest:
                         digest.update(chunk)
             if digest and digest.hexdigest() != str(checksum).lower():
-                raise TaskFailed(f"checksum mismatch: got '{digest.hexdigest()}' != expect '{checksum}'")
+                raise TaskFailed(
+                    f"checksum mismatch: got '{digest.hexdigest()}' != expect '{checksum}'"
+                )
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)

@@ -214,8 +214,10 @@ def _trim(rootfs: Path, mirror: str) -> None:
     # dhclient's default retry schedule (first retry after ~10 s) would stretch
     # a simulated late lease far past the configured delay
     with (rootfs / "etc/dhcp/dhclient.conf").open("a") as fh:
-        fh.write("\n# pvesim: retry quickly so simulated lease delays stay accurate\n"
-                 "initial-interval 1;\nbackoff-cutoff 2;\n")
+        fh.write(
+            "\n# pvesim: retry quickly so simulated lease delays stay accurate\n"
+            "initial-interval 1;\nbackoff-cutoff 2;\n"
+        )
     # Timers that start apt at random moments make package installs flaky.
     for unit in ("apt-daily.timer", "apt-daily-upgrade.timer"):
         link = rootfs / "etc/systemd/system" / unit

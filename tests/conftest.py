@@ -43,7 +43,9 @@ def start_simulator(state_dir: Path, *extra: str, listen: str | None = None,
     if not line:
         proc.kill()
         proc.wait()
-        raise RuntimeError(f"pvesim did not start: {(state_dir.parent / f'{state_dir.name}.log').read_text()[-2000:]}")
+        raise RuntimeError(
+            f"pvesim did not start: {(state_dir.parent / f'{state_dir.name}.log').read_text()[-2000:]}"
+        )
     return proc, json.loads(line)
 
 

@@ -68,7 +68,10 @@ def test_ticket_login_cookie_and_csrf(sim: dict[str, Any]) -> None:
     assert (status, reason) == (401, "Permission denied - invalid csrf token")
     status, reason, body = raw(sim, "POST", "/nodes/pve/lxc",
                                headers={**put, "CSRFPreventionToken": csrf}, data=b"vmid=999")  # fmt: skip
-    assert status == 400 and body["errors"]["ostemplate"] == "property is missing and it is not optional"
+    assert (
+        status == 400
+        and body["errors"]["ostemplate"] == "property is missing and it is not optional"
+    )
 
 
 def test_wrong_password_is_401(sim: dict[str, Any]) -> None:

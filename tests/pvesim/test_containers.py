@@ -169,7 +169,9 @@ def test_dhcp_address_and_apt_install(cts: Containers, key: Path, sim: dict[str,
     assert "Hello, world!" in result.stdout
 
 
-def test_two_containers_serve_on_the_same_port(cts: Containers, key: Path, sim: dict[str, Any]) -> None:
+def test_two_containers_serve_on_the_same_port(
+    cts: Containers, key: Path, sim: dict[str, Any]
+) -> None:
     ips = {8020: addr(sim, 60), 8021: addr(sim, 61)}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda v: cts.create(v, ips[v], start=1), ips))
@@ -253,7 +255,9 @@ def test_config_put_digest_delete_and_read_only(cts: Containers, api: Any) -> No
     assert info.value.errors == {"onboot": "type check ('boolean') failed - got 'yes'"}
 
 
-def test_clone_snapshot_and_rollback(cts: Containers, api: Any, key: Path, sim: dict[str, Any]) -> None:
+def test_clone_snapshot_and_rollback(
+    cts: Containers, api: Any, key: Path, sim: dict[str, Any]
+) -> None:
     ip = addr(sim, 70)
     cts.create(8060, ip, start=1)
     wait_port(ip, 22)
@@ -279,7 +283,8 @@ def test_clone_snapshot_and_rollback(cts: Containers, api: Any, key: Path, sim: 
     assert orig_mac[0] not in clone_cfg["net0"]
     clone_ip = addr(sim, 71)
     api.nodes("pve").lxc(8061).config.put(
-        net0=f"name=eth0,bridge=vmbr0,ip={clone_ip}/24,gw={sim['gateway']}")
+        net0=f"name=eth0,bridge=vmbr0,ip={clone_ip}/24,gw={sim['gateway']}"
+    )
     cts.start(8061)
     wait_port(clone_ip, 22)
     result = ssh(key, clone_ip, "hostname; cat /root/marker")
@@ -292,10 +297,14 @@ def test_shutdown_and_reboot(cts: Containers, api: Any, key: Path, sim: dict[str
     ip = addr(sim, 80)
     cts.create(8070, ip, start=1)
     wait_port(ip, 22)
-    boot_id = ssh(key, ip, "cat /proc/sys/kernel/random/boot_id; systemctl is-system-running --wait")
+    boot_id = ssh(
+        key, ip, "cat /proc/sys/kernel/random/boot_id; systemctl is-system-running --wait"
+    )
     ok(api, api.nodes("pve").lxc(8070).status.reboot.post())
     wait_port(ip, 22)
-    after = ssh(key, ip, "systemctl show -p ActiveEnterTimestampMonotonic --value init.scope; uptime -s")
+    after = ssh(
+        key, ip, "systemctl show -p ActiveEnterTimestampMonotonic --value init.scope; uptime -s"
+    )
     assert after.returncode == 0 and boot_id.returncode == 0
     assert api.nodes("pve").lxc(8070).status.current.get()["uptime"] < 30
     ok(api, api.nodes("pve").lxc(8070).status.shutdown.post(timeout=30))

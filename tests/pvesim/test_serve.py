@@ -26,7 +26,9 @@ def host_state(index_tag: str) -> dict[str, Any]:
     links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True).stdout)
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
-    nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    nat = subprocess.run(
+        ["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True
+    ).stdout
     return {
         "bridge": any(link["ifname"] == index_tag for link in links),
         "netns": [n.split()[0] for n in netns.splitlines() if n.startswith(f"{index_tag}-")],
@@ -71,7 +73,15 @@ def test_restart_keeps_state_and_cleans_up(tmp_path: Path) -> None:
     proc, info = start_simulator(state)
     tag = info["bridge"]
     try:
-        assert set(info) >= {"url", "cafile", "node", "user", "password", "token_id", "token_secret"}
+        assert set(info) >= {
+            "url",
+            "cafile",
+            "node",
+            "user",
+            "password",
+            "token_id",
+            "token_secret",
+        }
         assert Path(info["cafile"]).parent == state
         api = token_api(info)
         ip = str(info["gateway"]).rsplit(".", 1)[0] + ".20"
@@ -98,7 +108,10 @@ def test_restart_keeps_state_and_cleans_up(tmp_path: Path) -> None:
         assert api.nodes("pve").lxc(300).status.current.get()["status"] == "stopped"
         types = [t["type"] for t in api.nodes("pve").tasks.get(vmid=300)]
         assert "vzcreate" in types
-        assert wait_task(api, "pve", api.nodes("pve").lxc(300).status.start.post())["exitstatus"] == "OK"
+        assert (
+            wait_task(api, "pve", api.nodes("pve").lxc(300).status.start.post())["exitstatus"]
+            == "OK"
+        )
         wait_port(ip, 22)
     finally:
         assert stop_simulator(proc) == 0
@@ -148,7 +161,10 @@ def test_a_crashed_run_is_cleaned_up_at_the_next_start(tmp_path: Path) -> None:
         tasks = {t["upid"]: t for t in api.nodes("pve").tasks.get()}
         assert tasks  # the archive survived
         started = time.monotonic()
-        assert wait_task(api, "pve", api.nodes("pve").lxc(301).status.start.post())["exitstatus"] == "OK"
+        assert (
+            wait_task(api, "pve", api.nodes("pve").lxc(301).status.start.post())["exitstatus"]
+            == "OK"
+        )
         wait_port(ip, 22, timeout=60)
         assert time.monotonic() - started < 60
     finally:

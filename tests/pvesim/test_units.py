@@ -127,7 +127,9 @@ def test_interfaces_file_as_pve_writes_it() -> None:
     static = NetConfig.parse(0, "name=eth0,bridge=vmbr0,ip=198.18.0.5/24,gw=198.18.0.1")
     dhcp = NetConfig.parse(1, "name=eth1,bridge=vmbr0,ip=dhcp")
     text = render_interfaces([static, dhcp])
-    assert "auto eth0\niface eth0 inet static\n\taddress 198.18.0.5/24\n\tgateway 198.18.0.1" in text
+    assert (
+        "auto eth0\niface eth0 inet static\n\taddress 198.18.0.5/24\n\tgateway 198.18.0.1" in text
+    )
     assert "auto eth1\niface eth1 inet dhcp" in text
     assert text.startswith("auto lo\niface lo inet loopback")
     assert static.static_interface == ipaddress.IPv4Interface("198.18.0.5/24")
