@@ -452,13 +452,19 @@ async def admin_entry(request: web.Request) -> web.Response:
     return json_response({"data": result})
 
 
+ADMIN_ACTIONS = ("faults", "http", "task", "lock", "dhcp-delay", "ssh-refuse", "ssh-drop")
+
+
 async def _admin(node: Node, method: str, action: str, body: dict[str, Any]) -> Any:
     if action == "faults" and method == "GET":
         return node.faults.describe()
     if action == "faults" and method == "DELETE":
         node.faults.clear()
+        await node.end_timed_faults()
         return None
-    if method != "POST":
+    if action not in ADMIN_ACTIONS:
+        raise PveError(404, f"unknown fault '{action}'")
+    if action == "faults" or method != "POST":
         raise PveError(405, f"{method} not allowed on /pvesim/{action}")
     vmid = int(body["vmid"]) if "vmid" in body and body["vmid"] is not None else None
     if action == "http":
@@ -488,9 +494,7 @@ async def _admin(node: Node, method: str, action: str, body: dict[str, Any]) -> 
     if action == "ssh-refuse":
         await node.refuse_ssh(vmid, seconds)
         return None
-    if action == "ssh-drop":
-        return {"dropped": await node.drop_ssh(vmid)}
-    raise PveError(404, f"unknown fault '{action}'")
+    return {"dropped": await node.drop_ssh(vmid)}  # ssh-drop
 
 
 def create_app(node: Node) -> web.Application:

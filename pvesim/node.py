@@ -98,7 +98,7 @@ class Node:
         self.running: dict[int, RunningContainer] = {}
         self.leases: dict[str, str] = self.store.load("leases", {})
         self._file_locks: dict[int, asyncio.Lock] = {}
-        self._timers: set[asyncio.Task[None]] = set()
+        self._timers: dict[asyncio.Task[None], Any] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._dhcp: DhcpServer | None = None
         self.started_at = time.time()
@@ -127,6 +127,7 @@ class Node:
         await self.tasks.shutdown()
         for timer in list(self._timers):
             timer.cancel()
+        self._timers.clear()
         await asyncio.gather(*(self._halt(vmid) for vmid in list(self.running)),
                              return_exceptions=True)  # fmt: skip
         if self._dhcp is not None:
@@ -143,15 +144,23 @@ class Node:
                 dest.symlink_to(src)
 
     def later(self, seconds: float, action: Any) -> None:
-        """Run ``action()`` (a coroutine function) after ``seconds``."""
+        """Run ``action()`` (a coroutine function) after ``seconds``; used to
+        end timed faults (held locks, refused SSH)."""
 
         async def runner() -> None:
             await asyncio.sleep(seconds)
+            self._timers.pop(timer, None)
             await action()
 
         timer = asyncio.create_task(runner())
-        self._timers.add(timer)
-        timer.add_done_callback(self._timers.discard)
+        self._timers[timer] = action
+
+    async def end_timed_faults(self) -> None:
+        """End every held lock and SSH refusal now."""
+        pending, self._timers = self._timers, {}
+        for timer, action in pending.items():
+            timer.cancel()
+            await action()
 
     # helpers -------------------------------------------------------------
     def fs(self, vmid: int) -> ContainerFs:
@@ -555,15 +564,16 @@ class Node:
 
     async def hold_file_lock(self, vmid: int, seconds: float) -> None:
         lock = self._file_locks.setdefault(vmid, asyncio.Lock())
-        await lock.acquire()
-        self.later(seconds, self._release_file_lock(lock))
+        try:
+            await asyncio.wait_for(lock.acquire(), FILE_LOCK_TIMEOUT)
+        except TimeoutError:
+            raise PveError(409, f"the config file lock of CT {vmid} is busy") from None
 
-    @staticmethod
-    def _release_file_lock(lock: asyncio.Lock) -> Any:
         async def release() -> None:
-            lock.release()
+            if lock.locked():
+                lock.release()
 
-        return release
+        self.later(seconds, release)
 
     async def refuse_ssh(self, vmid: int, seconds: float) -> None:
         ct = self._running_or_fail(vmid)

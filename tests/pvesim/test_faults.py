@@ -8,6 +8,7 @@ import json
 import select
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -161,11 +162,13 @@ def api(sim: dict[str, Any]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> SshKey:
-    path = tmp_path_factory.mktemp("faults-ssh") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pvesim-faults",
-                    "-f", str(path)], check=True, timeout=30)  # fmt: skip
-    return SshKey(path, path.with_suffix(".pub").read_text().strip())
+def ssh_key() -> Iterator[SshKey]:
+    # a plain temp dir: pytest's numbered tmp dirs also sweep other runs' leftovers
+    with tempfile.TemporaryDirectory(prefix="pvesim-faults-ssh-") as tmp:
+        path = Path(tmp) / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pvesim-faults",
+                        "-f", str(path)], check=True, timeout=30)  # fmt: skip
+        yield SshKey(path, path.with_suffix(".pub").read_text().strip())
 
 
 @pytest.fixture(autouse=True)
@@ -562,7 +565,8 @@ def test_cli_fault_http_list_clear(sim: dict[str, Any], api: Any) -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(30)
-def test_cli_without_a_simulator(sim: dict[str, Any], tmp_path: Path) -> None:
-    done = cli(sim, "list", state_dir=str(tmp_path))
+def test_cli_without_a_simulator(sim: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="pvesim-faults-") as empty:
+        done = cli(sim, "list", state_dir=empty)
     assert done.returncode == 1
-    assert f"no simulator is running with state dir {tmp_path}" in done.stderr
+    assert f"no simulator is running with state dir {empty}" in done.stderr
