@@ -100,6 +100,7 @@ class Node:
         self._file_locks: dict[int, asyncio.Lock] = {}
         self._timers: dict[asyncio.Task[None], Any] = {}
         self._watchers: set[asyncio.Task[None]] = set()
+        self._disk_cache: dict[int, tuple[float, int]] = {}
         self._dhcp: DhcpServer | None = None
         self.started_at = time.time()
         self.auth = Authenticator(self.store.credentials())
@@ -507,7 +508,7 @@ class Node:
             "maxdisk": size_to_bytes(rootfs.get("size", "4G")),
             "mem": mem,
             "swap": 0,
-            "disk": self.fs(vmid).disk_used() if ct else 0,
+            "disk": self._disk_used(vmid) if ct else 0,
             "cpu": round(cpu_seconds / max(ct.uptime, 1) / max(int(cfg.get("cores", 1)), 1), 4)
             if ct else 0,
             "uptime": ct.uptime if ct else 0,
@@ -522,6 +523,15 @@ class Node:
         if cfg.get("tags"):
             out["tags"] = cfg["tags"]
         return out
+
+    def _disk_used(self, vmid: int) -> int:
+        """Walking the upper layer costs; status polls may come often."""
+        now = time.monotonic()
+        cached = self._disk_cache.get(vmid)
+        if cached is None or now - cached[0] > 10:
+            cached = (now, self.fs(vmid).disk_used())
+            self._disk_cache[vmid] = cached
+        return cached[1]
 
     async def interfaces(self, vmid: int) -> list[dict[str, Any]]:
         self.get(vmid)
