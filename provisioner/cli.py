@@ -1,0 +1,88 @@
+"""The ``provisioner`` command line.
+
+Commands load the settings themselves (``--help`` works with a broken
+configuration) and report failures as one line on stderr: exit status 2 for
+bad configuration, 1 for anything else the provisioner raised on purpose
+and for database errors.  Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import exc as sa_exc
+
+from provisioner.config import Settings, redact_url
+from provisioner.errors import ConfigError, ProvisionError
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2  # also click's status for usage errors
+
+
+class ProvisionerGroup(click.Group):
+    """A group that turns our errors into one line and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_CONFIG)
+        except ProvisionError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_FAILURE)
+        except sa_exc.SQLAlchemyError as exc:
+            # First line only: the rest lists the statement and its parameters.
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            click.echo(f"error: database: {detail}", err=True)
+            ctx.exit(EXIT_FAILURE)
+
+
+def load_settings(ctx: click.Context) -> Settings:
+    """Return the settings for this invocation, built once from the
+    environment and the ``--config`` file.
+
+    Raises:
+        ConfigError: the configuration is invalid.
+    """
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        config_file: Path | None = root.params.get("config_file")
+        root.obj = Settings.from_env(toml_path=config_file)
+    return root.obj
+
+
+@click.group(cls=ProvisionerGroup)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML settings file (default: $PROVISIONER_CONFIG).",
+)
+@click.version_option(package_name="lxc-provisioner")
+def main(config_file: Path | None) -> None:
+    """Provision LXC containers on Proxmox VE."""
+
+
+@main.group()
+def db() -> None:
+    """Manage the database."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the database schema to the newest revision."""
+    from provisioner import db as database  # imports SQLAlchemy and Alembic: only when needed
+
+    url = load_settings(ctx).database_url
+    before = database.current_revision(url)
+    database.upgrade(url)
+    after = database.current_revision(url)
+    where = redact_url(url)
+    if before == after:
+        click.echo(f"database {where} is up to date (revision {after})")
+    else:
+        click.echo(f"database {where} upgraded from revision {before or 'none'} to {after}")

@@ -1,0 +1,312 @@
+"""Settings: one frozen dataclass, built once from the environment and an
+optional TOML file.
+
+Every setting has a default that works for the demo.  A TOML file (flat keys
+named like the fields below) may override the defaults, and environment
+variables override the file.  Empty environment variables count as unset, so
+``FOO=`` lines in a systemd ``EnvironmentFile`` do no harm.
+
+| field | environment variable | default |
+|---|---|---|
+| data_dir | PROVISIONER_DATA_DIR | ~/.local/share/lxc-provisioner (root: /var/lib/lxc-provisioner) |
+| database_url | DATABASE_URL | sqlite:///<data_dir>/provisioner.db |
+| redis_url | REDIS_URL | redis://127.0.0.1:6379/0 |
+| secret_key | PROVISIONER_SECRET_KEY | unset (the key file is used) |
+| secret_key_file | PROVISIONER_SECRET_KEY_FILE | <data_dir>/secret.key |
+| ... | PROVISIONER_<FIELD> | see the dataclass |
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from provisioner.errors import ConfigError
+
+CONFIG_ENV = "PROVISIONER_CONFIG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MASK = "***"
+# Fields whose values never appear in repr(), str() or error messages.
+_SECRET_FIELDS = frozenset({"secret_key"})
+# Fields that are URLs which may carry a password.
+_URL_FIELDS = frozenset({"database_url", "redis_url"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker, the web app and the CLI need to know.
+
+    Durations are in seconds.  Build it with :meth:`from_env`; tests may
+    construct it directly or use :func:`dataclasses.replace`.
+    """
+
+    data_dir: Path
+    database_url: str
+    secret_key_file: Path
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    secret_key: str | None = None
+    queue_name: str = "provisioning"
+    job_timeout: int = 3600
+    retry_max_attempts: int = 5  # total attempts of a transient failure, the first included
+    retry_base_delay: float = 2.0
+    retry_max_delay: float = 60.0
+    lease_duration: float = 60.0
+    lease_renew_interval: float = 20.0
+    ssh_connect_timeout: float = 180.0  # until SSH answers after start
+    ip_timeout: float = 120.0  # until DHCP gives the container an address
+    task_timeout: float = 600.0  # until a PVE task stops
+    log_level: str = "INFO"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    config_file: Path | None = None  # the TOML file the settings came from, if any
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS and value is not None:
+                parts.append(f"{f.name}={_MASK!r}")
+            elif f.name in _URL_FIELDS:
+                parts.append(f"{f.name}={redact_url(value)!r}")
+            else:
+                parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] = os.environ, toml_path: str | Path | None = None
+    ) -> Settings:
+        """Build the settings from environment variables and a TOML file.
+
+        Args:
+            environ: the environment to read (``os.environ`` by default).
+            toml_path: a TOML file; defaults to ``$PROVISIONER_CONFIG``, and
+                without either no file is read.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            ConfigError: a value is malformed or out of range (naming the
+                variable or the key and file), the file cannot be read or
+                parsed, or it holds an unknown key.
+        """
+        if toml_path is None and environ.get(CONFIG_ENV):
+            toml_path = environ[CONFIG_ENV]
+        config_file = Path(toml_path).expanduser().absolute() if toml_path else None
+        raw: dict[str, tuple[object, str]] = {}  # field -> (value, where it came from)
+        from_file: set[str] = set()
+        if config_file is not None:
+            for key, value in _read_toml(config_file).items():
+                raw[key] = (value, f"{key} in {config_file}")
+                from_file.add(key)
+        for name in _PARSERS:
+            env_name = env_var(name)
+            if environ.get(env_name, "").strip():
+                raw[name] = (environ[env_name], env_name)
+                from_file.discard(name)
+
+        values: dict[str, Any] = {name: _PARSERS[name](v, w) for name, (v, w) in raw.items()}
+        for name in ("data_dir", "secret_key_file"):
+            # Relative paths in the file are relative to the file, not to
+            # whatever directory the service happens to start in.
+            if name in from_file and config_file and not values[name].is_absolute():
+                values[name] = config_file.parent / values[name]
+            elif name in values:
+                values[name] = values[name].absolute()
+        data_dir: Path = values.setdefault("data_dir", default_data_dir(environ))
+        values.setdefault("database_url", f"sqlite:///{data_dir / 'provisioner.db'}")
+        values.setdefault("secret_key_file", data_dir / "secret.key")
+        settings = cls(config_file=config_file, **values)
+        _check_consistency(settings, raw)
+        return settings
+
+
+def env_var(field_name: str) -> str:
+    """Return the environment variable that sets a field (``DATABASE_URL``,
+    ``REDIS_URL``, otherwise ``PROVISIONER_<FIELD>``)."""
+    if field_name in ("database_url", "redis_url"):
+        return field_name.upper()
+    return f"PROVISIONER_{field_name.upper()}"
+
+
+def default_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Return the default data directory: ``/var/lib/lxc-provisioner`` for
+    root, else ``$XDG_DATA_HOME/lxc-provisioner`` (``~/.local/share/...``)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/lxc-provisioner")
+    if environ.get("XDG_DATA_HOME"):
+        return Path(environ["XDG_DATA_HOME"]).absolute() / "lxc-provisioner"
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    return home / ".local" / "share" / "lxc-provisioner"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _MASK  # unparseable: better to show nothing than a secret
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{_MASK}@{host}"))
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for key in data:
+        if key not in _PARSERS:
+            raise ConfigError(
+                f"unknown setting {key!r} in {path}",
+                hint=f"known settings: {', '.join(sorted(_PARSERS))}",
+            )
+    return data
+
+
+def _check_consistency(s: Settings, raw: Mapping[str, tuple[object, str]]) -> None:
+    def describe(name: str) -> str:
+        value = f"({getattr(s, name):g})"
+        return f"{raw[name][1]} {value}" if name in raw else f"the default {env_var(name)} {value}"
+
+    if s.retry_base_delay > s.retry_max_delay:
+        raise ConfigError(
+            f"{describe('retry_base_delay')} must not exceed {describe('retry_max_delay')}"
+        )
+    if s.lease_renew_interval >= s.lease_duration:
+        raise ConfigError(
+            f"{describe('lease_renew_interval')} must be shorter than "
+            f"{describe('lease_duration')}, or leases expire while their holder is alive"
+        )
+
+
+# -- parsers: (raw value, where it came from) -> typed value, or ConfigError --
+
+
+def _positive_int(value: object, where: str) -> int:
+    parsed: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        parsed = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*\+?\d+\s*", value):
+        parsed = int(value)
+    if parsed is None or parsed <= 0:
+        raise ConfigError(f"{where} must be a positive integer, got {value!r}")
+    return parsed
+
+
+def _positive_number(value: object, where: str) -> float:
+    parsed: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        parsed = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = float(value)
+        except ValueError:
+            parsed = None
+    if parsed is None or not math.isfinite(parsed) or parsed <= 0:
+        raise ConfigError(f"{where} must be a positive number of seconds, got {value!r}")
+    return parsed
+
+
+def _port(value: object, where: str) -> int:
+    port = _positive_int(value, where)
+    if port > 65535:
+        raise ConfigError(f"{where} must be a TCP port (1-65535), got {value!r}")
+    return port
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _secret(value: object, where: str) -> str:
+    # Never echo the value: it is a secret even when it is malformed.
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} must be a non-empty string")
+    return value.strip()
+
+
+def _path(value: object, where: str) -> Path:
+    return Path(_text(value, where)).expanduser()
+
+
+def _queue_name(value: object, where: str) -> str:
+    name = _text(value, where)
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
+        raise ConfigError(f"{where} may only contain letters, digits and '_.:-', got {value!r}")
+    return name
+
+
+def _log_level(value: object, where: str) -> str:
+    level = _text(value, where).upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{where} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _database_url(value: object, where: str) -> str:
+    url = _text(value, where)
+    scheme, sep, rest = url.partition("://")
+    # psycopg 3 is the PostgreSQL driver we ship; plain postgresql:// would
+    # make SQLAlchemy look for psycopg2.
+    if scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    if sep and scheme == "postgresql+psycopg" and rest:
+        return url
+    if sep and scheme == "sqlite":
+        return url
+    raise ConfigError(
+        f"{where} must be a sqlite:///PATH or postgresql+psycopg://USER@HOST/DB URL, "
+        f"got {redact_url(url)!r}"
+    )
+
+
+def _redis_url(value: object, where: str) -> str:
+    url = _text(value, where)
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"{where} must be a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}"
+        )
+    return url
+
+
+_PARSERS: dict[str, Callable[[object, str], Any]] = {
+    "data_dir": _path,
+    "database_url": _database_url,
+    "redis_url": _redis_url,
+    "secret_key": _secret,
+    "secret_key_file": _path,
+    "queue_name": _queue_name,
+    "job_timeout": _positive_int,
+    "retry_max_attempts": _positive_int,
+    "retry_base_delay": _positive_number,
+    "retry_max_delay": _positive_number,
+    "lease_duration": _positive_number,
+    "lease_renew_interval": _positive_number,
+    "ssh_connect_timeout": _positive_number,
+    "ip_timeout": _positive_number,
+    "task_timeout": _positive_number,
+    "log_level": _log_level,
+    "web_host": _text,
+    "web_port": _port,
+}

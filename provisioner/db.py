@@ -1,0 +1,244 @@
+"""Database engines, sessions and migrations.
+
+SQLite (the embedded default) and PostgreSQL (``postgresql+psycopg://``)
+are supported.  On SQLite every connection runs in WAL mode with a busy
+timeout and foreign keys on, and every transaction starts with
+``BEGIN IMMEDIATE``, so several worker processes can write to one file
+without "database is locked" errors.  Keep transactions short: on SQLite
+one holds the write lock until it ends.
+
+Migrations live in ``provisioner/migrations`` and run programmatically
+(:func:`upgrade`); no ``alembic.ini`` is needed.  A new revision is made
+against an up-to-date database with::
+
+    python -c 'from alembic import command; from provisioner.db import alembic_config; \\
+        command.revision(alembic_config(URL), autogenerate=True, message="...")'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from provisioner.config import redact_url
+from provisioner.errors import ConfigError, PermanentError, TransientError
+
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any constant will do: it only has to be the same in every process.
+_PG_MIGRATION_LOCK = 0x6C7863  # "lxc"
+
+
+def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False) -> Engine:
+    """Create an engine for a SQLite or PostgreSQL URL.
+
+    Args:
+        url: ``sqlite:///PATH`` (the directory is created, mode 0700) or
+            ``postgresql+psycopg://USER@HOST/DB``.
+        foreign_keys: SQLite only; turned off for migrations alone, because
+            rebuilding a table with them on would cascade deletes.
+        echo: log every SQL statement (debugging).
+
+    Returns:
+        The engine.  Create it in the process that uses it (RQ forks a work
+        horse per job); connections inherited across a fork are discarded.
+
+    Raises:
+        ConfigError: the URL is malformed or names an unsupported database.
+    """
+    sa_url = _parse_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        _ensure_sqlite_directory(sa_url)
+        engine = create_engine(sa_url, echo=echo)
+        _configure_sqlite(engine, foreign_keys=foreign_keys)
+    elif sa_url.get_backend_name() == "postgresql":
+        engine = create_engine(sa_url, echo=echo, pool_pre_ping=True)
+    else:
+        raise ConfigError(f"unsupported database {redact_url(url)!r}: use SQLite or PostgreSQL")
+    _discard_connections_after_fork(engine)
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Return a session factory bound to ``engine``.
+
+    Objects stay usable after commit (``expire_on_commit=False``): a phase
+    keeps reading its container row after saving progress.
+    """
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Open a session, commit when the block ends, roll back if it raises.
+
+    Args:
+        factory: from :func:`session_factory`.
+
+    Yields:
+        The session.
+
+    Raises:
+        Whatever the block or the commit raises, after rolling back.
+    """
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(url: str) -> Config:
+    """Return an Alembic configuration for our migrations and ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    # ConfigParser interpolation: a literal % must be doubled.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    """Return the newest migration's revision id."""
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None, "no migrations found"
+    return head
+
+
+def current_revision(url: str) -> str | None:
+    """Return the database's revision id, or None if it was never migrated.
+
+    Raises:
+        ConfigError: the URL is unusable.
+        TransientError: the database cannot be reached.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except exc.OperationalError as e:
+        raise _unreachable(url, e) from None
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` to ``revision`` (default: the newest).
+
+    Safe to run concurrently from several processes: SQLite serialises them
+    with its write lock, PostgreSQL with an advisory lock.
+
+    Raises:
+        ConfigError: the URL is unusable.
+        TransientError: the database cannot be reached.
+        PermanentError: the database is at a revision this release does not
+            know, or a migration left broken foreign keys behind.
+    """
+    engine = make_engine(url, foreign_keys=False)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+            config = alembic_config(url)
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+            if conn.dialect.name == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise PermanentError(
+                        f"migrating {redact_url(url)} left {len(broken)} rows with broken "
+                        f"foreign keys (first: {tuple(broken[0])}); rolled back"
+                    )
+    except exc.OperationalError as e:
+        raise _unreachable(url, e) from None
+    except CommandError as e:
+        raise PermanentError(
+            f"cannot migrate {redact_url(url)}: {e}",
+            hint="is the database newer than this release?",
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except exc.ArgumentError:
+        raise ConfigError(f"malformed database URL {redact_url(url)!r}") from None
+
+
+def _unreachable(url: str, error: exc.OperationalError) -> TransientError:
+    # The driver's own message, first line only: SQLAlchemy's str() appends
+    # the statement and its parameters.
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+    return TransientError(f"database {redact_url(url)} is unavailable: {reason}")
+
+
+def _ensure_sqlite_directory(url: URL) -> None:
+    path = url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    directory = Path(path).absolute().parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create the database directory {directory}: {e.strerror}",
+            hint="set PROVISIONER_DATA_DIR or DATABASE_URL to a writable place",
+        ) from None
+
+
+def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module: it starts
+        # transactions late (after a SELECT), so a read-then-write races.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Connection) -> None:
+        # Take the write lock up front: a deferred transaction that reads,
+        # then writes after another process committed, fails at once with
+        # SQLITE_BUSY instead of waiting for the busy timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _discard_connections_after_fork(engine: Engine) -> None:
+    # SQLAlchemy's documented recipe: a pooled connection must never be used
+    # by two processes, so a child process opens its own.
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["pid"] = os.getpid()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(
+        dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        if record.info.get("pid") != os.getpid():
+            record.dbapi_connection = proxy.dbapi_connection = None  # type: ignore[misc]
+            raise exc.DisconnectionError("connection was opened by another process")

@@ -1,0 +1,1 @@
+"""Alembic migrations of the provisioner's database (run by ``provisioner.db.upgrade``)."""

@@ -1,0 +1,73 @@
+"""Shared fixtures of the core library's tests: databases on SQLite and on
+PostgreSQL (when TEST_DATABASE_URL names a server; scripts/test starts one)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from provisioner import db
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Callable[[], str]]:
+    """A factory of fresh, uniquely named PostgreSQL databases, all dropped
+    when the session ends."""
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    prefix = f"provisioner_test_{secrets.token_hex(4)}"
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"{prefix}_{len(created)}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    with admin.connect() as conn:
+        for name in created:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """A factory of empty databases of one backend (the parameter)."""
+    if request.param == "postgresql":
+        factory: Callable[[], str] = request.getfixturevalue("pg_databases")
+        return factory
+    counter = iter(range(1000))
+    return lambda: f"sqlite:///{tmp_path}/db{next(counter)}/provisioner.db"
+
+
+@pytest.fixture
+def db_url(new_db: Callable[[], str]) -> str:
+    """An empty database."""
+    return new_db()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a database migrated to the newest revision."""
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(engine: Engine) -> sessionmaker[Session]:
+    return db.session_factory(engine)
