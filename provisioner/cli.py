@@ -86,3 +86,37 @@ def db_upgrade(ctx: click.Context) -> None:
         click.echo(f"database {where} is up to date (revision {after})")
     else:
         click.echo(f"database {where} upgraded from revision {before or 'none'} to {after}")
+
+
+@main.group()
+def templates() -> None:
+    """Container templates."""
+
+
+@templates.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Check templates completely; every problem with file and line.
+
+    PATHS are template directories or directories of templates (default: the
+    configured templates directory).  Exits 1 when anything is wrong.
+    """
+    from provisioner.templates import validate_template, validate_tree
+
+    roots = list(paths) or [load_settings(ctx).templates_dir]
+    problems = []
+    checked = 0
+    for root in roots:
+        if (root / "template.toml").exists():
+            problems += validate_template(root)
+            checked += 1
+        else:
+            problems += validate_tree(root)
+            checked += sum(1 for p in root.iterdir() if (p / "template.toml").exists())
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {checked} template(s)", err=True)
+        ctx.exit(EXIT_FAILURE)
+    click.echo(f"{checked} template(s) OK")

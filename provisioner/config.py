@@ -13,6 +13,7 @@ variables override the file.  Empty environment variables count as unset, so
 | redis_url | REDIS_URL | redis://127.0.0.1:6379/0 |
 | secret_key | PROVISIONER_SECRET_KEY | unset (the key file is used) |
 | secret_key_file | PROVISIONER_SECRET_KEY_FILE | <data_dir>/secret.key |
+| templates_dir | PROVISIONER_TEMPLATES_DIR | the shipped templates_lxc/ |
 | ... | PROVISIONER_<FIELD> | see the dataclass |
 """
 
@@ -23,7 +24,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +34,8 @@ from provisioner.errors import ConfigError
 CONFIG_ENV = "PROVISIONER_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _MASK = "***"
+# The templates that ship with the product, beside the packages.
+SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates_lxc"
 # Fields whose values never appear in repr(), str() or error messages.
 _SECRET_FIELDS = frozenset({"secret_key"})
 # Fields that are URLs which may carry a password.
@@ -50,6 +53,7 @@ class Settings:
     data_dir: Path
     database_url: str
     secret_key_file: Path
+    templates_dir: Path = field(default_factory=lambda: SHIPPED_TEMPLATES)
     redis_url: str = "redis://127.0.0.1:6379/0"
     secret_key: str | None = None
     queue_name: str = "provisioning"
@@ -116,7 +120,7 @@ class Settings:
                 from_file.discard(name)
 
         values: dict[str, Any] = {name: _PARSERS[name](v, w) for name, (v, w) in raw.items()}
-        for name in ("data_dir", "secret_key_file"):
+        for name in ("data_dir", "secret_key_file", "templates_dir"):
             # Relative paths in the file are relative to the file, not to
             # whatever directory the service happens to start in.
             if name in from_file and config_file and not values[name].is_absolute():
@@ -296,6 +300,7 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "redis_url": _redis_url,
     "secret_key": _secret,
     "secret_key_file": _path,
+    "templates_dir": _path,
     "queue_name": _queue_name,
     "job_timeout": _positive_int,
     "retry_max_attempts": _positive_int,
