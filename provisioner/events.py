@@ -1,0 +1,278 @@
+"""Events: the contract between worker, relay, browser and CLI.
+
+Every event gets the container's next ``seq`` (+1 across retries and workers;
+only the lease holder publishes), goes at once into a Redis stream (entry id
+``<seq>-0``) and onto the pub/sub channel ``provisioner:container:{id}:events``,
+and into the database: steps, warnings and terminal events immediately, log
+lines in batches.  Readers replay from the database, then read the stream
+from where the database ended and block on it for live events: the stream
+holds every event in order, so there is no race between replay and
+subscribe, no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from provisioner.db import session_scope
+from provisioner.logsafe import redact
+from provisioner.models import Container, ContainerEvent
+
+EVENT_TYPES = ("step", "log", "warning", "complete", "error")
+TERMINAL_TYPES = ("complete", "error")
+PHASES = ("create", "start", "deploy", "scripts", "finalize")
+STREAMS = ("stdout", "stderr")
+STREAM_MAXLEN = 200_000  # entries kept in Redis; the database keeps everything
+STREAM_TTL = 7 * 24 * 3600  # seconds a finished container's stream stays in Redis
+
+
+def channel(container_id: str) -> str:
+    """The pub/sub channel of a container's events."""
+    return f"provisioner:container:{container_id}:events"
+
+
+def stream_key(container_id: str) -> str:
+    """The Redis stream holding a container's events in ``seq`` order."""
+    return f"provisioner:container:{container_id}:stream"
+
+
+def now_iso() -> str:
+    """``2026-11-23T10:32:39.123Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event, exactly the fields of the contract (None fields omitted)."""
+
+    seq: int
+    container: str
+    type: str
+    message: str = ""
+    phase: str | None = None
+    percent: int | None = None
+    stream: str | None = None
+    script: str | None = None
+    ts: str = field(default_factory=now_iso)
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}")
+        if self.phase is not None and self.phase not in PHASES:
+            raise ValueError(f"unknown phase {self.phase!r}")
+        if self.stream is not None and self.stream not in STREAMS:
+            raise ValueError(f"unknown stream {self.stream!r}")
+        if self.seq < 1:
+            raise ValueError("seq starts at 1")
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        known = {"seq", "container", "type", "message", "phase", "percent", "stream", "script",
+                 "ts"}  # fmt: skip
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_row(cls, row: ContainerEvent) -> Event:
+        ts = row.ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return cls(seq=row.seq, container=row.container_id, type=row.type, message=row.message,
+                   phase=row.phase, percent=row.percent, stream=row.stream, script=row.script,
+                   ts=ts)  # fmt: skip
+
+    def to_row(self) -> ContainerEvent:
+        ts = datetime.fromisoformat(self.ts.replace("Z", "+00:00"))
+        return ContainerEvent(container_id=self.container, seq=self.seq, type=self.type,
+                              phase=self.phase, percent=self.percent, message=self.message,
+                              stream=self.stream, script=self.script, ts=ts)  # fmt: skip
+
+
+def _payload(fields: dict[Any, Any]) -> Any:
+    return fields[b"e"] if b"e" in fields else fields["e"]
+
+
+def _stream_seq(entry_id: bytes | str) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+class EventPublisher:
+    """Publishes one container's events.  Only the lease holder makes one.
+
+    Thread-safe: log lines may arrive from an SSH reader while a step is
+    published from the pipeline.
+    """
+
+    def __init__(self, redis: Redis, factory: sessionmaker[Session], container_id: str, *,
+                 flush_interval: float = 0.25, batch_size: int = 500) -> None:  # fmt: skip
+        self.redis = redis
+        self.factory = factory
+        self.container_id = container_id
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self._lock = threading.RLock()
+        self._pending: list[Event] = []
+        self._last_flush = time.monotonic()
+        self._next_seq = self._recover()
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                         name=f"events-{container_id[:8]}")  # fmt: skip
+        self._flusher.start()
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    def _recover(self) -> int:
+        """The next seq, after copying into the database any events a dead
+        worker published to the stream but never flushed."""
+        key = stream_key(self.container_id)
+        with session_scope(self.factory) as session:
+            ct = session.get(Container, self.container_id)
+            if ct is None:
+                raise LookupError(f"no container {self.container_id}")
+            db_max = session.scalar(select(func.max(ContainerEvent.seq)).where(
+                ContainerEvent.container_id == self.container_id)) or 0  # fmt: skip
+            missing = self.redis.xrange(key, min=f"{db_max + 1}-0", max="+")
+            for _entry_id, fields in missing:
+                session.add(Event.from_json(_payload(fields)).to_row())
+            last_stream = _stream_seq(missing[-1][0]) if missing else 0
+            if not missing:
+                top = self.redis.xrevrange(key, count=1)
+                last_stream = _stream_seq(top[0][0]) if top else 0
+            next_seq = max(ct.next_seq, db_max + 1, last_stream + 1)
+            ct.next_seq = next_seq
+        return next_seq
+
+    def publish(self, type: str, message: str = "", *, phase: str | None = None,
+                percent: int | None = None, stream: str | None = None,
+                script: str | None = None) -> Event:  # fmt: skip
+        """Publish one event: Redis at once, the database at once or batched.
+
+        Messages pass through the secret redactor first.
+        """
+        with self._lock:
+            event = Event(seq=self._next_seq, container=self.container_id, type=type,
+                          message=redact(message), phase=phase, percent=percent, stream=stream,
+                          script=script)  # fmt: skip
+            payload = event.to_json()
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(stream_key(self.container_id), {"e": payload}, id=f"{event.seq}-0",
+                      maxlen=STREAM_MAXLEN, approximate=True)  # fmt: skip
+            pipe.publish(channel(self.container_id), payload)
+            if event.terminal:
+                pipe.expire(stream_key(self.container_id), STREAM_TTL)
+            pipe.execute()
+            self._next_seq += 1
+            self._pending.append(event)
+            if type != "log" or len(self._pending) >= self.batch_size:
+                self.flush()
+            return event
+
+    def flush(self) -> None:
+        """Write pending events and the next seq to the database."""
+        with self._lock:
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, []
+            with session_scope(self.factory) as session:
+                session.add_all(e.to_row() for e in pending)
+                session.execute(update(Container).where(Container.id == self.container_id)
+                                .values(next_seq=self._next_seq))  # fmt: skip
+            self._last_flush = time.monotonic()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            if self._pending and time.monotonic() - self._last_flush >= self.flush_interval:
+                self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._flusher.join(5)
+        self.flush()
+
+    def __enter__(self) -> EventPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventReader:
+    """Replay then follow one container's events: each exactly once, in order."""
+
+    def __init__(self, redis: Redis, factory: sessionmaker[Session], container_id: str) -> None:
+        self.redis = redis
+        self.factory = factory
+        self.container_id = container_id
+
+    def _from_db(self, after: int, upto: int | None = None, page: int = 2000) -> Iterator[Event]:
+        last = after
+        while True:
+            with self.factory() as session:
+                query = (select(ContainerEvent)
+                         .where(ContainerEvent.container_id == self.container_id,
+                                ContainerEvent.seq > last)
+                         .order_by(ContainerEvent.seq).limit(page))  # fmt: skip
+                if upto is not None:
+                    query = query.where(ContainerEvent.seq < upto)
+                rows = [Event.from_row(r) for r in session.scalars(query)]
+            yield from rows
+            if len(rows) < page:
+                return
+            last = rows[-1].seq
+
+    def events(self, after: int = 0, *, block_ms: int = 1000,
+               stop: threading.Event | None = None, follow: bool = True) -> Iterator[Event]:  # fmt: skip
+        """Every event with ``seq > after``; ends after the terminal event,
+        when ``stop`` is set, or (``follow=False``) once nothing more is there.
+        """
+        last = after
+        for event in self._from_db(last):
+            yield event
+            last = event.seq
+            if event.terminal:
+                return
+        key = stream_key(self.container_id)
+        while not (stop is not None and stop.is_set()):
+            entries = self.redis.xread({key: f"{last}-0"}, count=1000,
+                                       block=block_ms if follow else None)  # fmt: skip
+            if not entries:
+                if not follow:
+                    return
+                continue
+            for entry_id, fields in entries[0][1]:
+                seq = _stream_seq(entry_id)
+                if seq <= last:
+                    continue
+                if seq > last + 1:  # trimmed from Redis: the database has them
+                    for event in self._from_db(last, upto=seq):
+                        yield event
+                        last = event.seq
+                event = Event.from_json(_payload(fields))
+                yield event
+                last = event.seq
+                if event.terminal:
+                    return
