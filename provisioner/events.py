@@ -109,11 +109,11 @@ class Event:
                               stream=self.stream, script=self.script, ts=ts)  # fmt: skip
 
 
-def _payload(fields: dict[Any, Any]) -> Any:
+def _payload(fields: Any) -> Any:
     return fields[b"e"] if b"e" in fields else fields["e"]
 
 
-def _stream_seq(entry_id: bytes | str) -> int:
+def _stream_seq(entry_id: Any) -> int:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-", 1)[0])
 
@@ -155,12 +155,13 @@ class EventPublisher:
                 raise LookupError(f"no container {self.container_id}")
             db_max = session.scalar(select(func.max(ContainerEvent.seq)).where(
                 ContainerEvent.container_id == self.container_id)) or 0  # fmt: skip
-            missing = self.redis.xrange(key, min=f"{db_max + 1}-0", max="+")
+            # redis-py's stubs type stream replies loosely
+            missing: Any = self.redis.xrange(key, min=f"{db_max + 1}-0", max="+")
             for _entry_id, fields in missing:
                 session.add(Event.from_json(_payload(fields)).to_row())
             last_stream = _stream_seq(missing[-1][0]) if missing else 0
             if not missing:
-                top = self.redis.xrevrange(key, count=1)
+                top: Any = self.redis.xrevrange(key, count=1)
                 last_stream = _stream_seq(top[0][0]) if top else 0
             next_seq = max(ct.next_seq, db_max + 1, last_stream + 1)
             ct.next_seq = next_seq
@@ -257,7 +258,7 @@ class EventReader:
                 return
         key = stream_key(self.container_id)
         while not (stop is not None and stop.is_set()):
-            entries = self.redis.xread({key: f"{last}-0"}, count=1000,
+            entries: Any = self.redis.xread({key: f"{last}-0"}, count=1000,
                                        block=block_ms if follow else None)  # fmt: skip
             if not entries:
                 if not follow:
