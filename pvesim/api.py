@@ -476,6 +476,7 @@ async def _admin(node: Node, method: str, action: str, body: dict[str, Any]) -> 
         t = node.faults.add_task(TaskFault(type=str(body["type"]), vmid=vmid,
                                            error=body.get("error"),
                                            delay=float(body.get("delay", 0)),
+                                           warnings=int(body.get("warnings", 0)),
                                            count=int(body.get("count", 1))))  # fmt: skip
         return {"id": t.id}
     if vmid is None:

@@ -179,6 +179,12 @@ def fault_http(state_dir: Path, path: str, status: int, count: int, method: str 
 @click.option("--vmid", type=int, default=None)
 @click.option("--error", default=None, help="End the task in TASK ERROR with this message.")
 @click.option("--delay", type=float, default=0.0, help="Extra seconds the task takes.")
+@click.option(
+    "--warnings",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Log this many warnings (the task ends in WARNINGS: N).",
+)
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
 def fault_task(state_dir: Path, task_type: str, vmid: int | None, error: str | None,
                delay: float, count: int) -> None:  # fmt: skip

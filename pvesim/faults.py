@@ -35,12 +35,14 @@ class HttpFault:
 @dataclass
 class TaskFault:
     """The next ``count`` tasks of ``type`` (optionally for ``vmid``) end in
-    ``TASK ERROR: error`` and/or take ``delay`` extra seconds."""
+    ``TASK ERROR: error``, take ``delay`` extra seconds and/or log
+    ``warnings`` warnings (ending in ``WARNINGS: N``)."""
 
     type: str
     vmid: int | None = None
     error: str | None = None
     delay: float = 0.0
+    warnings: int = 0
     count: int = 1
     id: int = 0
 
@@ -76,8 +78,8 @@ class Faults:
         return fault
 
     def add_task(self, fault: TaskFault) -> TaskFault:
-        if fault.error is None and fault.delay <= 0:
-            raise ValueError("a task fault needs an error message or a delay")
+        if fault.error is None and fault.delay <= 0 and fault.warnings <= 0:
+            raise ValueError("a task fault needs an error message, a delay or warnings")
         fault.id = self._id()
         self.tasks.append(fault)
         return fault

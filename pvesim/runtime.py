@@ -212,14 +212,18 @@ async def kill(ct: RunningContainer) -> None:
 
 async def poweroff(ct: RunningContainer, timeout: float) -> bool:
     """Clean shutdown through systemd; False if it did not finish in time."""
-    with contextlib.suppress(ProcessLookupError):
-        # systemd as PID 1: SIGRTMIN+4 means "poweroff"
-        os.kill(ct.init_pid, signal.SIGRTMIN + 4)
-    try:
-        await asyncio.wait_for(ct.process.wait(), timeout)
-        return True
-    except TimeoutError:
-        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            # systemd as PID 1: SIGRTMIN+4 means "poweroff".  Sent again until
+            # it takes: right after boot systemd may not handle it yet.
+            os.kill(ct.init_pid, signal.SIGRTMIN + 4)
+        try:
+            await asyncio.wait_for(ct.process.wait(), min(0.5, deadline - time.monotonic()))
+            return True
+        except TimeoutError:
+            continue
+    return ct.process.returncode is not None
 
 
 def kill_stale(fs: ContainerFs) -> None:

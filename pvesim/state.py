@@ -23,15 +23,17 @@ from typing import Any
 from pvesim.auth import Credentials
 
 
-def write_json(path: Path, data: Any, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + rename)."""
+def write_json(path: Path, data: Any, mode: int = 0o644, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + rename); ``durable``
+    also fsyncs, which the hot task records skip to keep the API fast."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=1, sort_keys=True)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -140,7 +142,7 @@ class StateStore:
         return tasks
 
     def save_task(self, task: TaskRecord) -> None:
-        write_json(self.root / "tasks" / f"{task.seq:08d}.json", asdict(task))
+        write_json(self.root / "tasks" / f"{task.seq:08d}.json", asdict(task), durable=False)
 
     # small documents -------------------------------------------------------
     def load(self, name: str, default: Any) -> Any:

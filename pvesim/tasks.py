@@ -102,6 +102,8 @@ class TaskManager:
             if fault and fault.delay:
                 await asyncio.sleep(fault.delay)
             await body(task)
+            for i in range(fault.warnings if fault else 0):
+                task.warn(f"injected warning {i + 1} (pvesim)")
             if fault and fault.error:
                 raise TaskFailed(fault.error)
         except TaskFailed as exc:

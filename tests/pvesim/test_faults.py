@@ -368,6 +368,22 @@ def test_task_delay_makes_start_take_longer(sim: dict[str, Any], api: Any, ct: C
     wait_port(ct.ip, 22, timeout=60)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_task_warnings_end_in_warnings_n(sim: dict[str, Any], api: Any, ct: Container) -> None:
+    node = sim["node"]
+    if ct_status(api, sim, ct.vmid)["status"] != "running":
+        run_ok(api, sim, api.nodes(node).lxc(ct.vmid).status.start.post())
+    admin(sim, "task", {"type": "vzsnapshot", "vmid": ct.vmid, "warnings": 2})
+    upid = api.nodes(node).lxc(ct.vmid).snapshot.post(snapname="warned")
+    status = wait_task(api, node, upid)
+    log = task_log(api, node, upid)
+    assert status["exitstatus"] == "WARNINGS: 2"
+    assert log[-1] == "TASK WARNINGS: 2"
+    assert sum(1 for line in log if line.startswith("WARN: ")) == 2
+    wait_task(api, node, api.nodes(node).lxc(ct.vmid).snapshot("warned").delete())
+
+
 # --- 3. locks ---------------------------------------------------------------------
 @pytest.mark.integration
 @pytest.mark.timeout(90)

@@ -1,0 +1,107 @@
+"""The per-container run lease: only its holder runs a container's pipeline.
+
+A lease is a row (container, holder, expiry).  Taking it succeeds when there
+is none, when it expired, or when the caller already holds it; the holder
+renews it while it works; a worker that dies simply stops renewing, and once
+the lease expires the run can be taken over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from provisioner.db import session_scope
+from provisioner.models import Lease, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def make_holder() -> str:
+    """A holder name that says who holds it: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def acquire(factory: sessionmaker[Session], container_id: str, holder: str,
+            duration: float) -> bool:  # fmt: skip
+    """Take the lease; False if someone else holds an unexpired one."""
+    now = utcnow()
+    try:
+        with session_scope(factory) as session:
+            lease = session.get(Lease, container_id, with_for_update=True)
+            if lease is None:
+                session.add(Lease(container_id=container_id, holder=holder, acquired_at=now,
+                                  expires_at=now + timedelta(seconds=duration)))  # fmt: skip
+                return True
+            if lease.holder != holder and not lease.expired(now):
+                return False
+            if lease.holder != holder:
+                log.info("lease of %s taken over from %s (expired)", container_id, lease.holder)
+                lease.acquired_at = now
+            lease.holder = holder
+            lease.expires_at = now + timedelta(seconds=duration)
+            return True
+    except IntegrityError:  # someone inserted it between our read and our insert
+        return False
+
+
+def renew(factory: sessionmaker[Session], container_id: str, holder: str,
+          duration: float) -> bool:  # fmt: skip
+    """Extend our lease; False if it is no longer ours."""
+    with session_scope(factory) as session:
+        lease = session.get(Lease, container_id, with_for_update=True)
+        if lease is None or lease.holder != holder:
+            return False
+        lease.expires_at = utcnow() + timedelta(seconds=duration)
+        return True
+
+
+def release(factory: sessionmaker[Session], container_id: str, holder: str) -> None:
+    """Give the lease back (only if it is ours)."""
+    with session_scope(factory) as session:
+        session.execute(delete(Lease).where(Lease.container_id == container_id,
+                                            Lease.holder == holder))  # fmt: skip
+
+
+class LeaseKeeper:
+    """Renews a held lease in the background; ``lost`` is set if it could not."""
+
+    def __init__(self, factory: sessionmaker[Session], container_id: str, holder: str,
+                 duration: float, interval: float) -> None:  # fmt: skip
+        self.factory = factory
+        self.container_id = container_id
+        self.holder = holder
+        self.duration = duration
+        self.interval = interval
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"lease-{container_id[:8]}")  # fmt: skip
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                ok = renew(self.factory, self.container_id, self.holder, self.duration)
+            except Exception:  # a database hiccup: try again at the next tick
+                log.warning("renewing the lease of %s failed", self.container_id, exc_info=True)
+                continue
+            if not ok:
+                log.error("lost the lease of %s", self.container_id)
+                self.lost.set()
+                return
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
