@@ -120,3 +120,36 @@ def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         click.echo(f"{len(problems)} problem(s) in {checked} template(s)", err=True)
         ctx.exit(EXIT_FAILURE)
     click.echo(f"{checked} template(s) OK")
+
+
+@main.command("worker")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option("--name", default=None, help="Worker name (default: RQ's).")
+@click.pass_context
+def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
+    """Run an RQ worker on the provisioning queue (what the Procfile runs).
+
+    SIGTERM lets the current job finish, then exits; a second one aborts it.
+    The worker also re-enqueues runs whose worker died once their lease ran out.
+    """
+    from redis import Redis
+    from rq import Worker
+
+    from provisioner.db import make_engine, session_factory
+    from provisioner.logsafe import setup_logging
+    from provisioner.queue import provisioning_queue
+    from provisioner.recovery import RecoveryLoop
+
+    settings = load_settings(ctx)
+    setup_logging(settings.log_level)
+    redis = Redis.from_url(settings.redis_url)
+    factory = session_factory(make_engine(settings.database_url))
+    recovery = RecoveryLoop(
+        factory, redis, settings, interval=max(1.0, settings.lease_duration / 2)
+    )
+    recovery.start()
+    try:
+        worker = Worker([provisioning_queue(redis, settings)], connection=redis, name=name)
+        worker.work(burst=burst, logging_level=settings.log_level)
+    finally:
+        recovery.stop()

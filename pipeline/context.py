@@ -1,0 +1,115 @@
+"""The typed context every phase receives.  Phases never read the
+environment or build clients themselves."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from provisioner.config import Settings
+from provisioner.db import session_scope
+from provisioner.events import EventPublisher
+from provisioner.models import Container
+from provisioner.pve import PveClient
+from provisioner.secrets import SecretBox
+from provisioner.ssh import SshSession, connect
+from provisioner.templates import Template
+from provisioner.vault import container_ssh_private_key
+
+# where each phase starts and ends on the overall percent scale
+PHASE_RANGES = {
+    "create": (0, 20), "start": (20, 35), "deploy": (35, 50),
+    "scripts": (50, 90), "finalize": (90, 100),
+}  # fmt: skip
+
+
+@dataclass
+class Context:
+    """One run of one container's pipeline."""
+
+    settings: Settings
+    factory: sessionmaker[Session]
+    redis: Redis
+    box: SecretBox
+    container_id: str
+    template: Template
+    pve: PveClient
+    events: EventPublisher
+    variables: dict[str, Any]
+    on_progress: Callable[[str, int], None] | None = None
+    phase: str = "create"
+    _ssh: SshSession | None = field(default=None, repr=False)
+
+    def container(self) -> Container:
+        """A fresh, detached copy of the container row."""
+        with self.factory() as session:
+            ct = session.get(Container, self.container_id)
+            if ct is None:
+                raise LookupError(f"container {self.container_id} is gone")
+            session.expunge(ct)
+            return ct
+
+    def update(self, **values: Any) -> None:
+        """Write fields of the container row now (checkpoints)."""
+        with session_scope(self.factory) as session:
+            ct = session.get(Container, self.container_id)
+            assert ct is not None
+            for key, value in values.items():
+                setattr(ct, key, value)
+
+    def percent(self, fraction: float) -> int:
+        low, high = PHASE_RANGES[self.phase]
+        return int(low + (high - low) * max(0.0, min(1.0, fraction)))
+
+    def step(self, message: str, fraction: float = 0.0) -> None:
+        pct = self.percent(fraction)
+        self.events.publish("step", message, phase=self.phase, percent=pct)
+        if self.on_progress:
+            self.on_progress(self.phase, pct)
+
+    def log(self, message: str, *, stream: str | None = None, script: str | None = None) -> None:
+        self.events.publish("log", message, phase=self.phase, stream=stream, script=script)
+
+    def warn(self, message: str) -> None:
+        self.events.publish("warning", message, phase=self.phase)
+
+    @property
+    def vmid(self) -> int:
+        vmid = self.container().vmid
+        if vmid is None:
+            raise LookupError("the container has no vmid yet")
+        return vmid
+
+    async def ssh(self) -> SshSession:
+        """One SSH session per run, pinned to the host key seen first."""
+        if self._ssh is not None:
+            return self._ssh
+        ct = self.container()
+        if not ct.ip:
+            raise LookupError("the container has no address yet")
+        key = container_ssh_private_key(self.box, ct)
+        assert key is not None
+
+        def waiting(attempt: Any) -> None:
+            if attempt.number in (1, 5) or attempt.number % 20 == 0:
+                self.log(f"waiting for SSH on {ct.ip}: {attempt.error}")
+
+        session = await connect(ct.ip, private_key=key, known_host_key=ct.ssh_host_key,
+                                deadline=self.settings.ssh_connect_timeout, on_attempt=waiting)  # fmt: skip
+        if ct.ssh_host_key is None:
+            self.update(ssh_host_key=session.host_key,
+                        ssh_host_key_fingerprint=session.host_key_fingerprint)  # fmt: skip
+        self._ssh = session
+        return session
+
+    async def close(self) -> None:
+        """Close the SSH session (also after it broke: the next use reconnects)."""
+        if self._ssh is not None:
+            ssh, self._ssh = self._ssh, None
+            with contextlib.suppress(OSError):  # already gone with the connection
+                await ssh.close()

@@ -1,0 +1,95 @@
+"""Phase 1, create: pre-flight checks, vmid allocation, ``POST /lxc``, the
+task log streamed as log events.  A retry recognises its own container by
+the marker in its description and never creates a second one."""
+
+from __future__ import annotations
+
+from pipeline.context import Context
+from provisioner.errors import PermanentError
+from provisioner.models import Node
+from provisioner.submit import create_request_of
+from provisioner.templates import build_create_params, parse_marker
+from provisioner.vault import container_root_password
+
+
+def _find_own(ctx: Context) -> int | None:
+    """A container on the node carrying this request's marker, if any."""
+    hostname = ctx.container().hostname
+    for status in ctx.pve.containers():
+        if status.name != hostname:
+            continue
+        config = ctx.pve.get_config(status.vmid)
+        if parse_marker(config.get("description")) == ctx.container_id:
+            return status.vmid
+    return None
+
+
+def preflight(ctx: Context, params: dict[str, object], disk_gb: int) -> None:
+    """Fail early, with a clear message, on what would fail the create."""
+    node = ctx.pve.connection.node
+    ctx.step(f"checking node {node}", 0.05)
+    ctx.pve.version()  # reachable and authenticated
+    storage_name = str(params["rootfs"]).split(":", 1)[0]
+    storages = {s.name: s for s in ctx.pve.storages()}
+    storage = storages.get(storage_name)
+    if storage is None:
+        raise PermanentError(f"storage '{storage_name}' does not exist on node {node}",
+                             hint=f"available: {', '.join(sorted(storages))}")  # fmt: skip
+    if "rootdir" not in storage.content:
+        raise PermanentError(
+            f"storage '{storage_name}' on node {node} does not support container directories",
+            hint="choose a storage with content type 'rootdir' (e.g. local-lvm)")  # fmt: skip
+    if storage.avail and storage.avail < disk_gb * (1 << 30):
+        raise PermanentError(f"storage '{storage_name}' on node {node} has "
+                             f"{storage.avail >> 30} GiB free, the container needs {disk_gb} GiB")  # fmt: skip
+    bridges = {b.name for b in ctx.pve.bridges()}
+    net0 = str(params.get("net0", ""))
+    bridge = next((p.split("=", 1)[1] for p in net0.split(",") if p.startswith("bridge=")), None)
+    if bridge and bridge not in bridges:
+        raise PermanentError(f"bridge '{bridge}' does not exist on node {node}",
+                             hint=f"available: {', '.join(sorted(bridges))}")  # fmt: skip
+    volid = str(params["ostemplate"])
+    ctx.step(f"checking OS template {volid}", 0.1)
+    if ctx.pve.ensure_template(volid.split(":", 1)[0], volid):
+        ctx.log(f"downloaded OS template {volid}")
+
+
+async def run(ctx: Context) -> None:
+    ct = ctx.container()
+    with ctx.factory() as session:
+        node = session.get(Node, ct.node_id)
+        assert node is not None
+        request, defaults = create_request_of(ct, node)
+    params: dict[str, object] = dict(build_create_params(request, ctx.template, defaults))
+    password = container_root_password(ctx.box, ct)
+    if password:
+        params["password"] = password
+    if ct.vmid is not None and ctx.pve.exists(ct.vmid):
+        own = parse_marker(ctx.pve.get_config(ct.vmid).get("description"))
+        if own == ctx.container_id:
+            ctx.step(f"CT {ct.vmid} already exists (created by an earlier attempt)", 1.0)
+            ctx.pve.wait_unlocked(ct.vmid, timeout=ctx.settings.task_timeout)
+            return
+    found = _find_own(ctx)
+    if found is not None:
+        ctx.update(vmid=found)
+        ctx.step(f"found CT {found}, created by an earlier attempt", 1.0)
+        ctx.pve.wait_unlocked(found, timeout=ctx.settings.task_timeout)
+        return
+    disk = request.disk or ctx.template.resources.disk
+    preflight(ctx, params, disk)
+    ctx.step("allocating a vmid", 0.15)
+
+    def create(vmid: int) -> str:
+        upid = ctx.pve.create_container({**params, "vmid": vmid})
+        ctx.update(vmid=vmid)  # at once: a crash from here on must find it again
+        return upid
+
+    allocation = ctx.pve.allocate_vmid(ct.vmid or request.vmid, create, redis=ctx.redis)
+    vmid, upid = allocation.vmid, allocation.result
+    ctx.step(f"creating CT {vmid} on node {ctx.pve.connection.node}", 0.2)
+    result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.2,
+                                   on_log=lambda line: ctx.log(line))  # fmt: skip
+    for warning in result.warning_lines:
+        ctx.warn(warning)
+    ctx.step(f"CT {vmid} created", 1.0)

@@ -1,0 +1,29 @@
+"""Phase 3, deploy files: the template's files, rendered from the variables,
+uploaded over one SSH session with their mode, owner and policy; files whose
+checksum already matches are skipped."""
+
+from __future__ import annotations
+
+from pipeline.context import Context
+from provisioner.ssh_files import FilePolicy as SshFilePolicy
+from provisioner.ssh_files import FileSpec
+from provisioner.templates import render_files
+
+
+async def run(ctx: Context) -> None:
+    files = render_files(ctx.template, ctx.variables)
+    if not files:
+        ctx.step("no files to deploy", 1.0)
+        return
+    ctx.step(f"deploying {len(files)} file(s)", 0.1)
+    specs = [FileSpec(path=f.target, content=f.content, mode=f.mode, owner=f.owner,
+                      policy=SshFilePolicy(f.policy.value)) for f in files]  # fmt: skip
+    session = await ctx.ssh()
+    results = await session.upload(specs)
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+        note = f" (old one kept as {result.backup})" if result.backup else ""
+        ctx.log(f"{result.status.value:<18} {result.path}{note}")
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    ctx.step(f"files deployed: {summary}", 1.0)

@@ -1,0 +1,231 @@
+"""The RQ job: one run of one action for one container.
+
+``run(container_id, action)`` is what the queue calls.  It takes the
+container's lease (only one worker runs a container at a time), builds the
+typed context, runs the phases that are not finished yet, retries transient
+errors with backoff, and records the outcome.  A failed run says which
+phase, which script, what exit code, the last lines and what to do; the job
+then fails in RQ too (never a swallowed exception reported as success).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline import create, deploy, finalize, scripts, start
+from pipeline.context import Context
+from provisioner import lease
+from provisioner.config import Settings
+from provisioner.db import make_engine, session_factory
+from provisioner.errors import CommandFailedError, PermanentError, ProvisionError, TransientError
+from provisioner.events import EventPublisher
+from provisioner.logsafe import setup_logging
+from provisioner.models import Container, FailurePolicy, Lifecycle, Node, utcnow
+from provisioner.nodes import client_for
+from provisioner.secrets import load_secret_box
+from provisioner.ssh_backoff import Backoff
+from provisioner.submit import load_named_template, stored_variables
+from provisioner.templates import secret_values
+
+log = logging.getLogger(__name__)
+
+Phase = Callable[[Context], Awaitable[None]]
+PHASES: list[tuple[str, Phase]] = [
+    ("create", create.run), ("start", start.run), ("deploy", deploy.run),
+    ("scripts", scripts.run), ("finalize", finalize.run),
+]  # fmt: skip
+
+
+class LeaseLost(Exception):
+    """Another worker took the container over; stop without writing."""
+
+
+def _progress(phase: str, percent: int) -> None:
+    job = get_current_job()
+    if job is not None:
+        job.meta.update(phase=phase, percent=percent)
+        job.save_meta()
+
+
+async def _run_phase(ctx: Context, name: str, phase: Phase, keeper: lease.LeaseKeeper) -> None:
+    backoff = Backoff(base=ctx.settings.retry_base_delay, factor=2.0,
+                      cap=ctx.settings.retry_max_delay, jitter=0.5)  # fmt: skip
+    attempt = 1
+    while True:
+        if keeper.lost.is_set():
+            raise LeaseLost(ctx.container_id)
+        try:
+            await phase(ctx)
+            return
+        except TransientError as exc:
+            await ctx.close()  # a broken SSH session is reopened next time
+            if attempt >= ctx.settings.retry_max_attempts:
+                raise PermanentError(f"{name} failed {attempt} times; last error: {exc}",
+                                     hint="the node or the container keeps failing; check "
+                                          "them, then retry") from exc  # fmt: skip
+            delay = backoff.delay(attempt, random.random())
+            ctx.warn(f"{exc} - retrying in {delay:.1f}s "
+                     f"(attempt {attempt + 1} of {ctx.settings.retry_max_attempts})")  # fmt: skip
+            await asyncio.sleep(delay)
+            attempt += 1
+
+
+def _error_details(ctx: Context, exc: BaseException) -> dict[str, Any]:
+    details: dict[str, Any] = {"phase": ctx.phase, "message": str(exc)}
+    if isinstance(exc, ProvisionError) and exc.hint:
+        details["hint"] = exc.hint
+    if isinstance(exc, CommandFailedError):
+        details.update(exit_code=exc.exit_status, last_lines=exc.output_tail,
+                       timed_out=exc.timed_out)  # fmt: skip
+        details["script"] = str(exc).split()[1] if str(exc).startswith("script ") else None
+    tail = getattr(exc, "log_tail", None)
+    if tail:
+        details["last_lines"] = tail
+    return details
+
+
+async def _provision(ctx: Context, keeper: lease.LeaseKeeper, phases: list[str]) -> None:
+    for name, phase in PHASES:
+        if name not in phases or name in ctx.container().finished_phases:
+            continue
+        ctx.phase = name
+        ctx.update(current_phase=name)
+        await _run_phase(ctx, name, phase, keeper)
+        ctx.update(finished_phases=[*ctx.container().finished_phases, name])
+
+
+async def _destroy(ctx: Context) -> None:
+    ct = ctx.container()
+    if ct.vmid is not None and ctx.pve.exists(ct.vmid):
+        ctx.step(f"destroying CT {ct.vmid}", 0.3)
+        upid = ctx.pve.destroy(ct.vmid, force=True, purge=True)
+        ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.2,
+                              on_log=lambda line: ctx.log(line))  # fmt: skip
+    ctx.step("destroyed", 1.0)
+
+
+async def _power(ctx: Context, action: str) -> None:
+    vmid = ctx.vmid
+    call = {"start": ctx.pve.start, "stop": ctx.pve.stop, "reboot": ctx.pve.reboot}[action]
+    ctx.step(f"{action} CT {vmid}", 0.5)
+    ctx.pve.wait_for_task(call(vmid), timeout=ctx.settings.task_timeout, poll=0.2)
+    ctx.step(f"{action} done", 1.0)
+
+
+def build_context(settings: Settings, factory: sessionmaker[Session], redis: Redis,
+                  container_id: str, events: EventPublisher) -> Context:  # fmt: skip
+    box = load_secret_box(settings.secret_key, settings.secret_key_file)
+    with factory() as session:
+        ct = session.get(Container, container_id)
+        if ct is None:
+            raise LookupError(f"no container {container_id}")
+        node = session.get(Node, ct.node_id)
+        assert node is not None
+        pve = client_for(node, box, settings)
+        template = load_named_template(settings, ct.template)
+        variables = stored_variables(box, ct)
+    from provisioner.logsafe import register_secret
+
+    for value in secret_values(template, variables):
+        register_secret(value)
+    return Context(settings=settings, factory=factory, redis=redis, box=box,
+                   container_id=container_id, template=template, pve=pve, events=events,
+                   variables=variables, on_progress=_progress)  # fmt: skip
+
+
+async def execute(settings: Settings, factory: sessionmaker[Session], redis: Redis,
+                  container_id: str, action: str, holder: str) -> str:  # fmt: skip
+    """Run one action while holding the lease.  Returns a one-line outcome."""
+    events = EventPublisher(redis, factory, container_id)
+    ctx: Context | None = None
+    try:
+        ctx = build_context(settings, factory, redis, container_id, events)
+        with lease.LeaseKeeper(factory, container_id, holder, settings.lease_duration,
+                               settings.lease_renew_interval) as keeper:  # fmt: skip
+            return await _execute(ctx, action, keeper)
+    finally:
+        if ctx is not None:
+            await ctx.close()
+            ctx.pve.close()
+        events.close()
+
+
+async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
+    ct = ctx.container()
+    if action in ("start", "stop", "reboot"):
+        await _power(ctx, action)
+        return f"{action} done"
+    if action == "destroy":
+        ctx.phase = ct.current_phase or "finalize"
+        ctx.update(lifecycle=Lifecycle.DESTROYING)
+        await _destroy(ctx)
+        ctx.update(lifecycle=Lifecycle.DESTROYED, finished_at=utcnow())
+        ctx.events.publish("complete", "destroyed", phase=ctx.phase, percent=100)
+        return "destroyed"
+    if ct.lifecycle == Lifecycle.READY and action == "provision":
+        return "already ready"
+    phases = [name for name, _ in PHASES]
+    if action == "resync":
+        ctx.update(finished_phases=[p for p in ct.finished_phases if p in ("create", "start")],
+                   finished_scripts=[])  # fmt: skip
+    ctx.update(lifecycle=Lifecycle.CREATING, error_message=None, error_details=None,
+               attempts=ct.attempts + 1, started_at=ct.started_at or utcnow())  # fmt: skip
+    try:
+        await _provision(ctx, keeper, phases)
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        await _fail(ctx, exc)
+        raise
+    ip = ctx.container().ip
+    ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
+    ctx.events.publish("complete", f"CT {ctx.vmid} is ready at {ip}", phase="finalize",
+                       percent=100)  # fmt: skip
+    return f"ready at {ip}"
+
+
+async def _fail(ctx: Context, exc: Exception) -> None:
+    details = _error_details(ctx, exc)
+    if not isinstance(exc, ProvisionError):
+        log.exception("internal error in %s of %s", ctx.phase, ctx.container_id)
+        details["message"] = f"internal error: {exc.__class__.__name__}: {exc}"
+    message = f"{ctx.phase} failed: {details['message']}"
+    ctx.update(lifecycle=Lifecycle.ERROR, error_message=message, error_details=details)
+    for line in details.get("last_lines") or []:
+        ctx.log(line)
+    ctx.events.publish("error", message + (f" ({details['hint']})" if details.get("hint") else ""),
+                       phase=ctx.phase)  # fmt: skip
+    if ctx.container().failure_policy == FailurePolicy.DESTROY:
+        try:
+            await _destroy(ctx)
+            ctx.update(lifecycle=Lifecycle.DESTROYED)
+        except ProvisionError as destroy_exc:
+            log.error("destroying %s after its failure failed: %s", ctx.container_id, destroy_exc)
+
+
+def run(container_id: str, action: str = "provision") -> str:
+    """The RQ entry point (``pipeline.job.run``)."""
+    settings = Settings.from_env()
+    setup_logging(settings.log_level)
+    engine = make_engine(settings.database_url)
+    factory = session_factory(engine)
+    redis = Redis.from_url(settings.redis_url)
+    holder = lease.make_holder()
+    if not lease.acquire(factory, container_id, holder, settings.lease_duration):
+        log.info("container %s is being worked on by another worker; nothing to do",
+                 container_id)  # fmt: skip
+        return "skipped: another worker holds the lease"
+    try:
+        return asyncio.run(execute(settings, factory, redis, container_id, action, holder))
+    finally:
+        lease.release(factory, container_id, holder)
+        redis.close()
+        engine.dispose()

@@ -1,0 +1,96 @@
+"""Phase 4, run scripts: install the template's packages, then run its
+scripts in order, every output line streamed as a log event, each with its
+timeout.  Every finished step is recorded, so a retry resumes at the script
+that failed."""
+
+from __future__ import annotations
+
+import shlex
+
+from pipeline.context import Context
+from provisioner.errors import CommandFailedError, PermanentError
+from provisioner.ssh_files import FilePolicy, FileSpec
+from provisioner.templates import script_env
+
+SCRIPT_DIR = "/var/lib/lxc-provisioner/scripts"
+PACKAGES_STEP = "packages"
+
+
+def package_commands(ctx: Context) -> list[str]:
+    """Shell commands installing the template's packages (apt, pip, npm)."""
+    pkgs = ctx.template.packages
+    commands = []
+    if pkgs.apt:
+        commands.append(
+            "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
+            "apt-get install -y -q --no-install-recommends " + shlex.join(pkgs.apt))  # fmt: skip
+    if pkgs.pip:
+        if pkgs.pip_venv:
+            venv = shlex.quote(pkgs.pip_venv)
+            commands.append(f"test -x {venv}/bin/pip || python3 -m venv {venv}; "
+                            f"{venv}/bin/pip install -q " + shlex.join(pkgs.pip))  # fmt: skip
+        else:
+            commands.append("python3 -m pip install -q --break-system-packages "
+                            + shlex.join(pkgs.pip))  # fmt: skip
+    if pkgs.npm:
+        commands.append("npm install -g --no-fund --no-audit " + shlex.join(pkgs.npm))
+    return commands
+
+
+async def _run_step(ctx: Context, name: str, command: str, timeout: float,
+                    env: dict[str, str]) -> None:  # fmt: skip
+    session = await ctx.ssh()
+
+    def on_line(stream: str, line: str) -> None:
+        ctx.log(line, stream=stream, script=name)
+
+    result = await session.run(command, on_line=on_line, timeout=timeout, env=env)
+    if result.exit_status != 0:
+        tail = [line for _stream, line in result.tail][-20:]
+        raise CommandFailedError(
+            f"script {name} failed with exit code {result.exit_status}",
+            exit_status=result.exit_status, output_tail=tail,
+            hint=f"fix the script or the container, then retry: the run resumes at {name}",
+        )  # fmt: skip
+
+
+async def run(ctx: Context) -> None:
+    done = set(ctx.container().finished_scripts)
+    env = script_env(ctx.template, ctx.variables)
+    steps: list[tuple[str, str, float]] = []
+    commands = package_commands(ctx)
+    if commands:
+        steps.append((PACKAGES_STEP, " && ".join(f"( {c} )" for c in commands),
+                      float(ctx.template.script_timeout)))  # fmt: skip
+    session = await ctx.ssh()
+    if ctx.template.scripts:
+        await session.upload([FileSpec(path=f"{SCRIPT_DIR}/{s.name}", content=s.path.read_bytes(),
+                                       mode=0o700, owner="root:root", policy=FilePolicy.REPLACE)
+                              for s in ctx.template.scripts])  # fmt: skip
+    for script in sorted(ctx.template.scripts, key=lambda s: (s.order, s.name)):
+        steps.append((script.name, f"cd /root && exec bash {SCRIPT_DIR}/{script.name}",
+                      float(script.timeout)))  # fmt: skip
+    total = len(steps) or 1
+    for index, (name, command, timeout) in enumerate(steps):
+        if name in done:
+            ctx.step(f"{name} already done (earlier attempt)", (index + 1) / total)
+            continue
+        ctx.step(f"running {name}" if name != PACKAGES_STEP else "installing packages",
+                 index / total)  # fmt: skip
+        try:
+            await _run_step(ctx, name, command, timeout, env)
+        except CommandFailedError as exc:
+            if exc.timed_out:
+                raise CommandFailedError(
+                    f"script {name} timed out after {timeout:.0f}s and was killed",
+                    exit_status=None, output_tail=exc.output_tail, timed_out=True,
+                    hint="raise the script's timeout in template.toml or make it faster",
+                ) from exc  # fmt: skip
+            raise
+        ctx.update(finished_scripts=[*ctx.container().finished_scripts, name])
+        ctx.step(f"{name} finished", (index + 1) / total)
+    if not steps:
+        ctx.step("no packages or scripts", 1.0)
+
+
+__all__ = ["PermanentError", "package_commands", "run"]

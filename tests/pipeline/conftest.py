@@ -1,0 +1,167 @@
+"""The real stack for pipeline tests: a database, the shared Redis and
+simulator, real `provisioner worker` processes."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import secrets
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from provisioner import db
+from provisioner.config import Settings
+from provisioner.db import session_scope
+from provisioner.models import AuthKind, Container, Lifecycle, Node
+from provisioner.queue import enqueue
+from provisioner.secrets import load_secret_box
+from provisioner.submit import ProvisionRequest, submit
+from provisioner.vault import set_node_secret
+from tests.conftest import ROOT
+
+NODE = "sim"
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    settings: Settings
+    sim: dict[str, Any]
+    redis: Redis
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_dir: Path | None = None
+    vmid_base: int = 0
+
+    @property
+    def factory(self) -> Any:
+        return db.session_factory(db.make_engine(self.settings.database_url))
+
+    def address(self, host: int) -> str:
+        return str(ipaddress.ip_network(self.sim["subnet"]).network_address + host)
+
+    def submit(self, template: str, hostname: str, **kwargs: Any) -> str:
+        box = load_secret_box(self.settings.secret_key, self.settings.secret_key_file)
+        req = ProvisionRequest(template=template, node=NODE, hostname=hostname, **kwargs)
+        with session_scope(self.factory) as session:
+            cid = submit(session, box, self.settings, req).id
+        enqueue(self.redis, self.settings, cid)
+        return cid
+
+    def enqueue(self, cid: str, action: str) -> None:
+        enqueue(self.redis, self.settings, cid, action)
+
+    def start_workers(self, n: int) -> None:
+        assert self.log_dir is not None
+        for i in range(n):
+            log = open(self.log_dir / f"worker{len(self.workers)}.log", "ab")  # noqa: SIM115
+            self.workers.append(subprocess.Popen(
+                [str(ROOT / ".venv/bin/provisioner"), "worker", "--name",
+                 f"test-{uuid.uuid4().hex[:6]}-{i}"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+            log.close()
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.workers.clear()
+
+    def container(self, cid: str) -> Container:
+        with self.factory() as session:
+            ct = session.get(Container, cid)
+            assert ct is not None
+            session.expunge(ct)
+            return ct
+
+    def wait(self, cid: str, states: tuple[Lifecycle, ...] = (Lifecycle.READY, Lifecycle.ERROR),
+             timeout: float = 300) -> Container:  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ct = self.container(cid)
+            if ct.lifecycle in states:
+                return ct
+            time.sleep(0.2)
+        raise TimeoutError(f"{cid} still {self.container(cid).lifecycle} after {timeout}s; "
+                           f"{self.worker_logs()[-3000:]}")  # fmt: skip
+
+    def worker_logs(self) -> str:
+        assert self.log_dir is not None
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+
+@pytest.fixture(scope="session")
+def stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
+    data = tmp_path_factory.mktemp("provisioner")
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    env = {
+        **os.environ,
+        "PROVISIONER_DATA_DIR": str(data),
+        "DATABASE_URL": f"sqlite:///{data}/provisioner.db",
+        "REDIS_URL": redis_url,
+        "PROVISIONER_SECRET_KEY": key,
+        "PROVISIONER_QUEUE_NAME": f"provisioning-test-{uuid.uuid4().hex[:8]}",
+        "PROVISIONER_RETRY_BASE_DELAY": "0.5",
+        "PROVISIONER_RETRY_MAX_DELAY": "2",
+        "PROVISIONER_LEASE_DURATION": "6",
+        "PROVISIONER_LEASE_RENEW_INTERVAL": "1",
+        "PROVISIONER_SSH_CONNECT_TIMEOUT": "60",
+        "PROVISIONER_IP_TIMEOUT": "60",
+        "PROVISIONER_TASK_TIMEOUT": "120",
+    }
+    settings = Settings.from_env(environ=env)
+    db.upgrade(settings.database_url)
+    box = load_secret_box(settings.secret_key, settings.secret_key_file)
+    user, token_name = sim["token_id"].split("!")
+    host, port = sim["url"].split("//")[1].split("/")[0].rsplit(":", 1)
+    with session_scope(db.session_factory(db.make_engine(settings.database_url))) as session:
+        node = Node(name=NODE, host=host, port=int(port), pve_node=sim["node"],
+                    auth_kind=AuthKind.TOKEN, pve_user=user, token_name=token_name,
+                    secret_ciphertext="", ca_file=sim["cafile"], default_storage="local-lvm",
+                    default_bridge="vmbr0")  # fmt: skip
+        set_node_secret(box, node, sim["token_secret"])
+        session.add(node)
+    client = Redis.from_url(redis_url)
+    logs = data / "logs"
+    logs.mkdir()
+    stack = Stack(env=env, settings=settings, sim=sim, redis=client, log_dir=logs)
+    try:
+        yield stack
+    finally:
+        stack.stop_workers()
+        client.close()
+
+
+@pytest.fixture()
+def cleanup(stack: Stack) -> Iterator[Callable[[str], str]]:
+    """Register containers to destroy in PVE after the test."""
+    made: list[str] = []
+    yield lambda cid: (made.append(cid), cid)[1]
+    from provisioner.nodes import client_for
+
+    box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
+    with stack.factory() as session:
+        node = session.query(Node).filter_by(name=NODE).one()
+        pve = client_for(node, box)
+        for cid in made:
+            vmid = session.get(Container, cid).vmid  # type: ignore[union-attr]
+            if vmid is not None and pve.exists(vmid):
+                pve.wait_for_task(pve.destroy(vmid, force=True, purge=True), timeout=120)
