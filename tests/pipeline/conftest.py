@@ -7,6 +7,7 @@ import base64
 import ipaddress
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -111,10 +112,19 @@ def stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iter
     if not redis_url:
         pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
     data = tmp_path_factory.mktemp("provisioner")
+    # the shipped templates plus the test-only ones in tests/pipeline/templates
+    templates = data / "templates"
+    shutil.copytree(ROOT / "templates_lxc", templates)
+    extra = Path(__file__).parent / "templates"
+    if extra.is_dir():
+        for path in extra.iterdir():
+            if (path / "template.toml").is_file():
+                shutil.copytree(path, templates / path.name)
     key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
     env = {
         **os.environ,
         "PROVISIONER_DATA_DIR": str(data),
+        "PROVISIONER_TEMPLATES_DIR": str(templates),
         "DATABASE_URL": f"sqlite:///{data}/provisioner.db",
         "REDIS_URL": redis_url,
         "PROVISIONER_SECRET_KEY": key,
