@@ -85,7 +85,10 @@ async def run(ctx: Context) -> None:
         ctx.update(vmid=vmid)  # at once: a crash from here on must find it again
         return upid
 
-    allocation = ctx.pve.allocate_vmid(ct.vmid or request.vmid, create, redis=ctx.redis)
+    # nextid + POST take well under a second; a worker killed while holding
+    # the lock must not stall the others for long
+    allocation = ctx.pve.allocate_vmid(ct.vmid or request.vmid, create, redis=ctx.redis,
+                                       lock_timeout=15)  # fmt: skip
     vmid, upid = allocation.vmid, allocation.result
     ctx.step(f"creating CT {vmid} on node {ctx.pve.connection.node}", 0.2)
     result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.2,

@@ -68,8 +68,15 @@ class Stack:
             self.workers.append(subprocess.Popen(
                 [str(ROOT / ".venv/bin/provisioner"), "worker", "--name",
                  f"test-{uuid.uuid4().hex[:6]}-{i}"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True))  # fmt: skip
             log.close()
+
+    def kill_worker(self, index: int = 0) -> None:
+        """kill -9 a worker and its work horse (its whole process group)."""
+        proc = self.workers[index]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def stop_workers(self) -> None:
         for proc in self.workers:
