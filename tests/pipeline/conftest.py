@@ -113,17 +113,13 @@ class Stack:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
 
 
-@pytest.fixture(scope="session")
-def stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    data = tmp_path_factory.mktemp("provisioner")
-    # the shipped templates plus the test-only ones in tests/pipeline/templates
+def build_stack(sim: dict[str, Any], redis_url: str, data: Path,
+                extra_templates: list[Path] | None = None) -> Stack:  # fmt: skip
+    """A database, settings and the simulator registered as node "sim";
+    templates: the shipped ones plus every template dir in ``extra_templates``."""
     templates = data / "templates"
     shutil.copytree(ROOT / "templates_lxc", templates)
-    extra = Path(__file__).parent / "templates"
-    if extra.is_dir():
+    for extra in extra_templates or []:
         for path in extra.iterdir():
             if (path / "template.toml").is_file():
                 shutil.copytree(path, templates / path.name)
@@ -156,15 +152,24 @@ def stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iter
                     default_bridge="vmbr0")  # fmt: skip
         set_node_secret(box, node, sim["token_secret"])
         session.add(node)
-    client = Redis.from_url(redis_url)
     logs = data / "logs"
     logs.mkdir()
-    stack = Stack(env=env, settings=settings, sim=sim, redis=client, log_dir=logs)
+    return Stack(env=env, settings=settings, sim=sim, redis=Redis.from_url(redis_url),
+                 log_dir=logs)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
+    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp("provisioner"),
+                        [Path(__file__).parent / "templates"])  # fmt: skip
     try:
         yield stack
     finally:
         stack.stop_workers()
-        client.close()
+        stack.redis.close()
 
 
 @pytest.fixture()
