@@ -18,8 +18,11 @@ from provisioner.models import Container
 from provisioner.pve import PveClient
 from provisioner.secrets import SecretBox
 from provisioner.ssh import SshSession, connect
+from provisioner.ssh_backoff import Backoff
 from provisioner.templates import Template
 from provisioner.vault import container_ssh_private_key
+
+SSH_BACKOFF = Backoff(base=0.1, factor=1.5, cap=2.0, jitter=0.3)
 
 # where each phase starts and ends on the overall percent scale
 PHASE_RANGES = {
@@ -99,8 +102,10 @@ class Context:
             if attempt.number in (1, 5) or attempt.number % 20 == 0:
                 self.log(f"waiting for SSH on {ct.ip}: {attempt.error}")
 
+        # sshd comes up about a second after start: poll briskly at first
         session = await connect(ct.ip, private_key=key, known_host_key=ct.ssh_host_key,
-                                deadline=self.settings.ssh_connect_timeout, on_attempt=waiting)  # fmt: skip
+                                deadline=self.settings.ssh_connect_timeout, on_attempt=waiting,
+                                backoff=SSH_BACKOFF)  # fmt: skip
         if ct.ssh_host_key is None:
             self.update(ssh_host_key=session.host_key,
                         ssh_host_key_fingerprint=session.host_key_fingerprint)  # fmt: skip

@@ -91,7 +91,7 @@ async def run(ctx: Context) -> None:
                                        lock_timeout=15)  # fmt: skip
     vmid, upid = allocation.vmid, allocation.result
     ctx.step(f"creating CT {vmid} on node {ctx.pve.connection.node}", 0.2)
-    result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.2,
+    result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25,
                                    on_log=lambda line: ctx.log(line))  # fmt: skip
     for warning in result.warning_lines:
         ctx.warn(warning)

@@ -107,7 +107,7 @@ async def _destroy(ctx: Context) -> None:
     if ct.vmid is not None and ctx.pve.exists(ct.vmid):
         ctx.step(f"destroying CT {ct.vmid}", 0.3)
         upid = ctx.pve.destroy(ct.vmid, force=True, purge=True)
-        ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.2,
+        ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25,
                               on_log=lambda line: ctx.log(line))  # fmt: skip
     ctx.step("destroyed", 1.0)
 
@@ -116,7 +116,7 @@ async def _power(ctx: Context, action: str) -> None:
     vmid = ctx.vmid
     call = {"start": ctx.pve.start, "stop": ctx.pve.stop, "reboot": ctx.pve.reboot}[action]
     ctx.step(f"{action} CT {vmid}", 0.5)
-    ctx.pve.wait_for_task(call(vmid), timeout=ctx.settings.task_timeout, poll=0.2)
+    ctx.pve.wait_for_task(call(vmid), timeout=ctx.settings.task_timeout, poll=0.25)
     ctx.step(f"{action} done", 1.0)
 
 

@@ -14,12 +14,12 @@ async def run(ctx: Context) -> None:
     else:
         ctx.step(f"starting CT {vmid}", 0.1)
         upid = ctx.pve.start(vmid)
-        ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.2,
+        ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25,
                               on_log=lambda line: ctx.log(line))  # fmt: skip
         ctx.pve.wait_unlocked(vmid, timeout=ctx.settings.task_timeout)
     net0 = str(ctx.pve.get_config(vmid).get("net0", ""))
     ctx.step("waiting for the container's address", 0.4)
-    ip = ctx.pve.resolve_container_ip(vmid, net0, timeout=ctx.settings.ip_timeout, poll=0.25)
+    ip = ctx.pve.resolve_container_ip(vmid, net0, timeout=ctx.settings.ip_timeout, poll=0.1)
     ctx.update(ip=ip)
     ctx.step(f"address {ip}; waiting for SSH", 0.6)
     session = await ctx.ssh()

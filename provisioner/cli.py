@@ -8,6 +8,7 @@ and for database errors.  Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,9 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
 
     settings = load_settings(ctx)
     setup_logging(settings.log_level)
+    # imported once here, inherited by every forked work horse instead of
+    # being imported again for each job
+    importlib.import_module("pipeline.job")
     redis = Redis.from_url(settings.redis_url)
     factory = session_factory(make_engine(settings.database_url))
     recovery = RecoveryLoop(
