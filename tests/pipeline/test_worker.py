@@ -1,0 +1,44 @@
+"""The worker process: SIGTERM lets the current job finish; progress is in
+the job's meta for `rq info`; jobs carry only ids."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+from rq import Queue
+from rq.registry import FinishedJobRegistry
+
+from provisioner.models import Lifecycle
+from tests.pipeline.conftest import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def test_sigterm_finishes_the_current_job_then_exits(
+    stack: Stack, cleanup: Callable[[str], str]
+) -> None:
+    stack.start_workers(1)
+    worker = stack.workers[0]
+    cid = cleanup(stack.submit("lines", "term-e2e", variables={"count": 30000}))
+    deadline = time.monotonic() + 120
+    while stack.container(cid).current_phase != "scripts" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stack.container(cid).current_phase == "scripts"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(300) == 0  # it waited for the job, then left cleanly
+    ct = stack.container(cid)
+    assert ct.lifecycle == Lifecycle.READY, (ct.error_message, stack.worker_logs()[-2000:])
+    stack.workers.clear()
+    queue = Queue(stack.settings.queue_name, connection=stack.redis)
+    finished = FinishedJobRegistry(queue=queue).get_job_ids()
+    jobs = [queue.fetch_job(job_id) for job_id in finished]
+    ours = [j for j in jobs if j is not None and j.args and j.args[0] == cid]
+    assert len(ours) == 1
+    job = ours[0]
+    assert job.args == (cid, "provision") or list(job.args) == [cid, "provision"]
+    assert job.kwargs == {}
+    assert job.meta["phase"] == "finalize" and job.meta["percent"] == 100
+    assert job.return_value() == f"ready at {ct.ip}"
