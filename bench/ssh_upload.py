@@ -7,8 +7,9 @@ people run it (a new connection each time) and once over a persisted
 connection (``ControlMaster``), which leaves only the transfer.  Also shows
 the small files through SFTP alone (without the tar stream the upload uses
 for small files) and a re-upload where every checksum matches.  Every run
-writes to a fresh directory; medians over the runs, p99 when there are at
-least 20 of them, the max otherwise.
+writes to a fresh directory; the variants take turns round by round, so load
+from elsewhere on the machine skews none of them alone.  Medians over the
+runs, p99 when there are at least 20 of them, the max otherwise.
 
     sudo .venv/bin/python bench/ssh_upload.py [--runs 5] [--small-runs 20]
 
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +82,28 @@ def specs(local_root: Path, files: list[Path], target: str) -> list[FileSpec]:
     ]
 
 
-async def timed(runs: int, prepare: Callable[[int], Awaitable[Any]],
-                action: Callable[[int], Awaitable[Any]]) -> list[float]:  # fmt: skip
-    out = []
-    for i in range(runs):
-        await prepare(i)
-        t0 = time.perf_counter()
-        await action(i)
-        out.append(time.perf_counter() - t0)
-    return out
+@dataclass
+class Variant:
+    name: str
+    runs: int
+    action: Callable[[], Awaitable[Any]]
+    before: Callable[[], Awaitable[Any]] | None = None  # untimed, e.g. a fresh target
+    times: list[float] = field(default_factory=list)
+
+
+async def measure(variants: list[Variant]) -> None:
+    """Round-robin: each round runs every variant once, in a rotating order, so
+    load from elsewhere on the machine hits all of them alike."""
+    for round_no in range(max(v.runs for v in variants)):
+        shift = round_no % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            if round_no >= variant.runs:
+                continue
+            if variant.before:
+                await variant.before()
+            t0 = time.perf_counter()
+            await variant.action()
+            variant.times.append(time.perf_counter() - t0)
 
 
 def scp_command(key: Path, control: Path | None) -> list[str]:
@@ -109,11 +124,10 @@ async def bench(ip: str, key: asyncssh.SSHKey, work: Path, runs: int,
     key_file.chmod(0o600)
     control = work / "cm.sock"
     private = key.export_private_key().decode()
-    results: dict[str, list[float]] = {}
     session: SshSession = await connect(ip, private_key=private, known_host_key=None, deadline=60)
     async with session:
 
-        async def fresh(_: int) -> None:
+        async def fresh() -> None:
             await session.run("rm -rf /srv/bench && mkdir -p /srv/bench", check=True)
 
         async def scp(paths: str, use_control: bool) -> None:
@@ -134,44 +148,39 @@ async def bench(ip: str, key: asyncssh.SSHKey, work: Path, runs: int,
 
         small_specs = specs(src, small, "/srv/bench")
         big_specs = specs(src, [big], "/srv/bench")
-        # warm-up: page cache, the first SFTP session, scp's first login
-        await fresh(0)
-        await session.upload(small_specs)
-        await verify(small_specs)
+        # warm-up and a correctness check: page cache, SFTP, scp's first login
+        for files in (small_specs, big_specs):
+            await fresh()
+            await session.upload(files)
+            await verify(files)
         await scp(str(src / "small"), True)
 
-        async def upload_small(_: int) -> None:
-            await session.upload(small_specs)
+        async def upload_sftp_only() -> None:
+            limit = ssh_transfer.TAR_MAX_FILE_SIZE
+            ssh_transfer.TAR_MAX_FILE_SIZE = -1  # every file through SFTP
+            try:
+                await session.upload(small_specs)
+            finally:
+                ssh_transfer.TAR_MAX_FILE_SIZE = limit
 
-        results["small: SshSession.upload"] = await timed(small_runs, fresh, upload_small)
-        await verify(small_specs)
-        results["small: re-upload, all checksums match"] = await timed(
-            small_runs, lambda _: asyncio.sleep(0), upload_small
-        )
-        limit = ssh_transfer.TAR_MAX_FILE_SIZE
-        ssh_transfer.TAR_MAX_FILE_SIZE = -1  # every file through SFTP
-        try:
-            results["small: upload via SFTP only"] = await timed(small_runs, fresh, upload_small)
-        finally:
-            ssh_transfer.TAR_MAX_FILE_SIZE = limit
-        results["small: scp -r, new connection"] = await timed(
-            small_runs, fresh, lambda _: scp(str(src / "small"), False)
-        )
-        results["small: scp -r, persisted conn."] = await timed(
-            small_runs, fresh, lambda _: scp(str(src / "small"), True)
-        )
-
-        async def upload_big(_: int) -> None:
-            await session.upload(big_specs)
-
-        results["50 MB: SshSession.upload"] = await timed(runs, fresh, upload_big)
-        await verify(big_specs)
-        results["50 MB: scp, new connection"] = await timed(
-            runs, fresh, lambda _: scp(str(big), False)
-        )
-        results["50 MB: scp, persisted conn."] = await timed(
-            runs, fresh, lambda _: scp(str(big), True)
-        )
+        small_dir, big_file = str(src / "small"), str(big)
+        variants = [
+            Variant("small: SshSession.upload", small_runs,
+                    lambda: session.upload(small_specs), fresh),
+            Variant("small: re-upload, all checksums match", small_runs,
+                    lambda: session.upload(small_specs),
+                    lambda: session.upload(small_specs)),  # before: make them match
+            Variant("small: upload via SFTP only", small_runs, upload_sftp_only, fresh),
+            Variant("small: scp -r, new connection", small_runs,
+                    lambda: scp(small_dir, False), fresh),
+            Variant("small: scp -r, persisted conn.", small_runs,
+                    lambda: scp(small_dir, True), fresh),
+            Variant("50 MB: SshSession.upload", runs, lambda: session.upload(big_specs), fresh),
+            Variant("50 MB: scp, new connection", runs, lambda: scp(big_file, False), fresh),
+            Variant("50 MB: scp, persisted conn.", runs, lambda: scp(big_file, True), fresh),
+        ]  # fmt: skip
+        await measure(variants)
+        results = {v.name: v.times for v in variants}
         subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={control}", f"root@{ip}"],
                        capture_output=True, check=False)  # fmt: skip
     return results

@@ -4,10 +4,12 @@
 until a deadline) and pins or records its host key;
 :meth:`SshSession.upload` deploys many files over the one connection;
 :meth:`SshSession.run` runs a command and streams its output line by line.
-This module alone decides which SSH failures are transient (worth a retry)
-and which are permanent.  The pure parts live in ``ssh_lines``
-(output lines), ``ssh_files`` (file specs and the upload plan) and
-``ssh_backoff`` (retry maths).
+
+Helpers, one concern each: ``ssh_errors`` (which SSH failures are transient
+and which permanent), ``ssh_command`` (wrapping, receiving and killing one
+command), ``ssh_transfer`` (moving file contents); and the pure parts:
+``ssh_lines`` (output lines), ``ssh_files`` (file specs, the remote probe,
+the upload plan) and ``ssh_backoff`` (retry maths).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from provisioner.ssh_files import (
     probe_input,
 )
 from provisioner.ssh_lines import OutputLine
-from provisioner.ssh_transfer import PendingFile, local_digest, transfer
+from provisioner.ssh_transfer import PendingFile, read_local, transfer
 
 __all__ = [
     "ConnectAttempt",
@@ -257,6 +259,8 @@ class SshSession:
 
     Attributes:
         host: the address connected to.
+        port: its port.
+        username: the remote user.
         host_key: the server's host key as an OpenSSH public key line.
         host_key_fingerprint: its SHA-256 fingerprint (``SHA256:...``).
     """
@@ -351,11 +355,15 @@ class SshSession:
                 exit_status=None, output_tail=output.tail.texts(), timed_out=True,
             ) from None  # fmt: skip
         except asyncio.CancelledError:
-            await asyncio.shield(self._stop(chan, output))
+            # Stop the remote side too; a dead connection must not turn the
+            # cancellation into another error.
+            with contextlib.suppress(SshTransientError):
+                await asyncio.shield(self._stop(chan, output))
             raise
         duration = loop.time() - started
         if output.callback_error is not None:
-            await self._stop(chan, output)
+            with contextlib.suppress(SshTransientError):  # the callback's error is the news
+                await self._stop(chan, output)
             raise output.callback_error
         status = output.exit_status()
         if status is None:
@@ -408,13 +416,14 @@ class SshSession:
         """Put files on the container, atomically, skipping unchanged ones.
 
         One remote command creates the parent directories, resolves the
-        owners and checksums every target; then one SFTP session writes each
-        new content to a temporary name in the target's directory (mode 0600
-        until owner and mode are set), and only when all are written moves
-        them into place with atomic renames, keeping a hard link to the old
-        file first for policy BACKUP.  Files whose content already matches
-        are not sent; with REPLACE/BACKUP their owner and mode are still
-        brought to the declared ones.
+        owners and checksums every target.  Then each new content is written
+        under a temporary name in its target's directory with its owner and
+        mode already set: small files in one tar stream over one command
+        (when the container has GNU tar), large ones over SFTP.  Only when
+        all are written are they renamed into place (atomic per file), after
+        a hard link has kept the old file for policy BACKUP.  Files whose
+        content already matches are not sent; with REPLACE/BACKUP their
+        owner and mode are still brought to the declared ones.
 
         Args:
             files: what to put where; target paths must be unique.
@@ -438,7 +447,7 @@ class SshSession:
                 raise ConfigError(f"{spec.path} is declared twice in one upload")
             seen.add(spec.path)
         now = datetime.now(UTC)
-        digests = await asyncio.gather(*(local_digest(spec) for spec in files))
+        local = await read_local(list(files))
         owners = sorted({spec.owner for spec in files})
         paths = [spec.path for spec in files]
         probe = await self._exec(
@@ -456,8 +465,8 @@ class SshSession:
         except ValueError as exc:
             raise SshPermanentError(f"checking the target files on {self.host}: {exc}") from exc
         plans = [
-            plan_file(spec, sha, answer.files[spec.path])
-            for spec, (sha, _) in zip(files, digests, strict=True)
+            plan_file(spec, content.sha256, answer.files[spec.path])
+            for spec, content in zip(files, local, strict=True)
         ]
         token = secrets.token_hex(6)  # temp names no earlier run can have left behind
         pending = [
@@ -466,9 +475,9 @@ class SshSession:
                 plan.action,
                 _temp_name(spec, plan.action, token, i),
                 *answer.owners[spec.owner],
-                size,
+                content,
             )
-            for i, (spec, plan, (_, size)) in enumerate(zip(files, plans, digests, strict=True))
+            for i, (spec, plan, content) in enumerate(zip(files, plans, local, strict=True))
             if plan.action is not Action.LEAVE
         ]
         backups = (
@@ -477,8 +486,8 @@ class SshSession:
             else {}
         )
         return [
-            UploadResult(spec.path, plan.status, sha, size, backups.get(spec.path))
-            for spec, plan, (sha, size) in zip(files, plans, digests, strict=True)
+            UploadResult(spec.path, plan.status, c.sha256, c.size, backups.get(spec.path))
+            for spec, plan, c in zip(files, plans, local, strict=True)
         ]
 
 
