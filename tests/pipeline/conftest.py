@@ -177,6 +177,7 @@ def cleanup(stack: Stack) -> Iterator[Callable[[str], str]]:
     """Register containers to destroy in PVE after the test."""
     made: list[str] = []
     yield lambda cid: (made.append(cid), cid)[1]
+    stack.stop_workers()  # a test's workers end with it
     from provisioner.nodes import client_for
 
     box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)

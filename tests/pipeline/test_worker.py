@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 def test_sigterm_finishes_the_current_job_then_exits(
     stack: Stack, cleanup: Callable[[str], str]
 ) -> None:
+    stack.stop_workers()  # only ours, so the job cannot go elsewhere
     stack.start_workers(1)
     worker = stack.workers[0]
     cid = cleanup(stack.submit("lines", "term-e2e", variables={"count": 30000}))
@@ -31,7 +32,7 @@ def test_sigterm_finishes_the_current_job_then_exits(
     assert worker.wait(300) == 0  # it waited for the job, then left cleanly
     ct = stack.container(cid)
     assert ct.lifecycle == Lifecycle.READY, (ct.error_message, stack.worker_logs()[-2000:])
-    stack.workers.clear()
+    stack.workers.remove(worker)
     queue = Queue(stack.settings.queue_name, connection=stack.redis)
     finished = FinishedJobRegistry(queue=queue).get_job_ids()
     jobs = [queue.fetch_job(job_id) for job_id in finished]
