@@ -79,13 +79,15 @@ async def _run_phase(ctx: Context, name: str, phase: Phase, keeper: lease.LeaseK
 
 
 def _error_details(ctx: Context, exc: BaseException) -> dict[str, Any]:
-    details: dict[str, Any] = {"phase": ctx.phase, "message": str(exc)}
+    # the message without the hint: the hint has its own field
+    text = exc.message if isinstance(exc, ProvisionError) else str(exc)
+    details: dict[str, Any] = {"phase": ctx.phase, "message": text}
     if isinstance(exc, ProvisionError) and exc.hint:
         details["hint"] = exc.hint
     if isinstance(exc, CommandFailedError):
         details.update(exit_code=exc.exit_status, last_lines=exc.output_tail,
                        timed_out=exc.timed_out)  # fmt: skip
-        details["script"] = str(exc).split()[1] if str(exc).startswith("script ") else None
+        details["script"] = text.split()[1] if text.startswith("script ") else None
     tail = getattr(exc, "log_tail", None)
     if tail:
         details["last_lines"] = tail
@@ -193,22 +195,28 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
 
 
 async def _fail(ctx: Context, exc: Exception) -> None:
+    """Record the failure, apply the failure policy, then end the stream."""
     details = _error_details(ctx, exc)
     if not isinstance(exc, ProvisionError):
         log.exception("internal error in %s of %s", ctx.phase, ctx.container_id)
         details["message"] = f"internal error: {exc.__class__.__name__}: {exc}"
     message = f"{ctx.phase} failed: {details['message']}"
     ctx.update(lifecycle=Lifecycle.ERROR, error_message=message, error_details=details)
-    for line in details.get("last_lines") or []:
-        ctx.log(line)
-    ctx.events.publish("error", message + (f" ({details['hint']})" if details.get("hint") else ""),
-                       phase=ctx.phase)  # fmt: skip
+    hint = details.get("hint")
     if ctx.container().failure_policy == FailurePolicy.DESTROY:
+        ctx.update(lifecycle=Lifecycle.DESTROYING)
         try:
             await _destroy(ctx)
-            ctx.update(lifecycle=Lifecycle.DESTROYED)
         except ProvisionError as destroy_exc:
             log.error("destroying %s after its failure failed: %s", ctx.container_id, destroy_exc)
+            ctx.update(lifecycle=Lifecycle.ERROR)
+            hint = f"destroying it (failure policy 'destroy') failed too: {destroy_exc}"
+        else:
+            ctx.update(lifecycle=Lifecycle.DESTROYED, finished_at=utcnow())
+            hint = "the container was destroyed (failure policy 'destroy'); fix the cause and request it again"
+        details["hint"] = hint
+        ctx.update(error_details=details)
+    ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase)
 
 
 def run(container_id: str, action: str = "provision") -> str:

@@ -44,7 +44,7 @@ async def _run_step(ctx: Context, name: str, command: str, timeout: float,
     def on_line(stream: str, line: str) -> None:
         ctx.log(line, stream=stream, script=name)
 
-    result = await session.run(command, on_line=on_line, timeout=timeout, env=env)
+    result = await session.run(command, on_line=on_line, timeout=timeout, env=env, name=name)
     if result.exit_status != 0:
         tail = [line for _stream, line in result.tail][-20:]
         raise CommandFailedError(

@@ -65,6 +65,23 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+INOTIFY_MINIMUMS = {"max_user_instances": 8192, "max_user_watches": 524288}
+
+
+def raise_inotify_limits() -> None:
+    """systemd in every container needs inotify instances; the kernel's
+    default of 128 per user runs out at about twenty containers ("Failed to
+    create control group inotify object: Too many open files")."""
+    for name, minimum in INOTIFY_MINIMUMS.items():
+        path = Path("/proc/sys/fs/inotify") / name
+        try:
+            if int(path.read_text()) < minimum:
+                path.write_text(f"{minimum}\n")
+                log.info("raised fs.inotify.%s to %d for the containers", name, minimum)
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise fs.inotify.%s: %s", name, exc)
+
+
 def check_root() -> None:
     if os.geteuid() != 0:
         raise ServeError(
@@ -76,6 +93,7 @@ def check_root() -> None:
 async def serve(opts: ServeOptions, ready_out: object = sys.stdout) -> None:
     """Run until SIGINT/SIGTERM."""
     check_root()
+    raise_inotify_limits()
     opts.state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(opts.state_dir)
     egress_names = list(opts.egress_hosts) if opts.egress_hosts is not None else [

@@ -86,7 +86,7 @@ class Stack:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # the work horse too
                 proc.wait()
         self.workers.clear()
 

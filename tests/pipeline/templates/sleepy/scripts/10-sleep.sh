@@ -1,0 +1,5 @@
+#!/bin/bash
+set -euo pipefail
+echo "going to sleep"
+sleep 60
+echo "woke up"
