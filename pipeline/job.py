@@ -163,7 +163,14 @@ async def execute(settings: Settings, factory: sessionmaker[Session], redis: Red
 async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     ct = ctx.container()
     if action in ("start", "stop", "reboot"):
-        await _power(ctx, action)
+        ctx.phase = "finalize"
+        try:
+            await _power(ctx, action)
+        except Exception as exc:
+            text = exc.message if isinstance(exc, ProvisionError) else str(exc)
+            ctx.events.publish("error", f"{action} failed: {text}", phase=ctx.phase)
+            raise
+        ctx.events.publish("complete", f"{action} done", phase=ctx.phase, percent=100)
         return f"{action} done"
     if action == "destroy":
         ctx.phase = ct.current_phase or "finalize"

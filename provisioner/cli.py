@@ -157,3 +157,213 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
         worker.work(burst=burst, logging_level=settings.log_level)
     finally:
         recovery.stop()
+
+
+# -- users and API tokens -------------------------------------------------------
+
+
+def _read_new_password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
+    """The new password and whether it was generated (and must be shown).
+
+    ``--password-stdin`` reads the first line of stdin; ``--generate``, or no
+    terminal to prompt on, makes one; otherwise the user is prompted twice.
+    """
+    import sys
+
+    from provisioner.secrets import generate_password
+
+    if password_stdin and generate:
+        raise click.UsageError("--password-stdin and --generate exclude each other")
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n"), False
+    if generate or not sys.stdin.isatty():
+        return generate_password(20), True
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password, False
+
+
+def _password_options(f: Any) -> Any:
+    f = click.option("--generate", is_flag=True, help="Generate a password and print it once.")(f)
+    return click.option(
+        "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+    )(f)
+
+
+@main.group()
+def user() -> None:
+    """Dashboard and API users."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@_password_options
+@click.pass_context
+def user_add(
+    ctx: click.Context, username: str, admin: bool, password_stdin: bool, generate: bool
+) -> None:
+    """Add a user.  Without --password-stdin the password is prompted for, or
+    generated (and printed once) when there is no terminal."""
+    from provisioner import users
+    from provisioner.db import make_engine, session_factory, session_scope
+
+    password, generated = _read_new_password(password_stdin, generate)
+    engine = make_engine(load_settings(ctx).database_url)
+    try:
+        with session_scope(session_factory(engine)) as session:
+            users.create_user(session, username, password, is_admin=admin)
+    finally:
+        engine.dispose()
+    click.echo(f"user {username} added{' (admin)' if admin else ''}")
+    if generated:
+        click.echo(f"password: {password}")
+        click.echo("(shown once: store it now)", err=True)
+
+
+@user.command("passwd")
+@click.argument("username")
+@_password_options
+@click.pass_context
+def user_passwd(ctx: click.Context, username: str, password_stdin: bool, generate: bool) -> None:
+    """Set a user's password; their dashboard sessions end."""
+    from provisioner import users
+    from provisioner.db import make_engine, session_factory, session_scope
+
+    password, generated = _read_new_password(password_stdin, generate)
+    engine = make_engine(load_settings(ctx).database_url)
+    try:
+        with session_scope(session_factory(engine)) as session:
+            users.set_password(session, username, password)
+    finally:
+        engine.dispose()
+    click.echo(f"password of {username} changed")
+    if generated:
+        click.echo(f"password: {password}")
+        click.echo("(shown once: store it now)", err=True)
+
+
+@user.command("list")
+@click.pass_context
+def user_list(ctx: click.Context) -> None:
+    """List the users."""
+    from sqlalchemy import select
+
+    from provisioner.db import make_engine, session_factory
+    from provisioner.models import User
+
+    engine = make_engine(load_settings(ctx).database_url)
+    try:
+        with session_factory(engine)() as session:
+            for u in session.scalars(select(User).order_by(User.username)):
+                click.echo(f"{u.username}\t{'admin' if u.is_admin else 'user'}")
+    finally:
+        engine.dispose()
+
+
+@main.group()
+def token() -> None:
+    """API tokens for the REST API (Authorization: Bearer <token>)."""
+
+
+@token.command("create")
+@click.argument("username")
+@click.argument("name")
+@click.pass_context
+def token_create(ctx: click.Context, username: str, name: str) -> None:
+    """Create an API token NAME for USERNAME and print it (once)."""
+    from provisioner import users
+    from provisioner.db import make_engine, session_factory, session_scope
+
+    engine = make_engine(load_settings(ctx).database_url)
+    try:
+        with session_scope(session_factory(engine)) as session:
+            _, secret = users.create_api_token(session, username, name)
+    finally:
+        engine.dispose()
+    click.echo(secret)
+    click.echo(f"token {name!r} of {username} created (shown once: store it now)", err=True)
+
+
+@token.command("revoke")
+@click.argument("username")
+@click.argument("name")
+@click.pass_context
+def token_revoke(ctx: click.Context, username: str, name: str) -> None:
+    """Revoke USERNAME's API token NAME."""
+    from provisioner import users
+    from provisioner.db import make_engine, session_factory, session_scope
+
+    engine = make_engine(load_settings(ctx).database_url)
+    try:
+        with session_scope(session_factory(engine)) as session:
+            users.revoke_token(session, username, name)
+    finally:
+        engine.dispose()
+    click.echo(f"token {name!r} of {username} revoked")
+
+
+@token.command("list")
+@click.argument("username")
+@click.pass_context
+def token_list(ctx: click.Context, username: str) -> None:
+    """List USERNAME's tokens (name, prefix, created, last used, state)."""
+    from provisioner import users
+    from provisioner.db import make_engine, session_factory
+
+    engine = make_engine(load_settings(ctx).database_url)
+    try:
+        with session_factory(engine)() as session:
+            for t in users.list_tokens(session, username):
+                used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+                state = "revoked" if t.revoked else "active"
+                created = t.created_at.isoformat(timespec="seconds")
+                click.echo(f"{t.name}\t{t.prefix}...\t{created}\t{used}\t{state}")
+    finally:
+        engine.dispose()
+
+
+# -- the web app ------------------------------------------------------------------
+
+
+@main.command("web")
+@click.option("--host", default=None, help="Address to bind (default: PROVISIONER_WEB_HOST).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port (default: PROVISIONER_WEB_PORT).")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="gunicorn worker processes.")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Threads per worker: each open event stream holds one.")  # fmt: skip
+@click.pass_context
+def web_cmd(
+    ctx: click.Context, host: str | None, port: int | None, workers: int, threads: int
+) -> None:
+    """Serve the web app (dashboard, REST API, event relay) with gunicorn."""
+    import os
+    import sys
+
+    settings = load_settings(ctx)  # fail here, with one line, on a bad configuration
+    bind_host = host or settings.web_host
+    bind = f"[{bind_host}]:{port or settings.web_port}" if ":" in bind_host else (
+        f"{bind_host}:{port or settings.web_port}")  # fmt: skip
+    if settings.config_file is not None:
+        os.environ["PROVISIONER_CONFIG"] = str(settings.config_file)
+    argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+            "--threads", str(threads), "--workers", str(workers), "--bind", bind,
+            "--graceful-timeout", "10", "--access-logfile", "-",
+            "web.app:create_app()"]  # fmt: skip
+    if _gunicorn_version() >= (25, 1):
+        # one control socket per user by default: a second instance would take it over
+        argv.insert(-1, "--no-control-socket")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def _gunicorn_version() -> tuple[int, ...]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("gunicorn")
+    except PackageNotFoundError:
+        raise ProvisionError("gunicorn is not installed: pip install gunicorn") from None
+    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())

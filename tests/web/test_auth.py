@@ -1,0 +1,171 @@
+"""The app factory, login, logout, sessions, CSRF, rate limiting, API tokens."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from provisioner import users
+from provisioner.config import Settings
+from tests.web.conftest import (
+    PASSWORD,
+    bearer,
+    db_session,
+    form_csrf,
+    login,
+    session_csrf,
+)
+from web.app import create_app, get_db, get_redis
+
+
+def _cookie_header(response: object) -> str:
+    headers = response.headers.getlist("Set-Cookie")  # type: ignore[attr-defined]
+    cookies = [h for h in headers if h.startswith("provisioner_session=")]
+    assert cookies, headers
+    return cookies[-1]
+
+
+def test_factory_gives_each_request_its_own_session(app: Flask) -> None:
+    with app.test_request_context("/"):
+        session = get_db()
+        assert get_db() is session
+        assert get_redis().ping()
+    with app.test_request_context("/"):
+        assert get_db() is not session
+
+
+def test_factory_reads_the_environment(settings: Settings, monkeypatch: object) -> None:
+    for name, value in (("PROVISIONER_DATA_DIR", str(settings.data_dir)),
+                        ("DATABASE_URL", settings.database_url),
+                        ("REDIS_URL", settings.redis_url),
+                        ("PROVISIONER_SECRET_KEY", settings.secret_key or "")):  # fmt: skip
+        monkeypatch.setenv(name, value)  # type: ignore[attr-defined]
+    app = create_app()
+    try:
+        assert app.extensions["provisioner"].settings.database_url == settings.database_url
+        assert app.test_client().get("/login").status_code == 200
+    finally:
+        app.extensions["provisioner"].close()
+
+
+def test_login_sets_a_safe_cookie_and_logout_ends_it(client: FlaskClient, user: str) -> None:
+    assert client.get("/").status_code == 302
+    page = client.get("/login")
+    assert page.status_code == 200 and 'name="csrf_token"' in page.text
+    response = login(client)
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    cookie = _cookie_header(response)
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    home = client.get("/")
+    assert home.status_code == 200 and "logged in as <strong>alice</strong>" in home.text
+    assert client.get("/login").status_code == 302  # already logged in
+    token = form_csrf(home.text)
+    out = client.post("/logout", data={"csrf_token": token})
+    assert out.status_code == 302 and out.headers["Location"] == "/login"
+    assert client.get("/").status_code == 302
+    assert client.get("/api/me").status_code == 401
+
+
+def test_cookie_is_secure_over_tls(client: FlaskClient, user: str) -> None:
+    page = client.get("/login", base_url="https://localhost")
+    response = client.post("/login", base_url="https://localhost", data={
+        "username": "alice", "password": PASSWORD, "csrf_token": form_csrf(page.text)})  # fmt: skip
+    assert response.status_code == 302
+    assert "Secure" in _cookie_header(response)
+
+
+def test_cookie_secure_setting(settings: Settings, user: str) -> None:
+    app = create_app(settings, {"TESTING": True, "SESSION_COOKIE_SECURE": True})
+    try:
+        client = app.test_client()
+        assert "Secure" in _cookie_header(client.get("/login"))
+    finally:
+        app.extensions["provisioner"].close()
+
+
+def test_bad_password_and_unknown_user(client: FlaskClient, user: str) -> None:
+    wrong = login(client, password="not the password")
+    assert wrong.status_code == 401 and "Invalid username or password" in wrong.text
+    unknown = login(client, username="mallory")
+    assert unknown.status_code == 401 and "Invalid username or password" in unknown.text
+    assert client.get("/").status_code == 302
+
+
+def test_login_is_rate_limited(client: FlaskClient, user: str) -> None:
+    for _ in range(5):
+        assert login(client, password="guess").status_code == 401
+    blocked = login(client)  # even the right password, while blocked
+    assert blocked.status_code == 429
+    assert "Too many failed logins" in blocked.text
+    assert 0 < int(blocked.headers["Retry-After"]) <= 300
+    # another user from the same address is not blocked by alice's failures
+    assert login(client, username="bob", password="guess").status_code == 401
+
+
+def test_successful_login_resets_the_failures(client: FlaskClient, user: str) -> None:
+    for _ in range(4):
+        assert login(client, password="guess").status_code == 401
+    assert login(client).status_code == 302
+    client.post("/logout", headers=session_csrf(client))
+    for _ in range(4):
+        assert login(client, password="guess").status_code == 401
+    assert login(client).status_code == 302
+
+
+def test_login_needs_csrf(client: FlaskClient, user: str) -> None:
+    client.get("/login")
+    missing = client.post("/login", data={"username": "alice", "password": PASSWORD})
+    assert missing.status_code == 400 and "CSRF token missing" in missing.text
+    forged = client.post("/login", data={"username": "alice", "password": PASSWORD,
+                                         "csrf_token": "forged"})  # fmt: skip
+    assert forged.status_code == 400 and "invalid" in forged.text
+    assert client.get("/").status_code == 302
+
+
+def test_session_api_calls_need_csrf(logged_in: FlaskClient) -> None:
+    body = {"template": "nginx", "node": "nope", "hostname": "x"}
+    missing = logged_in.post("/api/containers", json=body)
+    assert missing.status_code == 400 and "CSRF" in missing.json["error"]
+    assert logged_in.post("/logout").status_code == 400  # logout needs it too
+    with_header = logged_in.post("/api/containers", json=body, headers=session_csrf(logged_in))
+    assert with_header.status_code == 400 and with_header.json["field"] == "node"
+    assert logged_in.get("/api/me").json["auth"] == "session"
+
+
+def test_bearer_tokens_need_no_csrf_and_can_be_revoked(client: FlaskClient, app: Flask,
+                                                       token: str) -> None:  # fmt: skip
+    me = client.get("/api/me", headers=bearer(token))
+    assert me.status_code == 200 and me.json == {"username": "alice", "is_admin": True,
+                                                 "auth": "token"}  # fmt: skip
+    post = client.post("/api/containers", headers=bearer(token),
+                       json={"template": "nginx", "node": "nope", "hostname": "x"})  # fmt: skip
+    assert post.status_code == 400 and post.json["field"] == "node"
+    bad = client.get("/api/me", headers=bearer(token[:-2] + "xx"))
+    assert bad.status_code == 401 and bad.json["error"] == "invalid or revoked API token"
+    assert client.get("/", headers=bearer(token)).status_code == 200  # pages accept tokens too
+    with db_session(app) as session:
+        users.revoke_token(session, "alice", "tests")
+    assert client.get("/api/me", headers=bearer(token)).status_code == 401
+
+
+def test_password_change_ends_sessions(logged_in: FlaskClient, app: Flask) -> None:
+    assert logged_in.get("/api/me").status_code == 200
+    with db_session(app) as session:
+        users.set_password(session, "alice", "a brand new password")
+    assert logged_in.get("/api/me").status_code == 401
+    assert logged_in.get("/").status_code == 302
+
+
+def test_login_redirects_only_within_the_site(client: FlaskClient, user: str) -> None:
+    target = client.get("/api/me?x=1")
+    assert target.status_code == 401
+    page = client.get("/")
+    assert page.headers["Location"] == "/login?next=/"
+    for nxt, expected in (("/api/openapi.json", "/api/openapi.json"),
+                          ("//evil.example/", "/"), ("https://evil.example/", "/"),
+                          ("/\\evil.example", "/")):  # fmt: skip
+        form = client.get(f"/login?next={nxt}")
+        response = client.post(f"/login?next={nxt}", data={
+            "username": "alice", "password": PASSWORD, "csrf_token": form_csrf(form.text)})  # fmt: skip
+        assert response.headers["Location"] == expected, nxt
+        client.post("/logout", headers=session_csrf(client))

@@ -1,0 +1,58 @@
+"""The OpenAPI document describes exactly the app's /api routes."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.web.conftest import bearer
+
+_ARG = re.compile(r"<(?:[^:>]+:)?([a-z_]+)>")
+_PARAM_NAMES = {"container_id": "id"}  # the document's name for a path parameter
+
+
+def _openapi_path(rule: str) -> str:
+    return _ARG.sub(lambda m: "{" + _PARAM_NAMES.get(m.group(1), m.group(1)) + "}", rule)
+
+
+def _routes(app: Flask) -> dict[str, set[str]]:
+    routes: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            methods = {m.lower() for m in (rule.methods or set())} - {"head", "options"}
+            routes.setdefault(_openapi_path(rule.rule), set()).update(methods)
+    return routes
+
+
+def test_document_matches_the_routes(app: Flask, client: FlaskClient, token: str) -> None:
+    response = client.get("/api/openapi.json", headers=bearer(token))
+    assert response.status_code == 200
+    doc = response.json
+    assert doc["openapi"].startswith("3.")
+    documented = {
+        path: {m for m in item if m in ("get", "post", "put", "patch", "delete")}
+        for path, item in doc["paths"].items()
+    }
+    assert documented == _routes(app)
+
+
+def test_document_is_well_formed(client: FlaskClient, token: str) -> None:
+    doc = client.get("/api/openapi.json", headers=bearer(token)).json
+    schemas = doc["components"]["schemas"]
+    responses = doc["components"]["responses"]
+    text = str(doc)
+    for ref in re.findall(r"#/components/schemas/(\w+)", text):
+        assert ref in schemas, ref
+    for ref in re.findall(r"#/components/responses/(\w+)", text):
+        assert ref in responses, ref
+    for path, item in doc["paths"].items():
+        names = set(re.findall(r"{(\w+)}", path))
+        declared = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
+        assert names == declared, path
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            assert op["responses"] and op["summary"], (path, method)
+            assert any(code.startswith("2") for code in op["responses"]), (path, method)

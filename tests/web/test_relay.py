@@ -1,0 +1,237 @@
+"""The websocket relay against a real threaded server, real Redis and the
+real event publisher: replay, then live, no gap, no duplicate, close after
+the terminal event; resume with after=N."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from redis import Redis
+from simple_websocket import Client, ConnectionClosed
+
+from provisioner.config import Settings
+from provisioner.events import EventPublisher
+from tests.web.conftest import PASSWORD, LiveServer, add_container, bearer, form_csrf, serve
+from web.app import create_app
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def container(app: Flask) -> str:
+    return add_container(app)
+
+
+@pytest.fixture
+def publisher(app: Flask, container: str) -> Iterator[EventPublisher]:
+    res = app.extensions["provisioner"]
+    redis = Redis.from_url(res.settings.redis_url)
+    pub = EventPublisher(redis, res.factory, container)
+    yield pub
+    pub.close()
+    redis.delete(f"provisioner:container:{container}:stream")
+    redis.close()
+
+
+def handshake_status(server: LiveServer, path: str, headers: dict[str, str]) -> int:
+    """The status a websocket handshake gets (refusals come before the upgrade)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", path, headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **headers})  # fmt: skip
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def connect(server: LiveServer, container: str, token: str, after: int | None = None,
+            **headers: str) -> Client:  # fmt: skip
+    query = f"?after={after}" if after is not None else ""
+    return Client.connect(f"{server.ws}/ws/containers/{container}/events{query}",
+                          headers={**bearer(token), **headers})  # fmt: skip
+
+
+def receive_all(ws: Client, timeout: float = 10) -> list[dict[str, Any]]:
+    """Every message until the server closes the connection."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            message = ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+        except ConnectionClosed:
+            return got
+        if message is not None:
+            got.append(json.loads(message))
+    raise AssertionError(f"the stream did not close; got {[e['seq'] for e in got]}")
+
+
+def receive(ws: Client, n: int, timeout: float = 10) -> list[dict[str, Any]]:
+    got = []
+    for _ in range(n):
+        message = ws.receive(timeout=timeout)
+        assert message is not None, f"only {len(got)} of {n} events arrived"
+        got.append(json.loads(message))
+    return got
+
+
+def test_replay_then_live_then_close(live_server: LiveServer, container: str, token: str,
+                                     publisher: EventPublisher) -> None:  # fmt: skip
+    publisher.publish("step", "creating", phase="create", percent=5)
+    publisher.publish("log", "line one", phase="create", stream="stdout")
+    publisher.publish("log", "line two", phase="create", stream="stderr")
+    ws = connect(live_server, container, token)
+    replayed = receive(ws, 3)
+    assert [e["seq"] for e in replayed] == [1, 2, 3]
+    assert replayed[0] == {**replayed[0], "type": "step", "phase": "create", "percent": 5,
+                           "message": "creating", "container": container}  # fmt: skip
+    assert replayed[2]["stream"] == "stderr"
+    publisher.publish("step", "starting", phase="start", percent=30)
+    assert receive(ws, 1)[0]["seq"] == 4  # live
+    for i in range(50):
+        publisher.publish("log", f"burst {i}", phase="start", stream="stdout")
+    publisher.publish("complete", "ready", phase="finalize", percent=100)
+    publisher.publish("log", "after the end", phase="finalize")  # never sent: the stream ended
+    rest = receive_all(ws)
+    assert [e["seq"] for e in rest] == list(range(5, 56))
+    assert rest[-1]["type"] == "complete"
+    assert ws.close_reason == 1000
+
+
+def test_resume_after_gives_exactly_the_rest(live_server: LiveServer, container: str,
+                                             token: str, publisher: EventPublisher) -> None:  # fmt: skip
+    for i in range(10):
+        publisher.publish("log", f"line {i}", phase="scripts", stream="stdout", script="10-a.sh")
+    publisher.publish("error", "scripts failed: 10-a.sh exited 1", phase="scripts")
+    full = receive_all(connect(live_server, container, token, after=0))
+    assert [e["seq"] for e in full] == list(range(1, 12))
+    for after in (0, 1, 7, 10):
+        got = receive_all(connect(live_server, container, token, after=after))
+        assert got == full[after:], after
+    # after the terminal event there is nothing to wait for but what comes next
+    ws = connect(live_server, container, token, after=11)
+    publisher.publish("step", "retrying", phase="scripts", percent=60)
+    publisher.publish("complete", "ready", phase="finalize", percent=100)
+    assert [e["seq"] for e in receive_all(ws)] == [12, 13]
+
+
+def _request_threads(before: set[threading.Thread] | None = None) -> set[threading.Thread]:
+    """The server's live request threads, those in ``before`` left out."""
+    return {t for t in threading.enumerate()
+            if "process_request_thread" in t.name and t not in (before or set())}  # fmt: skip
+
+
+def _wait_for_threads(before: set[threading.Thread], count: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while len(_request_threads(before)) > count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(_request_threads(before))
+
+
+def stalled_client(server: LiveServer, container: str, token: str) -> socket.socket:
+    """A websocket client that completes the handshake, then never reads:
+    a tiny receive buffer, so the server's sends to it soon block."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall((f"GET /ws/containers/{container}/events HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  f"Authorization: Bearer {token}\r\n\r\n").encode())  # fmt: skip
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_concurrent_clients_are_independent(live_server: LiveServer, container: str,
+                                            token: str, publisher: EventPublisher) -> None:  # fmt: skip
+    publisher.publish("step", "creating", phase="create", percent=1)
+    before = _request_threads()
+    quitter = connect(live_server, container, token)
+    assert receive(quitter, 1)[0]["seq"] == 1
+    assert len(_request_threads(before)) == 1
+    quitter.close()
+    assert _wait_for_threads(before, 0) == 0  # a departed client's reader ended by itself
+    stalled = stalled_client(live_server, container, token)
+    reader = connect(live_server, container, token)
+    results: dict[str, list[int]] = {}
+
+    def read_all() -> None:
+        results["seqs"] = [e["seq"] for e in receive_all(reader, timeout=40)]
+
+    thread = threading.Thread(target=read_all)
+    thread.start()
+    # ~3 MB: far more than the stalled client's buffers hold
+    for i in range(2000):
+        publisher.publish("log", f"line {i} " + "x" * 1500, phase="create", stream="stdout")
+    publisher.publish("complete", "ready", phase="finalize", percent=100)
+    thread.join(40)
+    assert results["seqs"] == list(range(1, 2003))
+    stalled.close()
+
+
+def test_pings_find_dead_clients(settings: Settings, app: Flask, container: str, token: str,
+                                 publisher: EventPublisher) -> None:  # fmt: skip
+    pinging = create_app(settings, {"TESTING": True,
+                                    "SOCK_SERVER_OPTIONS": {"ping_interval": 0.3}})  # fmt: skip
+    try:
+        with serve(pinging) as server:
+            publisher.publish("step", "creating", phase="create", percent=1)
+            before = _request_threads()
+            alive = connect(server, container, token)  # answers pings by itself
+            dead = stalled_client(server, container, token)  # never answers
+            assert len(_request_threads(before)) == 2
+            assert _wait_for_threads(before, 1) == 1  # the dead one's reader is gone
+            time.sleep(1)
+            assert alive.connected  # pings alone never end a healthy stream
+            assert receive(alive, 1)[0]["seq"] == 1
+            publisher.publish("complete", "ready", phase="finalize", percent=100)
+            assert [e["seq"] for e in receive_all(alive)] == [2]
+            dead.close()
+    finally:
+        pinging.extensions["provisioner"].close()
+
+
+def test_session_cookie_and_origin(app: Flask, live_server: LiveServer, container: str,
+                                   user: str, publisher: EventPublisher) -> None:  # fmt: skip
+    import requests
+
+    with requests.Session() as http:
+        page = http.get(f"{live_server.http}/login")
+        http.post(f"{live_server.http}/login", data={
+            "username": user, "password": PASSWORD, "csrf_token": form_csrf(page.text)})  # fmt: skip
+        cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+    publisher.publish("complete", "done", phase="finalize", percent=100)
+    url = f"{live_server.ws}/ws/containers/{container}/events"
+    # simple-websocket's client sends "Host: 127.0.0.1" (no port); a browser's
+    # Origin names exactly the host it sent
+    same_site = Client.connect(url, headers={"Cookie": cookie, "Origin": "http://127.0.0.1"})
+    assert [e["seq"] for e in receive_all(same_site)] == [1]
+    path = url.split(str(live_server.port), 1)[1]
+    assert (
+        handshake_status(live_server, path, {"Cookie": cookie, "Origin": "https://evil.example"})
+        == 403
+    )
+    assert handshake_status(live_server, path, {"Origin": "http://127.0.0.1"}) == 401
+
+
+def test_refusals_before_the_handshake(live_server: LiveServer, container: str,
+                                       token: str) -> None:  # fmt: skip
+    path = f"/ws/containers/{container}/events"
+    assert handshake_status(live_server, path, {}) == 401
+    assert handshake_status(live_server, path, bearer("lxcp_wrong")) == 401
+    assert handshake_status(live_server, "/ws/containers/nope/events", bearer(token)) == 404
+    assert handshake_status(live_server, f"{path}?after=-3", bearer(token)) == 400
+    # the control: the same request, authenticated, is upgraded
+    assert handshake_status(live_server, path, bearer(token)) == 101

@@ -1,0 +1,274 @@
+"""The REST API under ``/api``: the blueprint, its errors and input checks.
+
+Every error is JSON ``{"error": "...", "field": "..."}`` (``field`` when one
+input is to blame).  Input is checked field by field before anything is
+written, and the provisioner's own ``ConfigError`` (``"field: message"``) is
+mapped to the field it names: user input never causes a 500.  The routes
+live in ``api_nodes``, ``api_templates``, ``api_containers`` and ``openapi``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sa_errors
+from werkzeug.exceptions import HTTPException
+
+from provisioner.errors import ConfigError, ProvisionError
+from web.auth import current_user, error_response, wants_json
+from web.csrf import csrf_token
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__, url_prefix="/api")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_MISSING = object()
+
+
+class ApiError(Exception):
+    """An API failure with its status, message and (optionally) the field."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def response(self) -> Response:
+        extra = {"field": self.field} if self.field else {}
+        return error_response(self.status, self.message, **extra, **self.extra)
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object.
+
+    Raises:
+        ApiError: no JSON, malformed JSON, or not an object.
+    """
+    if not request.is_json:
+        raise ApiError(415, "send a JSON object with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def _type_name(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "an object"}.get(type(value), "null")  # fmt: skip
+
+
+class Body:
+    """Reads a JSON object field by field; every problem names its field.
+
+    ``finish()`` refuses fields nobody asked for, so a typo never passes silently.
+    """
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.seen: set[str] = set()
+
+    def _get(self, name: str, required: bool) -> Any:
+        self.seen.add(name)
+        value = self.data.get(name, _MISSING)
+        if value is _MISSING or value is None:
+            if required:
+                raise ApiError(400, f"{name} is required", name)
+            return _MISSING
+        return value
+
+    def string(self, name: str, *, required: bool = False, max_length: int = 255,
+               pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:  # fmt: skip
+        value = self._get(name, required)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, str):
+            raise ApiError(400, f"{name} must be a string, got {_type_name(value)}", name)
+        if "\x00" in value:
+            raise ApiError(400, f"{name} must not contain NUL characters", name)
+        if required and not value.strip():
+            raise ApiError(400, f"{name} must not be empty", name)
+        if len(value) > max_length:
+            raise ApiError(400, f"{name} may be at most {max_length} characters long", name)
+        if pattern is not None and not pattern.fullmatch(value):
+            raise ApiError(400, f"{name} must be {what or f'like {pattern.pattern}'}", name)
+        return value
+
+    def name(self, name: str, *, required: bool = False) -> str | None:
+        return self.string(name, required=required, max_length=64, pattern=_NAME,
+                           what="1-64 letters, digits and '_.-'")  # fmt: skip
+
+    def integer(self, name: str, *, minimum: int, maximum: int, required: bool = False,
+                default: int | None = None) -> int | None:  # fmt: skip
+        value = self._get(name, required)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ApiError(400, f"{name} must be an integer, got {_type_name(value)}", name)
+        if not minimum <= value <= maximum:
+            raise ApiError(400, f"{name} must be between {minimum} and {maximum}, got {value}",
+                           name)  # fmt: skip
+        return value
+
+    def boolean(self, name: str, *, default: bool = False) -> bool:
+        value = self._get(name, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            raise ApiError(400, f"{name} must be true or false, got {_type_name(value)}", name)
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], *, default: str) -> str:
+        value = self.string(name)
+        if value is None:
+            return default
+        if value not in choices:
+            raise ApiError(400, f"{name} must be one of {', '.join(choices)}, got {value!r}", name)
+        return value
+
+    def scalars(self, name: str) -> dict[str, str | int | bool]:
+        """An object of strings, integers and booleans (template variables)."""
+        value = self._get(name, False)
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, dict):
+            raise ApiError(400, f"{name} must be an object, got {_type_name(value)}", name)
+        for key, item in value.items():
+            if not isinstance(item, str | int | bool):
+                raise ApiError(400, f"{name}.{key} must be a string, integer or boolean, "
+                               f"got {_type_name(item)}", f"{name}.{key}")  # fmt: skip
+        return dict(value)
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name not in self.seen:
+                raise ApiError(400, f"unknown field {name!r}", name)
+
+
+def require_admin() -> None:
+    """Only administrators may change what the provisioner trusts (nodes).
+
+    Raises:
+        ApiError: 403 for everyone else.
+    """
+    if not current_user().is_admin:
+        raise ApiError(403, "only administrators may do this (provisioner user add --admin)")
+
+
+def query_int(name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """An integer query parameter.
+
+    Raises:
+        ApiError: not an integer or out of range.
+    """
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\d+", raw.strip()):
+        raise ApiError(400, f"{name} must be a non-negative integer, got {raw!r}", name)
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ApiError(400, f"{name} must be between {minimum} and {maximum}, got {value}", name)
+    return value
+
+
+# PVE's parameter names -> the request field a user would correct
+_PVE_FIELDS = {
+    "hostname": "hostname", "cores": "cores", "memory": "memory", "swap": "swap",
+    "rootfs": "disk", "net0": "ip", "net0.ip": "ip", "net0.gw": "gateway",
+    "net0.bridge": "bridge", "vmid": "vmid", "ssh-public-keys": "ssh_public_key",
+    "password": "root_password",
+}  # fmt: skip
+_FIELD_PREFIX = re.compile(r"([a-z_][\w.-]*): ")
+_VARIABLE = re.compile(r"variable '([^']+)'")
+
+
+def field_of_config_error(message: str) -> str | None:
+    """The request field a provisioner ``ConfigError`` names (``"field: ..."``)."""
+    if message.startswith("template '"):
+        m = _VARIABLE.search(message)
+        return f"variables.{m.group(1)}" if m else "variables"
+    if message.startswith("template has "):  # the template itself is broken
+        return "template"
+    rest = message.removeprefix("invalid container parameters: ")
+    m = _FIELD_PREFIX.match(rest)
+    if m is None:
+        return None
+    name = m.group(1)
+    if name == "rootfs" and "storage" in rest[m.end() :].lower():
+        return "storage"
+    return _PVE_FIELDS.get(name, name)
+
+
+def config_error(exc: ConfigError, status: int = 400) -> ApiError:
+    """A ConfigError about the user's input as an API error naming the field."""
+    return ApiError(status, exc.message, field_of_config_error(exc.message))
+
+
+@contextmanager
+def upstream(what: str) -> Iterator[None]:
+    """Map a failing Proxmox call to 502 (with whether retrying may help)."""
+    try:
+        yield
+    except ProvisionError as exc:
+        raise ApiError(502, f"{what}: {exc}", transient=exc.transient) from None
+
+
+@bp.before_request
+def refuse_nul() -> Response | None:
+    """No database takes NUL inside text (PostgreSQL refuses it): stop it at the door."""
+    if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
+        return ApiError(400, "NUL characters are not allowed in the URL").response()
+    return None
+
+
+@bp.route("/me")
+def me() -> Response:
+    """Who is calling; session callers also get their CSRF token."""
+    user = current_user()
+    body: dict[str, Any] = {"username": user.username, "is_admin": user.is_admin, "auth": g.auth}
+    if g.auth == "session":
+        body["csrf_token"] = csrf_token()
+    return jsonify(body)
+
+
+def _api_error(exc: ApiError) -> Response:
+    return exc.response()
+
+
+def _http_error(exc: HTTPException) -> Any:
+    if not wants_json():
+        return exc
+    return error_response(exc.code or 500, exc.description or exc.name)
+
+
+def _unavailable(exc: Exception) -> Any:
+    log.error("%s unavailable: %s", "Redis" if isinstance(exc, redis_errors.RedisError)
+              else "database", exc)  # fmt: skip
+    what = "the queue and event bus (Redis)" if isinstance(exc, redis_errors.RedisError) else (
+        "the database")  # fmt: skip
+    return error_response(503, f"{what} is unavailable; try again shortly")
+
+
+def _internal_error(exc: Exception) -> Any:
+    log.exception("internal error in %s %s", request.method, request.path)
+    return error_response(500, "internal error (logged on the server)")
+
+
+def init_app(app: Flask) -> None:
+    # Imported for their routes on ``bp`` (they import this module).
+    from web import api_containers, api_nodes, api_templates, openapi  # noqa: F401
+
+    app.register_blueprint(bp)
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(redis_errors.ConnectionError, _unavailable)
+    app.register_error_handler(redis_errors.TimeoutError, _unavailable)
+    app.register_error_handler(sa_errors.OperationalError, _unavailable)
+    app.register_error_handler(Exception, _internal_error)

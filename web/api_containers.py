@@ -1,0 +1,319 @@
+"""``/api/containers``: request containers, watch them, act on them.
+
+Creating one validates everything (``provisioner.submit``), stores the row
+and enqueues one job (``provisioner.queue``): the web app never imports the
+pipeline.  The generated root password is returned by the create call only;
+no other response carries a secret.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, jsonify, request
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from provisioner.errors import ConfigError
+from provisioner.events import Event
+from provisioner.models import Container, ContainerEvent, Lifecycle, Node
+from provisioner.nodes import connection_for
+from provisioner.queue import enqueue
+from provisioner.submit import ProvisionRequest, submit
+from provisioner.vault import container_root_password
+from web.api import ApiError, Body, bp, config_error, json_body, query_int
+from web.api_nodes import quick
+from web.app import get_db, get_redis, resources
+from web.live import NodeStatus, fetch_statuses, merge
+
+ACTIONS: dict[str, frozenset[Lifecycle]] = {
+    "start": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "stop": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "reboot": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "retry": frozenset({Lifecycle.ERROR}),
+    "resync": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "destroy": frozenset({Lifecycle.PENDING, Lifecycle.READY, Lifecycle.ERROR}),
+}
+_REQUEST_FIELDS = ("vmid", "cores", "memory", "swap", "disk", "ip", "gateway", "bridge",
+                   "storage", "ssh_public_key")  # fmt: skip
+_LOG_PAGE = 2000
+_TEMPLATE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+_SSH_KEY = re.compile(
+    r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+=*( [^\x00-\x1f]*)?"
+)
+_CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
+
+
+def events_url(container_id: str, after: int | None = None) -> str:
+    return f"/ws/containers/{container_id}/events" + (f"?after={after}" if after else "")
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def container_json(ct: Container, node_name: str) -> dict[str, Any]:
+    """A container's state and request, without a secret."""
+    r = ct.request or {}
+    return {
+        "id": ct.id, "node": node_name, "template": ct.template, "hostname": ct.hostname,
+        "vmid": ct.vmid, "lifecycle": str(ct.lifecycle), "current_phase": ct.current_phase,
+        "finished_phases": list(ct.finished_phases or []),
+        "finished_scripts": list(ct.finished_scripts or []),
+        "failure_policy": str(ct.failure_policy), "ip": ct.ip,
+        "ssh_host_key_fingerprint": ct.ssh_host_key_fingerprint,
+        "services": list(ct.services or []), "error": ct.error_message,
+        "error_details": dict(ct.error_details) if ct.error_details else None,
+        "attempts": ct.attempts, "last_seq": max(ct.next_seq - 1, 0),
+        "request": {k: r.get(k) for k in _REQUEST_FIELDS},
+        "variables": dict(r.get("variables") or {}),
+        "secret_variables": sorted(r.get("secret_variables") or {}),
+        "created_at": _iso(ct.created_at), "updated_at": _iso(ct.updated_at),
+        "started_at": _iso(ct.started_at), "finished_at": _iso(ct.finished_at),
+        "events_url": events_url(ct.id),
+    }  # fmt: skip
+
+
+def _live(rows: list[tuple[Container, Node]]) -> list[dict[str, Any]]:
+    """The containers' JSON with their live status (the transaction ends first)."""
+    box = resources().box
+
+    def wanted(ct: Container) -> bool:
+        return ct.vmid is not None and ct.lifecycle not in (Lifecycle.DESTROYED,
+                                                             Lifecycle.PENDING)  # fmt: skip
+
+    connections = {node.name: quick(connection_for(node, box))
+                   for ct, node in rows if wanted(ct)}  # fmt: skip
+    items = [(container_json(ct, node.name), ct.vmid, node.name, wanted(ct)) for ct, node in rows]
+    get_db().commit()  # no transaction while the nodes answer
+    statuses: dict[str, NodeStatus] = fetch_statuses(connections)
+    return [merge(item, vmid, statuses.get(name), ok) for item, vmid, name, ok in items]
+
+
+def find_container(container_id: str) -> tuple[Container, Node]:
+    if not _CONTAINER_ID.fullmatch(container_id):
+        raise ApiError(404, f"no container {container_id!r}")
+    row = get_db().execute(select(Container, Node).join(Node, Container.node_id == Node.id)
+                           .where(Container.id == container_id)).one_or_none()  # fmt: skip
+    if row is None:
+        raise ApiError(404, f"no container {container_id!r}")
+    return row[0], row[1]
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(400, f"{name} must be true or false, got {raw!r}", name)
+
+
+@bp.route("/containers")
+def list_containers() -> Response:
+    """Containers, newest first, with their live PVE status.
+
+    Query: ``lifecycle`` (comma-separated), ``node``, ``template``,
+    ``include_destroyed`` (default false), ``live`` (default true), ``limit``.
+    """
+    query = select(Container, Node).join(Node, Container.node_id == Node.id)
+    if request.args.get("lifecycle"):
+        wanted = request.args["lifecycle"].split(",")
+        unknown = [w for w in wanted if w not in {lc.value for lc in Lifecycle}]
+        if unknown:
+            raise ApiError(400, f"lifecycle: unknown state {unknown[0]!r} (known: "
+                           f"{', '.join(lc.value for lc in Lifecycle)})", "lifecycle")  # fmt: skip
+        query = query.where(Container.lifecycle.in_([Lifecycle(w) for w in wanted]))
+    elif not _flag("include_destroyed", False):
+        query = query.where(Container.lifecycle != Lifecycle.DESTROYED)
+    if request.args.get("node"):
+        query = query.where(Node.name == request.args["node"])
+    if request.args.get("template"):
+        query = query.where(Container.template == request.args["template"])
+    limit = query_int("limit", default=500, minimum=1, maximum=5000)
+    live = _flag("live", True)
+    rows = [(ct, node) for ct, node in get_db().execute(
+        query.order_by(Container.created_at.desc()).limit(limit)).all()]  # fmt: skip
+    if not live:
+        return jsonify({"containers": [container_json(ct, n.name) for ct, n in rows]})
+    return jsonify({"containers": _live(rows)})
+
+
+def _ip(body: Body) -> tuple[str, str | None]:
+    ip = body.string("ip", max_length=64) or "dhcp"
+    gateway = body.string("gateway", max_length=64)
+    if ip != "dhcp":
+        try:
+            if "/" not in ip:
+                raise ValueError("no prefix length")
+            ipaddress.IPv4Interface(ip)
+        except ValueError:
+            raise ApiError(400, f"ip must be 'dhcp' or an IPv4 address with its prefix length "
+                           f"(198.18.0.10/24), got {ip!r}", "ip") from None  # fmt: skip
+    if gateway is not None:
+        if ip == "dhcp":
+            raise ApiError(400, "gateway only applies to a static ip, not to ip=dhcp", "gateway")
+        try:
+            ipaddress.IPv4Address(gateway)
+        except ValueError:
+            raise ApiError(400, f"gateway must be an IPv4 address, got {gateway!r}",
+                           "gateway") from None  # fmt: skip
+    return ip, gateway
+
+
+def _ssh_keys(body: Body) -> str | None:
+    keys = body.string("ssh_public_key", max_length=16384)
+    if keys is not None:
+        for line in keys.strip().splitlines():
+            if line.strip() and not _SSH_KEY.fullmatch(line.strip()):
+                raise ApiError(400, "ssh_public_key must be OpenSSH public keys, one a line "
+                               "(ssh-ed25519 AAAA... comment)", "ssh_public_key")  # fmt: skip
+    return keys
+
+
+def _provision_request(body: Body) -> ProvisionRequest:
+    ip, gateway = _ip(body)
+    return ProvisionRequest(
+        template=body.string("template", required=True, max_length=128, pattern=_TEMPLATE,
+                             what="a template name") or "",
+        node=body.string("node", required=True, max_length=64) or "",
+        hostname=body.string("hostname", required=True, max_length=253) or "",
+        vmid=body.integer("vmid", minimum=100, maximum=999_999_999),
+        cores=body.integer("cores", minimum=1, maximum=8192),
+        memory=body.integer("memory", minimum=16, maximum=64 * 1024 * 1024),
+        swap=body.integer("swap", minimum=0, maximum=64 * 1024 * 1024),
+        disk=body.integer("disk", minimum=1, maximum=128 * 1024),
+        ip=ip, gateway=gateway,
+        bridge=body.name("bridge"), storage=body.name("storage"),
+        ssh_public_key=_ssh_keys(body),
+        root_password=body.string("root_password", max_length=256, pattern=_PRINTABLE,
+                                  what="text without control characters"),
+        variables=body.scalars("variables"),
+        failure_policy=body.choice("failure_policy", ("keep", "destroy"), default="keep"),
+    )  # fmt: skip
+
+
+def _check_vmid_free(req: ProvisionRequest) -> None:
+    if req.vmid is None:
+        return
+    taken = get_db().scalar(
+        select(Container.id).join(Node, Container.node_id == Node.id)
+        .where(Node.name == req.node, Container.vmid == req.vmid,
+               Container.lifecycle != Lifecycle.DESTROYED).limit(1))  # fmt: skip
+    if taken is not None:
+        raise ApiError(409, f"vmid {req.vmid} is already used by container {taken}", "vmid")
+
+
+@bp.route("/containers", methods=["POST"])
+def create_container() -> tuple[Response, int]:
+    """Validate, store and enqueue a container.  201 with its id, the
+    websocket URL of its events, and (once, here only) a generated root password."""
+    body = Body(json_body())
+    req = _provision_request(body)
+    body.finish()
+    if req.root_password is not None and len(req.root_password) < 5:
+        raise ApiError(400, "root_password must be at least 5 characters long", "root_password")
+    settings = resources().settings
+    box = resources().box
+    session = get_db()
+    _check_vmid_free(req)
+    try:
+        container = submit(session, box, settings, req)
+    except ConfigError as exc:
+        session.rollback()
+        raise config_error(exc) from None
+    generated = None if req.root_password else container_root_password(box, container)
+    node_name = container.node.name
+    session.commit()
+    response: dict[str, Any] = {"id": container.id, "events_url": events_url(container.id)}
+    try:
+        response["job_id"] = enqueue(get_redis(), settings, container.id).id
+    except RedisError:
+        # The row is pending: the workers' recovery loop enqueues it once Redis is back.
+        response["job_id"] = None
+        response["warning"] = "the queue is unavailable; the request is stored and will run later"
+    response["container"] = container_json(container, node_name)
+    if generated is not None:
+        response["root_password"] = generated
+    return jsonify(response), 201
+
+
+@bp.route("/containers/<container_id>")
+def get_container(container_id: str) -> Response:
+    """One container with its live PVE status (no secrets)."""
+    ct, node = find_container(container_id)
+    return jsonify(_live([(ct, node)])[0])
+
+
+@bp.route("/containers/<container_id>/events")
+def container_events(container_id: str) -> Response:
+    """Stored events with ``seq > after``, at most ``limit``, in order."""
+    find_container(container_id)
+    after = query_int("after", default=0, minimum=0, maximum=2**31 - 1)
+    limit = query_int("limit", default=200, minimum=1, maximum=2000)
+    rows = get_db().scalars(
+        select(ContainerEvent)
+        .where(ContainerEvent.container_id == container_id, ContainerEvent.seq > after)
+        .order_by(ContainerEvent.seq).limit(limit + 1)).all()  # fmt: skip
+    events = [Event.from_row(r).as_dict() for r in rows[:limit]]
+    return jsonify({"events": events, "next_after": events[-1]["seq"] if events else after,
+                    "more": len(rows) > limit})  # fmt: skip
+
+
+def format_log_line(e: Event) -> str:
+    """One event as a line of the text log (continuation lines indented)."""
+    message = e.message.replace("\n", "\n    ")
+    if e.type == "log":
+        source = " ".join(p for p in (e.stream or "log", e.script) if p)
+        return f"{e.ts} [{source}] {message}\n"
+    percent = f" {e.percent}%" if e.percent is not None else ""
+    return f"{e.ts} [{e.type}] {e.phase or '-'}{percent}: {message}\n"
+
+
+def _log_lines(factory: sessionmaker[Session], container_id: str) -> Iterator[str]:
+    last = 0
+    while True:
+        with factory() as session:  # one short transaction per page
+            rows = [Event.from_row(r) for r in session.scalars(
+                select(ContainerEvent)
+                .where(ContainerEvent.container_id == container_id, ContainerEvent.seq > last)
+                .order_by(ContainerEvent.seq).limit(_LOG_PAGE))]  # fmt: skip
+        for event in rows:
+            yield format_log_line(event)
+        if len(rows) < _LOG_PAGE:
+            return
+        last = rows[-1].seq
+
+
+@bp.route("/containers/<container_id>/log")
+def container_log(container_id: str) -> Response:
+    """The full log as text, one event a line (streamed)."""
+    find_container(container_id)
+    get_db().commit()
+    # the generator runs after the view returned: it gets the factory, not the app
+    return Response(_log_lines(resources().factory, container_id), mimetype="text/plain")
+
+
+@bp.route("/containers/<container_id>/actions/<any(start,stop,reboot,destroy,retry,resync):action>",
+          methods=["POST"])  # fmt: skip
+def container_action(container_id: str, action: str) -> tuple[Response, int]:
+    """Enqueue an action; 202 with the job id (progress arrives as events)."""
+    ct, _node = find_container(container_id)
+    if ct.lifecycle not in ACTIONS[action]:
+        allowed = ", ".join(sorted(lc.value for lc in ACTIONS[action]))
+        raise ApiError(409, f"cannot {action} a container that is {ct.lifecycle.value} "
+                       f"(only when {allowed})", "action")  # fmt: skip
+    if action in ("start", "stop", "reboot") and ct.vmid is None:
+        raise ApiError(409, f"cannot {action}: the container was never created in PVE", "action")
+    last_seq = max(ct.next_seq - 1, 0)
+    get_db().commit()
+    job = enqueue(get_redis(), resources().settings, ct.id, action)
+    return jsonify({"job_id": job.id, "action": action, "container": ct.id,
+                    "events_url": events_url(ct.id, last_seq)}), 202  # fmt: skip

@@ -1,0 +1,279 @@
+"""``/api/nodes``: the Proxmox VE nodes containers are created on.
+
+A node is added with an API token (preferred) or a user and password, and
+trusted by a CA file, a pinned SHA-256 fingerprint, or (only when asked)
+not at all.  Its secret is encrypted at rest and never returned.  Calls to
+a node happen after the request's database transaction has ended, with
+short timeouts, so a slow node never holds the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+from sqlalchemy import func, select
+
+from provisioner.errors import ConfigError, ProvisionError, PveApiError
+from provisioner.models import AuthKind, Container, Node
+from provisioner.nodes import connection_for
+from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
+from provisioner.pve_parse import format_fingerprint, normalize_fingerprint
+from provisioner.vault import set_node_secret
+from web.api import ApiError, Body, bp, json_body, require_admin, upstream
+from web.app import get_db, resources
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?")
+
+
+def node_json(node: Node, containers: int | None = None) -> dict[str, Any]:
+    """A node without its secret."""
+    body: dict[str, Any] = {
+        "name": node.name, "host": node.host, "port": node.port, "pve_node": node.pve_node,
+        "auth": str(node.auth_kind), "user": node.pve_user, "token_id": node.token_id,
+        "ca_file": node.ca_file, "fingerprint": node.fingerprint, "insecure": node.tls_insecure,
+        "default_storage": node.default_storage, "default_bridge": node.default_bridge,
+        "created_at": node.created_at.isoformat(),
+    }  # fmt: skip
+    if containers is not None:
+        body["containers"] = containers
+    return body
+
+
+def find_node(name: str) -> Node:
+    """The node named ``name``; ApiError 404 if there is none."""
+    if not _NAME.fullmatch(name):
+        raise ApiError(404, f"no node named {name!r}")
+    node = get_db().scalars(select(Node).where(Node.name == name)).one_or_none()
+    if node is None:
+        raise ApiError(404, f"no node named {name!r}")
+    return node
+
+
+def quick(connection: PveConnection) -> PveConnection:
+    """The connection with the web app's (short) timeouts."""
+    config = current_app.config
+    return dataclasses.replace(connection, connect_timeout=float(config["PVE_CONNECT_TIMEOUT"]),
+                               read_timeout=float(config["PVE_READ_TIMEOUT"]))  # fmt: skip
+
+
+def node_client(node: Node) -> PveClient:
+    """A client for a stored node; ends the request's transaction first."""
+    connection = quick(connection_for(node, resources().box))
+    get_db().commit()
+    return PveClient(connection)
+
+
+def _connection_from(body: Body) -> tuple[PveConnection, dict[str, Any]]:
+    """Read the connection fields; return the connection and the columns to store."""
+    host = body.string("host", required=True, max_length=255, pattern=_HOST,
+                       what="a host name or an IP address")  # fmt: skip
+    port = body.integer("port", minimum=1, maximum=65535, default=8006)
+    pve_node = body.string("pve_node", max_length=64)
+    token_id = body.string("token_id", max_length=255)
+    token_secret = body.string("token_secret", max_length=1024)
+    user = body.string("user", max_length=128)
+    password = body.string("password", max_length=1024)
+    ca_file = body.string("ca_file", max_length=1024)
+    fingerprint = body.string("fingerprint", max_length=128)
+    insecure = body.boolean("insecure")
+    auth: TokenAuth | PasswordAuth
+    try:
+        if token_id or token_secret:
+            if user or password:
+                raise ApiError(400, "give either token_id and token_secret or user and password",
+                               "user")  # fmt: skip
+            field = "token_id" if not token_id else "token_secret"
+            auth = TokenAuth(token_id or "", token_secret or "")
+        elif user or password:
+            field = "user" if not user else "password"
+            auth = PasswordAuth(user or "", password or "")
+        else:
+            raise ApiError(400, "token_id and token_secret (or user and password) are required",
+                           "token_id")  # fmt: skip
+    except ConfigError as exc:
+        wrong = "token_id" if "not of the form" in exc.message else (
+            "user" if "realm" in exc.message else field)  # fmt: skip
+        raise ApiError(400, exc.message, wrong) from None
+    trust = [m for m, v in (("ca_file", ca_file), ("fingerprint", fingerprint),
+                            ("insecure", insecure)) if v]  # fmt: skip
+    if len(trust) > 1:
+        raise ApiError(400, f"choose one TLS trust mode, not {' and '.join(trust)}", trust[1])
+    if ca_file and not (os.path.isabs(ca_file) and Path(ca_file).is_file()):
+        raise ApiError(400, f"ca_file {ca_file!r} is not a readable file on the server "
+                       "(give an absolute path)", "ca_file")  # fmt: skip
+    if fingerprint:
+        try:
+            fingerprint = format_fingerprint(normalize_fingerprint(fingerprint))
+        except ValueError as exc:
+            raise ApiError(400, f"fingerprint: {exc}", "fingerprint") from None
+    try:
+        connection = PveConnection(host=host or "", port=port or 8006, node=pve_node or "",
+                                   auth=auth, ca_file=ca_file, fingerprint=fingerprint,
+                                   insecure=insecure)  # fmt: skip
+    except ConfigError as exc:
+        raise ApiError(400, exc.message, "port" if "port" in exc.message else "host") from None
+    columns = {
+        "host": connection.host, "port": connection.port, "pve_node": pve_node,
+        "auth_kind": AuthKind.TOKEN if isinstance(auth, TokenAuth) else AuthKind.PASSWORD,
+        "pve_user": auth.token_id.split("!")[0] if isinstance(auth, TokenAuth) else auth.user,
+        "token_name": auth.token_id.split("!", 1)[1] if isinstance(auth, TokenAuth) else None,
+        "ca_file": ca_file, "fingerprint": fingerprint, "tls_insecure": insecure,
+        "secret": auth.secret if isinstance(auth, TokenAuth) else auth.password,
+    }  # fmt: skip
+    return connection, columns
+
+
+def _failed_field(exc: ProvisionError, columns: dict[str, Any]) -> str:
+    """Which input a failed connection test most likely got wrong."""
+    text = str(exc).lower()
+    if isinstance(exc, PveApiError) and exc.status in (401, 403):
+        return "token_secret" if columns["auth_kind"] == AuthKind.TOKEN else "password"
+    if "tls" in text or "certificate" in text or "fingerprint" in text:
+        return "fingerprint" if columns["fingerprint"] else "ca_file"
+    return "host"
+
+
+def _discover(connection: PveConnection, columns: dict[str, Any]) -> dict[str, Any]:
+    """Connect; return the version; settle ``pve_node`` from the cluster's nodes."""
+    try:
+        with PveClient(quick(connection)) as client:
+            version = client.version()
+            names = sorted(n.name for n in client.nodes())
+    except ProvisionError as exc:
+        raise ApiError(400, f"cannot use the node: {exc}", _failed_field(exc, columns)) from None
+    if columns["pve_node"] is None:
+        if len(names) != 1:
+            raise ApiError(400, f"the cluster has nodes {', '.join(names)}: choose one",
+                           "pve_node")  # fmt: skip
+        columns["pve_node"] = names[0]
+    elif columns["pve_node"] not in names:
+        raise ApiError(400, f"pve_node {columns['pve_node']!r} is not in the cluster "
+                       f"(it has {', '.join(names) or 'no nodes'})", "pve_node")  # fmt: skip
+    return version
+
+
+@bp.route("/nodes")
+def list_nodes() -> Response:
+    """Every node, with how many containers it holds."""
+    session = get_db()
+    counts = dict(session.execute(select(Container.node_id, func.count())
+                                  .group_by(Container.node_id)).all())  # fmt: skip
+    nodes = session.scalars(select(Node).order_by(Node.name)).all()
+    return jsonify({"nodes": [node_json(n, counts.get(n.id, 0)) for n in nodes]})
+
+
+@bp.route("/nodes", methods=["POST"])
+def add_node() -> tuple[Response, int]:
+    """Register a node (administrators); by default connect first
+    (``"verify": false`` skips it)."""
+    require_admin()
+    body = Body(json_body())
+    name = body.name("name", required=True)
+    connection, columns = _connection_from(body)
+    default_storage = body.name("default_storage")
+    default_bridge = body.name("default_bridge")
+    verify = body.boolean("verify", default=True)
+    body.finish()
+    if get_db().scalars(select(Node).where(Node.name == name)).one_or_none() is not None:
+        raise ApiError(409, f"a node named {name!r} already exists", "name")
+    get_db().commit()  # no transaction while talking to the node
+    version = _discover(connection, columns) if verify else None
+    if columns["pve_node"] is None:
+        raise ApiError(400, "pve_node is required when verify is false", "pve_node")
+    secret = columns.pop("secret")
+    node = Node(name=name, secret_ciphertext="", default_storage=default_storage,
+                default_bridge=default_bridge, **columns)  # fmt: skip
+    set_node_secret(resources().box, node, secret)
+    session = get_db()
+    session.add(node)
+    session.commit()
+    return jsonify({**node_json(node, 0), "version": version}), 201
+
+
+@bp.route("/nodes/<name>")
+def get_node(name: str) -> Response:
+    node = find_node(name)
+    count = get_db().scalar(select(func.count()).where(Container.node_id == node.id)) or 0
+    return jsonify(node_json(node, count))
+
+
+@bp.route("/nodes/<name>", methods=["DELETE"])
+def delete_node(name: str) -> tuple[str, int]:
+    """Remove a node that holds no containers (administrators; destroyed
+    ones count: they keep their history)."""
+    require_admin()
+    session = get_db()
+    node = find_node(name)
+    count = session.scalar(select(func.count()).where(Container.node_id == node.id)) or 0
+    if count:
+        raise ApiError(409, f"node {name!r} still has {count} container record(s); "
+                       "a node can only be removed when it has none")  # fmt: skip
+    session.delete(node)
+    session.commit()
+    return "", 204
+
+
+@bp.route("/nodes/<name>/test", methods=["POST"])
+def test_node(name: str) -> Response:
+    """Connect to the node and return its PVE version."""
+    node = find_node(name)
+    with upstream(f"node {name}"), node_client(node) as client:
+        version = client.version()
+        status = next((n for n in client.nodes() if n.name == client.node), None)
+    return jsonify({"ok": True, "version": version,
+                    "online": status.online if status else False})  # fmt: skip
+
+
+@bp.route("/nodes/<name>/storages")
+def node_storages(name: str) -> Response:
+    """The node's storages; ``?content=rootdir`` (or ``vztmpl``...) filters."""
+    node = find_node(name)
+    content = request.args.get("content") or None
+    with upstream(f"node {name}"), node_client(node) as client:
+        storages = client.storages(content)
+    return jsonify({"storages": [
+        {"name": s.name, "type": s.type, "content": sorted(s.content), "total": s.total,
+         "used": s.used, "avail": s.avail, "active": s.active, "enabled": s.enabled,
+         "shared": s.shared} for s in storages]})  # fmt: skip
+
+
+@bp.route("/nodes/<name>/bridges")
+def node_bridges(name: str) -> Response:
+    node = find_node(name)
+    with upstream(f"node {name}"), node_client(node) as client:
+        bridges = client.bridges()
+    return jsonify({"bridges": [{"name": b.name, "active": b.active, "cidr": b.cidr,
+                                 "comments": b.comments} for b in bridges]})  # fmt: skip
+
+
+@bp.route("/nodes/<name>/templates")
+def node_os_templates(name: str) -> Response:
+    """OS templates (``vztmpl``) on every storage that holds them."""
+    node = find_node(name)
+    found: list[dict[str, Any]] = []
+    with upstream(f"node {name}"), node_client(node) as client:
+        for storage in client.storages("vztmpl"):
+            for t in client.templates(storage.name):
+                found.append({"volid": t.volid, "storage": storage.name, "file": t.filename,
+                              "size": t.size, "format": t.format, "ctime": t.ctime})  # fmt: skip
+    return jsonify({"templates": found})
+
+
+@bp.route("/nodes/<name>/resources")
+def node_resources(name: str) -> Response:
+    """Free CPU and memory of the node, for placement."""
+    node = find_node(name)
+    with upstream(f"node {name}"), node_client(node) as client:
+        info = next((n for n in client.nodes() if n.name == client.node), None)
+    if info is None:
+        raise ApiError(502, f"node {name}: PVE does not list {node.pve_node!r} among its nodes")
+    return jsonify({"node": info.name, "online": info.online, "cpus": info.max_cpu,
+                    "cpu_usage": info.cpu_usage, "free_cpu": info.free_cpu,
+                    "memory_total": info.memory_total, "memory_used": info.memory_used,
+                    "free_memory": info.free_memory})  # fmt: skip

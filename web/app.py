@@ -1,0 +1,179 @@
+"""The app factory.
+
+``create_app()`` builds the settings from the environment (what gunicorn
+runs: ``gunicorn -k gthread --threads 16 'web.app:create_app()'``); tests pass
+their own settings and Flask config.  The engine, the Redis client and the
+secret box are made once per app; each request gets its own database
+session on ``g`` (closed at teardown) and shares the thread-safe Redis pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from redis import Redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from provisioner import db
+from provisioner.config import Settings, redact_url
+from provisioner.errors import ConfigError
+from provisioner.logsafe import setup_logging
+from provisioner.secrets import SecretBox, load_secret_box, parse_env_keys, read_key_file
+
+log = logging.getLogger(__name__)
+EXTENSION = "provisioner"
+_SESSION_KEY_DOMAIN = b"lxc-provisioner web session key v1"
+
+
+@dataclass
+class WebResources:
+    """What every request shares: made once per app, closed with it."""
+
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    redis: Redis
+    box: SecretBox
+
+    def close(self) -> None:
+        self.redis.close()
+        self.engine.dispose()
+
+
+def resources() -> WebResources:
+    """The current app's shared resources."""
+    res: WebResources = current_app.extensions[EXTENSION]
+    return res
+
+
+def get_db() -> Session:
+    """This request's database session (opened on first use)."""
+    if "db" not in g:
+        g.db = resources().factory()
+    session: Session = g.db
+    return session
+
+
+def get_redis() -> Redis:
+    """The Redis client (thread-safe: a pool shared by the app's threads)."""
+    if "redis" not in g:
+        g.redis = resources().redis
+    redis: Redis = g.redis
+    return redis
+
+
+def _close_db(exc: BaseException | None) -> None:
+    session: Session | None = g.pop("db", None)
+    g.pop("redis", None)
+    if session is not None:
+        session.close()  # rolls back whatever the request did not commit
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith("/api/"):
+        # answers may hold a generated password (once) or live state: never cache them
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def session_signing_keys(settings: Settings) -> list[bytes]:
+    """Keys for signing session cookies, derived from the secret keys.
+
+    Every web process that shares the secret key signs alike (several
+    processes or hosts behind a load balancer); the first is current, the
+    others keep sessions valid while a secret key is being rotated.
+    """
+    if settings.secret_key:
+        keys = parse_env_keys(settings.secret_key)
+    else:
+        keys = read_key_file(settings.secret_key_file)
+    return [hmac.new(key, _SESSION_KEY_DOMAIN, hashlib.sha256).digest() for key in keys]
+
+
+def _check_schema(settings: Settings) -> None:
+    current = db.current_revision(settings.database_url)
+    head = db.head_revision()
+    if current != head:
+        raise ConfigError(
+            f"database {redact_url(settings.database_url)} is at revision {current or 'none'}, "
+            f"this release needs {head}",
+            hint="run: provisioner db upgrade",
+        )
+
+
+def create_app(
+    settings: Settings | None = None, test_config: dict[str, Any] | None = None
+) -> Flask:
+    """Build the web app.
+
+    Args:
+        settings: defaults to ``Settings.from_env()``.
+        test_config: Flask config overriding the defaults (``TESTING``,
+            ``SESSION_COOKIE_SECURE``, ``LOGIN_MAX_FAILURES``, ...).
+
+    Raises:
+        ConfigError: bad settings, an unusable secret key, or a database
+            that is not migrated to this release's schema.
+    """
+    settings = settings or Settings.from_env()
+    setup_logging(settings.log_level)
+    box = load_secret_box(settings.secret_key, settings.secret_key_file)
+    _check_schema(settings)
+    signing = session_signing_keys(settings)
+
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep our field order
+    app.config.from_mapping(
+        SECRET_KEY=signing[0],
+        SECRET_KEY_FALLBACKS=signing[1:],
+        SESSION_COOKIE_NAME="provisioner_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=False,  # True forces it; it is also set on TLS requests
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        LOGIN_MAX_FAILURES=5,
+        LOGIN_WINDOW_SECONDS=300,
+        LOGIN_MAX_FAILURES_PER_IP=50,
+        PROXY_FIX_HOPS=0,  # reverse proxies in front that set X-Forwarded-*
+        PVE_CONNECT_TIMEOUT=3.0,
+        PVE_READ_TIMEOUT=15.0,
+        # flask-sock: pings keep idle streams open through proxies and find dead clients
+        SOCK_SERVER_OPTIONS={"ping_interval": 25},
+    )
+    if test_config:
+        app.config.update(test_config)
+    engine = db.make_engine(settings.database_url)
+    app.extensions[EXTENSION] = WebResources(
+        settings=settings,
+        engine=engine,
+        factory=db.session_factory(engine),
+        redis=Redis.from_url(settings.redis_url, health_check_interval=30),
+        box=box,
+    )
+    app.teardown_appcontext(_close_db)
+    app.after_request(_security_headers)
+    hops = int(app.config["PROXY_FIX_HOPS"])
+    if hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
+
+    from web import api, auth, pages, relay
+
+    auth.init_app(app)
+    pages.init_app(app)
+    api.init_app(app)
+    relay.init_app(app)
+    return app

@@ -1,0 +1,198 @@
+"""Authentication: the login form, the session cookie, bearer API tokens.
+
+One ``before_request`` hook guards everything: every page, API endpoint and
+websocket needs a logged-in session or ``Authorization: Bearer <token>``;
+only the login page and static files are open.  Unauthenticated API and
+websocket requests get 401 JSON, pages a redirect to the login form.  The
+same hook enforces CSRF on state-changing requests that are not
+authenticated by a bearer token (the login form included).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.wrappers import Response as BaseResponse
+
+from provisioner import users
+from provisioner.models import User
+from web.app import get_db, get_redis
+from web.csrf import csrf_failure, csrf_token, rotate_csrf_token
+from web.ratelimit import LoginLimiter
+
+bp = Blueprint("auth", __name__)
+OPEN_ENDPOINTS = frozenset({"auth.login", "static"})
+JSON_PREFIXES = ("/api/", "/ws/")
+_BEARER = "bearer "
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Marks the cookie ``Secure`` when the request came over TLS (or always,
+    with ``SESSION_COOKIE_SECURE``)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def wants_json() -> bool:
+    """Whether this request is for the API or a websocket (JSON errors)."""
+    return request.path.startswith(JSON_PREFIXES) or request.path in ("/api", "/ws")
+
+
+def current_user() -> User:
+    """The authenticated user (every guarded view has one)."""
+    user: User = g.user
+    return user
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response:
+    """A JSON error for the API and websockets; plain text for pages."""
+    if wants_json():
+        response = jsonify({"error": message, **extra})
+    else:
+        response = Response(message + "\n", mimetype="text/plain")
+    response.status_code = status
+    return response
+
+
+def _bearer_user() -> User | bool | None:
+    """The bearer token's user; False without the header; None if it is invalid."""
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith(_BEARER):
+        return False
+    return users.verify_api_token(get_db(), header[len(_BEARER) :].strip())
+
+
+def _session_user() -> User | None:
+    uid = session.get("uid")
+    if not isinstance(uid, int):
+        return None
+    user = get_db().get(User, uid)
+    # a password change ends every session made with the old one
+    if user is None or session.get("stamp") != users.password_stamp(user):
+        session.clear()
+        return None
+    return user
+
+
+def _unauthenticated() -> BaseResponse:
+    if wants_json():
+        response = error_response(
+            401, "authentication required: log in, or send Authorization: Bearer <token>"
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="lxc-provisioner"'
+        return response
+    target = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
+    return redirect(url_for("auth.login", next=target))
+
+
+def authenticate() -> BaseResponse | None:
+    """The guard run before every request (see the module docstring)."""
+    g.auth = None
+    bearer = _bearer_user()
+    if bearer is None:
+        return error_response(401, "invalid or revoked API token")
+    if bearer is not False:
+        assert isinstance(bearer, User)
+        g.user, g.auth = bearer, "token"
+        get_db().commit()  # last_used_at, and the end of the read transaction
+        return None  # a bearer token cannot be forged by a browser: no CSRF check
+    user = _session_user()
+    if user is not None:
+        g.user, g.auth = user, "session"
+    elif request.endpoint not in OPEN_ENDPOINTS:
+        return _unauthenticated()
+    # End the read transaction: on SQLite every transaction holds the write
+    # lock, and a view may spend seconds talking to a Proxmox node.
+    get_db().commit()
+    failure = csrf_failure()
+    if failure is not None:
+        return error_response(400, failure)
+    return None
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: never an open redirect to another host."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
+    return url_for("pages.index")
+
+
+def _limiter() -> LoginLimiter:
+    config = current_app.config
+    return LoginLimiter(
+        get_redis(),
+        max_failures=int(config["LOGIN_MAX_FAILURES"]),
+        max_per_address=int(config["LOGIN_MAX_FAILURES_PER_IP"]),
+        window=float(config["LOGIN_WINDOW_SECONDS"]),
+    )
+
+
+def _login_page(status: int = 200, error: str | None = None, username: str = "") -> Response:
+    body = render_template(
+        "login.html", error=error, username=username, next=request.args.get("next", "")
+    )
+    return Response(body, status=status, mimetype="text/html")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> BaseResponse:
+    """The login form; a successful login starts a session."""
+    if request.method == "GET":
+        if _session_user() is not None:
+            return redirect(_safe_next(request.args.get("next")))
+        return _login_page()
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    address = request.remote_addr or "unknown"
+    limiter = _limiter()
+    wait = limiter.retry_after(username, address)
+    if wait:
+        response = _login_page(
+            429, f"Too many failed logins. Try again in {wait} seconds.", username
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+    user = users.get_user(get_db(), username) if username else None
+    get_db().commit()  # end the transaction before the (slow) hash
+    if not users.check_password(user, password) or user is None:
+        limiter.record_failure(username, address)
+        return _login_page(401, "Invalid username or password.", username)
+    limiter.reset(username, address)
+    session.clear()  # nothing from before the login survives it
+    session.permanent = True
+    session["uid"] = user.id
+    session["stamp"] = users.password_stamp(user)
+    rotate_csrf_token()
+    return redirect(_safe_next(request.args.get("next")))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> BaseResponse:
+    """End the session (POST with the CSRF token, so no page can log you out)."""
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app: Flask) -> None:
+    app.session_interface = SessionInterface()
+    app.before_request(authenticate)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.register_blueprint(bp)
