@@ -176,11 +176,12 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
         ctx.phase = ct.current_phase or "finalize"
         ctx.update(lifecycle=Lifecycle.DESTROYING)
         await _destroy(ctx)
-        ctx.update(lifecycle=Lifecycle.DESTROYED, finished_at=utcnow())
         ctx.events.publish("complete", "destroyed", phase=ctx.phase, percent=100)
+        ctx.update(lifecycle=Lifecycle.DESTROYED, finished_at=utcnow())
         return "destroyed"
-    if ct.lifecycle == Lifecycle.READY and action == "provision":
-        return "already ready"
+    if action == "provision" and ct.lifecycle not in (Lifecycle.PENDING, Lifecycle.CREATING):
+        # a duplicate or late job: only "retry" re-runs a failed container
+        return f"nothing to do: the container is {ct.lifecycle.value}"
     phases = [name for name, _ in PHASES]
     if action == "resync":
         ctx.update(finished_phases=[p for p in ct.finished_phases if p in ("create", "start")],
@@ -195,9 +196,10 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
         await _fail(ctx, exc)
         raise
     ip = ctx.container().ip
-    ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
+    # the terminal event first: whoever sees "ready" finds it in the history
     ctx.events.publish("complete", f"CT {ctx.vmid} is ready at {ip}", phase="finalize",
                        percent=100)  # fmt: skip
+    ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
     return f"ready at {ip}"
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.config import Settings
 from provisioner.models import Container, Lease, Lifecycle, utcnow
-from provisioner.queue import enqueue
+from provisioner.queue import enqueue, provisioning_queue
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,21 @@ def stalled(factory: sessionmaker[Session], grace: float) -> list[tuple[str, Lif
     return [(cid, lifecycle) for cid, lifecycle in rows]
 
 
+def _queued_containers(redis: Redis, settings: Settings) -> set[str]:
+    """Containers that have a job waiting in the queue."""
+    queue = provisioning_queue(redis, settings)
+    return {job_id.split("-", 1)[1][:36] for job_id in queue.get_job_ids() if "-" in job_id}
+
+
 def recover_stalled(factory: sessionmaker[Session], redis: Redis, settings: Settings) -> list[str]:
     """Enqueue a run for every stalled container; returns their ids."""
     recovered = []
-    for cid, lifecycle in stalled(factory, settings.lease_duration):
+    candidates = stalled(factory, settings.lease_duration)
+    # a pending request whose job is still waiting in a backlog is not stalled
+    waiting = _queued_containers(redis, settings) if candidates else set()
+    for cid, lifecycle in candidates:
+        if lifecycle == Lifecycle.PENDING and cid in waiting:
+            continue
         # one worker re-enqueues; the key outlives the time a new run needs to
         # take the lease
         if not redis.set(f"provisioner:recover:{cid}", "1", nx=True,

@@ -4,6 +4,7 @@ simulator, real `provisioner worker` processes."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -31,6 +32,18 @@ from provisioner.vault import set_node_secret
 from tests.conftest import ROOT
 
 NODE = "sim"
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        kill_tree(int(child))
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
@@ -73,9 +86,10 @@ class Stack:
             log.close()
 
     def kill_worker(self, index: int = 0) -> None:
-        """kill -9 a worker and its work horse (its whole process group)."""
+        """kill -9 a worker and its work horse (RQ puts the horse in a
+        process group of its own, so the group kill alone misses it)."""
         proc = self.workers[index]
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         proc.wait()
 
     def stop_workers(self) -> None:
@@ -86,7 +100,7 @@ class Stack:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the work horse too
+                kill_tree(proc.pid)  # the work horse too
                 proc.wait()
         self.workers.clear()
 

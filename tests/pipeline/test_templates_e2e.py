@@ -1,0 +1,445 @@
+"""End to end, template by template: every shipped template provisioned by
+real workers into the simulator's containers, its service checked from the
+host independently of the pipeline's own health check; DHCP with a late
+lease; a static address; the events contract of a full run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import psycopg
+import pytest
+import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from provisioner.events import EVENT_TYPES, PHASES, STREAMS, Event, EventReader, stream_key
+from provisioner.models import Container, Lifecycle, Node
+from provisioner.secrets import load_secret_box
+from provisioner.submit import stored_variables
+from provisioner.vault import container_ssh_private_key
+from tests.pipeline.conftest import NODE, Stack
+from tests.pvesim.helpers import admin, token_api
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+ALL_PHASES = ["create", "start", "deploy", "scripts", "finalize"]
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+WORKERS = 3
+FLEET_TIMEOUT = 780.0
+
+# template -> (static host number, variables)
+FLEET: dict[str, tuple[int, dict[str, Any]]] = {
+    "debian-base": (150, {"timezone": "Europe/Berlin", "motd": "fleet motd marker"}),
+    "nginx": (151, {"site_title": "Fleet nginx title", "message": "served by the fleet"}),
+    "postgresql": (152, {"db_name": "fleetdb", "db_user": "fleetuser"}),
+    "redis": (153, {"maxmemory_mb": 64}),
+    "python-app": (154, {"app_title": "Fleet notes"}),
+}
+
+
+# helpers ---------------------------------------------------------------------
+
+
+def ensure_workers(stack: Stack, n: int) -> None:
+    """At least ``n`` live workers (the stack is shared by the session)."""
+    alive = sum(proc.poll() is None for proc in stack.workers)
+    if alive < n:
+        stack.start_workers(n - alive)
+
+
+def destroy_all(stack: Stack, cids: list[str]) -> None:
+    """What the ``cleanup`` fixture does, for the module-scoped fleet."""
+    from provisioner.nodes import client_for
+
+    box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
+    with stack.factory() as session:
+        node = session.query(Node).filter_by(name=NODE).one()
+        pve = client_for(node, box)
+        for cid in cids:
+            ct = session.get(Container, cid)
+            if ct is not None and ct.vmid is not None and pve.exists(ct.vmid):
+                pve.wait_for_task(pve.destroy(ct.vmid, force=True, purge=True), timeout=120)
+
+
+def all_events(stack: Stack, cid: str, timeout: float = 60) -> list[Event]:
+    """Every event of a finished run, up to and including the terminal one.
+
+    Follows the stream: the lifecycle turns ``ready`` a moment before the
+    ``complete`` event is published.
+    """
+    stop = threading.Event()
+    timer = threading.Timer(timeout, stop.set)
+    timer.start()
+    try:
+        reader = EventReader(stack.redis, stack.factory, cid)
+        return list(reader.events(0, block_ms=250, stop=stop, follow=True))
+    finally:
+        timer.cancel()
+
+
+def ts(event: Event) -> float:
+    return datetime.fromisoformat(event.ts.replace("Z", "+00:00")).timestamp()
+
+
+def secret_box(stack: Stack) -> Any:
+    return load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
+
+
+def variables_of(stack: Stack, ct: Container) -> dict[str, Any]:
+    return stored_variables(secret_box(stack), ct)
+
+
+def ssh_run(stack: Stack, ct: Container, command: str) -> str:
+    """Run a command in the container over SSH as root with the container's
+    own generated key, pinned to the host key the pipeline recorded."""
+    key = container_ssh_private_key(secret_box(stack), ct)
+    assert key and ct.ip and ct.ssh_host_key
+
+    async def go() -> str:
+        known = asyncssh.import_known_hosts(f"{ct.ip} {ct.ssh_host_key}\n")
+        async with asyncssh.connect(ct.ip, username="root", known_hosts=known,
+                                    client_keys=[asyncssh.import_private_key(key)],
+                                    connect_timeout=20) as conn:  # fmt: skip
+            result = await conn.run(command, check=True, timeout=60)
+            return str(result.stdout)
+
+    return asyncio.run(go())
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+
+def redis_client(ip: str, password: str | None) -> redis_lib.Redis:
+    """No retries: redis-py retries authentication errors with backoff."""
+    return redis_lib.Redis(host=ip, port=6379, password=password, socket_timeout=10,
+                           retry=Retry(NoBackoff(), 0))  # fmt: skip
+
+
+def describe(stack: Stack, ct: Container) -> str:
+    """What went wrong: the error, the container's console in the simulator
+    (when its state directory is known) and the workers' log."""
+    console = ""
+    state_dir = stack.sim.get("state_dir")
+    if state_dir and ct.vmid is not None:
+        path = Path(state_dir) / "ct" / str(ct.vmid) / "console.log"
+        with contextlib.suppress(OSError):
+            console = "\n".join(path.read_text(errors="replace").splitlines()[-30:])
+    return (f"{ct.template} {ct.id}: lifecycle={ct.lifecycle} error={ct.error_message!r} "
+            f"details={ct.error_details!r}\nconsole of CT {ct.vmid}:\n{console}\n"
+            f"workers:\n{stack.worker_logs()[-4000:]}")  # fmt: skip
+
+
+def assert_ready(stack: Stack, ct: Container) -> None:
+    assert ct.lifecycle == Lifecycle.READY, describe(stack, ct)
+    assert ct.finished_phases == ALL_PHASES, describe(stack, ct)
+    assert ct.ip and ct.vmid, describe(stack, ct)
+    assert (ct.ssh_host_key_fingerprint or "").startswith("SHA256:"), describe(stack, ct)
+
+
+def wait_for_vmid(stack: Stack, cid: str, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ct = stack.container(cid)
+        if ct.vmid is not None:
+            return ct.vmid
+        if ct.lifecycle == Lifecycle.ERROR:
+            raise AssertionError(describe(stack, ct))
+        time.sleep(0.05)
+    raise TimeoutError(f"{cid} got no vmid in {timeout}s; {stack.worker_logs()[-3000:]}")
+
+
+# 1. every shipped template ------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    cids: dict[str, str]
+    containers: dict[str, Container]
+    seconds: dict[str, float]  # first event to complete, per template
+
+
+@pytest.fixture(scope="module")
+def fleet(stack: Stack) -> Iterator[Fleet]:
+    """All shipped templates provisioned at once by a few workers."""
+    cids: dict[str, str] = {}
+    try:
+        for template, (host, variables) in FLEET.items():
+            cids[template] = stack.submit(
+                template, f"tpl-{template}", ip=f"{stack.address(host)}/24",
+                gateway=stack.sim["gateway"], variables=variables)  # fmt: skip
+        ensure_workers(stack, WORKERS)
+        deadline = time.monotonic() + FLEET_TIMEOUT
+        containers = {t: stack.wait(cid, timeout=max(1.0, deadline - time.monotonic()))
+                      for t, cid in cids.items()}  # fmt: skip
+        seconds: dict[str, float] = {}
+        for template, cid in cids.items():
+            events = all_events(stack, cid, timeout=30)
+            if events and events[-1].type == "complete":
+                seconds[template] = round(ts(events[-1]) - ts(events[0]), 1)
+        print(f"\nper-template provisioning seconds ({WORKERS} workers): {seconds}")
+        yield Fleet(cids=cids, containers=containers, seconds=seconds)
+    finally:
+        destroy_all(stack, list(cids.values()))
+
+
+def fleet_member(stack: Stack, fleet: Fleet, template: str) -> Container:
+    ct = fleet.containers[template]
+    assert_ready(stack, ct)
+    assert ct.ip == stack.address(FLEET[template][0])
+    assert ct.template == template
+    return ct
+
+
+def test_fleet_every_shipped_template_is_covered(stack: Stack) -> None:
+    shipped = {p.name for p in stack.settings.templates_dir.iterdir()
+               if (p / "template.toml").is_file()}  # fmt: skip
+    from tests.conftest import ROOT
+
+    repo = {p.name for p in (ROOT / "templates_lxc").iterdir() if (p / "template.toml").is_file()}
+    assert repo <= shipped
+    assert set(FLEET) == repo, "a shipped template is not provisioned by this file"
+
+
+def test_fleet_nginx_serves_its_page(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "nginx")
+    status, body = http_get(f"http://{ct.ip}/")
+    assert status == 200
+    assert "<h1>Fleet nginx title</h1>" in body
+    assert "served by the fleet" in body
+    status, body = http_get(f"http://{ct.ip}/healthz")
+    assert (status, body.strip()) == (200, "ok")
+    assert http_get(f"http://{ct.ip}/no-such-page")[0] == 404
+    assert any(s["port"] == 80 and s["proto"] == "tcp" for s in ct.services), ct.services
+
+
+def test_fleet_postgresql_accepts_the_generated_password(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "postgresql")
+    variables = variables_of(stack, ct)
+    assert variables["db_name"] == "fleetdb" and variables["db_user"] == "fleetuser"
+    password = variables["db_password"]
+    assert isinstance(password, str) and len(password) == 32
+    # the secret is not stored in clear in the request
+    assert "db_password" not in ct.request["variables"]
+    assert password not in json.dumps(ct.request)
+    with psycopg.connect(host=ct.ip, port=5432, dbname="fleetdb", user="fleetuser",
+                         password=password, connect_timeout=10) as conn:  # fmt: skip
+        row = conn.execute("SELECT 1, current_user, current_database()").fetchone()
+        assert row == (1, "fleetuser", "fleetdb")
+        (owner,) = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'fleetdb'"
+        ).fetchone() or (None,)
+        assert owner == "fleetuser"
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host=ct.ip, port=5432, dbname="fleetdb", user="fleetuser",
+                        password=password + "x", connect_timeout=10).close()  # fmt: skip
+    assert any(s["port"] == 5432 for s in ct.services), ct.services
+
+
+def test_fleet_postgresql_baseline_snapshot(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "postgresql")
+    snaps = token_api(stack.sim).nodes(stack.sim["node"]).lxc(ct.vmid).snapshot.get()
+    assert "provisioned" in {s["name"] for s in snaps}, snaps
+
+
+def test_fleet_redis_answers_ping_with_auth(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "redis")
+    password = variables_of(stack, ct)["redis_password"]
+    assert isinstance(password, str) and len(password) == 32
+    assert "redis_password" not in ct.request["variables"]
+    with contextlib.closing(redis_client(ct.ip, password)) as client:
+        assert client.ping() is True
+        assert client.config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+        client.set("fleet-key", "fleet-value")
+        assert client.get("fleet-key") == b"fleet-value"
+    for wrong in (None, "not-the-password"):
+        with (contextlib.closing(redis_client(ct.ip, wrong)) as client,
+              pytest.raises(redis_lib.AuthenticationError)):  # fmt: skip
+            client.ping()
+
+
+def test_fleet_python_app_answers_http(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "python-app")
+    status, body = http_get(f"http://{ct.ip}/healthz")
+    assert status == 200 and body.startswith("ok notes="), body
+    status, body = http_get(f"http://{ct.ip}/")
+    assert status == 200 and "<h1>Fleet notes</h1>" in body, body
+    # the database behind it works: add a note, see it on the page
+    data = urllib.parse.urlencode({"body": "note from the e2e test"}).encode()
+    req = urllib.request.Request(f"http://{ct.ip}/notes", data=data, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:  # follows the 303
+        assert resp.status == 200
+        assert "note from the e2e test" in resp.read().decode()
+    status, body = http_get(f"http://{ct.ip}/healthz")
+    assert status == 200 and body.strip() != "ok notes=0", body
+    ports = {s["port"] for s in ct.services}
+    assert {80, 8000} <= ports, ct.services
+
+
+def test_fleet_debian_base_is_ready_with_services(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "debian-base")
+    assert ct.finished_scripts == ["packages", "10-updates.sh", "20-timezone-locale.sh"]
+    sshd = [s for s in ct.services if s["port"] == 22 and s["proto"] == "tcp"]
+    assert sshd and all(s["process"] == "sshd" for s in sshd), ct.services
+    out = ssh_run(stack, ct, "cat /etc/timezone; cat /etc/motd; dpkg-query -W -f='${Status}' htop")
+    assert "Europe/Berlin" in out
+    assert "fleet motd marker" in out
+    assert "install ok installed" in out
+
+
+def test_fleet_timings(fleet: Fleet) -> None:
+    """Every template finished with a complete event; the timings are printed."""
+    assert set(fleet.seconds) == set(FLEET), fleet.seconds
+
+
+# 2. DHCP with a late lease ------------------------------------------------------
+
+
+def test_dhcp_late_lease_is_waited_for(stack: Stack, cleanup: Callable[[str], str]) -> None:
+    ensure_workers(stack, 1)
+    delay = 6.0
+    cid = cleanup(stack.submit("nginx", "dhcp-late", ip="dhcp",
+                               variables={"site_title": "late lease"}))  # fmt: skip
+    vmid = wait_for_vmid(stack, cid)
+    # hold the start task briefly so the delay is in place before the
+    # container's first DHCP packet, whatever the create task's speed
+    admin(stack.sim, "task", {"type": "vzstart", "vmid": vmid, "delay": 2})
+    admin(stack.sim, "dhcp-delay", {"vmid": vmid, "seconds": delay})
+    current = token_api(stack.sim).nodes(stack.sim["node"]).lxc(vmid).status.current.get()
+    assert current["status"] == "stopped", "the container started before the faults were set"
+    ct = stack.wait(cid, timeout=600)
+    assert_ready(stack, ct)
+
+    subnet = ipaddress.ip_network(stack.sim["subnet"])
+    hosts = list(subnet.hosts())
+    assert ipaddress.ip_address(ct.ip) in hosts[len(hosts) // 2 :], (ct.ip, subnet)
+    net0 = token_api(stack.sim).nodes(stack.sim["node"]).lxc(vmid).config.get()["net0"]
+    assert "ip=dhcp" in net0, net0
+    status, body = http_get(f"http://{ct.ip}/")
+    assert status == 200 and "late lease" in body
+
+    events = all_events(stack, cid)
+    assert events[-1].type == "complete", events[-1]
+    start_steps = [e for e in events if e.type == "step" and e.phase == "start"]
+    messages = [e.message for e in start_steps]
+    waiting = [e for e in start_steps if e.message == "waiting for the container's address"]
+    got = [e for e in start_steps if e.message.startswith(f"address {ct.ip}")]
+    assert waiting and got, messages
+    assert start_steps.index(waiting[0]) < start_steps.index(got[0]), messages
+    # the 2 s task hold is before the address wait: this is the DHCP delay alone
+    address_wait = ts(got[0]) - ts(waiting[0])
+    start_phase = ts(start_steps[-1]) - ts(start_steps[0])
+    print(f"\nDHCP: address wait {address_wait:.1f}s, start phase {start_phase:.1f}s")
+    assert address_wait >= delay - 2.0, (address_wait, messages)
+    assert start_phase >= delay - 1.0, (start_phase, messages)
+    # the wait ended with the lease, well before the pipeline's IP timeout (60 s)
+    assert address_wait < 30, (address_wait, messages)
+
+
+# 3. a static address ---------------------------------------------------------
+
+
+def test_static_ip_is_recorded_configured_and_used(stack: Stack,
+                                                   cleanup: Callable[[str], str]) -> None:  # fmt: skip
+    ensure_workers(stack, 1)
+    ip = stack.address(160)
+    cid = cleanup(stack.submit("nginx", "static-ip", ip=f"{ip}/24", gateway=stack.sim["gateway"]))
+    ct = stack.wait(cid, timeout=600)
+    assert_ready(stack, ct)
+    assert ct.ip == ip
+
+    config = token_api(stack.sim).nodes(stack.sim["node"]).lxc(ct.vmid).config.get()
+    assert f"ip={ip}/24" in config["net0"], config["net0"]
+    assert f"gw={stack.sim['gateway']}" in config["net0"], config["net0"]
+
+    out = ssh_run(stack, ct, "ip -4 -o addr show dev eth0 scope global; ip -4 route show default")
+    assert f"inet {ip}/24" in out, out
+    assert f"default via {stack.sim['gateway']}" in out, out
+    with socket.create_connection((ip, 22), timeout=10) as sock:
+        assert sock.recv(64).startswith(b"SSH-2.0-")
+
+
+# 4. the events contract ------------------------------------------------------
+
+
+def test_events_contract_of_a_full_run(stack: Stack, cleanup: Callable[[str], str]) -> None:
+    ensure_workers(stack, 1)
+    ip = stack.address(161)
+    cid = cleanup(stack.submit("nginx", "events-contract", ip=f"{ip}/24",
+                               gateway=stack.sim["gateway"]))  # fmt: skip
+    ct = stack.wait(cid, timeout=600)
+    assert_ready(stack, ct)
+    events = all_events(stack, cid)
+
+    # what was stored equals what went over the wire (the Redis stream)
+    raw: Any = stack.redis.xrange(stream_key(cid), min="-", max="+")
+    wire = [json.loads(fields[b"e"]) for _id, fields in raw]
+    assert [w["seq"] for w in wire] == [e.seq for e in events]
+    assert wire == [e.as_dict() for e in events]
+
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    for payload in wire:
+        assert {"seq", "container", "type", "message", "ts"} <= payload.keys(), payload
+        assert set(payload) <= {"seq", "container", "type", "phase", "percent", "message",
+                                "stream", "script", "ts"}, payload  # fmt: skip
+        assert payload["container"] == cid
+        assert payload["type"] in EVENT_TYPES
+        assert isinstance(payload["message"], str)
+        assert TS_RE.match(payload["ts"]), payload
+        assert payload.get("phase") in PHASES, payload
+        if payload["type"] == "step":
+            assert isinstance(payload.get("percent"), int), payload
+            assert 0 <= payload["percent"] <= 100
+        if "stream" in payload:
+            assert payload["type"] == "log" and payload["stream"] in STREAMS, payload
+            assert payload.get("script"), payload
+    assert [ts(e) for e in events] == sorted(ts(e) for e in events)
+
+    steps = [e for e in events if e.type in ("step", "complete")]
+    percents = [e.percent for e in steps]
+    assert percents == sorted(percents), percents  # type: ignore[type-var]
+    # the phases' steps come in order, each phase in one block
+    phase_order = [phase for phase, _ in groupby(e.phase for e in steps)]
+    assert phase_order == ALL_PHASES, phase_order
+
+    assert events[-1].type == "complete" and events[-1].percent == 100
+    assert sum(e.terminal for e in events) == 1
+    assert not [e for e in events if e.type in ("error", "warning")], [
+        e for e in events if e.type in ("error", "warning")]  # fmt: skip
+
+    lines = [e for e in events if e.type == "log" and e.stream is not None]
+    scripts = {e.script for e in lines}
+    assert {"packages", "10-nginx-site.sh", "20-verify.sh"} <= scripts, scripts
+    stdout = [e for e in lines if e.stream == "stdout"]
+    stderr = [e for e in lines if e.stream == "stderr"]
+    assert any(e.script == "10-nginx-site.sh" and e.message == "==> checking the configuration"
+               for e in stdout), [e.message for e in stdout]  # fmt: skip
+    # nginx -t reports on stderr
+    assert any(e.script == "10-nginx-site.sh" and "syntax is ok" in e.message
+               for e in stderr), [(e.script, e.message) for e in stderr]  # fmt: skip
+    assert all(e.phase == "scripts" for e in lines)
+    # every line is a line: no embedded newlines
+    assert not [e for e in lines if "\n" in e.message]

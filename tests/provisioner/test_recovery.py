@@ -1,0 +1,81 @@
+"""Recovery of runs whose worker died, against a real Redis and database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from provisioner import lease
+from provisioner.config import Settings
+from provisioner.models import AuthKind, Container, Lifecycle, Node, utcnow
+from provisioner.queue import enqueue
+from provisioner.recovery import recover_stalled
+
+
+@pytest.fixture()
+def redis() -> Iterator[Redis]:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
+    client = Redis.from_url(url)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, redis: Redis) -> Iterator[Settings]:
+    s = Settings.from_env(environ={"PROVISIONER_DATA_DIR": str(tmp_path),
+                                   "PROVISIONER_QUEUE_NAME": f"recovery-{uuid.uuid4().hex[:8]}",
+                                   "PROVISIONER_LEASE_DURATION": "5",
+                                   "PROVISIONER_LEASE_RENEW_INTERVAL": "1"})  # fmt: skip
+    yield s
+    Queue(s.queue_name, connection=redis).empty()
+
+
+def make(factory: sessionmaker[Session], lifecycle: Lifecycle, quiet_for: float) -> str:
+    cid = str(uuid.uuid4())
+    with factory() as session:
+        node = Node(name=f"n-{cid[:8]}", host="h", pve_node="pve", auth_kind=AuthKind.PASSWORD,
+                    pve_user="root@pam", secret_ciphertext="x")  # fmt: skip
+        session.add(node)
+        session.flush()
+        session.add(Container(id=cid, node_id=node.id, template="nginx", hostname="web",
+                              lifecycle=lifecycle))  # fmt: skip
+        session.commit()
+        session.execute(update(Container).where(Container.id == cid)
+                        .values(updated_at=utcnow() - timedelta(seconds=quiet_for)))  # fmt: skip
+        session.commit()
+    return cid
+
+
+def test_only_runs_without_a_live_worker_are_enqueued_again(
+    factory: sessionmaker[Session], redis: Redis, settings: Settings
+) -> None:
+    dead = make(factory, Lifecycle.CREATING, quiet_for=60)  # its worker was killed
+    alive = make(factory, Lifecycle.CREATING, quiet_for=60)
+    assert lease.acquire(factory, alive, "a-live-worker", 60)
+    expired = make(factory, Lifecycle.DESTROYING, quiet_for=60)
+    assert lease.acquire(factory, expired, "gone", 0.001)
+    waiting = make(factory, Lifecycle.PENDING, quiet_for=60)  # still in the backlog
+    enqueue(redis, settings, waiting)
+    lost = make(factory, Lifecycle.PENDING, quiet_for=60)  # its job never made it
+    fresh = make(factory, Lifecycle.CREATING, quiet_for=0)  # just started
+    done = make(factory, Lifecycle.READY, quiet_for=60)
+    recovered = recover_stalled(factory, redis, settings)
+    assert sorted(recovered) == sorted([dead, expired, lost])
+    assert alive not in recovered and waiting not in recovered
+    assert fresh not in recovered and done not in recovered
+    queue = Queue(settings.queue_name, connection=redis)
+    actions = {(j.args[0], j.args[1]) for j in queue.get_jobs() if j.args[0] != waiting}
+    assert actions == {(dead, "provision"), (expired, "destroy"), (lost, "provision")}
+    # another worker looking at the same moment enqueues nothing twice
+    assert recover_stalled(factory, redis, settings) == []
