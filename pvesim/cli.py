@@ -187,20 +187,13 @@ def fault_http(state_dir: Path, path: str, status: int, count: int, method: str 
 )
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
 def fault_task(state_dir: Path, task_type: str, vmid: int | None, error: str | None,
-               delay: float, count: int) -> None:  # fmt: skip
-    """Make the next matching task fail or take longer."""
-    if error is None and delay <= 0:
-        raise click.UsageError("give --error, --delay or both")
-    click.echo(
-        json.dumps(
-            _admin(
-                state_dir,
-                "POST",
-                "task",
-                {"type": task_type, "vmid": vmid, "error": error, "delay": delay, "count": count},
-            )
-        )
-    )
+               delay: float, warnings: int, count: int) -> None:  # fmt: skip
+    """Make the next matching task fail, take longer or end with warnings."""
+    if error is None and delay <= 0 and warnings <= 0:
+        raise click.UsageError("give --error, --delay or --warnings")
+    body = {"type": task_type, "vmid": vmid, "error": error, "delay": delay,
+            "warnings": warnings, "count": count}  # fmt: skip
+    click.echo(json.dumps(_admin(state_dir, "POST", "task", body)))
 
 
 @fault.command("lock")

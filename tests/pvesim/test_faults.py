@@ -571,8 +571,10 @@ def test_cli_fault_http_list_clear(sim: dict[str, Any], api: Any) -> None:
     # clear drops faults that were never used
     assert cli(sim, "http", "--path", path, "--count", "5").returncode == 0
     assert cli(sim, "task", "--type", "vzstart", "--vmid", "7999", "--delay", "5").returncode == 0
+    assert cli(sim, "task", "--type", "vzstop", "--vmid", "7999", "--warnings", "2").returncode == 0
     pending = json.loads(cli(sim, "list").stdout)
-    assert len(pending["http"]) == 1 and len(pending["tasks"]) == 1
+    assert len(pending["http"]) == 1 and len(pending["tasks"]) == 2
+    assert pending["tasks"][1]["warnings"] == 2
     cleared = cli(sim, "clear")
     assert cleared.returncode == 0, cleared.stderr
     assert json.loads(cli(sim, "list").stdout) == {"http": [], "tasks": [], "dhcp_delay": {}}
