@@ -28,6 +28,7 @@ import asyncssh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from provisioner.events import EventReader
 from provisioner.models import Lifecycle
 from provisioner.secrets import generate_ssh_keypair
 from provisioner.templates import load_template, render_files
@@ -110,8 +111,12 @@ def main() -> None:
                 ip = str(net.network_address + 20 + i)
                 t0 = time.monotonic()
                 cid = stack.submit("overhead", f"pl{i}", ip=f"{ip}/24", gateway=info["gateway"])
-                ct = stack.wait(cid, timeout=300)
+                # follow the events as a client does: done at the terminal event
+                for event in EventReader(stack.redis, stack.factory, cid).events(0, block_ms=100):
+                    if event.terminal:
+                        break
                 elapsed = time.monotonic() - t0
+                ct = stack.wait(cid, timeout=30)
                 assert ct.lifecycle == Lifecycle.READY, ct.error_message
                 api = token_api(info)
                 wait_task(api, info["node"], api.nodes(info["node"]).lxc(ct.vmid).delete(force=1))

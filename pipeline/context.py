@@ -22,7 +22,8 @@ from provisioner.ssh_backoff import Backoff
 from provisioner.templates import Template
 from provisioner.vault import container_ssh_private_key
 
-SSH_BACKOFF = Backoff(base=0.1, factor=1.5, cap=2.0, jitter=0.3)
+# refused connects cost a millisecond: poll briskly for the first seconds of a boot
+SSH_BACKOFF = Backoff(base=0.1, factor=1.1, cap=2.0, jitter=0.2)
 
 # where each phase starts and ends on the overall percent scale
 PHASE_RANGES = {
@@ -46,6 +47,7 @@ class Context:
     variables: dict[str, Any]
     on_progress: Callable[[str, int], None] | None = None
     phase: str = "create"
+    scripts_uploaded: bool = False  # by the deploy phase of this run
     _ssh: SshSession | None = field(default=None, repr=False)
 
     def container(self) -> Container:

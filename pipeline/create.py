@@ -70,7 +70,8 @@ async def run(ctx: Context) -> None:
             ctx.step(f"CT {ct.vmid} already exists (created by an earlier attempt)", 1.0)
             ctx.pve.wait_unlocked(ct.vmid, timeout=ctx.settings.task_timeout)
             return
-    found = _find_own(ctx)
+    # an earlier attempt may have died between its POST and saving the vmid
+    found = _find_own(ctx) if ct.attempts > 1 else None
     if found is not None:
         ctx.update(vmid=found)
         ctx.step(f"found CT {found}, created by an earlier attempt", 1.0)
@@ -91,7 +92,7 @@ async def run(ctx: Context) -> None:
                                        lock_timeout=15)  # fmt: skip
     vmid, upid = allocation.vmid, allocation.result
     ctx.step(f"creating CT {vmid} on node {ctx.pve.connection.node}", 0.2)
-    result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25,
+    result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.1,
                                    on_log=lambda line: ctx.log(line))  # fmt: skip
     for warning in result.warning_lines:
         ctx.warn(warning)

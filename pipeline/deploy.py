@@ -5,6 +5,7 @@ checksum already matches are skipped."""
 from __future__ import annotations
 
 from pipeline.context import Context
+from pipeline.scripts import script_specs
 from provisioner.ssh_files import FilePolicy as SshFilePolicy
 from provisioner.ssh_files import FileSpec
 from provisioner.templates import render_files
@@ -12,14 +13,14 @@ from provisioner.templates import render_files
 
 async def run(ctx: Context) -> None:
     files = render_files(ctx.template, ctx.variables)
-    if not files:
-        ctx.step("no files to deploy", 1.0)
-        return
     ctx.step(f"deploying {len(files)} file(s)", 0.1)
     specs = [FileSpec(path=f.target, content=f.content, mode=f.mode, owner=f.owner,
                       policy=SshFilePolicy(f.policy.value)) for f in files]  # fmt: skip
     session = await ctx.ssh()
-    results = await session.upload(specs)
+    # the scripts travel in the same batch: one round trip instead of two
+    results = await session.upload([*specs, *script_specs(ctx)])
+    results = results[: len(specs)]
+    ctx.scripts_uploaded = True
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status.value] = counts.get(result.status.value, 0) + 1

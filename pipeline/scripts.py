@@ -37,6 +37,14 @@ def package_commands(ctx: Context) -> list[str]:
     return commands
 
 
+def script_specs(ctx: Context) -> list[FileSpec]:
+    """The template's scripts as files for the container (uploaded with
+    the deploy phase's files)."""
+    return [FileSpec(path=f"{SCRIPT_DIR}/{s.name}", content=s.path.read_bytes(), mode=0o700,
+                     owner="root:root", policy=FilePolicy.REPLACE)
+            for s in ctx.template.scripts]  # fmt: skip
+
+
 async def _run_step(ctx: Context, name: str, command: str, timeout: float,
                     env: dict[str, str]) -> None:  # fmt: skip
     session = await ctx.ssh()
@@ -62,11 +70,10 @@ async def run(ctx: Context) -> None:
     if commands:
         steps.append((PACKAGES_STEP, " && ".join(f"( {c} )" for c in commands),
                       float(ctx.template.script_timeout)))  # fmt: skip
-    session = await ctx.ssh()
-    if ctx.template.scripts:
-        await session.upload([FileSpec(path=f"{SCRIPT_DIR}/{s.name}", content=s.path.read_bytes(),
-                                       mode=0o700, owner="root:root", policy=FilePolicy.REPLACE)
-                              for s in ctx.template.scripts])  # fmt: skip
+    if not ctx.scripts_uploaded:
+        # resuming in this phase: the template's scripts may have been fixed
+        # since; identical ones are skipped by checksum
+        await (await ctx.ssh()).upload(script_specs(ctx))
     for script in sorted(ctx.template.scripts, key=lambda s: (s.order, s.name)):
         steps.append((script.name, f"cd /root && exec bash {SCRIPT_DIR}/{script.name}",
                       float(script.timeout)))  # fmt: skip

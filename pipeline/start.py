@@ -14,7 +14,7 @@ async def run(ctx: Context) -> None:
     else:
         ctx.step(f"starting CT {vmid}", 0.1)
         upid = ctx.pve.start(vmid)
-        ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25,
+        ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.1,
                               on_log=lambda line: ctx.log(line))  # fmt: skip
         ctx.pve.wait_unlocked(vmid, timeout=ctx.settings.task_timeout)
     net0 = str(ctx.pve.get_config(vmid).get("net0", ""))
