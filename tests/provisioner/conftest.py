@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import os
 import secrets
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from provisioner import db
+from provisioner.models import AuthKind, Container, Lifecycle, Node
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -71,3 +74,29 @@ def engine(db_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def factory(engine: Engine) -> sessionmaker[Session]:
     return db.session_factory(engine)
+
+
+@pytest.fixture()
+def redis() -> Iterator[Redis]:
+    """The Redis scripts/test started (REDIS_URL)."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
+    client = Redis.from_url(url)
+    yield client
+    client.close()
+
+
+def make_container(factory: sessionmaker[Session],
+                   lifecycle: Lifecycle = Lifecycle.PENDING) -> str:  # fmt: skip
+    """A container row (on a node of its own); returns its id."""
+    cid = str(uuid.uuid4())
+    with factory() as session:
+        node = Node(name=f"n-{cid[:8]}", host="h", pve_node="pve", auth_kind=AuthKind.PASSWORD,
+                    pve_user="root@pam", secret_ciphertext="x")  # fmt: skip
+        session.add(node)
+        session.flush()
+        session.add(Container(id=cid, node_id=node.id, template="nginx", hostname="web",
+                              lifecycle=lifecycle))  # fmt: skip
+        session.commit()
+    return cid

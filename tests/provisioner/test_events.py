@@ -3,7 +3,6 @@ reader that replays then follows with no gap and no duplicate."""
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.events import Event, EventPublisher, EventReader, channel, stream_key
-from provisioner.models import AuthKind, Container, ContainerEvent, Node
+from provisioner.models import Container, ContainerEvent
+from tests.provisioner.conftest import make_container
 
 
 def test_event_json_round_trip_and_validation() -> None:
@@ -32,25 +32,8 @@ def test_event_json_round_trip_and_validation() -> None:
 
 
 @pytest.fixture()
-def redis() -> Iterator[Redis]:
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    client = Redis.from_url(url)
-    yield client
-    client.close()
-
-
-@pytest.fixture()
 def container_id(factory: sessionmaker[Session], redis: Redis) -> Iterator[str]:
-    cid = str(uuid.uuid4())
-    with factory() as session:
-        node = Node(name=f"n-{cid[:8]}", host="h", pve_node="pve", auth_kind=AuthKind.PASSWORD,
-                    pve_user="root@pam", secret_ciphertext="x")  # fmt: skip
-        session.add(node)
-        session.flush()
-        session.add(Container(id=cid, node_id=node.id, template="nginx", hostname="web"))
-        session.commit()
+    cid = make_container(factory)
     yield cid
     redis.delete(stream_key(cid))
 

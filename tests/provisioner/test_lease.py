@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease
-from provisioner.models import AuthKind, Container, Lease, Node
-
-
-def make_container(factory: sessionmaker[Session]) -> str:
-    cid = str(uuid.uuid4())
-    with factory() as session:
-        node = Node(name=f"n-{cid[:8]}", host="h", pve_node="pve", auth_kind=AuthKind.PASSWORD,
-                    pve_user="root@pam", secret_ciphertext="x")  # fmt: skip
-        session.add(node)
-        session.flush()
-        session.add(Container(id=cid, node_id=node.id, template="nginx", hostname="web"))
-        session.commit()
-    return cid
+from provisioner.models import Lease
+from tests.provisioner.conftest import make_container
 
 
 def test_one_holder_at_a_time_and_takeover_after_expiry(factory: sessionmaker[Session]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,19 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease
 from provisioner.config import Settings
-from provisioner.models import AuthKind, Container, Lifecycle, Node, utcnow
+from provisioner.models import Container, Lifecycle, utcnow
 from provisioner.queue import enqueue
 from provisioner.recovery import recover_stalled
-
-
-@pytest.fixture()
-def redis() -> Iterator[Redis]:
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    client = Redis.from_url(url)
-    yield client
-    client.close()
+from tests.provisioner.conftest import make_container
 
 
 @pytest.fixture()
@@ -42,15 +32,9 @@ def settings(tmp_path: Path, redis: Redis) -> Iterator[Settings]:
 
 
 def make(factory: sessionmaker[Session], lifecycle: Lifecycle, quiet_for: float) -> str:
-    cid = str(uuid.uuid4())
+    """A container whose row was last touched ``quiet_for`` seconds ago."""
+    cid = make_container(factory, lifecycle)
     with factory() as session:
-        node = Node(name=f"n-{cid[:8]}", host="h", pve_node="pve", auth_kind=AuthKind.PASSWORD,
-                    pve_user="root@pam", secret_ciphertext="x")  # fmt: skip
-        session.add(node)
-        session.flush()
-        session.add(Container(id=cid, node_id=node.id, template="nginx", hostname="web",
-                              lifecycle=lifecycle))  # fmt: skip
-        session.commit()
         session.execute(update(Container).where(Container.id == cid)
                         .values(updated_at=utcnow() - timedelta(seconds=quiet_for)))  # fmt: skip
         session.commit()
