@@ -9,8 +9,11 @@ The ``render_*`` functions are pure; ``apply_*`` touch the files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +166,11 @@ def apply_start_config(
 
 
 async def apply_create_config(
-    rootfs: Path, hostname: str, password: str | None, ssh_public_keys: str | None
+    rootfs: Path,
+    hostname: str,
+    password: str | None,
+    ssh_public_keys: str | None,
+    pool: HostKeyPool | None = None,
 ) -> list[str]:
     """Create-time setup.  Returns task log lines (host key fingerprints)."""
     _write(rootfs, "/etc/hostname", hostname + "\n")
@@ -185,10 +192,56 @@ async def apply_create_config(
             out.append(":".join(fields))
         shadow.write_text("\n".join(out) + "\n")
         os.chmod(shadow, 0o640)
-    return await regenerate_host_keys(rootfs, hostname)
+    return await regenerate_host_keys(rootfs, hostname, pool)
 
 
-async def regenerate_host_keys(rootfs: Path, hostname: str) -> list[str]:
+class HostKeyPool:
+    """RSA host keys generated ahead of time.
+
+    A 3072-bit RSA key takes anywhere from 0.1 to over a second to generate
+    (a random prime search); keeping a few fresh ones ready makes a create
+    take the same short time every time.  Every key is used once.
+    """
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        self.directory = directory
+        self.size = size
+        self._filling: asyncio.Task[None] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _ready(self) -> list[Path]:
+        return sorted(
+            p for p in self.directory.glob("rsa-*") if not p.name.endswith((".pub", ".tmp"))
+        )
+
+    def take(self) -> Path | None:
+        """A ready key (its ``.pub`` beside it), or None if the pool is empty."""
+        ready = self._ready()
+        self.refill()
+        return ready[0] if ready else None
+
+    def refill(self) -> None:
+        if self._filling is None or self._filling.done():
+            self._filling = asyncio.create_task(self._fill())
+
+    async def _fill(self) -> None:
+        while len(self._ready()) < self.size:
+            name = f"rsa-{os.getpid()}-{time.monotonic_ns()}"
+            tmp = self.directory / f"{name}.tmp"
+            await run("ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", "root@pvesim",
+                      "-f", str(tmp))  # fmt: skip
+            (self.directory / f"{name}.tmp.pub").rename(self.directory / f"{name}.pub")
+            tmp.rename(self.directory / name)
+
+    async def close(self) -> None:
+        if self._filling is not None:
+            self._filling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filling
+
+
+async def regenerate_host_keys(rootfs: Path, hostname: str,
+                               pool: HostKeyPool | None = None) -> list[str]:  # fmt: skip
     """Fresh SSH host keys (PVE does this on create, not on clone)."""
     ssh_dir = rootfs / "etc/ssh"
     for old in ssh_dir.glob("ssh_host_*"):
@@ -196,8 +249,15 @@ async def regenerate_host_keys(rootfs: Path, hostname: str) -> list[str]:
 
     async def keygen(kind: str, bits: list[str]) -> str:
         path = ssh_dir / f"ssh_host_{kind}_key"
-        await run("ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", f"root@{hostname}",
-                  "-f", str(path))  # fmt: skip
+        pooled = pool.take() if pool is not None and kind == "rsa" else None
+        if pooled is not None:
+            shutil.move(pooled, path)
+            shutil.move(f"{pooled}.pub", f"{path}.pub")
+            os.chmod(path, 0o600)
+            await run("ssh-keygen", "-q", "-c", "-C", f"root@{hostname}", "-f", str(path))
+        else:
+            await run("ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", f"root@{hostname}",
+                      "-f", str(path))  # fmt: skip
         fp = await run("ssh-keygen", "-l", "-f", f"{path}.pub")
         return (
             f"Creating SSH host key '{path.name}' - this may take some time ...\ndone: {fp.strip()}"

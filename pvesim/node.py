@@ -23,7 +23,13 @@ from pvesim.auth import Authenticator
 from pvesim.dhcp import DhcpServer, Lease
 from pvesim.errors import PveError
 from pvesim.faults import Faults
-from pvesim.guest import NetConfig, apply_create_config, apply_start_config, split_property_string
+from pvesim.guest import (
+    HostKeyPool,
+    NetConfig,
+    apply_create_config,
+    apply_start_config,
+    split_property_string,
+)
 from pvesim.network import SimNetwork
 from pvesim.runtime import ContainerFs, RunningContainer
 from pvesim.schema import format_property_string, load_api_schema
@@ -104,6 +110,7 @@ class Node:
         self._dhcp: DhcpServer | None = None
         self.started_at = time.time()
         self.auth = Authenticator(self.store.credentials())
+        self.host_keys = HostKeyPool(state_dir / "keypool")
         self.ssl_fingerprint = ""
 
     # lifecycle of the simulator itself -----------------------------------
@@ -122,6 +129,7 @@ class Node:
                                 delay_for=self._delay_for, on_lease=self._on_lease)  # fmt: skip
         await self._dhcp.start()
         self._publish_standard_template()
+        self.host_keys.refill()
 
     async def shutdown(self) -> None:
         """Stop every container, the DHCP server and remove the network."""
@@ -133,6 +141,7 @@ class Node:
                              return_exceptions=True)  # fmt: skip
         if self._dhcp is not None:
             await self._dhcp.stop()
+        await self.host_keys.close()
         await network.cleanup_network(self.net.index)
 
     def _publish_standard_template(self) -> None:
@@ -342,7 +351,7 @@ class Node:
             try:
                 lines = await apply_create_config(root, str(config["hostname"]),
                                                   password and str(password),
-                                                  keys and str(keys))  # fmt: skip
+                                                  keys and str(keys), self.host_keys)  # fmt: skip
             finally:
                 await fs.unmount()
             for line in lines:
