@@ -131,7 +131,7 @@ def build_context(settings: Settings, factory: sessionmaker[Session], redis: Red
             raise LookupError(f"no container {container_id}")
         node = session.get(Node, ct.node_id)
         assert node is not None
-        pve = client_for(node, box, settings)
+        pve = client_for(node, box)
         template = load_named_template(settings, ct.template)
         variables = stored_variables(box, ct)
     from provisioner.logsafe import register_secret

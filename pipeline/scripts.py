@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 
 from pipeline.context import Context
-from provisioner.errors import CommandFailedError, PermanentError
+from provisioner.errors import CommandFailedError
 from provisioner.ssh_files import FilePolicy, FileSpec
 from provisioner.templates import script_env
 
@@ -98,6 +98,3 @@ async def run(ctx: Context) -> None:
         ctx.step(f"{name} finished", (index + 1) / total)
     if not steps:
         ctx.step("no packages or scripts", 1.0)
-
-
-__all__ = ["PermanentError", "package_commands", "run"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from provisioner.config import Settings
 from provisioner.models import AuthKind, Node
 from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
 from provisioner.secrets import SecretBox
@@ -23,5 +22,5 @@ def connection_for(node: Node, box: SecretBox) -> PveConnection:
                          insecure=node.tls_insecure)  # fmt: skip
 
 
-def client_for(node: Node, box: SecretBox, settings: Settings | None = None) -> PveClient:
+def client_for(node: Node, box: SecretBox) -> PveClient:
     return PveClient(connection_for(node, box))

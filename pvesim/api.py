@@ -147,8 +147,6 @@ def merge_property_errors(errors: dict[str, str]) -> dict[str, str]:
 def _default_fault_message(status: int) -> str:
     if status == 595:
         return "Errors during connection establishment, proxy handshake: Connection timed out"
-    if status >= 500:
-        return "injected failure (pvesim)"
     return "injected failure (pvesim)"
 
 

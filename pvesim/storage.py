@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pvesim import templates
 from pvesim.errors import PveError
 from pvesim.guest import split_property_string
+from pvesim.node import DURATIONS, size_to_bytes
 from pvesim.tasks import Task, TaskFailed
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def list_content(node: Node, name: str, params: dict[str, Any]) -> list[dict[str
             if path.name.startswith(".") or not path.is_file():
                 continue
             st = path.stat()
-            fmt = "t" + path.name.rsplit(".", 1)[-1].replace("zst", "zst").replace("gz", "gz")
+            fmt = "t" + path.name.rsplit(".", 1)[-1]  # tzst, tgz, ... as PVE reports it
             out.append({"volid": f"{name}:vztmpl/{path.name}", "content": "vztmpl",
                         "format": fmt, "size": st.st_size, "ctime": int(st.st_mtime)})  # fmt: skip
     if "rootdir" in spec.content and content in (None, "rootdir", "images"):
@@ -103,8 +104,6 @@ def list_content(node: Node, name: str, params: dict[str, Any]) -> list[dict[str
             rootfs = split_property_string(str(rec.config.get("rootfs", "")), "volume")
             if not rootfs.get("volume", "").startswith(f"{name}:"):
                 continue
-            from pvesim.node import size_to_bytes
-
             out.append({"volid": rootfs["volume"], "content": "rootdir", "format": "raw",
                         "vmid": ct_vmid, "size": size_to_bytes(rootfs.get("size", "4G")),
                         "used": node.fs(ct_vmid).disk_used(), "ctime": int(node.started_at)})  # fmt: skip
@@ -128,19 +127,13 @@ async def aplinfo_download(node: Node, params: dict[str, Any], user: str) -> str
         src = templates.template_path(template)
         task.log(f"starting template download from: file://{src}")
         task.log(f"target file: /var/lib/vz/template/cache/{template}")
-        await task.sleep(node_duration("download"))
+        await task.sleep(DURATIONS["download"])
         await asyncio.to_thread(_copy, src, node.store.template_dir / template)
         task.log(f"{source.size >> 20} MiB downloaded")
         task.log("calculating checksum...OK, checksum verified")
         task.log(f"download of '{src}' to '/var/lib/vz/template/cache/{template}' finished")
 
     return node.tasks.start("download", template, user, body)
-
-
-def node_duration(kind: str) -> float:
-    from pvesim.node import DURATIONS
-
-    return DURATIONS[kind]
 
 
 def _copy(src: os.PathLike[str], dest: os.PathLike[str]) -> None:
