@@ -102,7 +102,8 @@ class Context:
 
         def waiting(attempt: Any) -> None:
             if attempt.number in (1, 5) or attempt.number % 20 == 0:
-                self.log(f"waiting for SSH on {ct.ip}: {attempt.error}")
+                why = f": {attempt.error}" if attempt.error else ""
+                self.log(f"waiting for SSH on {ct.ip}{why}")
 
         # sshd comes up about a second after start: poll briskly at first
         session = await connect(ct.ip, private_key=key, known_host_key=ct.ssh_host_key,

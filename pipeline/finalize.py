@@ -18,14 +18,18 @@ _USERS_RE = re.compile(r'\("([^"]+)",pid=(\d+)')
 
 
 def parse_listening(output: str) -> list[dict[str, Any]]:
-    """``ss -Htlnp`` / ``ss -Hulnp`` lines -> [{proto, address, port, process}]."""
+    """``ss -Htulnp`` lines -> [{proto, address, port, process}].
+
+    With one protocol ``ss`` drops the Netid column: a UDP socket is then
+    told by its state, ``UNCONN``.
+    """
     services = []
     seen = set()
     for line in output.splitlines():
         parts = line.split()
         if len(parts) < 5:
             continue
-        proto = "udp" if parts[0].startswith("udp") else "tcp"
+        proto = "udp" if parts[0].startswith("udp") or parts[0] == "UNCONN" else "tcp"
         local = parts[4] if parts[0] in ("tcp", "udp") else parts[3]
         address, _, port = local.rpartition(":")
         if not port.isdigit():
@@ -86,7 +90,7 @@ async def run(ctx: Context) -> None:
     session = await ctx.ssh()
     ctx.step("discovering listening services", 0.2)
     lines: list[str] = []
-    await session.run("ss -Htlnp; ss -Hulnp", on_line=lambda _stream, line: lines.append(line))
+    await session.run("ss -Htulnp", on_line=lambda _stream, line: lines.append(line))
     services = parse_listening("\n".join(lines))
     for svc in services:
         ctx.log(f"listening: {svc['proto']} {svc['address']}:{svc['port']} {svc['process']}")

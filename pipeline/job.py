@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -228,6 +229,28 @@ async def _fail(ctx: Context, exc: Exception) -> None:
     ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase)
 
 
+def _acquire(settings: Settings, factory: sessionmaker[Session], container_id: str, action: str,
+             holder: str) -> bool:  # fmt: skip
+    """Take the container's lease.
+
+    A second ``provision`` of a container another worker is running is a
+    duplicate and gives up at once (if that worker dies, recovery re-enqueues
+    the run).  Any other action (destroy, stop, retry, ...) asked for while a
+    run holds the lease waits for it, so it is never silently dropped.
+    """
+    if lease.acquire(factory, container_id, holder, settings.lease_duration):
+        return True
+    if action == "provision":
+        return False
+    log.info("container %s is busy: %s waits for the running job", container_id, action)
+    deadline = time.monotonic() + settings.job_timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if lease.acquire(factory, container_id, holder, settings.lease_duration):
+            return True
+    return False
+
+
 def run(container_id: str, action: str = "provision") -> str:
     """The RQ entry point (``pipeline.job.run``)."""
     settings = Settings.from_env()
@@ -236,7 +259,7 @@ def run(container_id: str, action: str = "provision") -> str:
     factory = session_factory(engine)
     redis = Redis.from_url(settings.redis_url)
     holder = lease.make_holder()
-    if not lease.acquire(factory, container_id, holder, settings.lease_duration):
+    if not _acquire(settings, factory, container_id, action, holder):
         log.info("container %s is being worked on by another worker; nothing to do",
                  container_id)  # fmt: skip
         return "skipped: another worker holds the lease"

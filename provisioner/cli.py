@@ -1,25 +1,54 @@
 """The ``provisioner`` command line.
 
 Commands load the settings themselves (``--help`` works with a broken
-configuration) and report failures as one line on stderr: exit status 2 for
-bad configuration, 1 for anything else the provisioner raised on purpose
-and for database errors.  Anything else is a bug and keeps its traceback.
+configuration) and report failures as one line on stderr, ``error: ...``,
+with the exit status of ``EXIT_CODES_HELP``: 2 for bad input and bad
+configuration, 3 for something that does not exist, 4 for an unreachable
+node or Redis, 5 for a state that forbids the operation, 1 for a failed run
+and anything else the provisioner raised on purpose, and for database
+errors.  Anything else is a bug and keeps its traceback.
+
+The container, node and key commands live in ``cli_containers``,
+``cli_nodes`` and ``cli_keys``; ``main`` gathers them.  Another command is
+one more ``main.add_command``.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from sqlalchemy import exc as sa_exc
 
+from provisioner import (
+    cli_actions,
+    cli_containers,
+    cli_create,
+    cli_keys,
+    cli_nodes,
+    cli_templates,
+    demo,
+)
+from provisioner.cli_runtime import (
+    EXIT_CODES_HELP,
+    EXIT_CONFLICT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    load_settings,
+    one_line,
+)
 from provisioner.config import Settings, redact_url
-from provisioner.errors import ConfigError, ProvisionError
+from provisioner.errors import ConfigError, ProvisionError, PveApiError
+from provisioner.request_checks import ActionRefused
 
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2  # also click's status for usage errors
+__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "ProvisionerGroup", "load_settings", "main"]
+
+EXIT_CONFIG = EXIT_USAGE  # click's status for usage errors too
 
 
 class ProvisionerGroup(click.Group):
@@ -29,33 +58,35 @@ class ProvisionerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_CONFIG)
+            self._fail(ctx, str(exc), EXIT_CONFIG)
+        except ActionRefused as exc:
+            self._fail(ctx, str(exc), EXIT_CONFLICT)
+        except PveApiError as exc:
+            self._fail(ctx, str(exc), EXIT_UNREACHABLE)
         except ProvisionError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_FAILURE)
+            self._fail(ctx, str(exc), EXIT_FAILURE)
         except sa_exc.SQLAlchemyError as exc:
             # First line only: the rest lists the statement and its parameters.
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            click.echo(f"error: database: {detail}", err=True)
-            ctx.exit(EXIT_FAILURE)
+            self._fail(ctx, f"database: {detail}", EXIT_FAILURE)
+        except KeyboardInterrupt:
+            self._fail(ctx, "interrupted", EXIT_INTERRUPTED)
+        except Exception as exc:
+            # redis is imported only by commands that use it
+            redis_errors = sys.modules.get("redis.exceptions")
+            if redis_errors is None or not isinstance(exc, redis_errors.RedisError):
+                raise
+            root = ctx.find_root().obj
+            where = redact_url(root.redis_url) if isinstance(root, Settings) else "Redis"
+            self._fail(ctx, f"redis {where}: {exc}", EXIT_UNREACHABLE)
+
+    @staticmethod
+    def _fail(ctx: click.Context, message: str, code: int) -> None:
+        click.echo(f"error: {one_line(message)}", err=True)
+        ctx.exit(code)
 
 
-def load_settings(ctx: click.Context) -> Settings:
-    """Return the settings for this invocation, built once from the
-    environment and the ``--config`` file.
-
-    Raises:
-        ConfigError: the configuration is invalid.
-    """
-    root = ctx.find_root()
-    if not isinstance(root.obj, Settings):
-        config_file: Path | None = root.params.get("config_file")
-        root.obj = Settings.from_env(toml_path=config_file)
-    return root.obj
-
-
-@click.group(cls=ProvisionerGroup)
+@click.group(cls=ProvisionerGroup, epilog=EXIT_CODES_HELP)
 @click.option(
     "--config",
     "config_file",
@@ -64,7 +95,22 @@ def load_settings(ctx: click.Context) -> Settings:
 )
 @click.version_option(package_name="lxc-provisioner")
 def main(config_file: Path | None) -> None:
-    """Provision LXC containers on Proxmox VE."""
+    """Provision LXC containers on Proxmox VE.
+
+    \b
+    Settings come from PROVISIONER_* variables, DATABASE_URL, REDIS_URL and
+    the --config file.  Containers are named by id, a unique id prefix, or
+    hostname.  Quick start:
+      provisioner db upgrade
+      echo "$SECRET" | provisioner nodes add pve1 --host pve1.lan \\
+          --token-id 'root@pam!prov' --token-secret-stdin --fingerprint AA:BB:...
+      provisioner create -t nginx -H web1 --follow
+    """
+
+
+for _module in (cli_create, cli_containers, cli_actions, cli_nodes, cli_keys, cli_templates, demo):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
 
 
 @main.group()
@@ -87,40 +133,6 @@ def db_upgrade(ctx: click.Context) -> None:
         click.echo(f"database {where} is up to date (revision {after})")
     else:
         click.echo(f"database {where} upgraded from revision {before or 'none'} to {after}")
-
-
-@main.group()
-def templates() -> None:
-    """Container templates."""
-
-
-@templates.command("validate")
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.pass_context
-def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
-    """Check templates completely; every problem with file and line.
-
-    PATHS are template directories or directories of templates (default: the
-    configured templates directory).  Exits 1 when anything is wrong.
-    """
-    from provisioner.templates import validate_template, validate_tree
-
-    roots = list(paths) or [load_settings(ctx).templates_dir]
-    problems = []
-    checked = 0
-    for root in roots:
-        if (root / "template.toml").exists():
-            problems += validate_template(root)
-            checked += 1
-        else:
-            problems += validate_tree(root)
-            checked += sum(1 for p in root.iterdir() if (p / "template.toml").exists())
-    for problem in problems:
-        click.echo(str(problem), err=True)
-    if problems:
-        click.echo(f"{len(problems)} problem(s) in {checked} template(s)", err=True)
-        ctx.exit(EXIT_FAILURE)
-    click.echo(f"{checked} template(s) OK")
 
 
 @main.command("worker")

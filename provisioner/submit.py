@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from provisioner.config import Settings
 from provisioner.errors import ConfigError
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, new_container_id
-from provisioner.secrets import SecretBox, field_aad, generate_password, generate_ssh_keypair
+from provisioner.secrets import SecretBox, generate_password, generate_ssh_keypair
 from provisioner.templates import (
     CreateRequest,
     NetworkConfig,
@@ -28,7 +28,7 @@ from provisioner.templates import (
     load_template,
     resolve_variables,
 )
-from provisioner.vault import set_container_secrets
+from provisioner.vault import set_container_secrets, variable_aad
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,6 @@ def create_request_of(container: Container, node: Node) -> tuple[CreateRequest, 
     defaults = NodeDefaults(node=node.pve_node, storage=node.default_storage or "local-lvm",
                             bridge=node.default_bridge or "vmbr0")  # fmt: skip
     return request, defaults
-
-
-def variable_aad(container_id: str, name: str) -> str:
-    return field_aad("container", container_id, f"var.{name}")
 
 
 def stored_variables(box: SecretBox, container: Container) -> dict[str, Any]:

@@ -71,8 +71,14 @@ class RotationReport:
     current: int
 
 
+def variable_aad(container_id: str, name: str) -> str:
+    """The associated data of a secret template variable of a request."""
+    return field_aad("container", container_id, f"var.{name}")
+
+
 def rotate_all(session: Session, box: SecretBox) -> RotationReport:
-    """Re-encrypt every stored secret with ``box``'s current key.
+    """Re-encrypt every stored secret with ``box``'s current key: node
+    credentials, root passwords, SSH keys and secret template variables.
 
     Safe to run while workers run: old ciphertexts stay readable as long as
     the old key is known, and a secret is rewritten in one UPDATE.  Commit
@@ -96,4 +102,15 @@ def rotate_all(session: Session, box: SecretBox) -> RotationReport:
                 changed += 1
             else:
                 same += 1
+        tokens = dict((ct.request or {}).get("secret_variables") or {})
+        dirty = False
+        for name, token in tokens.items():
+            if box.needs_rotation(token):
+                tokens[name] = box.reencrypt(token, variable_aad(ct.id, name))
+                changed += 1
+                dirty = True
+            else:
+                same += 1
+        if dirty:  # a new dict: the JSON column does not track changes in place
+            ct.request = {**ct.request, "secret_variables": tokens}
     return RotationReport(reencrypted=changed, current=same)

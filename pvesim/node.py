@@ -215,10 +215,11 @@ class Node:
         self.save(rec)
 
     async def _forget(self, vmid: int) -> None:
+        nets = self._nets_of(vmid)  # before the record goes: its leases go with it
         await self.fs(vmid).remove()
         self.containers.pop(vmid, None)
         self.store.delete_container(vmid)
-        for net in self._nets_of(vmid):
+        for net in nets:
             if net.hwaddr:
                 self.leases.pop(net.hwaddr.lower(), None)
         self.store.save("leases", self.leases)
@@ -258,6 +259,7 @@ class Node:
             return None
         ip = self.leases.get(mac)
         if ip is None:
+            self._prune_leases()
             used = set(self.leases.values())
             for vmid in self.containers:
                 for net in self._nets_of(vmid):
@@ -272,6 +274,16 @@ class Node:
         rec = self.containers[found[0]]
         return Lease(ip=ip, prefix_len=self.net.subnet.prefixlen, router=str(self.net.gateway),
                      dns=[], lease_time=3600, hostname=str(rec.config.get("hostname", "")))  # fmt: skip
+
+    def _prune_leases(self) -> None:
+        """Drop the leases of MAC addresses no container has any more."""
+        macs = {net.hwaddr.lower() for vmid in self.containers for net in self._nets_of(vmid)
+                if net.hwaddr}  # fmt: skip
+        stale = [mac for mac in self.leases if mac not in macs]
+        for mac in stale:
+            del self.leases[mac]
+        if stale:
+            self.store.save("leases", self.leases)
 
     def _delay_for(self, mac: str) -> float:
         found = self._vmid_for_mac(mac)

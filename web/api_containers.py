@@ -8,7 +8,6 @@ no other response carries a secret.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,11 +17,21 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from provisioner.errors import ConfigError
+from provisioner import views
+from provisioner.errors import ConfigError, ProvisionError
 from provisioner.events import Event
 from provisioner.models import Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import connection_for
 from provisioner.queue import enqueue
+from provisioner.request_checks import (
+    MIN_ROOT_PASSWORD,
+    TEMPLATE_NAME,
+    ActionRefused,
+    check_action,
+    check_network,
+    check_vmid_free,
+    first_bad_ssh_key_line,
+)
 from provisioner.submit import ProvisionRequest, submit
 from provisioner.vault import container_root_password
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
@@ -30,22 +39,8 @@ from web.api_nodes import quick
 from web.app import get_db, get_redis, resources
 from web.live import NodeStatus, fetch_statuses, merge
 
-ACTIONS: dict[str, frozenset[Lifecycle]] = {
-    "start": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
-    "stop": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
-    "reboot": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
-    "retry": frozenset({Lifecycle.ERROR}),
-    "resync": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
-    "destroy": frozenset({Lifecycle.PENDING, Lifecycle.READY, Lifecycle.ERROR}),
-}
-_REQUEST_FIELDS = ("vmid", "cores", "memory", "swap", "disk", "ip", "gateway", "bridge",
-                   "storage", "ssh_public_key")  # fmt: skip
 _LOG_PAGE = 2000
-_TEMPLATE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
-_SSH_KEY = re.compile(
-    r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+=*( [^\x00-\x1f]*)?"
-)
 _CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
 
 
@@ -53,30 +48,16 @@ def events_url(container_id: str, after: int | None = None) -> str:
     return f"/ws/containers/{container_id}/events" + (f"?after={after}" if after else "")
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def container_json(ct: Container, node_name: str) -> dict[str, Any]:
-    """A container's state and request, without a secret."""
-    r = ct.request or {}
-    return {
-        "id": ct.id, "node": node_name, "template": ct.template, "hostname": ct.hostname,
-        "vmid": ct.vmid, "lifecycle": str(ct.lifecycle), "current_phase": ct.current_phase,
-        "finished_phases": list(ct.finished_phases or []),
-        "finished_scripts": list(ct.finished_scripts or []),
-        "failure_policy": str(ct.failure_policy), "ip": ct.ip,
-        "ssh_host_key_fingerprint": ct.ssh_host_key_fingerprint,
-        "services": list(ct.services or []), "error": ct.error_message,
-        "error_details": dict(ct.error_details) if ct.error_details else None,
-        "attempts": ct.attempts, "last_seq": max(ct.next_seq - 1, 0),
-        "request": {k: r.get(k) for k in _REQUEST_FIELDS},
-        "variables": dict(r.get("variables") or {}),
-        "secret_variables": sorted(r.get("secret_variables") or {}),
-        "created_at": _iso(ct.created_at), "updated_at": _iso(ct.updated_at),
-        "started_at": _iso(ct.started_at), "finished_at": _iso(ct.finished_at),
-        "events_url": events_url(ct.id),
-    }  # fmt: skip
+    """A container's state and request, without a secret, with its events' URL."""
+    return {**views.container_json(ct, node_name), "events_url": events_url(ct.id)}
+
+
+def _rule_error(exc: ProvisionError, status: int) -> ApiError:
+    """A ``provisioner.request_checks`` error (``"field: ..."``) as the API's
+    (``"field ..."``, naming the field)."""
+    field, _, rest = exc.message.partition(": ")
+    return ApiError(status, f"{field} {rest}", field)
 
 
 def _live(rows: list[tuple[Container, Node]]) -> list[dict[str, Any]]:
@@ -149,39 +130,24 @@ def list_containers() -> Response:
 def _ip(body: Body) -> tuple[str, str | None]:
     ip = body.string("ip", max_length=64) or "dhcp"
     gateway = body.string("gateway", max_length=64)
-    if ip != "dhcp":
-        try:
-            if "/" not in ip:
-                raise ValueError("no prefix length")
-            ipaddress.IPv4Interface(ip)
-        except ValueError:
-            raise ApiError(400, f"ip must be 'dhcp' or an IPv4 address with its prefix length "
-                           f"(198.18.0.10/24), got {ip!r}", "ip") from None  # fmt: skip
-    if gateway is not None:
-        if ip == "dhcp":
-            raise ApiError(400, "gateway only applies to a static ip, not to ip=dhcp", "gateway")
-        try:
-            ipaddress.IPv4Address(gateway)
-        except ValueError:
-            raise ApiError(400, f"gateway must be an IPv4 address, got {gateway!r}",
-                           "gateway") from None  # fmt: skip
-    return ip, gateway
+    try:
+        return check_network(ip, gateway)
+    except ConfigError as exc:
+        raise _rule_error(exc, 400) from None
 
 
 def _ssh_keys(body: Body) -> str | None:
     keys = body.string("ssh_public_key", max_length=16384)
-    if keys is not None:
-        for line in keys.strip().splitlines():
-            if line.strip() and not _SSH_KEY.fullmatch(line.strip()):
-                raise ApiError(400, "ssh_public_key must be OpenSSH public keys, one a line "
-                               "(ssh-ed25519 AAAA... comment)", "ssh_public_key")  # fmt: skip
+    if keys is not None and first_bad_ssh_key_line(keys) is not None:
+        raise ApiError(400, "ssh_public_key must be OpenSSH public keys, one a line "
+                       "(ssh-ed25519 AAAA... comment)", "ssh_public_key")  # fmt: skip
     return keys
 
 
 def _provision_request(body: Body) -> ProvisionRequest:
     ip, gateway = _ip(body)
     return ProvisionRequest(
-        template=body.string("template", required=True, max_length=128, pattern=_TEMPLATE,
+        template=body.string("template", required=True, max_length=128, pattern=TEMPLATE_NAME,
                              what="a template name") or "",
         node=body.string("node", required=True, max_length=64) or "",
         hostname=body.string("hostname", required=True, max_length=253) or "",
@@ -200,17 +166,6 @@ def _provision_request(body: Body) -> ProvisionRequest:
     )  # fmt: skip
 
 
-def _check_vmid_free(req: ProvisionRequest) -> None:
-    if req.vmid is None:
-        return
-    taken = get_db().scalar(
-        select(Container.id).join(Node, Container.node_id == Node.id)
-        .where(Node.name == req.node, Container.vmid == req.vmid,
-               Container.lifecycle != Lifecycle.DESTROYED).limit(1))  # fmt: skip
-    if taken is not None:
-        raise ApiError(409, f"vmid {req.vmid} is already used by container {taken}", "vmid")
-
-
 @bp.route("/containers", methods=["POST"])
 def create_container() -> tuple[Response, int]:
     """Validate, store and enqueue a container.  201 with its id, the
@@ -218,12 +173,16 @@ def create_container() -> tuple[Response, int]:
     body = Body(json_body())
     req = _provision_request(body)
     body.finish()
-    if req.root_password is not None and len(req.root_password) < 5:
-        raise ApiError(400, "root_password must be at least 5 characters long", "root_password")
+    if req.root_password is not None and len(req.root_password) < MIN_ROOT_PASSWORD:
+        raise ApiError(400, f"root_password must be at least {MIN_ROOT_PASSWORD} characters long",
+                       "root_password")  # fmt: skip
     settings = resources().settings
     box = resources().box
     session = get_db()
-    _check_vmid_free(req)
+    try:
+        check_vmid_free(session, req.node, req.vmid)
+    except ActionRefused as exc:
+        raise _rule_error(exc, 409) from None
     try:
         container = submit(session, box, settings, req)
     except ConfigError as exc:
@@ -269,12 +228,7 @@ def container_events(container_id: str) -> Response:
 
 def format_log_line(e: Event) -> str:
     """One event as a line of the text log (continuation lines indented)."""
-    message = e.message.replace("\n", "\n    ")
-    if e.type == "log":
-        source = " ".join(p for p in (e.stream or "log", e.script) if p)
-        return f"{e.ts} [{source}] {message}\n"
-    percent = f" {e.percent}%" if e.percent is not None else ""
-    return f"{e.ts} [{e.type}] {e.phase or '-'}{percent}: {message}\n"
+    return views.log_line(e) + "\n"
 
 
 def _log_lines(factory: sessionmaker[Session], container_id: str) -> Iterator[str]:
@@ -306,12 +260,10 @@ def container_log(container_id: str) -> Response:
 def container_action(container_id: str, action: str) -> tuple[Response, int]:
     """Enqueue an action; 202 with the job id (progress arrives as events)."""
     ct, _node = find_container(container_id)
-    if ct.lifecycle not in ACTIONS[action]:
-        allowed = ", ".join(sorted(lc.value for lc in ACTIONS[action]))
-        raise ApiError(409, f"cannot {action} a container that is {ct.lifecycle.value} "
-                       f"(only when {allowed})", "action")  # fmt: skip
-    if action in ("start", "stop", "reboot") and ct.vmid is None:
-        raise ApiError(409, f"cannot {action}: the container was never created in PVE", "action")
+    try:
+        check_action(ct, action)
+    except ActionRefused as exc:
+        raise ApiError(409, exc.message, "action") from None
     last_seq = max(ct.next_seq - 1, 0)
     get_db().commit()
     job = enqueue(get_redis(), resources().settings, ct.id, action)

@@ -23,31 +23,18 @@ from provisioner.models import AuthKind, Container, Node
 from provisioner.nodes import connection_for
 from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
 from provisioner.pve_parse import format_fingerprint, normalize_fingerprint
+from provisioner.request_checks import NAME
 from provisioner.vault import set_node_secret
+from provisioner.views import node_json
 from web.api import ApiError, Body, bp, json_body, require_admin, upstream
 from web.app import get_db, resources
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?")
-
-
-def node_json(node: Node, containers: int | None = None) -> dict[str, Any]:
-    """A node without its secret."""
-    body: dict[str, Any] = {
-        "name": node.name, "host": node.host, "port": node.port, "pve_node": node.pve_node,
-        "auth": str(node.auth_kind), "user": node.pve_user, "token_id": node.token_id,
-        "ca_file": node.ca_file, "fingerprint": node.fingerprint, "insecure": node.tls_insecure,
-        "default_storage": node.default_storage, "default_bridge": node.default_bridge,
-        "created_at": node.created_at.isoformat(),
-    }  # fmt: skip
-    if containers is not None:
-        body["containers"] = containers
-    return body
 
 
 def find_node(name: str) -> Node:
     """The node named ``name``; ApiError 404 if there is none."""
-    if not _NAME.fullmatch(name):
+    if not NAME.fullmatch(name):
         raise ApiError(404, f"no node named {name!r}")
     node = get_db().scalars(select(Node).where(Node.name == name)).one_or_none()
     if node is None:

@@ -159,7 +159,9 @@ def create_app(
         settings=settings,
         engine=engine,
         factory=db.session_factory(engine),
-        redis=Redis.from_url(settings.redis_url, health_check_interval=30),
+        # every open event stream holds a connection while it blocks on a read:
+        # the pool must not be smaller than the threads (redis-py caps it at 100)
+        redis=Redis.from_url(settings.redis_url, health_check_interval=30, max_connections=4096),
         box=box,
     )
     app.teardown_appcontext(_close_db)
@@ -170,10 +172,11 @@ def create_app(
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
 
-    from web import api, auth, pages, relay
+    from web import api, auth, metrics, pages, relay
 
     auth.init_app(app)
     pages.init_app(app)
     api.init_app(app)
     relay.init_app(app)
+    metrics.init_app(app)
     return app

@@ -49,6 +49,9 @@ class SessionInterface(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
 
+MACHINE_PATHS = ("/metrics",)
+
+
 def wants_json() -> bool:
     """Whether this request is for the API or a websocket (JSON errors)."""
     return request.path.startswith(JSON_PREFIXES) or request.path in ("/api", "/ws")
@@ -91,7 +94,9 @@ def _session_user() -> User | None:
 
 
 def _unauthenticated() -> BaseResponse:
-    if wants_json():
+    # Pages redirect to the login form; the API, websockets and /metrics
+    # (scrapers would follow a redirect and fail to parse HTML) say 401.
+    if wants_json() or request.path in MACHINE_PATHS:
         response = error_response(
             401, "authentication required: log in, or send Authorization: Bearer <token>"
         )

@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 from redis import Redis
+from sqlalchemy import select
 
-from provisioner import db
+from provisioner import db, users
 from provisioner.config import Settings
 from provisioner.db import session_scope
 from provisioner.models import AuthKind, Container, Lifecycle, Node
+from provisioner.nodes import client_for
 from provisioner.queue import enqueue
 from provisioner.secrets import load_secret_box
 from provisioner.submit import ProvisionRequest, submit
@@ -104,6 +106,19 @@ class Stack:
                 proc.wait()
         self.workers.clear()
 
+    def destroy_in_pve(self, cids: list[str]) -> None:
+        """Stop the workers, then remove from PVE those of the containers it still has."""
+        self.stop_workers()
+        box = load_secret_box(self.settings.secret_key, self.settings.secret_key_file)
+        with self.factory() as session:
+            node = session.scalars(select(Node).where(Node.name == NODE)).one()
+            with client_for(node, box) as pve:
+                for cid in cids:
+                    ct = session.get(Container, cid)
+                    if ct is not None and ct.vmid is not None and pve.exists(ct.vmid):
+                        pve.wait_for_task(pve.destroy(ct.vmid, force=True, purge=True),
+                                          timeout=120)  # fmt: skip
+
     def container(self, cid: str) -> Container:
         with self.factory() as session:
             ct = session.get(Container, cid)
@@ -125,6 +140,15 @@ class Stack:
     def worker_logs(self) -> str:
         assert self.log_dir is not None
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+
+def admin_token(factory: Any, username: str = "ops") -> str:
+    """A new API token of the admin ``username`` (created on first use)."""
+    with session_scope(factory) as session:
+        if users.get_user(session, username) is None:
+            users.create_user(session, username, "ops password 123", is_admin=True)
+        _, secret = users.create_api_token(session, username, f"t{time.monotonic_ns()}")
+    return secret
 
 
 def build_stack(sim: dict[str, Any], redis_url: str, data: Path,

@@ -310,7 +310,9 @@ def test_ssh_refused_for_a_while_is_waited_out(stack: Stack,
     assert step_time(events, "address ") < injected + 8
     assert step_time(events, "SSH is up") >= injected + 8 - 0.05
     waits = [e for e in events if e.type == "log" and e.message.startswith("waiting for SSH")]
-    assert any("connection refused" in e.message for e in waits), [e.message for e in waits]
+    # refused, or (on a loaded machine) a first attempt that timed out
+    assert any("connection refused" in e.message or "timed out" in e.message
+               for e in waits), [e.message for e in waits]  # fmt: skip
     assert not [e for e in events if e.type == "error"]
     assert events[-1].type == "complete"
 

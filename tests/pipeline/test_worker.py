@@ -43,3 +43,21 @@ def test_sigterm_finishes_the_current_job_then_exits(
     assert job.kwargs == {}
     assert job.meta["phase"] == "finalize" and job.meta["percent"] == 100
     assert job.return_value() == f"ready at {ct.ip}"
+
+
+def test_an_action_asked_for_during_a_run_waits_for_it(
+    stack: Stack, cleanup: Callable[[str], str]
+) -> None:
+    """A destroy queued while another worker provisions the container is not
+    dropped: it waits for the run's lease, then destroys."""
+    stack.stop_workers()
+    stack.start_workers(2)
+    cid = cleanup(stack.submit("longrun", "wait-lease"))
+    deadline = time.monotonic() + 180
+    while stack.container(cid).current_phase != "scripts" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stack.container(cid).current_phase == "scripts"
+    stack.enqueue(cid, "destroy")  # the idle worker takes it at once and must wait
+    ct = stack.wait(cid, (Lifecycle.DESTROYED, Lifecycle.ERROR), timeout=300)
+    assert ct.lifecycle == Lifecycle.DESTROYED, (ct.error_message, stack.worker_logs()[-2000:])
+    assert "destroy waits for the running job" in stack.worker_logs()

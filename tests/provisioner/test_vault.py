@@ -30,6 +30,8 @@ def test_secrets_round_trip_and_rotation(factory: sessionmaker[Session]) -> None
         ct = Container(id="0b5c2a52-5b7a-4c55-8a43-5f0c7d6c1e11", node_id=node.id,
                        template="nginx", hostname="web1")  # fmt: skip
         vault.set_container_secrets(old_box, ct, root_password=root_pw, ssh_private_key="KEY" * 20)
+        ct.request = {"secret_variables": {
+            "db_password": old_box.encrypt("var secret", vault.variable_aad(ct.id, "db_password"))}}  # fmt: skip
         session.add(ct)
         session.commit()
         raw = session.execute(text("SELECT secret_ciphertext FROM nodes")).scalar_one()
@@ -41,13 +43,13 @@ def test_secrets_round_trip_and_rotation(factory: sessionmaker[Session]) -> None
         node = session.scalars(select(Node)).one()
         assert vault.node_secret(both, node) == token_secret
         report = vault.rotate_all(session, both)
-        assert (report.reencrypted, report.current) == (3, 0)
+        assert (report.reencrypted, report.current) == (4, 0)
         session.commit()
     with factory() as session:
         node = session.scalars(select(Node)).one()
         ct = session.scalars(select(Container)).one()
         assert not both.needs_rotation(node.secret_ciphertext)
-        assert vault.rotate_all(session, both) == vault.RotationReport(reencrypted=0, current=3)
+        assert vault.rotate_all(session, both) == vault.RotationReport(reencrypted=0, current=4)
         # the old key alone can no longer read anything: it may be retired
         with pytest.raises(SecretError):
             vault.node_secret(old_box, node)
@@ -55,6 +57,8 @@ def test_secrets_round_trip_and_rotation(factory: sessionmaker[Session]) -> None
         assert vault.node_secret(only_new, node) == token_secret
         assert vault.container_root_password(only_new, ct) == root_pw
         assert vault.container_ssh_private_key(only_new, ct) == "KEY" * 20
+        token = ct.request["secret_variables"]["db_password"]  # stored, not just in memory
+        assert only_new.decrypt(token, vault.variable_aad(ct.id, "db_password")) == "var secret"
 
 
 def test_a_ciphertext_cannot_move_to_another_row() -> None:

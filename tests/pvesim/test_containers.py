@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
+import json
 import subprocess
 import time
 import urllib.request
@@ -167,6 +168,11 @@ def test_dhcp_address_and_apt_install(cts: Containers, key: Path, sim: dict[str,
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"default via {sim['gateway']}" in result.stdout
     assert "Hello, world!" in result.stdout
+    # destroying the container returns its address to the pool
+    leases = Path(sim["state_dir"]) / "leases.json"
+    assert ip in json.loads(leases.read_text()).values()
+    cts.cleanup()
+    assert ip not in json.loads(leases.read_text()).values()
 
 
 def test_two_containers_serve_on_the_same_port(

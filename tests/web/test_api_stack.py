@@ -13,15 +13,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from rq.job import Job
 from simple_websocket import Client, ConnectionClosed
-from sqlalchemy import select
 
-from provisioner import users
-from provisioner.db import session_scope
-from provisioner.models import Container, Node
-from provisioner.nodes import client_for
-from provisioner.secrets import load_secret_box
-from tests.pipeline.conftest import NODE, Stack, build_stack
+from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
 from tests.web.conftest import LiveServer, bearer
 from web.app import create_app
 
@@ -48,11 +43,7 @@ def app(web_stack: Stack) -> Iterator[Flask]:
 
 @pytest.fixture
 def token(app: Flask) -> str:
-    with session_scope(app.extensions["provisioner"].factory) as session:
-        if users.get_user(session, "ops") is None:
-            users.create_user(session, "ops", "ops password 123", is_admin=True)
-        _, secret = users.create_api_token(session, "ops", f"t{time.monotonic_ns()}")
-    return secret
+    return admin_token(app.extensions["provisioner"].factory)
 
 
 @pytest.fixture
@@ -60,15 +51,7 @@ def destroy_later(web_stack: Stack) -> Iterator[Callable[[str], str]]:
     """Containers to remove from PVE if a test leaves them behind."""
     made: list[str] = []
     yield lambda cid: (made.append(cid), cid)[1]
-    web_stack.stop_workers()
-    box = load_secret_box(web_stack.settings.secret_key, web_stack.settings.secret_key_file)
-    with web_stack.factory() as session:
-        node = session.scalars(select(Node).where(Node.name == NODE)).one()
-        with client_for(node, box) as pve:
-            for cid in made:
-                ct = session.get(Container, cid)
-                if ct is not None and ct.vmid is not None and pve.exists(ct.vmid):
-                    pve.wait_for_task(pve.destroy(ct.vmid, force=True, purge=True), timeout=120)
+    web_stack.destroy_in_pve(made)
 
 
 def test_nodes_against_the_simulator(client: FlaskClient, token: str, sim: dict[str, Any],
@@ -211,6 +194,12 @@ def test_container_lifecycle_through_the_api(
     start = client.post(f"/api/containers/{cid}/actions/start", headers=auth)
     assert start.status_code == 202
     wait_for(client, token, cid, lambda c: (c["pve"] or {}).get("status") == "running")
+    # PVE says "running" a moment before the start job publishes its end
+    job = Job.fetch(start.json["job_id"], connection=web_stack.redis)
+    deadline = time.monotonic() + 60
+    while not job.is_finished and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.is_finished
 
     destroy = client.post(f"/api/containers/{cid}/actions/destroy", headers=auth)
     assert destroy.status_code == 202

@@ -1,5 +1,6 @@
 """Every rule of the app needs authentication, except the login page and
-static files: API and websocket rules answer 401 JSON, pages redirect."""
+static files: API and websocket rules answer 401 JSON, /metrics 401, pages
+redirect."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import re
 
 from flask import Flask
 from flask.testing import FlaskClient
+
+from web.auth import MACHINE_PATHS
 
 OPEN = {"auth.login", "static"}
 _ARG = re.compile(r"<(?:([a-z]+)(\(([^)]*)\))?:)?([a-z_]+)>")
@@ -35,6 +38,9 @@ def test_every_rule_requires_authentication(app: Flask, client: FlaskClient) -> 
             if url.startswith(("/api/", "/ws/")):
                 assert response.status_code == 401, where
                 assert response.is_json and "authentication required" in response.json["error"]
+            elif url in MACHINE_PATHS:  # scrapers: a 401, not a redirect to a form
+                assert response.status_code == 401, where
+                assert response.headers["WWW-Authenticate"].startswith("Bearer"), where
             else:
                 assert response.status_code == 302, where
                 assert response.headers["Location"].startswith("/login?next="), where

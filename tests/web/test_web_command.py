@@ -47,7 +47,7 @@ def served(settings: Settings, app: Flask, tmp_path: Path) -> Iterator[str]:
                 with urllib.request.urlopen(f"{base}/login", timeout=2) as response:
                     assert response.status == 200
                     break
-            except (urllib.error.URLError, ConnectionError):
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError((tmp_path / "web.log").read_text()) from None
                 time.sleep(0.2)

@@ -1,0 +1,164 @@
+"""The rules a container request and a container action must pass, before
+anything is stored or queued.  The CLI applies them; they are the REST API's
+rules in one place, without Flask: ``web/api_containers.py`` applies them
+too (turning their errors into its responses).
+
+Every failure is a :class:`~provisioner.errors.ConfigError` whose message
+starts with the field it blames (``"ip: ..."``), or an
+:class:`ActionRefused` naming the lifecycle that forbids the action.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioner.errors import ConfigError, PermanentError
+from provisioner.models import Container, Lifecycle, Node
+
+# Which lifecycles allow which action.
+ACTIONS: dict[str, frozenset[Lifecycle]] = {
+    "start": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "stop": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "reboot": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "retry": frozenset({Lifecycle.ERROR}),
+    "resync": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "destroy": frozenset({Lifecycle.PENDING, Lifecycle.READY, Lifecycle.ERROR}),
+}
+POWER_ACTIONS = ("start", "stop", "reboot")
+MIN_ROOT_PASSWORD = 5
+MAX_ROOT_PASSWORD = 256
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # nodes, storages, bridges
+TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SSH_KEY = re.compile(
+    r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+=*( [^\x00-\x1f]*)?"
+)
+
+
+class ActionRefused(PermanentError):
+    """The container's lifecycle (or state) does not allow the action now."""
+
+
+def check_network(ip: str, gateway: str | None) -> tuple[str, str | None]:
+    """``ip`` is ``dhcp`` or an IPv4 address with its prefix length; a
+    gateway only goes with a static address.  An empty ``ip`` is dhcp.
+
+    Returns:
+        The (ip, gateway) to store.
+
+    Raises:
+        ConfigError: ``ip: ...`` or ``gateway: ...``.
+    """
+    ip = ip or "dhcp"
+    if ip != "dhcp":
+        try:
+            if "/" not in ip:
+                raise ValueError("no prefix length")
+            ipaddress.IPv4Interface(ip)
+        except ValueError:
+            raise ConfigError(f"ip: must be 'dhcp' or an IPv4 address with its prefix length "
+                              f"(198.18.0.10/24), got {ip!r}") from None  # fmt: skip
+    if gateway is not None:
+        if ip == "dhcp":
+            raise ConfigError("gateway: only applies to a static ip, not to ip=dhcp")
+        try:
+            ipaddress.IPv4Address(gateway)
+        except ValueError:
+            raise ConfigError(f"gateway: must be an IPv4 address, got {gateway!r}") from None
+    return ip, gateway
+
+
+def first_bad_ssh_key_line(text: str) -> int | None:
+    """The number (from 1) of the first line of ``text`` (without its
+    surrounding blank lines) that is neither blank nor an OpenSSH public key."""
+    for number, line in enumerate(text.strip().splitlines(), 1):
+        if line.strip() and not _SSH_KEY.fullmatch(line.strip()):
+            return number
+    return None
+
+
+def check_ssh_public_keys(text: str | None) -> str | None:
+    """OpenSSH public keys, one a line (blank lines allowed).
+
+    Returns:
+        The keys without surrounding blank space, or None if there are none.
+
+    Raises:
+        ConfigError: ``ssh_public_key: ...`` naming the first bad line.
+    """
+    if text is None or not text.strip():
+        return None
+    if len(text) > 16384:
+        raise ConfigError("ssh_public_key: at most 16384 characters of keys")
+    number = first_bad_ssh_key_line(text)
+    if number is not None:
+        raise ConfigError(f"ssh_public_key: line {number} is not an OpenSSH public key "
+                          "(ssh-ed25519 AAAA... comment)")  # fmt: skip
+    return text.strip()
+
+
+def check_root_password(password: str) -> str:
+    """A root password given by the user (never echoed in messages).
+
+    Raises:
+        ConfigError: ``root_password: ...`` too short, too long, or with
+            control characters.
+    """
+    if len(password) < MIN_ROOT_PASSWORD:
+        raise ConfigError(f"root_password: must be at least {MIN_ROOT_PASSWORD} characters long")
+    if len(password) > MAX_ROOT_PASSWORD:
+        raise ConfigError(f"root_password: may be at most {MAX_ROOT_PASSWORD} characters long")
+    if _CONTROL.search(password):
+        raise ConfigError("root_password: must not contain control characters")
+    return password
+
+
+def check_name(field: str, value: str | None) -> str | None:
+    """A storage, bridge or node name: 1-64 letters, digits and ``_.-``.
+
+    Raises:
+        ConfigError: ``<field>: ...``.
+    """
+    if value is not None and not NAME.fullmatch(value):
+        raise ConfigError(f"{field}: must be 1-64 letters, digits and '_.-', got {value!r}")
+    return value
+
+
+def check_vmid_free(session: Session, node: str, vmid: int | None) -> None:
+    """A requested vmid must not belong to another (not destroyed) container
+    of the node.
+
+    Raises:
+        ActionRefused: naming the container that has it.
+    """
+    if vmid is None:
+        return
+    taken = session.scalar(
+        select(Container.id).join(Node, Container.node_id == Node.id)
+        .where(Node.name == node, Container.vmid == vmid,
+               Container.lifecycle != Lifecycle.DESTROYED).limit(1))  # fmt: skip
+    if taken is not None:
+        raise ActionRefused(f"vmid: {vmid} is already used by container {taken}")
+
+
+def check_action(container: Container, action: str) -> None:
+    """Whether ``action`` may be queued for the container now.
+
+    Raises:
+        ValueError: an unknown action.
+        ActionRefused: the lifecycle does not allow it (naming the ones that
+            do), or a power action on a container never created in PVE.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    allowed = ACTIONS[action]
+    if container.lifecycle not in allowed:
+        names = ", ".join(sorted(lc.value for lc in allowed))
+        raise ActionRefused(f"cannot {action} a container that is {container.lifecycle.value} "
+                            f"(only when {names})")  # fmt: skip
+    if action in POWER_ACTIONS and container.vmid is None:
+        raise ActionRefused(f"cannot {action}: the container was never created in PVE")

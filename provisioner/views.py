@@ -1,0 +1,121 @@
+"""The JSON shapes of containers, templates and nodes, without a secret.
+
+One definition for the REST API (``web/``) and the CLI's ``--json``
+output: both show the same fields, in the same order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports the template machinery only when it needs it
+    from provisioner.events import Event
+    from provisioner.models import Container, Node
+    from provisioner.templates import Template, Variable
+
+# The fields of a container's stored request that are shown (never a secret).
+REQUEST_FIELDS = ("vmid", "cores", "memory", "swap", "disk", "ip", "gateway", "bridge",
+                  "storage", "ssh_public_key")  # fmt: skip
+
+
+def iso(value: Any) -> str | None:
+    """A datetime as ISO 8601, or None."""
+    return value.isoformat() if value is not None else None
+
+
+def container_json(ct: Container, node_name: str) -> dict[str, Any]:
+    """A container's state and request, without a secret."""
+    r = ct.request or {}
+    return {
+        "id": ct.id, "node": node_name, "template": ct.template, "hostname": ct.hostname,
+        "vmid": ct.vmid, "lifecycle": str(ct.lifecycle), "current_phase": ct.current_phase,
+        "finished_phases": list(ct.finished_phases or []),
+        "finished_scripts": list(ct.finished_scripts or []),
+        "failure_policy": str(ct.failure_policy), "ip": ct.ip,
+        "ssh_host_key_fingerprint": ct.ssh_host_key_fingerprint,
+        "services": list(ct.services or []), "error": ct.error_message,
+        "error_details": dict(ct.error_details) if ct.error_details else None,
+        "attempts": ct.attempts, "last_seq": max(ct.next_seq - 1, 0),
+        "request": {k: r.get(k) for k in REQUEST_FIELDS},
+        "variables": dict(r.get("variables") or {}),
+        "secret_variables": sorted(r.get("secret_variables") or {}),
+        "created_at": iso(ct.created_at), "updated_at": iso(ct.updated_at),
+        "started_at": iso(ct.started_at), "finished_at": iso(ct.finished_at),
+    }  # fmt: skip
+
+
+def log_line(e: Event) -> str:
+    """One event as a line of the text log, without the newline
+    (continuation lines indented)."""
+    message = e.message.replace("\n", "\n    ")
+    if e.type == "log":
+        source = " ".join(p for p in (e.stream or "log", e.script) if p)
+        return f"{e.ts} [{source}] {message}"
+    percent = f" {e.percent}%" if e.percent is not None else ""
+    return f"{e.ts} [{e.type}] {e.phase or '-'}{percent}: {message}"
+
+
+def variable_json(var: Variable) -> dict[str, Any]:
+    """Everything a form needs to ask for a variable (never a secret value)."""
+    return {
+        "name": var.name, "type": str(var.type), "description": var.description,
+        "default": None if var.secret else var.default, "required": var.required,
+        "secret": var.secret, "multiline": var.multiline, "pattern": var.pattern,
+        "min": var.min, "max": var.max, "min_length": var.min_length,
+        "max_length": var.max_length, "choices": list(var.choices),
+        "generated_length": var.length if var.secret else None,
+    }  # fmt: skip
+
+
+def template_json(template: Template, *, detail: bool = False) -> dict[str, Any]:
+    """A template for listings; ``detail`` adds files, packages and scripts."""
+    body: dict[str, Any] = {
+        "name": template.name, "description": template.description, "tags": list(template.tags),
+        "ostemplate": template.ostemplate, "unprivileged": template.unprivileged,
+        "resources": vars(template.resources).copy(), "features": vars(template.features).copy(),
+        "variables": [variable_json(v) for v in template.variables.values()],
+    }  # fmt: skip
+    if detail:
+        body.update(
+            files=[{"target": f.target, "mode": f"{f.mode:04o}", "owner": f.owner,
+                    "policy": str(f.policy), "template": f.template} for f in template.files],
+            scripts=[{"name": s.name, "timeout": s.timeout} for s in template.scripts],
+            packages={"apt": list(template.packages.apt), "pip": list(template.packages.pip),
+                      "npm": list(template.packages.npm)},
+            snapshot=template.snapshot.name if template.snapshot else None,
+            health=({"type": str(template.health.kind), "port": template.health.port,
+                     "path": template.health.path} if template.health else None),
+        )  # fmt: skip
+    return body
+
+
+def template_listing(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The templates of a directory, read now: the valid ones (as
+    :func:`template_json`) and the broken ones with their problems."""
+    from provisioner.templates import TemplateError, load_template
+
+    found: list[dict[str, Any]] = []
+    invalid: list[dict[str, Any]] = []
+    paths = sorted(p for p in root.iterdir() if (p / "template.toml").is_file()) if (
+        root.is_dir()) else []  # fmt: skip
+    for path in paths:
+        try:
+            found.append(template_json(load_template(path)))
+        except TemplateError as exc:
+            invalid.append({"name": path.name, "problems": [str(p) for p in exc.problems]})
+    return found, invalid
+
+
+def node_json(node: Node, containers: int | None = None) -> dict[str, Any]:
+    """A node without its secret."""
+    body: dict[str, Any] = {
+        "name": node.name, "host": node.host, "port": node.port, "pve_node": node.pve_node,
+        "auth": str(node.auth_kind), "user": node.pve_user, "token_id": node.token_id,
+        "ca_file": node.ca_file, "fingerprint": node.fingerprint, "insecure": node.tls_insecure,
+        "default_storage": node.default_storage, "default_bridge": node.default_bridge,
+        "created_at": node.created_at.isoformat(),
+    }  # fmt: skip
+    if containers is not None:
+        body["containers"] = containers
+    return body

@@ -1,0 +1,101 @@
+"""The README's first command: `scripts/demo` brings everything up, prints
+working credentials and stops cleanly on Ctrl-C; `scripts/demo --smoke`
+provisions nginx through the CLI on a stack of its own."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from provisioner.events import PHASES
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration]
+
+
+def _env() -> dict[str, str]:
+    """The environment of a new user: no Redis or database configured."""
+    drop = {"REDIS_URL", "DATABASE_URL", "PROVISIONER_CONFIG", "PROVISIONER_DATA_DIR"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def _leftovers(data: Path) -> list[str]:
+    """Processes still running with the demo's data directory on their command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(data) in cmdline:
+                found.append(cmdline)
+    return found
+
+
+@pytest.mark.timeout(900)
+def test_demo_smoke_provisions_nginx_through_the_cli(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    run = subprocess.run([str(ROOT / "scripts/demo"), "--smoke", "--data-dir", str(data)],
+                         env=_env(), capture_output=True, text=True, timeout=880)  # fmt: skip
+    out = run.stdout
+    assert run.returncode == 0, out[-4000:] + run.stderr[-4000:]
+    assert re.search(r"Dashboard\s+http://127\.0\.0\.1:\d+/", out)
+    assert re.search(r"Log in as\s+admin / \S{12,}", out)
+    assert re.search(r"smoke: nginx container demo-smoke-\w+ \(\w+\): ready, IP 198\.18\.", out)
+    for phase in PHASES:
+        assert re.search(rf"^  {phase}\s+\d+\.\d+ s$", out, re.M), phase
+    assert "page      HTTP 200" in out and out.rstrip().endswith("smoke: ok")
+    # --follow streamed the run: the phases' steps (stderr when not on a
+    # terminal) and the scripts' output (stdout)
+    assert "[finalize 100%] ready:" in run.stderr and "==> index page served" in out
+    assert not _leftovers(data)
+
+
+@pytest.mark.timeout(300)
+def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/provisioner"), "demo", "--port", "0",
+                             "--data-dir", str(data), "--time-scale", "0"],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        text = "".join(lines)
+        url = re.search(r"Dashboard\s+(http://\S+)/", text)
+        creds = re.search(r"Log in as\s+(\S+) / (\S+)", text)
+        assert url and creds, text
+        with requests.Session() as web:
+            page = web.get(f"{url.group(1)}/login", timeout=10)
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert token
+            login = web.post(f"{url.group(1)}/login", timeout=10, allow_redirects=False,
+                             data={"username": creds.group(1), "password": creds.group(2),
+                                   "csrf_token": token.group(1)})  # fmt: skip
+            assert login.status_code == 302
+            nodes = web.get(f"{url.group(1)}/api/nodes", timeout=10).json()["nodes"]
+            assert [n["name"] for n in nodes] == ["sim"]
+            tested = web.post(f"{url.group(1)}/api/nodes/sim/test", timeout=30,
+                              headers={"X-CSRF-Token": web.get(f"{url.group(1)}/api/me").json()["csrf_token"]})  # fmt: skip
+            assert tested.status_code == 200, tested.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, rest
+    assert "demo: stopped" in rest
+    deadline = time.monotonic() + 10
+    while _leftovers(data) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _leftovers(data)

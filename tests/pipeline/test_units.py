@@ -1,0 +1,27 @@
+"""Pure logic of the pipeline's phases."""
+
+from __future__ import annotations
+
+from pipeline.finalize import parse_listening
+
+SS_TULNP = """\
+udp   UNCONN 0      0            0.0.0.0:68        0.0.0.0:*    users:(("dhclient",pid=80,fd=7))
+tcp   LISTEN 0      128          0.0.0.0:22        0.0.0.0:*    users:(("sshd",pid=61,fd=3))
+tcp   LISTEN 0      511             [::]:80           [::]:*    users:(("nginx",pid=99,fd=7),("nginx",pid=98,fd=7))
+tcp   LISTEN 0      128             [::]:22           [::]:*    users:(("sshd",pid=61,fd=4))
+"""
+
+
+def test_listening_services_with_their_protocol() -> None:
+    assert parse_listening(SS_TULNP) == [
+        {"proto": "tcp", "address": "0.0.0.0", "port": 22, "process": "sshd"},
+        {"proto": "tcp", "address": "::", "port": 22, "process": "sshd"},
+        {"proto": "udp", "address": "0.0.0.0", "port": 68, "process": "dhclient"},
+        {"proto": "tcp", "address": "::", "port": 80, "process": "nginx"},
+    ]
+
+
+def test_one_protocol_without_the_netid_column() -> None:
+    udp = 'UNCONN 0 0 0.0.0.0:68 0.0.0.0:* users:(("dhclient",pid=80,fd=7))\n'
+    tcp = 'LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=61,fd=3))\n'
+    assert [s["proto"] for s in parse_listening(udp + tcp)] == ["tcp", "udp"]

@@ -1,0 +1,113 @@
+"""The progress view: ``/containers/<id>/progress``.
+
+The five phases as a stepper, percent, elapsed time and an ETA, and the
+live log console fed by the relay (``static/progress.js``).  The page is
+rendered with what the script needs to start: the container's lifecycle,
+the last ``seq`` stored when the page was made (events up to it are
+history, later ones are live), the server's clock, and the ETA: medians of
+the phase durations of past clean runs of the same template (``web.eta``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from flask import Blueprint, Flask, abort, render_template, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioner.events import now_iso
+from provisioner.models import Container, ContainerEvent, Lifecycle
+from web.app import get_db
+from web.eta import Estimate, Mark, RunDurations, estimate, run_durations
+
+bp = Blueprint("progress", __name__)
+
+HISTORY_CANDIDATES = 20  # finished containers of the template looked at, newest first
+HISTORY_RUNS = 10  # clean runs the median is taken over
+_CACHE_SIZE = 4096
+PHASE_LABELS = {"create": "Create", "start": "Start", "deploy": "Deploy files",
+                "scripts": "Run scripts", "finalize": "Finalize"}  # fmt: skip
+
+# A finished container's first run never changes: remember its durations
+# (None: not a clean run) instead of reading its events again.
+_runs: OrderedDict[str, RunDurations | None] = OrderedDict()
+_runs_lock = threading.Lock()
+
+
+def _first_run(session: Session, container_id: str) -> RunDurations | None:
+    with _runs_lock:
+        if container_id in _runs:
+            _runs.move_to_end(container_id)
+            return _runs[container_id]
+    query = (select(ContainerEvent.seq, ContainerEvent.type, ContainerEvent.phase,
+                    ContainerEvent.ts)
+             .where(ContainerEvent.container_id == container_id, ContainerEvent.type != "log")
+             .order_by(ContainerEvent.seq))  # fmt: skip
+    marks: list[Mark] = []
+    ended = False
+    for seq, type_, phase, ts in session.execute(query):  # stops reading at the first end
+        marks.append(Mark(seq=seq, type=type_, phase=phase, ts=ts))
+        if type_ in ("complete", "error"):
+            ended = True
+            break
+    durations = run_durations(marks)
+    if ended:
+        with _runs_lock:
+            _runs[container_id] = durations
+            while len(_runs) > _CACHE_SIZE:
+                _runs.popitem(last=False)
+    return durations
+
+
+def template_estimate(session: Session, template: str, exclude: str) -> Estimate | None:
+    """The ETA of a run of ``template`` from its latest clean runs (not ``exclude``'s)."""
+    candidates = session.scalars(
+        select(Container.id)
+        .where(Container.template == template, Container.id != exclude,
+               Container.finished_at.is_not(None),
+               Container.lifecycle.in_([Lifecycle.READY, Lifecycle.DESTROYING,
+                                        Lifecycle.DESTROYED]))
+        .order_by(Container.created_at.desc()).limit(HISTORY_CANDIDATES)).all()  # fmt: skip
+    runs: list[RunDurations] = []
+    for container_id in candidates:
+        durations = _first_run(session, container_id)
+        if durations is not None:
+            runs.append(durations)
+            if len(runs) >= HISTORY_RUNS:
+                break
+    return estimate(runs)
+
+
+def page_data(ct: Container, eta: Estimate | None) -> dict[str, Any]:
+    """What ``progress.js`` starts from (rendered as JSON into the page)."""
+    return {
+        "id": ct.id, "hostname": ct.hostname, "template": ct.template, "node": ct.node.name,
+        "vmid": ct.vmid, "lifecycle": str(ct.lifecycle), "attempts": ct.attempts,
+        "last_seq": max(ct.next_seq - 1, 0), "now": now_iso(),
+        "eta": eta.as_json() if eta is not None else None,
+        "urls": {
+            "api": url_for("api.get_container", container_id=ct.id),
+            "ws": f"/ws/containers/{ct.id}/events",
+            "detail": url_for("pages.container", container_id=ct.id),
+            "list": url_for("pages.index"),
+        },
+    }  # fmt: skip
+
+
+@bp.route("/containers/<container_id>/progress")
+def progress(container_id: str) -> str:
+    """The live progress of one container's run."""
+    session = get_db()
+    ct = session.get(Container, container_id)
+    if ct is None:
+        abort(404)
+    data = page_data(ct, template_estimate(session, ct.template, exclude=ct.id))
+    session.commit()
+    return render_template("progress.html", data=data, phases=PHASE_LABELS)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,263 @@
+// Shared helpers of the dashboard's pages (no build step, no framework).
+// Every page loads this first; page scripts use window.App.
+"use strict";
+(function () {
+  const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+  class ApiError extends Error {
+    constructor(status, message, field) {
+      super(message);
+      this.status = status;
+      this.field = field || null;
+    }
+  }
+
+  // JSON request to the REST API with the session cookie and the CSRF header.
+  // Resolves to the parsed body; rejects with ApiError(status, message, field).
+  async function api(method, url, body) {
+    const opts = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (method !== "GET" && method !== "HEAD") opts.headers["X-CSRF-Token"] = csrf();
+    if (body !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body);
+    }
+    let resp;
+    try {
+      resp = await fetch(url, opts);
+    } catch (e) {
+      throw new ApiError(0, "the server cannot be reached: " + e.message);
+    }
+    if (resp.status === 401) {
+      window.location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+      throw new ApiError(401, "not logged in");
+    }
+    const type = resp.headers.get("Content-Type") || "";
+    const data = type.includes("json") ? await resp.json() : await resp.text();
+    if (!resp.ok) {
+      const message = (data && data.error) || (typeof data === "string" && data.trim()) || resp.statusText;
+      throw new ApiError(resp.status, message, data && data.field);
+    }
+    return data;
+  }
+
+  // Build an element: el("div", {class: "x", onclick: f}, child, "text", ...).
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
+      else if (k === "class") node.className = v;
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+
+  // "1h 02m", "3m 07s", "12s".
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
+    const s = Math.max(0, Math.round(seconds));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+    if (m) return `${m}m ${String(r).padStart(2, "0")}s`;
+    return `${r}s`;
+  }
+
+  function bytes(n) {
+    if (n === null || n === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`;
+  }
+
+  // A coloured status badge: creating, ready, error, running, stopped, ...
+  function badge(status) {
+    return el("span", { class: `badge badge-${status}` }, status);
+  }
+
+  // A transient message at the bottom right; kind: "info" | "error" | "ok".
+  function toast(message, kind) {
+    const box = document.getElementById("toasts");
+    const t = el("div", { class: `toast toast-${kind || "info"}`, role: kind === "error" ? "alert" : "status" }, message);
+    box.append(t);
+    setTimeout(() => t.remove(), kind === "error" ? 8000 : 4000);
+  }
+
+  // A modal confirmation; resolves true when confirmed.
+  function confirmDialog(title, text, confirmLabel, danger) {
+    return new Promise((resolve) => {
+      const dlg = el("dialog", { class: "confirm" },
+        el("h2", {}, title), el("p", {}, text),
+        el("div", { class: "actions" },
+          el("button", { type: "button", class: "secondary", value: "cancel", onclick: () => dlg.close("cancel") }, "Cancel"),
+          el("button", { type: "button", class: danger ? "danger" : "primary", value: "ok", onclick: () => dlg.close("ok") }, confirmLabel || "Confirm")));
+      dlg.addEventListener("close", () => { dlg.remove(); resolve(dlg.returnValue === "ok"); });
+      document.body.append(dlg);
+      dlg.showModal();
+    });
+  }
+
+  async function copyText(text) {
+    try { await navigator.clipboard.writeText(text); toast("Copied", "ok"); }
+    catch (e) { toast("Copy failed: select and copy by hand", "error"); }
+  }
+
+  // --- time -------------------------------------------------------------------------
+  const _date = (iso) => (iso ? new Date(iso) : null);
+
+  // "12s ago", "5m ago", "3h ago", "2d ago" (null -> "–").
+  function ago(iso) {
+    const d = _date(iso);
+    if (!d || isNaN(d)) return "–";
+    const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
+    if (s < 60) return `${Math.floor(s)}s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+    return `${Math.floor(s / 86400)}d ago`;
+  }
+
+  // A timestamp in the browser's locale ("23 Nov 2026, 10:32:39").
+  function when(iso) {
+    const d = _date(iso);
+    if (!d || isNaN(d)) return "–";
+    return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric",
+      hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  // A <time> element showing "5m ago" with the full timestamp as its tooltip.
+  function timeAgo(iso) {
+    return el("time", { datetime: iso || "", title: when(iso) }, ago(iso));
+  }
+
+  // --- containers ----------------------------------------------------------------------
+  // What one status word means for a container: its lifecycle, refined by the
+  // live PVE status once it is ready ("running"/"stopped"), "unknown" when the
+  // node did not answer.  Returns {status, title}.
+  function containerStatus(ct) {
+    const lc = ct.lifecycle;
+    const live = ct.pve && ct.pve.status;
+    if (lc === "ready") {
+      if (live === "running" || live === "stopped") return { status: live, title: `ready, ${live} in PVE` };
+      if (ct.pve_error) return { status: "unknown", title: `ready; live status unavailable: ${ct.pve_error}` };
+      return { status: "ready", title: "ready" };
+    }
+    if (lc === "error") {
+      const extra = live ? `; ${live} in PVE` : "";
+      return { status: "error", title: (ct.error || "provisioning failed") + extra };
+    }
+    return { status: lc, title: lc === "creating" && ct.current_phase ? `creating: ${ct.current_phase}` : lc };
+  }
+
+  // The actions a user may ask for, their confirmation texts and button looks.
+  const ACTIONS = {
+    start: { label: "Start", verb: "Starting", danger: false,
+      text: (who) => `${who} boots and its services start.` },
+    stop: { label: "Stop", verb: "Stopping", danger: true,
+      text: (who) => `${who} shuts down: its services are unavailable until it is started again.` },
+    reboot: { label: "Reboot", verb: "Rebooting", danger: false,
+      text: (who) => `${who} restarts: its services are briefly unavailable.` },
+    retry: { label: "Retry", verb: "Retrying", danger: false,
+      text: () => "Provisioning runs again from where it failed; finished phases and scripts are kept." },
+    resync: { label: "Resync", verb: "Resyncing", danger: false,
+      text: (who) => `Files are deployed and every script runs again in ${who}.` },
+    destroy: { label: "Destroy", verb: "Destroying", danger: true,
+      text: (who) => `${who} and its disks are removed from Proxmox. This cannot be undone.` },
+  };
+
+  // lifecycle states per action, as the server allows them (rendered into the
+  // page as <script type="application/json" id="container-actions">).
+  let _allowed = null;
+  function allowedActions(ct) {
+    if (_allowed === null) {
+      const node = document.getElementById("container-actions");
+      _allowed = node ? JSON.parse(node.textContent) : {};
+    }
+    const live = ct.pve && ct.pve.status;
+    return Object.keys(ACTIONS).filter((a) => {
+      if (!(_allowed[a] || []).includes(ct.lifecycle)) return false;
+      if (["start", "stop", "reboot"].includes(a) && ct.vmid === null) return false;
+      if (a === "start" && live === "running") return false;
+      if ((a === "stop" || a === "reboot") && live === "stopped") return false;
+      return true;
+    });
+  }
+
+  // Confirm, then enqueue an action.  Resolves to the API's answer, or null
+  // when the user cancelled or the API refused (the refusal is a toast).
+  async function containerAction(ct, action) {
+    const spec = ACTIONS[action];
+    const who = ct.vmid ? `CT ${ct.vmid} on ${ct.node}` : `The container (not created in PVE yet)`;
+    const ok = await confirmDialog(`${spec.label} ${ct.hostname}?`, spec.text(who), spec.label, spec.danger);
+    if (!ok) return null;
+    try {
+      const answer = await api("POST", `/api/containers/${encodeURIComponent(ct.id)}/actions/${action}`);
+      toast(`${spec.verb} ${ct.hostname}…`, "info");
+      return answer;
+    } catch (e) {
+      toast(`${spec.label} ${ct.hostname} failed: ${e.message}`, "error");
+      return null;
+    }
+  }
+
+  // --- polling ---------------------------------------------------------------------------
+  // Calls fn every `ms` (waiting for each call to finish), paused while the tab
+  // is hidden and resumed at once when it shows again.  poll.now() runs it
+  // right away; poll.stop() ends it.
+  function poller(fn, ms) {
+    let timer = null, running = false, stopped = false, again = false;
+    async function tick() {
+      clearTimeout(timer);
+      timer = null;
+      if (stopped) return;
+      if (running) { again = true; return; }
+      if (document.hidden) return;
+      running = true;
+      try { await fn(); } catch (e) { console.error(e); }
+      running = false;
+      if (stopped) return;
+      if (again) { again = false; tick(); return; }
+      timer = setTimeout(tick, typeof ms === "function" ? ms() : ms);
+    }
+    const onVisible = () => { if (!document.hidden && !running) tick(); };
+    document.addEventListener("visibilitychange", onVisible);
+    tick();
+    return {
+      now: tick,
+      stop() { stopped = true; clearTimeout(timer); document.removeEventListener("visibilitychange", onVisible); },
+    };
+  }
+
+  // --- forms -------------------------------------------------------------------------------
+  // Show an API error next to the field it names (input[name=field] in form):
+  // aria-invalid plus the text in the field's .field-error.  Returns whether a
+  // field was found (otherwise show the message elsewhere).
+  function showFieldError(form, field, message) {
+    if (!field) return false;
+    const input = form.querySelector(`[name="${CSS.escape(field)}"]`);
+    if (!input) return false;
+    input.setAttribute("aria-invalid", "true");
+    const box = input.closest(".field");
+    const slot = box && box.querySelector(".field-error");
+    if (slot) {
+      slot.textContent = message;
+      if (!slot.id) slot.id = `${input.id || field}-error`;
+      input.setAttribute("aria-describedby", slot.id);
+    }
+    input.focus();
+    return true;
+  }
+
+  function clearFieldErrors(form) {
+    form.querySelectorAll("[aria-invalid]").forEach((n) => n.removeAttribute("aria-invalid"));
+    form.querySelectorAll(".field-error").forEach((n) => { n.textContent = ""; });
+  }
+
+  window.App = { api, ApiError, el, duration, bytes, badge, toast, confirmDialog, copyText, csrf,
+    ago, when, timeAgo, containerStatus, ACTIONS, allowedActions, containerAction, poller,
+    showFieldError, clearFieldErrors };
+})();
