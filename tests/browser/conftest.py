@@ -87,7 +87,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"the web app did not answer at {url}: {log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # its containers go before the other suites run
 def dash(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:

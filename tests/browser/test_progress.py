@@ -118,7 +118,7 @@ def finished(dash: Dashboard) -> Iterator[str]:
 
 def test_a_run_watched_from_the_start_ends_ready_with_every_line(page: Any,
                                                                  dash: Dashboard) -> None:  # fmt: skip
-    cid = dash.stack.submit("lines", "pg-watch", variables={"count": 3000})
+    cid = dash.stack.submit("lines", "pg-watch", variables={"count": 3000, "pause_ms": 100})
     page.goto(f"/containers/{cid}/progress")
     assert page.get_attribute("#progress", "data-lifecycle") in ("pending", "creating")
     wait_lines(page, 1000)
@@ -159,7 +159,7 @@ def test_a_run_watched_from_the_start_ends_ready_with_every_line(page: Any,
 
 def test_a_reload_while_lines_stream_ends_with_each_line_once(page: Any,
                                                                dash: Dashboard) -> None:  # fmt: skip
-    cid = dash.stack.submit("lines", "pg-reload", variables={"count": 3000})
+    cid = dash.stack.submit("lines", "pg-reload", variables={"count": 3000, "pause_ms": 100})
     page.goto(f"/containers/{cid}/progress")
     wait_lines(page, 300)
     page.reload()
@@ -173,7 +173,7 @@ def test_a_reload_while_lines_stream_ends_with_each_line_once(page: Any,
 def test_a_dropped_websocket_reconnects_and_resumes_without_gap_or_duplicate(
         page: Any, dash: Dashboard) -> None:  # fmt: skip
     page.add_init_script(RECORD_SOCKETS)
-    cid = dash.stack.submit("lines", "pg-drop", variables={"count": 3000})
+    cid = dash.stack.submit("lines", "pg-drop", variables={"count": 3000, "pause_ms": 100})
     page.goto(f"/containers/{cid}/progress")
     wait_lines(page, 200)
 
@@ -229,7 +229,7 @@ def test_the_script_filter_shows_one_scripts_lines(page: Any, dash: Dashboard,
 
 def test_autoscroll_pauses_when_scrolled_up_and_resumes_at_the_bottom(page: Any,
                                                                       dash: Dashboard) -> None:  # fmt: skip
-    cid = dash.stack.submit("lines", "pg-scroll", variables={"count": 6000})
+    cid = dash.stack.submit("lines", "pg-scroll", variables={"count": 6000, "pause_ms": 150})
     page.goto(f"/containers/{cid}/progress")
     wait_lines(page, 300)
     assert page.get_attribute("#console", "data-autoscroll") == "on"
@@ -260,6 +260,7 @@ def test_autoscroll_pauses_when_scrolled_up_and_resumes_at_the_bottom(page: Any,
     assert page.get_attribute("#console", "data-autoscroll") == "on"
     page.wait_for_function(AT_BOTTOM)
     # the Follow button, like scrolling down to the bottom, follows again
+    page.hover("#console")  # the resizes may have moved it from under the mouse
     page.mouse.wheel(0, -400)
     page.wait_for_selector("#console[data-autoscroll=off]")
     page.click("#follow")

@@ -31,8 +31,9 @@ from tests.browser.conftest import Dashboard, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-# The static addresses these tests may use (host numbers in the simulator's subnet).
-STATIC_HOSTS = range(150, 160)
+# The static addresses these tests may use (host numbers in the simulator's subnet,
+# below its DHCP pool, the upper half, and apart from other suites' addresses).
+STATIC_HOSTS = range(120, 128)
 # A VMID no simulator allocates in a test run; held by a row, never by a container.
 HELD_VMID = 990150
 PROGRESS_URL = re.compile(r".*/containers/([0-9a-f-]+)/progress$")

@@ -73,7 +73,7 @@ def test_create_json_carries_everything_a_script_needs(cli: Cli, tmp_path: Path)
     c = body["container"]
     assert c["request"]["ip"] == "198.18.0.171/24" and c["request"]["gateway"] == "198.18.0.1"
     assert c["request"]["ssh_public_key"] == public and c["request"]["vmid"] == 9177
-    assert c["variables"] == {"count": 7, "fail_marker": ""}
+    assert c["variables"] == {"count": 7, "pause_ms": 0, "fail_marker": ""}
     assert c["failure_policy"] == "destroy" and c["lifecycle"] == "pending"
     assert body["root_password"] == container_root_password(cli.box, cli.container(body["id"]))
     assert body["job_id"].startswith(f"provision-{body['id']}")

@@ -45,13 +45,13 @@ TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 WORKERS = 3
 FLEET_TIMEOUT = 780.0
 
-# template -> (static host number, variables)
+# template -> (static host number, below the DHCP pool, variables)
 FLEET: dict[str, tuple[int, dict[str, Any]]] = {
-    "debian-base": (150, {"timezone": "Europe/Berlin", "motd": "fleet motd marker"}),
-    "nginx": (151, {"site_title": "Fleet nginx title", "message": "served by the fleet"}),
-    "postgresql": (152, {"db_name": "fleetdb", "db_user": "fleetuser"}),
-    "redis": (153, {"maxmemory_mb": 64}),
-    "python-app": (154, {"app_title": "Fleet notes"}),
+    "debian-base": (110, {"timezone": "Europe/Berlin", "motd": "fleet motd marker"}),
+    "nginx": (111, {"site_title": "Fleet nginx title", "message": "served by the fleet"}),
+    "postgresql": (112, {"db_name": "fleetdb", "db_user": "fleetuser"}),
+    "redis": (113, {"maxmemory_mb": 64}),
+    "python-app": (114, {"app_title": "Fleet notes"}),
 }
 
 
@@ -365,7 +365,7 @@ def test_dhcp_late_lease_is_waited_for(stack: Stack, cleanup: Callable[[str], st
 def test_static_ip_is_recorded_configured_and_used(stack: Stack,
                                                    cleanup: Callable[[str], str]) -> None:  # fmt: skip
     ensure_workers(stack, 1)
-    ip = stack.address(160)
+    ip = stack.address(115)
     cid = cleanup(stack.submit("nginx", "static-ip", ip=f"{ip}/24", gateway=stack.sim["gateway"]))
     ct = stack.wait(cid, timeout=600)
     assert_ready(stack, ct)
@@ -387,7 +387,7 @@ def test_static_ip_is_recorded_configured_and_used(stack: Stack,
 
 def test_events_contract_of_a_full_run(stack: Stack, cleanup: Callable[[str], str]) -> None:
     ensure_workers(stack, 1)
-    ip = stack.address(161)
+    ip = stack.address(116)
     cid = cleanup(stack.submit("nginx", "events-contract", ip=f"{ip}/24",
                                gateway=stack.sim["gateway"]))  # fmt: skip
     ct = stack.wait(cid, timeout=600)

@@ -552,14 +552,27 @@
   // Following stops only when the reader scrolls away (wheel, touch, keys, the
   // scrollbar), not when a resize or a screenshot moves the view, and starts
   // again once the view is back at the bottom.
+  // An upward wheel or key stops following at once: waiting for its scroll
+  // event would race the next batch of lines, which scrolls to the bottom.
   let readerScrolledAt = -Infinity;
+  let readerUpAt = -Infinity;
+  const UP_KEYS = new Set(["ArrowUp", "PageUp", "Home"]);
+  const readerUp = () => {
+    readerUpAt = performance.now();
+    setFollow(false);
+  };
   for (const type of ["wheel", "touchmove", "keydown", "pointerdown"]) {
-    consoleEl.addEventListener(type, () => { readerScrolledAt = performance.now(); }, { passive: true });
+    consoleEl.addEventListener(type, (event) => {
+      readerScrolledAt = performance.now();
+      if ((type === "wheel" && event.deltaY < 0) || (type === "keydown" && UP_KEYS.has(event.key))) readerUp();
+    }, { passive: true });
   }
   consoleEl.addEventListener("scroll", () => {
+    const now = performance.now();
     const atBottom = consoleEl.scrollHeight - consoleEl.scrollTop - consoleEl.clientHeight <= 24;
-    if (atBottom) setFollow(true);
-    else if (performance.now() - readerScrolledAt < 1000) setFollow(false);
+    if (atBottom) {
+      if (now - readerUpAt > 500) setFollow(true);  // not the start of the reader's own scroll up
+    } else if (now - readerScrolledAt < 1000) setFollow(false);
     else if (follow) schedule();  // moved by a layout change: back to the newest line
   }, { passive: true });
   window.addEventListener("resize", () => {
