@@ -38,11 +38,13 @@ from provisioner.errors import ConfigError, PermanentError, TransientError
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_ONLY = "provisioner_read_only"  # an execution option: see read_only()
 # Any constant will do: it only has to be the same in every process.
 _PG_MIGRATION_LOCK = 0x6C7863  # "lxc"
 
 
-def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False) -> Engine:
+def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False,
+                max_overflow: int = 10) -> Engine:  # fmt: skip
     """Create an engine for a SQLite or PostgreSQL URL.
 
     Args:
@@ -51,6 +53,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False) -> E
         foreign_keys: SQLite only; turned off for migrations alone, because
             rebuilding a table with them on would cascade deletes.
         echo: log every SQL statement (debugging).
+        max_overflow: connections beyond the pool's 5 kept ones, for bursts
+            (the web app has many threads).
 
     Returns:
         The engine.  Create it in the process that uses it (RQ forks a work
@@ -62,10 +66,10 @@ def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False) -> E
     sa_url = _parse_url(url)
     if sa_url.get_backend_name() == "sqlite":
         _ensure_sqlite_directory(sa_url)
-        engine = create_engine(sa_url, echo=echo)
+        engine = create_engine(sa_url, echo=echo, max_overflow=max_overflow)
         _configure_sqlite(engine, foreign_keys=foreign_keys)
     elif sa_url.get_backend_name() == "postgresql":
-        engine = create_engine(sa_url, echo=echo, pool_pre_ping=True)
+        engine = create_engine(sa_url, echo=echo, pool_pre_ping=True, max_overflow=max_overflow)
     else:
         raise ConfigError(f"unsupported database {redact_url(url)!r}: use SQLite or PostgreSQL")
     _discard_connections_after_fork(engine)
@@ -79,6 +83,18 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     keeps reading its container row after saving progress.
     """
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def read_only(session: Session) -> Session:
+    """Make the session's transaction read-only: on SQLite it then takes no
+    write lock (a long replay never holds up a worker's writes); on
+    PostgreSQL it is ``READ ONLY``.  Call it before the session's first query.
+    """
+    options: dict[str, Any] = {_READ_ONLY: True}
+    if session.get_bind().dialect.name == "postgresql":
+        options["postgresql_readonly"] = True
+    session.connection(execution_options=options)
+    return session
 
 
 @contextmanager
@@ -224,8 +240,12 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
     def on_begin(conn: Connection) -> None:
         # Take the write lock up front: a deferred transaction that reads,
         # then writes after another process committed, fails at once with
-        # SQLITE_BUSY instead of waiting for the busy timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # SQLITE_BUSY instead of waiting for the busy timeout.  A read-only
+        # one (read_only()) takes no lock: in WAL mode it reads a snapshot.
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _discard_connections_after_fork(engine: Engine) -> None:

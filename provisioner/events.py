@@ -4,10 +4,13 @@ Every event gets the container's next ``seq`` (+1 across retries and workers;
 only the lease holder publishes), goes at once into a Redis stream (entry id
 ``<seq>-0``) and onto the pub/sub channel ``provisioner:container:{id}:events``,
 and into the database: steps, warnings and terminal events immediately, log
-lines in batches.  Readers replay from the database, then read the stream
-from where the database ended and block on it for live events: the stream
-holds every event in order, so there is no race between replay and
-subscribe, no gap and no duplicate.
+lines in batches.  Readers replay from the stream while it still holds what
+they need (it keeps the newest ``STREAM_MAXLEN`` events, and a finished
+container's for ``STREAM_TTL``), from the database for what it no longer
+holds, then block on the stream for live events: the stream holds every
+event in order, so there is no race between replay and subscribe, no gap and
+no duplicate.  The relay forwards the stored JSON as it is (``Raw``), in the
+batches it reads; everyone else gets ``Event`` objects.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import Redis
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from provisioner.db import session_scope
+from provisioner.db import read_only, session_scope
 from provisioner.logsafe import redact
 from provisioner.models import Container, ContainerEvent
 
@@ -109,8 +112,42 @@ class Event:
                               stream=self.stream, script=self.script, ts=ts)  # fmt: skip
 
 
+class Raw(NamedTuple):
+    """One event as stored: its JSON exactly as published (the relay sends it
+    on untouched), its ``seq`` and whether it ends the stream."""
+
+    seq: int
+    payload: bytes
+    terminal: bool
+    event: Event | None = None  # already decoded (a database row)
+
+    def decode(self) -> Event:
+        return self.event if self.event is not None else Event.from_json(self.payload)
+
+    @classmethod
+    def of(cls, event: Event) -> Raw:
+        return cls(event.seq, event.to_json().encode(), event.terminal, event)
+
+
+def _field(fields: Any, name: bytes) -> Any:
+    if name in fields:
+        return fields[name]
+    return fields.get(name.decode())
+
+
+def _raw(entry_id: Any, fields: Any) -> Raw:
+    payload = _field(fields, b"e")
+    if isinstance(payload, str):
+        payload = payload.encode()
+    kind = _field(fields, b"t")
+    if kind is None:  # published before entries carried their type
+        return Raw.of(Event.from_json(payload))
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    return Raw(_stream_seq(entry_id), payload, kind in TERMINAL_TYPES)
+
+
 def _payload(fields: Any) -> Any:
-    return fields[b"e"] if b"e" in fields else fields["e"]
+    return _field(fields, b"e")
 
 
 def _stream_seq(entry_id: Any) -> int:
@@ -180,8 +217,8 @@ class EventPublisher:
                           script=script)  # fmt: skip
             payload = event.to_json()
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(stream_key(self.container_id), {"e": payload}, id=f"{event.seq}-0",
-                      maxlen=STREAM_MAXLEN, approximate=True)  # fmt: skip
+            pipe.xadd(stream_key(self.container_id), {"e": payload, "t": type},
+                      id=f"{event.seq}-0", maxlen=STREAM_MAXLEN, approximate=True)  # fmt: skip
             pipe.publish(channel(self.container_id), payload)
             if event.terminal:
                 pipe.expire(stream_key(self.container_id), STREAM_TTL)
@@ -222,58 +259,98 @@ class EventPublisher:
 
 
 class EventReader:
-    """Replay then follow one container's events: each exactly once, in order."""
+    """Replay then follow one container's events: each exactly once, in order.
+
+    ``events()`` gives ``Event`` objects; ``batches()`` gives the stored JSON
+    in the batches it was read (one Redis read, one database page), for the
+    relay to forward without decoding it.
+    """
 
     def __init__(self, redis: Redis, factory: sessionmaker[Session], container_id: str) -> None:
         self.redis = redis
         self.factory = factory
         self.container_id = container_id
+        self.key = stream_key(container_id)
 
-    def _from_db(self, after: int, upto: int | None = None, page: int = 2000) -> Iterator[Event]:
+    def _from_db(
+        self, after: int, upto: int | None = None, page: int = 2000
+    ) -> Iterator[list[Raw]]:
+        """Pages of stored events with ``after < seq < upto``, up to the first
+        terminal one.  Read-only transactions: a replay never holds the
+        database's write lock."""
         last = after
         while True:
             with self.factory() as session:
+                read_only(session)
                 query = (select(ContainerEvent)
                          .where(ContainerEvent.container_id == self.container_id,
                                 ContainerEvent.seq > last)
                          .order_by(ContainerEvent.seq).limit(page))  # fmt: skip
                 if upto is not None:
                     query = query.where(ContainerEvent.seq < upto)
-                rows = [Event.from_row(r) for r in session.scalars(query)]
-            yield from rows
+                rows = [Raw.of(Event.from_row(r)) for r in session.scalars(query)]
+            end = next((i for i, raw in enumerate(rows) if raw.terminal), None)
+            if end is not None:  # the stream ends there
+                yield rows[: end + 1]
+                return
+            if rows:
+                yield rows
             if len(rows) < page:
                 return
             last = rows[-1].seq
 
-    def events(self, after: int = 0, *, block_ms: int = 1000,
-               stop: threading.Event | None = None, follow: bool = True) -> Iterator[Event]:  # fmt: skip
-        """Every event with ``seq > after``; ends after the terminal event,
-        when ``stop`` is set, or (``follow=False``) once nothing more is there.
+    def _first_in_stream(self) -> int | None:
+        first: Any = self.redis.xrange(self.key, count=1)
+        return _stream_seq(first[0][0]) if first else None
+
+    def batches(self, after: int = 0, *, block_ms: int = 1000, count: int = 1000,
+                stop: threading.Event | None = None,
+                follow: bool = True) -> Iterator[list[Raw]]:  # fmt: skip
+        """Every event with ``seq > after``, in non-empty batches; ends after
+        the terminal event, when ``stop`` is set, or (``follow=False``) once
+        nothing more is there.
         """
         last = after
-        for event in self._from_db(last):
-            yield event
-            last = event.seq
-            if event.terminal:
-                return
-        key = stream_key(self.container_id)
+        first = self._first_in_stream()
+        if first is None or first > last + 1:  # the stream no longer holds them all
+            for rows in self._from_db(last, upto=first):
+                yield rows
+                if rows[-1].terminal:
+                    return
+                last = rows[-1].seq
         while not (stop is not None and stop.is_set()):
-            entries: Any = self.redis.xread({key: f"{last}-0"}, count=1000,
+            entries: Any = self.redis.xread({self.key: f"{last}-0"}, count=count,
                                        block=block_ms if follow else None)  # fmt: skip
             if not entries:
                 if not follow:
                     return
                 continue
+            batch: list[Raw] = []
             for entry_id, fields in entries[0][1]:
                 seq = _stream_seq(entry_id)
                 if seq <= last:
                     continue
-                if seq > last + 1:  # trimmed from Redis: the database has them
-                    for event in self._from_db(last, upto=seq):
-                        yield event
-                        last = event.seq
-                event = Event.from_json(_payload(fields))
-                yield event
-                last = event.seq
-                if event.terminal:
+                if seq > last + 1:  # trimmed from Redis meanwhile: the database has them
+                    if batch:
+                        yield batch
+                        batch = []
+                    for rows in self._from_db(last, upto=seq):
+                        yield rows
+                        last = rows[-1].seq
+                        if rows[-1].terminal:
+                            return
+                raw = _raw(entry_id, fields)
+                batch.append(raw)
+                last = seq
+                if raw.terminal:
+                    yield batch
                     return
+            if batch:
+                yield batch
+
+    def events(self, after: int = 0, *, block_ms: int = 1000,
+               stop: threading.Event | None = None, follow: bool = True) -> Iterator[Event]:  # fmt: skip
+        """Every event with ``seq > after``, as ``batches()``, one by one."""
+        for batch in self.batches(after, block_ms=block_ms, stop=stop, follow=follow):
+            for raw in batch:
+                yield raw.decode()

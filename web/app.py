@@ -151,10 +151,13 @@ def create_app(
         PVE_READ_TIMEOUT=15.0,
         # flask-sock: pings keep idle streams open through proxies and find dead clients
         SOCK_SERVER_OPTIONS={"ping_interval": 25},
+        # seconds an event stream's client may take nothing before it is dropped
+        RELAY_STALL_TIMEOUT=60.0,
     )
     if test_config:
         app.config.update(test_config)
-    engine = db.make_engine(settings.database_url)
+    # requests and event replays of many threads: room beyond the pool's 5
+    engine = db.make_engine(settings.database_url, max_overflow=45)
     app.extensions[EXTENSION] = WebResources(
         settings=settings,
         engine=engine,

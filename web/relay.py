@@ -6,26 +6,38 @@ live events, each exactly once and in order, one JSON event per message;
 the server closes the connection after ``complete`` or ``error``.  A client
 that reconnects with the last ``seq`` it saw gets exactly the rest.
 
-Each connection blocks in its own thread (gunicorn's gthread worker, or the
-threaded development server), reading Redis on its own, so a slow or dead
-client holds up nobody else, and the workers never wait for a browser.
+Each connection runs in its own thread (gunicorn's gthread worker, or the
+threaded development server) and reads Redis on its own, so a slow client
+holds up nobody else, and the workers never wait for a browser.  What makes
+it cheap: the stored JSON goes out as it is (never decoded and encoded
+again), and each Redis read, up to a thousand events, leaves in one write
+of ready-made frames (``Outbox``).
+
 Pings (``SOCK_SERVER_OPTIONS``) keep idle connections open through proxies
-and find dead clients; a client that goes away ends its reader within a
-second.
+and find dead clients.  A client that reads, however far behind, is alive:
+its pong may wait behind the backlog, so progress counts as one.  A client
+that takes nothing for ``RELAY_STALL_TIMEOUT`` seconds (60) is dropped; one that goes
+away ends its reader within a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import select
+import socket
+import struct
 import threading
+import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, g, request
+from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock
 from werkzeug.wrappers import Response as BaseResponse
 
-from provisioner.events import EventReader
+from provisioner.events import EventReader, Raw
 from provisioner.models import Container
 from web.app import get_db, resources
 from web.auth import error_response
@@ -33,10 +45,13 @@ from web.auth import error_response
 bp = Blueprint("relay", __name__)
 sock = Sock()
 NORMAL_CLOSURE = 1000
-POLL_MS = 1000
-_CONTAINER_ID = re.compile(
-    r"[0-9a-fA-F-]{1,36}"
-)  # how long one Redis read blocks: the delay to notice a departed client
+POLL_MS = 1000  # how long one Redis read blocks: the delay to notice a departed client
+_CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
+_TEXT = 0x81  # FIN + text opcode
+
+
+class ClientStalled(TimeoutError):
+    """The client took nothing for the stall timeout."""
 
 
 class ClientGone(threading.Event):
@@ -48,6 +63,98 @@ class ClientGone(threading.Event):
 
     def is_set(self) -> bool:
         return super().is_set() or not self.ws.connected
+
+
+def text_frames(payloads: Iterable[bytes]) -> bytes:
+    """Unmasked (server) websocket text frames, one message per payload.
+
+    Uncompressed even when permessage-deflate was agreed: RFC 7692 lets every
+    message choose (RSV1 clear), and deflating log lines costs more CPU than
+    the bytes it saves on a LAN.  The payloads are JSON from ``json.dumps``:
+    ASCII, hence valid UTF-8.
+    """
+    parts: list[bytes] = []
+    for payload in payloads:
+        n = len(payload)
+        if n < 126:
+            parts.append(bytes((_TEXT, n)))
+        elif n < 1 << 16:
+            parts.append(struct.pack("!BBH", _TEXT, 126, n))
+        else:
+            parts.append(struct.pack("!BBQ", _TEXT, 127, n))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+class Outbox:
+    """The connection's socket, for every writer: this relay's frames and
+    simple_websocket's pings, pongs and close frames, one write at a time.
+
+    Installed as ``ws.sock``.  A write never blocks longer than
+    ``stall_timeout`` without progress (the socket stays blocking for
+    simple_websocket's reader thread: writes use ``MSG_DONTWAIT`` and wait
+    for room with ``poll``).
+    """
+
+    def __init__(self, ws: Any, stall_timeout: float) -> None:
+        self.ws = ws
+        self.raw: socket.socket = ws.sock
+        self.stall_timeout = stall_timeout
+        self._lock = threading.Lock()
+        ws.sock = self
+
+    # what simple_websocket's thread uses
+    def send(self, data: bytes) -> int:
+        self._write(data, progress=False)
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        return self.raw.recv(size)
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def send_frames(self, payloads: Iterable[bytes]) -> None:
+        """Send each payload as one text message, all in one write."""
+        self._write(text_frames(payloads), progress=True)
+
+    def abort(self) -> None:
+        """Drop the connection at once (a stalled client): the reader thread
+        sees the end of the stream and closes the socket."""
+        self.ws.connected = False
+        with contextlib.suppress(OSError):
+            self.raw.shutdown(socket.SHUT_RDWR)
+
+    def _write(self, data: bytes, *, progress: bool) -> None:
+        if not self._lock.acquire(timeout=self.stall_timeout):
+            raise ClientStalled("another write to this client is stuck")
+        try:
+            view = memoryview(data)
+            poller = select.poll()
+            poller.register(self.raw.fileno(), select.POLLOUT)
+            deadline = time.monotonic() + self.stall_timeout
+            while view:
+                try:
+                    sent = self.raw.send(view, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                if sent:
+                    view = view[sent:]
+                    deadline = time.monotonic() + self.stall_timeout
+                    if progress:  # it reads, so it is alive: its pong may be queued behind
+                        self.ws.pong_received = True
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ClientStalled(f"the client took nothing for {self.stall_timeout:g} s")
+                poller.poll(min(left, 1.0) * 1000)
+                if not self.ws.connected and progress:
+                    raise ConnectionResetError("the client has gone")
+        finally:
+            self._lock.release()
 
 
 def _after() -> int | None:
@@ -80,16 +187,31 @@ def check_stream() -> BaseResponse | None:
     return None
 
 
+def stream(ws: Any, reader: EventReader, after: int, stall_timeout: float) -> None:
+    """Send every event after ``after``; close after the terminal one."""
+    outbox = Outbox(ws, stall_timeout)
+    batch: list[Raw] = []
+    try:
+        for batch in reader.batches(after, block_ms=POLL_MS, stop=ClientGone(ws)):
+            outbox.send_frames(raw.payload for raw in batch)
+            if batch[-1].terminal:
+                break
+        if batch and batch[-1].terminal and ws.connected:
+            ws.close(reason=NORMAL_CLOSURE, message=f"{batch[-1].decode().type}: stream ends")
+    except OSError:  # stalled, or gone while we wrote
+        outbox.abort()
+
+
 @sock.route("/ws/containers/<container_id>/events", bp=bp)
 def container_events(ws: Any, container_id: str) -> None:
     """Replay, then follow; close after the terminal event."""
     res = resources()
-    reader = EventReader(res.redis, res.factory, container_id)
-    for event in reader.events(_after() or 0, block_ms=POLL_MS, stop=ClientGone(ws)):
-        ws.send(event.to_json())
-        if event.terminal:
-            ws.close(reason=NORMAL_CLOSURE, message=f"{event.type}: stream ends")
-            return
+    stream(
+        ws,
+        EventReader(res.redis, res.factory, container_id),
+        _after() or 0,
+        float(current_app.config["RELAY_STALL_TIMEOUT"]),
+    )
 
 
 def init_app(app: Flask) -> None:

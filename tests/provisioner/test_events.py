@@ -4,15 +4,17 @@ reader that replays then follows with no gap and no duplicate."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from redis import Redis
-from sqlalchemy import select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from provisioner.events import Event, EventPublisher, EventReader, channel, stream_key
+from provisioner.db import read_only
+from provisioner.events import Event, EventPublisher, EventReader, Raw, channel, stream_key
 from provisioner.models import Container, ContainerEvent
 from tests.provisioner.conftest import make_container
 
@@ -135,7 +137,7 @@ def test_reader_fills_a_trimmed_stream_from_the_database(
 
         def _from_db(
             self, after: int, upto: int | None = None, page: int = 2000
-        ) -> Iterator[Event]:
+        ) -> Iterator[list[Raw]]:
             if self.first:
                 self.first = False
                 return super()._from_db(after, upto=21, page=page)
@@ -143,6 +145,74 @@ def test_reader_fills_a_trimmed_stream_from_the_database(
 
     events = list(LaggingReader(redis, factory, container_id).events(0, follow=False))
     assert [e.seq for e in events] == list(range(1, 52))
+
+
+def publish_run_retried(pub: EventPublisher) -> None:
+    """A run that fails at seq 5, then a retry that completes at seq 10."""
+    pub.publish("step", "creating", phase="create", percent=1)
+    for i in range(3):
+        pub.publish("log", f"a{i}", stream="stdout")
+    pub.publish("error", "script failed", phase="scripts")
+    pub.publish("step", "retrying", phase="scripts", percent=60)
+    for i in range(3):
+        pub.publish("log", f"b{i}", stream="stdout")
+    pub.publish("complete", "ready", phase="finalize", percent=100)
+
+
+def read(reader: EventReader, after: int) -> list[int]:
+    return [e.seq for e in reader.events(after, follow=False)]
+
+
+def test_replay_comes_from_redis_while_the_stream_holds_it(
+    redis: Redis, factory: sessionmaker[Session], container_id: str
+) -> None:
+    with EventPublisher(redis, factory, container_id) as pub:
+        publish_run_retried(pub)
+    with factory() as session, session.begin():  # the database forgets: Redis alone answers
+        session.execute(delete(ContainerEvent).where(ContainerEvent.container_id == container_id))
+    reader = EventReader(redis, factory, container_id)
+    assert read(reader, 0) == [1, 2, 3, 4, 5]  # ends at the first terminal event
+    assert read(reader, 5) == [6, 7, 8, 9, 10]
+    # the relay's batches carry the stored JSON byte for byte
+    batches = list(reader.batches(0, follow=False))
+    stored = [f[b"e"] for _i, f in redis.xrange(stream_key(container_id))]
+    assert [raw.payload for batch in batches for raw in batch] == stored[:5]
+    assert [raw.terminal for batch in batches for raw in batch] == [False] * 4 + [True]
+
+
+def test_replay_comes_from_the_database_once_the_stream_is_gone(
+    redis: Redis, factory: sessionmaker[Session], container_id: str
+) -> None:
+    with EventPublisher(redis, factory, container_id) as pub:
+        publish_run_retried(pub)
+    stored = {_seq: f[b"e"] for _seq, f in redis.xrange(stream_key(container_id))}
+    redis.delete(stream_key(container_id))  # expired (STREAM_TTL) or a new Redis
+    reader = EventReader(redis, factory, container_id)
+    assert read(reader, 0) == [1, 2, 3, 4, 5]
+    assert read(reader, 5) == [6, 7, 8, 9, 10]
+    assert read(reader, 10) == []
+    events = [Event.from_json(p) for p in stored.values()]
+    assert list(reader.events(5, follow=False)) == events[5:]  # the same events, from rows
+    # small pages: a terminal event in the middle of a page still ends the replay
+    pages = list(reader._from_db(0, page=3))
+    assert [[raw.seq for raw in page] for page in pages] == [[1, 2, 3], [4, 5]]
+
+
+def test_a_replay_holds_no_write_lock(factory: sessionmaker[Session], container_id: str) -> None:
+    with factory() as reader:
+        read_only(reader)
+        assert reader.scalar(select(ContainerEvent.seq).limit(1)) is None  # a transaction is open
+        if reader.get_bind().dialect.name == "postgresql":
+            assert reader.scalar(text("SHOW transaction_read_only")) == "on"
+        # meanwhile a writer commits at once (on SQLite, BEGIN IMMEDIATE would
+        # otherwise wait for the reader's lock until the busy timeout)
+        started = time.monotonic()
+        with factory() as writer, writer.begin():
+            writer.add(Event(seq=1, container=container_id, type="step", message="x").to_row())
+        assert time.monotonic() - started < 2
+    with factory() as session, session.begin():  # the pooled connection writes again
+        session.add(Event(seq=2, container=container_id, type="step", message="y").to_row())
+    assert db_seqs(factory, container_id) == [1, 2]
 
 
 def test_secrets_never_reach_events(

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +18,13 @@ import pytest
 from flask import Flask
 from redis import Redis
 from simple_websocket import Client, ConnectionClosed
+from wsproto.frame_protocol import FrameProtocol
 
 from provisioner.config import Settings
 from provisioner.events import EventPublisher
 from tests.web.conftest import PASSWORD, LiveServer, add_container, bearer, form_csrf, serve
 from web.app import create_app
+from web.relay import ClientStalled, Outbox, text_frames
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -139,6 +143,11 @@ def _wait_for_threads(before: set[threading.Thread], count: int, timeout: float 
 def stalled_client(server: LiveServer, container: str, token: str) -> socket.socket:
     """A websocket client that completes the handshake, then never reads:
     a tiny receive buffer, so the server's sends to it soon block."""
+    return raw_client(server, container, token)
+
+
+def raw_client(server: LiveServer, container: str, token: str) -> socket.socket:
+    """A handshaken websocket connection as a bare socket (4 KiB receive buffer)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
@@ -235,3 +244,157 @@ def test_refusals_before_the_handshake(live_server: LiveServer, container: str,
     assert handshake_status(live_server, f"{path}?after=-3", bearer(token)) == 400
     # the control: the same request, authenticated, is upgraded
     assert handshake_status(live_server, path, bearer(token)) == 101
+
+
+# --- the relay's writer: frames, one writer at a time, stalled clients ------------------
+
+
+def read_frame(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
+    """One unmasked (server) frame: (opcode, payload)."""
+
+    def need(n: int) -> None:
+        while len(buf) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            buf.extend(chunk)
+
+    need(2)
+    opcode, size, start = buf[0] & 0x0F, buf[1] & 0x7F, 2
+    assert buf[0] & 0x80 and not buf[0] & 0x70 and not buf[1] & 0x80  # FIN, no RSV, unmasked
+    if size == 126:
+        need(4)
+        size, start = struct.unpack("!H", buf[2:4])[0], 4
+    elif size == 127:
+        need(10)
+        size, start = struct.unpack("!Q", buf[2:10])[0], 10
+    need(start + size)
+    payload = bytes(buf[start : start + size])
+    del buf[: start + size]
+    return opcode, payload
+
+
+def pong(sock: socket.socket, payload: bytes) -> None:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes((0x8A, 0x80 | len(payload))) + mask + masked)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_text_frames_are_what_wsproto_would_send(size: int) -> None:
+    payload = b"x" * size
+    expected = FrameProtocol(client=False, extensions=[]).send_data(payload.decode(), fin=True)
+    assert text_frames([payload]) == expected
+    assert text_frames([payload, b"{}"]) == expected + b"\x81\x02{}"
+    assert text_frames([]) == b""
+
+
+class FakeWs:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.connected = True
+        self.pong_received = False
+
+
+def test_outbox_writes_whole_frames_one_writer_at_a_time() -> None:
+    server, client = socket.socketpair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    ws = FakeWs(server)
+    outbox = Outbox(ws, stall_timeout=10)
+    assert ws.sock is outbox  # simple_websocket's own writes (pings) go through it too
+    payloads = [json.dumps({"seq": i, "message": "y" * (i % 700)}).encode() for i in range(3000)]
+    ping = bytes((0x89, 4)) + b"ping"
+
+    def pings() -> None:
+        for _ in range(200):
+            outbox.send(ping)
+
+    pinger = threading.Thread(target=pings)
+    pinger.start()
+    writer = threading.Thread(target=lambda: [outbox.send_frames(payloads[i : i + 100])
+                                              for i in range(0, 3000, 100)])  # fmt: skip
+    writer.start()
+    buf = bytearray()
+    texts, pings_seen = [], 0
+    while len(texts) < 3000 or pings_seen < 200:
+        opcode, payload = read_frame(client, buf)
+        if opcode == 0x9:
+            assert payload == b"ping"
+            pings_seen += 1
+        else:
+            assert opcode == 0x1
+            texts.append(payload)
+    writer.join(10)
+    pinger.join(10)
+    assert texts == payloads  # nothing torn, nothing interleaved
+    assert ws.pong_received  # a client that reads is alive
+    server.close()
+    client.close()
+
+
+def test_outbox_gives_up_on_a_client_that_takes_nothing() -> None:
+    server, client = socket.socketpair()
+    ws = FakeWs(server)
+    outbox = Outbox(ws, stall_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ClientStalled):
+        for _ in range(10_000):  # far more than the socket buffers hold
+            outbox.send_frames([b"z" * 4000])
+    assert time.monotonic() - started < 5
+    outbox.abort()
+    assert not ws.connected
+    server.close()
+    client.close()
+
+
+def test_a_reader_far_behind_outlives_the_pings(settings: Settings, container: str,
+                                                token: str, publisher: EventPublisher) -> None:  # fmt: skip
+    """Its pongs wait behind a backlog that takes several ping intervals to
+    read: it is reading, so it stays connected and gets every event."""
+    pinging = create_app(settings, {"TESTING": True,
+                                    "SOCK_SERVER_OPTIONS": {"ping_interval": 0.3}})  # fmt: skip
+    try:
+        with serve(pinging) as server:
+            for i in range(1500):
+                publisher.publish("log", f"line {i} " + "x" * 1500, phase="create", stream="stdout")
+            publisher.publish("complete", "ready", phase="finalize", percent=100)
+            sock = raw_client(server, container, token)
+            buf = bytearray()
+            seqs: list[int] = []
+            pings = 0
+            started = time.monotonic()
+            while True:
+                time.sleep(0.002)  # a slow reader: ~2.3 MB take a few seconds
+                opcode, payload = read_frame(sock, buf)
+                if opcode == 0x9:
+                    pings += 1
+                    pong(sock, payload)
+                elif opcode == 0x8:
+                    assert struct.unpack("!H", payload[:2])[0] == 1000, payload
+                    break
+                else:
+                    seqs.append(json.loads(payload)["seq"])
+            assert time.monotonic() - started > 1.5  # several ping intervals behind
+            assert seqs == list(range(1, 1502))
+            sock.close()
+    finally:
+        pinging.extensions["provisioner"].close()
+
+
+def test_a_client_that_stops_reading_is_dropped(settings: Settings, container: str,
+                                                token: str, publisher: EventPublisher) -> None:  # fmt: skip
+    stalling = create_app(settings, {"TESTING": True, "RELAY_STALL_TIMEOUT": 1.0})
+    try:
+        with serve(stalling) as server:
+            publisher.publish("step", "creating", phase="create", percent=1)
+            before = _request_threads()
+            stalled = stalled_client(server, container, token)
+            reader = connect(server, container, token)
+            for i in range(2000):  # ~3 MB: more than the stalled client's buffers hold
+                publisher.publish("log", f"line {i} " + "x" * 1500, phase="create", stream="stdout")
+            assert _wait_for_threads(before, 1, timeout=15) == 1  # the stalled one is gone
+            publisher.publish("complete", "ready", phase="finalize", percent=100)
+            assert [e["seq"] for e in receive_all(reader, timeout=30)] == list(range(1, 2003))
+            stalled.close()
+    finally:
+        stalling.extensions["provisioner"].close()
