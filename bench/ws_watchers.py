@@ -24,11 +24,12 @@ with 1 watcher alone, with ratios against it.  Latency is the receipt time
     .venv/bin/python bench/ws_watchers.py [--watchers 200] [--lines 20000]
         [--processes 2] [--late 0] [--web-workers 1] [--redis-pool N] [--no-baseline]
 
-Each open stream holds one of the web's Redis connections, and the app
-leaves redis-py's pool at its default of 100: beyond 100 watchers per web
-process, streams fail (close 1002) until the app sizes its pool; --redis-pool
-sets it through the web's REDIS_URL meanwhile.  Two watcher processes are
-plenty: they spend ~12-25 us of CPU per message, a tenth of the relay's.
+Each open stream holds one of the web's Redis connections while it blocks
+on a read; the app sizes its pool for that (redis-py's default of 100 made
+streams beyond the 100th fail), and --redis-pool overrides it through the
+web's REDIS_URL.  Two watcher processes are plenty for the relay as it is
+now, but they are the larger CPU cost: aiohttp's parsing plus the checks
+here take ~15-25 us per message, the relay a few.
 
 Uses PVESIM_INFO and REDIS_URL if set, else starts its own simulator (needs
 root) and Redis.  Destroys its containers and stops what it started.
@@ -365,6 +366,7 @@ class Run:
     connect_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # user, and "<name> sys"
     load: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
+    relay_path: tuple[float, float, int] = (0.0, 0.0, 0)  # see relay_path_cost()
 
 
 def read_direct(stack: Stack, factory: Any, cid: str, run: Run, half: int,
@@ -392,6 +394,29 @@ def read_direct(stack: Stack, factory: Any, cid: str, run: Run, half: int,
             break
     w.done_at = time.time()
     run.reference = digest.hexdigest()
+
+
+def relay_path_cost(stack: Stack, factory: Any, cid: str) -> tuple[float, float, int]:
+    """CPU per message of the relay's own work on this run's stream, in this
+    process, no sockets: as it was (decode each event, encode it again, frame
+    it with wsproto, one send each) and as it is (the stored JSON framed in
+    one buffer per Redis read).  Returns (before us, now us, messages)."""
+    from wsproto.frame_protocol import FrameProtocol
+
+    from web.relay import text_frames
+
+    reader = EventReader(stack.redis, factory, cid)
+    started = time.process_time()
+    framer, count = FrameProtocol(client=False, extensions=[]), 0
+    for event in reader.events(0, follow=False):
+        framer.send_data(event.to_json(), fin=True)
+        count += 1
+    before = time.process_time() - started
+    started = time.process_time()
+    for batch in reader.batches(0, follow=False):
+        text_frames(raw.payload for raw in batch)
+    now = time.process_time() - started
+    return before / max(count, 1) * 1e6, now / max(count, 1) * 1e6, count
 
 
 def one_run(stack: Stack, factory: Any, pids: dict[str, int], url_base: str, token: str,
@@ -479,6 +504,7 @@ def one_run(stack: Stack, factory: Any, pids: dict[str, int], url_base: str, tok
         for event in EventReader(stack.redis, factory, cid).events(0, follow=False):
             digest.update(event.to_json().encode() + b"\n")
         run.db_digest = digest.hexdigest()
+        run.relay_path = relay_path_cost(stack, factory, cid)
     finally:
         for proc, _pipe in children:
             if proc.is_alive():
@@ -491,7 +517,7 @@ def one_run(stack: Stack, factory: Any, pids: dict[str, int], url_base: str, tok
 # -- the report --------------------------------------------------------------------
 
 
-def summarize(name: str, run: Run, lines: int, redis_pool: int,
+def summarize(name: str, run: Run, lines: int,
               base: dict[str, float] | None) -> dict[str, float]:  # fmt: skip
     ws = run.watches
     ok = [w for w in ws if not w.error and w.digest == run.reference and w.lines == lines
@@ -526,9 +552,6 @@ def summarize(name: str, run: Run, lines: int, redis_pool: int,
               "worker retried the script (see the container's events)")  # fmt: skip
     if run.lost:
         print(f"    {run.lost} watchers did not finish within --timeout: their process was stopped")
-    if any(not w.events for w in ws) and not redis_pool:
-        print("  note        : each open stream holds one of the web's Redis connections "
-              "(redis-py's pool: 100); try --redis-pool 1000")  # fmt: skip
     failed = [w for w in ws if w not in ok]
     for w in failed[:10]:
         print(f"    watcher {w.index}{' (late)' if w.late else ''}: {w.events} events, "
@@ -567,6 +590,11 @@ def summarize(name: str, run: Run, lines: int, redis_pool: int,
     web_cpu = run.cpu.get("web", 0.0) + run.cpu.get("web sys", 0.0)
     print(f"  CPU seconds : {cpu}; the web's per delivered message: "
           f"{web_cpu / max(len(lat), 1) * 1e6:.0f} us")  # fmt: skip
+    before, now, count = run.relay_path
+    if count:
+        print(f"  relay path  : {now:.1f} us per message in this process ({count} messages, no "
+              f"sockets), {before:.1f} us as it was (decode, encode, a wsproto frame each): "
+              f"x{before / max(now, 1e-3):.1f}")  # fmt: skip
     if base:
         print(f"  vs baseline : latency p50 x{figures['p50'] / max(base['p50'], 1e-3):.1f}  "
               f"p99 x{figures['p99'] / max(base['p99'], 1e-3):.1f}  lines/s per watcher "
@@ -587,7 +615,7 @@ def main() -> None:
                         help="offer permessage-deflate, as browsers do")  # fmt: skip
     parser.add_argument("--redis-pool", type=int, default=0, metavar="N",
                         help="the web's Redis pool size (?max_connections=N in its REDIS_URL; "
-                             "default: the app's own, redis-py's 100)")  # fmt: skip
+                             "default: the app's own)")  # fmt: skip
     parser.add_argument("--watcher-nice", type=int, default=-10,
                         help="priority of the watcher processes (root; 0: unchanged)")  # fmt: skip
     parser.add_argument("--no-baseline", action="store_true", help="skip the 1-watcher run")
@@ -646,7 +674,7 @@ def main() -> None:
           f"time.time() - event ts (ms resolution, truncated: reads 0-1 ms high)")  # fmt: skip
     base = None
     for name, run in runs:
-        figures = summarize(name, run, args.lines, args.redis_pool, base)
+        figures = summarize(name, run, args.lines, base)
         base = base or figures
 
 

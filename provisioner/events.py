@@ -128,6 +128,19 @@ class Raw(NamedTuple):
     def of(cls, event: Event) -> Raw:
         return cls(event.seq, event.to_json().encode(), event.terminal, event)
 
+    @classmethod
+    def from_entry(cls, entry_id: Any, fields: Any) -> Raw:
+        """From a stream entry (``e``: the JSON, ``t``: its type)."""
+        payload = _field(fields, b"e")
+        if isinstance(payload, str):
+            payload = payload.encode()
+        kind = _field(fields, b"t")
+        if kind is None:  # published before entries carried their type
+            event = Event.from_json(payload)
+            return cls(event.seq, payload, event.terminal, event)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        return cls(stream_seq(entry_id), payload, kind in TERMINAL_TYPES)
+
 
 def _field(fields: Any, name: bytes) -> Any:
     if name in fields:
@@ -135,22 +148,12 @@ def _field(fields: Any, name: bytes) -> Any:
     return fields.get(name.decode())
 
 
-def _raw(entry_id: Any, fields: Any) -> Raw:
-    payload = _field(fields, b"e")
-    if isinstance(payload, str):
-        payload = payload.encode()
-    kind = _field(fields, b"t")
-    if kind is None:  # published before entries carried their type
-        return Raw.of(Event.from_json(payload))
-    kind = kind.decode() if isinstance(kind, bytes) else kind
-    return Raw(_stream_seq(entry_id), payload, kind in TERMINAL_TYPES)
-
-
 def _payload(fields: Any) -> Any:
     return _field(fields, b"e")
 
 
-def _stream_seq(entry_id: Any) -> int:
+def stream_seq(entry_id: Any) -> int:
+    """The seq of a stream entry id (``<seq>-0``)."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-", 1)[0])
 
@@ -196,10 +199,10 @@ class EventPublisher:
             missing: Any = self.redis.xrange(key, min=f"{db_max + 1}-0", max="+")
             for _entry_id, fields in missing:
                 session.add(Event.from_json(_payload(fields)).to_row())
-            last_stream = _stream_seq(missing[-1][0]) if missing else 0
+            last_stream = stream_seq(missing[-1][0]) if missing else 0
             if not missing:
                 top: Any = self.redis.xrevrange(key, count=1)
-                last_stream = _stream_seq(top[0][0]) if top else 0
+                last_stream = stream_seq(top[0][0]) if top else 0
             next_seq = max(ct.next_seq, db_max + 1, last_stream + 1)
             ct.next_seq = next_seq
         return next_seq
@@ -301,7 +304,7 @@ class EventReader:
 
     def _first_in_stream(self) -> int | None:
         first: Any = self.redis.xrange(self.key, count=1)
-        return _stream_seq(first[0][0]) if first else None
+        return stream_seq(first[0][0]) if first else None
 
     def batches(self, after: int = 0, *, block_ms: int = 1000, count: int = 1000,
                 stop: threading.Event | None = None,
@@ -327,7 +330,7 @@ class EventReader:
                 continue
             batch: list[Raw] = []
             for entry_id, fields in entries[0][1]:
-                seq = _stream_seq(entry_id)
+                seq = stream_seq(entry_id)
                 if seq <= last:
                     continue
                 if seq > last + 1:  # trimmed from Redis meanwhile: the database has them
@@ -339,7 +342,7 @@ class EventReader:
                         last = rows[-1].seq
                         if rows[-1].terminal:
                             return
-                raw = _raw(entry_id, fields)
+                raw = Raw.from_entry(entry_id, fields)
                 batch.append(raw)
                 last = seq
                 if raw.terminal:

@@ -7,11 +7,15 @@ the server closes the connection after ``complete`` or ``error``.  A client
 that reconnects with the last ``seq`` it saw gets exactly the rest.
 
 Each connection runs in its own thread (gunicorn's gthread worker, or the
-threaded development server) and reads Redis on its own, so a slow client
-holds up nobody else, and the workers never wait for a browser.  What makes
-it cheap: the stored JSON goes out as it is (never decoded and encoded
-again), and each Redis read, up to a thousand events, leaves in one write
-of ready-made frames (``Outbox``).
+threaded development server).  It catches up by its own reads (the Redis
+stream, the database for what Redis no longer holds), then follows the
+process's shared tail of the container (``web.tail``): one Redis reader per
+container per process, each event framed once, so a hundred watchers cost
+Redis, and so the workers publishing through it, what one does.  The stored
+JSON goes out as it is, never decoded and encoded again, and whatever is
+ready leaves in one write (``Outbox``).  A stream that falls behind the
+tail's window goes back to its own reads, so a slow client holds up nobody
+else, and the workers never wait for a browser.
 
 Pings (``SOCK_SERVER_OPTIONS``) keep idle connections open through proxies
 and find dead clients.  A client that reads, however far behind, is alive:
@@ -37,10 +41,11 @@ from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock
 from werkzeug.wrappers import Response as BaseResponse
 
-from provisioner.events import EventReader, Raw
+from provisioner.events import EventReader
 from provisioner.models import Container
-from web.app import get_db, resources
+from web.app import EXTENSION, get_db, resources
 from web.auth import error_response
+from web.tail import Behind, Tail, Tails
 
 bp = Blueprint("relay", __name__)
 sock = Sock()
@@ -48,6 +53,7 @@ NORMAL_CLOSURE = 1000
 POLL_MS = 1000  # how long one Redis read blocks: the delay to notice a departed client
 _CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
 _TEXT = 0x81  # FIN + text opcode
+TAILS = "relay_tails"  # app.extensions: the process's shared stream readers
 
 
 class ClientStalled(TimeoutError):
@@ -121,6 +127,10 @@ class Outbox:
         """Send each payload as one text message, all in one write."""
         self._write(text_frames(payloads), progress=True)
 
+    def send_framed(self, frames: bytes) -> None:
+        """Send frames made by ``text_frames``."""
+        self._write(frames, progress=True)
+
     def abort(self) -> None:
         """Drop the connection at once (a stalled client): the reader thread
         sees the end of the stream and closes the socket."""
@@ -187,32 +197,56 @@ def check_stream() -> BaseResponse | None:
     return None
 
 
-def stream(ws: Any, reader: EventReader, after: int, stall_timeout: float) -> None:
-    """Send every event after ``after``; close after the terminal one."""
+def stream(ws: Any, reader: EventReader, tails: Tails, after: int, stall_timeout: float) -> None:
+    """Send every event after ``after``; close after the terminal one.
+
+    Catches up by its own reads, then follows the process's shared tail of
+    the container; back to its own reads whenever it falls behind the tail.
+    """
     outbox = Outbox(ws, stall_timeout)
-    batch: list[Raw] = []
+    gone = ClientGone(ws)
+    container_id = reader.container_id
+    last, ended = after, ""
+    tail: Tail | None = None
     try:
-        for batch in reader.batches(after, block_ms=POLL_MS, stop=ClientGone(ws)):
-            outbox.send_frames(raw.payload for raw in batch)
-            if batch[-1].terminal:
+        while not (ended or gone.is_set()):
+            for batch in reader.batches(last, follow=False):
+                outbox.send_frames(raw.payload for raw in batch)
+                last = batch[-1].seq
+                if batch[-1].terminal:
+                    ended = batch[-1].decode().type
+                    break
+            if ended:
                 break
-        if batch and batch[-1].terminal and ws.connected:
-            ws.close(reason=NORMAL_CLOSURE, message=f"{batch[-1].decode().type}: stream ends")
+            if tail is None or tail.ended:  # none yet, or it stopped: Redis failed
+                if tail is not None:
+                    tails.release(container_id, tail)
+                    tail = None
+                tail = tails.join(container_id)
+            try:
+                while not (ended or gone.is_set()):
+                    frames, last, ended = tail.read(last, timeout=POLL_MS / 1000)
+                    if frames:
+                        outbox.send_framed(frames)
+            except Behind:
+                continue  # on our own reads again
+        if ended and ws.connected:
+            ws.close(reason=NORMAL_CLOSURE, message=f"{ended}: stream ends")
     except OSError:  # stalled, or gone while we wrote
         outbox.abort()
+    finally:
+        if tail is not None:
+            tails.release(container_id, tail)
 
 
 @sock.route("/ws/containers/<container_id>/events", bp=bp)
 def container_events(ws: Any, container_id: str) -> None:
     """Replay, then follow; close after the terminal event."""
     res = resources()
-    stream(
-        ws,
-        EventReader(res.redis, res.factory, container_id),
-        _after() or 0,
-        float(current_app.config["RELAY_STALL_TIMEOUT"]),
-    )
+    stream(ws, EventReader(res.redis, res.factory, container_id), current_app.extensions[TAILS],
+           _after() or 0, float(current_app.config["RELAY_STALL_TIMEOUT"]))  # fmt: skip
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.extensions[TAILS] = Tails(app.extensions[EXTENSION].redis)

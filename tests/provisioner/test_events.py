@@ -180,6 +180,17 @@ def test_replay_comes_from_redis_while_the_stream_holds_it(
     assert [raw.terminal for batch in batches for raw in batch] == [False] * 4 + [True]
 
 
+def test_stream_entries_without_their_type_still_read() -> None:
+    """Entries published before they carried ``t`` are decoded instead."""
+    event = Event(seq=7, container="c", type="error", message="x")
+    payload = event.to_json().encode()
+    old = Raw.from_entry(b"7-0", {b"e": payload})
+    assert (old.seq, old.payload, old.terminal, old.decode()) == (7, payload, True, event)
+    new = Raw.from_entry(b"7-0", {b"e": payload, b"t": b"error"})
+    assert (new.seq, new.payload, new.terminal, new.decode()) == (7, payload, True, event)
+    assert not Raw.from_entry("8-0", {"e": payload.decode(), "t": "log"}).terminal
+
+
 def test_replay_comes_from_the_database_once_the_stream_is_gone(
     redis: Redis, factory: sessionmaker[Session], container_id: str
 ) -> None:

@@ -398,3 +398,44 @@ def test_a_client_that_stops_reading_is_dropped(settings: Settings, container: s
             stalled.close()
     finally:
         stalling.extensions["provisioner"].close()
+
+
+def test_streams_of_one_container_share_one_redis_reader(live_server: LiveServer, container: str,
+                                                         token: str, publisher: EventPublisher) -> None:  # fmt: skip
+    publisher.publish("step", "creating", phase="create", percent=1)
+    clients = [connect(live_server, container, token) for _ in range(12)]
+    for ws in clients:
+        assert receive(ws, 1)[0]["seq"] == 1  # caught up on its own, now on the tail
+    deadline = time.monotonic() + 5
+    while not _tail_threads(container) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_tail_threads(container)) == 1
+    results: dict[int, list[int]] = {}
+
+    def read_all(i: int, ws: Client) -> None:
+        results[i] = [e["seq"] for e in receive_all(ws, timeout=40)]
+
+    threads = [threading.Thread(target=read_all, args=(i, ws)) for i, ws in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for i in range(3000):
+        publisher.publish("log", f"line {i}", phase="scripts", stream="stdout")
+        if i == 1500:  # one more comes in the middle: replay, then the same tail
+            late = connect(live_server, container, token)
+            threads.append(threading.Thread(target=read_all, args=(99, late)))
+            threads[-1].start()
+    publisher.publish("complete", "ready", phase="finalize", percent=100)
+    for t in threads:
+        t.join(40)
+    assert len(results) == 13
+    assert all(seqs == list(range(2, 3003)) for i, seqs in results.items() if i != 99)
+    assert results[99] == list(range(1, 3003))
+    assert len(_tail_threads(container)) <= 1
+    deadline = time.monotonic() + 5
+    while _tail_threads(container) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _tail_threads(container)  # the last stream gone, the tail stops
+
+
+def _tail_threads(container: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"tail-{container[:8]}"]

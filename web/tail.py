@@ -1,0 +1,175 @@
+"""One reader of a container's Redis stream per web process, shared by every
+websocket following that container there.
+
+Without it, N watchers of one container make N blocked ``XREAD`` calls, and
+every event the worker publishes wakes all of them: Redis (which the worker
+publishes through) does N times the work, and the web decodes and frames
+every event N times.  A ``Tail`` reads the newest events once, frames them
+once (``web.relay.text_frames``) and keeps the last ``WINDOW`` of them; each
+stream then only copies ready bytes to its socket.
+
+A stream joins a tail once it has caught up by its own reads
+(``EventReader``: Redis, then the database for what Redis no longer holds),
+and goes back to its own reads whenever it falls behind the window, so the
+guarantee stays the reader's: every event once, in order, no gap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from provisioner.events import Raw, stream_key, stream_seq
+
+WINDOW = 20_000  # events a tail keeps for its streams (at ~200 bytes each, ~4 MB)
+BLOCK_MS = 1000  # one read's wait: how soon a tail nobody uses stops
+
+
+class Behind(Exception):
+    """The stream needs events the tail no longer (or does not yet) hold."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive events, framed: ``frames[offsets[i]:]`` starts at seq ``first + i``."""
+
+    first: int
+    frames: bytes
+    offsets: tuple[int, ...]
+    end: str  # its last event's type if that ends the stream ("complete", "error"), else ""
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.offsets) - 1
+
+    def after(self, seq: int) -> bytes:
+        """The frames of the events with a seq above ``seq``."""
+        if seq < self.first:
+            return self.frames
+        return self.frames[self.offsets[seq - self.first + 1] :] if seq < self.last else b""
+
+
+def frame_chunk(batch: list[Raw]) -> Chunk:
+    from web.relay import text_frames
+
+    offsets, position, framed = [], 0, []
+    for raw in batch:
+        frame = text_frames((raw.payload,))
+        offsets.append(position)
+        position += len(frame)
+        framed.append(frame)
+    end = batch[-1].decode().type if batch[-1].terminal else ""
+    return Chunk(batch[0].seq, b"".join(framed), tuple(offsets), end)
+
+
+class Tail:
+    """The newest events of one container, read and framed once."""
+
+    def __init__(self, redis: Redis, container_id: str, start: int,
+                 window: int = WINDOW) -> None:  # fmt: skip
+        self.redis = redis
+        self.key = stream_key(container_id)
+        self.window = window
+        self.cond = threading.Condition()
+        self.first = start + 1  # the oldest seq held (none yet: the next one)
+        self.last = start  # the newest seq held
+        self.chunks: deque[Chunk] = deque()
+        self.held = 0  # events in chunks
+        self.ended = False  # a terminal event came, Redis failed, or nobody uses it
+        self.users = 0
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"tail-{container_id[:8]}")  # fmt: skip
+
+    def read(self, seq: int, timeout: float) -> tuple[bytes, int, str]:
+        """The frames of the events after ``seq`` (waiting up to ``timeout``
+        for one): ``(frames, the newest seq in them or seq, the type of the
+        terminal event among them or "")``.
+
+        Raises:
+            Behind: ``seq + 1`` is older than the window, or the tail has
+                ended without it (the stream reads on its own instead).
+        """
+        with self.cond:
+            if seq + 1 < self.first:
+                raise Behind(seq)
+            if self.last <= seq:
+                if self.ended:
+                    raise Behind(seq)
+                self.cond.wait(timeout)
+                if seq + 1 < self.first or (self.last <= seq and self.ended):
+                    raise Behind(seq)
+            parts = [chunk.after(seq) for chunk in self.chunks if chunk.last > seq]
+            end = self.chunks[-1].end if self.chunks and self.last > seq else ""
+            return b"".join(parts), max(self.last, seq), end
+
+    def _append(self, batch: list[Raw]) -> None:
+        chunk = frame_chunk(batch)
+        with self.cond:
+            if chunk.first != self.last + 1:  # Redis trimmed what we had not read: start anew
+                self.chunks.clear()
+                self.held = 0
+                self.first = chunk.first
+            self.chunks.append(chunk)
+            self.held += len(chunk.offsets)
+            self.last = chunk.last
+            while self.held - len(self.chunks[0].offsets) >= self.window:
+                self.held -= len(self.chunks.popleft().offsets)
+            self.first = self.chunks[0].first
+            self.ended = bool(chunk.end)
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        try:
+            while not self.ended:
+                entries: Any = self.redis.xread({self.key: f"{self.last}-0"}, count=1000,
+                                                block=BLOCK_MS)  # fmt: skip
+                batch: list[Raw] = []
+                for entry_id, fields in entries[0][1] if entries else ():
+                    batch.append(Raw.from_entry(entry_id, fields))
+                    if batch[-1].terminal:
+                        break
+                if batch:
+                    self._append(batch)
+        except Exception:  # Redis failed: the streams read on their own, and report it
+            pass
+        finally:
+            with self.cond:
+                self.ended = True
+                self.cond.notify_all()
+
+
+class Tails:
+    """The tails of one web process, by container; a tail stops once its
+    last stream leaves."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._lock = threading.Lock()
+        self._tails: dict[str, Tail] = {}
+
+    def join(self, container_id: str) -> Tail:
+        """The container's running tail, or a new one starting at the end of
+        its stream now; release() it when done."""
+        with self._lock:
+            tail = self._tails.get(container_id)
+            if tail is None or tail.ended:
+                top: Any = self.redis.xrevrange(stream_key(container_id), count=1)
+                tail = Tail(self.redis, container_id, stream_seq(top[0][0]) if top else 0)
+                self._tails[container_id] = tail
+                tail.thread.start()
+            tail.users += 1
+            return tail
+
+    def release(self, container_id: str, tail: Tail) -> None:
+        with self._lock:
+            tail.users -= 1
+            if tail.users == 0:
+                with tail.cond:
+                    tail.ended = True
+                    tail.cond.notify_all()
+                if self._tails.get(container_id) is tail:
+                    del self._tails[container_id]
