@@ -97,15 +97,31 @@ class Supervisor:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop_all(self) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        """SIGTERM, newest first, in waves: the web app and the workers
+        together (a worker finishes its job, which needs the rest), then the
+        simulator (it halts its containers), then Redis.  A process still
+        running after its wave's grace is killed; a slow one is named."""
+        waves: list[tuple[float, list[tuple[str, subprocess.Popen[bytes]]]]] = [
+            (30.0, [(n, p) for n, p in self.procs if n not in ("pvesim", "redis")]),
+            (60.0, [(n, p) for n, p in self.procs if n == "pvesim"]),
+            (10.0, [(n, p) for n, p in self.procs if n == "redis"]),
+        ]
+        for grace, wave in waves:
+            began = time.monotonic()
+            for _, proc in reversed(wave):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for name, proc in reversed(wave):
                 try:
-                    proc.wait(30)
+                    proc.wait(max(0.1, grace - (time.monotonic() - began)))
                 except subprocess.TimeoutExpired:
+                    click.echo(f"demo: {name} did not stop within {grace:.0f} s: killed", err=True)
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+                took = time.monotonic() - began
+                if took > 5:
+                    click.echo(f"demo: {name} took {took:.1f} s to stop", err=True)
         self.procs.clear()
 
 

@@ -92,7 +92,15 @@ def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             assert tested.status_code == 200, tested.text
     finally:
         proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=120)[0]
+        try:
+            rest = proc.communicate(timeout=150)[0]  # the demo's waves: 100 s at the most
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest = proc.communicate()[0]
+            logs = "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace")
+                                                                .splitlines()[-15:])
+                             for log in sorted((data / "logs").glob("*.log")))  # fmt: skip
+            pytest.fail(f"the demo did not stop: {rest}\nstill running: {_leftovers(data)}\n{logs}")
     assert proc.returncode == 130, rest
     assert "demo: stopped" in rest
     deadline = time.monotonic() + 10
