@@ -16,6 +16,7 @@ batches it reads; everyone else gets ``Event`` objects.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ PHASES = ("create", "start", "deploy", "scripts", "finalize")
 STREAMS = ("stdout", "stderr")
 STREAM_MAXLEN = 200_000  # entries kept in Redis; the database keeps everything
 STREAM_TTL = 7 * 24 * 3600  # seconds a finished container's stream stays in Redis
+
+log = logging.getLogger(__name__)
 
 
 def channel(container_id: str) -> str:
@@ -205,6 +208,8 @@ class EventPublisher:
                 last_stream = stream_seq(top[0][0]) if top else 0
             next_seq = max(ct.next_seq, db_max + 1, last_stream + 1)
             ct.next_seq = next_seq
+        # a retry after a terminal event: its stream must not expire mid-run
+        self.redis.persist(key)
         return next_seq
 
     def publish(self, type: str, message: str = "", *, phase: str | None = None,
@@ -238,16 +243,25 @@ class EventPublisher:
             if not self._pending:
                 return
             pending, self._pending = self._pending, []
-            with session_scope(self.factory) as session:
-                session.add_all(e.to_row() for e in pending)
-                session.execute(update(Container).where(Container.id == self.container_id)
-                                .values(next_seq=self._next_seq))  # fmt: skip
+            try:
+                with session_scope(self.factory) as session:
+                    session.add_all(e.to_row() for e in pending)
+                    session.execute(update(Container).where(Container.id == self.container_id)
+                                    .values(next_seq=self._next_seq))  # fmt: skip
+            except BaseException:
+                self._pending[:0] = pending  # kept for the next flush: nothing is lost
+                raise
             self._last_flush = time.monotonic()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.flush_interval):
             if self._pending and time.monotonic() - self._last_flush >= self.flush_interval:
-                self.flush()
+                try:
+                    self.flush()
+                except Exception as exc:  # the database is away: try again next time
+                    self._last_flush = time.monotonic()
+                    log.warning("events of %s not yet stored (%s): retrying",
+                                self.container_id, type(exc).__name__)  # fmt: skip
 
     def close(self) -> None:
         self._stop.set()

@@ -164,7 +164,14 @@ def create_app(
         factory=db.session_factory(engine),
         # every open event stream holds a connection while it blocks on a read:
         # the pool must not be smaller than the threads (redis-py caps it at 100)
-        redis=Redis.from_url(settings.redis_url, health_check_interval=30, max_connections=4096),
+        # and a hung Redis fails a request after socket_timeout instead of holding its thread
+        redis=Redis.from_url(
+            settings.redis_url,
+            health_check_interval=30,
+            max_connections=4096,
+            socket_connect_timeout=5,
+            socket_timeout=15,
+        ),
         box=box,
     )
     app.teardown_appcontext(_close_db)

@@ -27,6 +27,7 @@ away ends its reader within a second.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import select
 import socket
@@ -39,6 +40,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
 from provisioner.events import EventReader
@@ -47,9 +50,11 @@ from web.app import EXTENSION, get_db, resources
 from web.auth import error_response
 from web.tail import Behind, Tail, Tails
 
+log = logging.getLogger(__name__)
 bp = Blueprint("relay", __name__)
 sock = Sock()
 NORMAL_CLOSURE = 1000
+INTERNAL_ERROR = 1011
 POLL_MS = 1000  # how long one Redis read blocks: the delay to notice a departed client
 _CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
 _TEXT = 0x81  # FIN + text opcode
@@ -107,6 +112,7 @@ class Outbox:
         self.raw: socket.socket = ws.sock
         self.stall_timeout = stall_timeout
         self._lock = threading.Lock()
+        self._progress_at = time.monotonic()
         ws.sock = self
 
     # what simple_websocket's thread uses
@@ -138,9 +144,15 @@ class Outbox:
         with contextlib.suppress(OSError):
             self.raw.shutdown(socket.SHUT_RDWR)
 
+    def _acquire(self) -> None:
+        """The lock, waiting as long as the write holding it makes progress
+        (one write may carry megabytes to a slow reader)."""
+        while not self._lock.acquire(timeout=1.0):
+            if time.monotonic() - self._progress_at > self.stall_timeout:
+                raise ClientStalled("another write to this client is stuck")
+
     def _write(self, data: bytes, *, progress: bool) -> None:
-        if not self._lock.acquire(timeout=self.stall_timeout):
-            raise ClientStalled("another write to this client is stuck")
+        self._acquire()
         try:
             view = memoryview(data)
             poller = select.poll()
@@ -153,7 +165,8 @@ class Outbox:
                     sent = 0
                 if sent:
                     view = view[sent:]
-                    deadline = time.monotonic() + self.stall_timeout
+                    self._progress_at = time.monotonic()
+                    deadline = self._progress_at + self.stall_timeout
                     if progress:  # it reads, so it is alive: its pong may be queued behind
                         self.ws.pong_received = True
                     continue
@@ -218,7 +231,9 @@ def stream(ws: Any, reader: EventReader, tails: Tails, after: int, stall_timeout
                     break
             if ended:
                 break
-            if tail is None or tail.ended:  # none yet, or it stopped: Redis failed
+            if tail is not None and tail.error is not None:
+                raise tail.error  # its Redis reads failed: ours would too
+            if tail is None or tail.ended:  # none yet, or it stopped after a terminal event
                 if tail is not None:
                     tails.release(container_id, tail)
                     tail = None
@@ -234,6 +249,11 @@ def stream(ws: Any, reader: EventReader, tails: Tails, after: int, stall_timeout
             ws.close(reason=NORMAL_CLOSURE, message=f"{ended}: stream ends")
     except OSError:  # stalled, or gone while we wrote
         outbox.abort()
+    except (RedisError, SQLAlchemyError) as exc:  # the client reconnects and resumes
+        log.warning("event stream of %s failed: %s", container_id, type(exc).__name__)
+        if ws.connected:
+            with contextlib.suppress(OSError):
+                ws.close(reason=INTERNAL_ERROR, message="events are unavailable: try again")
     finally:
         if tail is not None:
             tails.release(container_id, tail)

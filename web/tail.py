@@ -16,6 +16,7 @@ guarantee stays the reader's: every event once, in order, no gap.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from typing import Any
 from redis import Redis
 
 from provisioner.events import Raw, stream_key, stream_seq
+
+log = logging.getLogger(__name__)
 
 WINDOW = 20_000  # events a tail keeps for its streams (at ~200 bytes each, ~4 MB)
 BLOCK_MS = 1000  # one read's wait: how soon a tail nobody uses stops
@@ -81,6 +84,7 @@ class Tail:
         self.held = 0  # events in chunks
         self.ended = False  # a terminal event came, Redis failed, or nobody uses it
         self.users = 0
+        self.error: Exception | None = None  # why it ended, if Redis failed
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"tail-{container_id[:8]}")  # fmt: skip
 
@@ -119,7 +123,7 @@ class Tail:
             while self.held - len(self.chunks[0].offsets) >= self.window:
                 self.held -= len(self.chunks.popleft().offsets)
             self.first = self.chunks[0].first
-            self.ended = bool(chunk.end)
+            self.ended = self.ended or bool(chunk.end)  # released meanwhile: stays ended
             self.cond.notify_all()
 
     def _run(self) -> None:
@@ -134,8 +138,9 @@ class Tail:
                         break
                 if batch:
                     self._append(batch)
-        except Exception:  # Redis failed: the streams read on their own, and report it
-            pass
+        except Exception as exc:  # Redis failed: its streams see tail.error
+            self.error = exc
+            log.warning("reading the events of %s failed: %s", self.key, type(exc).__name__)
         finally:
             with self.cond:
                 self.ended = True
@@ -155,14 +160,27 @@ class Tails:
         """The container's running tail, or a new one starting at the end of
         its stream now; release() it when done."""
         with self._lock:
-            tail = self._tails.get(container_id)
-            if tail is None or tail.ended:
-                top: Any = self.redis.xrevrange(stream_key(container_id), count=1)
-                tail = Tail(self.redis, container_id, stream_seq(top[0][0]) if top else 0)
-                self._tails[container_id] = tail
-                tail.thread.start()
-            tail.users += 1
+            tail = self._running(container_id)
+            if tail is not None:
+                return tail
+        # outside the lock: a slow Redis holds up this stream, not every other
+        top: Any = self.redis.xrevrange(stream_key(container_id), count=1)
+        with self._lock:
+            tail = self._running(container_id)
+            if tail is not None:
+                return tail
+            tail = Tail(self.redis, container_id, stream_seq(top[0][0]) if top else 0)
+            self._tails[container_id] = tail
+            tail.users = 1
+            tail.thread.start()
             return tail
+
+    def _running(self, container_id: str) -> Tail | None:
+        tail = self._tails.get(container_id)
+        if tail is None or tail.ended:
+            return None
+        tail.users += 1
+        return tail
 
     def release(self, container_id: str, tail: Tail) -> None:
         with self._lock:

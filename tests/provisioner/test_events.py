@@ -3,6 +3,7 @@ reader that replays then follows with no gap and no duplicate."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 from sqlalchemy import delete, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.db import read_only
@@ -224,6 +226,54 @@ def test_a_replay_holds_no_write_lock(factory: sessionmaker[Session], container_
     with factory() as session, session.begin():  # the pooled connection writes again
         session.add(Event(seq=2, container=container_id, type="step", message="y").to_row())
     assert db_seqs(factory, container_id) == [1, 2]
+    if factory.kw["bind"].dialect.name == "sqlite":
+        # and the option stays with that session: the next ones take the write lock up front
+        path = factory.kw["bind"].url.database
+        for _ in range(3):
+            with factory() as session:
+                session.scalar(select(ContainerEvent.seq).limit(1))
+                other = sqlite3.connect(path, timeout=0, isolation_level=None)
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+                other.close()
+
+
+def test_events_a_failed_flush_could_not_store_are_kept(
+    redis: Redis, factory: sessionmaker[Session], container_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import provisioner.events as events
+
+    pub = EventPublisher(redis, factory, container_id, flush_interval=60, batch_size=1000)
+    try:
+        for i in range(5):
+            pub.publish("log", f"line {i}", stream="stdout")
+        real = events.session_scope
+
+        def unavailable(_factory: object) -> object:
+            raise OperationalError("INSERT", {}, Exception("the database is away"))
+
+        monkeypatch.setattr(events, "session_scope", unavailable)
+        with pytest.raises(OperationalError):
+            pub.publish("step", "scripts", phase="scripts", percent=60)  # flushes at once
+        assert db_seqs(factory, container_id) == []
+        monkeypatch.setattr(events, "session_scope", real)
+        pub.publish("warning", "back")
+        assert db_seqs(factory, container_id) == list(range(1, 8))  # nothing lost
+    finally:
+        pub.close()
+
+
+def test_a_retry_after_a_terminal_event_keeps_its_stream(
+    redis: Redis, factory: sessionmaker[Session], container_id: str
+) -> None:
+    with EventPublisher(redis, factory, container_id) as pub:
+        pub.publish("error", "failed", phase="scripts")
+    assert redis.ttl(stream_key(container_id)) > 0  # a finished run's stream expires
+    with EventPublisher(redis, factory, container_id) as pub:  # the retry's worker
+        assert redis.ttl(stream_key(container_id)) == -1
+        pub.publish("step", "retrying", phase="scripts", percent=60)
+    assert redis.ttl(stream_key(container_id)) == -1
 
 
 def test_secrets_never_reach_events(

@@ -4,6 +4,7 @@ the terminal event; resume with after=N."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -22,7 +23,15 @@ from wsproto.frame_protocol import FrameProtocol
 
 from provisioner.config import Settings
 from provisioner.events import EventPublisher
-from tests.web.conftest import PASSWORD, LiveServer, add_container, bearer, form_csrf, serve
+from tests.web.conftest import (
+    PASSWORD,
+    LiveServer,
+    add_container,
+    bearer,
+    closed_port,
+    form_csrf,
+    serve,
+)
 from web.app import create_app
 from web.relay import ClientStalled, Outbox, text_frames
 
@@ -439,3 +448,58 @@ def test_streams_of_one_container_share_one_redis_reader(live_server: LiveServer
 
 def _tail_threads(container: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == f"tail-{container[:8]}"]
+
+
+def test_a_ping_waits_while_a_long_write_makes_progress() -> None:
+    """One write of megabytes to a slow reader outlasts the stall timeout; a
+    ping queued behind it waits instead of declaring the client dead."""
+    server, client = socket.socketpair()
+    with server, client:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        ws = FakeWs(server)
+        outbox = Outbox(ws, stall_timeout=0.5)
+        payloads = [b"p" * 60_000] * 40  # 2.4 MB in one write
+        errors: list[BaseException] = []
+
+        def run(target: Any) -> threading.Thread:
+            def guarded() -> None:
+                try:
+                    target()
+                except BaseException as exc:  # reported by the assertion below
+                    errors.append(exc)
+
+            thread = threading.Thread(target=guarded)
+            thread.start()
+            return thread
+
+        writer = run(lambda: outbox.send_frames(payloads))
+        time.sleep(0.1)
+        pinger = run(lambda: outbox.send(bytes((0x89, 0))))
+        buf, texts, pings = bytearray(), 0, 0
+        started = time.monotonic()
+        while (texts < 40 or not pings) and time.monotonic() - started < 20:
+            time.sleep(0.05)  # ~1 MB/s: the write takes over 2 s
+            opcode, _payload = read_frame(client, buf)
+            texts += opcode == 0x1
+            pings += opcode == 0x9
+        writer.join(10)
+        pinger.join(10)
+        assert time.monotonic() - started > 1.0  # longer than the stall timeout
+        assert not errors and ws.connected
+
+
+def test_redis_unavailable_closes_the_stream_with_1011(settings: Settings, container: str,
+                                                        token: str) -> None:  # fmt: skip
+    nowhere = f"redis://127.0.0.1:{closed_port()}/0"
+    broken = create_app(dataclasses.replace(settings, redis_url=nowhere), {"TESTING": True})
+    try:
+        with serve(broken) as server:
+            ws = connect(server, container, token)
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(100):
+                    ws.receive(timeout=0.2)
+            assert closed.value.reason == 1011
+            assert "unavailable" in (closed.value.message or "")
+    finally:
+        broken.extensions["provisioner"].close()
