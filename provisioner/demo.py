@@ -315,7 +315,10 @@ def _smoke(env: dict[str, str], template: str) -> int:
 def demo_cmd(smoke: bool, host: str, port: int, workers: int, data_dir: Path | None,
              time_scale: float, redis_url: str | None, template: str) -> None:  # fmt: skip
     """Run everything on this machine: Redis, the simulator, workers, dashboard."""
-    signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly as on Ctrl-C
+    # Ctrl-C and SIGTERM stop everything cleanly; SIGINT explicitly too: a
+    # shell starts background jobs with it ignored, and Python keeps that
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         _demo(smoke, host, port, workers, data_dir, time_scale, redis_url, template)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ provisions nginx through the CLI on a stack of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -26,7 +27,11 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-def _leftovers(data: Path) -> list[str]:
+def _leftover_pids(data: Path) -> list[int]:
+    return [int(entry.split(" ", 1)[0]) for entry in _leftovers(data, with_pid=True)]
+
+
+def _leftovers(data: Path, with_pid: bool = False) -> list[str]:
     """Processes still running with the demo's data directory on their command line."""
     found = []
     for proc in Path("/proc").iterdir():
@@ -36,7 +41,7 @@ def _leftovers(data: Path) -> list[str]:
             except OSError:
                 continue
             if str(data) in cmdline:
-                found.append(cmdline)
+                found.append(f"{proc.name} {cmdline}" if with_pid else cmdline)
     return found
 
 
@@ -97,6 +102,9 @@ def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             rest = proc.communicate()[0]
+            for pid in _leftover_pids(data):  # the simulator removes its network on SIGTERM
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
             logs = "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace")
                                                                 .splitlines()[-15:])
                              for log in sorted((data / "logs").glob("*.log")))  # fmt: skip

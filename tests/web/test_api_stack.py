@@ -14,10 +14,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from rq.job import Job
-from simple_websocket import Client, ConnectionClosed
+from simple_websocket import ConnectionClosed
 
 from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
 from tests.web.conftest import LiveServer, bearer
+from tests.web.wsclient import Client
 from web.app import create_app
 
 pytestmark = [pytest.mark.integration]
@@ -158,6 +159,9 @@ def test_container_lifecycle_through_the_api(
     assert {e["phase"] for e in events if e["type"] == "step"} == {
         "create", "start", "deploy", "scripts", "finalize"}  # fmt: skip
 
+    # the worker records the lifecycle right after the terminal event (as the
+    # CLI and the progress view do, wait a moment for it)
+    wait_for(client, token, cid, lambda c: c["lifecycle"] == "ready", timeout=30)
     ct = client.get(f"/api/containers/{cid}", headers=auth)
     assert ct.status_code == 200
     body = ct.json

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from redis import Redis
-from simple_websocket import Client, ConnectionClosed
+from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import FrameProtocol
 
 from provisioner.config import Settings
@@ -32,6 +32,7 @@ from tests.web.conftest import (
     form_csrf,
     serve,
 )
+from tests.web.wsclient import Client
 from web.app import create_app
 from web.relay import ClientStalled, Outbox, text_frames
 

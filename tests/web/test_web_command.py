@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from redis import Redis
-from simple_websocket import Client, ConnectionClosed
+from simple_websocket import ConnectionClosed
 
 from provisioner.config import Settings
 from provisioner.events import EventPublisher
 from tests.conftest import ROOT
 from tests.web.conftest import add_container, bearer, closed_port
+from tests.web.wsclient import Client
 
 pytestmark = pytest.mark.timeout(90)
 
