@@ -2,11 +2,13 @@
 # Check that nginx serves the health endpoint and the rendered index page.
 set -euo pipefail
 
+# quiet while nginx settles (its first answers may be the default site's 404)
 for attempt in $(seq 1 20); do
-    if curl -fsS --max-time 2 http://127.0.0.1/healthz >/dev/null; then
+    if curl -fs --max-time 2 http://127.0.0.1/healthz >/dev/null; then
         break
     fi
     if [[ ${attempt} -eq 20 ]]; then
+        curl -fsS --max-time 2 http://127.0.0.1/healthz >/dev/null || true  # says why
         echo "nginx does not answer on http://127.0.0.1/healthz" >&2
         exit 1
     fi
