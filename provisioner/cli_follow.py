@@ -160,16 +160,34 @@ def _result(rt: Runtime, cid: str, settle: float = 10.0) -> dict[str, Any]:
 # -- following ---------------------------------------------------------------------
 
 
+class Shown:
+    """How far the reader has shown the stream (the seq of its latest event),
+    shared with the job watch; ``seen`` is set at the first event."""
+
+    def __init__(self, after: int) -> None:
+        self.seq = after
+        self.seen = threading.Event()
+
+    def advance(self, seq: int) -> None:
+        self.seq = seq
+        self.seen.set()
+
+
 class JobWatch(threading.Thread):
     """Watches the queued job while its events are followed: warns when no
     worker takes it, and stops the reading when the job ended without a
-    terminal event (skipped, or killed with nothing left to recover it)."""
+    terminal event (skipped, or killed with nothing left to recover it).
+
+    "Without a terminal event" means the reader has shown everything stored
+    and none of it ended the run: a reader behind a slow pipe (``| less``)
+    still has the terminal event ahead of it, and must reach it.
+    """
 
     def __init__(self, rt: Runtime, cid: str, job_id: str, view: RunView,
-                 stop: threading.Event, seen: threading.Event) -> None:  # fmt: skip
+                 stop: threading.Event, shown: Shown) -> None:  # fmt: skip
         super().__init__(daemon=True, name="job-watch")
         self.rt, self.cid, self.job_id, self.view = rt, cid, job_id, view
-        self.stop, self.seen = stop, seen
+        self.stop, self.shown = stop, shown
         self.ended: str | None = None  # the job's status when it ended without a result
 
     def run(self) -> None:
@@ -185,7 +203,7 @@ class JobWatch(threading.Thread):
                 if status not in ("finished", "failed", "stopped", "canceled", None):
                     idle_checks = 0
                     waited = time.monotonic() - started
-                    if status == "queued" and not self.seen.is_set() and not warned and (
+                    if status == "queued" and not self.shown.seen.is_set() and not warned and (
                             waited >= QUEUE_WARNING_AFTER):  # fmt: skip
                         warned = True
                         self.view.note(f"still queued after {waited:.0f}s: is a worker "
@@ -193,7 +211,8 @@ class JobWatch(threading.Thread):
                     continue
                 # the job is over; its terminal event, if any, arrives within a read
                 idle_checks += 1
-                if idle_checks >= 3 and not run_active(self.rt, self.cid):
+                if (idle_checks >= 3 and not run_active(self.rt, self.cid)
+                        and last_seq(self.rt, self.cid) <= self.shown.seq):  # fmt: skip
                     self.ended = status or "gone"
                     self.stop.set()
                     return
@@ -201,18 +220,16 @@ class JobWatch(threading.Thread):
                 continue  # a hint only: the reader reports trouble with Redis itself
 
 
-def _read(rt: Runtime, cid: str, after: int, view: RunView, stop: threading.Event,
-          seen: threading.Event, job_id: str | None) -> Event | None:  # fmt: skip
-    """Show events until the run's terminal event (returned), or None when
-    ``stop`` was set first."""
+def _read(rt: Runtime, cid: str, view: RunView, stop: threading.Event, shown: Shown,
+          job_id: str | None) -> Event | None:  # fmt: skip
+    """Show events after ``shown.seq`` until the run's terminal event
+    (returned), or None when ``stop`` was set first."""
     from provisioner.events import EventReader
 
-    last = after
     while not stop.is_set():
-        for event in EventReader(rt.redis, rt.factory, cid).events(last, stop=stop):
-            seen.set()
+        for event in EventReader(rt.redis, rt.factory, cid).events(shown.seq, stop=stop):
             view.event(event)
-            last = event.seq
+            shown.advance(event.seq)
             if event.terminal:
                 # with our job still queued, this ends an earlier run (a
                 # provisioning the action waited for): read on
@@ -244,15 +261,15 @@ def follow_run(rt: Runtime, cid: str, action: str | None, *, after: int,
     mode = "json" if as_json else ("text" if text_log else None)
     view = RunView(bars, done=done, mode=mode)
     stop = threading.Event()
-    seen = threading.Event()
+    shown = Shown(after)
     timer = threading.Timer(timeout, stop.set) if timeout else None
-    watch = JobWatch(rt, cid, job_id, view, stop, seen) if job_id is not None else None
+    watch = JobWatch(rt, cid, job_id, view, stop, shown) if job_id is not None else None
     try:
         with view:
             for thread in (timer, watch):
                 if thread is not None:
                     thread.start()
-            terminal = _read(rt, cid, after, view, stop, seen, job_id)
+            terminal = _read(rt, cid, view, stop, shown, job_id)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; the run goes on (follow it again: provisioner logs "
                           f"{short_id(cid)} --follow)") from None  # fmt: skip
@@ -266,22 +283,26 @@ def follow_run(rt: Runtime, cid: str, action: str | None, *, after: int,
                          f"a result: see the worker's log and {again}")  # fmt: skip
     if terminal is None:
         raise GaveUp(f"gave up after {timeout:g}s; the run goes on (follow it again: {again})")
+    state = _result(rt, cid)
     ok = terminal.type == "complete"
     reason = None if ok else failure_reason(rt, cid, action, terminal)
+    if ok and action in PROVISIONING and state["lifecycle"] != str(Lifecycle.READY):
+        # exit 0 means ready: the terminal event alone is not the proof
+        ok, reason = False, (f"{state['hostname']} ({short_id(cid)}) reported completion but "
+                             f"is {state['lifecycle']}: see {again}")  # fmt: skip
     if as_json:
-        result: dict[str, Any] = {"type": "result", "ok": ok, "container": _result(rt, cid)}
+        result: dict[str, Any] = {"type": "result", "ok": ok, "container": state}
         if reason is not None:
             result["error"] = reason
         echo_json(result, lines=True)
     elif ok and not text_log:
-        view.err.print(Text(_success(rt, cid, action, terminal), style="bold green"))
+        view.err.print(Text(_success(state, action, terminal), style="bold green"))
     if reason is not None:
         raise CliFailure(reason)
 
 
-def _success(rt: Runtime, cid: str, action: str | None, event: Event) -> str:
+def _success(state: dict[str, Any], action: str | None, event: Event) -> str:
     if action not in PROVISIONING:
         return event.message
-    state = _result(rt, cid)
     return (f"ready: {state['hostname']} ({short_id(state['id'])}), CT {state['vmid']} on "
             f"node {state['node']} at {state['ip']}")  # fmt: skip

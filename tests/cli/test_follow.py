@@ -119,10 +119,12 @@ def test_json_view_prints_the_events_as_they_are(capsys: pytest.CaptureFixture[s
 
 
 def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, object]]],
-                  details: dict[str, object] | None = None) -> threading.Thread:  # fmt: skip
+                  details: dict[str, object] | None = None,
+                  lifecycle: Lifecycle | None = None, pace: float = 0.05) -> threading.Thread:  # fmt: skip
     """Once a job of the container is queued, take it off the queue, mark it
     started, publish ``events`` (recording ``details`` as the error first),
-    and mark it finished: what a worker does, without running anything."""
+    record ``lifecycle``, and mark it finished: what a worker does, without
+    running anything."""
 
     def work() -> None:
         with Redis.from_url(cli.settings.redis_url) as redis:
@@ -142,8 +144,13 @@ def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, obj
                     ct.error_message = f"{details['phase']} failed: {details['message']}"
             with EventPublisher(redis, cli.factory, cid) as publisher:
                 for type_, message, extra in events:
-                    time.sleep(0.05)
+                    time.sleep(pace)
                     publisher.publish(type_, message, **extra)  # type: ignore[arg-type]
+            if lifecycle is not None:
+                with session_scope(cli.factory) as session:
+                    ct = session.get(Container, cid)
+                    assert ct is not None
+                    ct.lifecycle = lifecycle
             job.set_status(JobStatus.FINISHED)
 
     thread = threading.Thread(target=work, daemon=True)
@@ -294,3 +301,37 @@ def test_an_earlier_runs_end_does_not_end_the_wait(cli: Cli) -> None:
     assert [e.get("message") for e in lines[1:-1]] == ["CT 1 is ready", "destroying CT 1",
                                                        "destroyed"]  # fmt: skip
     assert lines[-1]["type"] == "result" and lines[-1]["ok"] is True
+
+
+def test_a_reader_far_behind_still_reaches_the_result(cli: Cli, failed: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A slow terminal or pipe (``| less``): the job has long finished while
+    the reader is still seconds behind; the wait ends at the terminal event,
+    not when the job does, and exit 0 needs the container to be ready."""
+    shown = RunView.event
+
+    def slow_event(self: RunView, event: Event) -> None:
+        time.sleep(0.003)
+        shown(self, event)
+
+    monkeypatch.setattr(RunView, "event", slow_event)
+    lines = [("log", f"line {i}", {"phase": "scripts", "stream": "stdout", "script": "x.sh"})
+             for i in range(3000)]  # fmt: skip
+    done = [("complete", "CT 9170 is ready at 198.18.0.9", {"phase": "finalize", "percent": 100})]
+    # the job is over at once, the reader needs ~9 s (the reader looks at
+    # whether to stop between reads of up to 1,000 events)
+    worker = act_as_worker(cli, failed, [*lines, *done], lifecycle=Lifecycle.READY, pace=0)
+    result = cli("retry", "flaky", "--follow", "--timeout", "60")
+    worker.join(10)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"line {i}" for i in range(3000)]
+
+
+def test_complete_without_ready_is_not_success(cli: Cli, failed: str) -> None:
+    """Exit 0 means the container is ready, not merely that a complete event came."""
+    worker = act_as_worker(cli, failed, [
+        ("complete", "CT 9170 is ready at 198.18.0.9", {"phase": "finalize", "percent": 100})])
+    result = cli("retry", "flaky", "--follow", "--timeout", "60")
+    worker.join(10)
+    assert result.exit_code == 1, result.output
+    assert "reported completion but is error" in one_line_error(result.stderr)
