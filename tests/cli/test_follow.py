@@ -329,8 +329,11 @@ def test_a_reader_far_behind_still_reaches_the_result(cli: Cli, failed: str,
 
 def test_complete_without_ready_is_not_success(cli: Cli, failed: str) -> None:
     """Exit 0 means the container is ready, not merely that a complete event came."""
-    worker = act_as_worker(cli, failed, [
-        ("complete", "CT 9170 is ready at 198.18.0.9", {"phase": "finalize", "percent": 100})])
+    worker = act_as_worker(
+        cli,
+        failed,
+        [("complete", "CT 9170 is ready at 198.18.0.9", {"phase": "finalize", "percent": 100})],
+    )
     result = cli("retry", "flaky", "--follow", "--timeout", "60")
     worker.join(10)
     assert result.exit_code == 1, result.output
