@@ -16,6 +16,7 @@ one more ``main.add_command``.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ from provisioner.request_checks import ActionRefused
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "ProvisionerGroup", "load_settings", "main"]
 
 EXIT_CONFIG = EXIT_USAGE  # click's status for usage errors too
+# SQLite's and PostgreSQL's words for a table that is not there
+_MISSING_TABLE = re.compile(r"no such table|relation \S+ does not exist")
 
 
 class ProvisionerGroup(click.Group):
@@ -68,6 +71,8 @@ class ProvisionerGroup(click.Group):
         except sa_exc.SQLAlchemyError as exc:
             # First line only: the rest lists the statement and its parameters.
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            if _MISSING_TABLE.search(detail):
+                detail += " (is the database set up? run: provisioner db upgrade)"
             self._fail(ctx, f"database: {detail}", EXIT_FAILURE)
         except KeyboardInterrupt:
             self._fail(ctx, "interrupted", EXIT_INTERRUPTED)
@@ -148,12 +153,16 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     from redis import Redis
     from rq import Worker
 
-    from provisioner.db import make_engine, session_factory
+    from provisioner.db import make_engine, require_current_schema, session_factory
     from provisioner.logsafe import setup_logging
     from provisioner.queue import provisioning_queue
     from provisioner.recovery import RecoveryLoop
+    from provisioner.secrets import load_secret_box
 
     settings = load_settings(ctx)
+    # refuse to take jobs that could only fail: one line now, not a failure per job
+    load_secret_box(settings.secret_key, settings.secret_key_file)
+    require_current_schema(settings.database_url)
     setup_logging(settings.log_level)
     # imported once here, inherited by every forked work horse instead of
     # being imported again for each job
@@ -341,26 +350,39 @@ def token_list(ctx: click.Context, username: str) -> None:
 @click.option("--host", default=None, help="Address to bind (default: PROVISIONER_WEB_HOST).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Port (default: PROVISIONER_WEB_PORT).")  # fmt: skip
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="gunicorn worker processes.")  # fmt: skip
-@click.option("--threads", type=click.IntRange(1, 1024), default=16, show_default=True,
-              help="Threads per worker: each open event stream holds one.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="gunicorn worker processes (default: PROVISIONER_WEB_WORKERS, 1).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(4, 1024), default=None,
+              help="Threads per worker: each open event stream holds one (default: "
+                   "PROVISIONER_WEB_THREADS, 128).")  # fmt: skip
 @click.pass_context
 def web_cmd(
-    ctx: click.Context, host: str | None, port: int | None, workers: int, threads: int
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    threads: int | None,
 ) -> None:
     """Serve the web app (dashboard, REST API, event relay) with gunicorn."""
     import os
     import sys
 
-    settings = load_settings(ctx)  # fail here, with one line, on a bad configuration
+    from web.app import preflight
+
+    # fail here, with one line, on a bad configuration, an unusable key or an
+    # un-migrated database: in gunicorn's worker it would be a traceback
+    settings = load_settings(ctx)
+    preflight(settings)
+    threads = threads or settings.web_threads
+    os.environ["PROVISIONER_WEB_THREADS"] = str(threads)  # the app sizes its stream limit
     bind_host = host or settings.web_host
     bind = f"[{bind_host}]:{port or settings.web_port}" if ":" in bind_host else (
         f"{bind_host}:{port or settings.web_port}")  # fmt: skip
     if settings.config_file is not None:
         os.environ["PROVISIONER_CONFIG"] = str(settings.config_file)
     argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
-            "--threads", str(threads), "--workers", str(workers), "--bind", bind,
+            "--threads", str(threads), "--workers", str(workers or settings.web_workers),
+            "--bind", bind,
             "--graceful-timeout", "10", "--access-logfile", "-",
             "web.app:create_app()"]  # fmt: skip
     if _gunicorn_version() >= (25, 1):

@@ -19,6 +19,15 @@ def templates() -> None:
     """Container templates."""
 
 
+def templates_dir(ctx: click.Context) -> Path:
+    """The configured templates directory, which must exist."""
+    root = load_settings(ctx).templates_dir
+    if not root.is_dir():
+        raise BadInput(f"the templates directory {root} does not exist or is not a directory "
+                       "(PROVISIONER_TEMPLATES_DIR)")  # fmt: skip
+    return root
+
+
 @templates.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.pass_context
@@ -30,7 +39,7 @@ def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """
     from provisioner.templates import validate_template, validate_tree
 
-    roots = list(paths) or [load_settings(ctx).templates_dir]
+    roots = list(paths) or [templates_dir(ctx)]
     problems = []
     checked = 0
     for root in roots:
@@ -55,7 +64,7 @@ def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.pass_context
 def templates_ls(ctx: click.Context, as_json: bool) -> None:
     """List the templates of the configured directory (broken ones apart)."""
-    found, invalid = template_listing(load_settings(ctx).templates_dir)
+    found, invalid = template_listing(templates_dir(ctx))
     if as_json:
         echo_json({"templates": found, "invalid": invalid})
         return

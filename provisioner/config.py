@@ -69,6 +69,10 @@ class Settings:
     log_level: str = "INFO"
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+    web_workers: int = 1  # gunicorn processes
+    web_threads: int = 128  # per process; each open event stream holds one
+    web_proxy_hops: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto/-Host
+    web_cookie_secure: bool = False  # always mark the session cookie Secure (TLS requests do)
     config_file: Path | None = None  # the TOML file the settings came from, if any
 
     def __repr__(self) -> str:
@@ -230,6 +234,35 @@ def _positive_number(value: object, where: str) -> float:
     return parsed
 
 
+def _count(value: object, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*\+?\d+\s*", value):
+        return int(value)
+    raise ConfigError(f"{where} must be a whole number (0 or more), got {value!r}")
+
+
+def _bounded(low: int, high: int) -> Callable[[object, str], int]:
+    def parse(value: object, where: str) -> int:
+        number = _positive_int(value, where)
+        if not low <= number <= high:
+            raise ConfigError(f"{where} must be between {low} and {high}, got {value!r}")
+        return number
+
+    return parse
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{where} must be true or false (1/0, yes/no, on/off), got {value!r}")
+
+
 def _port(value: object, where: str) -> int:
     port = _positive_int(value, where)
     if port > 65535:
@@ -314,4 +347,8 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "log_level": _log_level,
     "web_host": _text,
     "web_port": _port,
+    "web_workers": _bounded(1, 64),
+    "web_threads": _bounded(4, 1024),
+    "web_proxy_hops": _count,
+    "web_cookie_secure": _flag,
 }

@@ -155,6 +155,22 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
+def require_current_schema(url: str) -> None:
+    """Check that the database is migrated to this release's schema.
+
+    Raises:
+        ConfigError: it is not (with the command that fixes it).
+        TransientError: the database cannot be reached.
+    """
+    current, head = current_revision(url), head_revision()
+    if current != head:
+        raise ConfigError(
+            f"database {redact_url(url)} is at revision {current or 'none'}, "
+            f"this release needs {head}",
+            hint="run: provisioner db upgrade",
+        )
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at ``url`` to ``revision`` (default: the newest).
 

@@ -10,6 +10,7 @@ backend.  Schema changes go through an Alembic migration in
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,11 @@ def utcnow() -> datetime:
 def new_container_id() -> str:
     """Return a fresh container id (a UUID4 string)."""
     return str(uuid.uuid4())
+
+
+# What may be a container id in a URL (a uuid, or a prefix of one): anything
+# else is "not found" without a query.
+CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner import views
 from provisioner.errors import ConfigError, ProvisionError
 from provisioner.events import Event
-from provisioner.models import Container, ContainerEvent, Lifecycle, Node
+from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import connection_for
 from provisioner.queue import enqueue
 from provisioner.request_checks import (
@@ -41,7 +41,6 @@ from web.live import NodeStatus, fetch_statuses, merge
 
 _LOG_PAGE = 2000
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
-_CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
 
 
 def events_url(container_id: str, after: int | None = None) -> str:
@@ -77,7 +76,7 @@ def _live(rows: list[tuple[Container, Node]]) -> list[dict[str, Any]]:
 
 
 def find_container(container_id: str) -> tuple[Container, Node]:
-    if not _CONTAINER_ID.fullmatch(container_id):
+    if not CONTAINER_ID.fullmatch(container_id):
         raise ApiError(404, f"no container {container_id!r}")
     row = get_db().execute(select(Container, Node).join(Node, Container.node_id == Node.id)
                            .where(Container.id == container_id)).one_or_none()  # fmt: skip

@@ -23,8 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from provisioner import db
-from provisioner.config import Settings, redact_url
-from provisioner.errors import ConfigError
+from provisioner.config import Settings
 from provisioner.logsafe import setup_logging
 from provisioner.secrets import SecretBox, load_secret_box, parse_env_keys, read_key_file
 
@@ -101,15 +100,22 @@ def session_signing_keys(settings: Settings) -> list[bytes]:
     return [hmac.new(key, _SESSION_KEY_DOMAIN, hashlib.sha256).digest() for key in keys]
 
 
-def _check_schema(settings: Settings) -> None:
-    current = db.current_revision(settings.database_url)
-    head = db.head_revision()
-    if current != head:
-        raise ConfigError(
-            f"database {redact_url(settings.database_url)} is at revision {current or 'none'}, "
-            f"this release needs {head}",
-            hint="run: provisioner db upgrade",
-        )
+def stream_limit(threads: int) -> int:
+    """How many of a process's threads event streams may hold: all but an
+    eighth of them (at least 2, at most 16), kept for everything else."""
+    return threads - min(16, max(2, threads // 8))
+
+
+def preflight(settings: Settings) -> None:
+    """What ``create_app`` checks before it builds anything, for ``provisioner
+    web`` to report in one line before it starts gunicorn.
+
+    Raises:
+        ConfigError: an unusable secret key, or a database that is not
+            migrated to this release's schema.
+    """
+    load_secret_box(settings.secret_key, settings.secret_key_file)
+    db.require_current_schema(settings.database_url)
 
 
 def create_app(
@@ -129,7 +135,7 @@ def create_app(
     settings = settings or Settings.from_env()
     setup_logging(settings.log_level)
     box = load_secret_box(settings.secret_key, settings.secret_key_file)
-    _check_schema(settings)
+    db.require_current_schema(settings.database_url)
     signing = session_signing_keys(settings)
 
     app = Flask(__name__)
@@ -140,19 +146,22 @@ def create_app(
         SESSION_COOKIE_NAME="provisioner_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=False,  # True forces it; it is also set on TLS requests
+        SESSION_COOKIE_SECURE=settings.web_cookie_secure,  # it is also set on TLS requests
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         MAX_CONTENT_LENGTH=1024 * 1024,
         LOGIN_MAX_FAILURES=5,
         LOGIN_WINDOW_SECONDS=300,
         LOGIN_MAX_FAILURES_PER_IP=50,
-        PROXY_FIX_HOPS=0,  # reverse proxies in front that set X-Forwarded-*
+        PROXY_FIX_HOPS=settings.web_proxy_hops,  # reverse proxies that set X-Forwarded-*
         PVE_CONNECT_TIMEOUT=3.0,
         PVE_READ_TIMEOUT=15.0,
         # flask-sock: pings keep idle streams open through proxies and find dead clients
         SOCK_SERVER_OPTIONS={"ping_interval": 25},
         # seconds an event stream's client may take nothing before it is dropped
         RELAY_STALL_TIMEOUT=60.0,
+        # open event streams per process: each holds a thread, and the rest
+        # must stay free for pages and API calls
+        RELAY_MAX_STREAMS=stream_limit(settings.web_threads),
     )
     if test_config:
         app.config.update(test_config)

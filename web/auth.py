@@ -10,6 +10,7 @@ authenticated by a bearer token (the login form included).
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +51,8 @@ class SessionInterface(SecureCookieSessionInterface):
 
 
 MACHINE_PATHS = ("/metrics",)
+# a logged-out session's id, kept until the cookie would have expired anyway
+REVOKED_SESSION_KEY = "provisioner:session:revoked:{sid}"
 
 
 def wants_json() -> bool:
@@ -82,15 +85,30 @@ def _bearer_user() -> User | bool | None:
 
 
 def _session_user() -> User | None:
-    uid = session.get("uid")
-    if not isinstance(uid, int):
+    uid, sid = session.get("uid"), session.get("sid")
+    if not isinstance(uid, int) or not isinstance(sid, str):
         return None
     user = get_db().get(User, uid)
-    # a password change ends every session made with the old one
-    if user is None or session.get("stamp") != users.password_stamp(user):
+    # a password change ends every session made with the old one, and a
+    # logout ends its session even where a copy of the cookie survives
+    if (user is None or session.get("stamp") != users.password_stamp(user)
+            or get_redis().exists(REVOKED_SESSION_KEY.format(sid=sid))):  # fmt: skip
         session.clear()
         return None
     return user
+
+
+def refuse_nul() -> BaseResponse | None:
+    """No database takes NUL inside text (PostgreSQL refuses it): stop it at
+    the door, for the path, the query and form fields of every route."""
+    if "\x00" in request.path or any("\x00" in v for v in request.args.values()) or (
+            request.method not in ("GET", "HEAD") and request.mimetype in _FORMS
+            and any("\x00" in v for v in request.form.values())):  # fmt: skip
+        return error_response(400, "NUL characters are not allowed in the URL or a form field")
+    return None
+
+
+_FORMS = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def _unauthenticated() -> BaseResponse:
@@ -127,6 +145,9 @@ def authenticate() -> BaseResponse | None:
     get_db().commit()
     failure = csrf_failure()
     if failure is not None:
+        if request.endpoint == "auth.login":  # a login form left open past its session
+            return _login_page(400, "The form expired. Please log in again.",
+                               request.form.get("username", "").strip())  # fmt: skip
         return error_response(400, failure)
     return None
 
@@ -184,6 +205,7 @@ def login() -> BaseResponse:
     session.clear()  # nothing from before the login survives it
     session.permanent = True
     session["uid"] = user.id
+    session["sid"] = secrets.token_urlsafe(16)
     session["stamp"] = users.password_stamp(user)
     rotate_csrf_token()
     return redirect(_safe_next(request.args.get("next")))
@@ -191,13 +213,20 @@ def login() -> BaseResponse:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> BaseResponse:
-    """End the session (POST with the CSRF token, so no page can log you out)."""
+    """End the session (POST with the CSRF token, so no page can log you out),
+    here and in any copy of its cookie."""
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        lifetime = current_app.permanent_session_lifetime
+        get_redis().set(REVOKED_SESSION_KEY.format(sid=sid), 1,
+                        ex=int(lifetime.total_seconds()) + 60)  # fmt: skip
     session.clear()
     return redirect(url_for("auth.login"))
 
 
 def init_app(app: Flask) -> None:
     app.session_interface = SessionInterface()
+    app.before_request(refuse_nul)
     app.before_request(authenticate)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.register_blueprint(bp)

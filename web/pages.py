@@ -16,7 +16,7 @@ import re
 from flask import Blueprint, Flask, render_template, render_template_string
 
 from provisioner.errors import ConfigError
-from provisioner.models import Container, Node
+from provisioner.models import CONTAINER_ID, Container, Node
 from provisioner.request_checks import ACTIONS
 from provisioner.submit import load_named_template
 from provisioner.templates import TemplateError
@@ -26,7 +26,6 @@ from web.app import get_db, resources
 from web.auth import current_user
 
 bp = Blueprint("pages", __name__)
-_CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 _NOT_FOUND = """{% extends "base.html" %}
@@ -60,7 +59,7 @@ def index() -> str:
 @bp.route("/containers/<container_id>")
 def container(container_id: str) -> str | tuple[str, int]:
     """One container: overview, events timeline, full log, actions."""
-    ct = get_db().get(Container, container_id) if _CONTAINER_ID.fullmatch(container_id) else None
+    ct = get_db().get(Container, container_id) if CONTAINER_ID.fullmatch(container_id) else None
     if ct is None:
         return not_found("Container not found",
                          f"There is no container with the id {container_id!r}. It may have "

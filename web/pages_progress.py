@@ -14,14 +14,15 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from flask import Blueprint, Flask, abort, render_template, url_for
+from flask import Blueprint, Flask, render_template, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioner.events import now_iso
-from provisioner.models import Container, ContainerEvent, Lifecycle
+from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle
 from web.app import get_db
 from web.eta import Estimate, Mark, RunDurations, estimate, run_durations
+from web.pages import not_found
 
 bp = Blueprint("progress", __name__)
 
@@ -98,12 +99,15 @@ def page_data(ct: Container, eta: Estimate | None) -> dict[str, Any]:
 
 
 @bp.route("/containers/<container_id>/progress")
-def progress(container_id: str) -> str:
+def progress(container_id: str) -> str | tuple[str, int]:
     """The live progress of one container's run."""
     session = get_db()
-    ct = session.get(Container, container_id)
+    ct = session.get(Container, container_id) if CONTAINER_ID.fullmatch(container_id) else None
     if ct is None:
-        abort(404)
+        return not_found("Container not found",
+                         f"There is no container with the id {container_id!r}, so there is no "
+                         "progress to show. It may have been removed, or the link is mistyped.",
+                         "pages.index", "Back to containers")  # fmt: skip
     data = page_data(ct, template_estimate(session, ct.template, exclude=ct.id))
     session.commit()
     return render_template("progress.html", data=data, phases=PHASE_LABELS)

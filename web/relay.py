@@ -31,6 +31,7 @@ import logging
 import re
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -42,10 +43,11 @@ from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.routing import WebsocketMismatch
 from werkzeug.wrappers import Response as BaseResponse
 
 from provisioner.events import EventReader
-from provisioner.models import Container
+from provisioner.models import CONTAINER_ID, Container
 from web.app import EXTENSION, get_db, resources
 from web.auth import error_response
 from web.tail import Behind, Tail, Tails
@@ -56,9 +58,9 @@ sock = Sock()
 NORMAL_CLOSURE = 1000
 INTERNAL_ERROR = 1011
 POLL_MS = 1000  # how long one Redis read blocks: the delay to notice a departed client
-_CONTAINER_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
 _TEXT = 0x81  # FIN + text opcode
 TAILS = "relay_tails"  # app.extensions: the process's shared stream readers
+SLOTS = "relay_slots"  # app.extensions: its count of open streams
 
 
 class ClientStalled(TimeoutError):
@@ -154,6 +156,14 @@ class Outbox:
     def _write(self, data: bytes, *, progress: bool) -> None:
         self._acquire()
         try:
+            if isinstance(self.raw, ssl.SSLSocket):
+                # gunicorn serving TLS itself: SSL sockets take no send flags,
+                # so writes block (and a stalled client waits for TCP to give up)
+                self.raw.sendall(data)
+                self._progress_at = time.monotonic()
+                if progress:
+                    self.ws.pong_received = True
+                return
             view = memoryview(data)
             poller = select.poll()
             poller.register(self.raw.fileno(), select.POLLOUT)
@@ -187,10 +197,33 @@ def _after() -> int | None:
     return int(raw) if re.fullmatch(r"\d{1,10}", raw) else None
 
 
+class StreamSlots:
+    """Counts the process's open event streams: each holds one of its
+    threads, and pages and API calls need the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.open >= self.limit:
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
 @bp.before_request
 def check_stream() -> BaseResponse | None:
     """Refuse before the websocket handshake, with a plain HTTP status:
-    a bad ``after``, an unknown container, a foreign origin."""
+    a bad ``after``, an unknown container, a foreign origin, a process whose
+    streams hold all the threads it may give them (503: try again).  A
+    request that is no handshake never gets here (``not_a_handshake``)."""
     if _after() is None:
         return error_response(400, "after must be a non-negative integer (the last seq seen)",
                               field="after")  # fmt: skip
@@ -202,12 +235,37 @@ def check_stream() -> BaseResponse | None:
     if g.auth == "session" and origin and urlsplit(origin).netloc not in allowed:
         return error_response(403, f"websocket from a foreign origin {origin!r} refused")
     container_id = (request.view_args or {}).get("container_id", "")
-    exists = bool(_CONTAINER_ID.fullmatch(container_id)) and (
+    exists = bool(CONTAINER_ID.fullmatch(container_id)) and (
         get_db().get(Container, container_id) is not None)  # fmt: skip
     get_db().commit()  # the stream may last hours: hold no transaction
     if not exists:
         return error_response(404, f"no container {container_id!r}")
+    slots: StreamSlots = current_app.extensions[SLOTS]
+    if not slots.take():
+        log.warning("event stream of %s refused: %d streams already open in this process",
+                    container_id, slots.limit)  # fmt: skip
+        response = error_response(503, f"this web process already serves {slots.limit} event "
+                                  "streams: try again shortly")  # fmt: skip
+        response.headers["Retry-After"] = "5"
+        return response
+    g.stream_slot = slots
     return None
+
+
+@bp.teardown_request
+def give_back_slot(_exc: BaseException | None) -> None:
+    slots: StreamSlots | None = g.pop("stream_slot", None)
+    if slots is not None:
+        slots.give_back()
+
+
+def not_a_handshake(_exc: WebsocketMismatch) -> BaseResponse:
+    """A plain HTTP request for a stream: werkzeug's routing refuses it with a
+    bare 400; say what the URL is for."""
+    response = error_response(426, "this is a websocket endpoint: open it with a websocket "
+                              "handshake (Upgrade: websocket)")  # fmt: skip
+    response.headers["Upgrade"] = "websocket"
+    return response
 
 
 def stream(ws: Any, reader: EventReader, tails: Tails, after: int, stall_timeout: float) -> None:
@@ -269,4 +327,6 @@ def container_events(ws: Any, container_id: str) -> None:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.register_error_handler(WebsocketMismatch, not_a_handshake)
     app.extensions[TAILS] = Tails(app.extensions[EXTENSION].redis)
+    app.extensions[SLOTS] = StreamSlots(int(app.config["RELAY_MAX_STREAMS"]))

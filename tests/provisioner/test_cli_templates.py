@@ -36,3 +36,12 @@ def test_problems_are_listed_with_file_and_line(tmp_path: Path) -> None:
 def test_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = run("templates", "validate", str(tmp_path / "nope"))
     assert code == 2 and "does not exist" in err
+
+
+def test_a_missing_configured_directory_is_one_line(tmp_path: Path) -> None:
+    env = {"PROVISIONER_DATA_DIR": str(tmp_path), "PROVISIONER_TEMPLATES_DIR": str(tmp_path / "x")}
+    for command in (("templates", "validate"), ("templates", "ls")):
+        code, out, err = run(*command, env=env)
+        assert code == 2 and out == "", err
+        assert err == (f"error: the templates directory {tmp_path / 'x'} does not exist or is "
+                       "not a directory (PROVISIONER_TEMPLATES_DIR)\n")  # fmt: skip

@@ -113,13 +113,50 @@ def test_successful_login_resets_the_failures(client: FlaskClient, user: str) ->
 
 
 def test_login_needs_csrf(client: FlaskClient, user: str) -> None:
+    """Without the form's token nobody logs in; the form comes back, saying why."""
     client.get("/login")
     missing = client.post("/login", data={"username": "alice", "password": PASSWORD})
-    assert missing.status_code == 400 and "CSRF token missing" in missing.text
+    assert missing.status_code == 400 and missing.mimetype == "text/html"
+    assert "The form expired. Please log in again." in missing.text
+    assert 'value="alice"' in missing.text and 'name="csrf_token"' in missing.text
     forged = client.post("/login", data={"username": "alice", "password": PASSWORD,
                                          "csrf_token": "forged"})  # fmt: skip
-    assert forged.status_code == 400 and "invalid" in forged.text
+    assert forged.status_code == 400 and "The form expired" in forged.text
     assert client.get("/").status_code == 302
+
+
+def test_logout_ends_every_copy_of_the_session(client: FlaskClient, app: Flask,
+                                               user: str) -> None:  # fmt: skip
+    assert login(client).status_code == 302
+    stolen = client.get_cookie("provisioner_session")
+    assert stolen is not None
+    client.post("/logout", headers=session_csrf(client))
+    thief = app.test_client()
+    thief.set_cookie("provisioner_session", stolen.value)
+    assert thief.get("/api/me").status_code == 401
+    assert thief.get("/").status_code == 302
+    assert login(client).status_code == 302 and client.get("/api/me").status_code == 200
+
+
+def test_nul_characters_are_refused_everywhere(logged_in: FlaskClient, client: FlaskClient,
+                                               app: Flask) -> None:  # fmt: skip
+    for path in ("/containers/ab%00cd/progress", "/containers/ab%00cd", "/?q=a%00b",
+                 "/templates/ng%00inx", "/api/containers/ab%00cd"):  # fmt: skip
+        response = logged_in.get(path)
+        assert response.status_code == 400, path
+        assert "NUL characters are not allowed" in response.text
+    fresh = app.test_client()
+    page = fresh.get("/login")
+    bad = fresh.post("/login", data={"username": "ali\x00ce", "password": PASSWORD,
+                                     "csrf_token": form_csrf(page.text)})  # fmt: skip
+    assert bad.status_code == 400 and "NUL characters" in bad.text
+
+
+def test_unknown_progress_page_is_a_dashboard_404(logged_in: FlaskClient) -> None:
+    for path in ("/containers/0123abcd/progress", "/containers/not-an-id!/progress"):
+        page = logged_in.get(path)
+        assert page.status_code == 404 and "Container not found" in page.text
+        assert "Back to containers" in page.text
 
 
 def test_session_api_calls_need_csrf(logged_in: FlaskClient) -> None:

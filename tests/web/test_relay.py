@@ -252,8 +252,55 @@ def test_refusals_before_the_handshake(live_server: LiveServer, container: str,
     assert handshake_status(live_server, path, bearer("lxcp_wrong")) == 401
     assert handshake_status(live_server, "/ws/containers/nope/events", bearer(token)) == 404
     assert handshake_status(live_server, f"{path}?after=-3", bearer(token)) == 400
+    # a plain GET of the stream (no handshake) is told what the URL is for, not a 500
+    conn = http.client.HTTPConnection("127.0.0.1", live_server.port, timeout=10)
+    try:
+        conn.request("GET", path, headers=bearer(token))
+        plain = conn.getresponse()
+        assert plain.status == 426 and plain.getheader("Upgrade") == "websocket"
+        assert "websocket endpoint" in json.loads(plain.read())["error"]
+    finally:
+        conn.close()
     # the control: the same request, authenticated, is upgraded
     assert handshake_status(live_server, path, bearer(token)) == 101
+
+
+def test_streams_leave_threads_for_everything_else(settings: Settings, container: str,
+                                                    token: str) -> None:  # fmt: skip
+    """Each stream holds a thread: past the process's limit a handshake gets
+    503 with Retry-After, and pages and the API still answer."""
+    app = create_app(settings, {"TESTING": True, "RELAY_MAX_STREAMS": 2})
+    try:
+        with serve(app) as server:
+            open_ = [connect(server, container, token) for _ in range(2)]
+            path = f"/ws/containers/{container}/events"
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", path, headers={
+                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **bearer(token)})  # fmt: skip
+            full = conn.getresponse()
+            assert full.status == 503 and full.getheader("Retry-After") == "5"
+            assert "already serves 2 event streams" in json.loads(full.read())["error"]
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/api/me", headers=bearer(token))
+            assert conn.getresponse().status == 200
+            conn.close()
+            open_.pop().close()  # a stream that ends gives its thread back
+            deadline = time.monotonic() + 10
+            while handshake_status(server, path, bearer(token)) != 101:
+                assert time.monotonic() < deadline, "the slot was not given back"
+                time.sleep(0.1)
+            for ws in open_:
+                ws.close()
+    finally:
+        app.extensions["provisioner"].close()
+
+
+def test_the_stream_limit_leaves_an_eighth_of_the_threads() -> None:
+    from web.app import stream_limit
+
+    assert [stream_limit(t) for t in (4, 16, 64, 128, 216, 1024)] == [2, 14, 56, 112, 200, 1008]
 
 
 # --- the relay's writer: frames, one writer at a time, stalled clients ------------------

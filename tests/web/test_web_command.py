@@ -3,14 +3,17 @@ environment, the relay included."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,32 +30,63 @@ from tests.web.wsclient import Client
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def served(settings: Settings, app: Flask, tmp_path: Path) -> Iterator[str]:
-    """``provisioner web`` on a free port; its base URL."""
+def self_signed(tmp_path: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    """A certificate for 127.0.0.1, its key, and a client context trusting it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))  # fmt: skip
+    cert_file, key_file = tmp_path / "web.crt", tmp_path / "web.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_file, key_file, ssl.create_default_context(cafile=str(cert_file))
+
+
+@pytest.fixture(params=["http", "https"])
+def served(request: pytest.FixtureRequest, settings: Settings, app: Flask,
+           tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext | None]]:  # fmt: skip
+    """``provisioner web`` on a free port, plain or with gunicorn serving TLS
+    itself (GUNICORN_CMD_ARGS); its base URL and the client's TLS context."""
     port = closed_port()
     env = {**os.environ, "PROVISIONER_DATA_DIR": str(settings.data_dir),
            "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
            "PROVISIONER_SECRET_KEY": settings.secret_key or "",
            "PROVISIONER_QUEUE_NAME": settings.queue_name}  # fmt: skip
+    context = None
+    if request.param == "https":
+        cert, key, context = self_signed(tmp_path)
+        env["GUNICORN_CMD_ARGS"] = f"--certfile {cert} --keyfile {key}"
     log = open(tmp_path / "web.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([str(ROOT / ".venv/bin/provisioner"), "web", "--host", "127.0.0.1",
                              "--port", str(port), "--threads", "4"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     log.close()
-    base = f"http://127.0.0.1:{port}"
+    base = f"{request.param}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/login", timeout=2) as response:
+                with urllib.request.urlopen(f"{base}/login", timeout=2,
+                                            context=context) as response:  # fmt: skip
                     assert response.status == 200
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError((tmp_path / "web.log").read_text()) from None
                 time.sleep(0.2)
-        yield base
+        yield base, context
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -63,12 +97,14 @@ def served(settings: Settings, app: Flask, tmp_path: Path) -> Iterator[str]:
     assert "Using worker: gthread" in (tmp_path / "web.log").read_text()
 
 
-def test_gunicorn_serves_the_api_and_the_relay(served: str, app: Flask, token: str) -> None:
-    request = urllib.request.Request(f"{served}/api/me", headers=bearer(token))
-    with urllib.request.urlopen(request, timeout=5) as response:
+def test_gunicorn_serves_the_api_and_the_relay(served: tuple[str, ssl.SSLContext | None],
+                                               app: Flask, token: str) -> None:  # fmt: skip
+    base, context = served
+    request = urllib.request.Request(f"{base}/api/me", headers=bearer(token))
+    with urllib.request.urlopen(request, timeout=5, context=context) as response:
         assert json.load(response)["username"] == "alice"
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{served}/api/me", timeout=5)
+        urllib.request.urlopen(f"{base}/api/me", timeout=5, context=context)
     assert refused.value.code == 401
     refused.value.close()
 
@@ -77,8 +113,8 @@ def test_gunicorn_serves_the_api_and_the_relay(served: str, app: Flask, token: s
     redis = Redis.from_url(res.settings.redis_url)
     with EventPublisher(redis, res.factory, cid) as publisher:
         publisher.publish("step", "creating", phase="create", percent=5)
-        ws_url = served.replace("http://", "ws://") + f"/ws/containers/{cid}/events"
-        ws = Client.connect(ws_url, headers=bearer(token))
+        ws_url = base.replace("http", "ws", 1) + f"/ws/containers/{cid}/events"
+        ws = Client.connect(ws_url, headers=bearer(token), ssl_context=context)
         first = ws.receive(timeout=10)
         assert first is not None and json.loads(first)["seq"] == 1
         publisher.publish("complete", "ready", phase="finalize", percent=100)
@@ -88,3 +124,18 @@ def test_gunicorn_serves_the_api_and_the_relay(served: str, app: Flask, token: s
             ws.receive(timeout=10)
     redis.delete(f"provisioner:container:{cid}:stream")
     redis.close()
+
+
+def test_an_unmigrated_database_is_one_line_before_gunicorn(settings: Settings,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    env = {**os.environ, "PROVISIONER_DATA_DIR": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path}/empty.db", "REDIS_URL": settings.redis_url,
+           "PROVISIONER_SECRET_KEY": settings.secret_key or ""}  # fmt: skip
+    for command in ("web", "worker"):
+        done = subprocess.run([str(ROOT / ".venv/bin/provisioner"), command], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"error: database sqlite:///{tmp_path}/empty.db is at "
+                                      "revision none, this release needs ")  # fmt: skip
+        assert "run: provisioner db upgrade" in done.stderr
+        assert len(done.stderr.splitlines()) == 1 and done.stdout == ""
