@@ -10,7 +10,6 @@ never printed.  Adding a node connects to it first unless ``--no-test``.
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,14 +23,12 @@ from provisioner.cli_output import echo_json, human_bytes, print_table, stdin_li
 from provisioner.cli_runtime import BadInput, Conflict, NotFound, Runtime, Unreachable, pass_runtime
 from provisioner.errors import ConfigError, ProvisionError
 from provisioner.models import AuthKind, Container, Lifecycle, Node
-from provisioner.pve_parse import format_fingerprint, normalize_fingerprint
+from provisioner.pve_parse import format_fingerprint, normalize_fingerprint, normalize_host
 from provisioner.request_checks import NAME, check_name
 from provisioner.views import node_json
 
 if TYPE_CHECKING:
     from provisioner.pve import NodeInfo, PasswordAuth, PveClient, PveConnection, TokenAuth
-
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?")
 
 
 def quick(connection: PveConnection) -> PveConnection:
@@ -185,8 +182,10 @@ def nodes_add(rt: Runtime, name: str, host: str, port: int, pve_node: str | None
 
     if not NAME.fullmatch(name):
         raise BadInput(f"NAME: must be 1-64 letters, digits and '_.-', got {name!r}")
-    if not _HOST.fullmatch(host):
-        raise BadInput(f"--host: must be a host name or an IP address, got {host!r}")
+    try:
+        host = normalize_host(host)
+    except ValueError as exc:
+        raise BadInput(f"--host: {exc}") from None
     try:
         check_name("--default-storage", default_storage)
         check_name("--default-bridge", default_bridge)

@@ -32,6 +32,7 @@ from provisioner.pve_parse import (
     format_fingerprint,
     is_transient_failure,
     normalize_fingerprint,
+    normalize_host,
     redact,
 )
 
@@ -112,14 +113,16 @@ class PveConnection:
                 object.__setattr__(self, "fingerprint", normalize_fingerprint(self.fingerprint))
             except ValueError as exc:
                 raise ConfigError(f"TLS fingerprint of {self.host}: {exc}") from exc
-        if not self.host or "/" in self.host:
-            raise ConfigError(f"PVE host {self.host!r} must be a host name or address, not a URL")
+        try:
+            object.__setattr__(self, "host", normalize_host(self.host))
+        except ValueError as exc:
+            raise ConfigError(f"PVE host: {exc}") from None
         if not 0 < self.port < 65536:
             raise ConfigError(f"PVE port {self.port} is out of range")
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        host = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{host}:{self.port}/api2/json"
 
     @property

@@ -164,6 +164,42 @@ def normalize_fingerprint(text: str) -> str:
     return compact
 
 
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def normalize_host(text: str) -> str:
+    """A node's host as the client uses it: a DNS name, an IPv4 address or an
+    IPv6 address (brackets optional, stored without them).
+
+    Raises:
+        ValueError: anything else (a URL, a port, a malformed address).
+    """
+    host = text.strip()
+    if "/" in host:
+        raise ValueError(f"give a host name or an IP address, not a URL ({text!r})")
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        try:
+            return str(ipaddress.IPv6Address(inner))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IPv6 address in brackets") from None
+    if ":" in host:
+        try:
+            return str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a host name or an IP address (a port goes "
+                             "in its own field)") from None  # fmt: skip
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a valid IPv4 address") from None
+    name = host.removesuffix(".")
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(p) for p in name.split(".")):
+        raise ValueError(f"{text!r} is not a host name or an IP address")
+    return name
+
+
 def format_fingerprint(hexdigest: str) -> str:
     """64 hex digits as PVE shows them: ``AA:BB:...``."""
     compact = normalize_fingerprint(hexdigest)

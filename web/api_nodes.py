@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,12 @@ from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
 from provisioner.nodes import connection_for
 from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
-from provisioner.pve_parse import format_fingerprint, normalize_fingerprint
+from provisioner.pve_parse import format_fingerprint, normalize_fingerprint, normalize_host
 from provisioner.request_checks import NAME
 from provisioner.vault import set_node_secret
 from provisioner.views import node_json
 from web.api import ApiError, Body, bp, json_body, require_admin, upstream
 from web.app import get_db, resources
-
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?")
 
 
 def find_node(name: str) -> Node:
@@ -58,8 +55,11 @@ def node_client(node: Node) -> PveClient:
 
 def _connection_from(body: Body) -> tuple[PveConnection, dict[str, Any]]:
     """Read the connection fields; return the connection and the columns to store."""
-    host = body.string("host", required=True, max_length=255, pattern=_HOST,
-                       what="a host name or an IP address")  # fmt: skip
+    host = body.string("host", required=True, max_length=255)
+    try:
+        host = normalize_host(host or "")
+    except ValueError as exc:
+        raise ApiError(400, f"host: {exc}", "host") from None
     port = body.integer("port", minimum=1, maximum=65535, default=8006)
     pve_node = body.string("pve_node", max_length=64)
     token_id = body.string("token_id", max_length=255)

@@ -27,6 +27,7 @@ from provisioner.pve_parse import (
     global_ipv4,
     is_transient_failure,
     normalize_fingerprint,
+    normalize_host,
     parse_exitstatus,
     parse_net,
     parse_property_string,
@@ -121,6 +122,22 @@ def test_fingerprint_normalisation(given: str) -> None:
 def test_bad_fingerprints_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         normalize_fingerprint(bad)
+
+
+@pytest.mark.parametrize(("given", "host"), [
+    ("pve1", "pve1"), ("pve1.example.org.", "pve1.example.org"), (" 192.0.2.10 ", "192.0.2.10"),
+    ("fd00::1", "fd00::1"), ("[FD00:0::1]", "fd00::1"), ("a-b.c-d", "a-b.c-d"),
+])  # fmt: skip
+def test_hosts_are_normalised(given: str, host: str) -> None:
+    assert normalize_host(given) == host
+
+
+@pytest.mark.parametrize("bad", ["", "[::1", "::::", "pve1:8006", "https://pve1", "300.1.2.3",
+                                 "1.2.3", "-pve", "pve-", "a..b", "a b", "[pve1]", "x" * 64,
+                                 ".".join(["a" * 60] * 5)])  # fmt: skip
+def test_bad_hosts_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        normalize_host(bad)
 
 
 def token() -> TokenAuth:

@@ -124,6 +124,11 @@ def test_given_root_password_is_not_echoed(client: FlaskClient, token: str) -> N
     ({"name": "bad name"}, "name"),
     ({"host": None}, "host"),
     ({"host": "https://pve:8006/"}, "host"),
+    ({"host": "[::1"}, "host"),
+    ({"host": "::::"}, "host"),
+    ({"host": "pve1:8006"}, "host"),
+    ({"host": "300.1.2.3"}, "host"),
+    ({"host": "-pve.example"}, "host"),
     ({"port": 70000}, "port"),
     ({"port": "8006"}, "port"),
     ({"token_id": "no-bang"}, "token_id"),
@@ -257,6 +262,27 @@ def test_api_answers_are_never_cached(client: FlaskClient, token: str) -> None:
 
 WEIRD: list[Any] = ["a\x00b", "\u202e\u0000", "x" * 20000, 2**70, -(2**70), 1e308, [], {},
                     {"a": {"b": [1]}}, True, None, "", " ", "../../etc/passwd", "ünïcödé"]  # fmt: skip
+
+
+def test_bad_hosts_are_refused_even_unverified(app: Flask, client: FlaskClient,
+                                               token: str) -> None:  # fmt: skip
+    for host in ("[::1", "::::", "a b", "pve..example", "[pve]"):
+        response = client.post("/api/nodes", headers=bearer(token), json={
+            "name": "n", "host": host, "user": "root@pam", "password": "pw", "verify": False,
+            "pve_node": "pve"})  # fmt: skip
+        assert response.status_code == 400 and response.json["field"] == "host", host
+    added = client.post("/api/nodes", headers=bearer(token), json={
+        "name": "v6", "host": "[fd00::1]", "user": "root@pam", "password": "pw",
+        "verify": False, "pve_node": "pve"})  # fmt: skip
+    assert added.status_code == 201 and added.json["host"] == "fd00::1"
+
+
+def test_deeply_nested_json_is_a_400(client: FlaskClient, token: str) -> None:
+    for path in ("/api/containers", "/api/nodes"):
+        response = client.post(path, data="[" * 100_000, headers={
+            **bearer(token), "Content-Type": "application/json"})  # fmt: skip
+        assert response.status_code == 400, path
+        assert response.json["error"] == "the body is nested too deeply"
 
 
 @pytest.mark.parametrize("field", ["template", "node", "hostname", "vmid", "cores", "memory",
