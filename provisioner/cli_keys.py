@@ -11,6 +11,7 @@ re-encrypts.  Key material is printed only by ``keys generate``, once.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from provisioner.secrets import SecretBox
 
 ENV_VAR = "PROVISIONER_SECRET_KEY"  # provisioner.secrets.ENV_VAR, without importing cryptography
+KEY_PICKUP_SECONDS = 2.0  # web.app.KeyFileWatch looks at the key file once a second
 
 
 def _tokens(session: Session) -> Iterator[str]:
@@ -123,8 +125,9 @@ def keys_rotate(rt: Runtime, keep_old: bool, as_json: bool) -> None:
     Key file: adds a new key, makes it current, re-encrypts every secret,
     retires the old key(s).  PROVISIONER_SECRET_KEY: put the new key first
     (provisioner keys generate) and restart, then this re-encrypts with it;
-    drop the old key(s) from the variable afterwards.  Restart the web app
-    and the workers afterwards so they load the new key.
+    drop the old key(s) from the variable afterwards, and restart.  With a
+    key file nothing needs a restart: web apps load a changed key file
+    within a second, workers with their next job.
     """
     from provisioner.secrets import add_key_to_file, load_secret_box, retire_key, set_current_key
 
@@ -154,6 +157,9 @@ def keys_rotate(rt: Runtime, keep_old: bool, as_json: bool) -> None:
         _check_readable(rt, old)
         new_id = add_key_to_file(path, current=False)
         set_current_key(path, new_id)
+        # running web apps look at the key file once a second and workers load
+        # it for each job: give them the new key before the old one goes
+        time.sleep(KEY_PICKUP_SECONDS)
         box = load_secret_box(None, path)
         changed, same = reencrypt_everything(rt, box)
         with rt.factory() as session:
@@ -181,7 +187,12 @@ def keys_rotate(rt: Runtime, keep_old: bool, as_json: bool) -> None:
     else:
         for line in lines:
             click.echo(line)
-    echo_err("restart the web app and the workers so they load the new key")
+    if settings.secret_key:
+        echo_err("restart the web app and the workers once the old key is out of "
+                 f"{ENV_VAR}")  # fmt: skip
+    else:
+        echo_err("running web apps have loaded the new key; workers load it for each job "
+                 "(other hosts with a copy of the key file: copy it again)")  # fmt: skip
 
 
 @keys.command("retire")

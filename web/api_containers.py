@@ -71,7 +71,7 @@ def _live(rows: list[tuple[Container, Node]]) -> list[dict[str, Any]]:
                    for ct, node in rows if wanted(ct)}  # fmt: skip
     items = [(container_json(ct, node.name), ct.vmid, node.name, wanted(ct)) for ct, node in rows]
     get_db().commit()  # no transaction while the nodes answer
-    statuses: dict[str, NodeStatus] = fetch_statuses(connections)
+    statuses: dict[str, NodeStatus] = fetch_statuses(resources().pve, connections)
     return [merge(item, vmid, statuses.get(name), ok) for item, vmid, name, ok in items]
 
 

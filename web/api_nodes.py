@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,12 @@ def quick(connection: PveConnection) -> PveConnection:
                                read_timeout=float(config["PVE_READ_TIMEOUT"]))  # fmt: skip
 
 
-def node_client(node: Node) -> PveClient:
-    """A client for a stored node; ends the request's transaction first."""
+def node_client(node: Node) -> AbstractContextManager[PveClient]:
+    """A client of the process's pool for a stored node, for a ``with``
+    block; ends the request's transaction first."""
     connection = quick(connection_for(node, resources().box))
     get_db().commit()
-    return PveClient(connection)
+    return resources().pve.client(connection)
 
 
 def _connection_from(body: Body) -> tuple[PveConnection, dict[str, Any]]:

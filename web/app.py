@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,12 +27,55 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from provisioner import db
 from provisioner.config import Settings
+from provisioner.errors import ConfigError
 from provisioner.logsafe import setup_logging
 from provisioner.secrets import SecretBox, load_secret_box, parse_env_keys, read_key_file
+from web.pve_pool import ClientPool
 
 log = logging.getLogger(__name__)
 EXTENSION = "provisioner"
 _SESSION_KEY_DOMAIN = b"lxc-provisioner web session key v1"
+
+
+class KeyFileWatch:
+    """The secret box, loaded again when the key file changes (``provisioner
+    keys rotate`` on a running system), looked at once a second at most.
+    Keys from ``PROVISIONER_SECRET_KEY`` change only with a restart."""
+
+    INTERVAL = 1.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._box = load_secret_box(settings.secret_key, settings.secret_key_file)  # may create it
+        self._checked = time.monotonic()
+        self._stamp = self._file_stamp()
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        if self.settings.secret_key:
+            return None
+        try:
+            st = os.stat(self.settings.secret_key_file)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    @property
+    def box(self) -> SecretBox:
+        if self.settings.secret_key or time.monotonic() - self._checked < self.INTERVAL:
+            return self._box
+        with self._lock:
+            self._checked = time.monotonic()
+            stamp = self._file_stamp()
+            if stamp is not None and stamp != self._stamp:
+                try:
+                    self._box = load_secret_box(None, self.settings.secret_key_file)
+                    self._stamp = stamp
+                    log.info("secret key file %s changed: keys loaded again (current %s)",
+                             self.settings.secret_key_file, self._box.current_key_id)  # fmt: skip
+                except ConfigError as exc:  # half-written or made unsafe: keep the keys we have
+                    log.error("secret key file changed but cannot be loaded: %s", exc)
+        return self._box
 
 
 @dataclass
@@ -40,9 +86,15 @@ class WebResources:
     engine: Engine
     factory: sessionmaker[Session]
     redis: Redis
-    box: SecretBox
+    keys: KeyFileWatch
+    pve: ClientPool
+
+    @property
+    def box(self) -> SecretBox:
+        return self.keys.box
 
     def close(self) -> None:
+        self.pve.close()
         self.redis.close()
         self.engine.dispose()
 
@@ -134,7 +186,7 @@ def create_app(
     """
     settings = settings or Settings.from_env()
     setup_logging(settings.log_level)
-    box = load_secret_box(settings.secret_key, settings.secret_key_file)
+    keys = KeyFileWatch(settings)
     db.require_current_schema(settings.database_url)
     signing = session_signing_keys(settings)
 
@@ -181,7 +233,8 @@ def create_app(
             socket_connect_timeout=5,
             socket_timeout=15,
         ),
-        box=box,
+        keys=keys,
+        pve=ClientPool(),
     )
     app.teardown_appcontext(_close_db)
     app.after_request(_security_headers)

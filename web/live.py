@@ -1,20 +1,24 @@
 """Live PVE status of containers, merged into their lifecycle.
 
-One ``GET /nodes/{node}/lxc`` per node (in parallel, each with its own
-client and short timeouts) instead of one call per container.  An
+One ``GET /nodes/{node}/lxc`` per node (in parallel, each with a client
+of the process's pool and short timeouts) instead of one call per container.  An
 unreachable node does not fail the listing: its containers keep their
 lifecycle and carry the error instead of a status.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from provisioner.errors import ProvisionError
-from provisioner.pve import ContainerStatus, PveClient, PveConnection
+from provisioner.pve import ContainerStatus, PveConnection
+from web.pve_pool import ClientPool
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,21 +38,25 @@ def status_json(status: ContainerStatus | None) -> dict[str, Any] | None:
             "disk_total": status.disk_total}  # fmt: skip
 
 
-def _ask(connection: PveConnection) -> NodeStatus:
+def _ask(clients: ClientPool, connection: PveConnection) -> NodeStatus:
     try:
-        with PveClient(connection) as client:
+        with clients.client(connection) as client:
             return NodeStatus({s.vmid: s for s in client.containers()})
     except ProvisionError as exc:
         return NodeStatus({}, str(exc))
+    except Exception:  # a bug for one node must not take the whole list down with it
+        log.exception("asking %s:%s for its containers failed", connection.host, connection.port)
+        return NodeStatus({}, "the node's answer could not be read (logged on the server)")
 
 
-def fetch_statuses(connections: dict[str, PveConnection]) -> dict[str, NodeStatus]:
+def fetch_statuses(clients: ClientPool,
+                   connections: dict[str, PveConnection]) -> dict[str, NodeStatus]:  # fmt: skip
     """Ask every node at once; node name -> what it said."""
     if not connections:
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(connections))) as pool:
-        results = dict(zip(connections, pool.map(_ask, connections.values()), strict=True))
-    return results
+        answers = pool.map(lambda c: _ask(clients, c), connections.values())
+        return dict(zip(connections, answers, strict=True))
 
 
 def merge(item: dict[str, Any], vmid: int | None, node: NodeStatus | None,

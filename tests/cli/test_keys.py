@@ -78,7 +78,7 @@ def test_rotate_with_a_key_file(cli: Cli, tmp_path: Path) -> None:
         f"re-encrypted 4 secret(s) with key {new_id} (0 already used it)",
         f"retired key(s) {old_id}",
     ]
-    assert "restart the web app and the workers" in result.stderr
+    assert "running web apps have loaded the new key" in result.stderr
     assert new_key not in result.output and cli.env.get("PROVISIONER_SECRET_KEY") is None
     assert key_file.stat().st_mode & 0o777 == 0o600
     everything_decrypts(cli, new_key, cid, password, redis_password, ssh_key)

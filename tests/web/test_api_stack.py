@@ -55,8 +55,8 @@ def destroy_later(web_stack: Stack) -> Iterator[Callable[[str], str]]:
     web_stack.destroy_in_pve(made)
 
 
-def test_nodes_against_the_simulator(client: FlaskClient, token: str, sim: dict[str, Any],
-                                     web_stack: Stack) -> None:  # fmt: skip
+def test_nodes_against_the_simulator(app: Flask, client: FlaskClient, token: str,
+                                     sim: dict[str, Any], web_stack: Stack) -> None:  # fmt: skip
     auth = bearer(token)
     listed = client.get("/api/nodes", headers=auth).json["nodes"]
     assert [(n["name"], n["pve_node"]) for n in listed] == [(NODE, sim["node"])]
@@ -92,6 +92,13 @@ def test_nodes_against_the_simulator(client: FlaskClient, token: str, sim: dict[
         "password": sim["password"], "ca_file": sim["cafile"]})  # fmt: skip
     assert by_password.status_code == 201, by_password.json
     assert client.post("/api/nodes/by-password/test", headers=auth).json["ok"]
+    for what in ("storages", "bridges", "resources", "templates"):
+        assert client.get(f"/api/nodes/by-password/{what}", headers=auth).status_code == 200
+    # one login for all of that: the process keeps its clients (and their ticket)
+    pool = app.extensions["provisioner"].pve
+    (clients,) = [idle for conn, idle in pool._idle.items()
+                  if getattr(conn.auth, "user", None) == sim["user"]]  # fmt: skip
+    assert [c._session.auth.logins for c in clients] == [1]
     assert sim["password"] not in client.get("/api/nodes", headers=auth).text
     for name in ("pinned", "by-password"):
         assert client.delete(f"/api/nodes/{name}", headers=auth).status_code == 204
