@@ -161,8 +161,22 @@ async def execute(settings: Settings, factory: sessionmaker[Session], redis: Red
         events.close()
 
 
+def moot(lifecycle: Lifecycle, action: str) -> str | None:
+    """Why an action queued earlier has nothing left to do now that it runs
+    (it waited behind another run that settled the matter), or None."""
+    if action != "provision" and lifecycle == Lifecycle.DESTROYED:
+        return "the container is destroyed"
+    if action == "retry" and lifecycle == Lifecycle.READY:
+        return "the container is ready"
+    return None
+
+
 async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     ct = ctx.container()
+    reason = moot(ct.lifecycle, action)
+    if reason is not None:
+        log.info("%s of %s skipped: %s", action, ctx.container_id, reason)
+        return f"skipped: {reason}"
     if action in ("start", "stop", "reboot"):
         ctx.phase = "finalize"
         try:

@@ -118,6 +118,18 @@ def _job_status(rt: Runtime, job_id: str) -> str | None:
     return str(status.value) if status is not None else None
 
 
+def _job_outcome(rt: Runtime, job_id: str) -> str:
+    """What a finished job returned (``pipeline.job.run``'s one line), or ""."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        value = Job.fetch(job_id, connection=rt.redis).return_value()
+    except NoSuchJobError:
+        return ""
+    return value if isinstance(value, str) else ""
+
+
 def failure_reason(rt: Runtime, cid: str, action: str | None, event: Event) -> str:
     """One line: which container, phase, script and exit code, and what to do."""
     with rt.factory() as session:
@@ -279,6 +291,19 @@ def follow_run(rt: Runtime, cid: str, action: str | None, *, after: int,
             timer.cancel()
     again = f"provisioner logs {short_id(cid)} --follow"
     if terminal is None and watch is not None and watch.ended is not None:
+        outcome = _job_outcome(rt, watch.job_id)
+        if outcome.startswith("skipped: "):  # queued behind a run that settled it
+            state = _result(rt, cid)
+            reached = {"retry": "ready", "destroy": "destroyed"}.get(action or "")
+            if state["lifecycle"] == reached:
+                note = f"{action} not needed: {outcome.removeprefix('skipped: ')}"
+                if as_json:
+                    echo_json({"type": "result", "ok": True, "container": state, "note": note},
+                              lines=True)  # fmt: skip
+                else:
+                    view.err.print(Text(note, style="bold green"))
+                return
+            raise CliFailure(f"the {action} of {short_id(cid)} was {outcome}")
         raise CliFailure(f"the {action} job of {short_id(cid)} ended ({watch.ended}) without "
                          f"a result: see the worker's log and {again}")  # fmt: skip
     if terminal is None:

@@ -64,6 +64,13 @@ def renew(factory: sessionmaker[Session], container_id: str, holder: str,
         return True
 
 
+def held(factory: sessionmaker[Session], container_id: str) -> bool:
+    """Whether someone holds an unexpired lease of the container (a run is alive)."""
+    with factory() as session:
+        lease = session.get(Lease, container_id)
+        return lease is not None and not lease.expired()
+
+
 def release(factory: sessionmaker[Session], container_id: str, holder: str) -> None:
     """Give the lease back (only if it is ours)."""
     with session_scope(factory) as session:

@@ -17,12 +17,12 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from provisioner import views
+from provisioner import lease, views
 from provisioner.errors import ConfigError, ProvisionError
 from provisioner.events import Event
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import connection_for
-from provisioner.queue import enqueue
+from provisioner.queue import ActionPending, enqueue, enqueue_action
 from provisioner.request_checks import (
     MIN_ROOT_PASSWORD,
     TEMPLATE_NAME,
@@ -265,6 +265,11 @@ def container_action(container_id: str, action: str) -> tuple[Response, int]:
         raise ApiError(409, exc.message, "action") from None
     last_seq = max(ct.next_seq - 1, 0)
     get_db().commit()
-    job = enqueue(get_redis(), resources().settings, ct.id, action)
+    res = resources()
+    try:
+        job = enqueue_action(get_redis(), res.settings, ct.id, action,
+                             lambda: lease.held(res.factory, ct.id))  # fmt: skip
+    except ActionPending as exc:
+        raise ApiError(409, str(exc), "action", job_id=exc.job_id) from None
     return jsonify({"job_id": job.id, "action": action, "container": ct.id,
                     "events_url": events_url(ct.id, last_seq)}), 202  # fmt: skip

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 from rq.job import Job, JobStatus
+from rq.results import Result
 
 from provisioner.cli_output import PHASE_RANGES, RunView, phase_percent
 from provisioner.db import session_scope
@@ -120,7 +121,8 @@ def test_json_view_prints_the_events_as_they_are(capsys: pytest.CaptureFixture[s
 
 def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, object]]],
                   details: dict[str, object] | None = None,
-                  lifecycle: Lifecycle | None = None, pace: float = 0.05) -> threading.Thread:  # fmt: skip
+                  lifecycle: Lifecycle | None = None, pace: float = 0.05,
+                  result: str | None = None) -> threading.Thread:  # fmt: skip
     """Once a job of the container is queued, take it off the queue, mark it
     started, publish ``events`` (recording ``details`` as the error first),
     record ``lifecycle``, and mark it finished: what a worker does, without
@@ -151,6 +153,8 @@ def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, obj
                     ct = session.get(Container, cid)
                     assert ct is not None
                     ct.lifecycle = lifecycle
+            if result is not None:
+                Result.create(job, Result.Type.SUCCESSFUL, ttl=600, return_value=result)
             job.set_status(JobStatus.FINISHED)
 
     thread = threading.Thread(target=work, daemon=True)
@@ -338,3 +342,23 @@ def test_complete_without_ready_is_not_success(cli: Cli, failed: str) -> None:
     worker.join(10)
     assert result.exit_code == 1, result.output
     assert "reported completion but is error" in one_line_error(result.stderr)
+
+
+def test_a_retry_settled_while_it_waited_is_not_a_failure(cli: Cli, failed: str) -> None:
+    """Two retries queued one after the other: the first made it ready, the
+    second has nothing to do; following it says so and exits 0."""
+    worker = act_as_worker(cli, failed, [], lifecycle=Lifecycle.READY,
+                           result="skipped: the container is ready")  # fmt: skip
+    result = cli("retry", "flaky", "--follow", "--timeout", "60")
+    worker.join(10)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1] == "retry not needed: the container is ready"
+
+
+def test_a_second_identical_action_is_refused_while_queued(cli: Cli, failed: str) -> None:
+    first = cli("retry", "flaky")
+    assert first.exit_code == 0, first.output
+    again = cli("retry", "flaky")
+    assert again.exit_code == 5
+    assert re.fullmatch(rf"error: a retry of this container is queued already \(job "
+                        rf"retry-{failed}-[0-9a-f]{{8}}\)", one_line_error(again.stderr))  # fmt: skip

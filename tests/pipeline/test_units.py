@@ -25,3 +25,16 @@ def test_one_protocol_without_the_netid_column() -> None:
     udp = 'UNCONN 0 0 0.0.0.0:68 0.0.0.0:* users:(("dhclient",pid=80,fd=7))\n'
     tcp = 'LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=61,fd=3))\n'
     assert [s["proto"] for s in parse_listening(udp + tcp)] == ["tcp", "udp"]
+
+
+def test_actions_settled_while_they_waited_are_moot() -> None:
+    from pipeline.job import moot
+    from provisioner.models import Lifecycle
+
+    assert moot(Lifecycle.READY, "retry") == "the container is ready"
+    for action in ("retry", "resync", "destroy", "start", "stop", "reboot"):
+        assert moot(Lifecycle.DESTROYED, action) == "the container is destroyed"
+    assert moot(Lifecycle.DESTROYED, "provision") is None  # provision has its own rule
+    for lifecycle in (Lifecycle.ERROR, Lifecycle.CREATING, Lifecycle.DESTROYING):
+        assert moot(lifecycle, "retry") is None and moot(lifecycle, "destroy") is None
+    assert moot(Lifecycle.READY, "resync") is None and moot(Lifecycle.READY, "stop") is None

@@ -12,6 +12,7 @@ from rq import Queue
 from rq.registry import FinishedJobRegistry
 
 from provisioner.models import Lifecycle
+from provisioner.queue import enqueue
 from tests.pipeline.conftest import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -61,3 +62,14 @@ def test_an_action_asked_for_during_a_run_waits_for_it(
     ct = stack.wait(cid, (Lifecycle.DESTROYED, Lifecycle.ERROR), timeout=300)
     assert ct.lifecycle == Lifecycle.DESTROYED, (ct.error_message, stack.worker_logs()[-2000:])
     assert "destroy waits for the running job" in stack.worker_logs()
+    # a second destroy that slipped in (the API refuses one while the first is
+    # queued or running) finds nothing to do, and says nothing on the stream
+    seq = stack.container(cid).next_seq
+    queue = Queue(stack.settings.queue_name, connection=stack.redis)
+    job = enqueue(stack.redis, stack.settings, cid, "destroy")
+    deadline = time.monotonic() + 60
+    while job.get_status(refresh=True) != "finished":
+        assert time.monotonic() < deadline, stack.worker_logs()[-2000:]
+        time.sleep(0.1)
+    assert queue.fetch_job(job.id).return_value() == "skipped: the container is destroyed"
+    assert stack.container(cid).next_seq == seq

@@ -3,6 +3,7 @@ written: no container row, no job, no node."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -208,6 +209,47 @@ def test_actions_follow_the_lifecycle(app: Flask, client: FlaskClient, token: st
     assert response.json["job_id"].startswith(f"retry-{failed}")
     assert response.json["events_url"] == f"/ws/containers/{failed}/events?after=7"
     assert _queued(settings) == 1
+    # a double click: the same action queued already is a 409 naming its job
+    again = client.post(f"/api/containers/{failed}/actions/retry", headers=bearer(token))
+    assert again.status_code == 409 and again.json["field"] == "action"
+    assert again.json["job_id"] == response.json["job_id"]
+    assert again.json["error"] == (f"a retry of this container is queued already "
+                                   f"(job {response.json['job_id']})")  # fmt: skip
+    assert _queued(settings) == 1
+    # another action may queue behind it
+    destroy = client.post(f"/api/containers/{failed}/actions/destroy", headers=bearer(token))
+    assert destroy.status_code == 202 and _queued(settings) == 2
+
+
+def test_a_started_action_counts_only_while_its_run_is_alive(app: Flask, settings: Settings,
+                                                             client: FlaskClient,
+                                                             token: str) -> None:  # fmt: skip
+    """A retry started by a worker that holds the lease is running: refused.
+    The same started job with no live lease (its worker died) does not block."""
+    from datetime import timedelta
+
+    from provisioner.models import Lease, utcnow
+    from provisioner.queue import provisioning_queue
+
+    failed = add_container(app, lifecycle=Lifecycle.ERROR, vmid=121)
+    first = client.post(f"/api/containers/{failed}/actions/retry", headers=bearer(token)).json
+    res = app.extensions["provisioner"]
+    queue = provisioning_queue(res.redis, settings)
+    job = queue.fetch_job(first["job_id"])
+    queue.remove(job.id)
+    started = queue.started_job_registry  # entries are "job id:execution id"
+    res.redis.zadd(started.key, {f"{job.id}:exec1": time.time() + 60})
+    with db_session(app) as session:
+        session.add(Lease(container_id=failed, holder="w1", acquired_at=utcnow(),
+                          expires_at=utcnow() + timedelta(seconds=60)))  # fmt: skip
+    running = client.post(f"/api/containers/{failed}/actions/retry", headers=bearer(token))
+    assert running.status_code == 409 and "is running already" in running.json["error"]
+    with db_session(app) as session:
+        lease = session.get(Lease, failed)
+        lease.expires_at = utcnow() - timedelta(seconds=1)
+    after_crash = client.post(f"/api/containers/{failed}/actions/retry", headers=bearer(token))
+    assert after_crash.status_code == 202, after_crash.json
+    res.redis.zrem(started.key, f"{job.id}:exec1")
 
 
 def test_bad_query_parameters(app: Flask, client: FlaskClient, token: str) -> None:
