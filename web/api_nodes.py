@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
@@ -28,6 +29,10 @@ from provisioner.vault import set_node_secret
 from provisioner.views import node_json
 from web.api import ApiError, Body, bp, json_body, require_admin, upstream
 from web.app import get_db, resources
+
+
+# PVE's storage content types (pve-storage-content)
+STORAGE_CONTENT = ("rootdir", "images", "vztmpl", "iso", "backup", "snippets", "import")
 
 
 def find_node(name: str) -> Node:
@@ -181,7 +186,11 @@ def add_node() -> tuple[Response, int]:
     set_node_secret(resources().box, node, secret)
     session = get_db()
     session.add(node)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # added by someone else while we talked to the node
+        session.rollback()
+        raise ApiError(409, f"a node named {name!r} already exists", "name") from None
     return jsonify({**node_json(node, 0), "version": version}), 201
 
 
@@ -204,7 +213,12 @@ def delete_node(name: str) -> tuple[str, int]:
         raise ApiError(409, f"node {name!r} still has {count} container record(s); "
                        "a node can only be removed when it has none")  # fmt: skip
     session.delete(node)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # a container was requested on it meanwhile
+        session.rollback()
+        raise ApiError(409, f"node {name!r} got a container while being removed; "
+                       "it can only be removed when it has none") from None  # fmt: skip
     return "", 204
 
 
@@ -224,6 +238,8 @@ def node_storages(name: str) -> Response:
     """The node's storages; ``?content=rootdir`` (or ``vztmpl``...) filters."""
     node = find_node(name)
     content = request.args.get("content") or None
+    if content is not None and content not in STORAGE_CONTENT:
+        raise ApiError(400, f"content must be one of {', '.join(STORAGE_CONTENT)}", "content")
     with upstream(f"node {name}"), node_client(node) as client:
         storages = client.storages(content)
     return jsonify({"storages": [

@@ -156,15 +156,18 @@ def login(page: Any, username: str = ADMIN, password: str = ADMIN_PASSWORD) -> N
 
 @pytest.fixture
 def anon_page(browser: Any, dash: Dashboard) -> Iterator[Any]:
-    """A fresh browser context, not logged in; uncaught script errors fail the test."""
+    """A fresh browser context, not logged in; uncaught script errors and
+    anything the Content-Security-Policy refused fail the test."""
     context = browser.new_context(base_url=dash.url, viewport={"width": 1280, "height": 860})
     context.set_default_timeout(20_000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if (
+        msg.type == "error" and "Content Security Policy" in msg.text) else None)  # fmt: skip
     yield page
     context.close()
-    assert not errors, f"uncaught script errors: {errors}"
+    assert not errors, f"uncaught script errors or CSP refusals: {errors}"
 
 
 @pytest.fixture

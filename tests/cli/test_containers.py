@@ -158,7 +158,7 @@ def test_usage_errors_are_exit_2(cli: Cli, args: tuple[str, ...], message: str) 
 def test_a_short_root_password_is_refused(cli: Cli) -> None:
     result = cli("create", "-t", "nginx", "-H", "x", "--password-stdin", input="abc\n")
     assert result.exit_code == 2
-    assert "--password-stdin: must be at least 5 characters long" in one_line_error(result.stderr)
+    assert "--password-stdin: must be at least 8 characters long" in one_line_error(result.stderr)
     assert "abc" not in result.stderr.replace("characters", "")
 
 

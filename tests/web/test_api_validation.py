@@ -64,6 +64,7 @@ def _queued(settings: Settings) -> int:
     ({"variables": {"server_name": "bad name!"}}, "variables.server_name", 400),
     ({"failure_policy": "explode"}, "failure_policy", 400),
     ({"root_password": "abc"}, "root_password", 400),
+    ({"root_password": "seven77"}, "root_password", 400),  # the wizard's minimum too: 8
     ({"root_password": 12345}, "root_password", 400),
     ({"colour": "blue"}, "colour", 400),
 ])  # fmt: skip
@@ -354,3 +355,35 @@ def test_no_path_or_query_makes_a_500(app: Flask, client: FlaskClient, token: st
         response = client.get(path, headers=bearer(token))
         assert 400 <= response.status_code < 500, path
         assert response.is_json, path
+
+
+def test_storage_content_is_checked_before_asking_the_node(client: FlaskClient,
+                                                           token: str) -> None:  # fmt: skip
+    bad = client.get(f"/api/nodes/{OFFLINE_NODE}/storages?content=bogus", headers=bearer(token))
+    assert bad.status_code == 400 and bad.json["field"] == "content"
+    assert bad.json["error"].startswith("content must be one of rootdir, images, vztmpl")
+    # a good value gets as far as the node (which is down): 502, not 400
+    down = client.get(f"/api/nodes/{OFFLINE_NODE}/storages?content=rootdir",
+                      headers=bearer(token))  # fmt: skip
+    assert down.status_code == 502
+
+
+def test_a_node_added_twice_at_once_is_a_409(app: Flask, client: FlaskClient, token: str,
+                                            settings: Settings,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The other request commits between our name check and our insert."""
+    import web.api_nodes
+    from tests.web.conftest import add_node
+
+    original = web.api_nodes.set_node_secret
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        add_node(settings, "twin", "127.0.0.1", 8006)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(web.api_nodes, "set_node_secret", racing)
+    response = client.post("/api/nodes", headers=bearer(token), json={
+        "name": "twin", "host": "pve.example", "user": "root@pam", "password": "pw",
+        "verify": False, "pve_node": "pve"})  # fmt: skip
+    assert response.status_code == 409 and response.json["field"] == "name"
+    assert client.get("/api/nodes/twin", headers=bearer(token)).json["host"] == "127.0.0.1"

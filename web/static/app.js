@@ -48,6 +48,7 @@
       if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
       else if (k === "class") node.className = v;
       else if (k === "dataset") Object.assign(node.dataset, v);
+      else if (k === "style") node.style.cssText = v;  // CSSOM: allowed by the CSP, unlike the attribute
       else node.setAttribute(k, v === true ? "" : v);
     }
     for (const c of children.flat()) {

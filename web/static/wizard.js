@@ -218,7 +218,7 @@
     const label = humanize(v.name);
     if (v.type === "bool") return null;
     const raw = v.type === "int" ? input.value.trim() : input.value;
-    if (raw === "" && v.secret) return null; // generated
+    if (raw === "" && v.secret && !v.required) return null; // generated
     if (raw === "" && v.required) return `${label} is required`;
     if (v.type === "int") {
       if (raw === "" || !/^[+-]?[0-9]+$/.test(raw)) return `${label} must be a whole number`;
@@ -675,7 +675,7 @@
     } else {
       input = el("input", {
         type: v.secret ? "password" : "text", spellcheck: "false", autocomplete: v.secret ? "new-password" : "off",
-        placeholder: v.secret ? `generated: ${v.generated_length} random characters` : null, ...attrs });
+        placeholder: v.secret && !v.required ? `generated: ${v.generated_length} random characters` : null, ...attrs });
     }
     input.value = initial === null || initial === undefined ? "" : String(initial);
     return input;
