@@ -30,7 +30,6 @@ from provisioner.views import node_json
 from web.api import ApiError, Body, bp, json_body, require_admin, upstream
 from web.app import get_db, resources
 
-
 # PVE's storage content types (pve-storage-content)
 STORAGE_CONTENT = ("rootdir", "images", "vztmpl", "iso", "backup", "snippets", "import")
 
