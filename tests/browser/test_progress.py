@@ -199,6 +199,24 @@ def test_a_dropped_websocket_reconnects_and_resumes_without_gap_or_duplicate(
     assert afters[0] == 0 and afters[1] > 0 and len(afters) >= 3, urls  # resumed, not replayed
 
 
+def test_without_websockets_the_view_polls_and_still_gets_every_line(page: Any,
+                                                                      dash: Dashboard) -> None:  # fmt: skip
+    """A proxy that passes HTTP but no websocket: the view finds out (the
+    stream's URL answers a plain request with 426), says so, and follows the
+    run through the REST API instead, every line once, in order."""
+    # the socket never reaches the server: like a proxy dropping the upgrade
+    page.route_web_socket(re.compile(r"/ws/containers/"), lambda ws: ws.close())
+    cid = dash.stack.submit("lines", "pg-poll", variables={"count": 2000, "pause_ms": 100})
+    page.goto(f"/containers/{cid}/progress")
+    page.wait_for_selector("#connection[data-state=polling]", timeout=30_000)
+    assert "proxy" in page.get_attribute("#connection", "title")
+    wait_lines(page, 100)
+    shot(page, "progress-polling")
+    last = wait_settled(page, dash, cid, "ready")
+    assert_complete_log(page, last, 2000)
+    assert page.get_attribute("#connection", "data-state") == "finished"
+
+
 # --- the console: filter, autoscroll, download ------------------------------------------------
 
 

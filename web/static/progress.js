@@ -165,12 +165,14 @@
   let connState = "connecting";
   let settled = false;  // the stream ended and the outcome is shown
 
-  function setConn(state, text) {
+  function setConn(state, text, title) {
     connState = state;
     const box = $("connection");
     box.dataset.state = state;
+    box.title = title || "";
     box.querySelector(".conn-text").textContent = text || {
       connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", finished: "Finished",
+      polling: "Live (polling)",
     }[state];
   }
 
@@ -187,6 +189,7 @@
     ws = sock;
     sock.onopen = () => {
       drops = 0;
+      stopPolling();
       if (!settled) setConn("live");
     };
     sock.onmessage = (msg) => receive(JSON.parse(msg.data), sock);
@@ -199,6 +202,7 @@
   }
 
   function dropped() {
+    if (polling) return;  // the poll loop tries the socket again now and then
     drops += 1;
     const delay = Math.min(10000, 500 * 2 ** Math.min(drops - 1, 5)) * (0.8 + Math.random() * 0.4);
     if (!settled) {
@@ -206,13 +210,78 @@
         : "Offline: reconnecting when the network is back");
     }
     reconnectTimer = setTimeout(connect, delay);
-    if (drops % 3 === 0) {
-      // a socket refused again and again: a login that expired (api() goes to
-      // the login page) or a container that is gone
-      api("GET", boot.urls.api).catch((e) => {
-        if (e.status === 404) gone();
-      });
+    if (drops % 3 === 0 && navigator.onLine) diagnose();
+  }
+
+  // A socket refused again and again: ask the stream's URL with a plain
+  // request what is wrong.  404: the container is gone; 401: the login
+  // expired (api() goes to the login page); 503: the server's streams are
+  // all taken; 426: HTTP gets through but websockets do not (a proxy).  In
+  // the last two cases the REST API is polled instead, and the socket tried
+  // again now and then.
+  async function diagnose() {
+    let status = 0;
+    try {
+      status = (await fetch(`${boot.urls.ws}?after=${lastSeq}`, { credentials: "same-origin" })).status;
+    } catch (e) {
+      return;  // the server is unreachable: keep reconnecting
     }
+    if (status === 404) gone();
+    else if (status === 401) api("GET", boot.urls.api).catch(() => {});
+    else if (status === 503) startPolling("The server serves as many live streams as it can; following by polling instead.");
+    else if (status === 426) startPolling("Live updates do not get through to this browser (a proxy that does not pass websockets?); following by polling instead.");
+  }
+
+  const POLL_MS = 2000;
+  const SOCKET_RETRY_POLLS = 15;  // try the socket again every 30 s
+  let polling = false;
+  let pollTimer = null;
+  let polls = 0;
+  const pollSock = { terminal: null };
+
+  function startPolling(reason) {
+    if (polling) return;
+    polling = true;
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    if (ws) {
+      ws.onclose = null;
+      ws.close();
+      ws = null;
+    }
+    if (!settled) setConn("polling", null, reason);
+    poll();
+  }
+
+  function stopPolling() {
+    if (!polling) return;
+    polling = false;
+    clearTimeout(pollTimer);
+    pollTimer = null;
+  }
+
+  async function poll() {
+    pollTimer = null;
+    try {
+      for (;;) {
+        const page = await api("GET", `${boot.urls.api}/events?after=${lastSeq}&limit=2000`);
+        for (const ev of page.events) receive(ev, pollSock);
+        if (!page.more) break;
+      }
+    } catch (e) {
+      if (e.status === 404) { stopPolling(); gone(); return; }
+    }
+    if (!polling) return;  // the socket is back
+    if (pollSock.terminal) {
+      const ev = pollSock.terminal;
+      pollSock.terminal = null;
+      if (ev.seq >= boot.last_seq) settle();
+    } else if (!settled && connState !== "polling") {
+      setConn("polling", null, $("connection").title);
+    }
+    polls += 1;
+    if (polls % SOCKET_RETRY_POLLS === 0 && !ws) connect();
+    pollTimer = setTimeout(poll, POLL_MS);
   }
 
   // the browser knows first that the network is gone: say so now, not when
@@ -257,10 +326,11 @@
       }
       await sleep(Math.min(2000, 150 * (i + 1)));  // the row lags the event by a moment
     }
-    if (!ws) connect();
+    if (!ws && !polling) connect();
   }
 
   function gone() {
+    stopPolling();
     clearTimeout(reconnectTimer);
     reconnectTimer = null;
     settled = true;
