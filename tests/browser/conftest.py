@@ -181,7 +181,7 @@ def shot(page: Any, name: str) -> Path:
     """A full-page screenshot in build/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=True, animations="disabled")  # transitions at their end
     return path
 
 

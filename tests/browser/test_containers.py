@@ -85,16 +85,14 @@ def test_the_list_shows_every_state_and_refreshes_live(
 
     # a container submitted now shows up, then turns running, without a reload
     page.evaluate("window.__same_page = true")
-    cid = dash.stack.submit("lines", "list-live", variables={"count": 20})
-    # the row appears without a reload (a quick run may already be running
-    # at the first poll: the simulator at time scale 0 takes about a second)
-    expect(status_of(page, cid)).to_have_text(re.compile("pending|creating|running"),
-                                              timeout=LIVE)  # fmt: skip
+    # its script takes about 8 s (100 lines, then a second's pause, 8 times)
+    cid = dash.stack.submit("lines", "list-live", variables={"count": 800, "pause_ms": 1000})
+    # the row appears without a reload, creating, with a link to its progress
+    expect(status_of(page, cid)).to_have_text("creating", timeout=LIVE)
+    expect(row(page, cid).locator("a.name")).to_have_attribute(
+        "href", f"/containers/{cid}/progress"
+    )
     shot(page, "containers-list-creating")
-    if status_of(page, cid).inner_text() != "running":
-        expect(row(page, cid).locator("a.name")).to_have_attribute(
-            "href", f"/containers/{cid}/progress"
-        )
     expect(status_of(page, cid)).to_have_text("running", timeout=120_000)
     assert page.evaluate("window.__same_page") is True
     expect(row(page, cid).locator("a.name")).to_have_attribute("href", f"/containers/{cid}")

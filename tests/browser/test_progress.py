@@ -22,7 +22,7 @@ from sqlalchemy import insert, select
 
 from provisioner.db import session_scope
 from provisioner.models import Container, ContainerEvent, Lifecycle, Node, utcnow
-from tests.browser.conftest import Dashboard, doc_shot, shot
+from tests.browser.conftest import Dashboard, shot
 from tests.pipeline.test_failures import ssh_run
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -148,7 +148,7 @@ def test_a_run_watched_from_the_start_ends_ready_with_every_line(page: Any,
     assert 22 in ports and sorted(ports) == sorted(s["port"] for s in ct.services)
     assert page.get_attribute("#connection", "data-state") == "finished"
     assert page.title().startswith("✔ pg-watch")
-    doc_shot(page, "progress")
+    shot(page, "progress")
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     page.click("#copy-ssh")
     assert page.evaluate("navigator.clipboard.readText()") == f"ssh root@{ct.ip}"

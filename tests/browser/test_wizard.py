@@ -27,7 +27,7 @@ from provisioner.models import Container, Lifecycle, Node, new_container_id
 from provisioner.nodes import client_for
 from provisioner.secrets import load_secret_box
 from provisioner.vault import container_root_password
-from tests.browser.conftest import Dashboard, shot
+from tests.browser.conftest import Dashboard, doc_shot, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -241,6 +241,19 @@ def test_nginx_on_dhcp_end_to_end(page: Any, dash: Dashboard, console: list[str]
     assert ct.request["variables"]["site_title"] == "Made by the wizard"
     assert ct.request["variables"]["message"] == "line one\nline two"
     assert ipaddress.ip_address(ct.ip or "") in ipaddress.ip_network(dash.stack.sim["subnet"])
+    # the progress view the wizard led to ends on the outcome: address, SSH, services
+    assert_success_shown(page, ct)
+    ports = page.eval_on_selector_all("#services tbody tr td:first-child",
+                                      "els => els.map(e => Number(e.textContent))")  # fmt: skip
+    assert 80 in ports  # nginx
+    doc_shot(page, "progress")  # the README's picture: a real template coming to life
+
+
+def assert_success_shown(page: Any, ct: Any) -> None:
+    page.wait_for_selector("#progress[data-lifecycle=ready]", timeout=60_000)
+    expect(page.locator("#success [data-field=ip]")).to_have_text(ct.ip)
+    expect(page.locator("#ssh-command")).to_have_text(f"ssh root@{ct.ip}")
+    expect(page.locator("#stepper .stage[data-state=done]")).to_have_count(5)
 
 
 @pytest.mark.timeout(600)
@@ -304,6 +317,7 @@ def test_debian_with_a_static_address_and_a_pasted_key(page: Any, dash: Dashboar
     assert ct.request["ssh_public_key"] == key
     assert ct.request["variables"]["timezone"] == "Europe/Berlin"
     assert ct.request["variables"]["upgrade"] is False
+    assert_success_shown(page, ct)
 
 
 def test_inline_validation_blocks_next_and_creates_nothing(page: Any, dash: Dashboard) -> None:
