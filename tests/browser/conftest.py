@@ -181,7 +181,8 @@ def shot(page: Any, name: str) -> Path:
     """A full-page screenshot in build/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True, animations="disabled")  # transitions at their end
+    # animations "disabled": transitions jump to their end, so nothing is caught half-way
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
     return path
 
 
