@@ -24,12 +24,17 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _list(key: str, item: str) -> dict[str, Any]:
-    return {"type": "object", "properties": {key: {"type": "array", "items": _ref(item)}}}
+    return _object({key: {"type": "array", "items": _ref(item)}})
 
 
 _ERRORS = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "400": {"$ref": "#/components/responses/BadRequest"},
+    "503": {"$ref": "#/components/responses/Unavailable"},
+}
+_BODY_ERRORS = {
+    "413": {"$ref": "#/components/responses/TooLarge"},
+    "415": {"$ref": "#/components/responses/NotJson"},
 }
 _NOT_FOUND = {"404": {"$ref": "#/components/responses/NotFound"}}
 _UPSTREAM = {"502": {"$ref": "#/components/responses/Upstream"}}
@@ -43,6 +48,7 @@ def _op(summary: str, tag: str, ok: dict[str, Any], *, status: str = "200",
                           "responses": {status: ok, **_ERRORS, **(extra or {})}}  # fmt: skip
     if body:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(body)}}}
+        op["responses"].update(_BODY_ERRORS)
     if params:
         op["parameters"] = params
     return op
@@ -63,22 +69,117 @@ CONTAINER = _path_param("id", "the container's id (a UUID)")
 ACTION = _path_param("action", "what to do", enum=["start", "stop", "reboot", "destroy",
                                                    "retry", "resync"])  # fmt: skip
 INT = {"type": "integer"}
+NUM = {"type": "number"}
 STR = {"type": "string"}
 BOOL = {"type": "boolean"}
 NSTR = {"type": ["string", "null"]}
 NINT = {"type": ["integer", "null"]}
+NNUM = {"type": ["number", "null"]}
+STRS = {"type": "array", "items": STR}
+
+
+def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = (),
+            description: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """An object with exactly these properties: all required but ``optional``."""
+    schema: dict[str, Any] = {
+        "type": "object", "properties": properties, "additionalProperties": False,
+        "required": [name for name in properties if name not in optional]}  # fmt: skip
+    if description:
+        schema["description"] = description
+    return schema
+
+
+_NODE = {
+    "name": STR,
+    "host": STR,
+    "port": INT,
+    "pve_node": STR,
+    "auth": {"enum": ["token", "password"]},
+    "user": STR,
+    "token_id": NSTR,
+    "ca_file": NSTR,
+    "fingerprint": NSTR,
+    "insecure": BOOL,
+    "default_storage": NSTR,
+    "default_bridge": NSTR,
+    "created_at": STR,
+    "containers": {**INT, "description": "container records on the node"},
+}
+_CONTAINER = {
+    "id": STR,
+    "node": STR,
+    "template": STR,
+    "hostname": STR,
+    "vmid": NINT,
+    "lifecycle": {"enum": ["pending", "creating", "ready", "error", "destroying", "destroyed"]},
+    "current_phase": NSTR,
+    "finished_phases": STRS,
+    "finished_scripts": STRS,
+    "failure_policy": {"enum": ["keep", "destroy"]},
+    "ip": NSTR,
+    "ssh_host_key_fingerprint": NSTR,
+    "services": {"type": "array", "items": {"type": "object"}},
+    "error": NSTR,
+    "error_details": {"type": ["object", "null"]},
+    "attempts": INT,
+    "last_seq": INT,
+    "request": _object(
+        {
+            k: {}
+            for k in (
+                "vmid",
+                "cores",
+                "memory",
+                "swap",
+                "disk",
+                "ip",
+                "gateway",
+                "bridge",
+                "storage",
+                "ssh_public_key",
+            )
+        }
+    ),
+    "variables": {"type": "object", "description": "the non-secret variables"},
+    "secret_variables": {**STRS, "description": "names only: values are never returned"},
+    "created_at": STR,
+    "updated_at": STR,
+    "started_at": NSTR,
+    "finished_at": NSTR,
+    "events_url": STR,
+    "pve": {
+        "oneOf": [
+            {"type": "null"},
+            _object(
+                {
+                    "status": STR,
+                    "lock": NSTR,
+                    "uptime": NINT,
+                    "cpu": NNUM,
+                    "memory_used": NINT,
+                    "memory_total": NINT,
+                    "disk_used": NINT,
+                    "disk_total": NINT,
+                }
+            ),
+        ],
+        "description": "the live status from the node (lists and single reads)",
+    },
+    "pve_error": {**NSTR, "description": "why there is no live status"},
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {
-        "error": STR, "field": {**STR, "description": "the input field to blame"}}},
-    "Me": {"type": "object", "properties": {"username": STR, "is_admin": BOOL,
-           "auth": {"enum": ["session", "token"]},
-           "csrf_token": {**STR, "description": "session callers: send it as X-CSRF-Token"}}},
-    "Node": {"type": "object", "properties": {
-        "name": STR, "host": STR, "port": INT, "pve_node": STR, "auth": {"enum": ["token",
-        "password"]}, "user": STR, "token_id": NSTR, "ca_file": NSTR, "fingerprint": NSTR,
-        "insecure": BOOL, "default_storage": NSTR, "default_bridge": NSTR, "containers": INT,
-        "created_at": STR}},
+        "error": STR, "field": {**STR, "description": "the input field to blame"},
+        "transient": {**BOOL, "description": "502: whether trying again may help"},
+        "job_id": {**STR, "description": "409 on an action: the same action's job"},
+        "problems": {**STRS, "description": "422: the template's problems"}}},
+    "Me": _object({"username": STR, "is_admin": BOOL, "auth": {"enum": ["session", "token"]},
+                   "csrf_token": {**STR, "description": "session callers: send it as "
+                                  "X-CSRF-Token"}}, optional=("csrf_token",)),
+    "Node": _object(_NODE),
+    "NodeAdded": _object({**_NODE, "version": {"type": ["object", "null"],
+                          "description": "the node's PVE version (null with verify false)"}}),
     "NodeCreate": {"type": "object", "required": ["name", "host"], "additionalProperties": False,
                    "properties": {
         "name": STR, "host": STR, "port": {**INT, "default": 8006},
@@ -89,53 +190,65 @@ SCHEMAS: dict[str, Any] = {
         "fingerprint": {**STR, "description": "SHA-256 of the node's certificate"},
         "insecure": BOOL, "default_storage": STR, "default_bridge": STR,
         "verify": {**BOOL, "default": True, "description": "connect before storing"}}},
-    "Variable": {"type": "object", "properties": {
+    "NodeTest": _object({"ok": BOOL, "version": {"type": "object"}, "online": BOOL}),
+    "Storages": _object({"storages": {"type": "array", "items": _object({
+        "name": STR, "type": STR, "content": STRS, "total": INT, "used": INT, "avail": INT,
+        "active": BOOL, "enabled": BOOL, "shared": BOOL})}}),
+    "Bridges": _object({"bridges": {"type": "array", "items": _object({
+        "name": STR, "active": BOOL, "cidr": NSTR, "comments": NSTR})}}),
+    "OsTemplates": _object({"templates": {"type": "array", "items": _object({
+        "volid": STR, "storage": STR, "file": STR, "size": NINT, "format": NSTR,
+        "ctime": NINT})}}),
+    "Resources": _object({"node": STR, "online": BOOL, "cpus": INT, "cpu_usage": NUM,
+                          "free_cpu": NUM, "memory_total": INT, "memory_used": INT,
+                          "free_memory": INT}),
+    "Variable": _object({
         "name": STR, "type": {"enum": ["string", "int", "bool", "choice", "password"]},
         "description": STR, "default": {}, "required": BOOL, "secret": BOOL, "multiline": BOOL,
         "pattern": NSTR, "min": NINT, "max": NINT, "min_length": NINT, "max_length": NINT,
-        "choices": {"type": "array", "items": STR}, "generated_length": NINT}},
-    "Template": {"type": "object", "properties": {
-        "name": STR, "description": STR, "tags": {"type": "array", "items": STR},
-        "ostemplate": STR, "unprivileged": BOOL, "resources": {"type": "object"},
-        "features": {"type": "object"},
+        "choices": STRS, "generated_length": NINT}),
+    "Template": _object({
+        "name": STR, "description": STR, "tags": STRS, "ostemplate": STR, "unprivileged": BOOL,
+        "resources": _object({"cores": INT, "memory": INT, "swap": INT, "disk": INT}),
+        "features": {"type": "object", "additionalProperties": BOOL},
         "variables": {"type": "array", "items": _ref("Variable")},
-        "files": {"type": "array"}, "scripts": {"type": "array"}, "packages": {"type": "object"},
-        "snapshot": NSTR, "health": {"type": ["object", "null"]}}},
+        "files": {"type": "array", "items": _object({
+            "target": STR, "mode": STR, "owner": STR,
+            "policy": {"enum": ["replace", "default", "backup"]}, "template": BOOL})},
+        "scripts": {"type": "array", "items": _object({"name": STR, "timeout": INT})},
+        "packages": _object({"apt": STRS, "pip": STRS, "npm": STRS}),
+        "snapshot": NSTR, "health": {"oneOf": [{"type": "null"}, _object({
+            "type": {"enum": ["http", "tcp"]}, "port": INT, "path": NSTR})]}},
+        optional=("files", "scripts", "packages", "snapshot", "health"),
+        description="files, scripts, packages, snapshot and health: in single reads"),
+    "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
+                          "invalid": {"type": "array", "items": _object({
+                              "name": STR, "problems": STRS})}}),
     "ContainerCreate": {"type": "object", "required": ["template", "node", "hostname"],
                         "additionalProperties": False, "properties": {
         "template": STR, "node": STR, "hostname": STR, "vmid": INT, "cores": INT, "memory": INT,
         "swap": INT, "disk": {**INT, "description": "GiB"},
         "ip": {**STR, "description": "'dhcp' (default) or 198.18.0.10/24"}, "gateway": STR,
         "bridge": STR, "storage": STR, "ssh_public_key": STR,
-        "root_password": {**STR, "description": "generated (and returned once) when absent"},
+        "root_password": {**STR, "minLength": 8,
+                          "description": "generated (and returned once) when absent"},
         "variables": {"type": "object"}, "failure_policy": {"enum": ["keep", "destroy"]}}},
-    "Container": {"type": "object", "properties": {
-        "id": STR, "node": STR, "template": STR, "hostname": STR, "vmid": NINT,
-        "lifecycle": {"enum": ["pending", "creating", "ready", "error", "destroying",
-                               "destroyed"]},
-        "current_phase": NSTR, "finished_phases": {"type": "array", "items": STR},
-        "finished_scripts": {"type": "array", "items": STR}, "failure_policy": STR,
-        "ip": NSTR, "ssh_host_key_fingerprint": NSTR, "services": {"type": "array"},
-        "error": NSTR, "error_details": {"type": ["object", "null"]}, "attempts": INT,
-        "last_seq": INT, "request": {"type": "object"}, "variables": {"type": "object"},
-        "secret_variables": {"type": "array", "items": STR}, "created_at": STR,
-        "updated_at": STR, "started_at": NSTR, "finished_at": NSTR, "events_url": STR,
-        "pve": {"type": ["object", "null"], "description": "live status from the node"},
-        "pve_error": {**NSTR, "description": "why there is no live status"}}},
-    "Created": {"type": "object", "required": ["id", "events_url"], "properties": {
+    "Container": _object(_CONTAINER, optional=("pve", "pve_error")),
+    "Containers": _object({"containers": {"type": "array", "items": _ref("Container")}}),
+    "Created": _object({
         "id": STR, "events_url": STR, "job_id": NSTR, "container": _ref("Container"),
         "root_password": {**STR, "description": "the generated root password: shown only here"},
-        "warning": STR}},
-    "Event": {"type": "object", "required": ["seq", "container", "type", "ts"], "properties": {
+        "warning": {**STR, "description": "the queue was unavailable: it runs later"}},
+        optional=("root_password", "warning")),
+    "Event": _object({
         "seq": INT, "container": STR,
         "type": {"enum": ["step", "log", "warning", "complete", "error"]},
         "phase": {"enum": ["create", "start", "deploy", "scripts", "finalize"]},
         "percent": INT, "message": STR, "stream": {"enum": ["stdout", "stderr"]},
-        "script": STR, "ts": STR}},
-    "Events": {"type": "object", "properties": {
-        "events": {"type": "array", "items": _ref("Event")}, "next_after": INT, "more": BOOL}},
-    "Job": {"type": "object", "properties": {"job_id": STR, "action": STR, "container": STR,
-                                             "events_url": STR}},
+        "script": STR, "ts": STR}, optional=("phase", "percent", "message", "stream", "script")),
+    "Events": _object({"events": {"type": "array", "items": _ref("Event")}, "next_after": INT,
+                       "more": BOOL}),
+    "Job": _object({"job_id": STR, "action": STR, "container": STR, "events_url": STR}),
 }  # fmt: skip
 
 PATHS: dict[str, Any] = {
@@ -144,7 +257,7 @@ PATHS: dict[str, Any] = {
                                      _json({"type": "object"}, "OpenAPI 3.1"))},
     "/api/nodes": {
         "get": _op("List nodes", "nodes", _json(_list("nodes", "Node"), "the nodes")),
-        "post": _op("Add a node (administrators)", "nodes", _json(_ref("Node"), "added"),
+        "post": _op("Add a node (administrators)", "nodes", _json(_ref("NodeAdded"), "added"),
                     status="201", body="NodeCreate",
                     extra={"409": {"$ref": "#/components/responses/Conflict"}, **_ADMIN}),
     },
@@ -158,32 +271,31 @@ PATHS: dict[str, Any] = {
     },
     "/api/nodes/{name}/test": {"parameters": [NODE], "post": _op(
         "Connect and return the PVE version", "nodes",
-        _json({"type": "object", "properties": {"ok": BOOL, "version": {"type": "object"},
-                                                "online": BOOL}}, "reachable"),
+        _json(_ref("NodeTest"), "reachable"),
         extra={**_NOT_FOUND, **_UPSTREAM})},
     "/api/nodes/{name}/storages": {"parameters": [NODE], "get": _op(
-        "The node's storages", "nodes", _json({"type": "object"}, "storages"),
+        "The node's storages", "nodes", _json(_ref("Storages"), "storages"),
         params=[_query("content", "only storages holding this content (rootdir, vztmpl)", STR)],
         extra={**_NOT_FOUND, **_UPSTREAM})},
     "/api/nodes/{name}/bridges": {"parameters": [NODE], "get": _op(
-        "The node's bridges", "nodes", _json({"type": "object"}, "bridges"),
+        "The node's bridges", "nodes", _json(_ref("Bridges"), "bridges"),
         extra={**_NOT_FOUND, **_UPSTREAM})},
     "/api/nodes/{name}/templates": {"parameters": [NODE], "get": _op(
-        "OS templates on the node", "nodes", _json({"type": "object"}, "OS templates"),
+        "OS templates on the node", "nodes", _json(_ref("OsTemplates"), "OS templates"),
         extra={**_NOT_FOUND, **_UPSTREAM})},
     "/api/nodes/{name}/resources": {"parameters": [NODE], "get": _op(
-        "Free CPU and memory", "nodes", _json({"type": "object"}, "resources"),
+        "Free CPU and memory", "nodes", _json(_ref("Resources"), "resources"),
         extra={**_NOT_FOUND, **_UPSTREAM})},
-    "/api/templates": {"get": _op("List container templates", "templates", _json(
-        {"type": "object", "properties": {"templates": {"type": "array", "items":
-         _ref("Template")}, "invalid": {"type": "array"}}}, "the templates"))},
+    "/api/templates": {"get": _op("List container templates", "templates",
+                                  _json(_ref("Templates"), "the templates"))},
     "/api/templates/{name}": {
         "parameters": [_path_param("name", "the template's name")],
         "get": _op("One template with its variables", "templates",
-                   _json(_ref("Template"), "the template"), extra=_NOT_FOUND)},
+                   _json(_ref("Template"), "the template"),
+                   extra={**_NOT_FOUND, "422": {"$ref": "#/components/responses/Invalid"}})},
     "/api/containers": {
         "get": _op("List containers with their live status", "containers",
-                   _json(_list("containers", "Container"), "the containers"), params=[
+                   _json(_ref("Containers"), "the containers"), params=[
                        _query("lifecycle", "comma-separated states", STR),
                        _query("node", "only this node", STR),
                        _query("template", "only this template", STR),
@@ -243,6 +355,10 @@ DOCUMENT: dict[str, Any] = {
             "NotFound": _error("no such object"),
             "Conflict": _error("not possible in the object's current state"),
             "Upstream": _error("the Proxmox node failed or is unreachable"),
+            "Unavailable": _error("the database or Redis is unavailable: try again shortly"),
+            "TooLarge": _error("the body is larger than 1 MiB"),
+            "NotJson": _error("the body is not sent as application/json"),
+            "Invalid": _error("the template is broken on the server; `problems` lists why"),
         },
     },
 }

@@ -31,6 +31,7 @@ from provisioner.db import session_scope
 from provisioner.models import AuthKind, Container, Lifecycle, Node
 from provisioner.secrets import load_secret_box
 from provisioner.vault import set_node_secret
+from tests.web.openapi_check import CheckedClient
 from web.app import create_app
 from web.ratelimit import KEY_PREFIX
 
@@ -99,6 +100,8 @@ def app(settings: Settings) -> Iterator[Flask]:
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """The test client; every /api/ answer is checked against the OpenAPI document."""
+    app.test_client_class = CheckedClient
     return app.test_client()
 
 

@@ -56,3 +56,34 @@ def test_document_is_well_formed(client: FlaskClient, token: str) -> None:
                 continue
             assert op["responses"] and op["summary"], (path, method)
             assert any(code.startswith("2") for code in op["responses"]), (path, method)
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.validators import OpenAPIV31SpecValidator
+
+    from web.openapi import DOCUMENT
+
+    validate(DOCUMENT, cls=OpenAPIV31SpecValidator)  # raises on any violation
+
+
+def test_answers_are_held_to_the_document() -> None:
+    """The check every web test's client applies (tests/web/openapi_check.py)."""
+    from tests.web.openapi_check import problem
+
+    node = {"name": "n", "host": "h", "port": 8006, "pve_node": "pve", "auth": "token",
+            "user": "root@pam", "token_id": "root@pam!x", "ca_file": None, "fingerprint": None,
+            "insecure": False, "default_storage": None, "default_bridge": None,
+            "created_at": "2026-12-02T00:00:00+00:00", "containers": 0}  # fmt: skip
+    assert problem("GET", "/api/nodes", 200, "application/json", {"nodes": [node]}) is None
+    assert problem("GET", "/api/nodes", 200, "application/json",
+                   {"nodes": [{**node, "secret": "x"}]}) == (
+        "GET /api/nodes 200: nodes/0: Additional properties are not allowed ('secret' was "
+        "unexpected)")  # fmt: skip
+    assert problem("GET", "/api/nodes/n", 418, "application/json", {"error": "x"}) == (
+        "GET /api/nodes/{name}: status 418 is not documented"
+    )
+    assert problem("GET", "/api/nodes/n", 404, "text/html", None) == (
+        "GET /api/nodes/n 404: text/html, not JSON"
+    )
+    assert problem("DELETE", "/api/nodes/n", 204, "", None) is None
