@@ -38,6 +38,7 @@ from provisioner.cli_runtime import (
     EXIT_CONFLICT,
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     load_settings,
@@ -46,10 +47,12 @@ from provisioner.cli_runtime import (
 from provisioner.config import Settings, redact_url
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.request_checks import ActionRefused
+from provisioner.users import UserError
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "ProvisionerGroup", "load_settings", "main"]
 
 EXIT_CONFIG = EXIT_USAGE  # click's status for usage errors too
+_USER_ERROR_EXIT = {"invalid": EXIT_USAGE, "missing": EXIT_NOT_FOUND, "exists": EXIT_CONFLICT}
 # SQLite's and PostgreSQL's words for a table that is not there
 _MISSING_TABLE = re.compile(r"no such table|relation \S+ does not exist")
 
@@ -64,6 +67,8 @@ class ProvisionerGroup(click.Group):
             self._fail(ctx, str(exc), EXIT_CONFIG)
         except ActionRefused as exc:
             self._fail(ctx, str(exc), EXIT_CONFLICT)
+        except UserError as exc:
+            self._fail(ctx, str(exc), _USER_ERROR_EXIT[exc.kind])
         except PveApiError as exc:
             self._fail(ctx, str(exc), EXIT_UNREACHABLE)
         except ProvisionError as exc:

@@ -36,11 +36,14 @@ _DUMMY_HASH = generate_password_hash("not a real password, only burns the same t
 
 
 class UserError(PermanentError):
-    """A user or token operation was refused; ``field`` names the culprit."""
+    """A user or token operation was refused; ``field`` names the culprit
+    and ``kind`` says why: ``invalid`` input, a ``missing`` user or token,
+    or one that ``exists`` already."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, kind: str = "invalid") -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.kind = kind
 
 
 def _check_username(username: str) -> None:
@@ -80,7 +83,7 @@ def require_user(session: Session, username: str) -> User:
     """
     user = get_user(session, username)
     if user is None:
-        raise UserError("username", f"no user named {username!r}")
+        raise UserError("username", f"no user named {username!r}", "missing")
     return user
 
 
@@ -93,7 +96,7 @@ def create_user(session: Session, username: str, password: str, *, is_admin: boo
     _check_username(username)
     check_password_policy(password)
     if get_user(session, username) is not None:
-        raise UserError("username", f"a user named {username!r} already exists")
+        raise UserError("username", f"a user named {username!r} already exists", "exists")
     user = User(username=username, password_hash=hash_password(password), is_admin=is_admin)
     session.add(user)
     session.flush()
@@ -163,7 +166,7 @@ def create_api_token(session: Session, username: str, name: str) -> tuple[ApiTok
         raise UserError("name", "1-64 characters: letters, digits and '_.@-'")
     user = require_user(session, username)
     if any(t.name == name for t in user.api_tokens):
-        raise UserError("name", f"user {username!r} already has a token named {name!r}")
+        raise UserError("name", f"user {username!r} already has a token named {name!r}", "exists")
     token = TOKEN_SCHEME + secrets.token_urlsafe(32)
     row = ApiToken(user=user, name=name, token_hash=hash_token(token), prefix=token[:PREFIX_LENGTH])
     session.add(row)
@@ -183,7 +186,7 @@ def revoke_token(session: Session, username: str, name: str) -> ApiToken:
             token.revoked = True
             session.flush()
             return token
-    raise UserError("name", f"user {username!r} has no token named {name!r}")
+    raise UserError("name", f"user {username!r} has no token named {name!r}", "missing")
 
 
 def list_tokens(session: Session, username: str) -> list[ApiToken]:

@@ -115,10 +115,11 @@ def test_cli_user_and_token_commands(settings: Settings, factory: sessionmaker[S
         hank = users.verify_password(s, "hank", password)
         assert hank is not None and not hank.is_admin
     again = runner.invoke(main, ["user", "add", "hank", "--generate"], env=env)
-    assert again.exit_code == 1 and "already exists" in again.output
+    assert again.exit_code == 5 and again.stderr == (
+        "error: username: a user named 'hank' already exists\n")
     weak = runner.invoke(main, ["user", "passwd", "hank", "--password-stdin"], input="short\n",
                          env=env)  # fmt: skip
-    assert weak.exit_code == 1 and "at least" in weak.output
+    assert weak.exit_code == 2 and "at least" in weak.output
     changed = runner.invoke(main, ["user", "passwd", "hank", "--password-stdin"],
                             input="hank's new password\n", env=env)  # fmt: skip
     assert changed.exit_code == 0, changed.output
@@ -139,3 +140,25 @@ def test_cli_user_and_token_commands(settings: Settings, factory: sessionmaker[S
         assert users.verify_api_token(s, secret) is None
     listed = runner.invoke(main, ["user", "list"], env=env)
     assert listed.stdout.split() == ["gina", "admin", "hank", "user"]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["user", "add", "bad name", "--generate"], 2, "error: username: 1-64 characters"),
+    (["user", "passwd", "nobody", "--generate"], 3, "error: username: no user named 'nobody'"),
+    (["token", "create", "nobody", "ci"], 3, "error: username: no user named 'nobody'"),
+    (["token", "create", "gina", "bad name!"], 2, "error: name: 1-64 characters"),
+    (["token", "create", "gina", "ci"], 5, "error: name: user 'gina' already has a token named"),
+    (["token", "revoke", "gina", "nope"], 3, "error: name: user 'gina' has no token named 'nope'"),
+    (["token", "revoke", "nobody", "ci"], 3, "error: username: no user named 'nobody'"),
+    (["token", "list", "nobody"], 3, "error: username: no user named 'nobody'"),
+])  # fmt: skip
+def test_cli_user_and_token_errors_are_one_line(settings: Settings, args: list[str], code: int,
+                                                message: str) -> None:  # fmt: skip
+    runner = CliRunner()
+    env = _env(settings)
+    assert runner.invoke(main, ["user", "add", "gina", "--generate"], env=env).exit_code == 0
+    assert runner.invoke(main, ["token", "create", "gina", "ci"], env=env).exit_code == 0
+    result = runner.invoke(main, args, env=env)
+    assert result.exit_code == code, result.output
+    assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.output
