@@ -39,7 +39,8 @@ import requests
 from sqlalchemy import select
 
 from provisioner import db, users
-from provisioner.config import Settings
+from provisioner.cli_runtime import BadInput
+from provisioner.config import Settings, redact_url
 from provisioner.db import session_scope
 from provisioner.errors import ProvisionError
 from provisioner.models import AuthKind, Container, Lifecycle, Node
@@ -50,22 +51,49 @@ from provisioner.vault import set_node_secret
 ROOT = Path(__file__).resolve().parent.parent
 NODE = "sim"
 ADMIN = "admin"
+WORKER_GRACE = 120.0  # seconds a stopping worker may take to finish its job
 _BIN = Path(sys.executable).parent
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    with socket.socket(_family(host)) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
+    with socket.socket(_family(host)) as s:
         try:
             s.bind((host, port))
         except OSError:
             return False
         return True
+
+
+def check_host(host: str) -> None:
+    """The dashboard's address must be an address of this machine.
+
+    Raises:
+        BadInput: it is not an IP address, or not one of ours.
+    """
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise BadInput(
+            f"--host: {host!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
+        ) from None
+    try:
+        _free_port(host)
+    except OSError as exc:
+        raise BadInput(
+            f"--host: cannot listen on {host}: {exc.strerror} (is it an address of this machine?)"
+        ) from None
 
 
 @dataclass
@@ -74,6 +102,7 @@ class Supervisor:
 
     logs: Path
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    hurry: bool = False  # Ctrl-C again while stopping: kill what is left at once
 
     def start(self, name: str, argv: list[str], env: dict[str, str],
               stdout: IO[bytes] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
@@ -98,31 +127,52 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """SIGTERM, newest first, in waves: the web app and the workers
-        together (a worker finishes its job, which needs the rest), then the
-        simulator (it halts its containers), then Redis.  A process still
-        running after its wave's grace is killed; a slow one is named."""
+        together (a worker finishes its current job, which needs the rest,
+        for up to WORKER_GRACE seconds), then the simulator (it halts its
+        containers), then Redis.  A process still running after its wave's
+        grace is killed and named.  Ctrl-C (or SIGTERM) again while stopping
+        kills the workers and the web app at once; nothing is lost by it: an
+        interrupted run resumes when the demo starts again (its lease runs
+        out).  The simulator always gets its clean stop: killed, it would
+        leave its containers running."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._hurry)
         waves: list[tuple[float, list[tuple[str, subprocess.Popen[bytes]]]]] = [
-            (30.0, [(n, p) for n, p in self.procs if n not in ("pvesim", "redis")]),
+            (WORKER_GRACE, [(n, p) for n, p in self.procs if n not in ("pvesim", "redis")]),
             (60.0, [(n, p) for n, p in self.procs if n == "pvesim"]),
             (10.0, [(n, p) for n, p in self.procs if n == "redis"]),
         ]
-        for grace, wave in waves:
+        for index, (grace, wave) in enumerate(waves):
+            hurried = index == 0  # only the first wave may be cut short
             began = time.monotonic()
             for _, proc in reversed(wave):
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
             for name, proc in reversed(wave):
-                try:
-                    proc.wait(max(0.1, grace - (time.monotonic() - began)))
-                except subprocess.TimeoutExpired:
-                    click.echo(f"demo: {name} did not stop within {grace:.0f} s: killed", err=True)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                told = False
+                while proc.poll() is None:
+                    waited = time.monotonic() - began
+                    if (self.hurry and hurried) or waited >= grace:
+                        why = (
+                            "asked to hurry" if waited < grace else f"not stopped in {grace:.0f} s"
+                        )
+                        click.echo(f"demo: {name} killed ({why})", err=True)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                        break
+                    if waited > 3 and not told and name.startswith("worker"):
+                        told = True
+                        click.echo(f"demo: {name} is finishing its job (up to "
+                                   f"{grace:.0f} s; Ctrl-C again to stop it now)", err=True)  # fmt: skip
+                    time.sleep(0.1)
                 took = time.monotonic() - began
                 if took > 5:
                     click.echo(f"demo: {name} took {took:.1f} s to stop", err=True)
         self.procs.clear()
+
+    def _hurry(self, signum: int, frame: Any) -> None:
+        self.hurry = True
 
 
 def _wait(what: str, check: Any, sup: Supervisor, name: str, timeout: float) -> Any:
@@ -219,8 +269,13 @@ def _admin_password(settings: Settings) -> str:
 def _stack(data: Path, host: str, port: int, workers: int, time_scale: float,
            redis_url: str | None) -> Iterator[tuple[Supervisor, dict[str, str], str, str]]:  # fmt: skip
     """Start everything; yield (supervisor, env, dashboard URL, admin password)."""
-    data.mkdir(parents=True, exist_ok=True)
-    os.chmod(data, 0o700)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o700)
+        (data / "logs").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ProvisionError(f"cannot use {data} as the demo's data directory: "
+                             f"{exc.strerror}") from None  # fmt: skip
     sup = Supervisor(data / "logs")
     env = {k: v for k, v in os.environ.items() if k != "PROVISIONER_CONFIG"}
     env["PROVISIONER_DATA_DIR"] = str(data)
@@ -334,6 +389,7 @@ def _demo(smoke: bool, host: str, port: int, workers: int, data_dir: Path | None
           time_scale: float, redis_url: str | None, template: str) -> None:  # fmt: skip
     began = time.monotonic()
     data = (data_dir or ROOT / ".state" / "demo").resolve()
+    check_host(host)
     if port == 0 or not _port_free(host, port):
         chosen = _free_port(host)
         if port:
@@ -345,6 +401,7 @@ def _demo(smoke: bool, host: str, port: int, workers: int, data_dir: Path | None
         click.echo(f"  Dashboard   {url}/")
         click.echo(f"  Log in as   {ADMIN} / {password}")
         click.echo(f"  Node        {NODE} (the simulator), {workers} workers")
+        click.echo(f"  Redis       {redact_url(env['REDIS_URL'])}")
         click.echo(f"  State       {data} (logs in {data / 'logs'})")
         click.echo(f"  Up in       {up:.1f} s")
         click.echo("")

@@ -98,7 +98,7 @@ def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            rest = proc.communicate(timeout=150)[0]  # the demo's waves: 100 s at the most
+            rest = proc.communicate(timeout=200)[0]  # the demo's waves: 190 s at the most
         except subprocess.TimeoutExpired:
             proc.kill()
             rest = proc.communicate()[0]
@@ -111,6 +111,74 @@ def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             pytest.fail(f"the demo did not stop: {rest}\nstill running: {_leftovers(data)}\n{logs}")
     assert proc.returncode == 130, rest
     assert "demo: stopped" in rest
+    deadline = time.monotonic() + 10
+    while _leftovers(data) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _leftovers(data)
+
+
+def test_bad_demo_options_are_one_line(tmp_path: Path) -> None:
+    demo = [str(ROOT / ".venv/bin/provisioner"), "demo"]
+    for args, code, message in (
+        (["--host", "bogus.invalid"], 2, "error: --host: 'bogus.invalid' is not an IP address"),
+        (["--host", "192.0.2.1"], 2, "error: --host: cannot listen on 192.0.2.1"),
+        (["--data-dir", "/proc/nope", "--port", "0"], 1,
+         "error: cannot use /proc/nope as the demo's data directory"),
+        (["--workers", "0"], 2, "Invalid value for '--workers'"),
+    ):  # fmt: skip
+        done = subprocess.run([*demo, *args], env=_env(), capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == code, (args, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+@pytest.mark.timeout(400)
+def test_ctrl_c_lets_a_busy_worker_finish_and_again_stops_at_once(tmp_path: Path) -> None:
+    """The first Ctrl-C waits for the worker's job; a second one does not."""
+    data = tmp_path / "demo"
+    cli = [str(ROOT / ".venv/bin/provisioner")]
+    # the pipeline tests' templates: "lines" prints slowly for as long as asked
+    env = {**_env(), "PROVISIONER_TEMPLATES_DIR": str(ROOT / "tests/pipeline/templates")}
+    proc = subprocess.Popen([*cli, "demo", "--port", "0", "--data-dir", str(data),
+                             "--time-scale", "0", "--workers", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    assert proc.stdout is not None
+    rest = ""
+    try:
+        for line in proc.stdout:
+            rest += line
+            if "Press Ctrl-C to stop." in line:
+                break
+        redis = re.search(r"Redis\s+(redis://\S+)", rest)
+        assert redis, rest
+        own = {**env, "PROVISIONER_DATA_DIR": str(data), "REDIS_URL": redis.group(1)}
+        created = subprocess.run([*cli, "create", "-t", "lines", "-H", "busy", "--var",
+                                  "count=100000", "--var", "pause_ms=1000"], env=own,
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        deadline = time.monotonic() + 120
+        while '"current_phase": "scripts"' not in subprocess.run(
+                [*cli, "show", "busy", "--json"], env=own, capture_output=True,
+                text=True).stdout:  # fmt: skip
+            assert time.monotonic() < deadline, "the run never reached its script"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        for line in proc.stdout:
+            rest += line
+            if "is finishing its job" in line:
+                break
+        assert "demo: worker1 is finishing its job" in rest, rest
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rest += proc.communicate(timeout=120)[0]
+        assert time.monotonic() - began < 60, rest  # killed, not waited for
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, rest
+    assert "demo: worker1 killed (asked to hurry)" in rest
     deadline = time.monotonic() + 10
     while _leftovers(data) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -116,7 +116,8 @@ def test_cli_user_and_token_commands(settings: Settings, factory: sessionmaker[S
         assert hank is not None and not hank.is_admin
     again = runner.invoke(main, ["user", "add", "hank", "--generate"], env=env)
     assert again.exit_code == 5 and again.stderr == (
-        "error: username: a user named 'hank' already exists\n")
+        "error: username: a user named 'hank' already exists\n"
+    )
     weak = runner.invoke(main, ["user", "passwd", "hank", "--password-stdin"], input="short\n",
                          env=env)  # fmt: skip
     assert weak.exit_code == 2 and "at least" in weak.output
