@@ -148,12 +148,14 @@ def clean_errors(errors: Any) -> dict[str, str]:
 def normalize_fingerprint(text: str) -> str:
     """A SHA-256 certificate fingerprint as 64 lowercase hex digits.
 
-    Accepts PVE's ``AA:BB:...`` (as ``pvenode cert info`` prints it) or plain
-    hex, in any case, with surrounding whitespace.
+    Accepts PVE's ``AA:BB:...`` (as ``pvenode cert info`` prints it), plain
+    hex, or openssl's whole line (``sha256 Fingerprint=AA:BB:...``), in any
+    case, with surrounding whitespace.
 
     Raises:
         ValueError: if it is not 32 bytes of hex.
     """
+    text = re.sub(r"^\s*sha-?256\s+fingerprint\s*=", "", text, flags=re.I)
     compact = re.sub(r"[\s:]", "", text).lower()
     if not re.fullmatch(r"[0-9a-f]*", compact):
         raise ValueError("the fingerprint must be hex digits, optionally separated by colons")

@@ -112,7 +112,17 @@ def test_property_strings_round_trip() -> None:
 
 
 # --- TLS and connection settings --------------------------------------------------
-@pytest.mark.parametrize("given", [FP, FP.lower(), FP.replace(":", ""), f"  {FP}\n"])
+@pytest.mark.parametrize(
+    "given",
+    [
+        FP,
+        FP.lower(),
+        FP.replace(":", ""),
+        f"  {FP}\n",
+        f"sha256 Fingerprint={FP}\n",
+        f"SHA256 Fingerprint={FP}",
+    ],
+)
 def test_fingerprint_normalisation(given: str) -> None:
     assert normalize_fingerprint(given) == FP.replace(":", "").lower()
     assert format_fingerprint(given) == FP
