@@ -40,6 +40,11 @@ class Booted:
     nspawn: subprocess.Popen[bytes]
     init_pid: int
     console: Path
+    root: Path  # its root file system, as the host sees it
+
+    def sh(self, line: str, timeout: float = 120, check: bool = True) -> str:
+        """A README line, run by bash in the checkout (as root: sudo asks nothing)."""
+        return self.run("bash", "-c", f"cd {ROOT} && {line}", timeout=timeout, check=check)
 
     def run(self, *argv: str, timeout: float = 120, check: bool = True) -> str:
         """Run a command inside (all of PID 1's namespaces); its stdout."""
@@ -114,7 +119,7 @@ def booted(tmp_path: Path) -> Iterator[Booted]:
             assert time.monotonic() < deadline, "the system did not start"
             init_pid = _init_of(nspawn.pid)
             time.sleep(0.05)
-        system = Booted(nspawn, init_pid, console)
+        system = Booted(nspawn, init_pid, console, root)
         # wait until boot is over (degraded is fine: a container lacks some
         # hardware); right after the start systemctl cannot reach systemd yet
         deadline = time.monotonic() + 90
@@ -154,11 +159,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def readme_lines(heading: str) -> list[str]:
+    from tests.test_readme_run import shell_blocks, shell_lines
+
+    return [line for block in shell_blocks(heading) for line in shell_lines(block)]
+
+
 def test_the_services_under_systemd(booted: Booted) -> None:
+    """`Running as services`, line by line as the README gives them: install
+    the units, set the environment file with sudoedit, enable four workers
+    then four more, restart after an upgrade, read the journal; the CLI as
+    the service user; then a stopping worker finishes its job."""
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    out = booted.run(str(ROOT / "scripts/install-systemd"))
+    lines = readme_lines("Running as services")
+    install, operate = lines[:2], [line for line in lines[2:7]]
+    assert install == ["scripts/install-systemd --dry-run     # print everything, change nothing",
+                       "sudo scripts/install-systemd"], install  # fmt: skip
+    dry = booted.sh(install[0])
+    assert "[Service]" in dry and not Path(booted.root / "etc/provisioner").exists()
+    out = booted.sh(install[1])
     assert "created system user provisioner" in out
     assert "created: /etc/systemd/system/provisioner-worker@.service" in out
     assert "systemctl daemon-reload: done" in out  # it found systemd running
@@ -172,18 +193,44 @@ def test_the_services_under_systemd(booted: Booted) -> None:
         booted.run("systemctl", "daemon-reload")
     queue_name, port = f"units-boot-{uuid.uuid4().hex[:8]}", _free_port()
     env = "/etc/provisioner/provisioner.env"
-    booted.run("sh", "-c", f"printf 'REDIS_URL={redis_url}\\nPROVISIONER_QUEUE_NAME={queue_name}"
-                           f"\\nPROVISIONER_WEB_PORT={port}\\n' >> {env}")  # fmt: skip
-    booted.run("systemctl", "enable", "--now", "provisioner.target", "provisioner-web.service",
-               "provisioner-worker@1.service", "provisioner-worker@2.service")  # fmt: skip
-    services = ("provisioner-migrate.service", "provisioner-web.service",
-                "provisioner-worker@1.service", "provisioner-worker@2.service")  # fmt: skip
+    # sudoedit with an "editor" that adds what an operator would type
+    editor = booted.root / "usr/local/bin/add-settings"
+    editor.write_text(f"#!/bin/sh\nprintf 'REDIS_URL={redis_url}\\nPROVISIONER_QUEUE_NAME="
+                      f"{queue_name}\\nPROVISIONER_WEB_PORT={port}\\n' >> \"$1\"\n")  # fmt: skip
+    editor.chmod(0o755)
+    sudoedit, enable4, enable8, restart, journal_line = operate
+    assert sudoedit.startswith("sudoedit /etc/provisioner/provisioner.env"), operate
+    booted.sh(f"SUDO_EDITOR=/usr/local/bin/add-settings {sudoedit}")
+    assert f"PROVISIONER_QUEUE_NAME={queue_name}" in booted.run("cat", env)
+    assert booted.run("stat", "-c", "%a %U", env).split() == ["600", "root"]
+
+    services = ["provisioner-migrate.service", "provisioner-web.service",
+                *(f"provisioner-worker@{i}.service" for i in range(1, 9))]  # fmt: skip
     journal = lambda: booted.run("journalctl", "--no-pager", "-u", "provisioner-*", check=False)  # noqa: E731
     redis = Redis.from_url(redis_url)
     queue = Queue(queue_name, connection=redis)
+    scrape_token: list[str] = []
+
+    def idle_workers() -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={
+            "Authorization": f"Bearer {scrape_token[0]}"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                families = promtext.parse(response.read().decode())
+        except (urllib.error.URLError, ConnectionError):  # the web app is (re)starting
+            return -1
+        return int(families["provisioner_workers"].value(queue=queue_name, state="idle") or 0)
+
+    def until(check: object, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():  # type: ignore[operator]
+            assert time.monotonic() < deadline, journal()
+            time.sleep(0.5)
+
     try:
-        states = booted.run("systemctl", "is-active", *services, check=False).split()
-        assert states == ["active"] * 4, journal()
+        booted.sh(enable4)
+        states = booted.run("systemctl", "is-active", *services[:6], check=False).split()
+        assert states == ["active"] * 6, journal()
 
         deadline = time.monotonic() + 60
         status = None
@@ -197,40 +244,43 @@ def test_the_services_under_systemd(booted: Booted) -> None:
                 time.sleep(0.3)
         assert status == 401
         # the CLI as the service user with the services' settings, as documented
+        (first_admin,) = [line for line in readme_lines("Running as services")
+                          if "runuser" in line]  # fmt: skip
+        added = booted.sh(first_admin.replace("/opt/lxc-provisioner", str(ROOT)))
+        assert "user admin added (admin)" in added and "password: " in added
         cli = f"set -a; . {env}; exec runuser -u provisioner -- {ROOT}/.venv/bin/provisioner"
-        booted.run("sh", "-c", f"{cli} user add ops --admin --generate")
-        token = booted.run("sh", "-c", f"{cli} token create ops prometheus").strip()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
-                                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-        while True:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                families = promtext.parse(response.read().decode())
-            if families["provisioner_workers"].value(queue=queue_name, state="idle") == 2:
-                break
-            assert time.monotonic() < deadline, journal()
-            time.sleep(0.5)
+        scrape_token.append(booted.run("sh", "-c", f"{cli} token create admin scrape").strip())
+        until(lambda: idle_workers() == 4)
 
-        # stopping a worker lets its job finish (KillMode=mixed, SIGTERM, TimeoutStopSec)
+        booted.sh(enable8)  # four more
+        until(lambda: idle_workers() == 8)
+        booted.sh(enable8.split("#")[0].replace("enable --now", "disable --now"))  # and fewer
+        until(lambda: idle_workers() == 4)
+
+        booted.sh(restart)  # PartOf: the web app and the workers restart with the target
+        states = booted.run("systemctl", "is-active", *services[1:6], check=False).split()
+        assert states == ["active"] * 5, journal()
+        until(lambda: idle_workers() == 4)
+        followed = booted.sh(f"timeout 3 {journal_line}", check=False)
+        assert "provisioner-worker[" in followed, followed[-2000:]
+        assert "provisioner-web[" in followed, followed[-2000:]
+
+        # stopping the workers lets a job finish (KillMode=mixed, SIGTERM, TimeoutStopSec)
         job = queue.enqueue("time.sleep", 8)
-        while job.get_status(refresh=True) != JobStatus.STARTED:
-            assert time.monotonic() < deadline, journal()
-            time.sleep(0.1)
+        until(lambda: job.get_status(refresh=True) == JobStatus.STARTED, 60)
         started = time.monotonic()
-        booted.run("systemctl", "stop", "provisioner-worker@1.service",
-                   "provisioner-worker@2.service")  # fmt: skip
+        booted.sh("systemctl stop provisioner-worker@{1..4}.service")
         assert time.monotonic() - started > 4  # it waited for the job
         assert job.get_status(refresh=True) == JobStatus.FINISHED, journal()
-        for worker in ("provisioner-worker@1.service", "provisioner-worker@2.service"):
-            shown = booted.run("systemctl", "show", "-p", "Result,ExecMainStatus", worker)
+        for i in range(1, 5):
+            shown = booted.run("systemctl", "show", "-p", "Result,ExecMainStatus",
+                               f"provisioner-worker@{i}.service")  # fmt: skip
             assert "Result=success" in shown and "ExecMainStatus=0" in shown, journal()
         assert "warm shut down requested" in journal()
 
         booted.run("systemctl", "stop", "provisioner.target")  # PartOf: stops the web app too
-        deadline = time.monotonic() + 40
-        while booted.run("systemctl", "is-active", "provisioner-web.service",
-                         check=False).strip() != "inactive":  # fmt: skip
-            assert time.monotonic() < deadline, journal()
-            time.sleep(0.5)
+        until(lambda: booted.run("systemctl", "is-active", "provisioner-web.service",
+                                 check=False).strip() == "inactive", 40)  # fmt: skip
         shown = booted.run("systemctl", "show", "-p", "Result", "provisioner-web.service")
         assert "Result=success" in shown, journal()
     finally:
