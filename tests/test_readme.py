@@ -50,6 +50,8 @@ def _provisioner_commands() -> list[list[str]]:
         for words in _commands(line):
             if words[0] == "provisioner" or words[0].endswith("/bin/provisioner"):
                 found.append(words[1:])
+            elif words[:2] == ["sudo", "provisioner"]:
+                found.append(words[2:])
             elif words[0] in ("sh", "sudo") and "provisioner " in line and "-c" in words:
                 script = words[words.index("-c") + 1]
                 found.extend(w[1:] for w in _commands(script.split("exec ", 1)[-1])

@@ -236,7 +236,7 @@ WHERE = {
     "sudoedit /etc/provisioner": "tests/ops/test_systemd_boot.py",
     "systemctl ": "tests/ops/test_systemd_boot.py",
     "journalctl ": "tests/ops/test_systemd_boot.py",
-    "runuser -u provisioner": "tests/ops/test_systemd_boot.py",
+    "sudo provisioner ": "tests/ops/test_systemd_boot.py (the wrapper install-systemd adds)",
     "pvesim build-template": "scripts/setup (every test run)",
     "pvesim serve": "scripts/test (every test run), tests/pvesim/test_serve.py",
 }

@@ -14,6 +14,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -84,7 +85,7 @@ def run_script(*args: str | Path, check: bool = True) -> subprocess.CompletedPro
 def install(tmp_path: Path, *extra: str | Path) -> Install:
     dest, env_file, data = tmp_path / "units", tmp_path / "etc/provisioner.env", tmp_path / "data"
     done = run_script("--dest", dest, "--env-file", env_file, "--data-dir", data, "--no-user",
-                      *extra)  # fmt: skip
+                      "--wrapper", tmp_path / "bin/provisioner", *extra)  # fmt: skip
     return Install(dest, env_file, data, done.stdout)
 
 
@@ -270,7 +271,7 @@ def test_the_service_user_and_its_data_directory(tmp_path: Path) -> None:
     data = tmp_path / "data"
     try:
         first = run_script("--dest", tmp_path / "units", "--env-file", tmp_path / "p.env",
-                           "--data-dir", data, "--user", name)  # fmt: skip
+                           "--data-dir", data, "--user", name, "--no-wrapper")  # fmt: skip
         entry = pwd.getpwnam(name)
         assert entry.pw_uid < 1000 and entry.pw_dir == str(data)  # a system user
         assert entry.pw_shell.endswith(("nologin", "false"))
@@ -278,11 +279,42 @@ def test_the_service_user_and_its_data_directory(tmp_path: Path) -> None:
         assert stat.S_IMODE(data.stat().st_mode) == 0o750
         assert f"created system user {name}" in first.stdout
         second = run_script("--dest", tmp_path / "units", "--env-file", tmp_path / "p.env",
-                            "--data-dir", data, "--user", name)  # fmt: skip
+                            "--data-dir", data, "--user", name, "--no-wrapper")  # fmt: skip
         assert "created system user" not in second.stdout
     finally:
         subprocess.run(["userdel", name], capture_output=True, check=False)
         subprocess.run(["groupdel", name], capture_output=True, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the wrapper is for root")
+def test_sudo_provisioner_runs_the_cli_with_the_services_settings(tmp_path: Path) -> None:
+    """The wrapper reads the environment file (no shell expansion: a `$` in a
+    value stays), and runs the CLI as the service user (root here, for the test)."""
+    done = install(tmp_path, "--user", "root")
+    wrapper = tmp_path / "bin/provisioner"
+    assert f"created: {wrapper}" in done.stdout and "sudo provisioner user add" in done.stdout
+    assert stat.S_IMODE(wrapper.stat().st_mode) == 0o755
+    with done.env_file.open("a") as f:
+        f.write(f"DATABASE_URL=sqlite:///{tmp_path}/svc.db\nPROVISIONER_LOG_LEVEL='WARNING'\n")
+    env = {"PATH": os.environ["PATH"], "HOME": "/root"}
+    upgraded = subprocess.run([str(wrapper), "db", "upgrade"], env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert (tmp_path / "svc.db").is_file()  # the environment file's database
+    with done.env_file.open("a") as f:
+        f.write("PROVISIONER_QUEUE_NAME=q$HOME\n")
+    bad = subprocess.run([str(wrapper), "ls"], env=env, capture_output=True, text=True, timeout=60)
+    assert "PROVISIONER_QUEUE_NAME may only contain" in bad.stderr and "q$HOME" in bad.stderr
+    shared = Path(tempfile.mkdtemp(prefix="wrapper-"))  # pytest's tmp is closed to others
+    try:
+        shared.chmod(0o755)
+        shutil.copy2(wrapper, shared / "provisioner")
+        as_nobody = subprocess.run(["runuser", "-u", "nobody", "--", str(shared / "provisioner"),
+                                    "ls"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        shutil.rmtree(shared)
+    assert as_nobody.returncode == 1
+    assert as_nobody.stderr.startswith("provisioner: run it with sudo")
 
 
 # -- the units' commands, run as systemd runs them ------------------------------

@@ -174,7 +174,7 @@ def test_the_services_under_systemd(booted: Booted) -> None:
     if not redis_url:
         pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
     lines = readme_lines("Running as services")
-    install, operate = lines[:2], [line for line in lines[2:7]]
+    install, operate = lines[:2], lines[2:7]
     assert install == ["scripts/install-systemd --dry-run     # print everything, change nothing",
                        "sudo scripts/install-systemd"], install  # fmt: skip
     dry = booted.sh(install[0])
@@ -245,11 +245,14 @@ def test_the_services_under_systemd(booted: Booted) -> None:
         assert status == 401
         # the CLI as the service user with the services' settings, as documented
         (first_admin,) = [line for line in readme_lines("Running as services")
-                          if "runuser" in line]  # fmt: skip
-        added = booted.sh(first_admin.replace("/opt/lxc-provisioner", str(ROOT)))
+                          if line.startswith("sudo provisioner ")]  # fmt: skip
+        added = booted.sh(first_admin)  # no terminal: a generated password, shown once
         assert "user admin added (admin)" in added and "password: " in added
-        cli = f"set -a; . {env}; exec runuser -u provisioner -- {ROOT}/.venv/bin/provisioner"
-        scrape_token.append(booted.run("sh", "-c", f"{cli} token create admin scrape").strip())
+        scrape_token.append(booted.sh("sudo provisioner token create admin scrape").strip())
+        # what it wrote is the services': the SQLite file stays theirs
+        assert booted.run("stat", "-c", "%U", "/var/lib/provisioner/provisioner.db").strip() == (
+            "provisioner"
+        )
         until(lambda: idle_workers() == 4)
 
         booted.sh(enable8)  # four more
