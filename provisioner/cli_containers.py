@@ -154,6 +154,8 @@ def ls(rt: Runtime, show_all: bool, node: str | None, template: str | None,
     if template:
         query = query.where(Container.template == template)
     with rt.factory() as session:
+        if node and session.scalars(select(Node.id).where(Node.name == node)).first() is None:
+            raise NotFound(f"--node: no node named {node!r} (provisioner nodes ls)")
         rows = [(ct, n) for ct, n in session.execute(query.order_by(Container.created_at.desc()))]
         items = [container_json(ct, n.name) for ct, n in rows]
         session.expunge_all()

@@ -359,6 +359,12 @@ def nodes_rm(rt: Runtime, name: str, force: bool) -> None:
                 "destroy them first (provisioner ls --node " + name + "), or pass --force to "
                 "delete the records too (their PVE containers are left alone)"
             )  # fmt: skip
+        busy = session.scalar(select(func.count()).where(
+            Container.node_id == node.id, Container.lifecycle.in_(
+                (Lifecycle.PENDING, Lifecycle.CREATING, Lifecycle.DESTROYING)))) or 0  # fmt: skip
+        if busy:
+            raise Conflict(f"node {name!r} has {busy} container(s) being created or destroyed: "
+                           "wait for their runs to end (provisioner ls --node " + name + ")")  # fmt: skip
         session.execute(delete(Container).where(Container.node_id == node.id))
         session.delete(node)
         session.commit()

@@ -269,6 +269,12 @@ def test_ls_table_filters_and_json(cli: Cli) -> None:
     assert by_template[0]["pve"] is None
     assert "does not exist" in by_template[0]["pve_error"]
     assert cli("ls", "--lifecycle", "sleeping").exit_code == 2
+    unknown = cli("ls", "--node", "nope")
+    assert unknown.exit_code == 3
+    assert (
+        one_line_error(unknown.stderr)
+        == "error: --node: no node named 'nope' (provisioner nodes ls)"
+    )
 
 
 def test_show_has_the_error_details(cli: Cli) -> None:

@@ -170,6 +170,17 @@ def test_test_reports_a_refused_token(cli: Cli) -> None:
     assert "no node named 'nope' (known: sim, stale)" in one_line_error(missing.stderr)
 
 
+def test_rm_force_refuses_while_a_run_is_under_way(cli: Cli) -> None:
+    cli.add_container(hostname="busy", lifecycle=Lifecycle.CREATING, vmid=9178)
+    refused = cli("nodes", "rm", "sim", "--force")
+    assert refused.exit_code == 5
+    assert one_line_error(refused.stderr) == (
+        "error: node 'sim' has 1 container(s) being created or destroyed: wait for their runs "
+        "to end (provisioner ls --node sim)")  # fmt: skip
+    with cli.factory() as session:
+        assert len(session.scalars(select(Container)).all()) == 1
+
+
 def test_rm_refuses_while_containers_reference_the_node(cli: Cli) -> None:
     cli.add_container(hostname="kept-a", lifecycle=Lifecycle.READY, vmid=9179)
     cli.add_container(hostname="kept-b", lifecycle=Lifecycle.DESTROYED)
