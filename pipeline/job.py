@@ -225,22 +225,28 @@ async def _fail(ctx: Context, exc: Exception) -> None:
         log.exception("internal error in %s of %s", ctx.phase, ctx.container_id)
         details["message"] = f"internal error: {exc.__class__.__name__}: {exc}"
     message = f"{ctx.phase} failed: {details['message']}"
-    ctx.update(lifecycle=Lifecycle.ERROR, error_message=message, error_details=details)
+    ctx.update(error_message=message, error_details=details)
     hint = details.get("hint")
+    final = Lifecycle.ERROR
     if ctx.container().failure_policy == FailurePolicy.DESTROY:
         ctx.update(lifecycle=Lifecycle.DESTROYING)
         try:
             await _destroy(ctx)
         except ProvisionError as destroy_exc:
             log.error("destroying %s after its failure failed: %s", ctx.container_id, destroy_exc)
-            ctx.update(lifecycle=Lifecycle.ERROR)
             hint = f"destroying it (failure policy 'destroy') failed too: {destroy_exc}"
         else:
-            ctx.update(lifecycle=Lifecycle.DESTROYED, finished_at=utcnow())
+            final = Lifecycle.DESTROYED
             hint = "the container was destroyed (failure policy 'destroy'); fix the cause and request it again"
         details["hint"] = hint
         ctx.update(error_details=details)
+    # the terminal event first, as for "ready": whoever sees the lifecycle
+    # finds the error in the history
     ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase)
+    if final == Lifecycle.DESTROYED:
+        ctx.update(lifecycle=final, finished_at=utcnow())
+    else:
+        ctx.update(lifecycle=final)
 
 
 def _acquire(settings: Settings, factory: sessionmaker[Session], container_id: str, action: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 
 
@@ -28,7 +29,13 @@ async def run(*argv: str, check: bool = True, input: bytes | None = None) -> str
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate(input)
+    try:
+        out, err = await proc.communicate(input)
+    except asyncio.CancelledError:  # e.g. the key pool's refill at shutdown: no orphan
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
     if check and proc.returncode != 0:
         raise CommandError(list(argv), proc.returncode or 0, err.decode(errors="replace"))
     return out.decode(errors="replace")

@@ -388,15 +388,16 @@ def test_power_actions_need_a_pve_container(cli: Cli) -> None:
 
 def test_allowed_actions_are_queued(cli: Cli) -> None:
     cid = cli.add_container(hostname="act-ok", lifecycle=Lifecycle.ERROR, vmid=9176)
-    for action in ("start", "stop", "reboot", "retry", "resync"):
+    for action in ("start", "stop", "reboot", "resync"):
         result = cli(action, "act-ok")
         assert result.exit_code == 0, result.output
         assert f"{action} of act-ok ({cid[:8]}) queued" in result.stderr
     result = cli("retry", "act-ok", "--json")
     body = json.loads(result.stdout)
     assert body["action"] == "retry" and body["id"] == cid and body["job_id"]
-    assert [a for _, a in queued_jobs(cli)] == ["start", "stop", "reboot", "retry", "resync",
-                                                "retry"]  # fmt: skip
+    assert [a for _, a in queued_jobs(cli)] == ["start", "stop", "reboot", "resync", "retry"]
+    again = cli("stop", "act-ok")  # queued already: once is enough
+    assert again.exit_code == 5 and "a stop of this container is queued already" in again.stderr
 
 
 def test_destroy_asks_first(cli: Cli) -> None:

@@ -110,6 +110,7 @@ def test_every_field_but_config_file_has_a_variable() -> None:
             "queue_name": "q",
             "log_level": "ERROR",
             "web_host": "h",
+            "web_cookie_secure": "yes",
         }.items()
     }
     numeric = names - {n for n in names if env_var(n) in env}
@@ -245,3 +246,21 @@ def test_settings_are_frozen() -> None:
     s = settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.job_timeout = 1  # type: ignore[misc]
+
+
+def test_web_settings() -> None:
+    s = settings(PROVISIONER_WEB_THREADS="64", PROVISIONER_WEB_WORKERS="2",
+                 PROVISIONER_WEB_PROXY_HOPS="1", PROVISIONER_WEB_COOKIE_SECURE="on")  # fmt: skip
+    assert (s.web_threads, s.web_workers, s.web_proxy_hops, s.web_cookie_secure) == (64, 2, 1, True)
+    defaults = settings()
+    assert (defaults.web_threads, defaults.web_workers, defaults.web_proxy_hops,
+            defaults.web_cookie_secure) == (128, 1, 0, False)  # fmt: skip
+    for name, value, message in (
+        ("PROVISIONER_WEB_THREADS", "2", "between 4 and 1024"),
+        ("PROVISIONER_WEB_WORKERS", "0", "must be a positive integer"),
+        ("PROVISIONER_WEB_PROXY_HOPS", "-1", "a whole number (0 or more)"),
+        ("PROVISIONER_WEB_COOKIE_SECURE", "maybe", "must be true or false"),
+    ):
+        with pytest.raises(ConfigError, match=name) as err:
+            settings(**{name: value})
+        assert message in str(err.value)
