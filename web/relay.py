@@ -218,12 +218,11 @@ class StreamSlots:
             self.open -= 1
 
 
-@bp.before_request
-def check_stream() -> BaseResponse | None:
-    """Refuse before the websocket handshake, with a plain HTTP status:
-    a bad ``after``, an unknown container, a foreign origin, a process whose
-    streams hold all the threads it may give them (503: try again).  A
-    request that is no handshake never gets here (``not_a_handshake``)."""
+def refusal(container_id: str, *, take_slot: bool) -> BaseResponse | None:
+    """Why a stream request is refused, as a plain HTTP answer, or None:
+    a bad ``after``, a foreign origin, an unknown container, or a process
+    whose streams hold all the threads it may give them (503: try again).
+    With ``take_slot`` a stream slot is taken (given back at teardown)."""
     if _after() is None:
         return error_response(400, "after must be a non-negative integer (the last seq seen)",
                               field="after")  # fmt: skip
@@ -234,22 +233,29 @@ def check_stream() -> BaseResponse | None:
     allowed = {request.host, request.headers.get("X-Forwarded-Host")}
     if g.auth == "session" and origin and urlsplit(origin).netloc not in allowed:
         return error_response(403, f"websocket from a foreign origin {origin!r} refused")
-    container_id = (request.view_args or {}).get("container_id", "")
     exists = bool(CONTAINER_ID.fullmatch(container_id)) and (
         get_db().get(Container, container_id) is not None)  # fmt: skip
     get_db().commit()  # the stream may last hours: hold no transaction
     if not exists:
         return error_response(404, f"no container {container_id!r}")
     slots: StreamSlots = current_app.extensions[SLOTS]
-    if not slots.take():
-        log.warning("event stream of %s refused: %d streams already open in this process",
-                    container_id, slots.limit)  # fmt: skip
+    if not (slots.take() if take_slot else slots.open < slots.limit):
+        if take_slot:
+            log.warning("event stream of %s refused: %d streams already open in this process",
+                        container_id, slots.limit)  # fmt: skip
         response = error_response(503, f"this web process already serves {slots.limit} event "
                                   "streams: try again shortly")  # fmt: skip
         response.headers["Retry-After"] = "5"
         return response
-    g.stream_slot = slots
+    if take_slot:
+        g.stream_slot = slots
     return None
+
+
+@bp.before_request
+def check_stream() -> BaseResponse | None:
+    """Refuse a handshake before it happens (``refusal``)."""
+    return refusal((request.view_args or {}).get("container_id", ""), take_slot=True)
 
 
 @bp.teardown_request
@@ -259,9 +265,17 @@ def give_back_slot(_exc: BaseException | None) -> None:
         slots.give_back()
 
 
-def not_a_handshake(_exc: WebsocketMismatch) -> BaseResponse:
-    """A plain HTTP request for a stream: werkzeug's routing refuses it with a
-    bare 400; say what the URL is for."""
+_STREAM_PATH = re.compile(r"/ws/containers/([^/]*)/events")
+
+
+def not_a_handshake(exc: WebsocketMismatch) -> BaseResponse:
+    """A plain HTTP request of a stream's URL (werkzeug's routing refuses it
+    with a bare 400): what a handshake would get, or 426 saying what the URL
+    is for.  The progress view asks this way why its socket keeps failing."""
+    m = _STREAM_PATH.fullmatch(request.path)
+    refused = refusal(m.group(1), take_slot=False) if m else None
+    if refused is not None:
+        return refused
     response = error_response(426, "this is a websocket endpoint: open it with a websocket "
                               "handshake (Upgrade: websocket)")  # fmt: skip
     response.headers["Upgrade"] = "websocket"

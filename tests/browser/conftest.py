@@ -98,29 +98,43 @@ def dash(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Itera
                         [ROOT / "tests" / "pipeline" / "templates"])  # fmt: skip
     with session_scope(stack.factory) as session:
         users.create_user(session, ADMIN, ADMIN_PASSWORD, is_admin=True)
+    web, url = start_web(stack, threads=64)
+    try:
+        stack.start_workers(2)
+        yield Dashboard(stack=stack, url=url, web=web)
+    finally:
+        stop_web(web)
+        stack.stop_workers()
+        _destroy_all(stack)
+        stack.redis.close()
+
+
+def start_web(stack: Stack, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+    """``provisioner web`` (one gunicorn process) on the stack; it and its URL."""
     port = _free_port()
     assert stack.log_dir is not None
-    log = stack.log_dir / "web.log"
+    log = stack.log_dir / f"web-{port}.log"
     with open(log, "ab") as out:
         web = subprocess.Popen([str(ROOT / ".venv/bin/provisioner"), "web", "--host", "127.0.0.1",
-                                "--port", str(port), "--workers", "1", "--threads", "64"],
+                                "--port", str(port), "--workers", "1", "--threads", str(threads)],
                                env=stack.env, stdout=out, stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{url}/login", web, log)
-        stack.start_workers(2)
-        yield Dashboard(stack=stack, url=url, web=web)
-    finally:
-        web.terminate()
-        try:
-            web.wait(15)
-        except subprocess.TimeoutExpired:
-            kill_tree(web.pid)
-            web.wait()
-        stack.stop_workers()
-        _destroy_all(stack)
-        stack.redis.close()
+    except BaseException:
+        stop_web(web)
+        raise
+    return web, url
+
+
+def stop_web(web: subprocess.Popen[bytes]) -> None:
+    web.terminate()
+    try:
+        web.wait(15)
+    except subprocess.TimeoutExpired:
+        kill_tree(web.pid)
+        web.wait()
 
 
 def _destroy_all(stack: Stack) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select
 
 from provisioner.db import session_scope
 from provisioner.models import Container, ContainerEvent, Lifecycle, Node, utcnow
-from tests.browser.conftest import Dashboard, shot
+from tests.browser.conftest import Dashboard, login, shot, start_web, stop_web
 from tests.pipeline.test_failures import ssh_run
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -215,6 +215,44 @@ def test_without_websockets_the_view_polls_and_still_gets_every_line(page: Any,
     last = wait_settled(page, dash, cid, "ready")
     assert_complete_log(page, last, 2000)
     assert page.get_attribute("#connection", "data-state") == "finished"
+
+
+def test_when_every_stream_is_taken_the_view_polls(browser: Any, dash: Dashboard) -> None:
+    """A web process whose streams hold all the threads they may (4 threads:
+    2 streams) refuses a third with 503; the view asks why, says so, and
+    follows the run through the REST API: every line, once, in order."""
+    from tests.pipeline.conftest import admin_token
+    from tests.web.wsclient import Client
+
+    web, url = start_web(dash.stack, threads=4)
+    with session_scope(dash.stack.factory) as session:
+        node = session.scalars(select(Node).where(Node.name == dash.node)).one()
+        idle = Container(
+            node=node, template="lines", hostname="idle", request={}, lifecycle=Lifecycle.READY
+        )  # no events: its streams stay open
+        session.add(idle)
+        session.flush()
+        idle_id = idle.id
+    token = admin_token(dash.stack.factory)
+    ws_url = url.replace("http", "ws", 1) + f"/ws/containers/{idle_id}/events"
+    held = [Client.connect(ws_url, headers={"Authorization": f"Bearer {token}"})
+            for _ in range(2)]  # fmt: skip
+    context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 860})
+    try:
+        context.set_default_timeout(20_000)
+        page = context.new_page()
+        login(page)
+        cid = dash.stack.submit("lines", "pg-full", variables={"count": 1500, "pause_ms": 100})
+        page.goto(f"/containers/{cid}/progress")
+        page.wait_for_selector("#connection[data-state=polling]", timeout=30_000)
+        assert "as many live streams" in page.get_attribute("#connection", "title")
+        last = wait_settled(page, dash, cid, "ready")
+        assert_complete_log(page, last, 1500)
+    finally:
+        context.close()
+        for ws in held:
+            ws.close()
+        stop_web(web)
 
 
 # --- the console: filter, autoscroll, download ------------------------------------------------

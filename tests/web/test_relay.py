@@ -252,15 +252,21 @@ def test_refusals_before_the_handshake(live_server: LiveServer, container: str,
     assert handshake_status(live_server, path, bearer("lxcp_wrong")) == 401
     assert handshake_status(live_server, "/ws/containers/nope/events", bearer(token)) == 404
     assert handshake_status(live_server, f"{path}?after=-3", bearer(token)) == 400
-    # a plain GET of the stream (no handshake) is told what the URL is for, not a 500
-    conn = http.client.HTTPConnection("127.0.0.1", live_server.port, timeout=10)
-    try:
-        conn.request("GET", path, headers=bearer(token))
-        plain = conn.getresponse()
-        assert plain.status == 426 and plain.getheader("Upgrade") == "websocket"
-        assert "websocket endpoint" in json.loads(plain.read())["error"]
-    finally:
-        conn.close()
+    # a plain GET of the stream (no handshake) gets what a handshake would, or
+    # is told what the URL is for: never a 500
+    for plain_path, status in ((path, 426), ("/ws/containers/nope/events", 404),
+                               (f"{path}?after=x", 400)):  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", live_server.port, timeout=10)
+        try:
+            conn.request("GET", plain_path, headers=bearer(token))
+            plain = conn.getresponse()
+            assert plain.status == status, plain_path
+            body = json.loads(plain.read())
+            if status == 426:
+                assert plain.getheader("Upgrade") == "websocket"
+                assert "websocket endpoint" in body["error"]
+        finally:
+            conn.close()
     # the control: the same request, authenticated, is upgraded
     assert handshake_status(live_server, path, bearer(token)) == 101
 
@@ -281,6 +287,11 @@ def test_streams_leave_threads_for_everything_else(settings: Settings, container
             full = conn.getresponse()
             assert full.status == 503 and full.getheader("Retry-After") == "5"
             assert "already serves 2 event streams" in json.loads(full.read())["error"]
+            conn.close()
+            # a plain request of the stream's URL says the same (the page asks it why)
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", path, headers=bearer(token))
+            assert conn.getresponse().status == 503
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
             conn.request("GET", "/api/me", headers=bearer(token))

@@ -127,7 +127,11 @@
   let openSegment = null; // the segment under way as the socket sees it (for the lifecycle)
   let lifecycle = boot.lifecycle;
 
-  function receive(ev, sock) {
+  // The latest terminal event not acted on yet: whichever path brought it
+  // (a socket, a poll) and whichever notices the stream's end acts on it.
+  let unsettled = null;
+
+  function receive(ev) {
     if (ev.seq <= lastSeq) return;  // already have it
     if (ev.seq !== lastSeq + 1) console.warn(`progress: events ${lastSeq + 1}..${ev.seq - 1} are missing`);
     lastSeq = ev.seq;
@@ -145,7 +149,7 @@
     }
     if (terminal) {
       openSegment = null;
-      sock.terminal = ev;
+      unsettled = ev;
     }
     schedule();
   }
@@ -185,19 +189,17 @@
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const sock = new WebSocket(`${scheme}//${location.host}${boot.urls.ws}?after=${lastSeq}`);
-    sock.terminal = null;
     ws = sock;
     sock.onopen = () => {
       drops = 0;
       stopPolling();
       if (!settled) setConn("live");
     };
-    sock.onmessage = (msg) => receive(JSON.parse(msg.data), sock);
+    sock.onmessage = (msg) => receive(JSON.parse(msg.data));
     sock.onclose = () => {
       if (ws !== sock) return;
       ws = null;
-      if (sock.terminal) afterTerminal(sock.terminal);
-      else dropped();
+      if (!takeTerminal()) dropped();
     };
   }
 
@@ -226,6 +228,7 @@
     } catch (e) {
       return;  // the server is unreachable: keep reconnecting
     }
+    if (ws && ws.readyState === WebSocket.OPEN) return;  // it came back meanwhile
     if (status === 404) gone();
     else if (status === 401) api("GET", boot.urls.api).catch(() => {});
     else if (status === 503) startPolling("The server serves as many live streams as it can; following by polling instead.");
@@ -237,7 +240,6 @@
   let polling = false;
   let pollTimer = null;
   let polls = 0;
-  const pollSock = { terminal: null };
 
   function startPolling(reason) {
     if (polling) return;
@@ -265,18 +267,17 @@
     try {
       for (;;) {
         const page = await api("GET", `${boot.urls.api}/events?after=${lastSeq}&limit=2000`);
-        for (const ev of page.events) receive(ev, pollSock);
+        for (const ev of page.events) receive(ev);
         if (!page.more) break;
       }
     } catch (e) {
       if (e.status === 404) { stopPolling(); gone(); return; }
     }
-    if (!polling) return;  // the socket is back
-    if (pollSock.terminal) {
-      const ev = pollSock.terminal;
-      pollSock.terminal = null;
-      if (ev.seq >= boot.last_seq) settle();
-    } else if (!settled && connState !== "polling") {
+    if (!polling) {  // the socket is back: it sees the end, or this poll did
+      if (!ws) takeTerminal();
+      return;
+    }
+    if (!takeTerminal() && !settled && connState !== "polling") {
       setConn("polling", null, $("connection").title);
     }
     polls += 1;
@@ -292,12 +293,20 @@
     ws = null;
     sock.onclose = null;
     sock.close();
-    if (sock.terminal) afterTerminal(sock.terminal);
-    else dropped();
+    if (!takeTerminal()) dropped();
   });
   window.addEventListener("online", () => {
     if (reconnectTimer !== null) connect();
   });
+
+  // Act on the terminal event received and not acted on yet; false if none.
+  function takeTerminal() {
+    if (unsettled === null) return false;
+    const ev = unsettled;
+    unsettled = null;
+    afterTerminal(ev);
+    return true;
+  }
 
   function afterTerminal(ev) {
     if (ev.seq < boot.last_seq) {
