@@ -48,6 +48,7 @@ class KeyFileWatch:
         self.settings = settings
         self._lock = threading.Lock()
         self._box = load_secret_box(settings.secret_key, settings.secret_key_file)  # may create it
+        self._signing = session_signing_keys(settings)
         self._checked = time.monotonic()
         self._stamp = self._file_stamp()
 
@@ -62,20 +63,32 @@ class KeyFileWatch:
 
     @property
     def box(self) -> SecretBox:
+        self._look()
+        return self._box
+
+    @property
+    def signing_keys(self) -> list[bytes]:
+        """The session cookies' signing keys (current first), which follow
+        the key file too: every web process, restarted or not, signs alike."""
+        self._look()
+        return self._signing
+
+    def _look(self) -> None:
         if self.settings.secret_key or time.monotonic() - self._checked < self.INTERVAL:
-            return self._box
+            return
         with self._lock:
             self._checked = time.monotonic()
             stamp = self._file_stamp()
             if stamp is not None and stamp != self._stamp:
                 try:
                     self._box = load_secret_box(None, self.settings.secret_key_file)
-                    self._stamp = stamp
+                    self._signing = session_signing_keys(self.settings)
                     log.info("secret key file %s changed: keys loaded again (current %s)",
                              self.settings.secret_key_file, self._box.current_key_id)  # fmt: skip
-                except ConfigError as exc:  # half-written or made unsafe: keep the keys we have
-                    log.error("secret key file changed but cannot be loaded: %s", exc)
-        return self._box
+                except ConfigError as exc:  # made unsafe or broken: keep the keys we have
+                    log.error("secret key file changed but cannot be loaded (the keys loaded "
+                              "before stay in use): %s", exc)  # fmt: skip
+                self._stamp = stamp  # looked at: again when it changes again
 
 
 @dataclass
@@ -197,13 +210,13 @@ def create_app(
     setup_logging(settings.log_level)
     keys = KeyFileWatch(settings)
     db.require_current_schema(settings.database_url)
-    signing = session_signing_keys(settings)
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep our field order
     app.config.from_mapping(
-        SECRET_KEY=signing[0],
-        SECRET_KEY_FALLBACKS=signing[1:],
+        # sessions are signed with keys.signing_keys (web.auth.SessionInterface);
+        # Flask wants a SECRET_KEY set all the same
+        SECRET_KEY=keys.signing_keys[0],
         SESSION_COOKIE_NAME="provisioner_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -28,11 +28,12 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
 from provisioner import users
 from provisioner.models import User
-from web.app import get_db, get_redis
+from web.app import EXTENSION, get_db, get_redis
 from web.csrf import csrf_failure, csrf_token, rotate_csrf_token
 from web.ratelimit import LoginLimiter
 
@@ -44,10 +45,23 @@ _BEARER = "bearer "
 
 class SessionInterface(SecureCookieSessionInterface):
     """Marks the cookie ``Secure`` when the request came over TLS (or always,
-    with ``SESSION_COOKIE_SECURE``)."""
+    with ``SESSION_COOKIE_SECURE``), and signs with the keys derived from
+    the secret keys as they are now (a rotated key file included)."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        keys = app.extensions[EXTENSION].keys.signing_keys
+        return URLSafeTimedSerializer(
+            list(reversed(keys)),  # itsdangerous signs with the last, verifies with all
+            salt=self.salt,
+            serializer=self.serializer,
+            signer_kwargs={
+                "key_derivation": self.key_derivation,
+                "digest_method": self.digest_method,
+            },
+        )
 
 
 MACHINE_PATHS = ("/metrics",)

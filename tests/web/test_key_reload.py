@@ -41,3 +41,51 @@ def test_a_broken_key_file_keeps_the_keys_loaded(settings: Settings, tmp_path: P
     keyed.secret_key_file.write_text("garbage\n")
     time.sleep(KeyFileWatch.INTERVAL + 0.1)
     assert watch.box.current_key_id == before
+    # mended (a new key file): it is loaded at the next look
+    keyed.secret_key_file.unlink()
+    mended = load_secret_box(None, keyed.secret_key_file).current_key_id
+    assert mended != before
+    time.sleep(KeyFileWatch.INTERVAL + 0.1)
+    assert watch.box.current_key_id == mended
+
+
+def test_sessions_follow_the_key_file(settings: Settings, tmp_path: Path) -> None:
+    """After a rotation every web process signs alike: the running one (it
+    follows the file) and one started afterwards (it reads the file)."""
+    from provisioner import users
+    from tests.web.conftest import db_session, login
+
+    keyed = dataclasses.replace(settings, secret_key=None, secret_key_file=tmp_path / "k.key")
+    running = create_app(keyed, {"TESTING": True})
+    fresh = None
+    try:
+        with db_session(running) as session:
+            users.create_user(session, "alice", "correct horse battery")
+        before = running.test_client()
+        assert login(before).status_code == 302
+        stale = before.get_cookie("provisioner_session")
+        assert stale is not None
+        old = running.extensions["provisioner"].box.current_key_id
+        new = add_key_to_file(keyed.secret_key_file, current=False)
+        set_current_key(keyed.secret_key_file, new)
+        time.sleep(KeyFileWatch.INTERVAL + 0.1)
+        # the old key still verifies; the answer's cookie is signed with the new one
+        assert before.get("/api/me").status_code == 200
+        retire_key(keyed.secret_key_file, old)
+        time.sleep(KeyFileWatch.INTERVAL + 0.1)
+        assert before.get("/api/me").status_code == 200  # a session in use moved along
+        copy = running.test_client()
+        copy.set_cookie("provisioner_session", stale.value)
+        assert copy.get("/api/me").status_code == 401  # one signed with a retired key
+        after = running.test_client()
+        assert login(after).status_code == 302
+        cookie = after.get_cookie("provisioner_session")
+        assert cookie is not None
+        fresh = create_app(keyed, {"TESTING": True})  # a process started after the rotation
+        other = fresh.test_client()
+        other.set_cookie("provisioner_session", cookie.value)
+        assert other.get("/api/me").status_code == 200
+    finally:
+        running.extensions["provisioner"].close()
+        if fresh is not None:
+            fresh.extensions["provisioner"].close()
