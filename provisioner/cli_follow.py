@@ -68,22 +68,15 @@ def last_seq(rt: Runtime, cid: str) -> int:
         return max(stored, (ct.next_seq - 1) if ct is not None else 0)
 
 
-def _jobs_of(rt: Runtime, cid: str) -> list[str]:
-    """Ids of the container's jobs that are queued or running."""
-    from provisioner.queue import provisioning_queue
-
-    queue = provisioning_queue(rt.redis, rt.settings)
-    ids = [*queue.get_job_ids(), *queue.started_job_registry.get_job_ids()]
-    return [j for j in ids if cid in j]
-
-
 def run_active(rt: Runtime, cid: str) -> bool:
     """Whether a run of the container is under way or queued."""
+    from provisioner.queue import container_jobs
+
     with rt.factory() as session:
         ct = session.get(Container, cid)
         if ct is not None and ct.lifecycle in _ACTIVE:
             return True
-    return bool(_jobs_of(rt, cid))
+    return bool(container_jobs(rt.redis, rt.settings, cid))
 
 
 def run_to_follow(rt: Runtime, cid: str) -> bool:
@@ -94,7 +87,7 @@ def run_to_follow(rt: Runtime, cid: str) -> bool:
     lifecycle alone would keep waiting for a run that has just ended.
     """
     from provisioner.events import TERMINAL_TYPES
-    from provisioner.queue import provisioning_queue
+    from provisioner.queue import container_jobs
 
     with rt.factory() as session:
         latest = session.scalar(select(ContainerEvent.type)
@@ -102,7 +95,7 @@ def run_to_follow(rt: Runtime, cid: str) -> bool:
                                 .order_by(ContainerEvent.seq.desc()).limit(1))  # fmt: skip
     if latest not in TERMINAL_TYPES:
         return run_active(rt, cid)
-    return any(cid in j for j in provisioning_queue(rt.redis, rt.settings).get_job_ids())
+    return "queued" in container_jobs(rt.redis, rt.settings, cid).values()
 
 
 def _job_status(rt: Runtime, job_id: str) -> str | None:

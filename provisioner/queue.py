@@ -3,14 +3,18 @@ the job's dotted name, so they never import pipeline code."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from redis import Redis
+from redis.exceptions import LockError
 from rq import Queue
 from rq.job import Job
 
 from provisioner.config import Settings
+from provisioner.errors import TransientError
 
 JOB_FUNCTION = "pipeline.job.run"
 ACTIONS = ("provision", "retry", "resync", "destroy", "start", "stop", "reboot")
@@ -28,20 +32,40 @@ class ActionPending(Exception):
         self.job_id = job_id
 
 
+def container_jobs(redis: Redis, settings: Settings, container_id: str) -> dict[str, str]:
+    """The container's jobs that are queued or started: job id -> "queued" |
+    "started" (ids are ``<action>-<container id>-<random>``, see ``enqueue``)."""
+    queue = provisioning_queue(redis, settings)
+    jobs = {j: "queued" for j in queue.get_job_ids() if f"-{container_id}-" in j}
+    jobs.update((j, "started") for j in queue.started_job_registry.get_job_ids()
+                if f"-{container_id}-" in j)  # fmt: skip
+    return jobs
+
+
 def pending_job(redis: Redis, settings: Settings, container_id: str, action: str,
                 run_alive: Callable[[], bool]) -> tuple[str, str] | None:  # fmt: skip
-    """The container's job of ``action`` that is queued, or started by a
-    worker whose run is alive (``run_alive``: its lease is held), as
-    (job id, "queued" | "running"); None if there is none.  A started job
-    of a worker that died does not count: recovery takes care of it."""
-    prefix = f"{action}-{container_id}-"  # the ids ``enqueue`` gives
-    queue = provisioning_queue(redis, settings)
-    for job_id in queue.get_job_ids():
-        if job_id.startswith(prefix):
+    """The container's job of ``action`` that is queued, or started and
+    alive, as (job id, "queued" | "running"); None if there is none.
+
+    A started job is alive while a run of the container holds its lease
+    (``run_alive``), or in its first ``lease_duration`` seconds (before its
+    work horse has taken the lease).  A started job of a worker that died
+    does not count after that: recovery takes care of its run.
+    """
+    for job_id, state in container_jobs(redis, settings, container_id).items():
+        if not job_id.startswith(f"{action}-"):
+            continue
+        if state == "queued":
             return job_id, "queued"
-    started = [j for j in queue.started_job_registry.get_job_ids() if j.startswith(prefix)]
-    if started and run_alive():
-        return started[0], "running"
+        job = Job.fetch(job_id, connection=redis) if Job.exists(job_id, connection=redis) else None
+        started = job.started_at if job is not None else None
+        young = (
+            started is not None
+            and (datetime.now(UTC) - started.replace(tzinfo=started.tzinfo or UTC)).total_seconds()
+            < settings.lease_duration
+        )
+        if young or run_alive():
+            return job_id, "running"
     return None
 
 
@@ -53,13 +77,21 @@ def enqueue_action(redis: Redis, settings: Settings, container_id: str, action: 
 
     Raises:
         ActionPending: the same action is queued or running.
+        TransientError: the lock could not be had (Redis very slow or busy).
     """
-    with redis.lock(f"provisioner:container:{container_id}:enqueue", timeout=10,
-                    blocking_timeout=10):  # fmt: skip
+    lock = redis.lock(f"provisioner:container:{container_id}:enqueue", timeout=30,
+                      blocking_timeout=10)  # fmt: skip
+    if not lock.acquire():
+        raise TransientError(f"another request for container {container_id} holds its queue "
+                             "lock: try again")  # fmt: skip
+    try:
         pending = pending_job(redis, settings, container_id, action, run_alive)
         if pending is not None:
             raise ActionPending(action, *pending)
         return enqueue(redis, settings, container_id, action)
+    finally:
+        with contextlib.suppress(LockError):  # expired meanwhile: the job is queued all the same
+            lock.release()
 
 
 def enqueue(redis: Redis, settings: Settings, container_id: str, action: str = "provision",

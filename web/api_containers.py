@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease, views
-from provisioner.errors import ConfigError, ProvisionError
+from provisioner.errors import ConfigError, ProvisionError, TransientError
 from provisioner.events import Event
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import connection_for
@@ -271,5 +271,7 @@ def container_action(container_id: str, action: str) -> tuple[Response, int]:
                              lambda: lease.held(res.factory, ct.id))  # fmt: skip
     except ActionPending as exc:
         raise ApiError(409, str(exc), "action", job_id=exc.job_id) from None
+    except TransientError as exc:
+        raise ApiError(503, exc.message) from None
     return jsonify({"job_id": job.id, "action": action, "container": ct.id,
                     "events_url": events_url(ct.id, last_seq)}), 202  # fmt: skip

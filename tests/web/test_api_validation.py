@@ -248,6 +248,13 @@ def test_a_started_action_counts_only_while_its_run_is_alive(app: Flask, setting
     with db_session(app) as session:
         lease = session.get(Lease, failed)
         lease.expires_at = utcnow() - timedelta(seconds=1)
+    # no lease, but started a moment ago: its work horse may not have taken it yet
+    job.started_at = utcnow()
+    job.save()
+    young = client.post(f"/api/containers/{failed}/actions/retry", headers=bearer(token))
+    assert young.status_code == 409 and "is running already" in young.json["error"]
+    job.started_at = utcnow() - timedelta(seconds=settings.lease_duration + 1)
+    job.save()
     after_crash = client.post(f"/api/containers/{failed}/actions/retry", headers=bearer(token))
     assert after_crash.status_code == 202, after_crash.json
     res.redis.zrem(started.key, f"{job.id}:exec1")
