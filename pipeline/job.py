@@ -283,6 +283,12 @@ def run(container_id: str, action: str = "provision") -> str:
         log.info("container %s is being worked on by another worker; nothing to do",
                  container_id)  # fmt: skip
         return "skipped: another worker holds the lease"
+    job = get_current_job()
+    if job is not None:
+        # from here on the container's events are this job's: a follower
+        # that waited while an earlier run ended (``--follow``) reads on
+        job.meta["leased"] = True
+        job.save_meta()
     try:
         return asyncio.run(execute(settings, factory, redis, container_id, action, holder))
     finally:

@@ -98,6 +98,19 @@ def run_to_follow(rt: Runtime, cid: str) -> bool:
     return "queued" in container_jobs(rt.redis, rt.settings, cid).values()
 
 
+def _job_leased(rt: Runtime, job_id: str) -> bool:
+    """Whether the job has taken the container's lease: events from then on
+    are its own (``pipeline.job.run`` marks it in the job's meta)."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        job = Job.fetch(job_id, connection=rt.redis)
+    except NoSuchJobError:
+        return True  # gone: whatever ended last is all there is
+    return bool(job.meta.get("leased")) or job.get_status() not in ("queued", "started")
+
+
 def _job_status(rt: Runtime, job_id: str) -> str | None:
     """The RQ status of a job (``queued``, ``started``, ``finished``...), or
     None once RQ has forgotten it."""
@@ -236,9 +249,9 @@ def _read(rt: Runtime, cid: str, view: RunView, stop: threading.Event, shown: Sh
             view.event(event)
             shown.advance(event.seq)
             if event.terminal:
-                # with our job still queued, this ends an earlier run (a
-                # provisioning the action waited for): read on
-                if job_id is not None and _job_status(rt, job_id) == "queued":
+                # before our job took the lease, this ends an earlier run (a
+                # provisioning the action waited for, queued or started): read on
+                if job_id is not None and not _job_leased(rt, job_id):
                     break
                 return event
     return None

@@ -119,6 +119,15 @@ def test_json_view_prints_the_events_as_they_are(capsys: pytest.CaptureFixture[s
 # -- the outcome ---------------------------------------------------------------------
 
 
+def start_leased(job: Job, leased: bool = True) -> None:
+    """Mark a job started, and (as ``pipeline.job.run`` does once it holds
+    the container's lease) leased."""
+    job.set_status(JobStatus.STARTED)
+    if leased:
+        job.meta["leased"] = True
+        job.save_meta()
+
+
 def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, object]]],
                   details: dict[str, object] | None = None,
                   lifecycle: Lifecycle | None = None, pace: float = 0.05,
@@ -137,7 +146,7 @@ def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, obj
             (job_id,) = queue.get_job_ids()
             job = Job.fetch(job_id, connection=redis)
             queue.remove(job_id)
-            job.set_status(JobStatus.STARTED)
+            start_leased(job)
             if details is not None:
                 with session_scope(cli.factory) as session:
                     ct = session.get(Container, cid)
@@ -273,7 +282,8 @@ def test_a_job_that_ends_without_a_result_ends_the_wait(cli: Cli) -> None:
 
 
 def test_an_earlier_runs_end_does_not_end_the_wait(cli: Cli) -> None:
-    """Destroying a pending container: its provisioning runs first; the
+    """Destroying a pending container: its provisioning runs first (the
+    destroy's job waits for the lease, started on another worker); the
     destroy's own result is the one that counts."""
     cid = cli.add_container(hostname="early", lifecycle=Lifecycle.PENDING)
 
@@ -284,11 +294,14 @@ def test_an_earlier_runs_end_does_not_end_the_wait(cli: Cli) -> None:
             while not queue.get_job_ids() and time.monotonic() < deadline:
                 time.sleep(0.05)
             (destroy_id,) = queue.get_job_ids()
+            destroy = Job.fetch(destroy_id, connection=redis)
+            queue.remove(destroy_id)
+            # a second worker took the destroy: started, waiting for the lease
+            start_leased(destroy, leased=False)
             with EventPublisher(redis, cli.factory, cid) as publisher:
                 publisher.publish("complete", "CT 1 is ready", phase="finalize", percent=100)
                 time.sleep(0.5)
-                queue.remove(destroy_id)
-                Job.fetch(destroy_id, connection=redis).set_status(JobStatus.STARTED)
+                start_leased(destroy)  # the provisioning gave the lease up
                 publisher.publish("step", "destroying CT 1", phase="finalize", percent=93)
                 publisher.publish("complete", "destroyed", phase="finalize", percent=100)
             with session_scope(cli.factory) as session:
