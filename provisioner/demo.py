@@ -74,26 +74,28 @@ def _port_free(host: str, port: int) -> bool:
         return True
 
 
-def check_host(host: str) -> None:
-    """The dashboard's address must be an address of this machine.
+def listen_address(host: str) -> str:
+    """The address the dashboard listens on: ``host`` if it is an IP
+    address, else what the name resolves to (``localhost``).
 
     Raises:
-        BadInput: it is not an IP address, or not one of ours.
+        BadInput: the name does not resolve, or the address is not one of ours.
     """
-    import ipaddress
-
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise BadInput(
-            f"--host: {host!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
-        ) from None
+        address = str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except (socket.gaierror, UnicodeError):
+        raise BadInput(f"--host: {host!r} is neither an IP address nor a name this machine "
+                       "resolves") from None  # fmt: skip
     try:
-        _free_port(host)
+        _free_port(address)
     except OSError as exc:
-        raise BadInput(
-            f"--host: cannot listen on {host}: {exc.strerror} (is it an address of this machine?)"
-        ) from None
+        raise BadInput(f"--host: cannot listen on {host}: {exc.strerror} (is it an address of "
+                       "this machine?)") from None  # fmt: skip
+    return address
+
+
+def url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 @dataclass
@@ -102,7 +104,6 @@ class Supervisor:
 
     logs: Path
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-    hurry: bool = False  # Ctrl-C again while stopping: kill what is left at once
 
     def start(self, name: str, argv: list[str], env: dict[str, str],
               stdout: IO[bytes] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
@@ -135,8 +136,7 @@ class Supervisor:
         interrupted run resumes when the demo starts again (its lease runs
         out).  The simulator always gets its clean stop: killed, it would
         leave its containers running."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._hurry)
+        STOP.stopping = True  # from here on Ctrl-C hurries, it no longer interrupts
         waves: list[tuple[float, list[tuple[str, subprocess.Popen[bytes]]]]] = [
             (WORKER_GRACE, [(n, p) for n, p in self.procs if n not in ("pvesim", "redis")]),
             (60.0, [(n, p) for n, p in self.procs if n == "pvesim"]),
@@ -152,7 +152,7 @@ class Supervisor:
                 told = False
                 while proc.poll() is None:
                     waited = time.monotonic() - began
-                    if (self.hurry and hurried) or waited >= grace:
+                    if (STOP.hurry and hurried) or waited >= grace:
                         why = (
                             "asked to hurry" if waited < grace else f"not stopped in {grace:.0f} s"
                         )
@@ -170,9 +170,6 @@ class Supervisor:
                 if took > 5:
                     click.echo(f"demo: {name} took {took:.1f} s to stop", err=True)
         self.procs.clear()
-
-    def _hurry(self, signum: int, frame: Any) -> None:
-        self.hurry = True
 
 
 def _wait(what: str, check: Any, sup: Supervisor, name: str, timeout: float) -> Any:
@@ -295,7 +292,7 @@ def _stack(data: Path, host: str, port: int, workers: int, time_scale: float,
         sup.start(
             "web", [str(_BIN / "provisioner"), "web", "--host", host, "--port", str(port)], env
         )
-        url = f"http://{host}:{port}"
+        url = f"http://{url_host(host)}:{port}"
 
         def answers() -> bool:
             try:
@@ -373,7 +370,7 @@ def demo_cmd(smoke: bool, host: str, port: int, workers: int, data_dir: Path | N
     # Ctrl-C and SIGTERM stop everything cleanly; SIGINT explicitly too: a
     # shell starts background jobs with it ignored, and Python keeps that
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
+        signal.signal(sig, STOP.signal)
     try:
         _demo(smoke, host, port, workers, data_dir, time_scale, redis_url, template)
     except KeyboardInterrupt:
@@ -381,15 +378,33 @@ def demo_cmd(smoke: bool, host: str, port: int, workers: int, data_dir: Path | N
         sys.exit(130)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+@dataclass
+class _Stop:
+    """What Ctrl-C (SIGINT) and SIGTERM do: the first interrupts the demo;
+    once it is stopping, another one hurries the workers (the simulator
+    still stops cleanly: killed, it would leave its containers running)."""
+
+    stopping: bool = False
+    hurry: bool = False
+
+    def signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt
+        if not self.hurry:
+            self.hurry = True
+            click.echo("demo: hurrying: the workers are stopped now; the simulator still "
+                       "stops its containers cleanly", err=True)  # fmt: skip
+
+
+STOP = _Stop()
 
 
 def _demo(smoke: bool, host: str, port: int, workers: int, data_dir: Path | None,
           time_scale: float, redis_url: str | None, template: str) -> None:  # fmt: skip
     began = time.monotonic()
     data = (data_dir or ROOT / ".state" / "demo").resolve()
-    check_host(host)
+    host = listen_address(host)
     if port == 0 or not _port_free(host, port):
         chosen = _free_port(host)
         if port:

@@ -120,7 +120,8 @@ def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 def test_bad_demo_options_are_one_line(tmp_path: Path) -> None:
     demo = [str(ROOT / ".venv/bin/provisioner"), "demo"]
     for args, code, message in (
-        (["--host", "bogus.invalid"], 2, "error: --host: 'bogus.invalid' is not an IP address"),
+        (["--host", "bogus.invalid"], 2,
+         "error: --host: 'bogus.invalid' is neither an IP address nor a name this machine resolves"),
         (["--host", "192.0.2.1"], 2, "error: --host: cannot listen on 192.0.2.1"),
         (["--data-dir", "/proc/nope", "--port", "0"], 1,
          "error: cannot use /proc/nope as the demo's data directory"),
@@ -183,3 +184,11 @@ def test_ctrl_c_lets_a_busy_worker_finish_and_again_stops_at_once(tmp_path: Path
     while _leftovers(data) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _leftovers(data)
+
+
+def test_the_dashboard_address() -> None:
+    from provisioner.demo import listen_address, url_host
+
+    assert listen_address("127.0.0.1") == "127.0.0.1"
+    assert listen_address("localhost") in ("127.0.0.1", "::1")  # a name is resolved
+    assert (url_host("127.0.0.1"), url_host("::1")) == ("127.0.0.1", "[::1]")
