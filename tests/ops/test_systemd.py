@@ -305,6 +305,16 @@ def test_sudo_provisioner_runs_the_cli_with_the_services_settings(tmp_path: Path
         f.write("PROVISIONER_QUEUE_NAME=q$HOME\n")
     bad = subprocess.run([str(wrapper), "ls"], env=env, capture_output=True, text=True, timeout=60)
     assert "PROVISIONER_QUEUE_NAME may only contain" in bad.stderr and "q$HOME" in bad.stderr
+    # a file there that is not ours is never replaced: nothing is written at all
+    foreign = tmp_path / "other/provisioner"
+    foreign.parent.mkdir()
+    foreign.write_text("#!/bin/sh\necho another CLI\n")
+    refused = run_script("--dest", tmp_path / "units2", "--env-file", tmp_path / "e2.env",
+                         "--no-user", "--wrapper", foreign, check=False)  # fmt: skip
+    assert refused.returncode == 2 and "was not made by install-systemd" in refused.stderr
+    assert foreign.read_text().endswith("another CLI\n") and not (tmp_path / "units2").exists()
+    again = install(tmp_path, "--user", "root")  # ours: updated in place
+    assert f"unchanged: {wrapper}" in again.stdout
     shared = Path(tempfile.mkdtemp(prefix="wrapper-"))  # pytest's tmp is closed to others
     try:
         shared.chmod(0o755)

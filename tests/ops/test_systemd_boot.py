@@ -260,7 +260,11 @@ def test_the_services_under_systemd(booted: Booted) -> None:
         booted.sh(enable8.split("#")[0].replace("enable --now", "disable --now"))  # and fewer
         until(lambda: idle_workers() == 4)
 
+        main_pids = lambda: booted.run("systemctl", "show", "-p", "MainPID", *services[1:6])  # noqa: E731
+        before = main_pids()
         booted.sh(restart)  # PartOf: the web app and the workers restart with the target
+        after = main_pids().split()
+        assert not set(before.split()) & set(after) and "MainPID=0" not in after, (before, after)
         states = booted.run("systemctl", "is-active", *services[1:6], check=False).split()
         assert states == ["active"] * 5, journal()
         until(lambda: idle_workers() == 4)
