@@ -147,6 +147,12 @@ def build_context(settings: Settings, factory: sessionmaker[Session], redis: Red
 async def execute(settings: Settings, factory: sessionmaker[Session], redis: Redis,
                   container_id: str, action: str, holder: str) -> str:  # fmt: skip
     """Run one action while holding the lease.  Returns a one-line outcome."""
+    with factory() as session:
+        ct = session.get(Container, container_id)
+        reason = moot(ct.lifecycle, action) if ct is not None else None
+    if reason is not None:  # before anything is loaded: its template may be gone
+        log.info("%s of %s not needed: %s", action, container_id, reason)
+        return f"not needed: {reason}"
     events = EventPublisher(redis, factory, container_id)
     ctx: Context | None = None
     try:
@@ -173,10 +179,6 @@ def moot(lifecycle: Lifecycle, action: str) -> str | None:
 
 async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     ct = ctx.container()
-    reason = moot(ct.lifecycle, action)
-    if reason is not None:
-        log.info("%s of %s skipped: %s", action, ctx.container_id, reason)
-        return f"skipped: {reason}"
     if action in ("start", "stop", "reboot"):
         ctx.phase = "finalize"
         try:

@@ -158,16 +158,13 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     from redis import Redis
     from rq import Worker
 
-    from provisioner.db import make_engine, require_current_schema, session_factory
+    from provisioner.db import make_engine, preflight, session_factory
     from provisioner.logsafe import setup_logging
     from provisioner.queue import provisioning_queue
     from provisioner.recovery import RecoveryLoop
-    from provisioner.secrets import load_secret_box
 
     settings = load_settings(ctx)
-    # refuse to take jobs that could only fail: one line now, not a failure per job
-    load_secret_box(settings.secret_key, settings.secret_key_file)
-    require_current_schema(settings.database_url)
+    preflight(settings)  # refuse jobs that could only fail: one line now, not one per job
     setup_logging(settings.log_level)
     # imported once here, inherited by every forked work horse instead of
     # being imported again for each job
@@ -372,7 +369,7 @@ def web_cmd(
     import os
     import sys
 
-    from web.app import preflight
+    from provisioner.db import preflight
 
     # fail here, with one line, on a bad configuration, an unusable key or an
     # un-migrated database: in gunicorn's worker it would be a traceback

@@ -298,11 +298,11 @@ def follow_run(rt: Runtime, cid: str, action: str | None, *, after: int,
     again = f"provisioner logs {short_id(cid)} --follow"
     if terminal is None and watch is not None and watch.ended is not None:
         outcome = _job_outcome(rt, watch.job_id)
-        if outcome.startswith("skipped: "):  # queued behind a run that settled it
+        if outcome.startswith("not needed: "):  # queued behind a run that settled it
             state = _result(rt, cid)
             reached = {"retry": "ready", "destroy": "destroyed"}.get(action or "")
             if state["lifecycle"] == reached:
-                note = f"{action} not needed: {outcome.removeprefix('skipped: ')}"
+                note = f"{action} {outcome}"
                 if as_json:
                     echo_json({"type": "result", "ok": True, "container": state, "note": note},
                               lines=True)  # fmt: skip

@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from provisioner.config import redact_url
+from provisioner.config import Settings, redact_url
 from provisioner.errors import ConfigError, PermanentError, TransientError
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
@@ -169,6 +169,21 @@ def require_current_schema(url: str) -> None:
             f"this release needs {head}",
             hint="run: provisioner db upgrade",
         )
+
+
+def preflight(settings: Settings) -> None:
+    """What a service checks before it serves: a usable secret key and a
+    database at this release's schema (``provisioner web`` and ``worker``
+    say so in one line, rather than failing every request or job).
+
+    Raises:
+        ConfigError: an unusable secret key, or an un-migrated database.
+        TransientError: the database cannot be reached.
+    """
+    from provisioner.secrets import load_secret_box
+
+    load_secret_box(settings.secret_key, settings.secret_key_file)
+    require_current_schema(settings.database_url)
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -22,6 +22,7 @@ from provisioner.errors import ConfigError, ProvisionError, TransientError
 from provisioner.events import Event
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import connection_for
+from provisioner.pve import PveConnection
 from provisioner.queue import ActionPending, enqueue, enqueue_action
 from provisioner.request_checks import (
     MIN_ROOT_PASSWORD,
@@ -67,11 +68,17 @@ def _live(rows: list[tuple[Container, Node]]) -> list[dict[str, Any]]:
         return ct.vmid is not None and ct.lifecycle not in (Lifecycle.DESTROYED,
                                                              Lifecycle.PENDING)  # fmt: skip
 
-    connections = {node.name: quick(connection_for(node, box))
-                   for ct, node in rows if wanted(ct)}  # fmt: skip
+    connections: dict[str, PveConnection] = {}
+    broken: dict[str, NodeStatus] = {}  # a node whose stored settings no longer pass
+    for ct, node in rows:
+        if wanted(ct) and node.name not in connections and node.name not in broken:
+            try:
+                connections[node.name] = quick(connection_for(node, box))
+            except ConfigError as exc:
+                broken[node.name] = NodeStatus({}, f"the node's settings are unusable: {exc}")
     items = [(container_json(ct, node.name), ct.vmid, node.name, wanted(ct)) for ct, node in rows]
     get_db().commit()  # no transaction while the nodes answer
-    statuses: dict[str, NodeStatus] = fetch_statuses(resources().pve, connections)
+    statuses = {**broken, **fetch_statuses(resources().pve, connections)}
     return [merge(item, vmid, statuses.get(name), ok) for item, vmid, name, ok in items]
 
 

@@ -180,18 +180,6 @@ def stream_limit(threads: int) -> int:
     return threads - min(16, max(2, threads // 8))
 
 
-def preflight(settings: Settings) -> None:
-    """What ``create_app`` checks before it builds anything, for ``provisioner
-    web`` to report in one line before it starts gunicorn.
-
-    Raises:
-        ConfigError: an unusable secret key, or a database that is not
-            migrated to this release's schema.
-    """
-    load_secret_box(settings.secret_key, settings.secret_key_file)
-    db.require_current_schema(settings.database_url)
-
-
 def create_app(
     settings: Settings | None = None, test_config: dict[str, Any] | None = None
 ) -> Flask:

@@ -115,9 +115,10 @@ def _session_user() -> User | None:
 def refuse_nul() -> BaseResponse | None:
     """No database takes NUL inside text (PostgreSQL refuses it): stop it at
     the door, for the path, the query and form fields of every route."""
-    if "\x00" in request.path or any("\x00" in v for v in request.args.values()) or (
-            request.method not in ("GET", "HEAD") and request.mimetype in _FORMS
-            and any("\x00" in v for v in request.form.values())):  # fmt: skip
+    fields = [*request.args.items(multi=True)]
+    if request.method not in ("GET", "HEAD") and request.mimetype in _FORMS:
+        fields += request.form.items(multi=True)
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in fields):
         return error_response(400, "NUL characters are not allowed in the URL or a form field")
     return None
 

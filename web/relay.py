@@ -115,6 +115,12 @@ class Outbox:
         self.stall_timeout = stall_timeout
         self._lock = threading.Lock()
         self._progress_at = time.monotonic()
+        if isinstance(self.raw, ssl.SSLSocket):
+            # TLS writes block (see _write): a send that makes no progress for
+            # the stall timeout fails, and the client is dropped as a stalled one
+            seconds = int(stall_timeout)
+            self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                struct.pack("ll", seconds, int((stall_timeout - seconds) * 1e6)))  # fmt: skip
         ws.sock = self
 
     # what simple_websocket's thread uses
@@ -157,8 +163,8 @@ class Outbox:
         self._acquire()
         try:
             if isinstance(self.raw, ssl.SSLSocket):
-                # gunicorn serving TLS itself: SSL sockets take no send flags,
-                # so writes block (and a stalled client waits for TCP to give up)
+                # gunicorn serving TLS itself: SSL sockets take no send flags, so
+                # writes block, up to the send timeout set in __init__
                 self.raw.sendall(data)
                 self._progress_at = time.monotonic()
                 if progress:

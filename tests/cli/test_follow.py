@@ -361,7 +361,7 @@ def test_a_retry_settled_while_it_waited_is_not_a_failure(cli: Cli, failed: str)
     """Two retries queued one after the other: the first made it ready, the
     second has nothing to do; following it says so and exits 0."""
     worker = act_as_worker(cli, failed, [], lifecycle=Lifecycle.READY,
-                           result="skipped: the container is ready")  # fmt: skip
+                           result="not needed: the container is ready")  # fmt: skip
     result = cli("retry", "flaky", "--follow", "--timeout", "60")
     worker.join(10)
     assert result.exit_code == 0, result.output

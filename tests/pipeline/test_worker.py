@@ -71,5 +71,5 @@ def test_an_action_asked_for_during_a_run_waits_for_it(
     while job.get_status(refresh=True) != "finished":
         assert time.monotonic() < deadline, stack.worker_logs()[-2000:]
         time.sleep(0.1)
-    assert queue.fetch_job(job.id).return_value() == "skipped: the container is destroyed"
+    assert queue.fetch_job(job.id).return_value() == "not needed: the container is destroyed"
     assert stack.container(cid).next_seq == seq

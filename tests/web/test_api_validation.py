@@ -394,3 +394,17 @@ def test_a_node_added_twice_at_once_is_a_409(app: Flask, client: FlaskClient, to
         "verify": False, "pve_node": "pve"})  # fmt: skip
     assert response.status_code == 409 and response.json["field"] == "name"
     assert client.get("/api/nodes/twin", headers=bearer(token)).json["host"] == "127.0.0.1"
+
+
+def test_a_node_whose_stored_settings_no_longer_pass_does_not_break_the_list(
+        app: Flask, client: FlaskClient, token: str, settings: Settings) -> None:  # fmt: skip
+    from tests.web.conftest import add_node
+
+    add_node(settings, "legacy", "1.2.3", 8006)  # a host an older release let through
+    add_container(app, node="legacy", lifecycle=Lifecycle.READY, vmid=130, hostname="old")
+    fine = add_container(app, lifecycle=Lifecycle.READY, vmid=131, hostname="fine")
+    listed = client.get("/api/containers", headers=bearer(token))
+    assert listed.status_code == 200
+    by_name = {c["hostname"]: c for c in listed.json["containers"]}
+    assert "the node's settings are unusable" in by_name["old"]["pve_error"]
+    assert by_name["fine"]["id"] == fine and by_name["fine"]["pve_error"]  # offline, not broken

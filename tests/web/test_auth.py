@@ -141,7 +141,8 @@ def test_logout_ends_every_copy_of_the_session(client: FlaskClient, app: Flask,
 def test_nul_characters_are_refused_everywhere(logged_in: FlaskClient, client: FlaskClient,
                                                app: Flask) -> None:  # fmt: skip
     for path in ("/containers/ab%00cd/progress", "/containers/ab%00cd", "/?q=a%00b",
-                 "/templates/ng%00inx", "/api/containers/ab%00cd"):  # fmt: skip
+                 "/templates/ng%00inx", "/api/containers/ab%00cd", "/?a=1&a=%00",
+                 "/?%00=1"):  # fmt: skip
         response = logged_in.get(path)
         assert response.status_code == 400, path
         assert "NUL characters are not allowed" in response.text
