@@ -227,19 +227,15 @@ def test_fault_injection(reader: Reader) -> None:
     assert cleared.returncode == 0, cleared.stderr
 
 
-# Where each README shell line runs.  The blocks above run here; the rest:
-WHERE = {
-    "scripts/demo": "tests/demo/test_demo.py (--smoke, Ctrl-C)",
-    "scripts/test": "CI (.ci/run)",
-    "pveum ": "on the Proxmox node (not here: the simulator has no pveum)",
-    "scripts/install-systemd": "tests/ops/test_systemd.py, tests/ops/test_systemd_boot.py",
-    "sudoedit /etc/provisioner": "tests/ops/test_systemd_boot.py",
-    "systemctl ": "tests/ops/test_systemd_boot.py",
-    "journalctl ": "tests/ops/test_systemd_boot.py",
-    "sudo provisioner ": "tests/ops/test_systemd_boot.py (the wrapper install-systemd adds)",
-    "pvesim build-template": "scripts/setup (every test run)",
-    "pvesim serve": "scripts/test (every test run), tests/pvesim/test_serve.py",
-}
+# Where the README's other shell lines run, line by line as the README
+# says them: a README change that is not mapped here fails the test below.
+ELSEWHERE = {
+    "The two commands": "tests/demo/test_demo.py runs scripts/demo; CI runs scripts/test",
+    "Running as services": "tests/ops/test_systemd_boot.py runs every line, in order",
+    "pvesim: a Proxmox VE simulator with real containers":
+        "scripts/setup builds the template; scripts/test and tests/pvesim/test_serve.py serve",
+}  # fmt: skip
+ON_THE_PVE_NODE = "pveum "  # the simulator has no pveum: these run on the Proxmox node
 
 
 def lines_run_here() -> set[str]:
@@ -251,14 +247,24 @@ def lines_run_here() -> set[str]:
     return lines | {line for line in shell_lines(pve_side) if "openssl" in line}
 
 
+def sections_own_lines(heading: str) -> set[str]:
+    """The shell lines of a section, without those of its subsections."""
+    m = re.search(rf"^(#+) {re.escape(heading)}\n(.*?)(?=^#+ |\Z)", README, re.M | re.S)
+    assert m, heading
+    return {line for block in re.findall(r"```sh\n(.*?)```", m.group(2), re.S)
+            for line in shell_lines(block)}  # fmt: skip
+
+
 def test_every_readme_command_runs_somewhere() -> None:
-    here = lines_run_here()
-    elsewhere = []
-    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
-        for line in shell_lines(block):
-            if line in here:
-                continue
-            where = next((w for key, w in WHERE.items() if key in line), None)
-            assert where is not None, f"no test runs this README line: {line}"
-            elsewhere.append(line)
-    assert elsewhere  # the mapping is used, and the sections above exist
+    accounted = lines_run_here() | {line for heading in ELSEWHERE
+                                    for line in sections_own_lines(heading)}  # fmt: skip
+    pve_side, _ = shell_blocks("Connecting a real Proxmox node")
+    on_the_node = {line for line in shell_lines(pve_side) if line.startswith(ON_THE_PVE_NODE)}
+    assert len(on_the_node) == 4, on_the_node
+    every = {line for block in re.findall(r"```sh\n(.*?)```", README, re.S)
+             for line in shell_lines(block)}  # fmt: skip
+    assert every - accounted - on_the_node == set(), "README lines no test runs"
+    # the boot test takes the services section's lines by position: they are these
+    services = sections_own_lines("Running as services")
+    assert {line.split()[0] for line in services} == {"scripts/install-systemd", "sudo",
+                                                      "sudoedit", "journalctl"}  # fmt: skip

@@ -56,8 +56,8 @@ def _absolute(schema: Any) -> Any:
     return schema
 
 
-def problem(method: str, path: str, status: int, content_type: str,
-            body: Any) -> str | None:  # fmt: skip
+def problem(method: str, path: str, status: int, content_type: str, body: Any,
+            has_body: bool = True) -> str | None:  # fmt: skip
     """What is wrong with this answer by the document, or None."""
     documented = next((p for rx, p in _paths() if rx.match(path)), None)
     if documented is None:
@@ -72,8 +72,9 @@ def problem(method: str, path: str, status: int, content_type: str,
         if answer is None:
             return f"{method} {documented}: status {status} is not documented"
         content = _resolve(answer).get("content")
-        if content is None:
-            return None  # 204: no body
+        if content is None:  # 204
+            return f"{method} {documented} {status}: a body where none is documented" if (
+                has_body) else None  # fmt: skip
         if "application/json" not in content:
             return None if "application/json" not in content_type else (
                 f"{method} {documented} {status}: JSON where the document says "
@@ -101,6 +102,7 @@ class CheckedClient(FlaskClient):
                 path == "/api/openapi.json" or kwargs.get("buffered") is False):  # fmt: skip
             body = response.get_json(silent=True) if response.is_json else None
             found = problem(request.method, path, response.status_code,
-                            response.content_type or "", body)  # fmt: skip
+                            response.content_type or "", body,
+                            has_body=bool(response.get_data()))  # fmt: skip
             assert found is None, found
         return response

@@ -86,4 +86,7 @@ def test_answers_are_held_to_the_document() -> None:
     assert problem("GET", "/api/nodes/n", 404, "text/html", None) == (
         "GET /api/nodes/n 404: text/html, not JSON"
     )
-    assert problem("DELETE", "/api/nodes/n", 204, "", None) is None
+    assert problem("DELETE", "/api/nodes/n", 204, "", None, has_body=False) is None
+    assert problem("DELETE", "/api/nodes/n", 204, "text/plain", None) == (
+        "DELETE /api/nodes/{name} 204: a body where none is documented"
+    )
