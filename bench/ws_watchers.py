@@ -21,7 +21,7 @@ with 1 watcher alone, with ratios against it.  Latency is the receipt time
 0 to 1 ms high.
 
     source /tmp/dev/env.sh  # optional: a running simulator and Redis
-    .venv/bin/python bench/ws_watchers.py [--watchers 200] [--lines 20000]
+    .venv/bin/python bench/ws_watchers.py [--watchers 200] [--lines 20000] [--pause-ms 0]
         [--processes 2] [--late 0] [--web-workers 1] [--redis-pool N] [--no-baseline]
 
 Each open stream holds one of the web's Redis connections while it blocks
@@ -424,7 +424,7 @@ def one_run(stack: Stack, factory: Any, pids: dict[str, int], url_base: str, tok
     run = Run(watchers, late, processes)
     box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
     req = ProvisionRequest(template="lines", node=NODE, hostname=f"wsw{uuid.uuid4().hex[:6]}",
-                           variables={"count": args.lines})  # fmt: skip
+                           variables={"count": args.lines, "pause_ms": args.pause_ms})  # fmt: skip
     with session_scope(factory) as session:
         cid = submit(session, box, stack.settings, req).id
     children: list[tuple[Any, Connection]] = []
@@ -608,6 +608,9 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--lines", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=2, help="watcher processes")
+    parser.add_argument("--pause-ms", type=int, default=0, metavar="MS",
+                        help="the script pauses MS after every 100 lines (0: as fast as it "
+                             "can; 50: about 2,000 lines/s, a chatty build)")  # fmt: skip
     parser.add_argument("--late", type=int, default=0,
                         help="watchers connecting once half the lines are out")  # fmt: skip
     parser.add_argument("--web-workers", type=int, default=1, help="gunicorn processes")
@@ -670,7 +673,8 @@ def main() -> None:
                 with contextlib.suppress(OSError):
                     kept.write_bytes((work / "web.log").read_bytes())
                     print(f"some watchers failed: the web log is kept in {kept}")
-    print(f"websocket watchers: 'lines' template, {args.lines} lines; latency = receipt "
+    pace = f", a {args.pause_ms} ms pause every 100" if args.pause_ms else ", unpaced"
+    print(f"websocket watchers: 'lines' template, {args.lines} lines{pace}; latency = receipt "
           f"time.time() - event ts (ms resolution, truncated: reads 0-1 ms high)")  # fmt: skip
     base = None
     for name, run in runs:

@@ -169,3 +169,26 @@ def test_a_tail_released_while_events_flow_stops(redis: Redis,
     finally:
         stop.set()
         producer.join()
+
+
+def test_a_crowded_tail_gathers_a_burst_into_one_fan_out(redis: Redis,
+                                                         publisher: EventPublisher) -> None:  # fmt: skip
+    """With more than LINGER_USERS streams, events that come within LINGER
+    of the first one go out as one chunk (one wake-up and write per stream)."""
+    from web.tail import LINGER, LINGER_USERS
+
+    cid = publisher.container_id
+    tails = Tails(redis)
+    joined = [tails.join(cid) for _ in range(LINGER_USERS + 1)]
+    tail = joined[0]
+    for i in range(6):  # a burst, well within LINGER
+        publisher.publish("log", f"line {i}", stream="stdout")
+    data, last, _ = read_until(tail, 0, 6)
+    assert last == 6 and data == text_frames(stored(redis, cid))
+    assert [(c.first, c.last) for c in tail.chunks] == [(1, 6)]
+    began = time.monotonic()
+    publisher.publish("log", "alone", stream="stdout")
+    read_until(tail, 6, 7)
+    assert time.monotonic() - began < LINGER + 0.5  # the wait is bounded by LINGER
+    for t in joined:
+        tails.release(cid, t)
