@@ -27,7 +27,7 @@ from provisioner import lease
 from provisioner.config import Settings
 from provisioner.db import make_engine, session_factory
 from provisioner.errors import CommandFailedError, PermanentError, ProvisionError, TransientError
-from provisioner.events import EventPublisher
+from provisioner.events import EventPublisher, latest_seq
 from provisioner.logsafe import setup_logging
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, utcnow
 from provisioner.nodes import client_for
@@ -243,12 +243,15 @@ async def _fail(ctx: Context, exc: Exception) -> None:
         details["hint"] = hint
         ctx.update(error_details=details)
     # the terminal event first, as for "ready": whoever sees the lifecycle
-    # finds the error in the history
-    ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase)
-    if final == Lifecycle.DESTROYED:
-        ctx.update(lifecycle=final, finished_at=utcnow())
-    else:
-        ctx.update(lifecycle=final)
+    # finds the error in the history; the lifecycle even if Redis is away
+    # (else recovery would run the failed provisioning again)
+    try:
+        ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase)
+    finally:
+        if final == Lifecycle.DESTROYED:
+            ctx.update(lifecycle=final, finished_at=utcnow())
+        else:
+            ctx.update(lifecycle=final)
 
 
 def _acquire(settings: Settings, factory: sessionmaker[Session], container_id: str, action: str,
@@ -285,13 +288,13 @@ def run(container_id: str, action: str = "provision") -> str:
         log.info("container %s is being worked on by another worker; nothing to do",
                  container_id)  # fmt: skip
         return "skipped: another worker holds the lease"
-    job = get_current_job()
-    if job is not None:
-        # from here on the container's events are this job's: a follower
-        # that waited while an earlier run ended (``--follow``) reads on
-        job.meta["leased"] = True
-        job.save_meta()
     try:
+        job = get_current_job()
+        if job is not None:
+            # the container's events after this seq are this job's: a
+            # follower (``--follow``) reads past an earlier run's end
+            job.meta["leased_after"] = latest_seq(redis, factory, container_id)
+            job.save_meta()
         return asyncio.run(execute(settings, factory, redis, container_id, action, holder))
     finally:
         lease.release(factory, container_id, holder)

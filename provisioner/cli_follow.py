@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.text import Text
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from provisioner.cli_output import PHASES, RunView, echo_json, short_id
 from provisioner.cli_runtime import CliFailure, GaveUp, Interrupted, Runtime
@@ -60,12 +60,10 @@ def follow_options(first: str, fields: str) -> Callable[[Any], Any]:
 
 
 def last_seq(rt: Runtime, cid: str) -> int:
-    """The seq of the container's latest stored event (0: none)."""
-    with rt.factory() as session:
-        ct = session.get(Container, cid)
-        stored = session.scalar(select(func.max(ContainerEvent.seq))
-                                .where(ContainerEvent.container_id == cid)) or 0  # fmt: skip
-        return max(stored, (ct.next_seq - 1) if ct is not None else 0)
+    """The seq of the container's latest event (0: none)."""
+    from provisioner.events import latest_seq
+
+    return latest_seq(rt.redis, rt.factory, cid)
 
 
 def run_active(rt: Runtime, cid: str) -> bool:
@@ -98,17 +96,22 @@ def run_to_follow(rt: Runtime, cid: str) -> bool:
     return "queued" in container_jobs(rt.redis, rt.settings, cid).values()
 
 
-def _job_leased(rt: Runtime, job_id: str) -> bool:
-    """Whether the job has taken the container's lease: events from then on
-    are its own (``pipeline.job.run`` marks it in the job's meta)."""
+def _runs_after(rt: Runtime, job_id: str) -> int | None:
+    """The seq after which the container's events are the job's (it took
+    the lease then: ``pipeline.job.run`` notes it in the job's meta), or
+    None while it has not.  A job gone or ended without it: -1 (whatever
+    ended last is all there is)."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
     try:
         job = Job.fetch(job_id, connection=rt.redis)
     except NoSuchJobError:
-        return True  # gone: whatever ended last is all there is
-    return bool(job.meta.get("leased")) or job.get_status() not in ("queued", "started")
+        return -1
+    after = job.meta.get("leased_after")
+    if isinstance(after, int):
+        return after
+    return None if job.get_status() in ("queued", "started") else -1
 
 
 def _job_status(rt: Runtime, job_id: str) -> str | None:
@@ -249,9 +252,10 @@ def _read(rt: Runtime, cid: str, view: RunView, stop: threading.Event, shown: Sh
             view.event(event)
             shown.advance(event.seq)
             if event.terminal:
-                # before our job took the lease, this ends an earlier run (a
-                # provisioning the action waited for, queued or started): read on
-                if job_id is not None and not _job_leased(rt, job_id):
+                # an event from before our job took the lease ends an earlier
+                # run (a provisioning the action waited for): read on
+                ours = _runs_after(rt, job_id) if job_id is not None else -1
+                if ours is None or event.seq <= ours:
                     break
                 return event
     return None

@@ -142,6 +142,7 @@ class Supervisor:
             (60.0, [(n, p) for n, p in self.procs if n == "pvesim"]),
             (10.0, [(n, p) for n, p in self.procs if n == "redis"]),
         ]
+        said_hurry = False
         for index, (grace, wave) in enumerate(waves):
             hurried = index == 0  # only the first wave may be cut short
             began = time.monotonic()
@@ -152,6 +153,10 @@ class Supervisor:
                 told = False
                 while proc.poll() is None:
                     waited = time.monotonic() - began
+                    if STOP.hurry and not said_hurry:
+                        said_hurry = True
+                        click.echo("demo: hurrying: the workers are stopped now; the simulator "
+                                   "still stops its containers cleanly", err=True)  # fmt: skip
                     if (STOP.hurry and hurried) or waited >= grace:
                         why = (
                             "asked to hurry" if waited < grace else f"not stopped in {grace:.0f} s"
@@ -369,6 +374,7 @@ def demo_cmd(smoke: bool, host: str, port: int, workers: int, data_dir: Path | N
     """Run everything on this machine: Redis, the simulator, workers, dashboard."""
     # Ctrl-C and SIGTERM stop everything cleanly; SIGINT explicitly too: a
     # shell starts background jobs with it ignored, and Python keeps that
+    STOP.stopping = STOP.hurry = False
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, STOP.signal)
     try:
@@ -391,10 +397,7 @@ class _Stop:
         if not self.stopping:
             self.stopping = True
             raise KeyboardInterrupt
-        if not self.hurry:
-            self.hurry = True
-            click.echo("demo: hurrying: the workers are stopped now; the simulator still "
-                       "stops its containers cleanly", err=True)  # fmt: skip
+        self.hurry = True  # said by the stopping loop: no printing in a handler
 
 
 STOP = _Stop()

@@ -161,6 +161,17 @@ def stream_seq(entry_id: Any) -> int:
     return int(text.split("-", 1)[0])
 
 
+def latest_seq(redis: Redis, factory: sessionmaker[Session], container_id: str) -> int:
+    """The seq of the container's newest event, stored or only in Redis (0: none)."""
+    with factory() as session:
+        ct = session.get(Container, container_id)
+        stored = session.scalar(select(func.max(ContainerEvent.seq))
+                                .where(ContainerEvent.container_id == container_id)) or 0  # fmt: skip
+        counted = ct.next_seq - 1 if ct is not None else 0
+    top: Any = redis.xrevrange(stream_key(container_id), count=1)
+    return max(stored, counted, stream_seq(top[0][0]) if top else 0)
+
+
 class EventPublisher:
     """Publishes one container's events.  Only the lease holder makes one.
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from redis import Redis
 from redis.exceptions import LockError
 from rq import Queue
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from provisioner.config import Settings
@@ -57,8 +58,10 @@ def pending_job(redis: Redis, settings: Settings, container_id: str, action: str
             continue
         if state == "queued":
             return job_id, "queued"
-        job = Job.fetch(job_id, connection=redis) if Job.exists(job_id, connection=redis) else None
-        started = job.started_at if job is not None else None
+        try:
+            started = Job.fetch(job_id, connection=redis).started_at
+        except NoSuchJobError:  # gone meanwhile
+            continue
         young = (
             started is not None
             and (datetime.now(UTC) - started.replace(tzinfo=started.tzinfo or UTC)).total_seconds()

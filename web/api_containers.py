@@ -74,7 +74,7 @@ def _live(rows: list[tuple[Container, Node]]) -> list[dict[str, Any]]:
         if wanted(ct) and node.name not in connections and node.name not in broken:
             try:
                 connections[node.name] = quick(connection_for(node, box))
-            except ConfigError as exc:
+            except ProvisionError as exc:  # bad settings, or a secret no key decrypts
                 broken[node.name] = NodeStatus({}, f"the node's settings are unusable: {exc}")
     items = [(container_json(ct, node.name), ct.vmid, node.name, wanted(ct)) for ct, node in rows]
     get_db().commit()  # no transaction while the nodes answer

@@ -47,10 +47,10 @@ class KeyFileWatch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+        self._stamp = self._file_stamp()  # before reading: a change meanwhile is seen later
         self._box = load_secret_box(settings.secret_key, settings.secret_key_file)  # may create it
         self._signing = session_signing_keys(settings)
         self._checked = time.monotonic()
-        self._stamp = self._file_stamp()
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         if self.settings.secret_key:
@@ -80,12 +80,12 @@ class KeyFileWatch:
             self._checked = time.monotonic()
             stamp = self._file_stamp()
             if stamp is not None and stamp != self._stamp:
-                try:
-                    self._box = load_secret_box(None, self.settings.secret_key_file)
+                try:  # never creating a file: a missing one keeps the keys we have
+                    self._box = SecretBox(read_key_file(self.settings.secret_key_file))
                     self._signing = session_signing_keys(self.settings)
                     log.info("secret key file %s changed: keys loaded again (current %s)",
                              self.settings.secret_key_file, self._box.current_key_id)  # fmt: skip
-                except ConfigError as exc:  # made unsafe or broken: keep the keys we have
+                except (ConfigError, OSError) as exc:  # made unsafe, broken or removed
                     log.error("secret key file changed but cannot be loaded (the keys loaded "
                               "before stay in use): %s", exc)  # fmt: skip
                 self._stamp = stamp  # looked at: again when it changes again

@@ -115,12 +115,12 @@ class Outbox:
         self.stall_timeout = stall_timeout
         self._lock = threading.Lock()
         self._progress_at = time.monotonic()
-        if isinstance(self.raw, ssl.SSLSocket):
-            # TLS writes block (see _write): a send that makes no progress for
-            # the stall timeout fails, and the client is dropped as a stalled one
-            seconds = int(stall_timeout)
-            self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                                struct.pack("ll", seconds, int((stall_timeout - seconds) * 1e6)))  # fmt: skip
+        self.tls = isinstance(self.raw, ssl.SSLSocket)
+        if self.tls:
+            # TLS writes block (see _write): each wait of a send is bounded by
+            # the stall timeout (TimeoutError, an OSError: the client is dropped
+            # as a stalled one); recv() waits on through the same timeout
+            self.raw.settimeout(stall_timeout)
         ws.sock = self
 
     # what simple_websocket's thread uses
@@ -129,7 +129,12 @@ class Outbox:
         return len(data)
 
     def recv(self, size: int) -> bytes:
-        return self.raw.recv(size)
+        while True:
+            try:
+                return self.raw.recv(size)
+            except TimeoutError:  # TLS: an idle client is no stalled one; pings find dead ones
+                if not self.ws.connected:
+                    raise
 
     def fileno(self) -> int:
         return self.raw.fileno()
@@ -162,9 +167,9 @@ class Outbox:
     def _write(self, data: bytes, *, progress: bool) -> None:
         self._acquire()
         try:
-            if isinstance(self.raw, ssl.SSLSocket):
+            if self.tls:
                 # gunicorn serving TLS itself: SSL sockets take no send flags, so
-                # writes block, up to the send timeout set in __init__
+                # writes block, each wait up to the timeout set in __init__
                 self.raw.sendall(data)
                 self._progress_at = time.monotonic()
                 if progress:

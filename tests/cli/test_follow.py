@@ -18,7 +18,7 @@ from rq.results import Result
 
 from provisioner.cli_output import PHASE_RANGES, RunView, phase_percent
 from provisioner.db import session_scope
-from provisioner.events import PHASES, Event, EventPublisher
+from provisioner.events import PHASES, Event, EventPublisher, latest_seq
 from provisioner.models import Container, Lifecycle
 from provisioner.queue import provisioning_queue
 from tests.cli.conftest import Cli
@@ -119,12 +119,13 @@ def test_json_view_prints_the_events_as_they_are(capsys: pytest.CaptureFixture[s
 # -- the outcome ---------------------------------------------------------------------
 
 
-def start_leased(job: Job, leased: bool = True) -> None:
-    """Mark a job started, and (as ``pipeline.job.run`` does once it holds
-    the container's lease) leased."""
+def start_leased(job: Job, cli: Cli | None = None, cid: str = "") -> None:
+    """Mark a job started, and with ``cli``, note (as ``pipeline.job.run``
+    does once it holds the container's lease) the seq its events follow."""
     job.set_status(JobStatus.STARTED)
-    if leased:
-        job.meta["leased"] = True
+    if cli is not None:
+        with Redis.from_url(cli.settings.redis_url) as redis:
+            job.meta["leased_after"] = latest_seq(redis, cli.factory, cid)
         job.save_meta()
 
 
@@ -146,7 +147,7 @@ def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, obj
             (job_id,) = queue.get_job_ids()
             job = Job.fetch(job_id, connection=redis)
             queue.remove(job_id)
-            start_leased(job)
+            start_leased(job, cli, cid)
             if details is not None:
                 with session_scope(cli.factory) as session:
                     ct = session.get(Container, cid)
@@ -297,11 +298,11 @@ def test_an_earlier_runs_end_does_not_end_the_wait(cli: Cli) -> None:
             destroy = Job.fetch(destroy_id, connection=redis)
             queue.remove(destroy_id)
             # a second worker took the destroy: started, waiting for the lease
-            start_leased(destroy, leased=False)
+            start_leased(destroy)
             with EventPublisher(redis, cli.factory, cid) as publisher:
                 publisher.publish("complete", "CT 1 is ready", phase="finalize", percent=100)
                 time.sleep(0.5)
-                start_leased(destroy)  # the provisioning gave the lease up
+                start_leased(destroy, cli, cid)  # the provisioning gave the lease up
                 publisher.publish("step", "destroying CT 1", phase="finalize", percent=93)
                 publisher.publish("complete", "destroyed", phase="finalize", percent=100)
             with session_scope(cli.factory) as session:
@@ -375,3 +376,48 @@ def test_a_second_identical_action_is_refused_while_queued(cli: Cli, failed: str
     assert again.exit_code == 5
     assert re.fullmatch(rf"error: a retry of this container is queued already \(job "
                         rf"retry-{failed}-[0-9a-f]{{8}}\)", one_line_error(again.stderr))  # fmt: skip
+
+
+def test_an_earlier_end_read_late_is_still_the_earlier_ones(cli: Cli,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The follower is behind (a slow terminal): the provisioning's end is
+    read only after the destroy took the lease; it is still not the destroy's."""
+    cid = cli.add_container(hostname="late-end", lifecycle=Lifecycle.PENDING)
+    shown = RunView.event
+
+    def slow_event(self: RunView, event: Event) -> None:
+        time.sleep(0.01)
+        shown(self, event)
+
+    monkeypatch.setattr(RunView, "event", slow_event)
+
+    def provision_then_destroy() -> None:
+        with Redis.from_url(cli.settings.redis_url) as redis:
+            queue = provisioning_queue(redis, cli.settings)
+            deadline = time.monotonic() + 30
+            while not queue.get_job_ids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            (destroy_id,) = queue.get_job_ids()
+            destroy = Job.fetch(destroy_id, connection=redis)
+            queue.remove(destroy_id)
+            start_leased(destroy)
+            with EventPublisher(redis, cli.factory, cid) as publisher:
+                for i in range(300):  # the follower needs ~3 s for these
+                    publisher.publish("log", f"line {i}", phase="scripts", stream="stdout")
+                publisher.publish("complete", "CT 1 is ready", phase="finalize", percent=100)
+                start_leased(destroy, cli, cid)  # at once: long before the follower gets here
+                time.sleep(5)
+                publisher.publish("step", "destroying CT 1", phase="finalize", percent=93)
+                publisher.publish("complete", "destroyed", phase="finalize", percent=100)
+            with session_scope(cli.factory) as session:
+                ct = session.get(Container, cid)
+                assert ct is not None
+                ct.lifecycle = Lifecycle.DESTROYED
+
+    worker = threading.Thread(target=provision_then_destroy, daemon=True)
+    worker.start()
+    result = cli("destroy", "late-end", "--yes", "--follow", "--json", "--timeout", "60")
+    worker.join(20)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-2]["message"] == "destroyed" and lines[-1]["ok"] is True

@@ -402,9 +402,15 @@ def test_a_node_whose_stored_settings_no_longer_pass_does_not_break_the_list(
 
     add_node(settings, "legacy", "1.2.3", 8006)  # a host an older release let through
     add_container(app, node="legacy", lifecycle=Lifecycle.READY, vmid=130, hostname="old")
+    add_node(settings, "restored", "127.0.0.1", 8006)
+    with db_session(app) as session:  # a secret no loaded key decrypts (a restored backup)
+        node = session.scalars(select(Node).where(Node.name == "restored")).one()
+        node.secret_ciphertext = "v1:0123456789ab:AAAA"
+    add_container(app, node="restored", lifecycle=Lifecycle.READY, vmid=132, hostname="lost")
     fine = add_container(app, lifecycle=Lifecycle.READY, vmid=131, hostname="fine")
     listed = client.get("/api/containers", headers=bearer(token))
     assert listed.status_code == 200
     by_name = {c["hostname"]: c for c in listed.json["containers"]}
     assert "the node's settings are unusable" in by_name["old"]["pve_error"]
+    assert "the node's settings are unusable" in by_name["lost"]["pve_error"]
     assert by_name["fine"]["id"] == fine and by_name["fine"]["pve_error"]  # offline, not broken

@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -411,6 +412,48 @@ def test_outbox_gives_up_on_a_client_that_takes_nothing() -> None:
     assert time.monotonic() - started < 5
     outbox.abort()
     assert not ws.connected
+    server.close()
+    client.close()
+
+
+def tls_pair(tmp_path: Any) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+    """A connected TLS server and client, in this process (gunicorn with --certfile)."""
+    from tests.web.test_web_command import self_signed
+
+    cert, key, client_context = self_signed(tmp_path)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    a, b = socket.socketpair()
+    server = server_context.wrap_socket(a, server_side=True, do_handshake_on_connect=False)
+    client = client_context.wrap_socket(b, server_hostname="127.0.0.1",
+                                        do_handshake_on_connect=False)  # fmt: skip
+    shake = threading.Thread(target=client.do_handshake)
+    shake.start()
+    server.do_handshake()
+    shake.join(10)
+    return server, client
+
+
+def test_outbox_over_tls_gives_up_on_a_client_that_takes_nothing(tmp_path: Any) -> None:
+    """TLS served by gunicorn itself: writes block, but no longer than the
+    stall timeout without progress; an idle reader is not a stalled one."""
+    server, client = tls_pair(tmp_path)
+    ws = FakeWs(server)
+    outbox = Outbox(ws, stall_timeout=0.5)
+    outbox.send_frames([b"hello"])
+    assert client.recv(100).endswith(b"hello")
+    reader = threading.Thread(target=lambda: outbox.recv(100), daemon=True)
+    reader.start()
+    time.sleep(1.2)  # more than the timeout: still waiting, not failed
+    assert reader.is_alive()
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        for _ in range(10_000):  # far more than the socket buffers hold
+            outbox.send_frames([b"z" * 4000])
+    assert time.monotonic() - started < 5
+    outbox.abort()
+    reader.join(5)
+    assert not reader.is_alive()
     server.close()
     client.close()
 
