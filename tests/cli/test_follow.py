@@ -129,6 +129,25 @@ def start_leased(job: Job, cli: Cli | None = None, cid: str = "") -> None:
         job.save_meta()
 
 
+def take_queued(redis: Redis, cli: Cli) -> Job:
+    """The one job queued for the test (waiting for it), taken off the queue."""
+    queue = provisioning_queue(redis, cli.settings)
+    deadline = time.monotonic() + 30
+    while not queue.get_job_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (job_id,) = queue.get_job_ids()
+    job = Job.fetch(job_id, connection=redis)
+    queue.remove(job_id)
+    return job
+
+
+def set_lifecycle(cli: Cli, cid: str, lifecycle: Lifecycle) -> None:
+    with session_scope(cli.factory) as session:
+        ct = session.get(Container, cid)
+        assert ct is not None
+        ct.lifecycle = lifecycle
+
+
 def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, object]]],
                   details: dict[str, object] | None = None,
                   lifecycle: Lifecycle | None = None, pace: float = 0.05,
@@ -140,13 +159,7 @@ def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, obj
 
     def work() -> None:
         with Redis.from_url(cli.settings.redis_url) as redis:
-            queue = provisioning_queue(redis, cli.settings)
-            deadline = time.monotonic() + 30
-            while not queue.get_job_ids() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            (job_id,) = queue.get_job_ids()
-            job = Job.fetch(job_id, connection=redis)
-            queue.remove(job_id)
+            job = take_queued(redis, cli)
             start_leased(job, cli, cid)
             if details is not None:
                 with session_scope(cli.factory) as session:
@@ -159,10 +172,7 @@ def act_as_worker(cli: Cli, cid: str, events: list[tuple[str, str, dict[str, obj
                     time.sleep(pace)
                     publisher.publish(type_, message, **extra)  # type: ignore[arg-type]
             if lifecycle is not None:
-                with session_scope(cli.factory) as session:
-                    ct = session.get(Container, cid)
-                    assert ct is not None
-                    ct.lifecycle = lifecycle
+                set_lifecycle(cli, cid, lifecycle)
             if result is not None:
                 Result.create(job, Result.Type.SUCCESSFUL, ttl=600, return_value=result)
             job.set_status(JobStatus.FINISHED)
@@ -282,36 +292,37 @@ def test_a_job_that_ends_without_a_result_ends_the_wait(cli: Cli) -> None:
                         r"--follow", one_line_error(result.stderr))  # fmt: skip
 
 
+def provision_then_destroy(cli: Cli, cid: str, lines: int, then: float) -> threading.Thread:
+    """A provisioning prints ``lines`` lines and ends while the destroy's job
+    (started by a second worker) waits for the lease; the destroy takes it
+    at once, and ``then`` seconds later destroys."""
+
+    def work() -> None:
+        with Redis.from_url(cli.settings.redis_url) as redis:
+            destroy = take_queued(redis, cli)
+            start_leased(destroy)  # started, waiting for the lease
+            with EventPublisher(redis, cli.factory, cid) as publisher:
+                for i in range(lines):
+                    publisher.publish("log", f"line {i}", phase="scripts", stream="stdout")
+                publisher.publish("complete", "CT 1 is ready", phase="finalize", percent=100)
+                start_leased(destroy, cli, cid)  # the provisioning gave the lease up
+                time.sleep(then)
+                publisher.publish("step", "destroying CT 1", phase="finalize", percent=93)
+                publisher.publish("complete", "destroyed", phase="finalize", percent=100)
+            set_lifecycle(cli, cid, Lifecycle.DESTROYED)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_an_earlier_runs_end_does_not_end_the_wait(cli: Cli) -> None:
     """Destroying a pending container: its provisioning runs first (the
     destroy's job waits for the lease, started on another worker); the
     destroy's own result is the one that counts."""
     cid = cli.add_container(hostname="early", lifecycle=Lifecycle.PENDING)
 
-    def provision_then_destroy() -> None:
-        with Redis.from_url(cli.settings.redis_url) as redis:
-            queue = provisioning_queue(redis, cli.settings)
-            deadline = time.monotonic() + 30
-            while not queue.get_job_ids() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            (destroy_id,) = queue.get_job_ids()
-            destroy = Job.fetch(destroy_id, connection=redis)
-            queue.remove(destroy_id)
-            # a second worker took the destroy: started, waiting for the lease
-            start_leased(destroy)
-            with EventPublisher(redis, cli.factory, cid) as publisher:
-                publisher.publish("complete", "CT 1 is ready", phase="finalize", percent=100)
-                time.sleep(0.5)
-                start_leased(destroy, cli, cid)  # the provisioning gave the lease up
-                publisher.publish("step", "destroying CT 1", phase="finalize", percent=93)
-                publisher.publish("complete", "destroyed", phase="finalize", percent=100)
-            with session_scope(cli.factory) as session:
-                ct = session.get(Container, cid)
-                assert ct is not None
-                ct.lifecycle = Lifecycle.DESTROYED
-
-    worker = threading.Thread(target=provision_then_destroy, daemon=True)
-    worker.start()
+    worker = provision_then_destroy(cli, cid, lines=0, then=0.5)
     result = cli("destroy", "early", "--yes", "--follow", "--json", "--timeout", "60")
     worker.join(10)
     assert result.exit_code == 0, result.output
@@ -391,31 +402,8 @@ def test_an_earlier_end_read_late_is_still_the_earlier_ones(cli: Cli,
 
     monkeypatch.setattr(RunView, "event", slow_event)
 
-    def provision_then_destroy() -> None:
-        with Redis.from_url(cli.settings.redis_url) as redis:
-            queue = provisioning_queue(redis, cli.settings)
-            deadline = time.monotonic() + 30
-            while not queue.get_job_ids() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            (destroy_id,) = queue.get_job_ids()
-            destroy = Job.fetch(destroy_id, connection=redis)
-            queue.remove(destroy_id)
-            start_leased(destroy)
-            with EventPublisher(redis, cli.factory, cid) as publisher:
-                for i in range(300):  # the follower needs ~3 s for these
-                    publisher.publish("log", f"line {i}", phase="scripts", stream="stdout")
-                publisher.publish("complete", "CT 1 is ready", phase="finalize", percent=100)
-                start_leased(destroy, cli, cid)  # at once: long before the follower gets here
-                time.sleep(5)
-                publisher.publish("step", "destroying CT 1", phase="finalize", percent=93)
-                publisher.publish("complete", "destroyed", phase="finalize", percent=100)
-            with session_scope(cli.factory) as session:
-                ct = session.get(Container, cid)
-                assert ct is not None
-                ct.lifecycle = Lifecycle.DESTROYED
-
-    worker = threading.Thread(target=provision_then_destroy, daemon=True)
-    worker.start()
+    # ~3 s of lines for the follower; the destroy takes the lease at once
+    worker = provision_then_destroy(cli, cid, lines=300, then=5)
     result = cli("destroy", "late-end", "--yes", "--follow", "--json", "--timeout", "60")
     worker.join(20)
     assert result.exit_code == 0, result.output
