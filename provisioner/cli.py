@@ -6,7 +6,8 @@ with the exit status of ``EXIT_CODES_HELP``: 2 for bad input and bad
 configuration, 3 for something that does not exist, 4 for an unreachable
 node or Redis, 5 for a state that forbids the operation, 1 for a failed run
 and anything else the provisioner raised on purpose, and for database
-errors.  Anything else is a bug and keeps its traceback.
+errors.  Anything else is a bug: one line too, ``error: internal error:
+...``, exit 1; with ``PROVISIONER_DEBUG=1`` it keeps its traceback.
 
 The container, node and key commands live in ``cli_containers``,
 ``cli_nodes`` and ``cli_keys``; ``main`` gathers them.  Another command is
@@ -16,6 +17,7 @@ one more ``main.add_command``.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -54,6 +56,7 @@ __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "ProvisionerGroup", "load_settings", "
 EXIT_CONFIG = EXIT_USAGE  # click's status for usage errors too
 _USER_ERROR_EXIT = {"invalid": EXIT_USAGE, "missing": EXIT_NOT_FOUND, "exists": EXIT_CONFLICT}
 # SQLite's and PostgreSQL's words for a table that is not there
+DEBUG_VARIABLE = "PROVISIONER_DEBUG"  # set: a bug shows its traceback
 _MISSING_TABLE = re.compile(r"no such table|relation \S+ does not exist")
 
 
@@ -81,14 +84,24 @@ class ProvisionerGroup(click.Group):
             self._fail(ctx, f"database: {detail}", EXIT_FAILURE)
         except KeyboardInterrupt:
             self._fail(ctx, "interrupted", EXIT_INTERRUPTED)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors, our CliFailures, ctx.exit()
+        except UnicodeDecodeError as exc:  # a file or stream of bytes that is not text
+            self._fail(ctx, f"input is not UTF-8 text: {exc}", EXIT_USAGE)
         except Exception as exc:
             # redis is imported only by commands that use it
             redis_errors = sys.modules.get("redis.exceptions")
-            if redis_errors is None or not isinstance(exc, redis_errors.RedisError):
+            if redis_errors is not None and isinstance(exc, redis_errors.RedisError):
+                root = ctx.find_root().obj
+                where = redact_url(root.redis_url) if isinstance(root, Settings) else "Redis"
+                self._fail(ctx, f"redis {where}: {exc}", EXIT_UNREACHABLE)
+            if os.environ.get(DEBUG_VARIABLE):
                 raise
-            root = ctx.find_root().obj
-            where = redact_url(root.redis_url) if isinstance(root, Settings) else "Redis"
-            self._fail(ctx, f"redis {where}: {exc}", EXIT_UNREACHABLE)
+            # a bug: still one line (no secret-bearing locals on a terminal), the
+            # traceback on request
+            self._fail(ctx, f"internal error: {type(exc).__name__}: {exc} "
+                       f"(set {DEBUG_VARIABLE}=1 for the traceback, and please report it)",
+                       EXIT_FAILURE)  # fmt: skip
 
     @staticmethod
     def _fail(ctx: click.Context, message: str, code: int) -> None:
@@ -193,12 +206,13 @@ def _read_new_password(password_stdin: bool, generate: bool) -> tuple[str, bool]
     """
     import sys
 
+    from provisioner.cli_output import stdin_line
     from provisioner.secrets import generate_password
 
     if password_stdin and generate:
         raise click.UsageError("--password-stdin and --generate exclude each other")
     if password_stdin:
-        return sys.stdin.readline().rstrip("\r\n"), False
+        return stdin_line("--password-stdin"), False
     if generate or not sys.stdin.isatty():
         return generate_password(20), True
     password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)

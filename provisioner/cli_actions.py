@@ -19,6 +19,7 @@ from provisioner.cli_containers import find_container, label
 from provisioner.cli_follow import follow_options
 from provisioner.cli_output import echo_err, echo_json, print_event_line, short_id, stdout_console
 from provisioner.cli_runtime import BadInput, CliFailure, Conflict, Runtime, pass_runtime
+from provisioner.events import MAX_SEQ
 from provisioner.models import Container, ContainerEvent
 from provisioner.request_checks import ACTIONS, ActionRefused, check_action
 
@@ -60,7 +61,7 @@ def _last_terminal(rt: Runtime, cid: str) -> tuple[str, str] | None:
 @click.argument("ref", metavar="ID")
 @click.option("--follow", "-f", is_flag=True,
               help="Then stream live events until the current run ends.")  # fmt: skip
-@click.option("--after", type=click.IntRange(min=0), default=0, metavar="SEQ",
+@click.option("--after", type=click.IntRange(min=0, max=MAX_SEQ), default=0, metavar="SEQ",
               help="Only events after this seq.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line (JSON Lines).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",

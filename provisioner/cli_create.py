@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.cli_containers import label
 from provisioner.cli_follow import follow_options
-from provisioner.cli_output import echo_err, echo_json, short_id, stdin_line
+from provisioner.cli_output import echo_err, echo_json, read_stdin, short_id, stdin_line
 from provisioner.cli_runtime import BadInput, Conflict, Runtime, Unreachable, pass_runtime
 from provisioner.errors import ConfigError
 from provisioner.models import Node
@@ -57,7 +57,7 @@ def _parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
 def _read_ssh_keys(path: str | None, text: str | None) -> str | None:
     parts = []
     if path == "-":
-        parts.append(sys.stdin.read())
+        parts.append(read_stdin("--ssh-key -"))
     elif path is not None:
         try:
             parts.append(Path(path).read_text())
@@ -71,7 +71,7 @@ def _read_ssh_keys(path: str | None, text: str | None) -> str | None:
 def _read_password() -> str:
     if sys.stdin.isatty():  # typed by hand: do not echo it
         return str(click.prompt("Root password", hide_input=True, err=True))
-    return stdin_line()
+    return stdin_line("--password-stdin")
 
 
 def option_error(exc: ConfigError) -> BadInput:

@@ -80,7 +80,7 @@ def _secret(kind: str, flag: str, from_stdin: bool) -> str:
     if sys.stdin.isatty():
         secret = str(click.prompt(kind.capitalize(), hide_input=True, err=True))
     elif from_stdin:
-        secret = stdin_line()
+        secret = stdin_line(flag)
     else:
         raise BadInput(f"missing secret: pass {flag} and write the {kind} to stdin")
     if not secret:

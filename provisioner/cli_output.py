@@ -104,9 +104,28 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
-def stdin_line() -> str:
-    """The first line of stdin without its line ending."""
-    return sys.stdin.readline().rstrip("\r\n")
+def stdin_line(what: str) -> str:
+    """The first line of stdin without its line ending.
+
+    Raises:
+        BadInput: stdin is not UTF-8 text (``what`` names the option).
+    """
+    return read_stdin(what, whole=False)
+
+
+def read_stdin(what: str, *, whole: bool = True) -> str:
+    """All of stdin (or its first line, without the line ending).
+
+    Raises:
+        BadInput: stdin is not UTF-8 text (``what`` names the option).
+    """
+    from provisioner.cli_runtime import BadInput
+
+    try:
+        return sys.stdin.read() if whole else sys.stdin.readline().rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{what}: standard input is not UTF-8 text ({exc.reason} "
+                       f"at byte {exc.start})") from None  # fmt: skip
 
 
 # Where each phase starts and ends on a run's overall percent scale: the

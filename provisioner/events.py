@@ -36,6 +36,7 @@ EVENT_TYPES = ("step", "log", "warning", "complete", "error")
 TERMINAL_TYPES = ("complete", "error")
 PHASES = ("create", "start", "deploy", "scripts", "finalize")
 STREAMS = ("stdout", "stderr")
+MAX_SEQ = 2**31 - 1  # the largest seq a reader may ask to start after (a 32-bit column)
 STREAM_MAXLEN = 200_000  # entries kept in Redis; the database keeps everything
 STREAM_TTL = 7 * 24 * 3600  # seconds a finished container's stream stays in Redis
 

@@ -59,7 +59,34 @@ def json_body() -> dict[str, Any]:
         raise ApiError(400, "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
+    where = _unencodable(body, "")
+    if where is not None:  # a lone surrogate ("\\ud800"): no database or hash takes it
+        raise ApiError(400, f"{where or 'the body'} is not valid Unicode text "
+                       "(a lone surrogate escape)", where or None)  # fmt: skip
     return body
+
+
+def _unencodable(value: object, path: str) -> str | None:
+    """The path of the first key or string that is not valid UTF-8 text, if any."""
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return at
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{at}.{key}" if at else str(key)
+                try:
+                    key.encode()
+                except UnicodeEncodeError:
+                    return at
+                stack.append((child, name))
+        elif isinstance(item, list):
+            stack.extend((child, f"{at}[{i}]") for i, child in enumerate(item))
+    return None
 
 
 def _type_name(value: object) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease, views
 from provisioner.errors import ConfigError, ProvisionError, TransientError
-from provisioner.events import Event
+from provisioner.events import MAX_SEQ, Event
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import connection_for
 from provisioner.pve import PveConnection
@@ -221,7 +221,7 @@ def get_container(container_id: str) -> Response:
 def container_events(container_id: str) -> Response:
     """Stored events with ``seq > after``, at most ``limit``, in order."""
     find_container(container_id)
-    after = query_int("after", default=0, minimum=0, maximum=2**31 - 1)
+    after = query_int("after", default=0, minimum=0, maximum=MAX_SEQ)
     limit = query_int("limit", default=200, minimum=1, maximum=2000)
     rows = get_db().scalars(
         select(ContainerEvent)

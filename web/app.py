@@ -211,7 +211,8 @@ def create_app(
         SESSION_COOKIE_SECURE=settings.web_cookie_secure,  # it is also set on TLS requests
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         MAX_CONTENT_LENGTH=1024 * 1024,
-        LOGIN_MAX_FAILURES=5,
+        LOGIN_MAX_FAILURES=5,  # per username and address
+        LOGIN_MAX_FAILURES_PER_USER=20,  # per username, from any address
         LOGIN_WINDOW_SECONDS=300,
         LOGIN_MAX_FAILURES_PER_IP=50,
         PROXY_FIX_HOPS=settings.web_proxy_hops,  # reverse proxies that set X-Forwarded-*

@@ -169,7 +169,13 @@ def authenticate() -> BaseResponse | None:
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths: never an open redirect to another host."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()
+    ):  # no CR/LF, tabs or controls
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:
             return target
@@ -181,6 +187,7 @@ def _limiter() -> LoginLimiter:
     return LoginLimiter(
         get_redis(),
         max_failures=int(config["LOGIN_MAX_FAILURES"]),
+        max_per_user=int(config["LOGIN_MAX_FAILURES_PER_USER"]),
         max_per_address=int(config["LOGIN_MAX_FAILURES_PER_IP"]),
         window=float(config["LOGIN_WINDOW_SECONDS"]),
     )
@@ -204,19 +211,18 @@ def login() -> BaseResponse:
     password = request.form.get("password", "")
     address = request.remote_addr or "unknown"
     limiter = _limiter()
-    wait = limiter.retry_after(username, address)
-    if wait:
+    attempt = limiter.attempt(username, address)  # counted before the check: no race
+    if attempt.wait:
         response = _login_page(
-            429, f"Too many failed logins. Try again in {wait} seconds.", username
+            429, f"Too many failed logins. Try again in {attempt.wait} seconds.", username
         )
-        response.headers["Retry-After"] = str(wait)
+        response.headers["Retry-After"] = str(attempt.wait)
         return response
     user = users.get_user(get_db(), username) if username else None
     get_db().commit()  # end the transaction before the (slow) hash
     if not users.check_password(user, password) or user is None:
-        limiter.record_failure(username, address)
         return _login_page(401, "Invalid username or password.", username)
-    limiter.reset(username, address)
+    limiter.succeeded(username, address, attempt)
     session.clear()  # nothing from before the login survives it
     session.permanent = True
     session["uid"] = user.id

@@ -42,6 +42,9 @@ def csrf_failure() -> str | None:
     given = request.headers.get(HEADER) or request.form.get(FORM_FIELD)
     if not given:
         return f"CSRF token missing: send it in the {HEADER} header or the {FORM_FIELD} field"
-    if not isinstance(expected, str) or not hmac.compare_digest(given, expected):
+    # compared as bytes: compare_digest refuses non-ASCII text, and any token may come in
+    if not isinstance(expected, str) or not hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode()
+    ):
         return "CSRF token invalid or expired: reload the page and try again"
     return None

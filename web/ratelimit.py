@@ -1,9 +1,15 @@
-"""Login rate limiting: a sliding window of failures in Redis.
+"""Login rate limiting: a sliding window of attempts in Redis.
 
-Failures are counted per username and client address (an attacker guessing
-one account) and per address alone with a higher limit (one address trying
-many accounts).  A sorted set per key holds the failure times; it expires
-with the window, so nothing is left behind.
+Attempts are counted per username and client address (an attacker guessing
+one account from one place), per username alone with a higher limit (one
+account guessed from many addresses) and per address alone (one address
+trying many accounts).  A sorted set per key holds the attempt times; it
+expires with the window, so nothing is left behind.
+
+An attempt is checked and counted in one atomic step *before* the password
+is checked, so parallel guesses cannot all slip in under the limit; a
+successful login takes its own attempt back and clears the user+address
+count.
 """
 
 from __future__ import annotations
@@ -18,6 +24,33 @@ from redis import Redis
 
 KEY_PREFIX = "provisioner:login-failures:"
 
+# KEYS: the sorted sets; ARGV: now, window, member, then one limit per key.
+# Prunes old entries; if any key is at its limit answers the seconds until
+# its oldest counted entry leaves the window (and counts nothing), else adds
+# the member to every key and answers 0.
+_ATTEMPT = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[3 + i])
+  redis.call('ZREMRANGEBYSCORE', key, 0, now - window)
+  if redis.call('ZCARD', key) >= limit then
+    local oldest = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
+    local since = now
+    if oldest[2] then since = tonumber(oldest[2]) end
+    local left = since + window - now
+    if left > wait then wait = left end
+  end
+end
+if wait > 0 then return tostring(wait) end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[3])
+  redis.call('EXPIRE', key, math.ceil(window))
+end
+return '0'
+"""
+
 
 def _key(*parts: str) -> str:
     # hashed: usernames are user input and need not be readable in Redis
@@ -25,43 +58,50 @@ def _key(*parts: str) -> str:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One counted login attempt: ``wait`` > 0 means it was refused."""
+
+    wait: int
+    member: str
+
+
+@dataclass(frozen=True)
 class LoginLimiter:
-    """``max_failures`` per username+address and ``max_per_address`` per
-    address within ``window`` seconds."""
+    """``max_failures`` per username+address, ``max_per_user`` per username
+    and ``max_per_address`` per address within ``window`` seconds."""
 
     redis: Redis
     max_failures: int = 5
+    max_per_user: int = 20
     max_per_address: int = 50
     window: float = 300.0
 
     def _limits(self, username: str, address: str) -> list[tuple[str, int]]:
+        name = username.lower()
         return [
-            (_key("user", username.lower(), address), self.max_failures),
+            (_key("user", name, address), self.max_failures),
+            (_key("account", name), self.max_per_user),
             (_key("addr", address), self.max_per_address),
         ]
 
-    def retry_after(self, username: str, address: str) -> int:
-        """Seconds until another attempt is allowed; 0 if it is allowed now."""
-        now = time.time()
-        wait = 0.0
-        for key, limit in self._limits(username, address):
-            self.redis.zremrangebyscore(key, 0, now - self.window)
-            if int(self.redis.zcard(key)) >= limit:
-                # the oldest failure that still counts decides when one frees up
-                oldest = self.redis.zrange(key, -limit, -limit, withscores=True)
-                since = float(oldest[0][1]) if oldest else now
-                wait = max(wait, since + self.window - now)
-        return math.ceil(wait) if wait > 0 else 0
+    def attempt(self, username: str, address: str) -> Attempt:
+        """Count an attempt, unless a limit is reached: then nothing is
+        counted and ``wait`` says how many seconds until one frees up."""
+        limits = self._limits(username, address)
+        member = uuid.uuid4().hex
+        answer = self.redis.eval(
+            _ATTEMPT, len(limits), *[k for k, _ in limits],
+            repr(time.time()), repr(self.window), member, *[n for _, n in limits],
+        )  # fmt: skip
+        wait = float(answer.decode() if isinstance(answer, bytes) else answer)
+        return Attempt(wait=math.ceil(wait) if wait > 0 else 0, member=member)
 
-    def record_failure(self, username: str, address: str) -> None:
-        now = time.time()
+    def succeeded(self, username: str, address: str, attempt: Attempt) -> None:
+        """A login worked: its attempt does not count, nor do this
+        username's earlier failures from this address."""
+        limits = self._limits(username, address)
         pipe = self.redis.pipeline(transaction=True)
-        for key, _limit in self._limits(username, address):
-            pipe.zadd(key, {uuid.uuid4().hex: now})
-            pipe.zremrangebyscore(key, 0, now - self.window)
-            pipe.expire(key, math.ceil(self.window))
+        pipe.delete(limits[0][0])
+        for key, _limit in limits[1:]:
+            pipe.zrem(key, attempt.member)
         pipe.execute()
-
-    def reset(self, username: str, address: str) -> None:
-        """Forget the username's failures from this address (after a success)."""
-        self.redis.delete(self._limits(username, address)[0][0])

@@ -46,7 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import WebsocketMismatch
 from werkzeug.wrappers import Response as BaseResponse
 
-from provisioner.events import EventReader
+from provisioner.events import MAX_SEQ, EventReader
 from provisioner.models import CONTAINER_ID, Container
 from web.app import EXTENSION, get_db, resources
 from web.auth import error_response
@@ -205,7 +205,9 @@ def _after() -> int | None:
     raw = request.args.get("after", "")
     if raw == "":
         return 0
-    return int(raw) if re.fullmatch(r"\d{1,10}", raw) else None
+    if not re.fullmatch(r"\d{1,10}", raw) or int(raw) > MAX_SEQ:
+        return None
+    return int(raw)
 
 
 class StreamSlots:

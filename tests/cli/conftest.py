@@ -49,7 +49,7 @@ class Cli:
     settings: Settings
     sim: dict[str, Any]
 
-    def __call__(self, *args: str, input: str | None = None, **env: str) -> Result:
+    def __call__(self, *args: str, input: str | bytes | None = None, **env: str) -> Result:
         """Run ``provisioner ARGS`` in-process."""
         return CliRunner().invoke(_main(), list(args), input=input, env={**self.env, **env})
 

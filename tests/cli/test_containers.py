@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from redis import Redis
 from sqlalchemy import select
 
@@ -420,3 +421,46 @@ def test_help_lists_the_exit_codes(cli: Cli) -> None:
         assert line in result.stdout
     create_help = cli("create", "--help").stdout
     assert "JSON Lines" in create_help and "--follow" in create_help
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("create", "-t", "nginx", "-H", "x", "--ssh-key", "-"),
+     "--ssh-key -: standard input is not UTF-8 text"),
+    (("create", "-t", "nginx", "-H", "x", "--password-stdin"),
+     "--password-stdin: standard input is not UTF-8 text"),
+    (("user", "add", "bytes", "--password-stdin"),
+     "--password-stdin: standard input is not UTF-8 text"),
+])  # fmt: skip
+def test_stdin_that_is_not_text_is_one_line_exit_2(cli: Cli, args: tuple[str, ...],
+                                                   message: str) -> None:  # fmt: skip
+    result = cli(*args, input=b"\xff\xfe not text\n")
+    assert result.exit_code == 2, result.output
+    assert one_line_error(result.stderr).startswith(f"error: {message}")
+    assert "Traceback" not in result.output
+    with cli.factory() as session:
+        assert session.scalars(select(Container)).all() == []
+
+
+def test_a_seq_beyond_any_run_is_a_usage_error(cli: Cli) -> None:
+    cli.add_container(hostname="far")
+    result = cli("logs", "far", "--after", str(2**31))
+    assert result.exit_code == 2 and "is not in the range 0<=x<=2147483647" in result.stderr
+    assert cli("logs", "far", "--after", str(2**31 - 1)).exit_code == 0
+
+
+def test_a_bug_is_one_line_and_its_traceback_is_on_request() -> None:
+    from provisioner.cli import ProvisionerGroup
+
+    group = ProvisionerGroup("p")
+
+    @group.command("boom")
+    def boom() -> None:
+        raise ZeroDivisionError("division by zero")
+
+    result = CliRunner().invoke(group, ["boom"], env={"PROVISIONER_DEBUG": ""})
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: internal error: ZeroDivisionError: division by zero (set PROVISIONER_DEBUG=1 "
+        "for the traceback, and please report it)"]  # fmt: skip
+    debug = CliRunner().invoke(group, ["boom"], env={"PROVISIONER_DEBUG": "1"})
+    assert isinstance(debug.exception, ZeroDivisionError)

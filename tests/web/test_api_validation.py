@@ -414,3 +414,30 @@ def test_a_node_whose_stored_settings_no_longer_pass_does_not_break_the_list(
     assert "the node's settings are unusable" in by_name["old"]["pve_error"]
     assert "the node's settings are unusable" in by_name["lost"]["pve_error"]
     assert by_name["fine"]["id"] == fine and by_name["fine"]["pve_error"]  # offline, not broken
+
+
+_CT = '{"template": "nginx", "node": "' + OFFLINE_NODE + '", "hostname": "w1", '
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/api/containers", _CT + '"root_password": "\\ud800abcdefgh"}', "root_password"),
+    ("/api/containers", _CT + '"variables": {"site_title": "a\\udfffb"}}', "variables.site_title"),
+    ("/api/containers", _CT + '"variables": {"\\ud800": "x"}}', "variables"),
+    ("/api/containers", '{"\\ud800": 1}', None),
+    ("/api/nodes", '{"name": "n", "host": "h", "user": "root@pam", "verify": false, '
+     '"pve_node": "pve", "password": "pw\\ud800"}', "password"),
+    ("/api/nodes", '{"name": "n", "host": "h", "user": "root@pam", "verify": false, '
+     '"pve_node": "pve", "token_id": "root@pam!t", "token_secret": ["\\udc00"]}',
+     "token_secret[0]"),
+])  # fmt: skip
+def test_lone_surrogates_are_a_400_and_change_nothing(app: Flask, client: FlaskClient,
+                                                      token: str, settings: Settings, path: str,
+                                                      body: str, field: str | None) -> None:  # fmt: skip
+    response = client.post(path, data=body, headers={
+        **bearer(token), "Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 400, response.json
+    assert "not valid Unicode text" in response.json["error"]
+    assert response.json.get("field") == field
+    assert count_containers(app) == 0 and _queued(settings) == 0
+    with db_session(app) as session:
+        assert session.scalar(select(func.count()).select_from(Node)) == 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -16,6 +19,7 @@ from tests.web.conftest import (
     session_csrf,
 )
 from web.app import create_app, get_db, get_redis
+from web.ratelimit import LoginLimiter
 
 
 def _cookie_header(response: object) -> str:
@@ -100,6 +104,46 @@ def test_login_is_rate_limited(client: FlaskClient, user: str) -> None:
     assert 0 < int(blocked.headers["Retry-After"]) <= 300
     # another user from the same address is not blocked by alice's failures
     assert login(client, username="bob", password="guess").status_code == 401
+
+
+def test_one_account_guessed_from_many_addresses_is_limited(client: FlaskClient,
+                                                            user: str) -> None:  # fmt: skip
+    def from_(n: int, password: str) -> int:
+        address = {"REMOTE_ADDR": f"192.0.2.{n}"}
+        form = client.get("/login", environ_base=address)
+        return client.post("/login", environ_base=address, data={
+            "username": "alice", "password": password,
+            "csrf_token": form_csrf(form.text)}).status_code  # fmt: skip
+
+    for n in range(20):  # 4 each from 5 addresses: under the per-address limit of 5
+        assert from_(n // 4, "guess") == 401
+    assert from_(7, PASSWORD) == 429  # the account's own limit, from a fresh address
+    assert from_(7, "guess") == 429
+
+
+def test_parallel_guesses_cannot_pass_the_limit(app: Flask) -> None:
+    """The attempt is counted with the check, in one step: of many guesses
+    at once, exactly the limit get through to the password check."""
+    with app.app_context():
+        limiter = LoginLimiter(get_redis(), max_failures=5, window=60)
+        barrier = threading.Barrier(40)
+
+        def guess(_: int) -> int:
+            barrier.wait()
+            return limiter.attempt("carol", "198.51.100.1").wait
+
+        with ThreadPoolExecutor(40) as pool:
+            waits = list(pool.map(guess, range(40)))
+    assert waits.count(0) == 5 and all(0 < w <= 60 for w in waits if w)
+
+
+def test_a_success_takes_its_attempt_back(app: Flask) -> None:
+    with app.app_context():
+        limiter = LoginLimiter(get_redis(), max_failures=3, max_per_user=3, window=60)
+        for _ in range(10):
+            attempt = limiter.attempt("dave", "198.51.100.2")
+            assert attempt.wait == 0
+            limiter.succeeded("dave", "198.51.100.2", attempt)
 
 
 def test_successful_login_resets_the_failures(client: FlaskClient, user: str) -> None:
@@ -207,3 +251,22 @@ def test_login_redirects_only_within_the_site(client: FlaskClient, user: str) ->
             "username": "alice", "password": PASSWORD, "csrf_token": form_csrf(form.text)})  # fmt: skip
         assert response.headers["Location"] == expected, nxt
         client.post("/logout", headers=session_csrf(client))
+    # a CR/LF (or any control) in next= is not a header to inject nor a 500
+    for nxt in ("/%0d%0aSet-Cookie:%20x=1", "/%0a", "/a%09b"):
+        form = client.get(f"/login?next={nxt}")
+        response = client.post(f"/login?next={nxt}", data={
+            "username": "alice", "password": PASSWORD, "csrf_token": form_csrf(form.text)})  # fmt: skip
+        assert response.status_code == 302 and response.headers["Location"] == "/", nxt
+        again = client.get(f"/login?next={nxt}")  # logged in already: straight on
+        assert again.status_code == 302 and again.headers["Location"] == "/", nxt
+        client.post("/logout", headers=session_csrf(client))
+
+
+def test_a_csrf_token_of_any_text_is_a_400_not_a_500(client: FlaskClient, user: str) -> None:
+    client.get("/login")
+    form = client.post("/login", data={"username": "alice", "password": PASSWORD,
+                                       "csrf_token": "é✓"})  # fmt: skip
+    assert form.status_code == 400 and "The form expired" in form.text
+    assert login(client).status_code == 302
+    api = client.post("/api/containers", json={}, headers={"X-CSRF-Token": "\xe9t\xe9"})
+    assert api.status_code == 400 and "CSRF token invalid" in api.json["error"]
