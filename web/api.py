@@ -267,7 +267,11 @@ def _api_error(exc: ApiError) -> Response:
 def _http_error(exc: HTTPException) -> Any:
     if not wants_json():
         return exc
-    return error_response(exc.code or 500, exc.description or exc.name)
+    response = error_response(exc.code or 500, exc.description or exc.name)
+    for name, value in exc.get_headers():
+        if name in ("Allow", "Retry-After", "WWW-Authenticate"):  # what the status promises
+            response.headers[name] = value
+    return response
 
 
 def _unavailable(exc: Exception) -> Any:

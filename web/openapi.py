@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Response, jsonify
 
+from provisioner.events import MAX_SEQ
 from web.api import bp
 
 JSON = "application/json"
@@ -76,6 +77,17 @@ NSTR = {"type": ["string", "null"]}
 NINT = {"type": ["integer", "null"]}
 NNUM = {"type": ["number", "null"]}
 STRS = {"type": "array", "items": STR}
+# request fields: the same bounds the API checks (web/api.py Body, web/api_*.py)
+NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        "description": "1-64 letters, digits and '_.-'"}  # fmt: skip
+
+
+def _text(max_length: int, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, **extra}
+
+
+def _int(minimum: int, maximum: int, **extra: Any) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
 
 
 def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = (),
@@ -182,13 +194,14 @@ SCHEMAS: dict[str, Any] = {
                           "description": "the node's PVE version (null with verify false)"}}),
     "NodeCreate": {"type": "object", "required": ["name", "host"], "additionalProperties": False,
                    "properties": {
-        "name": STR, "host": STR, "port": {**INT, "default": 8006},
-        "pve_node": {**STR, "description": "discovered when the cluster has one node"},
-        "token_id": {**STR, "description": "user@realm!name (preferred)"}, "token_secret": STR,
-        "user": {**STR, "description": "user@realm, with password"}, "password": STR,
-        "ca_file": {**STR, "description": "absolute path on the server"},
-        "fingerprint": {**STR, "description": "SHA-256 of the node's certificate"},
-        "insecure": BOOL, "default_storage": STR, "default_bridge": STR,
+        "name": NAME, "host": _text(255, minLength=1, description="a DNS name or an IP address"),
+        "port": _int(1, 65535, default=8006),
+        "pve_node": _text(64, description="discovered when the cluster has one node"),
+        "token_id": _text(255, description="user@realm!name (preferred)"),
+        "token_secret": _text(1024), "user": _text(128, description="user@realm, with password"),
+        "password": _text(1024), "ca_file": _text(1024, description="absolute path on the server"),
+        "fingerprint": _text(128, description="SHA-256 of the node's certificate"),
+        "insecure": BOOL, "default_storage": NAME, "default_bridge": NAME,
         "verify": {**BOOL, "default": True, "description": "connect before storing"}}},
     "NodeTest": _object({"ok": BOOL, "version": {"type": "object"}, "online": BOOL}),
     "Storages": _object({"storages": {"type": "array", "items": _object({
@@ -226,13 +239,26 @@ SCHEMAS: dict[str, Any] = {
                               "name": STR, "problems": STRS})}}),
     "ContainerCreate": {"type": "object", "required": ["template", "node", "hostname"],
                         "additionalProperties": False, "properties": {
-        "template": STR, "node": STR, "hostname": STR, "vmid": INT, "cores": INT, "memory": INT,
-        "swap": INT, "disk": {**INT, "description": "GiB"},
-        "ip": {**STR, "description": "'dhcp' (default) or 198.18.0.10/24"}, "gateway": STR,
-        "bridge": STR, "storage": STR, "ssh_public_key": STR,
-        "root_password": {**STR, "minLength": 8,
+        "template": _text(128, pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+                          description="a template's name (GET /api/templates)"),
+        "node": _text(64, minLength=1, description="a node's name (GET /api/nodes)"),
+        "hostname": _text(253, pattern="^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+                          description="a DNS host name (labels of letters, digits and '-')"),
+        "vmid": _int(100, 999_999_999, description="chosen by the node when absent"),
+        "cores": _int(1, 8192), "memory": _int(16, 64 * 1024 * 1024, description="MiB"),
+        "swap": _int(0, 64 * 1024 * 1024, description="MiB"),
+        "disk": _int(1, 128 * 1024, description="GiB"),
+        "ip": _text(64, description="'dhcp' (default) or 198.18.0.10/24"),
+        "gateway": _text(64, description="an IPv4 address, with a static ip"),
+        "bridge": NAME, "storage": NAME,
+        "ssh_public_key": _text(16384, description="one or more OpenSSH public keys, a line each"),
+        "root_password": {"type": "string", "minLength": 8, "maxLength": 256,
+                          "pattern": "^[^\\x00-\\x1f\\x7f]+$",
                           "description": "generated (and returned once) when absent"},
-        "variables": {"type": "object"}, "failure_policy": {"enum": ["keep", "destroy"]}}},
+        "variables": {"type": "object", "additionalProperties": {
+            "type": ["string", "integer", "boolean"]},
+            "description": "the template's variables (GET /api/templates/{name})"},
+        "failure_policy": {"enum": ["keep", "destroy"]}}},
     "Container": _object(_CONTAINER, optional=("pve", "pve_error")),
     "Containers": _object({"containers": {"type": "array", "items": _ref("Container")}}),
     "Created": _object({
@@ -301,7 +327,7 @@ PATHS: dict[str, Any] = {
                        _query("template", "only this template", STR),
                        _query("include_destroyed", "include destroyed ones", BOOL),
                        _query("live", "ask the nodes for live status (default true)", BOOL),
-                       _query("limit", "at most this many", INT)]),
+                       _query("limit", "at most this many", _int(1, 5000, default=500))]),
         "post": _op("Request a container", "containers", _json(_ref("Created"), "stored and "
                     "queued; follow events_url"), status="201", body="ContainerCreate",
                     extra={"409": {"$ref": "#/components/responses/Conflict"}}),
@@ -311,8 +337,10 @@ PATHS: dict[str, Any] = {
         _json(_ref("Container"), "the container"), extra=_NOT_FOUND)},
     "/api/containers/{id}/events": {"parameters": [CONTAINER], "get": _op(
         "Stored events, paginated by seq", "containers", _json(_ref("Events"), "events"),
-        params=[_query("after", "only events with a greater seq", INT),
-                _query("limit", "at most this many (1-2000)", INT)], extra=_NOT_FOUND)},
+        params=[_query("after", "only events with a greater seq",
+                       _int(0, MAX_SEQ, default=0)),
+                _query("limit", "at most this many", _int(1, 2000, default=200))],
+        extra=_NOT_FOUND)},
     "/api/containers/{id}/log": {"parameters": [CONTAINER], "get": _op(
         "The full log as text", "containers",
         {"description": "one event a line", "content": {"text/plain": {"schema": STR}}},

@@ -441,3 +441,12 @@ def test_lone_surrogates_are_a_400_and_change_nothing(app: Flask, client: FlaskC
     assert count_containers(app) == 0 and _queued(settings) == 0
     with db_session(app) as session:
         assert session.scalar(select(func.count()).select_from(Node)) == 1
+
+
+def test_a_method_not_allowed_says_which_are(client: FlaskClient, token: str) -> None:
+    for method, path in (("TRACE", "/api/containers"), ("PUT", "/api/nodes"),
+                         ("DELETE", "/api/templates")):  # fmt: skip
+        response = client.open(path, method=method, headers=bearer(token))
+        assert response.status_code == 405 and response.is_json, (method, path)
+        allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+        assert "GET" in allowed and method not in allowed, (method, path)
