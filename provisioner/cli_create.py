@@ -42,16 +42,33 @@ _OPTIONS = {"ip": "--ip", "gateway": "--gateway", "ssh_public_key": "--ssh-key",
             "ssh-public-keys": "--ssh-key", "password": "--password-stdin"}  # fmt: skip
 
 
-def _parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
+def _parse_vars(pairs: tuple[str, ...], var_file: str | None = None) -> dict[str, str]:
+    """``--var KEY=VALUE`` options, then the ``--var-file`` lines."""
+    given: list[tuple[str, str, str | None]] = [("--var", pair, pair) for pair in pairs]
+    if var_file is not None:
+        given += [(f"--var-file line {n}", line, None)
+                  for n, line in enumerate(_read_var_file(var_file).splitlines(), 1)
+                  if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
     values: dict[str, str] = {}
-    for pair in pairs:
+    for where, pair, shown in given:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise BadInput(f"--var: expected KEY=VALUE, got {pair!r}")
+            # a file's line may hold a secret: it is not echoed back
+            got = f", got {shown!r}" if shown is not None else ""
+            raise BadInput(f"{where}: expected KEY=VALUE{got}")
         if name.strip() in values:
-            raise BadInput(f"--var: {name.strip()!r} given twice")
+            raise BadInput(f"{where}: {name.strip()!r} given twice")
         values[name.strip()] = value
     return values
+
+
+def _read_var_file(path: str) -> str:
+    if path == "-":
+        return read_stdin("--var-file -")
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--var-file: cannot read {path}: {exc}") from None
 
 
 def _read_ssh_keys(path: str | None, text: str | None) -> str | None:
@@ -137,6 +154,10 @@ def _pick_node(session: Session, name: str | None) -> str:
                    "and print it once).")  # fmt: skip
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
               help="A template variable (repeatable), typed and checked by the template.")  # fmt: skip
+@click.option("--var-file", metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="Template variables from a file of KEY=VALUE lines ('-': stdin; blank "
+                   "and # lines skipped): secrets stay off the command line.")  # fmt: skip
 @click.option("--on-failure", type=click.Choice(["keep", "destroy"]), default="keep",
               show_default=True, help="What to do with the container when provisioning fails.")  # fmt: skip
 @follow_options("submitted", '"id", "job_id", "container", "root_password" when generated')
@@ -145,7 +166,8 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
            cores: int | None, memory: int | None, swap: int | None, disk: int | None,
            storage: str | None, bridge: str | None, ip: str, gateway: str | None,
            ssh_key_file: str | None, ssh_key_text: str | None, password_stdin: bool,
-           variables: tuple[str, ...], on_failure: str, follow: bool, as_json: bool,
+           variables: tuple[str, ...], var_file: str | None, on_failure: str, follow: bool,
+           as_json: bool,
            timeout: float | None) -> None:  # fmt: skip
     """Request a container: validate everything, store it, queue its run.
 
@@ -163,13 +185,17 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
       provisioner create -t nginx -H web1 --node pve1 --follow
       provisioner create -t nginx -H web2 --ip 198.18.0.170/24 --gateway 198.18.0.1 \\
           --ssh-key ~/.ssh/id_ed25519.pub --var site_title=Hello --follow --json
+      provisioner create -t redis -H cache1 --var-file redis.vars --follow
     """
     from provisioner.cli_follow import follow_run
     from provisioner.submit import ProvisionRequest, submit
     from provisioner.vault import container_root_password
 
-    if password_stdin and ssh_key_file == "-":
-        raise BadInput("--password-stdin and --ssh-key - cannot both read stdin")
+    readers = [name for name, reads in (("--password-stdin", password_stdin),
+                                        ("--ssh-key -", ssh_key_file == "-"),
+                                        ("--var-file -", var_file == "-")) if reads]  # fmt: skip
+    if len(readers) > 1:
+        raise BadInput(f"only one of {', '.join(readers)} may read stdin")
     if not TEMPLATE_NAME.fullmatch(template):
         raise BadInput(f"--template: no template named {template!r}")
     try:
@@ -177,6 +203,7 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
         check_name("storage", storage)
         check_name("bridge", bridge)
         keys = _read_ssh_keys(ssh_key_file, ssh_key_text)
+        given_variables = _parse_vars(variables, var_file)
         password = check_root_password(_read_password()) if password_stdin else None
     except ConfigError as exc:
         raise option_error(exc) from None
@@ -185,7 +212,7 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
                                hostname=hostname, vmid=vmid, cores=cores, memory=memory,
                                swap=swap, disk=disk, ip=ip, gateway=gateway, bridge=bridge,
                                storage=storage, ssh_public_key=keys, root_password=password,
-                               variables=dict(_parse_vars(variables)),
+                               variables=given_variables,
                                failure_policy=on_failure)  # fmt: skip
         try:
             check_vmid_free(session, req.node, vmid)

@@ -15,6 +15,19 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Set by scripts/test, which starts everything every test needs: there a
+# skipped test is a failure, so a missing service never passes unseen.
+NO_SKIP = "PROVISIONER_TESTS_NO_SKIP"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and os.environ.get(NO_SKIP) and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under scripts/test ({NO_SKIP} is set): {reason}"
 
 
 def start_simulator(state_dir: Path, *extra: str, listen: str | None = None,

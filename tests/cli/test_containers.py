@@ -111,6 +111,36 @@ def test_typed_variables_and_secret_variables(cli: Cli) -> None:
     assert generated and generated not in result.output
 
 
+def test_variables_from_a_file_keep_secrets_off_the_command_line(cli: Cli,
+                                                                  tmp_path: Path) -> None:  # fmt: skip
+    secret = "s3cret-from-a-file"
+    var_file = tmp_path / "redis.vars"
+    var_file.write_text(f"# redis\n\nredis_password={secret}\nmaxmemory_mb=64\n")
+    result = cli("create", "-t", "redis", "-H", "redis-f", "--var-file", str(var_file),
+                 "--var", "appendonly=yes", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["container"]["variables"]["maxmemory_mb"] == 64
+    assert stored_variables(cli.box, cli.container(body["id"]))["redis_password"] == secret
+    assert secret not in result.output
+    piped = cli("create", "-t", "redis", "-H", "redis-g", "--var-file", "-", "--json",
+                input=f"redis_password={secret}-2\r\n")  # fmt: skip
+    assert piped.exit_code == 0, piped.output
+    stored = stored_variables(cli.box, cli.container(json.loads(piped.stdout)["id"]))
+    assert stored["redis_password"] == f"{secret}-2"
+    # a bad line is named, never echoed (it may be a secret); a variable given twice is refused
+    for text, message in (
+        (f"maxmemory_mb=64\n{secret}\n", "--var-file line 2: expected KEY=VALUE"),
+        ("appendonly=no\n", "--var-file line 1: 'appendonly' given twice"),
+    ):
+        bad = cli("create", "-t", "redis", "-H", "redis-h", "--var", "appendonly=yes",
+                  "--var-file", "-", input=text)  # fmt: skip
+        assert bad.exit_code == 2 and one_line_error(bad.stderr) == f"error: {message}"
+        assert secret not in bad.output
+    missing = cli("create", "-t", "redis", "-H", "redis-h", "--var-file", str(tmp_path / "no"))
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("-t", "no-such-template", "-H", "x"), "no template named 'no-such-template'"),
     (("-t", "../etc", "-H", "x"), "--template: no template named '../etc'"),
@@ -130,7 +160,10 @@ def test_typed_variables_and_secret_variables(cli: Cli) -> None:
     (("-t", "nginx", "-H", "x", "--ssh-key-text", "not a key"), "--ssh-key: line 1 is not"),
     (("-t", "nginx", "-H", "x", "--storage", "bad/storage"), "--storage: must be 1-64"),
     (("-t", "nginx", "-H", "x", "--bridge", "-x"), "--bridge: must be 1-64"),
-    (("-t", "nginx", "-H", "x", "--password-stdin", "--ssh-key", "-"), "cannot both read stdin"),
+    (("-t", "nginx", "-H", "x", "--password-stdin", "--ssh-key", "-"),
+     "only one of --password-stdin, --ssh-key - may read stdin"),
+    (("-t", "nginx", "-H", "x", "--var-file", "-", "--ssh-key", "-"),
+     "only one of --ssh-key -, --var-file - may read stdin"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_exit_2_and_stores_nothing(cli: Cli, args: tuple[str, ...],
                                                          message: str) -> None:  # fmt: skip

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from redis import Redis
+from rq import Worker
 
 from provisioner.events import PHASES
 from tests.conftest import ROOT
@@ -67,7 +69,7 @@ def test_demo_smoke_provisions_nginx_through_the_cli(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/provisioner"), "demo", "--port", "0",
+    proc = subprocess.Popen([str(ROOT / "scripts/demo"), "--port", "0",
                              "--data-dir", str(data), "--time-scale", "0"],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
@@ -82,6 +84,15 @@ def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         url = re.search(r"Dashboard\s+(http://\S+)/", text)
         creds = re.search(r"Log in as\s+(\S+) / (\S+)", text)
         assert url and creds, text
+        redis_url = re.search(r"Redis\s+(redis://\S+)", text)
+        assert redis_url and re.search(r"Node\s+sim \(the simulator\), 2 workers", text), text
+        with Redis.from_url(redis_url.group(1)) as redis:  # both workers serve the queue
+            deadline = time.monotonic() + 30
+            while len(Worker.all(connection=redis)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            workers = Worker.all(connection=redis)
+            assert len(workers) == 2 and all(w.queue_names() == [os.environ.get("PROVISIONER_QUEUE_NAME", "provisioning")]
+                                             for w in workers), workers  # fmt: skip
         with requests.Session() as web:
             page = web.get(f"{url.group(1)}/login", timeout=10)
             token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
