@@ -21,7 +21,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from sqlalchemy import exc as sa_exc
@@ -55,8 +55,8 @@ __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "ProvisionerGroup", "load_settings", "
 
 EXIT_CONFIG = EXIT_USAGE  # click's status for usage errors too
 _USER_ERROR_EXIT = {"invalid": EXIT_USAGE, "missing": EXIT_NOT_FOUND, "exists": EXIT_CONFLICT}
-# SQLite's and PostgreSQL's words for a table that is not there
 DEBUG_VARIABLE = "PROVISIONER_DEBUG"  # set: a bug shows its traceback
+# SQLite's and PostgreSQL's words for a table that is not there
 _MISSING_TABLE = re.compile(r"no such table|relation \S+ does not exist")
 
 
@@ -104,7 +104,7 @@ class ProvisionerGroup(click.Group):
                        EXIT_FAILURE)  # fmt: skip
 
     @staticmethod
-    def _fail(ctx: click.Context, message: str, code: int) -> None:
+    def _fail(ctx: click.Context, message: str, code: int) -> NoReturn:
         click.echo(f"error: {one_line(message)}", err=True)
         ctx.exit(code)
 

@@ -44,42 +44,35 @@ _OPTIONS = {"ip": "--ip", "gateway": "--gateway", "ssh_public_key": "--ssh-key",
 
 def _parse_vars(pairs: tuple[str, ...], var_file: str | None = None) -> dict[str, str]:
     """``--var KEY=VALUE`` options, then the ``--var-file`` lines."""
-    given: list[tuple[str, str, str | None]] = [("--var", pair, pair) for pair in pairs]
+    # (where, the text, whether an error may show it: a file's line may be a secret)
+    given = [("--var", pair, True) for pair in pairs]
     if var_file is not None:
-        given += [(f"--var-file line {n}", line, None)
-                  for n, line in enumerate(_read_var_file(var_file).splitlines(), 1)
+        given += [(f"--var-file line {n}", line, False)
+                  for n, line in enumerate(_read_text("--var-file", var_file).splitlines(), 1)
                   if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
     values: dict[str, str] = {}
     for where, pair, shown in given:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            # a file's line may hold a secret: it is not echoed back
-            got = f", got {shown!r}" if shown is not None else ""
-            raise BadInput(f"{where}: expected KEY=VALUE{got}")
+            raise BadInput(f"{where}: expected KEY=VALUE" + (f", got {pair!r}" if shown else ""))
         if name.strip() in values:
             raise BadInput(f"{where}: {name.strip()!r} given twice")
         values[name.strip()] = value
     return values
 
 
-def _read_var_file(path: str) -> str:
+def _read_text(option: str, path: str) -> str:
+    """The text of an option's file, or of stdin for '-'."""
     if path == "-":
-        return read_stdin("--var-file -")
+        return read_stdin(f"{option} -")
     try:
         return Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"--var-file: cannot read {path}: {exc}") from None
+        raise BadInput(f"{option}: cannot read {path}: {exc}") from None
 
 
 def _read_ssh_keys(path: str | None, text: str | None) -> str | None:
-    parts = []
-    if path == "-":
-        parts.append(read_stdin("--ssh-key -"))
-    elif path is not None:
-        try:
-            parts.append(Path(path).read_text())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"--ssh-key: cannot read {path}: {exc}") from None
+    parts = [] if path is None else [_read_text("--ssh-key", path)]
     if text is not None:
         parts.append(text)
     return check_ssh_public_keys("\n".join(p.strip() for p in parts)) if parts else None

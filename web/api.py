@@ -26,7 +26,7 @@ from web.csrf import csrf_token
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the OpenAPI document says it too
 _MISSING = object()
 
 
@@ -78,12 +78,9 @@ def _unencodable(value: object, path: str) -> str | None:
                 return at
         elif isinstance(item, dict):
             for key, child in item.items():
-                name = f"{at}.{key}" if at else str(key)
-                try:
-                    key.encode()
-                except UnicodeEncodeError:
-                    return at
-                stack.append((child, name))
+                # the key is popped (and checked) first, so no path carries a bad key;
+                # a bad key is blamed on the object that holds it
+                stack.extend(((child, f"{at}.{key}" if at else key), (key, at)))
         elif isinstance(item, list):
             stack.extend((child, f"{at}[{i}]") for i, child in enumerate(item))
     return None
@@ -131,7 +128,7 @@ class Body:
         return value
 
     def name(self, name: str, *, required: bool = False) -> str | None:
-        return self.string(name, required=required, max_length=64, pattern=_NAME,
+        return self.string(name, required=required, max_length=64, pattern=NAME_PATTERN,
                            what="1-64 letters, digits and '_.-'")  # fmt: skip
 
     def integer(self, name: str, *, minimum: int, maximum: int, required: bool = False,

@@ -41,7 +41,7 @@ from web.app import get_db, get_redis, resources
 from web.live import NodeStatus, fetch_statuses, merge
 
 _LOG_PAGE = 2000
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")  # root passwords (and the OpenAPI document)
 
 
 def events_url(container_id: str, after: int | None = None) -> str:
@@ -165,7 +165,7 @@ def _provision_request(body: Body) -> ProvisionRequest:
         ip=ip, gateway=gateway,
         bridge=body.name("bridge"), storage=body.name("storage"),
         ssh_public_key=_ssh_keys(body),
-        root_password=body.string("root_password", max_length=256, pattern=_PRINTABLE,
+        root_password=body.string("root_password", max_length=256, pattern=PRINTABLE,
                                   what="text without control characters"),
         variables=body.scalars("variables"),
         failure_policy=body.choice("failure_policy", ("keep", "destroy"), default="keep"),

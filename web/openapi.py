@@ -11,7 +11,9 @@ from typing import Any
 from flask import Response, jsonify
 
 from provisioner.events import MAX_SEQ
-from web.api import bp
+from provisioner.request_checks import TEMPLATE_NAME
+from web.api import NAME_PATTERN, bp
+from web.api_containers import PRINTABLE
 
 JSON = "application/json"
 
@@ -78,7 +80,7 @@ NINT = {"type": ["integer", "null"]}
 NNUM = {"type": ["number", "null"]}
 STRS = {"type": "array", "items": STR}
 # request fields: the same bounds the API checks (web/api.py Body, web/api_*.py)
-NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+NAME = {"type": "string", "pattern": f"^{NAME_PATTERN.pattern}$",
         "description": "1-64 letters, digits and '_.-'"}  # fmt: skip
 
 
@@ -239,7 +241,7 @@ SCHEMAS: dict[str, Any] = {
                               "name": STR, "problems": STRS})}}),
     "ContainerCreate": {"type": "object", "required": ["template", "node", "hostname"],
                         "additionalProperties": False, "properties": {
-        "template": _text(128, pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        "template": _text(128, pattern=f"^{TEMPLATE_NAME.pattern}$",
                           description="a template's name (GET /api/templates)"),
         "node": _text(64, minLength=1, description="a node's name (GET /api/nodes)"),
         "hostname": _text(253, pattern="^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
@@ -253,7 +255,7 @@ SCHEMAS: dict[str, Any] = {
         "bridge": NAME, "storage": NAME,
         "ssh_public_key": _text(16384, description="one or more OpenSSH public keys, a line each"),
         "root_password": {"type": "string", "minLength": 8, "maxLength": 256,
-                          "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+                          "pattern": f"^{PRINTABLE.pattern}$",
                           "description": "generated (and returned once) when absent"},
         "variables": {"type": "object", "additionalProperties": {
             "type": ["string", "integer", "boolean"]},
