@@ -15,6 +15,7 @@ from provisioner.config import Settings
 from provisioner.db import session_scope
 from provisioner.events import EventPublisher
 from provisioner.models import Container
+from provisioner.ownership import Owned, prove
 from provisioner.pve import PveClient
 from provisioner.secrets import SecretBox
 from provisioner.ssh import SshSession, connect
@@ -89,6 +90,23 @@ class Context:
         if vmid is None:
             raise LookupError("the container has no vmid yet")
         return vmid
+
+    def owned(self) -> Owned:
+        """The ownership guard: proof, read now, that the record's CT is ours.
+        Every PVE write to an existing CT takes one.
+
+        Raises:
+            NotOurs: the CT is gone from the node or carries another marker.
+            PveTransientError, PvePermanentError: the node could not tell.
+        """
+        return prove(self.pve, self.container_id, self.vmid)
+
+    def disown(self) -> None:
+        """Mark the record as owning no container: forget the vmid and
+        everything learnt from that CT, so a retry starts from create."""
+        self.update(vmid=None, ip=None, ssh_host_key=None, ssh_host_key_fingerprint=None,
+                    services=[], finished_phases=[], finished_scripts=[],
+                    current_phase=None)  # fmt: skip
 
     async def ssh(self) -> SshSession:
         """One SSH session per run, pinned to the host key seen first."""

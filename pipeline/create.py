@@ -1,11 +1,13 @@
 """Phase 1, create: pre-flight checks, vmid allocation, ``POST /lxc``, the
 task log streamed as log events.  A retry recognises its own container by
-the marker in its description and never creates a second one."""
+the marker in its description and never creates a second one; a create
+task that fails leaves no CT behind (PVE removes it), so the record drops
+its claim on the vmid at once."""
 
 from __future__ import annotations
 
 from pipeline.context import Context
-from provisioner.errors import PermanentError
+from provisioner.errors import PermanentError, TaskFailedError
 from provisioner.models import Node
 from provisioner.submit import create_request_of
 from provisioner.templates import build_create_params, parse_marker
@@ -64,12 +66,12 @@ async def run(ctx: Context) -> None:
     password = container_root_password(ctx.box, ct)
     if password:
         params["password"] = password
-    if ct.vmid is not None and ctx.pve.exists(ct.vmid):
-        own = parse_marker(ctx.pve.get_config(ct.vmid).get("description"))
-        if own == ctx.container_id:
-            ctx.step(f"CT {ct.vmid} already exists (created by an earlier attempt)", 1.0)
-            ctx.pve.wait_unlocked(ct.vmid, timeout=ctx.settings.task_timeout)
-            return
+    if ct.vmid is not None:
+        # proven ours by the run's guard (job.py), which drops a claim that is not
+        ctx.owned()
+        ctx.step(f"CT {ct.vmid} already exists (created by an earlier attempt)", 1.0)
+        ctx.pve.wait_unlocked(ct.vmid, timeout=ctx.settings.task_timeout)
+        return
     # an earlier attempt may have died between its POST and saving the vmid
     found = _find_own(ctx) if ct.attempts > 1 else None
     if found is not None:
@@ -92,8 +94,13 @@ async def run(ctx: Context) -> None:
                                        lock_timeout=15)  # fmt: skip
     vmid, upid = allocation.vmid, allocation.result
     ctx.step(f"creating CT {vmid} on node {ctx.pve.connection.node}", 0.2)
-    result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.1,
-                                   on_log=lambda line: ctx.log(line))  # fmt: skip
+    try:
+        result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.1,
+                                       on_log=lambda line: ctx.log(line))  # fmt: skip
+    except TaskFailedError:
+        if not ctx.pve.exists(vmid):  # PVE removed what the failed task made
+            ctx.update(vmid=None)  # the id is free again: never act on it later
+        raise
     for warning in result.warning_lines:
         ctx.warn(warning)
     ctx.step(f"CT {vmid} created", 1.0)

@@ -104,6 +104,6 @@ async def run(ctx: Context) -> None:
         names = {s.name for s in ctx.pve.snapshots(ct.vmid or ctx.vmid)}
         if snap.name not in names:
             ctx.step(f"taking the baseline snapshot '{snap.name}'", 0.8)
-            upid = ctx.pve.snapshot_create(ctx.vmid, snap.name, snap.description or None)
+            upid = ctx.pve.snapshot_create(ctx.owned(), snap.name, snap.description or None)
             ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25)
     ctx.step(f"ready: {ct.ip}, host key {ct.ssh_host_key_fingerprint}", 1.0)

@@ -11,11 +11,12 @@ then fails in RQ too (never a swallowed exception reported as success).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import Redis
 from rq import get_current_job
@@ -31,6 +32,7 @@ from provisioner.events import EventPublisher, latest_seq
 from provisioner.logsafe import setup_logging
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, utcnow
 from provisioner.nodes import client_for
+from provisioner.ownership import NotOurs
 from provisioner.secrets import load_secret_box
 from provisioner.ssh_backoff import Backoff
 from provisioner.submit import load_named_template, stored_variables
@@ -38,6 +40,7 @@ from provisioner.templates import secret_values
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Phase = Callable[[Context], Awaitable[None]]
 PHASES: list[tuple[str, Phase]] = [
     ("create", create.run), ("start", start.run), ("deploy", deploy.run),
@@ -56,7 +59,10 @@ def _progress(phase: str, percent: int) -> None:
         job.save_meta()
 
 
-async def _run_phase(ctx: Context, name: str, phase: Phase, keeper: lease.LeaseKeeper) -> None:
+async def _retrying(ctx: Context, name: str, step: Callable[[], Awaitable[T]],
+                    keeper: lease.LeaseKeeper) -> T:  # fmt: skip
+    """Run ``step``, retrying transient errors with backoff (up to the
+    settings' attempts), as long as the lease is ours."""
     backoff = Backoff(base=ctx.settings.retry_base_delay, factor=2.0,
                       cap=ctx.settings.retry_max_delay, jitter=0.5)  # fmt: skip
     attempt = 1
@@ -64,8 +70,7 @@ async def _run_phase(ctx: Context, name: str, phase: Phase, keeper: lease.LeaseK
         if keeper.lost.is_set():
             raise LeaseLost(ctx.container_id)
         try:
-            await phase(ctx)
-            return
+            return await step()
         except TransientError as exc:
             await ctx.close()  # a broken SSH session is reopened next time
             if attempt >= ctx.settings.retry_max_attempts:
@@ -95,32 +100,52 @@ def _error_details(ctx: Context, exc: BaseException) -> dict[str, Any]:
     return details
 
 
-async def _provision(ctx: Context, keeper: lease.LeaseKeeper, phases: list[str]) -> None:
+async def _provision(ctx: Context, keeper: lease.LeaseKeeper) -> None:
     for name, phase in PHASES:
-        if name not in phases or name in ctx.container().finished_phases:
+        if name in ctx.container().finished_phases:
             continue
         ctx.phase = name
         ctx.update(current_phase=name)
-        await _run_phase(ctx, name, phase, keeper)
+        await _retrying(ctx, name, functools.partial(phase, ctx), keeper)
         ctx.update(finished_phases=[*ctx.container().finished_phases, name])
 
 
 async def _destroy(ctx: Context) -> None:
-    ct = ctx.container()
-    if ct.vmid is not None and ctx.pve.exists(ct.vmid):
-        ctx.step(f"destroying CT {ct.vmid}", 0.3)
-        upid = ctx.pve.destroy(ct.vmid, force=True, purge=True)
-        ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25,
-                              on_log=lambda line: ctx.log(line))  # fmt: skip
+    if ctx.container().vmid is not None:
+        try:
+            owned = ctx.owned()
+        except NotOurs as lost:
+            ctx.disown()
+            ctx.warn(f"{lost.message}: removing the record only")
+        else:
+            ctx.step(f"destroying CT {owned.vmid}", 0.3)
+            upid = ctx.pve.destroy(owned, force=True, purge=True)
+            ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25,
+                                  on_log=lambda line: ctx.log(line))  # fmt: skip
     ctx.step("destroyed", 1.0)
 
 
 async def _power(ctx: Context, action: str) -> None:
-    vmid = ctx.vmid
+    owned = ctx.owned()
     call = {"start": ctx.pve.start, "stop": ctx.pve.stop, "reboot": ctx.pve.reboot}[action]
-    ctx.step(f"{action} CT {vmid}", 0.5)
-    ctx.pve.wait_for_task(call(vmid), timeout=ctx.settings.task_timeout, poll=0.25)
+    ctx.step(f"{action} CT {owned.vmid}", 0.5)
+    ctx.pve.wait_for_task(call(owned), timeout=ctx.settings.task_timeout, poll=0.25)
     ctx.step(f"{action} done", 1.0)
+
+
+async def _guard(ctx: Context) -> NotOurs | None:
+    """The ownership guard, before a run does anything else: a record whose
+    CT is gone or someone else's is marked as owning none, and no PVE write
+    is made.  Returns what was lost, if anything."""
+    if ctx.container().vmid is None:
+        return None
+    try:
+        ctx.owned()
+        return None
+    except NotOurs as lost:
+        log.warning("container %s: %s", ctx.container_id, lost.message)
+        ctx.disown()
+        return lost
 
 
 def build_context(settings: Settings, factory: sessionmaker[Session], redis: Redis,
@@ -179,34 +204,78 @@ def moot(lifecycle: Lifecycle, action: str) -> str | None:
 
 async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     ct = ctx.container()
-    if action in ("start", "stop", "reboot"):
-        ctx.phase = "finalize"
-        try:
-            await _power(ctx, action)
-        except Exception as exc:
-            text = exc.message if isinstance(exc, ProvisionError) else str(exc)
-            ctx.events.publish("error", f"{action} failed: {text}", phase=ctx.phase)
-            raise
-        ctx.events.publish("complete", f"{action} done", phase=ctx.phase, percent=100)
-        return f"{action} done"
-    if action == "destroy":
-        ctx.phase = ct.current_phase or "finalize"
-        ctx.update(lifecycle=Lifecycle.DESTROYING)
-        await _destroy(ctx)
-        ctx.events.publish("complete", "destroyed", phase=ctx.phase, percent=100)
-        ctx.update(lifecycle=Lifecycle.DESTROYED, finished_at=utcnow())
-        return "destroyed"
     if action == "provision" and ct.lifecycle not in (Lifecycle.PENDING, Lifecycle.CREATING):
         # a duplicate or late job: only "retry" re-runs a failed container
         return f"nothing to do: the container is {ct.lifecycle.value}"
-    phases = [name for name, _ in PHASES]
+    if action in ("provision", "retry", "resync"):
+        return await _provisioning(ctx, action, keeper)
+    ctx.phase = (ct.current_phase or "finalize") if action == "destroy" else "finalize"
+    if action == "destroy":
+        ctx.update(lifecycle=Lifecycle.DESTROYING)
+    try:
+        lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
+        if action == "destroy":
+            await _retrying(ctx, "destroy", lambda: _destroy(ctx), keeper)
+            done = f"destroyed the record only ({lost.message})" if lost else "destroyed"
+            ctx.events.publish("complete", done, phase=ctx.phase, percent=100)
+            ctx.update(lifecycle=Lifecycle.DESTROYED, finished_at=utcnow())
+            return done
+        if lost is not None:
+            raise lost
+        await _retrying(ctx, action, lambda: _power(ctx, action), keeper)
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        await _action_failed(ctx, action, exc)
+        raise
+    ctx.events.publish("complete", f"{action} done", phase=ctx.phase, percent=100)
+    return f"{action} done"
+
+
+async def _action_failed(ctx: Context, action: str, exc: Exception) -> None:
+    """End a failed start/stop/reboot/destroy with its terminal event.  A
+    failed destroy, or any action that found the CT not ours, leaves the
+    record in error (a destroy can then be asked for again)."""
+    details = _error_details(ctx, exc)
+    if not isinstance(exc, ProvisionError):
+        log.exception("internal error in %s of %s", action, ctx.container_id)
+        details["message"] = f"internal error: {exc.__class__.__name__}: {exc}"
+    message = f"{action} failed: {details['message']}"
+    hint = details.get("hint")
+    if isinstance(exc, NotOurs):
+        details["lost_vmid"] = exc.vmid
+    try:
+        ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase)
+    finally:
+        if action == "destroy" or isinstance(exc, NotOurs):
+            ctx.update(lifecycle=Lifecycle.ERROR, error_message=message, error_details=details)
+
+
+async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
+    """A provisioning, a retry (resumes where it failed) or a resync (files
+    and scripts again): the phases not yet finished, then ``ready``."""
+    ct = ctx.container()
     if action == "resync":
+        ctx.phase = "deploy"
+        try:
+            lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
+            if lost is not None:
+                raise lost
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            await _action_failed(ctx, action, exc)
+            raise
         ctx.update(finished_phases=[p for p in ct.finished_phases if p in ("create", "start")],
                    finished_scripts=[])  # fmt: skip
     ctx.update(lifecycle=Lifecycle.CREATING, error_message=None, error_details=None,
                attempts=ct.attempts + 1, started_at=ct.started_at or utcnow())  # fmt: skip
+    ctx.phase = "create"
     try:
-        await _provision(ctx, keeper, phases)
+        lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
+        if lost is not None:
+            ctx.warn(f"{lost.message}; creating a new one")
+        await _provision(ctx, keeper)
     except LeaseLost:
         raise
     except Exception as exc:

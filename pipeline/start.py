@@ -13,7 +13,7 @@ async def run(ctx: Context) -> None:
         ctx.step(f"CT {vmid} is already running", 0.2)
     else:
         ctx.step(f"starting CT {vmid}", 0.1)
-        upid = ctx.pve.start(vmid)
+        upid = ctx.pve.start(ctx.owned())
         ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.1,
                               on_log=lambda line: ctx.log(line))  # fmt: skip
         ctx.pve.wait_unlocked(vmid, timeout=ctx.settings.task_timeout)

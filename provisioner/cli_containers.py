@@ -70,52 +70,38 @@ def label(ct: Container) -> str:
 # -- live status -------------------------------------------------------------------
 
 
-def _wants_status(ct: Container) -> bool:
-    return ct.vmid is not None and ct.lifecycle not in (Lifecycle.DESTROYED, Lifecycle.PENDING)
-
-
 def live_statuses(rt: Runtime, rows: list[tuple[Container, Node]]) -> dict[str, dict[str, Any]]:
     """Each container's live PVE status (``pve``) or why there is none
-    (``pve_error``), asking every node once, in parallel, with short timeouts."""
+    (``pve_error``, and ``owns_container`` false for a record whose CT is gone
+    or someone else's), asking every node once, in parallel, with short timeouts."""
+    from provisioner.live import NodeStatus, claims, merge, survey, wants_status
     from provisioner.nodes import connection_for
     from provisioner.pve import PveClient, PveConnection
 
     connections: dict[str, PveConnection] = {}
-    answers: dict[str, dict[int, Any] | str] = {}
+    answers: dict[str, NodeStatus] = {}
     for ct, node in rows:
-        if _wants_status(ct) and node.name not in connections and node.name not in answers:
+        if wants_status(ct) and node.name not in connections and node.name not in answers:
             try:
                 connections[node.name] = dataclasses.replace(
                     connection_for(node, rt.box), connect_timeout=3.0, read_timeout=10.0)  # fmt: skip
             except ProvisionError as exc:  # its secret cannot be decrypted, or bad settings
-                answers[node.name] = str(exc)
+                answers[node.name] = NodeStatus({}, str(exc))
 
-    def ask(connection: PveConnection) -> dict[int, Any] | str:
+    def ask(name: str) -> NodeStatus:
         try:
-            with PveClient(connection) as client:
-                return {s.vmid: s for s in client.containers()}
+            with PveClient(connections[name]) as client:
+                return survey(client, claims(ct for ct, node in rows if node.name == name))
         except ProvisionError as exc:
-            return str(exc)
+            return NodeStatus({}, str(exc))
 
     if connections:
         with ThreadPoolExecutor(max_workers=min(8, len(connections))) as pool:
-            answers.update(zip(connections, pool.map(ask, connections.values()), strict=True))
+            answers.update(zip(connections, pool.map(ask, connections), strict=True))
     result: dict[str, dict[str, Any]] = {}
     for ct, node in rows:
-        item: dict[str, Any] = {"pve": None, "pve_error": None}
-        answer = answers.get(node.name)
-        if _wants_status(ct) and answer is not None:
-            if isinstance(answer, str):
-                item["pve_error"] = answer
-            elif ct.vmid in answer:
-                s = answer[ct.vmid]
-                item["pve"] = {"status": s.status, "lock": s.lock, "uptime": s.uptime,
-                               "cpu": s.cpu, "memory_used": s.memory_used,
-                               "memory_total": s.memory_total, "disk_used": s.disk_used,
-                               "disk_total": s.disk_total}  # fmt: skip
-            else:
-                item["pve_error"] = f"CT {ct.vmid} does not exist on the node"
-        result[ct.id] = item
+        item = merge({"id": ct.id, "vmid": ct.vmid}, answers.get(node.name), wants_status(ct))
+        result[ct.id] = {k: v for k, v in item.items() if k not in ("id", "vmid")}
     return result
 
 
@@ -123,9 +109,9 @@ def _status_word(item: dict[str, Any]) -> str:
     if item["pve"] is not None:
         lock = item["pve"].get("lock")
         return f"{item['pve']['status']}{f' ({lock})' if lock else ''}"
-    if item["pve_error"] is None:
-        return "-"
-    return "missing" if "does not exist" in item["pve_error"] else "unreachable"
+    if not item["owns_container"] and item["lifecycle"] in ("ready", "error"):
+        return "no container"
+    return "-" if item["pve_error"] is None else "unreachable"
 
 
 # -- ls, show ----------------------------------------------------------------------
@@ -167,7 +153,8 @@ def ls(rt: Runtime, show_all: bool, node: str | None, template: str | None,
         return
     print_table(("ID", "HOSTNAME", "LIFECYCLE", "STATUS", "NODE", "TEMPLATE", "VMID", "IP"), [
         (short_id(i["id"]), i["hostname"], i["lifecycle"], _status_word(i), i["node"],
-         i["template"], str(i["vmid"] or "-"), i["ip"] or "-") for i in items])  # fmt: skip
+         i["template"], str(i["vmid"] or "-") if i["owns_container"] else "-",
+         i["ip"] or "-") for i in items])  # fmt: skip
 
 
 @click.command("show")
@@ -204,10 +191,13 @@ def _show_fields(i: dict[str, Any]) -> Iterator[tuple[str, str]]:
                          f"up {p['uptime']}s, memory {human_bytes(p['memory_used'])} of "
                          f"{human_bytes(p['memory_total'])}")  # fmt: skip
     elif i["pve_error"]:
-        yield "status", f"unknown: {i['pve_error']}"
+        yield "status", f"{'unknown' if i['owns_container'] else 'no container'}: {i['pve_error']}"
     yield "node", i["node"]
     yield "template", i["template"]
-    yield "vmid", str(i["vmid"] or "-")
+    if not i["owns_container"] and i["lifecycle"] in ("ready", "error"):
+        yield "vmid", "none: this record owns no container (destroy only removes the record)"
+    else:
+        yield "vmid", str(i["vmid"] or "-")
     yield "ip", i["ip"] or "-"
     if i["ssh_host_key_fingerprint"]:
         yield "ssh host key", i["ssh_host_key_fingerprint"]

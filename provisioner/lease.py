@@ -13,7 +13,8 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -27,8 +28,13 @@ log = logging.getLogger(__name__)
 
 def make_holder() -> str:
     """A holder name that says who holds it: ``host:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{process_prefix(os.getpid())}{uuid.uuid4().hex[:8]}"
 
+
+
+def process_prefix(pid: int) -> str:
+    """What every holder name of process ``pid`` on this host starts with."""
+    return f"{socket.gethostname()}:{pid}:"
 
 def acquire(factory: sessionmaker[Session], container_id: str, holder: str,
             duration: float) -> bool:  # fmt: skip
@@ -51,6 +57,45 @@ def acquire(factory: sessionmaker[Session], container_id: str, holder: str,
             return True
     except IntegrityError:  # someone inserted it between our read and our insert
         return False
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A lease taken from a holder that is gone: who it was, and when it
+    last showed a sign of life (its last renewal)."""
+
+    holder: str
+    last_renewed: datetime
+
+
+def take_over(factory: sessionmaker[Session], container_id: str, holder: str, duration: float,
+              *, dead_prefix: str | None = None) -> Takeover | None:  # fmt: skip
+    """Take the lease of a run whose holder is gone, to hand the run on.
+
+    The holder is gone when its lease expired, or when its name starts with
+    ``dead_prefix`` (:func:`process_prefix` of a work horse its worker saw
+    die: no need to wait for the expiry).
+
+    Returns:
+        Who held it and when it last renewed; None if a live holder has it
+        or nobody does (nothing to hand on).
+    """
+    now = utcnow()
+    try:
+        with session_scope(factory) as session:
+            lease = session.get(Lease, container_id, with_for_update=True)
+            dead = dead_prefix is not None and lease is not None and (
+                lease.holder.startswith(dead_prefix))  # fmt: skip
+            if lease is None or not (lease.expired(now) or dead):
+                return None
+            # renew() sets the expiry one duration ahead, so this was the last renewal
+            gone = Takeover(lease.holder, lease.expires_at - timedelta(seconds=duration))
+            log.info("lease of %s taken over from %s", container_id, lease.holder)
+            lease.holder, lease.acquired_at = holder, now
+            lease.expires_at = now + timedelta(seconds=duration)
+            return gone
+    except IntegrityError:
+        return None
 
 
 def renew(factory: sessionmaker[Session], container_id: str, holder: str,

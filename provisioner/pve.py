@@ -27,6 +27,7 @@ from proxmoxer.backends.https import JsonSerializer
 from proxmoxer.core import ProxmoxResource, ResourceException
 
 from provisioner.errors import ConfigError, PveApiError, PvePermanentError, PveTransientError
+from provisioner.ownership import Owned
 from provisioner.pve_http import (
     PasswordAuth,
     PveConnection,
@@ -347,32 +348,41 @@ class PveClient:
                                         f"({current.lock}) after {timeout:g}s")  # fmt: skip
             time.sleep(poll)
 
-    def start(self, vmid: int) -> str:
-        return str(self._request("POST", self._lxc(vmid, "status", "start")))
+    # --- writes to an existing CT: only with proof that it is ours ----------
+    def _owned(self, ct: Owned, *parts: object) -> str:
+        """The CT's path, once ``ct`` is proof for this client's node."""
+        if ct.node != self.node:
+            raise PvePermanentError(f"CT {ct.vmid} was proven on node {ct.node}, "
+                                    f"not on node {self.node}")  # fmt: skip
+        return self._lxc(ct.vmid, *parts)
 
-    def stop(self, vmid: int) -> str:
+    def start(self, ct: Owned) -> str:
+        return str(self._request("POST", self._owned(ct, "status", "start")))
+
+    def stop(self, ct: Owned) -> str:
         """Hard stop; see ``shutdown`` for a clean one."""
-        return str(self._request("POST", self._lxc(vmid, "status", "stop")))
+        return str(self._request("POST", self._owned(ct, "status", "stop")))
 
-    def shutdown(self, vmid: int, timeout: int | None = None, force_stop: bool = False) -> str:
-        return str(self._request("POST", self._lxc(vmid, "status", "shutdown"),
+    def shutdown(self, ct: Owned, timeout: int | None = None, force_stop: bool = False) -> str:
+        return str(self._request("POST", self._owned(ct, "status", "shutdown"),
                                  {"timeout": timeout, "forceStop": force_stop or None}))  # fmt: skip
 
-    def reboot(self, vmid: int, timeout: int | None = None) -> str:
-        return str(self._request("POST", self._lxc(vmid, "status", "reboot"), {"timeout": timeout}))
+    def reboot(self, ct: Owned, timeout: int | None = None) -> str:
+        return str(self._request("POST", self._owned(ct, "status", "reboot"),
+                                 {"timeout": timeout}))  # fmt: skip
 
-    def destroy(self, vmid: int, *, force: bool = False, purge: bool = True,
+    def destroy(self, ct: Owned, *, force: bool = False, purge: bool = True,
                 destroy_unreferenced_disks: bool = True) -> str:  # fmt: skip
         """Delete the container (``force`` also stops a running one); returns the UPID."""
-        return str(self._request("DELETE", self._lxc(vmid), {
+        return str(self._request("DELETE", self._owned(ct), {
             "force": force or None, "purge": purge,
             "destroy-unreferenced-disks": destroy_unreferenced_disks,
         }))  # fmt: skip
 
-    def clone(self, vmid: int, newid: int, *, hostname: str | None = None,
+    def clone(self, ct: Owned, newid: int, *, hostname: str | None = None,
               full: bool | None = None, storage: str | None = None,
               snapname: str | None = None, description: str | None = None) -> str:  # fmt: skip
-        return str(self._request("POST", self._lxc(vmid, "clone"), {
+        return str(self._request("POST", self._owned(ct, "clone"), {
             "newid": newid, "hostname": hostname, "full": full, "storage": storage,
             "snapname": snapname, "description": description,
         }))  # fmt: skip
@@ -381,24 +391,24 @@ class PveClient:
         found = self._request("GET", self._lxc(vmid, "snapshot"))
         return [SnapshotInfo.from_api(s) for s in found if s.get("name") != "current"]
 
-    def snapshot_create(self, vmid: int, name: str, description: str | None = None) -> str:
-        return str(self._request("POST", self._lxc(vmid, "snapshot"),
+    def snapshot_create(self, ct: Owned, name: str, description: str | None = None) -> str:
+        return str(self._request("POST", self._owned(ct, "snapshot"),
                                  {"snapname": name, "description": description}))  # fmt: skip
 
-    def snapshot_delete(self, vmid: int, name: str, force: bool = False) -> str:
-        return str(self._request("DELETE", self._lxc(vmid, "snapshot", name),
+    def snapshot_delete(self, ct: Owned, name: str, force: bool = False) -> str:
+        return str(self._request("DELETE", self._owned(ct, "snapshot", name),
                                  {"force": force or None}))  # fmt: skip
 
-    def snapshot_rollback(self, vmid: int, name: str, start: bool | None = None) -> str:
-        return str(self._request("POST", self._lxc(vmid, "snapshot", name, "rollback"),
+    def snapshot_rollback(self, ct: Owned, name: str, start: bool | None = None) -> str:
+        return str(self._request("POST", self._owned(ct, "snapshot", name, "rollback"),
                                  {"start": start}))  # fmt: skip
 
     def get_config(self, vmid: int) -> dict[str, Any]:
         return dict(self._request("GET", self._lxc(vmid, "config")))
 
-    def put_config(self, vmid: int, params: Mapping[str, Any], *,
+    def put_config(self, ct: Owned, params: Mapping[str, Any], *,
                    delete: Iterable[str] | None = None, digest: str | None = None) -> None:  # fmt: skip
         """Update the config (``delete`` removes keys; ``digest`` guards
         against concurrent changes)."""
         body = {**params, "delete": ",".join(delete) if delete else None, "digest": digest}
-        self._request("PUT", self._lxc(vmid, "config"), body)
+        self._request("PUT", self._owned(ct, "config"), body)

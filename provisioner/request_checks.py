@@ -151,7 +151,7 @@ def check_action(container: Container, action: str) -> None:
     Raises:
         ValueError: an unknown action.
         ActionRefused: the lifecycle does not allow it (naming the ones that
-            do), or a power action on a container never created in PVE.
+            do), or a power action or resync of a record that owns no CT.
     """
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
@@ -160,5 +160,6 @@ def check_action(container: Container, action: str) -> None:
         names = ", ".join(sorted(lc.value for lc in allowed))
         raise ActionRefused(f"cannot {action} a container that is {container.lifecycle.value} "
                             f"(only when {names})")  # fmt: skip
-    if action in POWER_ACTIONS and container.vmid is None:
-        raise ActionRefused(f"cannot {action}: the container was never created in PVE")
+    if action in (*POWER_ACTIONS, "resync") and container.vmid is None:
+        raise ActionRefused(f"cannot {action}: this record owns no container in Proxmox VE "
+                            "(retry creates one; destroy removes the record)")  # fmt: skip

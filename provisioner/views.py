@@ -24,12 +24,19 @@ def iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def owns_container(ct: Container) -> bool:
+    """Whether the record holds a CT in PVE, as far as it knows (a live
+    listing may find the CT gone or someone else's: ``provisioner.live``)."""
+    return ct.vmid is not None and str(ct.lifecycle) != "destroyed"
+
+
 def container_json(ct: Container, node_name: str) -> dict[str, Any]:
     """A container's state and request, without a secret."""
     r = ct.request or {}
     return {
         "id": ct.id, "node": node_name, "template": ct.template, "hostname": ct.hostname,
-        "vmid": ct.vmid, "lifecycle": str(ct.lifecycle), "current_phase": ct.current_phase,
+        "vmid": ct.vmid, "owns_container": owns_container(ct),
+        "lifecycle": str(ct.lifecycle), "current_phase": ct.current_phase,
         "finished_phases": list(ct.finished_phases or []),
         "finished_scripts": list(ct.finished_scripts or []),
         "failure_policy": str(ct.failure_policy), "ip": ct.ip,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner import lease, views
 from provisioner.errors import ConfigError, ProvisionError, TransientError
 from provisioner.events import MAX_SEQ, Event
+from provisioner.live import NodeStatus, claims, merge, wants_status
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import connection_for
 from provisioner.pve import PveConnection
@@ -38,7 +39,7 @@ from provisioner.vault import container_root_password
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
 from web.app import get_db, get_redis, resources
-from web.live import NodeStatus, fetch_statuses, merge
+from web.live import fetch_statuses
 
 _LOG_PAGE = 2000
 PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")  # root passwords (and the OpenAPI document)
@@ -63,23 +64,20 @@ def _rule_error(exc: ProvisionError, status: int) -> ApiError:
 def _live(rows: list[tuple[Container, Node]]) -> list[dict[str, Any]]:
     """The containers' JSON with their live status (the transaction ends first)."""
     box = resources().box
-
-    def wanted(ct: Container) -> bool:
-        return ct.vmid is not None and ct.lifecycle not in (Lifecycle.DESTROYED,
-                                                             Lifecycle.PENDING)  # fmt: skip
-
     connections: dict[str, PveConnection] = {}
     broken: dict[str, NodeStatus] = {}  # a node whose stored settings no longer pass
     for ct, node in rows:
-        if wanted(ct) and node.name not in connections and node.name not in broken:
+        if wants_status(ct) and node.name not in connections and node.name not in broken:
             try:
                 connections[node.name] = quick(connection_for(node, box))
             except ProvisionError as exc:  # bad settings, or a secret no key decrypts
                 broken[node.name] = NodeStatus({}, f"the node's settings are unusable: {exc}")
-    items = [(container_json(ct, node.name), ct.vmid, node.name, wanted(ct)) for ct, node in rows]
+    node_claims = {name: claims(ct for ct, node in rows if node.name == name)
+                   for name in connections}  # fmt: skip
+    items = [(container_json(ct, node.name), node.name, wants_status(ct)) for ct, node in rows]
     get_db().commit()  # no transaction while the nodes answer
-    statuses = {**broken, **fetch_statuses(resources().pve, connections)}
-    return [merge(item, vmid, statuses.get(name), ok) for item, vmid, name, ok in items]
+    statuses = {**broken, **fetch_statuses(resources().pve, connections, node_claims)}
+    return [merge(item, statuses.get(name), ok) for item, name, ok in items]
 
 
 def find_container(container_id: str) -> tuple[Container, Node]:

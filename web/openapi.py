@@ -125,6 +125,12 @@ _CONTAINER = {
     "template": STR,
     "hostname": STR,
     "vmid": NINT,
+    "owns_container": {
+        **BOOL,
+        "description": "whether the record holds a CT in PVE; false "
+        "when its CT is gone or someone else's (pve_error says which): "
+        "destroy then only removes the record, retry creates a new CT",
+    },
     "lifecycle": {"enum": ["pending", "creating", "ready", "error", "destroying", "destroyed"]},
     "current_phase": NSTR,
     "finished_phases": STRS,

@@ -29,7 +29,7 @@ from provisioner.models import Container, Node
 from provisioner.nodes import client_for
 from provisioner.secrets import load_secret_box
 from tests.conftest import ROOT
-from tests.pipeline.conftest import NODE, Stack, build_stack, kill_tree
+from tests.pipeline.conftest import NODE, Stack, build_stack, destroy_ours, kill_tree
 
 pytestmark = [pytest.mark.integration]
 
@@ -143,9 +143,7 @@ def _destroy_all(stack: Stack) -> None:
     with stack.factory() as session:
         node = session.scalars(select(Node).where(Node.name == NODE)).one()
         with client_for(node, box) as pve:
-            for ct in session.scalars(select(Container)):
-                if ct.vmid is not None and pve.exists(ct.vmid):
-                    pve.wait_for_task(pve.destroy(ct.vmid, force=True, purge=True), timeout=120)
+            destroy_ours(pve, [(ct.id, ct.vmid) for ct in session.scalars(select(Container))])
 
 
 @pytest.fixture(scope="module")

@@ -291,17 +291,19 @@ def test_ls_table_filters_and_json(cli: Cli) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["ID", "HOSTNAME", "LIFECYCLE", "STATUS", "NODE", "TEMPLATE",
                                 "VMID", "IP"]  # fmt: skip
-    row = next(line for line in lines if "ls-a" in line).split()
-    # live status from the simulator: it has no CT 9172
-    assert row == [a[:8], "ls-a", "ready", "missing", "sim", "lines", "9172", "198.18.0.172"]
+    row = re.split(r"\s{2,}", next(line for line in lines if "ls-a" in line).strip())
+    # live status from the simulator: it has no CT 9172, so the record owns none
+    assert row == [a[:8], "ls-a", "ready", "no container", "sim", "lines", "-", "198.18.0.172"]
     assert not any("ls-gone" in line for line in lines)
     assert any("ls-gone" in line for line in cli("ls", "--all", "--no-live").stdout.splitlines())
     errors = cli("ls", "--lifecycle", "error", "--json", "--no-live")
     assert [c["hostname"] for c in json.loads(errors.stdout)["containers"]] == ["ls-b"]
     by_template = json.loads(cli("ls", "-t", "lines", "--json").stdout)["containers"]
     assert [c["hostname"] for c in by_template] == ["ls-a"]
-    assert by_template[0]["pve"] is None
-    assert "does not exist" in by_template[0]["pve_error"]
+    assert by_template[0]["pve"] is None and by_template[0]["owns_container"] is False
+    assert by_template[0]["pve_error"] == (
+        "CT 9172 no longer exists on node pve; this record owns no container"
+    )
     assert cli("ls", "--lifecycle", "sleeping").exit_code == 2
     unknown = cli("ls", "--node", "nope")
     assert unknown.exit_code == 3
@@ -333,7 +335,10 @@ def test_show_has_the_error_details(cli: Cli) -> None:
     assert shown["var count"] == "3" and shown["var k"] == "(secret)"
     body = json.loads(cli("show", cid, "--json").stdout)
     assert body["error_details"]["exit_code"] == 3
-    assert body["pve_error"] == "CT 9173 does not exist on the node"
+    assert (
+        body["pve_error"] == "CT 9173 no longer exists on node pve; this record owns no container"
+    )
+    assert body["owns_container"] is False
     assert "v1:x:y" not in cli("show", cid, "--json").stdout
 
 
@@ -417,7 +422,9 @@ def test_power_actions_need_a_pve_container(cli: Cli) -> None:
     cli.add_container(hostname="never", lifecycle=Lifecycle.ERROR)
     result = cli("start", "never")
     assert result.exit_code == 5
-    assert "cannot start: the container was never created in PVE" in one_line_error(result.stderr)
+    assert "cannot start: this record owns no container in Proxmox VE" in one_line_error(
+        result.stderr
+    )
 
 
 def test_allowed_actions_are_queued(cli: Cli) -> None:

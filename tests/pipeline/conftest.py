@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from provisioner.config import Settings
 from provisioner.db import session_scope
 from provisioner.models import AuthKind, Container, Lifecycle, Node
 from provisioner.nodes import client_for
+from provisioner.ownership import NotOurs, prove
+from provisioner.pve import PveClient
 from provisioner.queue import enqueue
 from provisioner.secrets import load_secret_box
 from provisioner.submit import ProvisionRequest, submit
@@ -34,6 +36,19 @@ from provisioner.vault import set_node_secret
 from tests.conftest import ROOT
 
 NODE = "sim"
+
+
+def destroy_ours(pve: PveClient, records: Iterable[tuple[str, int | None]]) -> None:
+    """Destroy in PVE the CTs of these records (id, vmid) that are still theirs
+    (through the ownership guard, as the product does)."""
+    for cid, vmid in records:
+        if vmid is None:
+            continue
+        try:
+            owned = prove(pve, cid, vmid)
+        except NotOurs:
+            continue
+        pve.wait_for_task(pve.destroy(owned, force=True, purge=True), timeout=120)
 
 
 def kill_tree(pid: int) -> None:
@@ -113,11 +128,8 @@ class Stack:
         with self.factory() as session:
             node = session.scalars(select(Node).where(Node.name == NODE)).one()
             with client_for(node, box) as pve:
-                for cid in cids:
-                    ct = session.get(Container, cid)
-                    if ct is not None and ct.vmid is not None and pve.exists(ct.vmid):
-                        pve.wait_for_task(pve.destroy(ct.vmid, force=True, purge=True),
-                                          timeout=120)  # fmt: skip
+                destroy_ours(pve, [(cid, ct.vmid) for cid in cids
+                                   if (ct := session.get(Container, cid)) is not None])  # fmt: skip
 
     def container(self, cid: str) -> Container:
         with self.factory() as session:
@@ -216,13 +228,10 @@ def cleanup(stack: Stack) -> Iterator[Callable[[str], str]]:
     made: list[str] = []
     yield lambda cid: (made.append(cid), cid)[1]
     stack.stop_workers()  # a test's workers end with it
-    from provisioner.nodes import client_for
 
     box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
     with stack.factory() as session:
         node = session.query(Node).filter_by(name=NODE).one()
-        pve = client_for(node, box)
-        for cid in made:
-            vmid = session.get(Container, cid).vmid  # type: ignore[union-attr]
-            if vmid is not None and pve.exists(vmid):
-                pve.wait_for_task(pve.destroy(vmid, force=True, purge=True), timeout=120)
+        with client_for(node, box) as pve:
+            destroy_ours(pve, [(cid, session.get(Container, cid).vmid)  # type: ignore[union-attr]
+                               for cid in made])  # fmt: skip

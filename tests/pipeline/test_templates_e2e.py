@@ -35,7 +35,7 @@ from provisioner.models import Container, Lifecycle, Node
 from provisioner.secrets import load_secret_box
 from provisioner.submit import stored_variables
 from provisioner.vault import container_ssh_private_key
-from tests.pipeline.conftest import NODE, Stack
+from tests.pipeline.conftest import NODE, Stack, destroy_ours
 from tests.pvesim.helpers import admin, token_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -72,11 +72,9 @@ def destroy_all(stack: Stack, cids: list[str]) -> None:
     box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
     with stack.factory() as session:
         node = session.query(Node).filter_by(name=NODE).one()
-        pve = client_for(node, box)
-        for cid in cids:
-            ct = session.get(Container, cid)
-            if ct is not None and ct.vmid is not None and pve.exists(ct.vmid):
-                pve.wait_for_task(pve.destroy(ct.vmid, force=True, purge=True), timeout=120)
+        with client_for(node, box) as pve:
+            destroy_ours(pve, [(cid, ct.vmid) for cid in cids
+                               if (ct := session.get(Container, cid)) is not None])  # fmt: skip
 
 
 def all_events(stack: Stack, cid: str, timeout: float = 60) -> list[Event]:

@@ -29,6 +29,7 @@ from provisioner.errors import (
     TaskFailedError,
     TransientError,
 )
+from provisioner.ownership import Owned
 from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
 from provisioner.pve_http import TicketAuth
 from provisioner.pve_parse import global_ipv4
@@ -60,6 +61,12 @@ def tiny(vmid: int, hostname: str | None = None, **extra: Any) -> dict[str, Any]
             "hostname": hostname or f"pvetest-{vmid}", "unprivileged": True, **extra}  # fmt: skip
 
 
+def own(client: PveClient, vmid: int) -> Owned:
+    """The proof the client's write methods take (these tests make their CTs
+    themselves, without the marker the ownership guard reads)."""
+    return Owned(client.node, vmid, "test_pve")
+
+
 def clear_faults(sim: dict[str, Any]) -> None:
     admin(sim, "faults", method="DELETE")
 
@@ -71,8 +78,8 @@ def destroy_ct(client: PveClient, sim: dict[str, Any], vmid: int) -> None:
         return
     status = client.wait_unlocked(vmid, timeout=40)
     if status.running:
-        client.wait_for_task(client.stop(vmid), timeout=60)
-    client.wait_for_task(client.destroy(vmid), timeout=60)
+        client.wait_for_task(client.stop(own(client, vmid)), timeout=60)
+    client.wait_for_task(client.destroy(own(client, vmid)), timeout=60)
 
 
 def secrets_of(sim: dict[str, Any]) -> tuple[str, str]:
@@ -321,11 +328,11 @@ def test_locked_container_is_transient(sim: dict[str, Any], client: PveClient,
     client.wait_for_task(client.create_container(tiny(vmid)))
     admin(sim, "lock", {"vmid": vmid, "lock": "backup", "seconds": 3})
     with pytest.raises(PveTransientError) as info:
-        client.start(vmid)
+        client.start(own(client, vmid))
     assert info.value.pve_message == "CT is locked (backup)"
     assert "lock" in str(info.value.hint)
     assert client.wait_unlocked(vmid, timeout=30, poll=0.2).lock is None
-    client.put_config(vmid, {"description": "after the lock"})
+    client.put_config(own(client, vmid), {"description": "after the lock"})
     assert client.get_config(vmid)["description"] == "after the lock"
 
 
@@ -336,7 +343,7 @@ def test_file_lock_timeout_is_transient(sim: dict[str, Any], client: PveClient,
     client.wait_for_task(client.create_container(tiny(vmid)))
     admin(sim, "lock", {"vmid": vmid, "kind": "file", "seconds": 12})
     with pytest.raises(PveTransientError) as info:
-        client.put_config(vmid, {"description": "file-locked"})
+        client.put_config(own(client, vmid), {"description": "file-locked"})
     assert "can't lock file" in str(info.value.pve_message)
 
 
@@ -532,7 +539,7 @@ def destroy_by_prefix(client: PveClient, sim: dict[str, Any], prefix: str) -> in
     upids = []
     for ct in ours:
         client.wait_unlocked(ct.vmid, timeout=60, poll=0.2)
-        upids.append(client.destroy(ct.vmid, force=True))
+        upids.append(client.destroy(own(client, ct.vmid), force=True))
     for upid in upids:
         client.wait_for_task(upid, timeout=120)
     return len(ours)
@@ -581,7 +588,7 @@ def test_static_ip(sim: dict[str, Any], client: PveClient,
     net0 = f"name=eth0,bridge=vmbr0,ip={ip}/24,gw={sim['gateway']}"
     client.wait_for_task(client.create_container(tiny(vmid, net0=net0)))
     assert client.resolve_container_ip(vmid, net0) == ip  # straight from net0
-    client.wait_for_task(client.start(vmid))
+    client.wait_for_task(client.start(own(client, vmid)))
     assert wait_booted(client, vmid) == ip  # and the container agrees
 
 
@@ -593,7 +600,7 @@ def test_dhcp_ip_after_a_late_lease(sim: dict[str, Any], client: PveClient,
     client.wait_for_task(client.create_container(tiny(vmid, net0=net0)))
     admin(sim, "dhcp-delay", {"vmid": vmid, "seconds": 4})
     started = time.monotonic()
-    client.wait_for_task(client.start(vmid))
+    client.wait_for_task(client.start(own(client, vmid)))
     with pytest.raises(PveTransientError) as info:
         client.resolve_container_ip(vmid, net0, timeout=1, poll=0.2)
     assert f"CT {vmid} on node pve: no IPv4 address on eth0 after 1s (DHCP lease)" in str(
@@ -648,42 +655,44 @@ def test_lifecycle(sim: dict[str, Any], client: PveClient,
                                                       features={"nesting": True})))  # fmt: skip
     config = client.get_config(vmid)
     assert (config["memory"], config["features"], config["unprivileged"]) == (256, "nesting=1", 1)
-    client.put_config(vmid, {"description": "made by test_pve", "onboot": False})
-    client.put_config(vmid, {}, delete=["onboot"])
+    client.put_config(own(client, vmid), {"description": "made by test_pve", "onboot": False})
+    client.put_config(own(client, vmid), {}, delete=["onboot"])
     config = client.get_config(vmid)
     assert config["description"] == "made by test_pve" and "onboot" not in config
 
-    client.wait_for_task(client.start(vmid))
+    client.wait_for_task(client.start(own(client, vmid)))
     status = client.status(vmid)
     assert status.running and status.vmid == vmid and status.name == f"pvetest-{vmid}"
     assert vmid in [c.vmid for c in client.containers() if c.running]
-    client.wait_for_task(client.stop(vmid))
+    client.wait_for_task(client.stop(own(client, vmid)))
     assert not client.status(vmid).running
-    client.wait_for_task(client.start(vmid))
+    client.wait_for_task(client.start(own(client, vmid)))
 
-    client.wait_for_task(client.snapshot_create(vmid, "base", description="first"))
+    client.wait_for_task(client.snapshot_create(own(client, vmid), "base", description="first"))
     assert [(s.name, s.description) for s in client.snapshots(vmid)] == [("base", "first")]
-    client.put_config(vmid, {"description": "changed"})
-    client.wait_for_task(client.snapshot_rollback(vmid, "base", start=True))
+    client.put_config(own(client, vmid), {"description": "changed"})
+    client.wait_for_task(client.snapshot_rollback(own(client, vmid), "base", start=True))
     assert client.get_config(vmid)["description"] == "made by test_pve"
     assert client.status(vmid).running
-    client.wait_for_task(client.snapshot_delete(vmid, "base"))
+    client.wait_for_task(client.snapshot_delete(own(client, vmid), "base"))
     assert client.snapshots(vmid) == []
 
     assert wait_booted(client, vmid) == ip
-    client.wait_for_task(client.reboot(vmid), timeout=120)
+    client.wait_for_task(client.reboot(own(client, vmid)), timeout=120)
     assert client.status(vmid).running
     assert wait_booted(client, vmid) == ip
-    client.wait_for_task(client.shutdown(vmid, timeout=30, force_stop=True), timeout=120)
+    client.wait_for_task(
+        client.shutdown(own(client, vmid), timeout=30, force_stop=True), timeout=120
+    )
     assert not client.status(vmid).running
 
-    client.wait_for_task(client.clone(vmid, clone_id, hostname=f"pvetest-{clone_id}"))
+    client.wait_for_task(client.clone(own(client, vmid), clone_id, hostname=f"pvetest-{clone_id}"))
     assert client.get_config(clone_id)["hostname"] == f"pvetest-{clone_id}"
-    client.wait_for_task(client.destroy(clone_id))
+    client.wait_for_task(client.destroy(own(client, clone_id)))
     assert not client.exists(clone_id)
 
-    client.wait_for_task(client.start(vmid))
+    client.wait_for_task(client.start(own(client, vmid)))
     with pytest.raises(PvePermanentError, match="container is running"):
-        client.destroy(vmid)
-    client.wait_for_task(client.destroy(vmid, force=True))
+        client.destroy(own(client, vmid))
+    client.wait_for_task(client.destroy(own(client, vmid), force=True))
     assert not client.exists(vmid)

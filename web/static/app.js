@@ -142,6 +142,9 @@
   function containerStatus(ct) {
     const lc = ct.lifecycle;
     const live = ct.pve && ct.pve.status;
+    if ((lc === "ready" || lc === "error") && ct.owns_container === false) {
+      return { status: "error", title: `this record owns no container: ${ct.pve_error || ct.error || "its CT is gone"}` };
+    }
     if (lc === "ready") {
       if (live === "running" || live === "stopped") return { status: live, title: `ready, ${live} in PVE` };
       if (ct.pve_error) return { status: "unknown", title: `ready; live status unavailable: ${ct.pve_error}` };
@@ -167,7 +170,8 @@
     resync: { label: "Resync", verb: "Resyncing", danger: false,
       text: (who) => `Files are deployed and every script runs again in ${who}.` },
     destroy: { label: "Destroy", verb: "Destroying", danger: true,
-      text: (who) => `${who} and its disks are removed from Proxmox. This cannot be undone.` },
+      text: (who, owns) => owns ? `${who} and its disks are removed from Proxmox. This cannot be undone.`
+        : "This record owns no container in Proxmox: only the record is removed, nothing in Proxmox is touched." },
   };
 
   // lifecycle states per action, as the server allows them (rendered into the
@@ -181,7 +185,7 @@
     const live = ct.pve && ct.pve.status;
     return Object.keys(ACTIONS).filter((a) => {
       if (!(_allowed[a] || []).includes(ct.lifecycle)) return false;
-      if (["start", "stop", "reboot"].includes(a) && ct.vmid === null) return false;
+      if (["start", "stop", "reboot", "resync"].includes(a) && !ct.owns_container) return false;
       if (a === "start" && live === "running") return false;
       if ((a === "stop" || a === "reboot") && live === "stopped") return false;
       return true;
@@ -192,8 +196,9 @@
   // when the user cancelled or the API refused (the refusal is a toast).
   async function containerAction(ct, action) {
     const spec = ACTIONS[action];
-    const who = ct.vmid ? `CT ${ct.vmid} on ${ct.node}` : `The container (not created in PVE yet)`;
-    const ok = await confirmDialog(`${spec.label} ${ct.hostname}?`, spec.text(who), spec.label, spec.danger);
+    const owns = ct.owns_container !== false;
+    const who = ct.vmid && owns ? `CT ${ct.vmid} on ${ct.node}` : `The container (not created in PVE yet)`;
+    const ok = await confirmDialog(`${spec.label} ${ct.hostname}?`, spec.text(who, owns), spec.label, spec.danger);
     if (!ok) return null;
     try {
       const answer = await api("POST", `/api/containers/${encodeURIComponent(ct.id)}/actions/${action}`);

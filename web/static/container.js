@@ -40,9 +40,9 @@
           : el("span", { class: `badge badge-${status}`, id: "status-badge", title, "data-status": status }, status),
         ct.lifecycle === "error" && live ? el("span", { class: `badge badge-${live}`, title: "live status in PVE" }, `${live} in PVE`) : "");
     }
-    if (changed("subtitle", [ct.vmid, ct.node, ct.template, ct.created_at])) {
+    if (changed("subtitle", [ct.vmid, ct.owns_container, ct.node, ct.template, ct.created_at])) {
       document.getElementById("ct-subtitle").replaceChildren(
-        ct.vmid !== null ? `CT ${ct.vmid} on ` : "on ", el("a", { href: "/nodes", class: "plain" }, ct.node),
+        ct.vmid !== null && ct.owns_container ? `CT ${ct.vmid} on ` : "on ", el("a", { href: "/nodes", class: "plain" }, ct.node),
         " · ", el("a", { href: `/templates/${encodeURIComponent(ct.template)}`, class: "plain" }, ct.template),
         " · created ", timeAgo(ct.created_at));
     }
@@ -83,7 +83,7 @@
   }
 
   function renderNotices() {
-    if (!changed("notices", [ct.lifecycle, ct.error, ct.error_details, ct.pve_error, ct.current_phase, ct.finished_at])) return;
+    if (!changed("notices", [ct.lifecycle, ct.error, ct.error_details, ct.pve_error, ct.owns_container, ct.current_phase, ct.finished_at])) return;
     const box = document.getElementById("ct-notices");
     const items = [];
     if (ct.lifecycle === "error") items.push(errorNotice());
@@ -96,7 +96,11 @@
       items.push(el("div", { class: "notice notice-warn" }, el("strong", {}, "Destroyed. "),
         `This container was removed from Proxmox ${ct.finished_at ? "on " + when(ct.finished_at) : ""}; its history is kept below.`));
     }
-    if (ct.pve_error) {
+    if (!ct.owns_container && ["ready", "error"].includes(ct.lifecycle)) {
+      items.push(el("div", { class: "notice notice-warn", id: "no-container" }, el("strong", {}, "No container. "),
+        ct.pve_error || "This record owns no container in Proxmox.",
+        " ", el("strong", {}, "Destroy"), " only removes this record; ", el("strong", {}, "Retry"), " creates a new container."));
+    } else if (ct.pve_error) {
       items.push(el("div", { class: "notice notice-warn" }, el("strong", {}, "Live status unavailable: "), ct.pve_error));
     }
     box.replaceChildren(...items);
@@ -135,11 +139,14 @@
       ["Lifecycle", el("span", { class: `badge badge-${ct.lifecycle}`, id: "lifecycle-badge" }, ct.lifecycle)],
       ["Live status", live ? el("span", {}, el("span", { class: `badge badge-${live.status}`, id: "live-badge" }, live.status),
         live.status === "running" && live.uptime ? el("span", { class: "muted small-text" }, ` up ${duration(live.uptime)}`) : null)
-        : el("span", { class: "muted" }, ct.lifecycle === "destroyed" ? "gone from PVE" : ct.pve_error ? "unavailable"
+        : el("span", { class: "muted" }, ct.lifecycle === "destroyed" ? "gone from PVE"
+          : !ct.owns_container && ["ready", "error"].includes(ct.lifecycle) ? "no container"
+          : ct.pve_error ? "unavailable"
           : !liveLoaded ? "loading…" : ct.vmid === null ? "not created in PVE yet" : "–")],
       ["Node", el("a", { href: "/nodes" }, ct.node)],
       ["Template", el("a", { href: `/templates/${encodeURIComponent(ct.template)}` }, ct.template)],
-      ["VMID", ct.vmid !== null ? el("span", { class: "mono" }, String(ct.vmid)) : null],
+      ["VMID", ct.vmid !== null && ct.owns_container ? el("span", { class: "mono" }, String(ct.vmid))
+        : ["ready", "error"].includes(ct.lifecycle) ? el("span", { class: "muted", id: "vmid-none" }, "none: this record owns no container") : null],
       ["Phase", ct.current_phase],
       ["Finished phases", phases],
       ["Scripts run", ct.finished_scripts.length ? el("span", { class: "mono small-text" }, ct.finished_scripts.join(", ")) : null],

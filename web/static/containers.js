@@ -75,7 +75,7 @@
   }
 
   function rowKey(ct) {
-    return JSON.stringify([ct.hostname, ct.lifecycle, ct.current_phase, ct.node, ct.template, ct.vmid, ct.ip,
+    return JSON.stringify([ct.hostname, ct.lifecycle, ct.current_phase, ct.node, ct.template, ct.vmid, ct.owns_container, ct.ip,
       ct.pve && ct.pve.status, ct.pve_error, ct.error, busy.get(ct.id) && busy.get(ct.id).verb]);
   }
 
@@ -85,7 +85,9 @@
       nameCell(ct),
       el("td", { class: "col-node" }, ct.node),
       el("td", { class: "col-template" }, el("a", { href: `/templates/${encodeURIComponent(ct.template)}`, class: "plain" }, ct.template)),
-      el("td", { class: "num mono col-vmid" }, ct.vmid === null ? "–" : String(ct.vmid)),
+      el("td", { class: "num mono col-vmid" }, !ct.owns_container && ["ready", "error"].includes(ct.lifecycle)
+        ? el("span", { class: "muted no-container", title: ct.pve_error || ct.error || "" }, "no container")
+        : ct.vmid === null ? "–" : String(ct.vmid)),
       el("td", { class: "mono ip" }, ct.ip || el("span", { class: "muted" }, "–")),
       el("td", { class: "nowrap muted age col-age" }, timeAgo(ct.created_at)),
       actionsCell(ct));
