@@ -25,13 +25,14 @@ from provisioner.nodes import connection_for
 from provisioner.pve import PveConnection
 from provisioner.queue import ActionPending, enqueue, enqueue_action
 from provisioner.request_checks import (
+    MAX_SSH_KEYS_TEXT,
     MIN_ROOT_PASSWORD,
     TEMPLATE_NAME,
     ActionRefused,
     check_action,
     check_network,
+    check_ssh_public_keys,
     check_vmid_free,
-    first_bad_ssh_key_line,
 )
 from provisioner.submit import ProvisionRequest, submit
 from provisioner.vault import container_root_password
@@ -143,10 +144,11 @@ def _ip(body: Body) -> tuple[str, str | None]:
 
 
 def _ssh_keys(body: Body) -> str | None:
-    keys = body.string("ssh_public_key", max_length=16384)
-    if keys is not None and first_bad_ssh_key_line(keys) is not None:
-        raise ApiError(400, "ssh_public_key must be OpenSSH public keys, one a line "
-                       "(ssh-ed25519 AAAA... comment)", "ssh_public_key")  # fmt: skip
+    keys = body.string("ssh_public_key", max_length=MAX_SSH_KEYS_TEXT)
+    try:
+        check_ssh_public_keys(keys)
+    except ConfigError as exc:
+        raise _rule_error(exc, 400) from None
     return keys
 
 

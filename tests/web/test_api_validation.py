@@ -63,6 +63,8 @@ def _queued(settings: Settings) -> int:
     ({"variables": {"site_title": ""}}, "variables.site_title", 400),
     ({"variables": {"server_name": "bad name!"}}, "variables.server_name", 400),
     ({"failure_policy": "explode"}, "failure_policy", 400),
+    ({"ssh_public_key": "ssh-ed25519 AAAA"}, "ssh_public_key", 400),  # cut short
+    ({"ssh_public_key": "ssh-ed25519"}, "ssh_public_key", 400),
     ({"root_password": "abc"}, "root_password", 400),
     ({"root_password": "seven77"}, "root_password", 400),  # the wizard's minimum too: 8
     ({"root_password": 12345}, "root_password", 400),
@@ -119,6 +121,24 @@ def test_given_root_password_is_not_echoed(client: FlaskClient, token: str) -> N
                            json={**GOOD, "root_password": "my own password"})  # fmt: skip
     assert response.status_code == 201 and "root_password" not in response.json
     assert "my own password" not in response.text
+
+
+def test_a_damaged_ssh_key_is_named_by_line_and_never_echoed(app: Flask, client: FlaskClient,
+                                                             token: str) -> None:  # fmt: skip
+    from provisioner.secrets import generate_ssh_keypair
+
+    _, good = generate_ssh_keypair("me@laptop")
+    kind, blob, _ = good.split(" ")
+    for damaged, why in ((f"{kind} {blob[:-7]}", "not valid base64"),
+                         (f"ssh-rsa {blob} me@laptop", "does not belong to a key of type ssh-rsa"),
+                         (f"{kind} {blob[:40]}", "cut short")):  # fmt: skip
+        response = client.post("/api/containers", headers=bearer(token), json={
+            **GOOD, "ssh_public_key": f"{good}\n\n{damaged}"})  # fmt: skip
+        assert response.status_code == 400 and response.json["field"] == "ssh_public_key"
+        assert response.json["error"].startswith("ssh_public_key line 3: ")
+        assert why in response.json["error"], response.json
+        assert blob[:40] not in response.text and "me@laptop" not in response.text
+    assert count_containers(app) == 0
 
 
 @pytest.mark.parametrize(("change", "field"), [
