@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,6 +37,51 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # nodes, storages, bridge
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SSH_KEYS_TEXT = 16384
+
+
+# PVE's parameter names -> the request field a user would correct
+_PVE_FIELDS = {
+    "hostname": "hostname", "cores": "cores", "memory": "memory", "swap": "swap",
+    "rootfs": "disk", "net0": "ip", "net0.ip": "ip", "net0.gw": "gateway",
+    "net0.bridge": "bridge", "vmid": "vmid", "ssh-public-keys": "ssh_public_key",
+    "password": "root_password",
+}  # fmt: skip
+_FIELD_PREFIX = re.compile(r"([a-z_][\w.-]*): ")
+_VARIABLE = re.compile(r"variable '([^']+)'")
+
+
+def field_of(message: str) -> str | None:
+    """The request field a ``ConfigError``'s message blames (``"field: ..."``,
+    a template's variable, or a PVE create parameter), if any."""
+    if message.startswith("template '"):
+        m = _VARIABLE.search(message)
+        return f"variables.{m.group(1)}" if m else "variables"
+    if message.startswith("template has "):  # the template itself is broken
+        return "template"
+    rest = message.removeprefix("invalid container parameters: ")
+    m = _FIELD_PREFIX.match(rest)
+    if m is None:
+        return None
+    name = m.group(1)
+    if name == "rootfs" and "storage" in rest[m.end() :].lower():
+        return "storage"
+    return _PVE_FIELDS.get(name, name)
+
+
+def first_per_field(problems: Iterable[ConfigError]) -> list[ConfigError]:
+    """The problems without those of a field (or a part of one: ``variables.x``
+    of ``variables``) already blamed by an earlier one: a refused field's
+    placeholder value must not be blamed twice."""
+    kept: list[ConfigError] = []
+    blamed: list[str] = []
+    for problem in problems:
+        field = field_of(problem.message)
+        if field is not None and any(field == b or field.startswith(f"{b}.") for b in blamed):
+            continue
+        if field is not None:
+            blamed.append(field)
+        kept.append(problem)
+    return kept
 
 
 class ActionRefused(PermanentError):

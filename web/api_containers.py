@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease, views
-from provisioner.errors import ConfigError, ProvisionError, TransientError
+from provisioner.errors import ConfigError, InvalidRequest, ProvisionError, TransientError
 from provisioner.events import MAX_SEQ, Event
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import connection_for
@@ -34,7 +34,7 @@ from provisioner.request_checks import (
     check_ssh_public_keys,
     check_vmid_free,
 )
-from provisioner.submit import ProvisionRequest, submit
+from provisioner.submit import CheckedRequest, ProvisionRequest, check_request, store_request
 from provisioner.vault import container_root_password
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
@@ -134,13 +134,23 @@ def list_containers() -> Response:
     return jsonify({"containers": _live(rows)})
 
 
+def _refuse_rule(body: Body, exc: ConfigError) -> None:
+    """Record a ``provisioner`` rule's error (``"field: ..."``) as the API's
+    (``"field ..."``, naming the field)."""
+    error = _rule_error(exc, 400)
+    body.refuse(error.field or "", error.message)
+
+
 def _ip(body: Body) -> tuple[str, str | None]:
     ip = body.string("ip", max_length=64) or "dhcp"
     gateway = body.string("gateway", max_length=64)
+    if body.failed("ip") or body.failed("gateway"):
+        return "dhcp", None  # a placeholder: the request is refused
     try:
         return check_network(ip, gateway)
     except ConfigError as exc:
-        raise _rule_error(exc, 400) from None
+        _refuse_rule(body, exc)
+        return "dhcp", None
 
 
 def _ssh_keys(body: Body) -> str | None:
@@ -148,11 +158,22 @@ def _ssh_keys(body: Body) -> str | None:
     try:
         check_ssh_public_keys(keys)
     except ConfigError as exc:
-        raise _rule_error(exc, 400) from None
+        _refuse_rule(body, exc)
     return keys
 
 
+def _root_password(body: Body) -> str | None:
+    password = body.string("root_password", max_length=256, pattern=PRINTABLE,
+                           what="text without control characters")  # fmt: skip
+    if password is not None and len(password) < MIN_ROOT_PASSWORD:
+        body.refuse(
+            "root_password", f"root_password must be at least {MIN_ROOT_PASSWORD} characters long"
+        )
+    return password
+
+
 def _provision_request(body: Body) -> ProvisionRequest:
+    """Every field read and checked by its own rules; problems recorded on ``body``."""
     ip, gateway = _ip(body)
     return ProvisionRequest(
         template=body.string("template", required=True, max_length=128, pattern=TEMPLATE_NAME,
@@ -167,11 +188,30 @@ def _provision_request(body: Body) -> ProvisionRequest:
         ip=ip, gateway=gateway,
         bridge=body.name("bridge"), storage=body.name("storage"),
         ssh_public_key=_ssh_keys(body),
-        root_password=body.string("root_password", max_length=256, pattern=PRINTABLE,
-                                  what="text without control characters"),
+        root_password=_root_password(body),
         variables=body.scalars("variables"),
         failure_policy=body.choice("failure_policy", ("keep", "destroy"), default="keep"),
     )  # fmt: skip
+
+
+def _checked(body: Body, req: ProvisionRequest) -> CheckedRequest:
+    """The request checked as a whole (node, template, variables, PVE's
+    schema); every problem of the body refuses it at once.
+
+    Raises:
+        ApiError: 400 with every field error.
+    """
+    checked = None
+    try:
+        checked = check_request(get_db(), resources().settings, req)
+    except InvalidRequest as exc:
+        get_db().rollback()
+        for problem in exc.problems:
+            error = config_error(problem)
+            body.refuse(error.field or "", error.message)
+    body.finish()
+    assert checked is not None  # finish() raised otherwise
+    return checked
 
 
 @bp.route("/containers", methods=["POST"])
@@ -180,10 +220,7 @@ def create_container() -> tuple[Response, int]:
     websocket URL of its events, and (once, here only) a generated root password."""
     body = Body(json_body())
     req = _provision_request(body)
-    body.finish()
-    if req.root_password is not None and len(req.root_password) < MIN_ROOT_PASSWORD:
-        raise ApiError(400, f"root_password must be at least {MIN_ROOT_PASSWORD} characters long",
-                       "root_password")  # fmt: skip
+    checked = _checked(body, req)
     settings = resources().settings
     box = resources().box
     session = get_db()
@@ -192,7 +229,7 @@ def create_container() -> tuple[Response, int]:
     except ActionRefused as exc:
         raise _rule_error(exc, 409) from None
     try:
-        container = submit(session, box, settings, req)
+        container = store_request(session, box, req, checked)
     except ConfigError as exc:
         session.rollback()
         raise config_error(exc) from None

@@ -184,7 +184,11 @@ _CONTAINER = {
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {
-        "error": STR, "field": {**STR, "description": "the input field to blame"},
+        "error": STR, "field": {**STR, "description": "the input field to blame (the first "
+                                "of errors)"},
+        "errors": {"type": "array", "minItems": 1, "description": "every field error of the "
+                   "request, in the order found (with field; the first is error and field)",
+                   "items": _object({"field": STR, "message": STR})},
         "transient": {**BOOL, "description": "502: whether trying again may help"},
         "job_id": {**STR, "description": "409 on an action: the same action's job"},
         "problems": {**STRS, "description": "422: the template's problems"}}},
@@ -379,7 +383,9 @@ DOCUMENT: dict[str, Any] = {
             "session": {"type": "apiKey", "in": "cookie", "name": "provisioner_session"},
         },
         "responses": {
-            "BadRequest": _error("invalid input; `field` names it"),
+            "BadRequest": _error(
+                "invalid input; `field` names it, `errors` lists every field's problem"
+            ),
             "Unauthorized": _error("not logged in, or a bad token"),
             "Forbidden": _error("administrators only"),
             "NotFound": _error("no such object"),

@@ -141,6 +141,19 @@ def test_variables_from_a_file_keep_secrets_off_the_command_line(cli: Cli,
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
 
 
+def test_every_problem_of_create_is_on_its_one_line(cli: Cli) -> None:
+    result = cli("create", "-t", "nginx", "-H", "bad_host!", "--ip", "198.18.0.300/24",
+                 "--bridge", "-x", "--ssh-key-text", "ssh-ed25519 AAAA", "--var", "nope=1")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result.stderr)
+    parts = line.removeprefix("error: ").split("; ")
+    assert [p.split(":")[0] for p in parts[:3]] == ["--ip", "--bridge", "--ssh-key"], line
+    assert "unknown variable 'nope'" in line and "hostname: invalid format" in line
+    assert "(check --hostname)" in line
+    with cli.factory() as session:
+        assert session.scalars(select(Container)).all() == []
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("-t", "no-such-template", "-H", "x"), "no template named 'no-such-template'"),
     (("-t", "../etc", "-H", "x"), "--template: no template named '../etc'"),
