@@ -31,6 +31,7 @@ from provisioner.request_checks import (
     check_root_password,
     check_ssh_public_keys,
     check_vmid_free,
+    field_of,
     first_per_field,
 )
 from provisioner.views import container_json
@@ -202,6 +203,7 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
       provisioner create -t redis -H cache1 --var-file redis.vars --follow
     """
     from provisioner.cli_follow import follow_run
+    from provisioner.node_facts import NodeFactsCache, node_fact_problems
     from provisioner.submit import ProvisionRequest, check_request, store_request
     from provisioner.vault import container_root_password
 
@@ -214,6 +216,8 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
         raise BadInput(f"--template: no template named {template!r}")
     problems: list[ConfigError] = []
     network = _attempt(problems, lambda: check_network(ip.strip(), gateway))
+    if network is None:  # the address alone is still checked against the node
+        network = _attempt([], lambda: check_network(ip.strip(), None))
     _attempt(problems, lambda: check_name("storage", storage))
     _attempt(problems, lambda: check_name("bridge", bridge))
     keys = _attempt(problems, lambda: _read_ssh_keys(ssh_key_file, ssh_key_text))
@@ -228,6 +232,8 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
                                storage=storage, ssh_public_key=keys, root_password=password,
                                variables=given_variables,
                                failure_policy=on_failure)  # fmt: skip
+        problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
+                                       refused={field_of(p.message) or "" for p in problems})  # fmt: skip
         checked = _attempt(problems, lambda: check_request(session, rt.settings, req))
         if problems or checked is None:
             raise _refusal(problems)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +21,7 @@ from provisioner import lease, views
 from provisioner.errors import ConfigError, InvalidRequest, ProvisionError, TransientError
 from provisioner.events import MAX_SEQ, Event
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
+from provisioner.node_facts import node_fact_problems
 from provisioner.nodes import connection_for
 from provisioner.pve import PveConnection
 from provisioner.queue import ActionPending, enqueue, enqueue_action
@@ -150,6 +151,9 @@ def _ip(body: Body) -> tuple[str, str | None]:
         return check_network(ip, gateway)
     except ConfigError as exc:
         _refuse_rule(body, exc)
+    try:  # the address alone is still checked against the node when the gateway was wrong
+        return check_network(ip, None)
+    except ConfigError:
         return "dhcp", None
 
 
@@ -194,13 +198,28 @@ def _provision_request(body: Body) -> ProvisionRequest:
     )  # fmt: skip
 
 
+def _check_node_facts(body: Body, req: ProvisionRequest) -> None:
+    """Record the problems of the storage, bridge and address on the node
+    (``provisioner.node_facts``: asked with the app's pool and timeouts)."""
+    res, config = resources(), current_app.config
+    refused = {e.field for e in body.errors if e.field}
+    for problem in node_fact_problems(get_db(), res.box, req, res.node_facts, lend=res.pve.client,
+                                      refused=refused,
+                                      connect_timeout=float(config["PVE_CONNECT_TIMEOUT"]),
+                                      read_timeout=float(config["PVE_READ_TIMEOUT"])):  # fmt: skip
+        error = config_error(problem)
+        body.refuse(error.field or "", error.message)
+
+
 def _checked(body: Body, req: ProvisionRequest) -> CheckedRequest:
-    """The request checked as a whole (node, template, variables, PVE's
-    schema); every problem of the body refuses it at once.
+    """The request checked as a whole (its node's storage, bridge and
+    subnet; node, template, variables, PVE's schema); every problem of the
+    body refuses it at once.
 
     Raises:
         ApiError: 400 with every field error.
     """
+    _check_node_facts(body, req)
     checked = None
     try:
         checked = check_request(get_db(), resources().settings, req)
