@@ -183,7 +183,8 @@ _CONTAINER = {
 }
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {
+    "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
+              "properties": {
         "error": STR, "field": {**STR, "description": "the input field to blame (the first "
                                 "of errors)"},
         "errors": {"type": "array", "minItems": 1, "description": "every field error of the "
@@ -254,10 +255,14 @@ SCHEMAS: dict[str, Any] = {
         "cores": _int(1, 8192), "memory": _int(16, 64 * 1024 * 1024, description="MiB"),
         "swap": _int(0, 64 * 1024 * 1024, description="MiB"),
         "disk": _int(1, 128 * 1024, description="GiB"),
-        "ip": _text(64, description="'dhcp' (default) or 198.18.0.10/24"),
+        "ip": _text(64, description="'dhcp' (default) or 198.18.0.10/24: a static address "
+                    "must lie in the bridge's subnet on the node"),
         "gateway": _text(64, description="an IPv4 address, with a static ip"),
-        "bridge": NAME, "storage": NAME,
-        "ssh_public_key": _text(16384, description="one or more OpenSSH public keys, a line each"),
+        "bridge": {**NAME, "description": "a bridge of the node (default: the node's)"},
+        "storage": {**NAME, "description": "a storage of the node holding containers "
+                    "(content rootdir; default: the node's)"},
+        "ssh_public_key": _text(16384, description="one or more OpenSSH public keys, a line "
+                                "each (ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp*, sk-*), whole"),
         "root_password": {"type": "string", "minLength": 8, "maxLength": 256,
                           "pattern": f"^{PRINTABLE.pattern}$",
                           "description": "generated (and returned once) when absent"},
