@@ -1,15 +1,17 @@
 """``provisioner create``: request a container, optionally wait for it.
 
 Every option is checked by the REST API's rules (``provisioner.request_checks``
-and ``provisioner.submit``) before anything is stored; a failure names the
-option to correct.  Then one row is stored and one job queued.
+and ``provisioner.submit``) before anything is stored; every problem found is
+reported at once, on one line, each naming the option to correct.  Then one
+row is stored and one job queued.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import select
@@ -19,7 +21,7 @@ from provisioner.cli_containers import label
 from provisioner.cli_follow import follow_options
 from provisioner.cli_output import echo_err, echo_json, read_stdin, short_id, stdin_line
 from provisioner.cli_runtime import BadInput, Conflict, Runtime, Unreachable, pass_runtime
-from provisioner.errors import ConfigError
+from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.models import Node
 from provisioner.request_checks import (
     TEMPLATE_NAME,
@@ -29,8 +31,12 @@ from provisioner.request_checks import (
     check_root_password,
     check_ssh_public_keys,
     check_vmid_free,
+    field_of,
+    first_per_field,
 )
 from provisioner.views import container_json
+
+T = TypeVar("T")
 
 # a ConfigError's field -> the option to correct
 _OPTIONS = {"ip": "--ip", "gateway": "--gateway", "ssh_public_key": "--ssh-key",
@@ -103,6 +109,22 @@ def option_error(exc: ConfigError) -> BadInput:
     elif message.startswith("template '") and "variable '" in message:
         message += " (check --var)"
     return BadInput(message + (f" ({exc.hint})" if exc.hint else ""))
+
+
+def _attempt(problems: list[ConfigError], check: Callable[[], T]) -> T | None:
+    """``check()``, or None with its problems added to ``problems``."""
+    try:
+        return check()
+    except InvalidRequest as exc:
+        problems.extend(exc.problems)
+    except ConfigError as exc:
+        problems.append(exc)
+    return None
+
+
+def _refusal(problems: list[ConfigError]) -> BadInput:
+    """Every problem of a request on one line, each naming its option."""
+    return BadInput("; ".join(option_error(p).message for p in first_per_field(problems)))
 
 
 def _pick_node(session: Session, name: str | None) -> str:
@@ -181,7 +203,8 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
       provisioner create -t redis -H cache1 --var-file redis.vars --follow
     """
     from provisioner.cli_follow import follow_run
-    from provisioner.submit import ProvisionRequest, submit
+    from provisioner.node_facts import NodeFactsCache, node_fact_problems
+    from provisioner.submit import ProvisionRequest, check_request, store_request
     from provisioner.vault import container_root_password
 
     readers = [name for name, reads in (("--password-stdin", password_stdin),
@@ -191,15 +214,17 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
         raise BadInput(f"only one of {', '.join(readers)} may read stdin")
     if not TEMPLATE_NAME.fullmatch(template):
         raise BadInput(f"--template: no template named {template!r}")
-    try:
-        ip, gateway = check_network(ip.strip(), gateway)
-        check_name("storage", storage)
-        check_name("bridge", bridge)
-        keys = _read_ssh_keys(ssh_key_file, ssh_key_text)
-        given_variables = _parse_vars(variables, var_file)
-        password = check_root_password(_read_password()) if password_stdin else None
-    except ConfigError as exc:
-        raise option_error(exc) from None
+    problems: list[ConfigError] = []
+    network = _attempt(problems, lambda: check_network(ip.strip(), gateway))
+    if network is None:  # the address alone is still checked against the node
+        network = _attempt([], lambda: check_network(ip.strip(), None))
+    _attempt(problems, lambda: check_name("storage", storage))
+    _attempt(problems, lambda: check_name("bridge", bridge))
+    keys = _attempt(problems, lambda: _read_ssh_keys(ssh_key_file, ssh_key_text))
+    given_variables = _parse_vars(variables, var_file)
+    password = (_attempt(problems, lambda: check_root_password(_read_password()))
+                if password_stdin else None)  # fmt: skip
+    ip, gateway = network or ("dhcp", None)  # a placeholder when refused
     with rt.factory() as session:
         req = ProvisionRequest(template=template, node=_pick_node(session, node),
                                hostname=hostname, vmid=vmid, cores=cores, memory=memory,
@@ -207,9 +232,14 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
                                storage=storage, ssh_public_key=keys, root_password=password,
                                variables=given_variables,
                                failure_policy=on_failure)  # fmt: skip
+        problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
+                                       refused={field_of(p.message) or "" for p in problems})  # fmt: skip
+        checked = _attempt(problems, lambda: check_request(session, rt.settings, req))
+        if problems or checked is None:
+            raise _refusal(problems)
         try:
             check_vmid_free(session, req.node, vmid)
-            ct = submit(session, rt.box, rt.settings, req)
+            ct = store_request(session, rt.box, req, checked)
         except ActionRefused as exc:
             raise Conflict(f"--{exc.message}") from None
         except ConfigError as exc:

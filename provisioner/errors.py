@@ -8,6 +8,8 @@ phase and the cause, and never carry a secret.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ProvisionError(Exception):
     """Base class of every error the provisioner raises on purpose."""
@@ -37,6 +39,23 @@ class PermanentError(ProvisionError):
 
 class ConfigError(PermanentError):
     """Bad settings or a bad template; names the setting or file and line."""
+
+
+class InvalidRequest(ConfigError):
+    """Every problem found in one request (each a ``ConfigError`` naming its
+    field, ``"field: ..."``), so that all of them can be reported at once.
+
+    Its own message joins them (or is ``message`` when given).
+    """
+
+    problems: list[ConfigError]
+
+    def __init__(self, problems: Sequence[ConfigError], message: str | None = None) -> None:
+        flat = [q for p in problems for q in (p.problems if isinstance(p, InvalidRequest) else [p])]
+        if not flat:
+            raise ValueError("an InvalidRequest needs at least one problem")
+        super().__init__(message or "; ".join(p.message for p in flat))
+        self.problems = flat
 
 
 class PveApiError(ProvisionError):

@@ -6,6 +6,7 @@ strings and fields a PVE version leaves out.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -109,7 +110,22 @@ class BridgeInfo:
     @classmethod
     def from_api(cls, d: Mapping[str, Any]) -> BridgeInfo:
         return cls(name=str(d["iface"]), active=bool(_int(d.get("active"))),
-                   cidr=d.get("cidr"), comments=str(d.get("comments", "")).strip())  # fmt: skip
+                   cidr=_cidr(d), comments=str(d.get("comments", "")).strip())  # fmt: skip
+
+
+def _cidr(d: Mapping[str, Any]) -> str | None:
+    """An interface's IPv4 ``address/prefix``: PVE's ``cidr``, or made from
+    ``address`` and ``netmask`` (a prefix length or a dotted mask) when it
+    is missing; None for an interface without an IPv4 address."""
+    if d.get("cidr"):
+        return str(d["cidr"])
+    if not d.get("address"):
+        return None
+    try:
+        mask = str(d.get("netmask") or "32")
+        return str(ipaddress.IPv4Interface(f"{d['address']}/{mask}"))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioner.errors import ConfigError, PermanentError
 from provisioner.models import Container, Lifecycle, Node
+from provisioner.ssh_public_keys import first_bad_line
 
 # Which lifecycles allow which action.
 ACTIONS: dict[str, frozenset[Lifecycle]] = {
@@ -34,9 +36,52 @@ MAX_ROOT_PASSWORD = 256
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # nodes, storages, bridges
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SSH_KEY = re.compile(
-    r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+=*( [^\x00-\x1f]*)?"
-)
+MAX_SSH_KEYS_TEXT = 16384
+
+
+# PVE's parameter names -> the request field a user would correct
+_PVE_FIELDS = {
+    "hostname": "hostname", "cores": "cores", "memory": "memory", "swap": "swap",
+    "rootfs": "disk", "net0": "ip", "net0.ip": "ip", "net0.gw": "gateway",
+    "net0.bridge": "bridge", "vmid": "vmid", "ssh-public-keys": "ssh_public_key",
+    "password": "root_password",
+}  # fmt: skip
+_FIELD_PREFIX = re.compile(r"([a-z_][\w.-]*): ")
+_VARIABLE = re.compile(r"variable '([^']+)'")
+
+
+def field_of(message: str) -> str | None:
+    """The request field a ``ConfigError``'s message blames (``"field: ..."``,
+    a template's variable, or a PVE create parameter), if any."""
+    if message.startswith("template '"):
+        m = _VARIABLE.search(message)
+        return f"variables.{m.group(1)}" if m else "variables"
+    if message.startswith("template has "):  # the template itself is broken
+        return "template"
+    rest = message.removeprefix("invalid container parameters: ")
+    m = _FIELD_PREFIX.match(rest)
+    if m is None:
+        return None
+    name = m.group(1)
+    if name == "rootfs" and "storage" in rest[m.end() :].lower():
+        return "storage"
+    return _PVE_FIELDS.get(name, name)
+
+
+def first_per_field(problems: Iterable[ConfigError]) -> list[ConfigError]:
+    """The problems without those of a field (or a part of one: ``variables.x``
+    of ``variables``) already blamed by an earlier one: a refused field's
+    placeholder value must not be blamed twice."""
+    kept: list[ConfigError] = []
+    blamed: list[str] = []
+    for problem in problems:
+        field = field_of(problem.message)
+        if field is not None and any(field == b or field.startswith(f"{b}.") for b in blamed):
+            continue
+        if field is not None:
+            blamed.append(field)
+        kept.append(problem)
+    return kept
 
 
 class ActionRefused(PermanentError):
@@ -72,32 +117,25 @@ def check_network(ip: str, gateway: str | None) -> tuple[str, str | None]:
     return ip, gateway
 
 
-def first_bad_ssh_key_line(text: str) -> int | None:
-    """The number (from 1) of the first line of ``text`` (without its
-    surrounding blank lines) that is neither blank nor an OpenSSH public key."""
-    for number, line in enumerate(text.strip().splitlines(), 1):
-        if line.strip() and not _SSH_KEY.fullmatch(line.strip()):
-            return number
-    return None
-
-
 def check_ssh_public_keys(text: str | None) -> str | None:
-    """OpenSSH public keys, one a line (blank lines allowed).
+    """OpenSSH public keys, one a line (blank lines allowed), each parsed
+    (``provisioner.ssh_public_keys``): a key cut short or damaged is refused.
 
     Returns:
         The keys without surrounding blank space, or None if there are none.
 
     Raises:
-        ConfigError: ``ssh_public_key: ...`` naming the first bad line.
+        ConfigError: ``ssh_public_key: line N: ...`` naming the first bad
+            line and why, never quoting it.
     """
     if text is None or not text.strip():
         return None
-    if len(text) > 16384:
-        raise ConfigError("ssh_public_key: at most 16384 characters of keys")
-    number = first_bad_ssh_key_line(text)
-    if number is not None:
-        raise ConfigError(f"ssh_public_key: line {number} is not an OpenSSH public key "
-                          "(ssh-ed25519 AAAA... comment)")  # fmt: skip
+    if len(text) > MAX_SSH_KEYS_TEXT:
+        raise ConfigError(f"ssh_public_key: at most {MAX_SSH_KEYS_TEXT} characters of keys")
+    bad = first_bad_line(text)
+    if bad is not None:
+        number, why = bad
+        raise ConfigError(f"ssh_public_key: line {number}: {why}")
     return text.strip()
 
 

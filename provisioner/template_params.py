@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from provisioner.errors import ConfigError
+from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.template_model import Template
 
 __all__ = [
@@ -194,7 +194,9 @@ def validate_create_params(params: Mapping[str, str | int], node: str) -> None:
     """Check create parameters against PVE's schema (see :func:`build_create_params`).
 
     Raises:
-        ConfigError: naming every offending field with PVE's message.
+        InvalidRequest: naming every offending field with PVE's message, a
+            problem per field.
+        ConfigError: the storage's name is malformed.
     """
     # Imported here: the schema is the simulator's validator, loaded on first use.
     from pvesim.formats import FormatError, check_format
@@ -219,4 +221,6 @@ def validate_create_params(params: Mapping[str, str | int], node: str) -> None:
                 k.startswith(f"{field}.") for k in exc.errors))
         }  # fmt: skip
         detail = "; ".join(f"{field}: {msg}" for field, msg in errors.items())
-        raise ConfigError(f"invalid container parameters: {detail}") from None
+        raise InvalidRequest([ConfigError(f"invalid container parameters: {field}: {msg}")
+                              for field, msg in errors.items()],
+                             f"invalid container parameters: {detail}") from None  # fmt: skip

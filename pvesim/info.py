@@ -134,7 +134,7 @@ def network_list(node: Node, kind: str | None) -> list[dict[str, Any]]:
     net = node.net
     return [{
         "iface": "vmbr0", "type": "bridge", "active": 1, "autostart": 1, "method": "static",
-        "families": ["inet"], "bridge_ports": "", "bridge_stp": "off", "bridge_fd": "0",
+        "method6": "manual", "families": ["inet"], "bridge_ports": "", "bridge_stp": "off", "bridge_fd": "0",
         "address": str(net.gateway), "netmask": str(net.subnet.prefixlen),
         "cidr": f"{net.gateway}/{net.subnet.prefixlen}", "priority": 3,
         "comments": f"pvesim bridge {net.bridge} ({net.subnet})\n",

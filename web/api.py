@@ -1,9 +1,11 @@
 """The REST API under ``/api``: the blueprint, its errors and input checks.
 
-Every error is JSON ``{"error": "...", "field": "..."}`` (``field`` when one
-input is to blame).  Input is checked field by field before anything is
-written, and the provisioner's own ``ConfigError`` (``"field: message"``) is
-mapped to the field it names: user input never causes a 500.  The routes
+Every error is JSON ``{"error": "...", "field": "..."}`` (``field`` when an
+input is to blame), plus ``"errors": [{"field": ..., "message": ...}, ...]``
+with every field error of the request (the first is ``error`` and ``field``).
+Input is checked field by field before anything is written, and the
+provisioner's own ``ConfigError`` (``"field: message"``) is mapped to the
+field it names: user input never causes a 500.  The routes
 live in ``api_nodes``, ``api_templates``, ``api_containers`` and ``openapi``.
 """
 
@@ -11,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from redis import exceptions as redis_errors
@@ -21,6 +23,7 @@ from sqlalchemy import exc as sa_errors
 from werkzeug.exceptions import HTTPException
 
 from provisioner.errors import ConfigError, ProvisionError
+from provisioner.request_checks import field_of
 from web.auth import current_user, error_response, wants_json
 from web.csrf import csrf_token
 
@@ -28,20 +31,27 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the OpenAPI document says it too
 _MISSING = object()
+T = TypeVar("T")
 
 
 class ApiError(Exception):
-    """An API failure with its status, message and (optionally) the field."""
+    """An API failure with its status, message and (optionally) the field;
+    ``errors`` are every field error of the request when there are several."""
 
-    def __init__(self, status: int, message: str, field: str | None = None, **extra: Any) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None, *,
+                 errors: list[ApiError] | None = None, **extra: Any) -> None:  # fmt: skip
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.errors = errors or ([self] if field else [])
         self.extra = extra
 
     def response(self) -> Response:
-        extra = {"field": self.field} if self.field else {}
+        extra: dict[str, Any] = {}
+        if self.field:
+            extra["field"] = self.field
+            extra["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
         return error_response(self.status, self.message, **extra, **self.extra)
 
 
@@ -94,12 +104,35 @@ def _type_name(value: object) -> str:
 class Body:
     """Reads a JSON object field by field; every problem names its field.
 
-    ``finish()`` refuses fields nobody asked for, so a typo never passes silently.
+    A field that fails is recorded (its value reads as None, or the default)
+    and reading goes on, so that ``finish()`` refuses the request with every
+    problem at once; ``refuse()`` adds a rule's.  ``finish()`` also refuses
+    fields nobody asked for, so a typo never passes silently.
     """
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.data = data
         self.seen: set[str] = set()
+        self.errors: list[ApiError] = []
+
+    def refuse(self, field: str, message: str) -> None:
+        """Record a problem of ``field``: the first one per field counts (a
+        refused field's placeholder value must not be blamed twice), and a
+        part of a refused field (``variables.x`` of ``variables``) is refused."""
+        if not any(field == e.field or field.startswith(f"{e.field}.") for e in self.errors):
+            self.errors.append(ApiError(400, message, field))
+
+    def failed(self, field: str) -> bool:
+        """Whether ``field`` (or a part of it, ``variables.x``) was refused."""
+        return any(e.field == field or (e.field or "").startswith(f"{field}.")
+                   for e in self.errors)  # fmt: skip
+
+    def _collect(self, read: Callable[[], T], fallback: T) -> T:
+        try:
+            return read()
+        except ApiError as exc:
+            self.refuse(exc.field or "", exc.message)
+            return fallback
 
     def _get(self, name: str, required: bool) -> Any:
         self.seen.add(name)
@@ -112,6 +145,11 @@ class Body:
 
     def string(self, name: str, *, required: bool = False, max_length: int = 255,
                pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:  # fmt: skip
+        return self._collect(lambda: self._string(name, required, max_length, pattern, what),
+                             None)  # fmt: skip
+
+    def _string(self, name: str, required: bool, max_length: int,
+                pattern: re.Pattern[str] | None, what: str) -> str | None:  # fmt: skip
         value = self._get(name, required)
         if value is _MISSING:
             return None
@@ -133,6 +171,11 @@ class Body:
 
     def integer(self, name: str, *, minimum: int, maximum: int, required: bool = False,
                 default: int | None = None) -> int | None:  # fmt: skip
+        return self._collect(lambda: self._integer(name, minimum, maximum, required, default),
+                             None)  # fmt: skip
+
+    def _integer(self, name: str, minimum: int, maximum: int, required: bool,
+                 default: int | None) -> int | None:  # fmt: skip
         value = self._get(name, required)
         if value is _MISSING:
             return default
@@ -144,6 +187,9 @@ class Body:
         return value
 
     def boolean(self, name: str, *, default: bool = False) -> bool:
+        return self._collect(lambda: self._boolean(name, default), default)
+
+    def _boolean(self, name: str, default: bool) -> bool:
         value = self._get(name, False)
         if value is _MISSING:
             return default
@@ -156,11 +202,15 @@ class Body:
         if value is None:
             return default
         if value not in choices:
-            raise ApiError(400, f"{name} must be one of {', '.join(choices)}, got {value!r}", name)
+            self.refuse(name, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            return default
         return value
 
     def scalars(self, name: str) -> dict[str, str | int | bool]:
         """An object of strings, integers and booleans (template variables)."""
+        return self._collect(lambda: self._scalars(name), {})
+
+    def _scalars(self, name: str) -> dict[str, str | int | bool]:
         value = self._get(name, False)
         if value is _MISSING:
             return {}
@@ -173,9 +223,18 @@ class Body:
         return dict(value)
 
     def finish(self) -> None:
+        """Refuse the request if any field failed or is unknown.
+
+        Raises:
+            ApiError: 400 naming the first problem's field, with every
+                problem in ``errors``.
+        """
         for name in self.data:
             if name not in self.seen:
-                raise ApiError(400, f"unknown field {name!r}", name)
+                self.refuse(name, f"unknown field {name!r}")
+        if self.errors:
+            first = self.errors[0]
+            raise ApiError(400, first.message, first.field, errors=list(self.errors))
 
 
 def require_admin() -> None:
@@ -205,37 +264,9 @@ def query_int(name: str, *, default: int, minimum: int, maximum: int) -> int:
     return value
 
 
-# PVE's parameter names -> the request field a user would correct
-_PVE_FIELDS = {
-    "hostname": "hostname", "cores": "cores", "memory": "memory", "swap": "swap",
-    "rootfs": "disk", "net0": "ip", "net0.ip": "ip", "net0.gw": "gateway",
-    "net0.bridge": "bridge", "vmid": "vmid", "ssh-public-keys": "ssh_public_key",
-    "password": "root_password",
-}  # fmt: skip
-_FIELD_PREFIX = re.compile(r"([a-z_][\w.-]*): ")
-_VARIABLE = re.compile(r"variable '([^']+)'")
-
-
-def field_of_config_error(message: str) -> str | None:
-    """The request field a provisioner ``ConfigError`` names (``"field: ..."``)."""
-    if message.startswith("template '"):
-        m = _VARIABLE.search(message)
-        return f"variables.{m.group(1)}" if m else "variables"
-    if message.startswith("template has "):  # the template itself is broken
-        return "template"
-    rest = message.removeprefix("invalid container parameters: ")
-    m = _FIELD_PREFIX.match(rest)
-    if m is None:
-        return None
-    name = m.group(1)
-    if name == "rootfs" and "storage" in rest[m.end() :].lower():
-        return "storage"
-    return _PVE_FIELDS.get(name, name)
-
-
 def config_error(exc: ConfigError, status: int = 400) -> ApiError:
     """A ConfigError about the user's input as an API error naming the field."""
-    return ApiError(status, exc.message, field_of_config_error(exc.message))
+    return ApiError(status, exc.message, field_of(exc.message))
 
 
 @contextmanager

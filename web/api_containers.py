@@ -12,29 +12,31 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease, views
-from provisioner.errors import ConfigError, ProvisionError, TransientError
+from provisioner.errors import ConfigError, InvalidRequest, ProvisionError, TransientError
 from provisioner.events import MAX_SEQ, Event
 from provisioner.live import NodeStatus, claims, merge, wants_status
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
+from provisioner.node_facts import node_fact_problems
 from provisioner.nodes import connection_for
 from provisioner.pve import PveConnection
 from provisioner.queue import ActionPending, enqueue, enqueue_action
 from provisioner.request_checks import (
+    MAX_SSH_KEYS_TEXT,
     MIN_ROOT_PASSWORD,
     TEMPLATE_NAME,
     ActionRefused,
     check_action,
     check_network,
+    check_ssh_public_keys,
     check_vmid_free,
-    first_bad_ssh_key_line,
 )
-from provisioner.submit import ProvisionRequest, submit
+from provisioner.submit import CheckedRequest, ProvisionRequest, check_request, store_request
 from provisioner.vault import container_root_password
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
@@ -131,24 +133,49 @@ def list_containers() -> Response:
     return jsonify({"containers": _live(rows)})
 
 
+def _refuse_rule(body: Body, exc: ConfigError) -> None:
+    """Record a ``provisioner`` rule's error (``"field: ..."``) as the API's
+    (``"field ..."``, naming the field)."""
+    error = _rule_error(exc, 400)
+    body.refuse(error.field or "", error.message)
+
+
 def _ip(body: Body) -> tuple[str, str | None]:
     ip = body.string("ip", max_length=64) or "dhcp"
     gateway = body.string("gateway", max_length=64)
+    if body.failed("ip") or body.failed("gateway"):
+        return "dhcp", None  # a placeholder: the request is refused
     try:
         return check_network(ip, gateway)
     except ConfigError as exc:
-        raise _rule_error(exc, 400) from None
+        _refuse_rule(body, exc)
+    try:  # the address alone is still checked against the node when the gateway was wrong
+        return check_network(ip, None)
+    except ConfigError:
+        return "dhcp", None
 
 
 def _ssh_keys(body: Body) -> str | None:
-    keys = body.string("ssh_public_key", max_length=16384)
-    if keys is not None and first_bad_ssh_key_line(keys) is not None:
-        raise ApiError(400, "ssh_public_key must be OpenSSH public keys, one a line "
-                       "(ssh-ed25519 AAAA... comment)", "ssh_public_key")  # fmt: skip
+    keys = body.string("ssh_public_key", max_length=MAX_SSH_KEYS_TEXT)
+    try:
+        check_ssh_public_keys(keys)
+    except ConfigError as exc:
+        _refuse_rule(body, exc)
     return keys
 
 
+def _root_password(body: Body) -> str | None:
+    password = body.string("root_password", max_length=256, pattern=PRINTABLE,
+                           what="text without control characters")  # fmt: skip
+    if password is not None and len(password) < MIN_ROOT_PASSWORD:
+        body.refuse(
+            "root_password", f"root_password must be at least {MIN_ROOT_PASSWORD} characters long"
+        )
+    return password
+
+
 def _provision_request(body: Body) -> ProvisionRequest:
+    """Every field read and checked by its own rules; problems recorded on ``body``."""
     ip, gateway = _ip(body)
     return ProvisionRequest(
         template=body.string("template", required=True, max_length=128, pattern=TEMPLATE_NAME,
@@ -163,11 +190,45 @@ def _provision_request(body: Body) -> ProvisionRequest:
         ip=ip, gateway=gateway,
         bridge=body.name("bridge"), storage=body.name("storage"),
         ssh_public_key=_ssh_keys(body),
-        root_password=body.string("root_password", max_length=256, pattern=PRINTABLE,
-                                  what="text without control characters"),
+        root_password=_root_password(body),
         variables=body.scalars("variables"),
         failure_policy=body.choice("failure_policy", ("keep", "destroy"), default="keep"),
     )  # fmt: skip
+
+
+def _check_node_facts(body: Body, req: ProvisionRequest) -> None:
+    """Record the problems of the storage, bridge and address on the node
+    (``provisioner.node_facts``: asked with the app's pool and timeouts)."""
+    res, config = resources(), current_app.config
+    refused = {e.field for e in body.errors if e.field}
+    for problem in node_fact_problems(get_db(), res.box, req, res.node_facts, lend=res.pve.client,
+                                      refused=refused,
+                                      connect_timeout=float(config["PVE_CONNECT_TIMEOUT"]),
+                                      read_timeout=float(config["PVE_READ_TIMEOUT"])):  # fmt: skip
+        error = config_error(problem)
+        body.refuse(error.field or "", error.message)
+
+
+def _checked(body: Body, req: ProvisionRequest) -> CheckedRequest:
+    """The request checked as a whole (its node's storage, bridge and
+    subnet; node, template, variables, PVE's schema); every problem of the
+    body refuses it at once.
+
+    Raises:
+        ApiError: 400 with every field error.
+    """
+    _check_node_facts(body, req)
+    checked = None
+    try:
+        checked = check_request(get_db(), resources().settings, req)
+    except InvalidRequest as exc:
+        get_db().rollback()
+        for problem in exc.problems:
+            error = config_error(problem)
+            body.refuse(error.field or "", error.message)
+    body.finish()
+    assert checked is not None  # finish() raised otherwise
+    return checked
 
 
 @bp.route("/containers", methods=["POST"])
@@ -176,10 +237,7 @@ def create_container() -> tuple[Response, int]:
     websocket URL of its events, and (once, here only) a generated root password."""
     body = Body(json_body())
     req = _provision_request(body)
-    body.finish()
-    if req.root_password is not None and len(req.root_password) < MIN_ROOT_PASSWORD:
-        raise ApiError(400, f"root_password must be at least {MIN_ROOT_PASSWORD} characters long",
-                       "root_password")  # fmt: skip
+    checked = _checked(body, req)
     settings = resources().settings
     box = resources().box
     session = get_db()
@@ -188,7 +246,7 @@ def create_container() -> tuple[Response, int]:
     except ActionRefused as exc:
         raise _rule_error(exc, 409) from None
     try:
-        container = submit(session, box, settings, req)
+        container = store_request(session, box, req, checked)
     except ConfigError as exc:
         session.rollback()
         raise config_error(exc) from None

@@ -59,58 +59,82 @@ def node_client(node: Node) -> AbstractContextManager[PveClient]:
     return resources().pve.client(connection)
 
 
-def _connection_from(body: Body) -> tuple[PveConnection, dict[str, Any]]:
-    """Read the connection fields; return the connection and the columns to store."""
+def _host(body: Body) -> str | None:
     host = body.string("host", required=True, max_length=255)
+    if host is None:
+        return None
     try:
-        host = normalize_host(host or "")
+        return normalize_host(host)
     except ValueError as exc:
-        raise ApiError(400, f"host: {exc}", "host") from None
-    port = body.integer("port", minimum=1, maximum=65535, default=8006)
-    pve_node = body.string("pve_node", max_length=64)
+        body.refuse("host", f"host: {exc}")
+        return None
+
+
+def _auth(body: Body) -> TokenAuth | PasswordAuth | None:
+    """The credentials given (a token, or a user and password); problems
+    recorded on ``body``."""
     token_id = body.string("token_id", max_length=255)
     token_secret = body.string("token_secret", max_length=1024)
     user = body.string("user", max_length=128)
     password = body.string("password", max_length=1024)
-    ca_file = body.string("ca_file", max_length=1024)
-    fingerprint = body.string("fingerprint", max_length=128)
-    insecure = body.boolean("insecure")
-    auth: TokenAuth | PasswordAuth
+    if any(body.failed(f) for f in ("token_id", "token_secret", "user", "password")):
+        return None
     try:
         if token_id or token_secret:
             if user or password:
-                raise ApiError(400, "give either token_id and token_secret or user and password",
-                               "user")  # fmt: skip
+                body.refuse("user", "give either token_id and token_secret or user and password")
+                return None
             field = "token_id" if not token_id else "token_secret"
-            auth = TokenAuth(token_id or "", token_secret or "")
-        elif user or password:
+            return TokenAuth(token_id or "", token_secret or "")
+        if user or password:
             field = "user" if not user else "password"
-            auth = PasswordAuth(user or "", password or "")
-        else:
-            raise ApiError(400, "token_id and token_secret (or user and password) are required",
-                           "token_id")  # fmt: skip
+            return PasswordAuth(user or "", password or "")
+        body.refuse("token_id", "token_id and token_secret (or user and password) are required")
     except ConfigError as exc:
         wrong = "token_id" if "not of the form" in exc.message else (
             "user" if "realm" in exc.message else field)  # fmt: skip
-        raise ApiError(400, exc.message, wrong) from None
+        body.refuse(wrong, exc.message)
+    return None
+
+
+def _trust(body: Body) -> tuple[str | None, str | None, bool]:
+    """(ca_file, fingerprint, insecure): exactly one mode or none; problems
+    recorded on ``body``."""
+    ca_file = body.string("ca_file", max_length=1024)
+    fingerprint = body.string("fingerprint", max_length=128)
+    insecure = body.boolean("insecure")
     trust = [m for m, v in (("ca_file", ca_file), ("fingerprint", fingerprint),
                             ("insecure", insecure)) if v]  # fmt: skip
     if len(trust) > 1:
-        raise ApiError(400, f"choose one TLS trust mode, not {' and '.join(trust)}", trust[1])
+        body.refuse(trust[1], f"choose one TLS trust mode, not {' and '.join(trust)}")
     if ca_file and not (os.path.isabs(ca_file) and Path(ca_file).is_file()):
-        raise ApiError(400, f"ca_file {ca_file!r} is not a readable file on the server "
-                       "(give an absolute path)", "ca_file")  # fmt: skip
+        body.refuse("ca_file", f"ca_file {ca_file!r} is not a readable file on the server "
+                    "(give an absolute path)")  # fmt: skip
     if fingerprint:
         try:
             fingerprint = format_fingerprint(normalize_fingerprint(fingerprint))
         except ValueError as exc:
-            raise ApiError(400, f"fingerprint: {exc}", "fingerprint") from None
+            body.refuse("fingerprint", f"fingerprint: {exc}")
+    return ca_file, fingerprint, insecure
+
+
+def _connection_from(body: Body) -> tuple[PveConnection, dict[str, Any]] | None:
+    """Read the connection fields; the connection and the columns to store,
+    or None when a field was refused (recorded on ``body``)."""
+    host = _host(body)
+    port = body.integer("port", minimum=1, maximum=65535, default=8006)
+    pve_node = body.string("pve_node", max_length=64)
+    auth = _auth(body)
+    ca_file, fingerprint, insecure = _trust(body)
+    if body.errors or host is None or auth is None:
+        return None
     try:
-        connection = PveConnection(host=host or "", port=port or 8006, node=pve_node or "",
+        connection = PveConnection(host=host, port=port or 8006, node=pve_node or "",
                                    auth=auth, ca_file=ca_file, fingerprint=fingerprint,
                                    insecure=insecure)  # fmt: skip
     except ConfigError as exc:
-        raise ApiError(400, exc.message, "port" if "port" in exc.message else "host") from None
+        body.refuse("port" if "port" in exc.message else "host", exc.message)
+        return None
     columns = {
         "host": connection.host, "port": connection.port, "pve_node": pve_node,
         "auth_kind": AuthKind.TOKEN if isinstance(auth, TokenAuth) else AuthKind.PASSWORD,
@@ -168,11 +192,13 @@ def add_node() -> tuple[Response, int]:
     require_admin()
     body = Body(json_body())
     name = body.name("name", required=True)
-    connection, columns = _connection_from(body)
+    read = _connection_from(body)
     default_storage = body.name("default_storage")
     default_bridge = body.name("default_bridge")
     verify = body.boolean("verify", default=True)
-    body.finish()
+    body.finish()  # every field's problem at once
+    assert read is not None  # refused by finish() otherwise
+    connection, columns = read
     if get_db().scalars(select(Node).where(Node.name == name)).one_or_none() is not None:
         raise ApiError(409, f"a node named {name!r} already exists", "name")
     get_db().commit()  # no transaction while talking to the node

@@ -29,6 +29,7 @@ from provisioner import db
 from provisioner.config import Settings
 from provisioner.errors import ConfigError
 from provisioner.logsafe import setup_logging
+from provisioner.node_facts import NodeFactsCache
 from provisioner.secrets import SecretBox, load_secret_box, parse_env_keys, read_key_file
 from web.pve_pool import ClientPool
 
@@ -101,6 +102,7 @@ class WebResources:
     redis: Redis
     keys: KeyFileWatch
     pve: ClientPool
+    node_facts: NodeFactsCache  # storages and bridges, for the checks at submit
 
     @property
     def box(self) -> SecretBox:
@@ -246,6 +248,7 @@ def create_app(
         ),
         keys=keys,
         pve=ClientPool(),
+        node_facts=NodeFactsCache(),
     )
     app.teardown_appcontext(_close_db)
     app.after_request(_security_headers)

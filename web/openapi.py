@@ -189,8 +189,13 @@ _CONTAINER = {
 }
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {
-        "error": STR, "field": {**STR, "description": "the input field to blame"},
+    "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
+              "properties": {
+        "error": STR, "field": {**STR, "description": "the input field to blame (the first "
+                                "of errors)"},
+        "errors": {"type": "array", "minItems": 1, "description": "every field error of the "
+                   "request, in the order found (with field; the first is error and field)",
+                   "items": _object({"field": STR, "message": STR})},
         "transient": {**BOOL, "description": "502: whether trying again may help"},
         "job_id": {**STR, "description": "409 on an action: the same action's job"},
         "problems": {**STRS, "description": "422: the template's problems"}}},
@@ -256,10 +261,14 @@ SCHEMAS: dict[str, Any] = {
         "cores": _int(1, 8192), "memory": _int(16, 64 * 1024 * 1024, description="MiB"),
         "swap": _int(0, 64 * 1024 * 1024, description="MiB"),
         "disk": _int(1, 128 * 1024, description="GiB"),
-        "ip": _text(64, description="'dhcp' (default) or 198.18.0.10/24"),
+        "ip": _text(64, description="'dhcp' (default) or 198.18.0.10/24: a static address "
+                    "must lie in the bridge's subnet on the node"),
         "gateway": _text(64, description="an IPv4 address, with a static ip"),
-        "bridge": NAME, "storage": NAME,
-        "ssh_public_key": _text(16384, description="one or more OpenSSH public keys, a line each"),
+        "bridge": {**NAME, "description": "a bridge of the node (default: the node's)"},
+        "storage": {**NAME, "description": "a storage of the node holding containers "
+                    "(content rootdir; default: the node's)"},
+        "ssh_public_key": _text(16384, description="one or more OpenSSH public keys, a line "
+                                "each (ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp*, sk-*), whole"),
         "root_password": {"type": "string", "minLength": 8, "maxLength": 256,
                           "pattern": f"^{PRINTABLE.pattern}$",
                           "description": "generated (and returned once) when absent"},
@@ -385,7 +394,9 @@ DOCUMENT: dict[str, Any] = {
             "session": {"type": "apiKey", "in": "cookie", "name": "provisioner_session"},
         },
         "responses": {
-            "BadRequest": _error("invalid input; `field` names it"),
+            "BadRequest": _error(
+                "invalid input; `field` names it, `errors` lists every field's problem"
+            ),
             "Unauthorized": _error("not logged in, or a bad token"),
             "Forbidden": _error("administrators only"),
             "NotFound": _error("no such object"),

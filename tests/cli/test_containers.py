@@ -4,8 +4,10 @@ store and queue is checked directly)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -65,14 +67,16 @@ def test_create_json_carries_everything_a_script_needs(cli: Cli, tmp_path: Path)
     _, public = generate_ssh_keypair("operator@test")
     key_file = tmp_path / "id.pub"
     key_file.write_text(public + "\n")
-    result = cli("create", "-t", "lines", "-H", "json-a", "--ip", "198.18.0.171/24",
-                 "--gateway", "198.18.0.1", "--ssh-key", str(key_file), "--vmid", "9177",
+    net = ipaddress.ip_network(cli.sim["subnet"])  # the node checks it is on its bridge
+    ip, gateway = f"{net.network_address + 171}/{net.prefixlen}", cli.sim["gateway"]
+    result = cli("create", "-t", "lines", "-H", "json-a", "--ip", ip,
+                 "--gateway", gateway, "--ssh-key", str(key_file), "--vmid", "9177",
                  "--on-failure", "destroy", "--var", "count=7", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert set(body) == {"id", "job_id", "container", "root_password"}
     c = body["container"]
-    assert c["request"]["ip"] == "198.18.0.171/24" and c["request"]["gateway"] == "198.18.0.1"
+    assert c["request"]["ip"] == ip and c["request"]["gateway"] == gateway
     assert c["request"]["ssh_public_key"] == public and c["request"]["vmid"] == 9177
     assert c["variables"] == {"count": 7, "pause_ms": 0, "fail_marker": ""}
     assert c["failure_policy"] == "destroy" and c["lifecycle"] == "pending"
@@ -141,6 +145,57 @@ def test_variables_from_a_file_keep_secrets_off_the_command_line(cli: Cli,
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
 
 
+def test_every_problem_of_create_is_on_its_one_line(cli: Cli) -> None:
+    result = cli("create", "-t", "nginx", "-H", "bad_host!", "--ip", "198.18.0.300/24",
+                 "--bridge", "-x", "--ssh-key-text", "ssh-ed25519 AAAA", "--var", "nope=1")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result.stderr)
+    parts = line.removeprefix("error: ").split("; ")
+    assert [p.split(":")[0] for p in parts[:3]] == ["--ip", "--bridge", "--ssh-key"], line
+    assert "unknown variable 'nope'" in line and "hostname: invalid format" in line
+    assert "(check --hostname)" in line
+    with cli.factory() as session:
+        assert session.scalars(select(Container)).all() == []
+
+
+def test_create_checks_the_storage_bridge_and_address_on_the_node(cli: Cli) -> None:
+    net = ipaddress.ip_network(cli.sim["subnet"])
+    for args, message in (
+        (("--bridge", "vmbr9"), "--bridge: node sim has no bridge 'vmbr9'; its bridges: vmbr0"),
+        (("--storage", "local"), "--storage: storage 'local' on node sim cannot hold containers "
+                                 "(no 'rootdir' content); storages that can: local-lvm"),
+        (("--storage", "nope"), "--storage: node sim has no storage 'nope'"),
+        (("--ip", "192.0.2.10/24"), f"--ip: 192.0.2.10 is not in the subnet {net} of bridge "
+                                    "vmbr0 on node sim"),
+        (("--ip", f"{net.broadcast_address}/{net.prefixlen}"), "is the broadcast address"),
+    ):  # fmt: skip
+        result = cli("create", "-t", "nginx", "-H", "facts", *args)
+        assert result.exit_code == 2, result.output
+        assert message in one_line_error(result.stderr), result.stderr
+    both = cli("create", "-t", "nginx", "-H", "facts", "--storage", "local", "--bridge", "vmbr9")
+    assert both.exit_code == 2
+    assert re.search(r"--storage: .*; --bridge: ", one_line_error(both.stderr)), both.stderr
+    with cli.factory() as session:
+        assert session.scalars(select(Container)).all() == []
+    fine = cli("create", "-t", "nginx", "-H", "facts", "--storage", "local-lvm", "--bridge",
+               "vmbr0", "--ip", f"{net.network_address + 172}/{net.prefixlen}")  # fmt: skip
+    assert fine.exit_code == 0, fine.output
+
+
+def test_create_leaves_an_unreachable_node_to_the_create_phase(cli: Cli) -> None:
+    from provisioner.db import session_scope
+    from provisioner.models import Node
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = int(s.getsockname()[1])
+    with session_scope(cli.factory) as session:
+        session.scalars(select(Node).where(Node.name == "sim")).one().port = closed
+    result = cli("create", "-t", "nginx", "-H", "down", "--bridge", "vmbr9")
+    assert result.exit_code == 0, result.output
+    assert cli.container(result.stdout.strip()).request["bridge"] == "vmbr9"
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("-t", "no-such-template", "-H", "x"), "no template named 'no-such-template'"),
     (("-t", "../etc", "-H", "x"), "--template: no template named '../etc'"),
@@ -157,7 +212,10 @@ def test_variables_from_a_file_keep_secrets_off_the_command_line(cli: Cli,
     (("-t", "nginx", "-H", "x", "--var", "site_title"), "--var: expected KEY=VALUE"),
     (("-t", "nginx", "-H", "x", "--var", "site_title=a", "--var", "site_title=b"),
      "--var: 'site_title' given twice"),
-    (("-t", "nginx", "-H", "x", "--ssh-key-text", "not a key"), "--ssh-key: line 1 is not"),
+    (("-t", "nginx", "-H", "x", "--ssh-key-text", "not a key"),
+     "--ssh-key: line 1: not an OpenSSH public key"),
+    (("-t", "nginx", "-H", "x", "--ssh-key-text", "ssh-ed25519 AAAA"),
+     "--ssh-key: line 1: the key data is cut short"),
     (("-t", "nginx", "-H", "x", "--storage", "bad/storage"), "--storage: must be 1-64"),
     (("-t", "nginx", "-H", "x", "--bridge", "-x"), "--bridge: must be 1-64"),
     (("-t", "nginx", "-H", "x", "--password-stdin", "--ssh-key", "-"),

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.errors import ConfigError
+from provisioner.errors import ConfigError, InvalidRequest
+from provisioner.request_checks import field_of, first_per_field
 from provisioner.template_toml import TomlLocator
 from provisioner.templates import (
     SECRET_ALPHABET,
@@ -795,3 +796,46 @@ def test_create_params_errors_never_contain_the_password(demo: Template) -> None
     assert "password: value must be at least 5 characters long" in text
     assert "hostname: invalid format" in text
     assert "pw1" not in text
+
+
+def test_create_params_give_a_problem_per_field(demo: Template) -> None:
+    request = CreateRequest(hostname="bad_host", cores=0, memory=8)
+    with pytest.raises(InvalidRequest) as exc:
+        build_create_params(request, demo, NODE)
+    assert [field_of(p.message) for p in exc.value.problems] == ["cores", "hostname", "memory"]
+    assert exc.value.message.startswith("invalid container parameters: cores: ")  # all of them
+    assert "hostname: invalid format" in exc.value.message
+
+
+def test_invalid_request_flattens_and_keeps_every_problem() -> None:
+    a, b, c = ConfigError("ip: bad"), ConfigError("gateway: bad"), ConfigError("node: none")
+    err = InvalidRequest([a, InvalidRequest([b, c])])
+    assert err.problems == [a, b, c] and err.message == "ip: bad; gateway: bad; node: none"
+    assert InvalidRequest([a], "one message").message == "one message"
+    with pytest.raises(ValueError):
+        InvalidRequest([])
+
+
+@pytest.mark.parametrize(("message", "field"), [
+    ("ip: must be 'dhcp'", "ip"),
+    ("ssh_public_key: line 2: cut short", "ssh_public_key"),
+    ("invalid container parameters: net0.bridge: bad", "bridge"),
+    ("invalid container parameters: rootfs: storage ID 'x y' contains illegal", "storage"),
+    ("rootfs: the disk size must be at least 1 GiB, got 0", "disk"),
+    ("template 'nginx': unknown variable 'nope' (known: a)", "variables.nope"),
+    ("template has 2 problems:\n  x", "template"),
+    ("something without a field", None),
+])  # fmt: skip
+def test_field_of_names_what_the_user_would_correct(message: str, field: str | None) -> None:
+    assert field_of(message) == field
+
+
+def test_first_per_field_blames_a_field_once() -> None:
+    ip, ip2 = ConfigError("ip: bad"), ConfigError("invalid container parameters: net0.ip: bad")
+    variables, variable = (
+        ConfigError("variables: not an object"),
+        ConfigError("template 'nginx': variable 'x' is required"),
+    )
+    loose = ConfigError("no field here")
+    kept = first_per_field([ip, variables, loose, ip2, variable, loose])
+    assert kept == [ip, variables, loose, loose]

@@ -180,7 +180,14 @@ def test_node_status_and_resources(api: Any, sim: dict[str, Any]) -> None:
 def test_network_lists_the_bridge(api: Any, sim: dict[str, Any]) -> None:
     bridges = api.nodes("pve").network.get(type="bridge")
     assert [b["iface"] for b in bridges] == ["vmbr0"]
-    assert bridges[0]["cidr"] == f"{sim['gateway']}/{sim['subnet'].split('/')[1]}"
+    prefix = sim["subnet"].split("/")[1]
+    # as PVE's INotify parses "address <ip>/<prefix>": cidr as written, address and
+    # netmask (the prefix length) split from it; every interface has method and method6
+    assert {k: bridges[0][k] for k in ("cidr", "address", "netmask", "method", "method6")} == {
+        "cidr": f"{sim['gateway']}/{prefix}", "address": sim["gateway"], "netmask": prefix,
+        "method": "static", "method6": "manual"}  # fmt: skip
+    assert api.nodes("pve").network.get(type="any_bridge") == bridges
+    assert api.nodes("pve").network.get(type="eth") == []
 
 
 def test_storages_and_templates(api: Any) -> None:

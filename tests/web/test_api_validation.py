@@ -63,6 +63,8 @@ def _queued(settings: Settings) -> int:
     ({"variables": {"site_title": ""}}, "variables.site_title", 400),
     ({"variables": {"server_name": "bad name!"}}, "variables.server_name", 400),
     ({"failure_policy": "explode"}, "failure_policy", 400),
+    ({"ssh_public_key": "ssh-ed25519 AAAA"}, "ssh_public_key", 400),  # cut short
+    ({"ssh_public_key": "ssh-ed25519"}, "ssh_public_key", 400),
     ({"root_password": "abc"}, "root_password", 400),
     ({"root_password": "seven77"}, "root_password", 400),  # the wizard's minimum too: 8
     ({"root_password": 12345}, "root_password", 400),
@@ -75,8 +77,32 @@ def test_bad_container_requests(app: Flask, client: FlaskClient, token: str, set
     assert response.status_code == status, response.json
     assert response.is_json and response.json["field"] == field, response.json
     assert response.json["error"]
+    assert response.json["errors"] == [{"field": field, "message": response.json["error"]}]
     assert count_containers(app) == 0
     assert _queued(settings) == 0
+
+
+def test_every_field_error_of_a_container_request_at_once(app: Flask, client: FlaskClient,
+                                                          token: str, settings: Settings) -> None:  # fmt: skip
+    response = client.post("/api/containers", headers=bearer(token), json={
+        "template": "nginx", "node": OFFLINE_NODE, "hostname": "bad host!", "cores": "two",
+        "memory": 1, "ip": "198.18.0.10/24", "gateway": "nope",
+        "ssh_public_key": "ssh-ed25519 AAAA", "root_password": "short",
+        "variables": {"nope": "x"}, "failure_policy": "explode", "colour": "blue"})  # fmt: skip
+    assert response.status_code == 400, response.json
+    errors = response.json["errors"]
+    assert [e["field"] for e in errors] == [
+        "gateway", "cores", "memory", "ssh_public_key", "root_password", "failure_policy",
+        "variables.nope", "hostname", "colour"]  # fmt: skip
+    assert (response.json["field"], response.json["error"]) == (errors[0]["field"],
+                                                                errors[0]["message"])  # fmt: skip
+    assert "unknown variable 'nope'" in errors[6]["message"]
+    assert "short" not in str(errors[4]) and "AAAA" not in response.text
+    assert count_containers(app) == 0 and _queued(settings) == 0
+    # a body whose only fault is a placeholder's consequence is not blamed twice
+    missing = client.post("/api/containers", headers=bearer(token), json={"cores": 0})
+    assert [e["field"] for e in missing.json["errors"]] == ["template", "node", "hostname",
+                                                            "cores"]  # fmt: skip
 
 
 def test_bodies_that_are_not_json_objects(app: Flask, client: FlaskClient, token: str) -> None:
@@ -121,6 +147,24 @@ def test_given_root_password_is_not_echoed(client: FlaskClient, token: str) -> N
     assert "my own password" not in response.text
 
 
+def test_a_damaged_ssh_key_is_named_by_line_and_never_echoed(app: Flask, client: FlaskClient,
+                                                             token: str) -> None:  # fmt: skip
+    from provisioner.secrets import generate_ssh_keypair
+
+    _, good = generate_ssh_keypair("me@laptop")
+    kind, blob, _ = good.split(" ")
+    for damaged, why in ((f"{kind} {blob[:-7]}", "not valid base64"),
+                         (f"ssh-rsa {blob} me@laptop", "does not belong to a key of type ssh-rsa"),
+                         (f"{kind} {blob[:40]}", "cut short")):  # fmt: skip
+        response = client.post("/api/containers", headers=bearer(token), json={
+            **GOOD, "ssh_public_key": f"{good}\n\n{damaged}"})  # fmt: skip
+        assert response.status_code == 400 and response.json["field"] == "ssh_public_key"
+        assert response.json["error"].startswith("ssh_public_key line 3: ")
+        assert why in response.json["error"], response.json
+        assert blob[:40] not in response.text and "me@laptop" not in response.text
+    assert count_containers(app) == 0
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"name": None}, "name"),
     ({"name": "bad name"}, "name"),
@@ -155,8 +199,23 @@ def test_bad_node_requests(app: Flask, client: FlaskClient, token: str, change: 
     response = client.post("/api/nodes", json=body, headers=bearer(token))
     assert 400 <= response.status_code < 500, response.json
     assert response.json["field"] == field, response.json
+    assert response.json["errors"] == [{"field": field, "message": response.json["error"]}]
     with db_session(app) as session:
         assert session.scalar(select(func.count()).select_from(Node)) == 1  # only "offline"
+
+
+def test_every_field_error_of_a_node_request_at_once(app: Flask, client: FlaskClient,
+                                                     token: str) -> None:  # fmt: skip
+    response = client.post("/api/nodes", headers=bearer(token), json={
+        "name": "bad name", "host": "https://pve:8006/", "port": 70000, "token_id": "no-bang",
+        "token_secret": "s3cret", "insecure": "yes", "default_bridge": "br 0",
+        "extra": 1})  # fmt: skip
+    assert response.status_code == 400, response.json
+    assert [e["field"] for e in response.json["errors"]] == [
+        "name", "host", "port", "token_id", "insecure", "default_bridge", "extra"]  # fmt: skip
+    assert response.json["field"] == "name" and "s3cret" not in response.text
+    with db_session(app) as session:
+        assert session.scalar(select(func.count()).select_from(Node)) == 1
 
 
 def test_node_without_verification_and_deletion(client: FlaskClient, token: str,

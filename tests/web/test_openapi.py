@@ -90,3 +90,15 @@ def test_answers_are_held_to_the_document() -> None:
     assert problem("DELETE", "/api/nodes/n", 204, "text/plain", None) == (
         "DELETE /api/nodes/{name} 204: a body where none is documented"
     )
+    # an error says only what the document lists: every field error, each with its field
+    errors = {"error": "cores must be an integer", "field": "cores",
+              "errors": [{"field": "cores", "message": "cores must be an integer"},
+                         {"field": "ip", "message": "ip must be 'dhcp' or ..."}]}  # fmt: skip
+    assert problem("POST", "/api/containers", 400, "application/json", errors) is None
+    assert problem("POST", "/api/containers", 400, "application/json",
+                   {**errors, "errors": [{"field": "cores"}]}) == (
+        "POST /api/containers 400: errors/0: 'message' is a required property")  # fmt: skip
+    assert problem("POST", "/api/containers", 400, "application/json",
+                   {**errors, "hint": "x"}) == (
+        "POST /api/containers 400: (body): Additional properties are not allowed ('hint' was "
+        "unexpected)")  # fmt: skip
