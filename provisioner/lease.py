@@ -31,10 +31,10 @@ def make_holder() -> str:
     return f"{process_prefix(os.getpid())}{uuid.uuid4().hex[:8]}"
 
 
-
 def process_prefix(pid: int) -> str:
     """What every holder name of process ``pid`` on this host starts with."""
     return f"{socket.gethostname()}:{pid}:"
+
 
 def acquire(factory: sessionmaker[Session], container_id: str, holder: str,
             duration: float) -> bool:  # fmt: skip
