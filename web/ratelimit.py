@@ -39,7 +39,9 @@ for i, key in ipairs(KEYS) do
     local oldest = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
     local since = now
     if oldest[2] then since = tonumber(oldest[2]) end
-    local left = since + window - now
+    -- callers pass their own clock: one that read it a moment before the
+    -- oldest entry was counted must not wait longer than the window
+    local left = math.min(window, since + window - now)
     if left > wait then wait = left end
   end
 end
