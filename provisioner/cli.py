@@ -168,13 +168,15 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     SIGTERM lets the current job finish, then exits; a second one aborts it.
     The worker also re-enqueues runs whose worker died once their lease ran out.
     """
+    import functools
+
     from redis import Redis
     from rq import Worker
 
     from provisioner.db import make_engine, preflight, session_factory
     from provisioner.logsafe import setup_logging
     from provisioner.queue import provisioning_queue
-    from provisioner.recovery import RecoveryLoop
+    from provisioner.recovery import RecoveryLoop, on_work_horse_killed
 
     settings = load_settings(ctx)
     preflight(settings)  # refuse jobs that could only fail: one line now, not one per job
@@ -184,12 +186,14 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     importlib.import_module("pipeline.job")
     redis = Redis.from_url(settings.redis_url)
     factory = session_factory(make_engine(settings.database_url))
-    recovery = RecoveryLoop(
-        factory, redis, settings, interval=max(1.0, settings.lease_duration / 2)
-    )
+    recovery = RecoveryLoop(factory, redis, settings)
     recovery.start()
     try:
-        worker = Worker([provisioning_queue(redis, settings)], connection=redis, name=name)
+        # a work horse that dies is handed on at once, not after its lease
+        killed = functools.partial(on_work_horse_killed, factory, redis, settings)
+        worker = Worker([provisioning_queue(redis, settings)], connection=redis, name=name,
+                        work_horse_killed_handler=lambda job, pid, status, _usage: killed(
+                            job, pid, status))  # fmt: skip
         worker.work(burst=burst, logging_level=settings.log_level)
     finally:
         recovery.stop()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from provisioner.events import Event
 
-_EVENT_STYLES = {"step": "cyan", "warning": "yellow", "complete": "bold green",
+_EVENT_STYLES = {"step": "cyan", "warning": "yellow", "recovering": "bold yellow", "complete": "bold green",
                  "error": "bold red"}  # fmt: skip
 STDERR_STYLE = "red"
 
@@ -219,8 +219,8 @@ class RunView:
                 print_event_line(self.out, e)
             elif e.type == "log":
                 self._log_line(e)
-            elif e.type == "warning":
-                self._print_err(Text(f"warning: {e.message}", style="yellow"))
+            elif e.type in ("warning", "recovering"):
+                self._print_err(Text(f"{e.type}: {e.message}", style="yellow"))
             elif self._progress is not None:
                 self._advance(e)
             elif e.type == "step":

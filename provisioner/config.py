@@ -61,8 +61,10 @@ class Settings:
     retry_max_attempts: int = 5  # total attempts of a transient failure, the first included
     retry_base_delay: float = 2.0
     retry_max_delay: float = 60.0
-    lease_duration: float = 60.0
-    lease_renew_interval: float = 20.0
+    # a dead worker's run is handed on within lease_duration + one renew
+    # interval; five renewals per lease ride out a busy database
+    lease_duration: float = 15.0
+    lease_renew_interval: float = 3.0
     ssh_connect_timeout: float = 180.0  # until SSH answers after start
     ip_timeout: float = 120.0  # until DHCP gives the container an address
     task_timeout: float = 600.0  # until a PVE task stops

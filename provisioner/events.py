@@ -32,7 +32,9 @@ from provisioner.db import read_only, session_scope
 from provisioner.logsafe import redact
 from provisioner.models import Container, ContainerEvent
 
-EVENT_TYPES = ("step", "log", "warning", "complete", "error")
+# "recovering": the run lost its worker and is handed on (the message says
+# which, when, and the attempt that follows); the next step ends that state
+EVENT_TYPES = ("step", "log", "warning", "recovering", "complete", "error")
 TERMINAL_TYPES = ("complete", "error")
 PHASES = ("create", "start", "deploy", "scripts", "finalize")
 STREAMS = ("stdout", "stderr")

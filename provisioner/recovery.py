@@ -1,25 +1,39 @@
 """Picking up runs whose worker died.
 
-A run holds its container's lease and renews it; a worker killed with -9
-stops renewing.  Every worker looks now and then for containers that are
-mid-run (creating/destroying) or still pending, whose lease has expired or
-is missing, and enqueues a run again; the new run resumes from the stored
-checkpoints.  A short Redis key makes sure only one worker re-enqueues.
+Two ways a run loses its process:
+
+- Its work horse dies (kill -9, the OOM killer) while its worker lives: the
+  worker sees it at once (RQ's work-horse-killed hook, :func:`on_work_horse_killed`)
+  and hands the run on without waiting for anything.
+- The whole worker dies (or its host): the run's lease stops being renewed.
+  Every worker looks every few seconds for containers that are mid-run
+  (creating/destroying) or still pending, whose lease has expired or is
+  missing, and hands those runs on (:func:`recover_stalled`).
+
+Handing on (:func:`hand_over`) takes the dead run's lease, says so on the
+container's stream (a ``recovering`` event: which worker stopped, when it
+was last seen, the attempt that follows), queues the run again and gives
+the lease back; the new run resumes from the stored checkpoints.  A short
+Redis key makes sure only one worker re-enqueues.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis import Redis
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from provisioner import lease
 from provisioner.config import Settings
+from provisioner.events import EventPublisher
 from provisioner.models import Container, Lease, Lifecycle, utcnow
-from provisioner.queue import enqueue, provisioning_queue
+from provisioner.queue import JOB_FUNCTION, enqueue, provisioning_queue
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +60,75 @@ def _queued_containers(redis: Redis, settings: Settings) -> set[str]:
     return {job_id.split("-", 1)[1][:36] for job_id in queue.get_job_ids() if "-" in job_id}
 
 
+def recovering_message(what: str, last_seen: datetime, resuming: str, action: str,
+                       attempt: int | None) -> str:  # fmt: skip
+    """``the worker running this stopped responding at 12:03:04 UTC; resuming
+    on another worker (attempt 2)``: what the progress view and ``--follow`` show."""
+    then = last_seen.astimezone(UTC).strftime("%H:%M:%S UTC")
+    run = f"attempt {attempt}" if attempt is not None else f"the {action}"
+    return f"{what} at {then}; {resuming} ({run})"
+
+
+def hand_over(factory: sessionmaker[Session], redis: Redis, settings: Settings,
+              container_id: str, action: str, *, what: str,
+              resuming: str = "resuming on another worker",
+              dead_prefix: str | None = None) -> bool:  # fmt: skip
+    """Hand the run of a container whose worker is gone on to another worker.
+
+    Takes the dead run's lease (expired, or held by ``dead_prefix``: see
+    ``lease.take_over``), publishes a ``recovering`` event saying ``what``
+    happened and when the run was last seen, queues ``action`` again and
+    gives the lease back.
+
+    Returns:
+        False when there was nothing to hand on (a live run holds the
+        lease, or none does).
+    """
+    holder = lease.make_holder()
+    gone = lease.take_over(factory, container_id, holder, settings.lease_duration,
+                           dead_prefix=dead_prefix)  # fmt: skip
+    if gone is None:
+        return False
+    try:
+        with factory() as session:
+            ct = session.get(Container, container_id)
+            if ct is None:
+                return False
+            phase, provisioning = ct.current_phase, ct.lifecycle == Lifecycle.CREATING
+            attempt = ct.attempts + 1 if provisioning else None
+        message = recovering_message(what, gone.last_renewed, resuming, action, attempt)
+        log.warning("container %s: %s", container_id, message)
+        with EventPublisher(redis, factory, container_id) as events:
+            events.publish("recovering", message, phase=phase)
+        enqueue(redis, settings, container_id, action)
+        return True
+    finally:
+        lease.release(factory, container_id, holder)
+
+
+def on_work_horse_killed(factory: sessionmaker[Session], redis: Redis, settings: Settings,
+                         job: Any, pid: int | None, status: int | None) -> None:  # fmt: skip
+    """RQ's work-horse-killed hook, in the worker: hand the run on at once.
+
+    Never raises: the worker must go on serving its queue.
+    """
+    if job.func_name != JOB_FUNCTION or not pid:
+        return
+    container_id, action = [*job.args, "provision"][:2]
+    if status is not None and os.WIFSIGNALED(status):
+        how = f"was killed (signal {os.WTERMSIG(status)})"
+    else:
+        how = f"exited unexpectedly (status {os.WEXITSTATUS(status or 0)})"
+    try:
+        hand_over(factory, redis, settings, container_id, action,
+                  what=f"the worker process running this (pid {pid}) {how}",
+                  resuming="resuming it", dead_prefix=lease.process_prefix(pid))  # fmt: skip
+    except Exception:  # the database or Redis is away: the lease expires, recovery takes over
+        log.exception("handing on the run of %s after its work horse died failed", container_id)
+
+
 def recover_stalled(factory: sessionmaker[Session], redis: Redis, settings: Settings) -> list[str]:
-    """Enqueue a run for every stalled container; returns their ids."""
+    """Hand on (or enqueue) a run for every stalled container; returns their ids."""
     recovered = []
     candidates = stalled(factory, settings.lease_duration)
     # a pending request whose job is still waiting in a backlog is not stalled
@@ -61,18 +142,28 @@ def recover_stalled(factory: sessionmaker[Session], redis: Redis, settings: Sett
                          ex=max(1, int(settings.lease_duration))):  # fmt: skip
             continue
         action = "destroy" if lifecycle == Lifecycle.DESTROYING else "provision"
-        enqueue(redis, settings, cid, action)
-        log.warning("container %s had no live worker; run enqueued again (%s)", cid, action)
+        if not hand_over(factory, redis, settings, cid, action,
+                         what="the worker running this stopped responding"):  # fmt: skip
+            # no lease to take over: a request whose job got lost before it ran
+            enqueue(redis, settings, cid, action)
+            log.warning("container %s had no live worker; run enqueued again (%s)", cid, action)
         recovered.append(cid)
     return recovered
 
 
+def check_interval(settings: Settings) -> float:
+    """How often a worker looks for stalled runs: as often as leases are
+    renewed (a run is noticed within one interval of its lease's expiry)."""
+    return max(1.0, min(settings.lease_renew_interval, settings.lease_duration / 4))
+
+
 class RecoveryLoop:
-    """Runs :func:`recover_stalled` every ``interval`` seconds in a thread."""
+    """Runs :func:`recover_stalled` every few seconds (:func:`check_interval`) in a thread."""
 
     def __init__(self, factory: sessionmaker[Session], redis: Redis, settings: Settings,
-                 interval: float) -> None:  # fmt: skip
-        self.factory, self.redis, self.settings, self.interval = factory, redis, settings, interval
+                 interval: float | None = None) -> None:  # fmt: skip
+        self.factory, self.redis, self.settings = factory, redis, settings
+        self.interval = interval if interval is not None else check_interval(settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="recovery")
 

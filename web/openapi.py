@@ -285,7 +285,7 @@ SCHEMAS: dict[str, Any] = {
         optional=("root_password", "warning")),
     "Event": _object({
         "seq": INT, "container": STR,
-        "type": {"enum": ["step", "log", "warning", "complete", "error"]},
+        "type": {"enum": ["step", "log", "warning", "recovering", "complete", "error"]},
         "phase": {"enum": ["create", "start", "deploy", "scripts", "finalize"]},
         "percent": INT, "message": STR, "stream": {"enum": ["stdout", "stderr"]},
         "script": STR, "ts": STR}, optional=("phase", "percent", "message", "stream", "script")),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease
-from provisioner.models import Lease
+from provisioner.models import Lease, utcnow
 from tests.provisioner.conftest import make_container
 
 
@@ -43,3 +44,23 @@ def test_keeper_renews_and_notices_a_lost_lease(factory: sessionmaker[Session]) 
 
 def test_holder_names_are_unique() -> None:
     assert lease.make_holder() != lease.make_holder()
+
+
+def test_take_over_a_dead_holder_says_who_and_when(factory: sessionmaker[Session]) -> None:
+    cid = make_container(factory)
+    assert lease.take_over(factory, cid, "me", 10) is None  # nobody holds it: nothing to hand on
+    horse = f"{lease.process_prefix(4242)}abcd1234"
+    assert lease.acquire(factory, cid, horse, 10)
+    assert lease.take_over(factory, cid, "me", 10) is None  # alive and not expired
+    assert lease.take_over(factory, cid, "me", 10, dead_prefix=lease.process_prefix(4243)) is None
+    before = utcnow()
+    gone = lease.take_over(factory, cid, "me", 10, dead_prefix=lease.process_prefix(4242))
+    assert gone is not None and gone.holder == horse
+    assert before - timedelta(seconds=2) <= gone.last_renewed <= before  # it renewed just now
+    assert not lease.renew(factory, cid, horse, 10)  # the dead run could not go on
+    assert lease.renew(factory, cid, "me", 10)
+    assert lease.acquire(factory, cid, "short", 0.2) is False
+    lease.release(factory, cid, "me")
+    assert lease.acquire(factory, cid, "short", 0.2)
+    time.sleep(0.3)  # expired: anyone may take it over
+    assert lease.take_over(factory, cid, "me", 10) is not None

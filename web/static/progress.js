@@ -42,6 +42,7 @@
     step: "",           // the latest step's message
     segment: null,      // "provision" | "destroy" | "power" while one is under way
     attempts: 0,
+    recovering: null,   // the "recovering" event's message while the run is handed on
   };
 
   function actionOf(ev) {
@@ -110,6 +111,8 @@
       if (ev.phase && ev.phase !== run.active) activate(ev.phase, t);
       if (ev.percent !== undefined && ev.percent !== null) run.percent = ev.percent;
     }
+    if (ev.type === "recovering") run.recovering = ev.message;
+    else if (ev.type === "step" || ev.type === "complete" || ev.type === "error") run.recovering = null;
     if (ev.type === "step") {
       run.step = ev.message;
       const vmid = ev.phase === "create" && /\bCT (\d+)\b/.exec(ev.message);
@@ -176,7 +179,7 @@
     box.title = title || "";
     box.querySelector(".conn-text").textContent = text || {
       connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", finished: "Finished",
-      polling: "Live (polling)",
+      polling: "Live (polling)", recovering: "Recovering",
     }[state];
   }
 
@@ -548,8 +551,8 @@
     return lastClock;
   }
 
-  const ROW_CLASS = { step: "step", warning: "warning", error: "error", complete: "complete" };
-  const ROW_MARK = { warning: "⚠ ", error: "✖ ", complete: "✔ " };
+  const ROW_CLASS = { step: "step", warning: "warning", recovering: "warning recovering", error: "error", complete: "complete" };
+  const ROW_MARK = { warning: "⚠ ", recovering: "↻ ", error: "✖ ", complete: "✔ " };
 
   function rowNode(row) {
     const div = document.createElement("div");
@@ -710,9 +713,10 @@
   function etaText() {
     const eta = boot.eta;
     const over = run.outcome !== null || lifecycle === "destroying" || lifecycle === "destroyed";
-    if (!eta) return over ? "" : "no history yet";
+    if (!eta) return over ? "" : run.recovering ? "resuming…" : "no history yet";
     if (run.outcome === "complete") return `typically ${duration(eta.total)}`;
     if (run.outcome === "error" || lifecycle === "destroying" || lifecycle === "destroyed") return "";
+    if (run.recovering) return "resuming…";
     if (run.start === null) return `ETA ~${duration(eta.total)}`;
     const now = serverNow();
     let remaining = 0;
@@ -754,8 +758,14 @@
       eta.title = `median of the ${boot.eta.runs} latest successful run${boot.eta.runs === 1 ? "" : "s"} of template ${boot.template}`;
     }
     const current = $("current-step");
-    current.textContent = run.step || (lifecycle === "pending" ? "Queued: waiting for a worker…" : "Waiting for the first event…");
-    current.classList.toggle("muted", !run.step);
+    current.textContent = run.recovering ? `Recovering: ${run.recovering}` : run.step
+      || (lifecycle === "pending" ? "Queued: waiting for a worker…" : "Waiting for the first event…");
+    current.classList.toggle("muted", !run.step && !run.recovering);
+    current.classList.toggle("recovering", Boolean(run.recovering));
+    bar.dataset.state = run.recovering ? "recovering" : bar.dataset.state;
+    // the connection is fine, the run is not: say so where "Live" would be
+    if (run.recovering && connState === "live") setConn("recovering", "", run.recovering);
+    else if (!run.recovering && connState === "recovering") setConn("live");
     const mark = lifecycle === "ready" ? "✔ " : lifecycle === "error" ? "✖ " : run.segment === "provision" ? `${run.percent}% · ` : "";
     document.title = `${mark}${boot.hostname} · progress · LXC provisioner`;
   }
