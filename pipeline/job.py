@@ -19,6 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
 from rq import get_current_job
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,7 +59,10 @@ def _progress(phase: str, percent: int) -> None:
     job = get_current_job()
     if job is not None:
         job.meta.update(phase=phase, percent=percent)
-        job.save_meta()
+        try:
+            job.save_meta()
+        except RedisError as exc:  # what rq info shows: not worth failing the run for
+            log.debug("the job's progress not saved: %s", exc)
 
 
 async def _retrying(ctx: Context, name: str, step: Callable[[], Awaitable[T]],
@@ -345,25 +351,42 @@ def _acquire(settings: Settings, factory: sessionmaker[Session], container_id: s
     return False
 
 
+def run_redis(settings: Settings) -> Redis:
+    """The run's Redis client: short timeouts and no retries of its own,
+    the run decides (events wait in their outbox, the vmid lock is a
+    transient error)."""
+    return Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3,
+                          retry=Retry(NoBackoff(), 0), health_check_interval=10)  # fmt: skip
+
+
+def _mark_leased(redis: Redis, factory: sessionmaker[Session], container_id: str) -> None:
+    """Note in the job's meta the seq this run's events follow: a follower
+    (``--follow``) reads past an earlier run's end.  A Redis that does not
+    answer now costs the follower that hint, not the run."""
+    job = get_current_job()
+    if job is None:
+        return
+    try:
+        job.meta["leased_after"] = latest_seq(redis, factory, container_id)
+        job.save_meta()
+    except RedisError as exc:
+        log.warning("the job's leased_after not saved: %s", exc)
+
+
 def run(container_id: str, action: str = "provision") -> str:
     """The RQ entry point (``pipeline.job.run``)."""
     settings = Settings.from_env()
     setup_logging(settings.log_level)
     engine = make_engine(settings.database_url)
     factory = session_factory(engine)
-    redis = Redis.from_url(settings.redis_url)
+    redis = run_redis(settings)
     holder = lease.make_holder()
     if not _acquire(settings, factory, container_id, action, holder):
         log.info("container %s is being worked on by another worker; nothing to do",
                  container_id)  # fmt: skip
         return "skipped: another worker holds the lease"
     try:
-        job = get_current_job()
-        if job is not None:
-            # the container's events after this seq are this job's: a
-            # follower (``--follow``) reads past an earlier run's end
-            job.meta["leased_after"] = latest_seq(redis, factory, container_id)
-            job.save_meta()
+        _mark_leased(redis, factory, container_id)
         return asyncio.run(execute(settings, factory, redis, container_id, action, holder))
     finally:
         lease.release(factory, container_id, holder)

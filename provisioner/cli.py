@@ -184,13 +184,15 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     # imported once here, inherited by every forked work horse instead of
     # being imported again for each job
     importlib.import_module("pipeline.job")
-    redis = Redis.from_url(settings.redis_url)
+    redis = Redis.from_url(settings.redis_url)  # RQ's: it sets its own long timeouts
+    # recovery's own client: short timeouts, a stalled Redis holds it up briefly
+    quick = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     factory = session_factory(make_engine(settings.database_url))
-    recovery = RecoveryLoop(factory, redis, settings)
+    recovery = RecoveryLoop(factory, quick, settings)
     recovery.start()
     try:
         # a work horse that dies is handed on at once, not after its lease
-        killed = functools.partial(on_work_horse_killed, factory, redis, settings)
+        killed = functools.partial(on_work_horse_killed, factory, quick, settings)
         worker = Worker([provisioning_queue(redis, settings)], connection=redis, name=name,
                         work_horse_killed_handler=lambda job, pid, status, _usage: killed(
                             job, pid, status))  # fmt: skip

@@ -1,16 +1,20 @@
 """Events: the contract between worker, relay, browser and CLI.
 
 Every event gets the container's next ``seq`` (+1 across retries and workers;
-only the lease holder publishes), goes at once into a Redis stream (entry id
-``<seq>-0``) and onto the pub/sub channel ``provisioner:container:{id}:events``,
-and into the database: steps, warnings and terminal events immediately, log
-lines in batches.  Readers replay from the stream while it still holds what
-they need (it keeps the newest ``STREAM_MAXLEN`` events, and a finished
-container's for ``STREAM_TTL``), from the database for what it no longer
-holds, then block on the stream for live events: the stream holds every
-event in order, so there is no race between replay and subscribe, no gap and
-no duplicate.  The relay forwards the stored JSON as it is (``Raw``), in the
-batches it reads; everyone else gets ``Event`` objects.
+only the lease holder publishes), goes into the database (steps, warnings
+and terminal events immediately, log lines in batches) and into a Redis
+stream (entry id ``<seq>-0``) and onto the pub/sub channel
+``provisioner:container:{id}:events`` (``provisioner.stream_delivery``: in
+order, each once, held while Redis is away).  Readers replay from the stream
+while it still holds what they need (it keeps the newest ``STREAM_MAXLEN``
+events, and a finished container's for ``STREAM_TTL``), from the database
+for what it no longer holds, then block on the stream for live events: the
+stream holds every event in order, so there is no race between replay and
+subscribe, no gap and no duplicate.  While Redis fails, and whenever the
+stream falls idle, readers look in the database too, so a run that ended
+while Redis was away still reaches its terminal event.  The relay forwards
+the stored JSON as it is (``Raw``), in the batches it reads; everyone else
+gets ``Event`` objects.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.db import read_only, session_scope
 from provisioner.logsafe import redact
 from provisioner.models import Container, ContainerEvent
+from provisioner.stream_delivery import StreamDelivery
 
 # "recovering": the run lost its worker and is handed on (the message says
 # which, when, and the attempt that follows); the next step ends that state
@@ -39,8 +45,8 @@ TERMINAL_TYPES = ("complete", "error")
 PHASES = ("create", "start", "deploy", "scripts", "finalize")
 STREAMS = ("stdout", "stderr")
 MAX_SEQ = 2**31 - 1  # the largest seq a reader may ask to start after (a 32-bit column)
-STREAM_MAXLEN = 200_000  # entries kept in Redis; the database keeps everything
-STREAM_TTL = 7 * 24 * 3600  # seconds a finished container's stream stays in Redis
+DB_POLL = 0.5  # seconds between database reads of a reader while Redis fails
+IDLE_DB_CHECK = 3.0  # seconds of a quiet stream after which a reader asks the database
 
 log = logging.getLogger(__name__)
 
@@ -178,21 +184,31 @@ def latest_seq(redis: Redis, factory: sessionmaker[Session], container_id: str) 
 class EventPublisher:
     """Publishes one container's events.  Only the lease holder makes one.
 
+    Every event goes to the database first (steps, warnings and terminal
+    events at once, log lines in batches), then to the Redis stream and
+    channel (``provisioner.stream_delivery``): in order, each once, and held
+    while Redis is away, so a Redis that stalls or restarts never fails the
+    run nor loses an event.
+
     Thread-safe: log lines may arrive from an SSH reader while a step is
     published from the pipeline.
     """
 
     def __init__(self, redis: Redis, factory: sessionmaker[Session], container_id: str, *,
-                 flush_interval: float = 0.25, batch_size: int = 500) -> None:  # fmt: skip
+                 flush_interval: float = 0.25, batch_size: int = 500,
+                 redis_grace: float = 30.0) -> None:  # fmt: skip
         self.redis = redis
         self.factory = factory
         self.container_id = container_id
         self.flush_interval = flush_interval
         self.batch_size = batch_size
+        self.redis_grace = redis_grace  # how long close() waits for a Redis that is away
         self._lock = threading.RLock()
         self._pending: list[Event] = []
         self._last_flush = time.monotonic()
         self._next_seq = self._recover()
+        self._stream = StreamDelivery(redis, stream_key(container_id), channel(container_id),
+                                      self._stored, name=f"deliver-{container_id[:8]}")  # fmt: skip
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name=f"events-{container_id[:8]}")  # fmt: skip
@@ -204,7 +220,18 @@ class EventPublisher:
 
     def _recover(self) -> int:
         """The next seq, after copying into the database any events a dead
-        worker published to the stream but never flushed."""
+        worker published to the stream but never flushed.  Redis must answer
+        here (the run's job came from it a moment ago): a few tries."""
+        for attempt in range(1, 6):
+            try:
+                return self._copy_unflushed()
+            except RedisError:
+                if attempt == 5:
+                    raise
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+    def _copy_unflushed(self) -> int:
         key = stream_key(self.container_id)
         with session_scope(self.factory) as session:
             ct = session.get(Container, self.container_id)
@@ -226,10 +253,17 @@ class EventPublisher:
         self.redis.persist(key)
         return next_seq
 
+    def _stored(self, after: int, upto: int) -> list[Event]:
+        """The events with ``after < seq < upto``, from the database (what
+        the stream lost): pending ones are written first."""
+        self.flush()
+        return stored_events(self.factory, self.container_id, after, upto)
+
     def publish(self, type: str, message: str = "", *, phase: str | None = None,
                 percent: int | None = None, stream: str | None = None,
                 script: str | None = None) -> Event:  # fmt: skip
-        """Publish one event: Redis at once, the database at once or batched.
+        """Publish one event: the database at once (or batched, for log
+        lines), then Redis.  Only a database failure raises.
 
         Messages pass through the secret redactor first.
         """
@@ -237,18 +271,11 @@ class EventPublisher:
             event = Event(seq=self._next_seq, container=self.container_id, type=type,
                           message=redact(message), phase=phase, percent=percent, stream=stream,
                           script=script)  # fmt: skip
-            payload = event.to_json()
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(stream_key(self.container_id), {"e": payload, "t": type},
-                      id=f"{event.seq}-0", maxlen=STREAM_MAXLEN, approximate=True)  # fmt: skip
-            pipe.publish(channel(self.container_id), payload)
-            if event.terminal:
-                pipe.expire(stream_key(self.container_id), STREAM_TTL)
-            pipe.execute()
             self._next_seq += 1
             self._pending.append(event)
             if type != "log" or len(self._pending) >= self.batch_size:
                 self.flush()
+            self._stream.send(event)
             return event
 
     def flush(self) -> None:
@@ -278,15 +305,31 @@ class EventPublisher:
                                 self.container_id, type(exc).__name__)  # fmt: skip
 
     def close(self) -> None:
+        """Store what is pending, then wait (up to ``redis_grace``) for Redis
+        to take what it has not yet."""
         self._stop.set()
         self._flusher.join(5)
         self.flush()
+        self._stream.close(self.redis_grace)
 
     def __enter__(self) -> EventPublisher:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stored_events(factory: sessionmaker[Session], container_id: str, after: int,
+                  upto: int | None = None) -> list[Event]:  # fmt: skip
+    """The stored events with ``after < seq < upto``, in order."""
+    with factory() as session:
+        read_only(session)
+        query = (select(ContainerEvent)
+                 .where(ContainerEvent.container_id == container_id, ContainerEvent.seq > after)
+                 .order_by(ContainerEvent.seq))  # fmt: skip
+        if upto is not None:
+            query = query.where(ContainerEvent.seq < upto)
+        return [Event.from_row(r) for r in session.scalars(query)]
 
 
 class EventReader:
@@ -340,44 +383,82 @@ class EventReader:
         """Every event with ``seq > after``, in non-empty batches; ends after
         the terminal event, when ``stop`` is set, or (``follow=False``) once
         nothing more is there.
+
+        While Redis fails, the database is read instead (every
+        ``DB_POLL`` seconds) until Redis answers again; and whenever the
+        stream has been quiet for ``IDLE_DB_CHECK`` seconds, the database is
+        asked whether it holds more (a run that ended while Redis was away).
         """
         last = after
-        first = self._first_in_stream()
-        if first is None or first > last + 1:  # the stream no longer holds them all
-            for rows in self._from_db(last, upto=first):
+        quiet_since = time.monotonic()
+        whole = False  # the stream holds everything after `last`
+        while not (stop is not None and stop.is_set()):
+            try:
+                if not whole:
+                    first = self._first_in_stream()
+                    if first is None or first > last + 1:  # what it no longer (or not yet) holds
+                        for rows in self._from_db(last, upto=first):
+                            yield rows
+                            last = rows[-1].seq
+                            if rows[-1].terminal:
+                                return
+                    whole = True
+                got = self._read(last, count, block_ms if follow else None)
+            except RedisError:
+                if not follow:
+                    got = list(self._from_db(last))
+                    yield from got
+                    return
+                whole = False
+                got = list(self._from_db(last))
+                if not got:
+                    time.sleep(DB_POLL)
+            if not got and (not follow or time.monotonic() - quiet_since >= IDLE_DB_CHECK):
+                got = list(self._from_db(last))  # what never reached the stream
+                quiet_since = time.monotonic()
+                whole = whole and not got
+            for rows in got:
                 yield rows
+                last = rows[-1].seq
                 if rows[-1].terminal:
                     return
-                last = rows[-1].seq
-        while not (stop is not None and stop.is_set()):
-            entries: Any = self.redis.xread({self.key: f"{last}-0"}, count=count,
-                                       block=block_ms if follow else None)  # fmt: skip
-            if not entries:
-                if not follow:
-                    return
+            if got:
+                quiet_since = time.monotonic()
+            elif not follow:
+                return
+
+    def _read(self, last: int, count: int, block: int | None) -> list[list[Raw]]:
+        """One read of the stream after ``last`` (blocking up to ``block``
+        ms), up to a terminal event; what Redis trimmed meanwhile comes from
+        the database.
+
+        Raises:
+            RedisError: Redis failed.
+        """
+        entries: Any = self.redis.xread({self.key: f"{last}-0"}, count=count, block=block)
+        out: list[list[Raw]] = []
+        batch: list[Raw] = []
+        for entry_id, fields in entries[0][1] if entries else ():
+            seq = stream_seq(entry_id)
+            if seq <= last:
                 continue
-            batch: list[Raw] = []
-            for entry_id, fields in entries[0][1]:
-                seq = stream_seq(entry_id)
-                if seq <= last:
-                    continue
-                if seq > last + 1:  # trimmed from Redis meanwhile: the database has them
-                    if batch:
-                        yield batch
-                        batch = []
-                    for rows in self._from_db(last, upto=seq):
-                        yield rows
-                        last = rows[-1].seq
-                        if rows[-1].terminal:
-                            return
-                raw = Raw.from_entry(entry_id, fields)
-                batch.append(raw)
-                last = seq
-                if raw.terminal:
-                    yield batch
-                    return
-            if batch:
-                yield batch
+            if seq > last + 1:  # trimmed from Redis meanwhile: the database has them
+                if batch:
+                    out.append(batch)
+                    batch = []
+                for rows in self._from_db(last, upto=seq):
+                    out.append(rows)
+                    last = rows[-1].seq
+                    if rows[-1].terminal:
+                        return out
+            raw = Raw.from_entry(entry_id, fields)
+            batch.append(raw)
+            last = seq
+            if raw.terminal:
+                break
+        if batch:
+            out.append(batch)
+        return out
 
     def events(self, after: int = 0, *, block_ms: int = 1000,
                stop: threading.Event | None = None, follow: bool = True) -> Iterator[Event]:  # fmt: skip

@@ -19,6 +19,7 @@ Redis key makes sure only one worker re-enqueues.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -31,9 +32,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease
 from provisioner.config import Settings
-from provisioner.events import EventPublisher
+from provisioner.events import EventPublisher, channel, stored_events, stream_key, stream_seq
 from provisioner.models import Container, Lease, Lifecycle, utcnow
 from provisioner.queue import JOB_FUNCTION, enqueue, provisioning_queue
+from provisioner.stream_delivery import repair
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +159,40 @@ def check_interval(settings: Settings) -> float:
     return max(1.0, min(settings.lease_renew_interval, settings.lease_duration / 4))
 
 
+REPAIR_EVERY = 10  # recovery checks between two stream repair passes
+REPAIR_WINDOW = timedelta(hours=1)  # containers touched this recently are looked at
+
+
+def repair_streams(factory: sessionmaker[Session], redis: Redis) -> dict[str, int]:
+    """Add to the Redis streams the events the database has past their end:
+    runs that ended while Redis was away (or restarted empty).  Only
+    containers touched within ``REPAIR_WINDOW`` are looked at, with one
+    pipelined read of their streams' ends.  Returns container id -> events added."""
+    with factory() as session:
+        rows = session.execute(select(Container.id, Container.next_seq)
+                               .where(Container.updated_at > utcnow() - REPAIR_WINDOW)).all()  # fmt: skip
+    if not rows:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for cid, _ in rows:
+        pipe.xrevrange(stream_key(cid), count=1)
+    ends: list[Any] = pipe.execute()
+    added: dict[str, int] = {}
+    for (cid, next_seq), top in zip(rows, ends, strict=True):
+        if (stream_seq(top[0][0]) if top else 0) >= next_seq - 1:
+            continue
+        source = functools.partial(stored_events, factory, cid)
+        count = repair(redis, stream_key(cid), channel(cid), next_seq - 1, source)
+        if count:
+            log.warning("container %s: %d events the stream lacked were added from the database",
+                        cid, count)  # fmt: skip
+            added[cid] = count
+    return added
+
+
 class RecoveryLoop:
-    """Runs :func:`recover_stalled` every few seconds (:func:`check_interval`) in a thread."""
+    """Runs :func:`recover_stalled` every few seconds (:func:`check_interval`)
+    in a thread, and :func:`repair_streams` every ``REPAIR_EVERY`` of them."""
 
     def __init__(self, factory: sessionmaker[Session], redis: Redis, settings: Settings,
                  interval: float | None = None) -> None:  # fmt: skip
@@ -168,9 +202,13 @@ class RecoveryLoop:
         self._thread = threading.Thread(target=self._run, daemon=True, name="recovery")
 
     def _run(self) -> None:
+        ticks = 0
         while not self._stop.wait(self.interval):
+            ticks += 1
             try:
                 recover_stalled(self.factory, self.redis, self.settings)
+                if ticks % REPAIR_EVERY == 0:
+                    repair_streams(self.factory, self.redis)
             except Exception:  # the database or Redis is down: try next time
                 log.warning("recovery check failed", exc_info=True)
 

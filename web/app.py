@@ -244,7 +244,7 @@ def create_app(
             health_check_interval=30,
             max_connections=4096,
             socket_connect_timeout=5,
-            socket_timeout=15,
+            socket_timeout=5,
         ),
         keys=keys,
         pve=ClientPool(),

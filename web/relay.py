@@ -355,5 +355,6 @@ def container_events(ws: Any, container_id: str) -> None:
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.register_error_handler(WebsocketMismatch, not_a_handshake)
-    app.extensions[TAILS] = Tails(app.extensions[EXTENSION].redis)
+    resources = app.extensions[EXTENSION]
+    app.extensions[TAILS] = Tails(resources.redis, resources.factory)
     app.extensions[SLOTS] = StreamSlots(int(app.config["RELAY_MAX_STREAMS"]))

@@ -12,6 +12,11 @@ A stream joins a tail once it has caught up by its own reads
 (``EventReader``: Redis, then the database for what Redis no longer holds),
 and goes back to its own reads whenever it falls behind the window, so the
 guarantee stays the reader's: every event once, in order, no gap.
+
+While Redis fails, a tail reads the database instead (and tries Redis again
+every few seconds); when the stream has been quiet for a while it asks the
+database too, so a run that ended while Redis was away still reaches its
+terminal event and every stream of it closes.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from provisioner.events import Raw, stream_key, stream_seq
+from provisioner.events import DB_POLL, IDLE_DB_CHECK, Raw, stored_events, stream_key, stream_seq
+from provisioner.models import ContainerEvent
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,7 @@ BLOCK_MS = 1000  # one read's wait: how soon a tail nobody uses stops
 LINGER = 0.02
 LINGER_USERS = 8
 BATCH = 1000  # events per Redis read
+REDIS_RETRY = 2.0  # seconds between tries of a Redis that failed (the database meanwhile)
 
 
 class Behind(Exception):
@@ -80,9 +90,11 @@ def frame_chunk(batch: list[Raw]) -> Chunk:
 class Tail:
     """The newest events of one container, read and framed once."""
 
-    def __init__(self, redis: Redis, container_id: str, start: int,
-                 window: int = WINDOW) -> None:  # fmt: skip
+    def __init__(self, redis: Redis, container_id: str, start: int, window: int = WINDOW,
+                 factory: sessionmaker[Session] | None = None) -> None:  # fmt: skip
         self.redis = redis
+        self.factory = factory  # the database to read while Redis fails (None: give up)
+        self.container_id = container_id
         self.key = stream_key(container_id)
         self.window = window
         self.cond = threading.Condition()
@@ -144,16 +156,62 @@ class Tail:
                 break
         return batch
 
+    def _stored(self, after: int) -> list[Raw]:
+        """Up to ``BATCH`` stored events after ``after``, up to a terminal one."""
+        assert self.factory is not None
+        batch: list[Raw] = []
+        for event in stored_events(self.factory, self.container_id, after, after + BATCH + 1):
+            batch.append(Raw.of(event))
+            if event.terminal:
+                break
+        return batch
+
+    def _next(self, failing_since: float | None) -> list[Raw]:
+        """The next events: from Redis, or (while it fails) from the database.
+
+        Raises:
+            RedisError: Redis failed and there is no database to read.
+        """
+        if failing_since is not None and time.monotonic() - failing_since < REDIS_RETRY:
+            return self._stored(self.last)
+        batch = self._read(self.last, BATCH, BLOCK_MS)
+        if batch and not batch[-1].terminal and len(batch) < BATCH and (
+                self.users > LINGER_USERS):  # fmt: skip
+            time.sleep(LINGER)
+            batch += self._read(batch[-1].seq, BATCH - len(batch), None)
+        return batch
+
     def _run(self) -> None:
+        failing_since: float | None = None
+        quiet_since = time.monotonic()
         try:
             while not self.ended:
-                batch = self._read(self.last, BATCH, BLOCK_MS)
-                if batch and not batch[-1].terminal and len(batch) < BATCH and (
-                        self.users > LINGER_USERS):  # fmt: skip
-                    time.sleep(LINGER)
-                    batch += self._read(batch[-1].seq, BATCH - len(batch), None)
+                try:
+                    batch = self._next(failing_since)
+                    if (
+                        failing_since is not None
+                        and time.monotonic() - failing_since >= REDIS_RETRY
+                    ):
+                        log.info("reading the events of %s from Redis again", self.key)
+                        failing_since = None
+                except RedisError as exc:
+                    if self.factory is None:
+                        raise
+                    if failing_since is None:
+                        log.warning("reading the events of %s from Redis failed (%s): from the "
+                                    "database meanwhile", self.key, type(exc).__name__)  # fmt: skip
+                    failing_since = time.monotonic()
+                    batch = self._stored(self.last)
+                if not batch and self.factory is not None and (
+                        failing_since is not None
+                        or time.monotonic() - quiet_since >= IDLE_DB_CHECK):  # fmt: skip
+                    batch = self._stored(self.last)  # what never reached the stream
+                    quiet_since = time.monotonic()
+                    if not batch and failing_since is not None:
+                        time.sleep(DB_POLL)
                 if batch:
                     self._append(batch)
+                    quiet_since = time.monotonic()
         except Exception as exc:  # Redis failed: its streams see tail.error
             self.error = exc
             log.warning("reading the events of %s failed: %s", self.key, type(exc).__name__)
@@ -167,8 +225,9 @@ class Tails:
     """The tails of one web process, by container; a tail stops once its
     last stream leaves."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, factory: sessionmaker[Session] | None = None) -> None:
         self.redis = redis
+        self.factory = factory
         self._lock = threading.Lock()
         self._tails: dict[str, Tail] = {}
 
@@ -180,16 +239,29 @@ class Tails:
             if tail is not None:
                 return tail
         # outside the lock: a slow Redis holds up this stream, not every other
-        top: Any = self.redis.xrevrange(stream_key(container_id), count=1)
+        start = self._end(container_id)
         with self._lock:
             tail = self._running(container_id)
             if tail is not None:
                 return tail
-            tail = Tail(self.redis, container_id, stream_seq(top[0][0]) if top else 0)
+            tail = Tail(self.redis, container_id, start, factory=self.factory)
             self._tails[container_id] = tail
             tail.users = 1
             tail.thread.start()
             return tail
+
+    def _end(self, container_id: str) -> int:
+        """Where a new tail starts: the stream's last seq (the database's
+        while Redis fails)."""
+        try:
+            top: Any = self.redis.xrevrange(stream_key(container_id), count=1)
+            return stream_seq(top[0][0]) if top else 0
+        except RedisError:
+            if self.factory is None:
+                raise
+            with self.factory() as session:
+                return session.scalar(select(func.max(ContainerEvent.seq)).where(
+                    ContainerEvent.container_id == container_id)) or 0  # fmt: skip
 
     def _running(self, container_id: str) -> Tail | None:
         tail = self._tails.get(container_id)

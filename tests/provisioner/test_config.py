@@ -40,7 +40,7 @@ def test_defaults_work_out_of_the_box() -> None:
     assert s.queue_name == "provisioning"
     assert s.job_timeout == 3600
     assert (s.retry_max_attempts, s.retry_base_delay, s.retry_max_delay) == (5, 2.0, 60.0)
-    assert (s.lease_duration, s.lease_renew_interval) == (60.0, 20.0)
+    assert (s.lease_duration, s.lease_renew_interval) == (15.0, 3.0)
     assert s.lease_renew_interval < s.lease_duration
     assert s.log_level == "INFO"
     assert (s.web_host, s.web_port) == ("127.0.0.1", 8000)
@@ -200,7 +200,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         ({"DATABASE_URL": "provisioner.db"}, "DATABASE_URL must be a sqlite:///PATH or postgresql+psycopg://USER@HOST/DB URL, got 'provisioner.db'"),
         ({"REDIS_URL": "http://u:hunter2@r"}, "REDIS_URL must be a redis://, rediss:// or unix:// URL, got 'http://u:***@r'"),
         ({"PROVISIONER_RETRY_BASE_DELAY": "90"}, "PROVISIONER_RETRY_BASE_DELAY (90) must not exceed the default PROVISIONER_RETRY_MAX_DELAY (60)"),
-        ({"PROVISIONER_LEASE_RENEW_INTERVAL": "60"}, "PROVISIONER_LEASE_RENEW_INTERVAL (60) must be shorter than the default PROVISIONER_LEASE_DURATION (60), or leases expire while their holder is alive"),
+        ({"PROVISIONER_LEASE_RENEW_INTERVAL": "60"}, "PROVISIONER_LEASE_RENEW_INTERVAL (60) must be shorter than the default PROVISIONER_LEASE_DURATION (15), or leases expire while their holder is alive"),
     ],
 )  # fmt: skip
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

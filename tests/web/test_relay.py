@@ -23,7 +23,8 @@ from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import FrameProtocol
 
 from provisioner.config import Settings
-from provisioner.events import EventPublisher
+from provisioner.db import session_scope
+from provisioner.events import Event, EventPublisher
 from tests.web.conftest import (
     PASSWORD,
     LiveServer,
@@ -591,17 +592,29 @@ def test_a_ping_waits_while_a_long_write_makes_progress() -> None:
         assert not errors and ws.connected
 
 
-def test_redis_unavailable_closes_the_stream_with_1011(settings: Settings, container: str,
-                                                        token: str) -> None:  # fmt: skip
+def test_without_redis_the_stream_goes_on_from_the_database(settings: Settings, container: str,
+                                                             token: str, app: Flask) -> None:  # fmt: skip
+    """No Redis at all: the relay serves what the database has, follows it
+    (a run's events that reach only the database while Redis is away) and
+    closes after the terminal event."""
+    factory = app.extensions["provisioner"].factory
+
+    def store(seq: int, type: str = "step") -> None:
+        with session_scope(factory) as session:
+            session.add(Event(seq=seq, container=container, type=type, phase="create",
+                              message=f"event {seq}").to_row())  # fmt: skip
+
+    store(1)
+    store(2)
     nowhere = f"redis://127.0.0.1:{closed_port()}/0"
     broken = create_app(dataclasses.replace(settings, redis_url=nowhere), {"TESTING": True})
     try:
         with serve(broken) as server:
             ws = connect(server, container, token)
-            with pytest.raises(ConnectionClosed) as closed:
-                for _ in range(100):
-                    ws.receive(timeout=0.2)
-            assert closed.value.reason == 1011
-            assert "unavailable" in (closed.value.message or "")
+            assert [e["seq"] for e in receive(ws, 2)] == [1, 2]
+            store(3, "log")
+            store(4, "complete")
+            rest = receive_all(ws, timeout=20)
+            assert [(e["seq"], e["type"]) for e in rest] == [(3, "log"), (4, "complete")]
     finally:
         broken.extensions["provisioner"].close()
