@@ -169,12 +169,12 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     The worker also re-enqueues runs whose worker died once their lease ran out.
     """
     from redis import Redis
-    from rq import Worker
 
     from provisioner.db import make_engine, preflight, session_factory
     from provisioner.logsafe import setup_logging
     from provisioner.queue import provisioning_queue
     from provisioner.recovery import RecoveryLoop
+    from provisioner.worker import ProvisioningWorker
 
     settings = load_settings(ctx)
     preflight(settings)  # refuse jobs that could only fail: one line now, not one per job
@@ -189,7 +189,8 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     )
     recovery.start()
     try:
-        worker = Worker([provisioning_queue(redis, settings)], connection=redis, name=name)
+        worker = ProvisioningWorker([provisioning_queue(redis, settings)], connection=redis,
+                                    name=name)  # fmt: skip
         worker.work(burst=burst, logging_level=settings.log_level)
     finally:
         recovery.stop()
