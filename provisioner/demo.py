@@ -4,10 +4,11 @@ Starts, in this order: a Redis of its own (unless ``REDIS_URL`` is set or
 ``--redis-url`` given), the Proxmox simulator (``pvesim serve``), the
 database (SQLite in the data directory unless ``DATABASE_URL`` is set),
 the simulator registered as node ``sim``, an ``admin`` user with a freshly
-generated password, the workers and the web app.  Then it prints the
-dashboard's address and the credentials and waits, restarting a worker
-that dies (at most 5 times a minute); Ctrl-C stops everything, newest first
-(``provisioner/demo_supervisor.py``).
+generated password, the workers and the web app.  Then it writes
+``env`` in the data directory (``source`` it to point the CLI at the demo),
+prints the dashboard's address and the credentials and waits, restarting a
+worker that dies (at most 5 times a minute); Ctrl-C stops everything,
+newest first (``provisioner/demo_supervisor.py``).
 
 ``--smoke`` does the same without waiting: it provisions one container from
 the ``nginx`` template through the CLI (``provisioner create --follow``),
@@ -24,6 +25,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -31,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ from sqlalchemy import select
 
 from provisioner import db, users
 from provisioner.cli_runtime import BadInput
-from provisioner.config import Settings, redact_url
+from provisioner.config import CONFIG_ENV, Settings, env_var, redact_url
 from provisioner.db import session_scope
 from provisioner.demo_supervisor import STOP, RestartLimit, Supervisor
 from provisioner.errors import ProvisionError
@@ -57,6 +59,7 @@ from provisioner.vault import set_node_secret
 ROOT = Path(__file__).resolve().parent.parent
 NODE = "sim"
 ADMIN = "admin"
+ENV_FILE = "env"  # in the data directory: `source` it to point the CLI at the demo
 _BIN = Path(sys.executable).parent
 
 
@@ -233,6 +236,41 @@ class _Worker:
                 worker.register_death()
 
 
+def write_env_file(path: Path, env: dict[str, str], settings: Settings) -> None:
+    """Write the shell lines that point the CLI at this demo: ``.venv/bin``
+    on PATH, and the settings of its services (the Redis port changes with
+    each start).  A setting the services do not get is unset, so that the
+    caller's shell cannot point the CLI elsewhere.  Mode 0600: a secret key
+    or a URL with a password, when the demo was given one, is in it (the
+    CLI needs them to read what the services wrote)."""
+    resolved = {"PROVISIONER_DATA_DIR": str(settings.data_dir),
+                "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+                "PROVISIONER_TEMPLATES_DIR": str(settings.templates_dir)}  # fmt: skip
+    lines = [
+        f"# The CLI of the demo started at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+        f"`source {path}`, then `provisioner ls`.",
+        "# Rewritten by each start of the demo.",
+        f'export PATH={shlex.quote(str(_BIN))}:"$PATH"',
+    ]
+    unset = [CONFIG_ENV]
+    for f in fields(Settings):
+        if f.name == "config_file":
+            continue
+        name = env_var(f.name)
+        value = resolved.get(name) or env.get(name, "").strip()
+        if value:
+            lines.append(f"export {name}={shlex.quote(value)}")
+        else:
+            unset.append(name)
+    lines.append(f"unset {' '.join(unset)}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    os.chmod(tmp, 0o600)  # an older file of another mode
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def _stack(data: Path, host: str, port: int, workers: int, time_scale: float,
            redis_url: str | None) -> Iterator[tuple[Supervisor, dict[str, str], str, str]]:  # fmt: skip
@@ -273,6 +311,7 @@ def _stack(data: Path, host: str, port: int, workers: int, time_scale: float,
                 return False
 
         _wait("the web app", answers, sup, "web", 60)
+        write_env_file(data / ENV_FILE, env, settings)
         yield sup, env, url, password
     finally:
         sup.stop_all()
@@ -369,6 +408,7 @@ def _demo(smoke: bool, host: str, port: int, workers: int, data_dir: Path | None
         click.echo(f"  Node        {NODE} (the simulator), {workers} workers")
         click.echo(f"  Redis       {redact_url(env['REDIS_URL'])}")
         click.echo(f"  State       {data} (logs in {data / 'logs'})")
+        click.echo(f"  CLI         source {data / ENV_FILE}   (then: provisioner ls)")
         click.echo(f"  Up in       {up:.1f} s")
         click.echo("")
         if smoke:

@@ -303,6 +303,52 @@ def _rq_workers(redis_url: str, count: int, timeout: float = 60) -> dict[str, in
             time.sleep(0.2)
 
 
+def _user_shell_env() -> dict[str, str]:
+    """A new shell's environment: the CLI not on PATH, and settings that
+    point elsewhere (sourcing the demo's env file must set or unset them)."""
+    venv_bin = str(ROOT / ".venv/bin")
+    path = ":".join(p for p in os.environ.get("PATH", "/usr/bin:/bin").split(":")
+                    if p and Path(p).resolve() != Path(venv_bin).resolve())  # fmt: skip
+    return {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
+            "REDIS_URL": "redis://127.0.0.1:1/0", "PROVISIONER_DATA_DIR": "/nonexistent",
+            "PROVISIONER_CONFIG": "/nonexistent/provisioner.toml"}  # fmt: skip
+
+
+def _readme_cli_lines(data: Path) -> list[str]:
+    """The README's lines that point the CLI at the running demo, aimed at
+    this test's data directory."""
+    from tests.test_readme_run import shell_blocks, shell_lines
+
+    (block,) = [b for b in shell_blocks("The two commands") if "source " in b]
+    return [line.replace(".state/demo", str(data)) for line in shell_lines(block)]
+
+
+@pytest.mark.timeout(300)
+def test_the_cli_reaches_the_running_demo_in_one_step(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    demo = _Demo(data)
+    try:
+        demo.up()
+        env_file = demo.wait_for(r"CLI\s+source (\S+)\s").group(1)
+        assert env_file == str(data / "env"), demo.text
+        assert (os.stat(env_file).st_mode & 0o777) == 0o600
+        password = demo.wait_for(r"Log in as\s+admin / (\S+)").group(1)
+        assert password not in Path(env_file).read_text()
+        # the README's lines, in a new shell that knows nothing of the demo
+        lines = _readme_cli_lines(data)
+        assert lines[0].startswith("source ") and any("provisioner nodes ls" in x for x in lines)
+        shell = subprocess.run(["bash", "-c", "\n".join(["set -e", *lines, "provisioner ls"])],
+                               env=_user_shell_env(), cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120)  # fmt: skip
+        assert shell.returncode == 0, shell.stdout + shell.stderr
+        assert re.search(r"^sim\s+127\.0\.0\.2:\d+\s.*\sonline\s", shell.stdout, re.M), shell.stdout
+        assert re.search(r"^ID\s+HOSTNAME\s+LIFECYCLE", shell.stdout, re.M), shell.stdout
+        assert demo.stop() < 5, demo.text
+    finally:
+        demo.close()
+    assert demo.proc.returncode == 130, demo.text
+
+
 @pytest.mark.timeout(300)
 def test_a_killed_worker_is_restarted_and_serves_the_queue(tmp_path: Path) -> None:
     data = tmp_path / "demo"
