@@ -230,10 +230,13 @@ class _Worker:
 
     def forget(self) -> None:
         """Tell RQ that this worker died, so that ``rq info`` no longer lists it."""
-        with Redis.from_url(self.redis_url, socket_timeout=5) as redis:
-            worker = self._registered(redis)
-            if worker is not None:
-                worker.register_death()
+        try:
+            with Redis.from_url(self.redis_url, socket_timeout=5) as redis:
+                worker = self._registered(redis)
+                if worker is not None:
+                    worker.register_death()
+        except RedisError as exc:  # RQ forgets it by itself within minutes
+            click.echo(f"demo: cannot tell RQ that {self.name} died: {exc}", err=True)
 
 
 def write_env_file(path: Path, env: dict[str, str], settings: Settings) -> None:
