@@ -171,12 +171,12 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     import functools
 
     from redis import Redis
-    from rq import Worker
 
     from provisioner.db import make_engine, preflight, session_factory
     from provisioner.logsafe import setup_logging
     from provisioner.queue import provisioning_queue
     from provisioner.recovery import RecoveryLoop, on_work_horse_killed
+    from provisioner.worker import ProvisioningWorker
 
     settings = load_settings(ctx)
     preflight(settings)  # refuse jobs that could only fail: one line now, not one per job
@@ -193,9 +193,9 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     try:
         # a work horse that dies is handed on at once, not after its lease
         killed = functools.partial(on_work_horse_killed, factory, quick, settings)
-        worker = Worker([provisioning_queue(redis, settings)], connection=redis, name=name,
-                        work_horse_killed_handler=lambda job, pid, status, _usage: killed(
-                            job, pid, status))  # fmt: skip
+        worker = ProvisioningWorker([provisioning_queue(redis, settings)], connection=redis,
+                                    name=name, work_horse_killed_handler=lambda job, pid,
+                                    status, _usage: killed(job, pid, status))  # fmt: skip
         worker.work(burst=burst, logging_level=settings.log_level)
     finally:
         recovery.stop()

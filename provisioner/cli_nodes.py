@@ -262,14 +262,11 @@ def _ask(connection: PveConnection) -> NodeInfo | str:
 @pass_runtime
 def nodes_ls(rt: Runtime, no_live: bool, as_json: bool) -> None:
     """List the nodes with their container counts and free CPU and memory."""
-    from provisioner.nodes import connection_for
+    from provisioner.nodes import connection_for, container_counts
     from provisioner.pve import NodeInfo
 
     with rt.factory() as session:
-        counts = dict(session.execute(
-            select(Container.node_id, func.count())
-            .where(Container.lifecycle != Lifecycle.DESTROYED)
-            .group_by(Container.node_id)).all())  # fmt: skip
+        counts = container_counts(session)
         rows = list(session.scalars(select(Node).order_by(Node.name)))
         items = [node_json(n, counts.get(n.id, 0)) for n in rows]
         connections: dict[str, PveConnection] = {}

@@ -4,9 +4,11 @@ Starts, in this order: a Redis of its own (unless ``REDIS_URL`` is set or
 ``--redis-url`` given), the Proxmox simulator (``pvesim serve``), the
 database (SQLite in the data directory unless ``DATABASE_URL`` is set),
 the simulator registered as node ``sim``, an ``admin`` user with a freshly
-generated password, the workers and the web app.  Then it prints the
-dashboard's address and the credentials and waits; Ctrl-C stops everything,
-newest first.
+generated password, the workers and the web app.  Then it writes
+``env`` in the data directory (``source`` it to point the CLI at the demo),
+prints the dashboard's address and the credentials and waits, restarting a
+worker that dies (at most 5 times a minute); Ctrl-C stops everything,
+newest first (``provisioner/demo_supervisor.py``).
 
 ``--smoke`` does the same without waiting: it provisions one container from
 the ``nginx`` template through the CLI (``provisioner create --follow``),
@@ -23,6 +25,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -30,18 +33,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 import requests
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Worker
+from rq.worker import WorkerStatus
 from sqlalchemy import select
 
 from provisioner import db, users
 from provisioner.cli_runtime import BadInput
-from provisioner.config import Settings, redact_url
+from provisioner.config import CONFIG_ENV, Settings, env_var, redact_url
 from provisioner.db import session_scope
+from provisioner.demo_supervisor import STOP, RestartLimit, Supervisor
 from provisioner.errors import ProvisionError
 from provisioner.models import AuthKind, Container, Lifecycle, Node
 from provisioner.secrets import generate_password, load_secret_box
@@ -51,7 +59,7 @@ from provisioner.vault import set_node_secret
 ROOT = Path(__file__).resolve().parent.parent
 NODE = "sim"
 ADMIN = "admin"
-WORKER_GRACE = 120.0  # seconds a stopping worker may take to finish its job
+ENV_FILE = "env"  # in the data directory: `source` it to point the CLI at the demo
 _BIN = Path(sys.executable).parent
 
 
@@ -96,85 +104,6 @@ def listen_address(host: str) -> str:
 
 def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
-
-
-@dataclass
-class Supervisor:
-    """The processes the demo started; stopped newest first."""
-
-    logs: Path
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str],
-              stdout: IO[bytes] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=stdout or log, stderr=log,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-        self.procs.append((name, proc))
-        return proc
-
-    def dead(self) -> str | None:
-        """The name of a process that exited, if any."""
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                return name
-        return None
-
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        path = self.logs / f"{name}.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop_all(self) -> None:
-        """SIGTERM, newest first, in waves: the web app and the workers
-        together (a worker finishes its current job, which needs the rest,
-        for up to WORKER_GRACE seconds), then the simulator (it halts its
-        containers), then Redis.  A process still running after its wave's
-        grace is killed and named.  Ctrl-C (or SIGTERM) again while stopping
-        kills the workers and the web app at once; nothing is lost by it: an
-        interrupted run resumes when the demo starts again (its lease runs
-        out).  The simulator always gets its clean stop: killed, it would
-        leave its containers running."""
-        STOP.stopping = True  # from here on Ctrl-C hurries, it no longer interrupts
-        waves: list[tuple[float, list[tuple[str, subprocess.Popen[bytes]]]]] = [
-            (WORKER_GRACE, [(n, p) for n, p in self.procs if n not in ("pvesim", "redis")]),
-            (60.0, [(n, p) for n, p in self.procs if n == "pvesim"]),
-            (10.0, [(n, p) for n, p in self.procs if n == "redis"]),
-        ]
-        said_hurry = False
-        for index, (grace, wave) in enumerate(waves):
-            hurried = index == 0  # only the first wave may be cut short
-            began = time.monotonic()
-            for _, proc in reversed(wave):
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for name, proc in reversed(wave):
-                told = False
-                while proc.poll() is None:
-                    waited = time.monotonic() - began
-                    if STOP.hurry and not said_hurry:
-                        said_hurry = True
-                        click.echo("demo: hurrying: the workers are stopped now; the simulator "
-                                   "still stops its containers cleanly", err=True)  # fmt: skip
-                    if (STOP.hurry and hurried) or waited >= grace:
-                        why = (
-                            "asked to hurry" if waited < grace else f"not stopped in {grace:.0f} s"
-                        )
-                        click.echo(f"demo: {name} killed ({why})", err=True)
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                        break
-                    if waited > 3 and not told and name.startswith("worker"):
-                        told = True
-                        click.echo(f"demo: {name} is finishing its job (up to "
-                                   f"{grace:.0f} s; Ctrl-C again to stop it now)", err=True)  # fmt: skip
-                    time.sleep(0.1)
-                took = time.monotonic() - began
-                if took > 5:
-                    click.echo(f"demo: {name} took {took:.1f} s to stop", err=True)
-        self.procs.clear()
 
 
 def _wait(what: str, check: Any, sup: Supervisor, name: str, timeout: float) -> Any:
@@ -267,6 +196,84 @@ def _admin_password(settings: Settings) -> str:
     return password
 
 
+@dataclass
+class _Worker:
+    """One of the demo's RQ workers.  Each start has a new name: RQ keeps
+    a killed worker's name registered for minutes, and refuses a second
+    worker of that name."""
+
+    index: int
+    redis_url: str
+    name: str = ""
+
+    def argv(self) -> list[str]:
+        self.name = f"demo-{secrets.token_hex(3)}-{self.index}"
+        return [str(_BIN / "provisioner"), "worker", "--name", self.name]
+
+    def _registered(self, redis: Redis) -> Worker | None:
+        found = Worker.find_by_key(Worker.redis_worker_namespace_prefix + self.name,
+                                   connection=redis)  # fmt: skip
+        return found if isinstance(found, Worker) else None
+
+    def doing(self) -> str:
+        """Why it is not stopped yet, as RQ sees it."""
+        try:
+            with Redis.from_url(self.redis_url, socket_timeout=2) as redis:
+                worker = self._registered(redis)
+                busy = worker is not None and worker.get_state() == WorkerStatus.BUSY
+                job = worker.get_current_job_id() if worker is not None and busy else None
+        except RedisError as exc:
+            return f"is stopping (Redis cannot tell whether it runs a job: {exc})"
+        if not busy:
+            return "has no job, yet is still stopping"
+        return f"is finishing its job {job}" if job else "is finishing its job"
+
+    def forget(self) -> None:
+        """Tell RQ that this worker died, so that ``rq info`` no longer lists it."""
+        try:
+            with Redis.from_url(self.redis_url, socket_timeout=5) as redis:
+                worker = self._registered(redis)
+                if worker is not None:
+                    worker.register_death()
+        except RedisError as exc:  # RQ forgets it by itself within minutes
+            click.echo(f"demo: cannot tell RQ that {self.name} died: {exc}", err=True)
+
+
+def write_env_file(path: Path, env: dict[str, str], settings: Settings) -> None:
+    """Write the shell lines that point the CLI at this demo: ``.venv/bin``
+    on PATH, and the settings of its services (the Redis port changes with
+    each start).  A setting the services do not get is unset, so that the
+    caller's shell cannot point the CLI elsewhere.  Mode 0600: a secret key
+    or a URL with a password, when the demo was given one, is in it (the
+    CLI needs them to read what the services wrote)."""
+    resolved = {"PROVISIONER_DATA_DIR": str(settings.data_dir),
+                "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+                "PROVISIONER_TEMPLATES_DIR": str(settings.templates_dir)}  # fmt: skip
+    lines = [
+        f"# The CLI of the demo started at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+        f"`source {path}`, then `provisioner ls`.",
+        "# Rewritten by each start of the demo.",
+        f'export PATH={shlex.quote(str(_BIN))}:"$PATH"',
+    ]
+    unset = [CONFIG_ENV]
+    for f in fields(Settings):
+        if f.name == "config_file":
+            continue
+        name = env_var(f.name)
+        value = resolved.get(name) or env.get(name, "").strip()
+        if value:
+            lines.append(f"export {name}={shlex.quote(value)}")
+        else:
+            unset.append(name)
+    lines.append(f"unset {' '.join(unset)}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    os.chmod(tmp, 0o600)  # an older file of another mode
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def _stack(data: Path, host: str, port: int, workers: int, time_scale: float,
            redis_url: str | None) -> Iterator[tuple[Supervisor, dict[str, str], str, str]]:  # fmt: skip
@@ -292,8 +299,9 @@ def _stack(data: Path, host: str, port: int, workers: int, time_scale: float,
         _register_node(settings, sim)
         password = _admin_password(settings)
         for i in range(workers):
-            sup.start(f"worker{i + 1}", [str(_BIN / "provisioner"), "worker", "--name",
-                                         f"demo-{secrets.token_hex(3)}-{i + 1}"], env)  # fmt: skip
+            worker = _Worker(i + 1, env["REDIS_URL"])
+            sup.start(f"worker{i + 1}", worker.argv, env, restarts=RestartLimit(burst=5,
+                      interval=60), doing=worker.doing, forget=worker.forget)  # fmt: skip
         sup.start(
             "web", [str(_BIN / "provisioner"), "web", "--host", host, "--port", str(port)], env
         )
@@ -306,6 +314,7 @@ def _stack(data: Path, host: str, port: int, workers: int, time_scale: float,
                 return False
 
         _wait("the web app", answers, sup, "web", 60)
+        write_env_file(data / ENV_FILE, env, settings)
         yield sup, env, url, password
     finally:
         sup.stop_all()
@@ -384,25 +393,6 @@ def demo_cmd(smoke: bool, host: str, port: int, workers: int, data_dir: Path | N
         sys.exit(130)
 
 
-@dataclass
-class _Stop:
-    """What Ctrl-C (SIGINT) and SIGTERM do: the first interrupts the demo;
-    once it is stopping, another one hurries the workers (the simulator
-    still stops cleanly: killed, it would leave its containers running)."""
-
-    stopping: bool = False
-    hurry: bool = False
-
-    def signal(self, signum: int, frame: Any) -> None:
-        if not self.stopping:
-            self.stopping = True
-            raise KeyboardInterrupt
-        self.hurry = True  # said by the stopping loop: no printing in a handler
-
-
-STOP = _Stop()
-
-
 def _demo(smoke: bool, host: str, port: int, workers: int, data_dir: Path | None,
           time_scale: float, redis_url: str | None, template: str) -> None:  # fmt: skip
     began = time.monotonic()
@@ -421,15 +411,14 @@ def _demo(smoke: bool, host: str, port: int, workers: int, data_dir: Path | None
         click.echo(f"  Node        {NODE} (the simulator), {workers} workers")
         click.echo(f"  Redis       {redact_url(env['REDIS_URL'])}")
         click.echo(f"  State       {data} (logs in {data / 'logs'})")
+        click.echo(f"  CLI         source {data / ENV_FILE}   (then: provisioner ls)")
         click.echo(f"  Up in       {up:.1f} s")
         click.echo("")
         if smoke:
             sys.exit(_smoke(env, template))
         click.echo("Press Ctrl-C to stop.")
         while True:
-            dead = sup.dead()
-            if dead is not None:
-                raise ProvisionError(f"{dead} exited:\n{sup.log_tail(dead)}")
+            sup.supervise()
             time.sleep(0.5)
 
 

@@ -1,8 +1,12 @@
-"""From a stored node to a connected Proxmox client."""
+"""Stored nodes: from one to a connected Proxmox client, and how many
+containers each holds."""
 
 from __future__ import annotations
 
-from provisioner.models import AuthKind, Node
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from provisioner.models import AuthKind, Container, Lifecycle, Node
 from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
 from provisioner.secrets import SecretBox
 from provisioner.vault import node_secret
@@ -24,3 +28,15 @@ def connection_for(node: Node, box: SecretBox) -> PveConnection:
 
 def client_for(node: Node, box: SecretBox) -> PveClient:
     return PveClient(connection_for(node, box))
+
+
+def container_counts(session: Session, node_id: int | None = None) -> dict[int, int]:
+    """How many containers each node holds, by node id (``node_id``: only
+    that node's): every container not destroyed.  A destroyed one keeps
+    its record, for its history, but no longer exists on the node."""
+    query = (select(Container.node_id, func.count())
+             .where(Container.lifecycle != Lifecycle.DESTROYED)
+             .group_by(Container.node_id))  # fmt: skip
+    if node_id is not None:
+        query = query.where(Container.node_id == node_id)
+    return {nid: count for nid, count in session.execute(query)}

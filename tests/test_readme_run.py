@@ -230,7 +230,8 @@ def test_fault_injection(reader: Reader) -> None:
 # Where the README's other shell lines run, line by line as the README
 # says them: a README change that is not mapped here fails the test below.
 ELSEWHERE = {
-    "The two commands": "tests/demo/test_demo.py runs scripts/demo; CI runs scripts/test",
+    "The two commands": "tests/demo/test_demo.py runs scripts/demo, then in bash the lines that "
+                        "source its env file and run the CLI; CI runs scripts/test",
     "Running as services": "tests/ops/test_systemd_boot.py runs every line, in order",
     "pvesim: a Proxmox VE simulator with real containers":
         "scripts/setup builds the template; scripts/test and tests/pvesim/test_serve.py serve",

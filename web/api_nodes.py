@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
-from provisioner.nodes import connection_for
+from provisioner.nodes import connection_for, container_counts
 from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
 from provisioner.pve_parse import format_fingerprint, normalize_fingerprint, normalize_host
 from provisioner.request_checks import NAME
@@ -177,10 +177,9 @@ def _discover(connection: PveConnection, columns: dict[str, Any]) -> dict[str, A
 
 @bp.route("/nodes")
 def list_nodes() -> Response:
-    """Every node, with how many containers it holds."""
+    """Every node, with how many containers it holds (not destroyed)."""
     session = get_db()
-    counts = dict(session.execute(select(Container.node_id, func.count())
-                                  .group_by(Container.node_id)).all())  # fmt: skip
+    counts = container_counts(session)
     nodes = session.scalars(select(Node).order_by(Node.name)).all()
     return jsonify({"nodes": [node_json(n, counts.get(n.id, 0)) for n in nodes]})
 
@@ -222,8 +221,7 @@ def add_node() -> tuple[Response, int]:
 @bp.route("/nodes/<name>")
 def get_node(name: str) -> Response:
     node = find_node(name)
-    count = get_db().scalar(select(func.count()).where(Container.node_id == node.id)) or 0
-    return jsonify(node_json(node, count))
+    return jsonify(node_json(node, container_counts(get_db(), node.id).get(node.id, 0)))
 
 
 @bp.route("/nodes/<name>", methods=["DELETE"])

@@ -117,7 +117,7 @@ _NODE = {
     "default_storage": NSTR,
     "default_bridge": NSTR,
     "created_at": STR,
-    "containers": {**INT, "description": "container records on the node"},
+    "containers": {**INT, "description": "containers on the node, destroyed ones not counted"},
 }
 _CONTAINER = {
     "id": STR,

@@ -9,6 +9,7 @@ for the module.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from provisioner.models import Lifecycle
 from provisioner.nodes import client_for
 from provisioner.secrets import load_secret_box
 from tests.browser.conftest import Dashboard, shot
+from tests.pvesim.helpers import admin
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -201,6 +203,71 @@ def test_the_filter_narrows_the_list(page: Any, ready_ct: str, failed_ct: str) -
     expect(row(page, ready_ct)).to_be_hidden()
     page.fill("#filter", "no-such-container")
     expect(page.locator("#no-match")).to_be_visible()
+
+
+# Records, after each change of the page, what the list's summary says and
+# what its rows' badges say and look like (a MutationObserver's callback runs
+# once a render is complete).
+RECORD_STATES = """() => {
+    window.__states = [];
+    const take = () => window.__states.push({
+        summary: document.getElementById("summary").textContent,
+        badges: [...document.querySelectorAll("#containers-table tbody td.status .badge")].map(
+            (b) => ({id: b.closest("tr").dataset.id, text: b.textContent.trim(), cls: b.className})),
+    });
+    new MutationObserver(take).observe(document.body,
+        {childList: true, subtree: true, characterData: true});
+    take();
+}"""
+
+
+def summary_counts(summary: str) -> Counter[str]:
+    """ "3 containers · 2 running · 1 destroying" -> {running: 2, destroying: 1}"""
+    counts: Counter[str] = Counter()
+    for part in summary.split(" · ")[1:]:
+        number, state = part.split(" ", 1)
+        counts[state] = int(number)
+    return counts
+
+
+def test_during_a_destroy_the_summary_and_the_badges_agree(page: Any, dash: Dashboard) -> None:
+    cid = dash.stack.submit("lines", "list-destroying", variables={"count": 20})
+    ct = dash.stack.wait(cid)
+    assert ct.lifecycle == Lifecycle.READY and ct.vmid is not None, ct.error_message
+    # the destroy task waits 8 s before it halts the container (PVE says
+    # "running", with the lock "destroyed", meanwhile)
+    admin(dash.stack.sim, "task", {"type": "vzdestroy", "vmid": ct.vmid, "delay": 8})
+    try:
+        page.goto("/")
+        expect(status_of(page, cid)).to_have_text("running")
+        page.evaluate(RECORD_STATES)
+        menu = row(page, cid).locator("details.menu")
+        menu.locator("summary").click()
+        menu.locator('[data-action="destroy"]').click()
+        confirm(page, "Destroy")
+        # asked for, then under way: one state, one look, counted by the summary
+        expect(status_of(page, cid)).to_have_text("destroying")
+        expect(status_of(page, cid)).to_have_class("badge badge-destroying")
+        expect(page.locator("#summary")).to_contain_text("1 destroying")
+        dash.stack.wait(cid, (Lifecycle.DESTROYING,), timeout=60)
+        expect(status_of(page, cid)).to_have_class("badge badge-destroying")
+        expect(page.locator("#summary")).to_contain_text("1 destroying")
+        shot(page, "containers-list-destroying")
+        expect(row(page, cid)).to_have_count(0, timeout=60_000)  # destroyed: off the list
+    finally:
+        admin(dash.stack.sim, "faults", method="DELETE")
+    records = page.evaluate("window.__states")
+    looks: dict[str, set[str]] = {}
+    seen = set()
+    for record in records:
+        shown = Counter(b["text"] for b in record["badges"])
+        assert shown == summary_counts(record["summary"]), record
+        for badge in record["badges"]:
+            looks.setdefault(badge["text"], set()).add(badge["cls"])
+            if badge["id"] == cid:
+                seen.add(badge["text"])
+    assert seen == {"running", "destroying"}, seen
+    assert all(len(classes) == 1 for classes in looks.values()), looks
 
 
 def test_the_detail_page_shows_overview_timeline_and_log(

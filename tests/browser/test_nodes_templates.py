@@ -9,9 +9,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select
 
 from provisioner import users
 from provisioner.db import session_scope
+from provisioner.models import Container, Lifecycle, Node
 from tests.browser.conftest import Dashboard, login, shot
 
 pytestmark = [pytest.mark.integration]
@@ -163,6 +165,24 @@ def test_the_nodes_page_shows_the_node_its_resources_and_tests_it(
 
     card.get_by_role("button", name="Test connection").click()
     expect(page.locator("#toasts .toast-ok")).to_contain_text(f"{dash.node}: connection OK")
+
+
+def test_the_nodes_page_counts_the_containers_that_exist(page: Any, dash: Dashboard) -> None:
+    """A destroyed container keeps its record, but is no longer on the node."""
+    cid = dash.stack.submit("failing", "node-count")
+    assert dash.stack.wait(cid).lifecycle == Lifecycle.ERROR
+    dash.stack.enqueue(cid, "destroy")
+    assert dash.stack.wait(cid, (Lifecycle.DESTROYED,)).lifecycle == Lifecycle.DESTROYED
+    with dash.stack.factory() as session:
+        node_id = session.scalars(select(Node.id).where(Node.name == dash.node)).one()
+        lifecycles = list(session.scalars(select(Container.lifecycle)
+                                          .where(Container.node_id == node_id)))  # fmt: skip
+    existing = sum(lc != Lifecycle.DESTROYED for lc in lifecycles)
+    assert existing < len(lifecycles)
+    page.goto("/nodes")
+    count = node_card(page, dash.node).locator(
+        "xpath=.//dt[normalize-space()='Containers']/following-sibling::dd[1]")  # fmt: skip
+    expect(count).to_have_text(str(existing))
 
 
 def test_adding_a_node_with_bad_fields_shows_inline_errors(page: Any, dash: Dashboard) -> None:

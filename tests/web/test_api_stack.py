@@ -145,6 +145,16 @@ def wait_for(client: FlaskClient, token: str, cid: str, check: Callable[[dict[st
     raise AssertionError(f"container {cid} never got there: {body}")
 
 
+def node_containers(client: FlaskClient, token: str) -> int:
+    """How many containers the node holds, as the list and the node's own
+    page say (they must agree)."""
+    listed = client.get("/api/nodes", headers=bearer(token)).json["nodes"]
+    (node,) = [n for n in listed if n["name"] == NODE]
+    one = client.get(f"/api/nodes/{NODE}", headers=bearer(token)).json
+    assert node["containers"] == one["containers"], (node, one)
+    return int(node["containers"])
+
+
 @pytest.mark.timeout(600)
 def test_container_lifecycle_through_the_api(
     client: FlaskClient, token: str, web_stack: Stack, live_server: LiveServer,
@@ -180,6 +190,8 @@ def test_container_lifecycle_through_the_api(
     listed = client.get("/api/containers", headers=auth).json["containers"]
     mine = next(c for c in listed if c["id"] == cid)
     assert mine["pve"]["status"] == "running"
+    holding = node_containers(client, token)
+    assert holding >= 1
 
     # stored events, paginated, are the ones the relay streamed
     paged: list[dict[str, Any]] = []
@@ -218,6 +230,7 @@ def test_container_lifecycle_through_the_api(
     assert tail and tail[-1]["type"] == "complete" and tail[-1]["message"] == "destroyed"
     gone = wait_for(client, token, cid, lambda c: c["lifecycle"] == "destroyed")
     assert gone["pve"] is None
+    assert node_containers(client, token) == holding - 1  # its record stays, but it is gone
     default_listing = client.get("/api/containers", headers=auth).json["containers"]
     assert cid not in {c["id"] for c in default_listing}
     again = client.post(f"/api/containers/{cid}/actions/destroy", headers=auth)

@@ -136,25 +136,48 @@
   }
 
   // --- containers ----------------------------------------------------------------------
-  // What one status word means for a container: its lifecycle, refined by the
-  // live PVE status once it is ready ("running"/"stopped"), "unknown" when the
-  // node did not answer.  Returns {status, title}.
-  function containerStatus(ct) {
+  // The one mapping from a container to the state the dashboard shows, and
+  // the badge's style: the list's rows, its summary and status filter and
+  // the detail page's badge all go through it, so they never disagree.  It
+  // takes the lifecycle, the live status PVE reports (which refines "ready"
+  // into running or stopped; "unknown" when the node did not answer) and an
+  // action the user has just asked for that the container does not show yet:
+  // a destroy is "destroying" at once, as it will be while the worker runs it.
+  // Returns {state, badge, title, busy}: the word shown, the badge's CSS
+  // class, its tooltip, and whether a spinner goes with it.
+  const REQUESTED = { start: "starting", stop: "stopping", reboot: "rebooting", retry: "retrying",
+    resync: "resyncing", destroy: "destroying" };
+  const SPINNING = new Set(["starting", "stopping", "rebooting", "retrying", "resyncing"]);
+  // every state, in the order the list's summary names them
+  const STATES = ["running", "ready", "starting", "stopping", "rebooting", "pending", "creating",
+    "retrying", "resyncing", "error", "stopped", "destroying", "destroyed", "unknown"];
+
+  function containerState(ct, requested) {
     const lc = ct.lifecycle;
     const live = ct.pve && ct.pve.status;
-    if ((lc === "ready" || lc === "error") && ct.owns_container === false) {
-      return { status: "error", title: `this record owns no container: ${ct.pve_error || ct.error || "its CT is gone"}` };
+    const inPve = live ? `; ${live} in PVE` : "";
+    let state = lc, title = lc + inPve;
+    if (requested && REQUESTED[requested]) {
+      state = REQUESTED[requested];
+      title = `${requested} requested${inPve}`;
+    } else if ((lc === "ready" || lc === "error") && ct.owns_container === false) {
+      [state, title] = ["error", `this record owns no container: ${ct.pve_error || ct.error || "its CT is gone"}`];
+    } else if (lc === "ready") {
+      if (live === "running" || live === "stopped") [state, title] = [live, `ready, ${live} in PVE`];
+      else if (ct.pve_error) [state, title] = ["unknown", `ready; live status unavailable: ${ct.pve_error}`];
+    } else if (lc === "error") {
+      title = (ct.error || "provisioning failed") + inPve;
+    } else if (lc === "creating" && ct.current_phase) {
+      title = `creating: ${ct.current_phase}`;
     }
-    if (lc === "ready") {
-      if (live === "running" || live === "stopped") return { status: live, title: `ready, ${live} in PVE` };
-      if (ct.pve_error) return { status: "unknown", title: `ready; live status unavailable: ${ct.pve_error}` };
-      return { status: "ready", title: "ready" };
-    }
-    if (lc === "error") {
-      const extra = live ? `; ${live} in PVE` : "";
-      return { status: "error", title: (ct.error || "provisioning failed") + extra };
-    }
-    return { status: lc, title: lc === "creating" && ct.current_phase ? `creating: ${ct.current_phase}` : lc };
+    const busy = SPINNING.has(state);
+    return { state, title, busy, badge: busy ? "badge-info" : `badge-${state}` };
+  }
+
+  // The badge of a containerState(); attrs adds attributes (an id).
+  function stateBadge(st, attrs) {
+    return el("span", { ...attrs, class: `badge ${st.badge}`, title: st.title, "data-status": st.state },
+      st.busy && el("span", { class: "spinner" }), st.state);
   }
 
   // The actions a user may ask for, their confirmation texts and button looks.
@@ -264,6 +287,6 @@
   }
 
   window.App = { api, ApiError, el, duration, bytes, badge, toast, confirmDialog, copyText, csrf,
-    ago, when, timeAgo, containerStatus, ACTIONS, allowedActions, containerAction, poller,
+    ago, when, timeAgo, containerState, stateBadge, STATES, ACTIONS, allowedActions, containerAction, poller,
     showFieldError, clearFieldErrors };
 })();

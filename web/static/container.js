@@ -4,14 +4,14 @@
 // the timeline fetches events by seq only when last_seq moved on.
 "use strict";
 (function () {
-  const { api, el, bytes, duration, containerStatus, allowedActions, containerAction, poller,
+  const { api, el, bytes, duration, containerState, stateBadge, allowedActions, containerAction, poller,
     when, ago, timeAgo, copyText } = window.App;
   const readJson = (id) => JSON.parse(document.getElementById(id).textContent);
   let ct = readJson("container-data");
   const defaults = readJson("template-defaults") || {};
   const base = `/api/containers/${encodeURIComponent(ct.id)}`;
   const POLL_MS = 3000, BUSY_POLL_MS = 1000, BUSY_MAX_MS = 90000;
-  let busy = null; // {action, verb, status, lifecycle, since}
+  let busy = null; // {action, status, lifecycle, since}: asked for, not shown yet
   let liveLoaded = false;
   const keys = {}; // section -> what it last showed, to re-render only on change
 
@@ -31,13 +31,11 @@
 
   // --- header ---------------------------------------------------------------------------------
   function renderHeader() {
-    const { status, title } = containerStatus(ct);
+    const st = containerState(ct, busy && busy.action);
     const live = ct.pve && ct.pve.status;
-    if (changed("status", [status, title, live, busy && busy.verb, ct.lifecycle])) {
+    if (changed("status", [st, live, ct.lifecycle])) {
       const box = document.getElementById("ct-status");
-      box.replaceChildren(
-        busy ? el("span", { class: "badge badge-info", id: "status-badge", "data-status": "busy" }, el("span", { class: "spinner" }), `${busy.verb.toLowerCase()}…`)
-          : el("span", { class: `badge badge-${status}`, id: "status-badge", title, "data-status": status }, status),
+      box.replaceChildren(stateBadge(st, { id: "status-badge" }),
         ct.lifecycle === "error" && live ? el("span", { class: `badge badge-${live}`, title: "live status in PVE" }, `${live} in PVE`) : "");
     }
     if (changed("subtitle", [ct.vmid, ct.owns_container, ct.node, ct.template, ct.created_at])) {
@@ -131,7 +129,7 @@
 
   function renderDetails() {
     const live = ct.pve;
-    if (!changed("details", [ct, busy && busy.verb])) return;
+    if (!changed("details", [ct, busy && busy.action])) return;
     const r = ct.request || {};
     const phases = ct.finished_phases.length ? ct.finished_phases.join(" → ") : null;
     kv(document.getElementById("details"), [
@@ -253,14 +251,14 @@
     const answer = await containerAction(ct, action);
     button.removeAttribute("aria-busy");
     if (!answer) return;
-    busy = { action, verb: window.App.ACTIONS[action].verb, status: containerStatus(ct).status, lifecycle: ct.lifecycle, since: Date.now() };
+    busy = { action, status: containerState(ct).state, lifecycle: ct.lifecycle, since: Date.now() };
     render();
     poll.now();
   }
 
   function settleBusy() {
     if (!busy) return;
-    const status = containerStatus(ct).status;
+    const status = containerState(ct).state;
     const elapsed = Date.now() - busy.since;
     if (status !== busy.status || ct.lifecycle !== busy.lifecycle || elapsed > BUSY_MAX_MS ||
         (busy.action === "reboot" && elapsed > 4000 && status === "running")) busy = null;

@@ -4,11 +4,11 @@
 // flickers and an open menu stays open.
 "use strict";
 (function () {
-  const { api, el, containerStatus, allowedActions, containerAction, poller, timeAgo, ago } = window.App;
+  const { api, el, containerState, stateBadge, STATES, allowedActions, containerAction, poller, timeAgo, ago } = window.App;
   const POLL_MS = 3000, BUSY_POLL_MS = 1000, BUSY_MAX_MS = 90000;
   const tbody = document.querySelector("#containers-table tbody");
   const rows = new Map(); // id -> {tr, key}
-  const busy = new Map(); // id -> {verb, status, lifecycle, since}
+  const busy = new Map(); // id -> {action, status, lifecycle, since}: asked for, not shown yet
   let containers = [];
   let lastOk = null;
   let loaded = false;
@@ -16,25 +16,26 @@
   const progressStates = new Set(["pending", "creating", "error"]);
   const detailUrl = (ct) => `/containers/${encodeURIComponent(ct.id)}`;
 
+  // What the row, the summary and the filter show: the action asked for counts.
+  const shown = (ct) => containerState(ct, busy.has(ct.id) ? busy.get(ct.id).action : null);
+
   // --- one row ------------------------------------------------------------------------------
-  function statusCell(ct) {
-    const b = busy.get(ct.id);
-    if (b) {
-      return el("td", { class: "status" },
-        el("span", { class: "badge badge-info busy", title: `${b.verb}…` },
-          el("span", { class: "spinner" }), b.verb.toLowerCase() + "…"));
-    }
-    const { status, title } = containerStatus(ct);
-    let sub = null;
-    if (ct.lifecycle === "creating" && ct.current_phase) sub = ct.current_phase;
-    else if (ct.lifecycle === "pending") sub = "queued";
-    else if (ct.lifecycle === "error") {
+  // The line under the badge (none while an action asked for is the news).
+  function statusSub(ct, st) {
+    if (busy.has(ct.id)) return null;
+    if (ct.lifecycle === "creating" && ct.current_phase) return ct.current_phase;
+    if (ct.lifecycle === "pending") return "queued";
+    if (ct.lifecycle === "error") {
       const phase = ct.error_details && ct.error_details.phase;
-      sub = phase ? `${phase} failed` : "failed";
-    } else if (status === "unknown") sub = "node unreachable";
-    return el("td", { class: "status" },
-      el("span", { class: `badge badge-${status}`, title, "data-status": status }, status),
-      sub && el("span", { class: "sub" }, sub));
+      return phase ? `${phase} failed` : "failed";
+    }
+    return st.state === "unknown" ? "node unreachable" : null;
+  }
+
+  function statusCell(ct) {
+    const st = shown(ct);
+    const sub = statusSub(ct, st);
+    return el("td", { class: "status" }, stateBadge(st), sub && el("span", { class: "sub" }, sub));
   }
 
   function nameCell(ct) {
@@ -76,7 +77,7 @@
 
   function rowKey(ct) {
     return JSON.stringify([ct.hostname, ct.lifecycle, ct.current_phase, ct.node, ct.template, ct.vmid, ct.owns_container, ct.ip,
-      ct.pve && ct.pve.status, ct.pve_error, ct.error, busy.get(ct.id) && busy.get(ct.id).verb]);
+      ct.pve && ct.pve.status, ct.pve_error, ct.error, busy.get(ct.id) && busy.get(ct.id).action]);
   }
 
   function renderRow(ct) {
@@ -98,7 +99,7 @@
     const q = document.getElementById("filter").value.trim().toLowerCase();
     const want = document.getElementById("status-filter").value;
     if (want) {
-      const s = containerStatus(ct).status;
+      const s = shown(ct).state;
       if (want === "creating" ? !["creating", "pending"].includes(s) : s !== want) return false;
     }
     if (!q) return true;
@@ -110,10 +111,10 @@
     if (!containers.length) return "No containers.";
     const counts = {};
     for (const ct of containers) {
-      const s = containerStatus(ct).status;
+      const s = shown(ct).state;
       counts[s] = (counts[s] || 0) + 1;
     }
-    const order = ["running", "ready", "creating", "pending", "error", "stopped", "destroying", "unknown"];
+    const order = [...STATES, ...Object.keys(counts).filter((s) => !STATES.includes(s))];
     const parts = order.filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`);
     const total = containers.length;
     return `${total} container${total === 1 ? "" : "s"} · ${parts.join(" · ")}`;
@@ -148,13 +149,13 @@
     document.getElementById("summary").textContent = summary();
   }
 
-  // An action is "busy" until the container's status or lifecycle moves on.
+  // An action is "busy" until the container's state or lifecycle moves on.
   function settleBusy() {
     const now = Date.now();
     for (const ct of containers) {
       const b = busy.get(ct.id);
       if (!b) continue;
-      const status = containerStatus(ct).status;
+      const status = containerState(ct).state;
       if (status !== b.status || ct.lifecycle !== b.lifecycle || now - b.since > BUSY_MAX_MS ||
           (b.action === "reboot" && now - b.since > 4000 && status === "running")) {
         busy.delete(ct.id);
@@ -195,8 +196,7 @@
     const answer = await containerAction(ct, action);
     if (button) button.removeAttribute("aria-busy");
     if (!answer) return;
-    busy.set(id, { action, verb: window.App.ACTIONS[action].verb, status: containerStatus(ct).status,
-      lifecycle: ct.lifecycle, since: Date.now() });
+    busy.set(id, { action, status: containerState(ct).state, lifecycle: ct.lifecycle, since: Date.now() });
     render();
     poll.now();
   }
