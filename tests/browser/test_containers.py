@@ -403,3 +403,42 @@ def test_the_pages_fit_narrower_windows(
     page.goto(f"/containers/{ready_ct}")
     expect(page.locator("#live-badge")).to_be_visible()
     shot(page, f"container-{width}")
+
+
+def test_a_record_whose_ct_is_someone_elses_shows_no_container(
+        page: Any, dash: Dashboard, ready_ct: str) -> None:  # fmt: skip
+    """A record left claiming another record's CT (an old database): the
+    list and the detail page say it owns no container and why; only destroy
+    is offered, and it removes the record without touching the CT."""
+    from provisioner.db import session_scope
+    from provisioner.submit import ProvisionRequest, submit
+
+    holder = dash.stack.container(ready_ct)
+    box = load_secret_box(dash.stack.settings.secret_key, dash.stack.settings.secret_key_file)
+    with session_scope(dash.stack.factory) as session:
+        stale = submit(session, box, dash.stack.settings, ProvisionRequest(
+            template="lines", node=dash.node, hostname="list-stale"))  # fmt: skip
+        stale.vmid, stale.lifecycle, stale.ip = holder.vmid, Lifecycle.READY, "198.18.255.2"
+        stale.finished_phases = ["create", "start", "deploy", "scripts", "finalize"]
+        cid = stale.id
+    why = f"CT {holder.vmid} on node {dash.stack.sim['node']} belongs to another container now " \
+          f"(hostname {holder.hostname}); this record owns no container"  # fmt: skip
+    page.goto("/")
+    expect(row(page, cid).locator("td.col-vmid")).to_have_text("no container")
+    expect(status_of(page, cid)).to_have_attribute("title", f"this record owns no container: {why}")
+    expect(row(page, ready_ct).locator("td.col-vmid")).to_have_text(str(holder.vmid))
+    shot(page, "containers-list-no-container")
+
+    page.goto(f"/containers/{cid}")
+    expect(page.locator("#no-container")).to_contain_text(why)
+    expect(page.locator("#vmid-none")).to_have_text("none: this record owns no container")
+    actions = page.locator("#ct-actions button")
+    expect(actions).to_have_count(1)
+    expect(actions).to_have_attribute("data-action", "destroy")
+    shot(page, "container-no-container")
+    actions.click()
+    expect(page.locator("dialog.confirm")).to_contain_text("only the record is removed")
+    confirm(page, "Destroy")
+    assert dash.stack.wait(cid, (Lifecycle.DESTROYED,), timeout=60).vmid is None
+    assert pve_exists(dash, holder.vmid)  # the holder's CT is untouched
+    assert dash.stack.container(ready_ct).lifecycle == Lifecycle.READY

@@ -498,3 +498,37 @@ def test_a_big_log_replays_without_freezing_and_keeps_every_line_for_the_downloa
     text = Path(info.value.path()).read_text(encoding="utf-8")
     assert [line.split("] ", 1)[1] for line in text.splitlines() if "[stdout " in line] == [
         f"line {i}" for i in range(1, 30_001)]  # fmt: skip
+
+
+def test_a_killed_work_horse_shows_recovering_then_goes_on(page: Any, dash: Dashboard) -> None:
+    """The worker running the run loses its work horse (kill -9): the view
+    says Recovering, why and since when, instead of Live and an ETA; then
+    the run goes on to ready with every line."""
+    import os
+    import signal
+
+    from tests.pipeline.test_resilience import children
+
+    count = 3000
+    cid = dash.stack.submit("lines", "pg-recover", variables={"count": count, "pause_ms": 100})
+    page.goto(f"/containers/{cid}/progress")
+    wait_lines(page, 300)
+    horse = next(h for w in dash.stack.workers for h in children(w.pid))
+    os.kill(horse, signal.SIGKILL)
+    page.wait_for_selector('#connection[data-state="recovering"]', timeout=20_000)
+    step = page.locator("#current-step").text_content() or ""
+    assert re.fullmatch(
+        rf"Recovering: the worker process running this \(pid {horse}\) was killed "
+        r"\(signal 9\) at \d\d:\d\d:\d\d UTC; resuming it \(attempt 2\)",
+        step,
+    ), step
+    assert page.locator("#eta").text_content() in ("resuming…", "")
+    assert page.locator("#console .line.recovering").count() == 1
+    shot(page, "progress-recovering")
+    last = wait_settled(page, dash, cid, "ready")
+    rows = console_rows(page)
+    assert [r["seq"] for r in rows] == list(range(1, last + 1))
+    reruns = [i for i, r in enumerate(rows) if r["type"] == "recovering"]
+    assert len(reruns) == 1
+    assert printed(rows[reruns[0] :]) == [f"line {i}" for i in range(1, count + 1)]
+    assert page.locator("#connection").get_attribute("data-state") == "finished"

@@ -96,8 +96,8 @@
     }
     if (!ct.owns_container && ["ready", "error"].includes(ct.lifecycle)) {
       items.push(el("div", { class: "notice notice-warn", id: "no-container" }, el("strong", {}, "No container. "),
-        ct.pve_error || "This record owns no container in Proxmox.",
-        " ", el("strong", {}, "Destroy"), " only removes this record; ", el("strong", {}, "Retry"), " creates a new container."));
+        `${ct.pve_error || "This record owns no container in Proxmox"}. `,
+        el("strong", {}, "Destroy"), " only removes this record; ", el("strong", {}, "Retry"), " creates a new container."));
     } else if (ct.pve_error) {
       items.push(el("div", { class: "notice notice-warn" }, el("strong", {}, "Live status unavailable: "), ct.pve_error));
     }
@@ -106,8 +106,12 @@
 
   // --- overview -------------------------------------------------------------------------------
   function renderAccess() {
-    if (!changed("access", [ct.ip, ct.ssh_host_key_fingerprint, ct.lifecycle])) return;
+    if (!changed("access", [ct.ip, ct.ssh_host_key_fingerprint, ct.lifecycle, ct.owns_container])) return;
     const box = document.getElementById("access");
+    if (!ct.owns_container && ["ready", "error"].includes(ct.lifecycle)) {
+      box.replaceChildren(el("p", { class: "muted" }, "Nothing to reach: this record owns no container."));
+      return;
+    }
     if (ct.lifecycle === "destroyed" || ct.lifecycle === "destroying") {
       box.replaceChildren(el("p", { class: "muted" }, ct.lifecycle === "destroyed" ? "The container no longer exists" : "The container is being destroyed",
         ct.ip ? `; it was at ${ct.ip}.` : "."));
