@@ -55,14 +55,23 @@ class LeaseLost(Exception):
     """Another worker took the container over; stop without writing."""
 
 
-def _progress(phase: str, percent: int) -> None:
+def progress_saver(redis: Redis, events: EventPublisher) -> Callable[[str, int], None]:
+    """What ``rq info`` shows of the run: its phase and percent in the job's
+    meta, written through the run's own Redis client (RQ's waits minutes on
+    a stalled Redis) and skipped while Redis is known to be away: the run
+    never waits for it."""
     job = get_current_job()
-    if job is not None:
+
+    def save(phase: str, percent: int) -> None:
+        if job is None or events.redis_down:
+            return
         job.meta.update(phase=phase, percent=percent)
         try:
-            job.save_meta()
-        except RedisError as exc:  # what rq info shows: not worth failing the run for
+            redis.hset(job.key, "meta", job.serializer.dumps(job.meta))
+        except RedisError as exc:
             log.debug("the job's progress not saved: %s", exc)
+
+    return save
 
 
 async def _retrying(ctx: Context, name: str, step: Callable[[], Awaitable[T]],
@@ -172,7 +181,7 @@ def build_context(settings: Settings, factory: sessionmaker[Session], redis: Red
         register_secret(value)
     return Context(settings=settings, factory=factory, redis=redis, box=box,
                    container_id=container_id, template=template, pve=pve, events=events,
-                   variables=variables, on_progress=_progress)  # fmt: skip
+                   variables=variables, on_progress=progress_saver(redis, events))  # fmt: skip
 
 
 async def execute(settings: Settings, factory: sessionmaker[Session], redis: Redis,
@@ -278,9 +287,10 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
                attempts=ct.attempts + 1, started_at=ct.started_at or utcnow())  # fmt: skip
     ctx.phase = "create"
     try:
-        lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
-        if lost is not None:
-            ctx.warn(f"{lost.message}; creating a new one")
+        if action != "resync":  # (a resync was checked above)
+            lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
+            if lost is not None:
+                ctx.warn(f"{lost.message}; creating a new one")
         await _provision(ctx, keeper)
     except LeaseLost:
         raise
@@ -355,7 +365,9 @@ def run_redis(settings: Settings) -> Redis:
     """The run's Redis client: short timeouts and no retries of its own,
     the run decides (events wait in their outbox, the vmid lock is a
     transient error)."""
-    return Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3,
+    # a command takes milliseconds: past 1.5 s Redis is stalled, and the
+    # events wait in their outbox instead of the run waiting for Redis
+    return Redis.from_url(settings.redis_url, socket_timeout=1.5, socket_connect_timeout=1.5,
                           retry=Retry(NoBackoff(), 0), health_check_interval=10)  # fmt: skip
 
 

@@ -218,6 +218,11 @@ class EventPublisher:
     def next_seq(self) -> int:
         return self._next_seq
 
+    @property
+    def redis_down(self) -> bool:
+        """Redis failed and has not answered since (events wait for it)."""
+        return self._stream.down_since is not None
+
     def _recover(self) -> int:
         """The next seq, after copying into the database any events a dead
         worker published to the stream but never flushed.  Redis must answer
