@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from provisioner.events import EventReader
 from provisioner.models import Lifecycle
-from provisioner.secrets import generate_ssh_keypair
-from provisioner.templates import load_template, render_files
+from provisioner.secrets.generate import generate_ssh_keypair
+from provisioner.templates.loader import load_template
+from provisioner.templates.render import render_files
 from tests.conftest import start_simulator, stop_simulator
 from tests.pipeline.conftest import build_stack
 from tests.pvesim.helpers import token_api, wait_task

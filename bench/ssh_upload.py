@@ -39,8 +39,8 @@ import asyncssh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provisioner import ssh_transfer
-from provisioner.ssh import FileSpec, SshSession, connect
+from provisioner.ssh import transfer as ssh_transfer
+from provisioner.ssh.session import FileSpec, SshSession, connect
 from tests.conftest import start_simulator, stop_simulator
 from tests.pvesim.helpers import token_api, wait_task
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis
 
 from provisioner.errors import PvePermanentError
-from provisioner.pve import PveClient
+from provisioner.pve.client import PveClient
 from tests.conftest import start_simulator, stop_simulator
 from tests.provisioner.test_pve import (
     connection,

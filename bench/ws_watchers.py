@@ -73,8 +73,8 @@ from provisioner.events import EventReader
 from provisioner.models import Container, ContainerEvent, Lifecycle, Node
 from provisioner.nodes import client_for
 from provisioner.queue import enqueue
-from provisioner.secrets import load_secret_box
-from provisioner.submit import ProvisionRequest, submit
+from provisioner.requests import ProvisionRequest, submit
+from provisioner.secrets.keyfile import load_secret_box
 from tests.conftest import ROOT, start_simulator, stop_simulator
 from tests.pipeline.conftest import NODE, Stack, build_stack
 

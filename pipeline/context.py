@@ -11,17 +11,17 @@ from typing import Any
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from provisioner.backoff import Backoff
 from provisioner.config import Settings
 from provisioner.db import session_scope
 from provisioner.events import EventPublisher
 from provisioner.models import Container
 from provisioner.ownership import Owned, prove
-from provisioner.pve import PveClient
-from provisioner.secrets import SecretBox
-from provisioner.ssh import SshSession, connect
-from provisioner.ssh_backoff import Backoff
-from provisioner.templates import Template
-from provisioner.vault import container_ssh_private_key
+from provisioner.pve.client import PveClient
+from provisioner.secrets.box import SecretBox
+from provisioner.secrets.vault import container_ssh_private_key
+from provisioner.ssh.session import SshSession, connect
+from provisioner.templates.model import Template
 
 # refused connects cost a millisecond: poll briskly for the first seconds of a boot
 SSH_BACKOFF = Backoff(base=0.1, factor=1.1, cap=2.0, jitter=0.2)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pipeline.context import Context
 from provisioner.errors import PermanentError, TaskFailedError
 from provisioner.models import Node
-from provisioner.submit import create_request_of
-from provisioner.templates import build_create_params, parse_marker
-from provisioner.vault import container_root_password
+from provisioner.requests import create_request_of
+from provisioner.secrets.vault import container_root_password
+from provisioner.templates.params import build_create_params, parse_marker
 
 
 def _find_own(ctx: Context) -> int | None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pipeline.context import Context
 from pipeline.scripts import script_specs
-from provisioner.ssh_files import FilePolicy as SshFilePolicy
-from provisioner.ssh_files import FileSpec
-from provisioner.templates import render_files
+from provisioner.ssh.files import FilePolicy as SshFilePolicy
+from provisioner.ssh.files import FileSpec
+from provisioner.templates.render import render_files
 
 
 async def run(ctx: Context) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.context import Context
 from provisioner.errors import PermanentError
-from provisioner.templates import HealthCheck, HealthKind
+from provisioner.templates.model import HealthCheck, HealthKind
 
 _USERS_RE = re.compile(r'\("([^"]+)",pid=(\d+)')
 

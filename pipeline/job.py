@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline import create, deploy, finalize, scripts, start
 from pipeline.context import Context
 from provisioner import lease
+from provisioner.backoff import Backoff
 from provisioner.config import Settings
 from provisioner.db import make_engine, session_factory
 from provisioner.errors import CommandFailedError, PermanentError, ProvisionError, TransientError
@@ -36,10 +37,9 @@ from provisioner.logsafe import setup_logging
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, utcnow
 from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs
-from provisioner.secrets import load_secret_box
-from provisioner.ssh_backoff import Backoff
-from provisioner.submit import load_named_template, stored_variables
-from provisioner.templates import secret_values
+from provisioner.requests import load_named_template, stored_variables
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.templates.variables import secret_values
 
 log = logging.getLogger(__name__)
 

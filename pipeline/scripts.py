@@ -9,8 +9,8 @@ import shlex
 
 from pipeline.context import Context
 from provisioner.errors import CommandFailedError
-from provisioner.ssh_files import FilePolicy, FileSpec
-from provisioner.templates import script_env
+from provisioner.ssh.files import FilePolicy, FileSpec
+from provisioner.templates.render import script_env
 
 SCRIPT_DIR = "/var/lib/lxc-provisioner/scripts"
 PACKAGES_STEP = "packages"

@@ -180,7 +180,7 @@ def preflight(settings: Settings) -> None:
         ConfigError: an unusable secret key, or an un-migrated database.
         TransientError: the database cannot be reached.
     """
-    from provisioner.secrets import load_secret_box
+    from provisioner.secrets.keyfile import load_secret_box
 
     load_secret_box(settings.secret_key, settings.secret_key_file)
     require_current_schema(settings.database_url)

@@ -21,7 +21,7 @@ from provisioner.ownership import Claim, claims_in_doubt, describe_loss, settle_
 
 if TYPE_CHECKING:
     from provisioner.models import Container
-    from provisioner.pve import ContainerStatus, PveClient
+    from provisioner.pve.client import ContainerStatus, PveClient
 
 
 @dataclass(frozen=True)

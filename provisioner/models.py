@@ -2,7 +2,7 @@
 
 Secrets (Proxmox credentials, root passwords, generated SSH private keys)
 live only in ``*_ciphertext`` columns as ``v1:<key id>:<data>`` tokens made
-by ``provisioner.secrets``; the request JSON never holds one.  Timestamps are timezone-aware UTC on every
+by ``provisioner.secrets.box``; the request JSON never holds one.  Timestamps are timezone-aware UTC on every
 backend.  Schema changes go through an Alembic migration in
 ``provisioner/migrations/versions``.
 """

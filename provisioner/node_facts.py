@@ -30,10 +30,10 @@ from sqlalchemy.orm import Session
 from provisioner.errors import ConfigError, ProvisionError
 from provisioner.models import Node
 from provisioner.nodes import connection_for
-from provisioner.pve import PveClient, PveConnection
-from provisioner.pve_types import BridgeInfo, StorageInfo
-from provisioner.secrets import SecretBox
-from provisioner.submit import ProvisionRequest, node_defaults
+from provisioner.pve.client import PveClient, PveConnection
+from provisioner.pve.types import BridgeInfo, StorageInfo
+from provisioner.requests import ProvisionRequest, node_defaults
+from provisioner.secrets.box import SecretBox
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioner.models import AuthKind, Container, Lifecycle, Node
-from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
-from provisioner.secrets import SecretBox
-from provisioner.vault import node_secret
+from provisioner.pve.client import PasswordAuth, PveClient, PveConnection, TokenAuth
+from provisioner.secrets.box import SecretBox
+from provisioner.secrets.vault import node_secret
 
 
 def connection_for(node: Node, box: SecretBox) -> PveConnection:

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from provisioner.errors import PermanentError, PvePermanentError
-from provisioner.template_params import parse_marker
+from provisioner.templates.params import parse_marker
 
 if TYPE_CHECKING:
-    from provisioner.pve import PveClient
-    from provisioner.pve_types import ContainerStatus
+    from provisioner.pve.client import PveClient
+    from provisioner.pve.types import ContainerStatus
 
 NO_CONTAINER_HINT = "destroy only removes the record; retry creates a new container"
 

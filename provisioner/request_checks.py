@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.errors import ConfigError, PermanentError
 from provisioner.models import Container, Lifecycle, Node
-from provisioner.ssh_public_keys import first_bad_line
+from provisioner.ssh.public_keys import first_bad_line
 
 # Which lifecycles allow which action.
 ACTIONS: dict[str, frozenset[Lifecycle]] = {
@@ -119,7 +119,7 @@ def check_network(ip: str, gateway: str | None) -> tuple[str, str | None]:
 
 def check_ssh_public_keys(text: str | None) -> str | None:
     """OpenSSH public keys, one a line (blank lines allowed), each parsed
-    (``provisioner.ssh_public_keys``): a key cut short or damaged is refused.
+    (``provisioner.ssh.public_keys``): a key cut short or damaged is refused.
 
     Returns:
         The keys without surrounding blank space, or None if there are none.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the CLI imports the template machinery only when it needs it
     from provisioner.events import Event
     from provisioner.models import Container, Node
-    from provisioner.templates import Template, Variable
+    from provisioner.templates.model import Template, Variable
 
 # The fields of a container's stored request that are shown (never a secret).
 REQUEST_FIELDS = ("vmid", "cores", "memory", "swap", "disk", "ip", "gateway", "bridge",
@@ -100,7 +100,8 @@ def template_json(template: Template, *, detail: bool = False) -> dict[str, Any]
 def template_listing(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The templates of a directory, read now: the valid ones (as
     :func:`template_json`) and the broken ones with their problems."""
-    from provisioner.templates import TemplateError, load_template
+    from provisioner.templates.loader import load_template
+    from provisioner.templates.model import TemplateError
 
     found: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []

@@ -15,12 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
+from provisioner.pve.schema import ApiSchema, ParameterError, load_api_schema
 from pvesim import info, lxcops, storage
 from pvesim.auth import Authenticator, AuthError
 from pvesim.errors import PveError, param_error
 from pvesim.faults import HttpFault, TaskFault
 from pvesim.node import Node
-from pvesim.schema import ApiSchema, ParameterError, load_api_schema
 
 log = logging.getLogger(__name__)
 

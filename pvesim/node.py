@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from provisioner.pve.schema import format_property_string, load_api_schema
 from pvesim import network, runtime, templates
 from pvesim.auth import Authenticator
 from pvesim.dhcp import DhcpServer, Lease
@@ -32,7 +33,6 @@ from pvesim.guest import (
 )
 from pvesim.network import SimNetwork
 from pvesim.runtime import ContainerFs, RunningContainer
-from pvesim.schema import format_property_string, load_api_schema
 from pvesim.state import ContainerRecord, StateStore
 from pvesim.tasks import Task, TaskFailed, TaskManager
 

@@ -11,7 +11,7 @@ import shlex
 import click
 import pytest
 
-from provisioner.cli import main
+from cli.main import main
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

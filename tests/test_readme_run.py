@@ -26,8 +26,8 @@ from sqlalchemy import select
 
 from provisioner.db import session_scope
 from provisioner.models import Container, Lifecycle, Node
-from provisioner.secrets import load_secret_box
-from provisioner.vault import set_node_secret
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import set_node_secret
 from tests.conftest import ROOT
 from tests.pipeline.conftest import NODE, Stack, build_stack
 

@@ -1,6 +1,6 @@
 """``/api/containers``: request containers, watch them, act on them.
 
-Creating one validates everything (``provisioner.submit``), stores the row
+Creating one validates everything (``provisioner.requests``), stores the row
 and enqueues one job (``provisioner.queue``): the web app never imports the
 pipeline.  The generated root password is returned by the create call only;
 no other response carries a secret.
@@ -24,7 +24,7 @@ from provisioner.live import NodeStatus, claims, merge, wants_status
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.node_facts import node_fact_problems
 from provisioner.nodes import connection_for
-from provisioner.pve import PveConnection
+from provisioner.pve.client import PveConnection
 from provisioner.queue import ActionPending, enqueue, enqueue_action
 from provisioner.request_checks import (
     MAX_SSH_KEYS_TEXT,
@@ -36,8 +36,8 @@ from provisioner.request_checks import (
     check_ssh_public_keys,
     check_vmid_free,
 )
-from provisioner.submit import CheckedRequest, ProvisionRequest, check_request, store_request
-from provisioner.vault import container_root_password
+from provisioner.requests import CheckedRequest, ProvisionRequest, check_request, store_request
+from provisioner.secrets.vault import container_root_password
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
 from web.app import get_db, get_redis, resources

@@ -22,10 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
 from provisioner.nodes import connection_for, container_counts
-from provisioner.pve import PasswordAuth, PveClient, PveConnection, TokenAuth
-from provisioner.pve_parse import format_fingerprint, normalize_fingerprint, normalize_host
+from provisioner.pve.client import PasswordAuth, PveClient, PveConnection, TokenAuth
+from provisioner.pve.parse import format_fingerprint, normalize_fingerprint, normalize_host
 from provisioner.request_checks import NAME
-from provisioner.vault import set_node_secret
+from provisioner.secrets.vault import set_node_secret
 from provisioner.views import node_json
 from web.api import ApiError, Body, bp, json_body, require_admin, upstream
 from web.app import get_db, resources

@@ -11,8 +11,8 @@ from flask import Response, jsonify
 
 from provisioner.errors import ConfigError
 from provisioner.request_checks import TEMPLATE_NAME
-from provisioner.submit import load_named_template
-from provisioner.templates import TemplateError
+from provisioner.requests import load_named_template
+from provisioner.templates.model import TemplateError
 from provisioner.views import template_json, template_listing
 from web.api import ApiError, bp
 from web.app import resources

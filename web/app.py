@@ -30,7 +30,8 @@ from provisioner.config import Settings
 from provisioner.errors import ConfigError
 from provisioner.logsafe import setup_logging
 from provisioner.node_facts import NodeFactsCache
-from provisioner.secrets import SecretBox, load_secret_box, parse_env_keys, read_key_file
+from provisioner.secrets.box import SecretBox
+from provisioner.secrets.keyfile import load_secret_box, parse_env_keys, read_key_file
 from web.pve_pool import ClientPool
 
 log = logging.getLogger(__name__)

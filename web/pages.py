@@ -18,8 +18,8 @@ from flask import Blueprint, Flask, render_template, render_template_string
 from provisioner.errors import ConfigError
 from provisioner.models import CONTAINER_ID, Container, Node
 from provisioner.request_checks import ACTIONS
-from provisioner.submit import load_named_template
-from provisioner.templates import TemplateError
+from provisioner.requests import load_named_template
+from provisioner.templates.model import TemplateError
 from provisioner.views import template_json, template_listing
 from web.api_containers import container_json
 from web.app import get_db, resources

@@ -27,7 +27,7 @@ from provisioner import users
 from provisioner.db import session_scope
 from provisioner.models import Container, Node
 from provisioner.nodes import client_for
-from provisioner.secrets import load_secret_box
+from provisioner.secrets.keyfile import load_secret_box
 from tests.conftest import ROOT
 from tests.pipeline.conftest import NODE, Stack, build_stack, destroy_ours, kill_tree
 

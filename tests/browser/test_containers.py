@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from provisioner.models import Lifecycle
 from provisioner.nodes import client_for
-from provisioner.secrets import load_secret_box
+from provisioner.secrets.keyfile import load_secret_box
 from tests.browser.conftest import Dashboard, shot
 from tests.pvesim.helpers import admin
 
@@ -411,7 +411,7 @@ def test_a_record_whose_ct_is_someone_elses_shows_no_container(
     list and the detail page say it owns no container and why; only destroy
     is offered, and it removes the record without touching the CT."""
     from provisioner.db import session_scope
-    from provisioner.submit import ProvisionRequest, submit
+    from provisioner.requests import ProvisionRequest, submit
 
     holder = dash.stack.container(ready_ct)
     box = load_secret_box(dash.stack.settings.secret_key, dash.stack.settings.secret_key_file)

@@ -25,8 +25,8 @@ from playwright.sync_api import expect
 from provisioner.errors import PveApiError
 from provisioner.models import Container, Lifecycle, Node, new_container_id
 from provisioner.nodes import client_for
-from provisioner.secrets import load_secret_box
-from provisioner.vault import container_root_password
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import container_root_password
 from tests.browser.conftest import Dashboard, doc_shot, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -28,7 +28,8 @@ from provisioner import db
 from provisioner.config import Settings
 from provisioner.db import session_scope
 from provisioner.models import Container, Lifecycle, Node
-from provisioner.secrets import SecretBox, load_secret_box
+from provisioner.secrets.box import SecretBox
+from provisioner.secrets.keyfile import load_secret_box
 from tests.conftest import ROOT
 from tests.pipeline.conftest import (  # noqa: F401 - the integration fixtures
     Stack,
@@ -81,7 +82,7 @@ class Cli:
 
 
 def _main() -> Any:
-    from provisioner.cli import main
+    from cli.main import main
 
     return main
 

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from provisioner.events import EventPublisher
 from provisioner.models import Container, Lifecycle
 from provisioner.queue import provisioning_queue
-from provisioner.secrets import generate_ssh_keypair
-from provisioner.submit import stored_variables
-from provisioner.vault import container_root_password
+from provisioner.requests import stored_variables
+from provisioner.secrets.generate import generate_ssh_keypair
+from provisioner.secrets.vault import container_root_password
 from tests.cli.conftest import Cli
 
 
@@ -292,7 +292,7 @@ def test_unreachable_redis_keeps_the_request(cli: Cli) -> None:
 
 def test_follow_without_a_worker_warns_and_gives_up(cli: Cli,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    monkeypatch.setattr("provisioner.cli_follow.QUEUE_WARNING_AFTER", 0.5)
+    monkeypatch.setattr("cli.follow.QUEUE_WARNING_AFTER", 0.5)
     result = cli("create", "-t", "nginx", "-H", "lonely", "--follow", "--timeout", "3")
     assert result.exit_code == 6, result.output
     assert re.search(r"still queued after \ds: is a worker running\? \(provisioner worker\)",
@@ -547,7 +547,7 @@ def test_a_seq_beyond_any_run_is_a_usage_error(cli: Cli) -> None:
 
 
 def test_a_bug_is_one_line_and_its_traceback_is_on_request() -> None:
-    from provisioner.cli import ProvisionerGroup
+    from cli.main import ProvisionerGroup
 
     group = ProvisionerGroup("p")
 

@@ -16,7 +16,7 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from provisioner.cli_output import PHASE_RANGES, RunView, phase_percent
+from cli.output import PHASE_RANGES, RunView, phase_percent
 from provisioner.db import session_scope
 from provisioner.events import PHASES, Event, EventPublisher, latest_seq
 from provisioner.models import Container, Lifecycle

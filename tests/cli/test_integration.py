@@ -19,8 +19,8 @@ import requests
 from sqlalchemy import select
 
 from provisioner.models import Container, Lifecycle
-from provisioner.secrets import load_secret_box
-from provisioner.vault import container_root_password
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import container_root_password
 from tests.cli.conftest import Cli, Stack, run
 from tests.cli.test_keys import file_keys, keyed_by_file
 from tests.pipeline.test_failures import pve_vmids, ssh_run

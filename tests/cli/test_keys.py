@@ -11,9 +11,14 @@ from click.testing import Result
 from sqlalchemy import select
 
 from provisioner.models import Lifecycle, Node
-from provisioner.secrets import generate_key, key_id, load_secret_box, parse_env_keys
-from provisioner.submit import stored_variables
-from provisioner.vault import container_root_password, container_ssh_private_key, node_secret
+from provisioner.requests import stored_variables
+from provisioner.secrets.box import generate_key, key_id
+from provisioner.secrets.keyfile import load_secret_box, parse_env_keys
+from provisioner.secrets.vault import (
+    container_root_password,
+    container_ssh_private_key,
+    node_secret,
+)
 from tests.cli.conftest import Cli
 from tests.cli.test_containers import one_line_error
 
@@ -109,7 +114,7 @@ def test_rotate_keep_old_then_retire(cli: Cli, tmp_path: Path) -> None:
 def test_retire_refuses_a_key_still_in_use(cli: Cli, tmp_path: Path) -> None:
     cli, key_file = keyed_by_file(cli, tmp_path)
     old_id = cli.box.current_key_id
-    from provisioner.secrets import add_key_to_file
+    from provisioner.secrets.keyfile import add_key_to_file
 
     add_key_to_file(key_file)  # a new current key, nothing re-encrypted yet
     result = cli("keys", "retire", old_id)

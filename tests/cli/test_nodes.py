@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from provisioner.models import Container, Lifecycle, Node
 from provisioner.nodes import client_for
-from provisioner.vault import node_secret
+from provisioner.secrets.vault import node_secret
 from tests.cli.conftest import Cli
 from tests.cli.test_containers import one_line_error
 from tests.pvesim.helpers import host_port

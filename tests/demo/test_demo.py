@@ -199,7 +199,7 @@ def test_ctrl_c_lets_a_busy_worker_finish_and_again_stops_at_once(tmp_path: Path
 
 
 def test_the_dashboard_address() -> None:
-    from provisioner.demo import listen_address, url_host
+    from cli.demo import listen_address, url_host
 
     assert listen_address("127.0.0.1") == "127.0.0.1"
     assert listen_address("localhost") in ("127.0.0.1", "::1")  # a name is resolved

@@ -28,11 +28,11 @@ from provisioner.db import session_scope
 from provisioner.models import AuthKind, Container, Lifecycle, Node
 from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs, prove
-from provisioner.pve import PveClient
+from provisioner.pve.client import PveClient
 from provisioner.queue import enqueue
-from provisioner.secrets import load_secret_box
-from provisioner.submit import ProvisionRequest, submit
-from provisioner.vault import set_node_secret
+from provisioner.requests import ProvisionRequest, submit
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import set_node_secret
 from tests.conftest import ROOT
 
 NODE = "sim"

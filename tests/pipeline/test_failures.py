@@ -27,8 +27,8 @@ import pytest
 
 from provisioner.events import Event, EventReader
 from provisioner.models import Container, Lifecycle
-from provisioner.secrets import load_secret_box
-from provisioner.vault import container_ssh_private_key
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import container_ssh_private_key
 from tests.pipeline.conftest import Stack
 from tests.pvesim.helpers import admin, token_api, wait_port
 

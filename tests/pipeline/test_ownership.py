@@ -28,10 +28,10 @@ from provisioner.db import session_scope
 from provisioner.models import Container, Lifecycle, Node
 from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs, Owned, prove
-from provisioner.pve import PveClient
-from provisioner.secrets import load_secret_box
-from provisioner.submit import ProvisionRequest, submit
-from provisioner.template_params import parse_marker
+from provisioner.pve.client import PveClient
+from provisioner.requests import ProvisionRequest, submit
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.templates.params import parse_marker
 from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
 from tests.pvesim.helpers import admin, token_api
 from tests.web.conftest import bearer

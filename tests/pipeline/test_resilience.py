@@ -34,7 +34,7 @@ from provisioner.db import session_scope
 from provisioner.events import Event, EventReader
 from provisioner.models import Container, ContainerEvent, Lifecycle
 from provisioner.queue import provisioning_queue
-from provisioner.templates import parse_marker
+from provisioner.templates.params import parse_marker
 from tests.pipeline.conftest import Stack
 from tests.pvesim.helpers import admin, token_api
 

@@ -32,9 +32,9 @@ from redis.retry import Retry
 
 from provisioner.events import EVENT_TYPES, PHASES, STREAMS, Event, EventReader, stream_key
 from provisioner.models import Container, Lifecycle, Node
-from provisioner.secrets import load_secret_box
-from provisioner.submit import stored_variables
-from provisioner.vault import container_ssh_private_key
+from provisioner.requests import stored_variables
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import container_ssh_private_key
 from tests.pipeline.conftest import NODE, Stack, destroy_ours
 from tests.pvesim.helpers import admin, token_api
 

@@ -16,8 +16,8 @@ from provisioner.node_facts import (
     fact_problems,
     wanted_of,
 )
-from provisioner.pve_types import BridgeInfo, StorageInfo
-from provisioner.submit import ProvisionRequest
+from provisioner.pve.types import BridgeInfo, StorageInfo
+from provisioner.requests import ProvisionRequest
 
 FACTS = NodeFacts(
     storages={"local": frozenset({"vztmpl", "iso", "backup"}),

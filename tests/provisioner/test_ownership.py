@@ -17,9 +17,9 @@ from provisioner.ownership import (
     claims_in_doubt,
     judge,
 )
-from provisioner.pve import PveClient
-from provisioner.pve_types import ContainerStatus
-from provisioner.template_params import marker_line
+from provisioner.pve.client import PveClient
+from provisioner.pve.types import ContainerStatus
+from provisioner.templates.params import marker_line
 from tests.conftest import ROOT
 
 CID = "0b6c3f3e-8a1e-4c55-9a59-3a8d2f0e7d11"
@@ -97,7 +97,7 @@ def test_every_write_to_an_existing_ct_takes_a_proof() -> None:
 
 def test_the_client_refuses_a_proof_from_another_node() -> None:
     from provisioner.errors import PvePermanentError
-    from provisioner.pve_http import PveConnection, TokenAuth
+    from provisioner.pve.http import PveConnection, TokenAuth
 
     connection = PveConnection(host="127.0.0.1", port=1, node="pve1",
                                auth=TokenAuth("u@pve!t", "secret"))  # fmt: skip

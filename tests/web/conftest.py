@@ -29,8 +29,8 @@ from provisioner import db, users
 from provisioner.config import Settings
 from provisioner.db import session_scope
 from provisioner.models import AuthKind, Container, Lifecycle, Node
-from provisioner.secrets import load_secret_box
-from provisioner.vault import set_node_secret
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import set_node_secret
 from tests.web.openapi_check import CheckedClient
 from web.app import create_app
 from web.ratelimit import KEY_PREFIX

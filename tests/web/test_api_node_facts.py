@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from provisioner.models import AuthKind, Container, Node
 from provisioner.node_facts import NodeFacts
 from provisioner.nodes import connection_for
-from provisioner.vault import set_node_secret
+from provisioner.secrets.vault import set_node_secret
 from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
 from tests.web.conftest import bearer, closed_port, db_session
 from web.app import create_app

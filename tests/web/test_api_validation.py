@@ -149,7 +149,7 @@ def test_given_root_password_is_not_echoed(client: FlaskClient, token: str) -> N
 
 def test_a_damaged_ssh_key_is_named_by_line_and_never_echoed(app: Flask, client: FlaskClient,
                                                              token: str) -> None:  # fmt: skip
-    from provisioner.secrets import generate_ssh_keypair
+    from provisioner.secrets.generate import generate_ssh_keypair
 
     _, good = generate_ssh_keypair("me@laptop")
     kind, blob, _ = good.split(" ")

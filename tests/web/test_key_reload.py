@@ -7,7 +7,12 @@ import time
 from pathlib import Path
 
 from provisioner.config import Settings
-from provisioner.secrets import add_key_to_file, load_secret_box, retire_key, set_current_key
+from provisioner.secrets.keyfile import (
+    add_key_to_file,
+    load_secret_box,
+    retire_key,
+    set_current_key,
+)
 from web.app import KeyFileWatch, create_app
 
 

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.main import main
 from provisioner import db, users
-from provisioner.cli import main
 from provisioner.config import Settings, env_var
 from provisioner.models import ApiToken, User, utcnow
 

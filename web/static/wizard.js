@@ -213,7 +213,7 @@
     }
   }
 
-  // The provisioner's check_value() for a form value (template_variables.py).
+  // The provisioner's check_value() for a form value (provisioner/templates/variables.py).
   function variableProblem(v, input) {
     const label = humanize(v.name);
     if (v.type === "bool") return null;

@@ -1,0 +1,282 @@
+"""``provisioner create``: request a container, optionally wait for it.
+
+Every option is checked by the REST API's rules (``provisioner.request_checks``
+and ``provisioner.requests``) before anything is stored; every problem found is
+reported at once, on one line, each naming the option to correct.  Then one
+row is stored and one job queued.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cli.containers import label
+from cli.follow import follow_options
+from cli.output import echo_err, echo_json, read_stdin, short_id, stdin_line
+from cli.runtime import BadInput, Conflict, Runtime, Unreachable, pass_runtime
+from provisioner.errors import ConfigError, InvalidRequest
+from provisioner.models import Node
+from provisioner.request_checks import (
+    TEMPLATE_NAME,
+    ActionRefused,
+    check_name,
+    check_network,
+    check_root_password,
+    check_ssh_public_keys,
+    check_vmid_free,
+    field_of,
+    first_per_field,
+)
+from provisioner.views import container_json
+
+T = TypeVar("T")
+
+# a ConfigError's field -> the option to correct
+_OPTIONS = {"ip": "--ip", "gateway": "--gateway", "ssh_public_key": "--ssh-key",
+            "root_password": "--password-stdin", "vmid": "--vmid", "node": "--node",
+            "template": "--template", "storage": "--storage", "bridge": "--bridge",
+            "hostname": "--hostname", "cores": "--cores", "memory": "--memory",
+            "swap": "--swap", "rootfs": "--disk", "net0": "--ip", "net0.ip": "--ip",
+            "net0.gw": "--gateway", "net0.bridge": "--bridge",
+            "ssh-public-keys": "--ssh-key", "password": "--password-stdin"}  # fmt: skip
+
+
+def _parse_vars(pairs: tuple[str, ...], var_file: str | None = None) -> dict[str, str]:
+    """``--var KEY=VALUE`` options, then the ``--var-file`` lines."""
+    # (where, the text, whether an error may show it: a file's line may be a secret)
+    given = [("--var", pair, True) for pair in pairs]
+    if var_file is not None:
+        given += [(f"--var-file line {n}", line, False)
+                  for n, line in enumerate(_read_text("--var-file", var_file).splitlines(), 1)
+                  if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
+    values: dict[str, str] = {}
+    for where, pair, shown in given:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise BadInput(f"{where}: expected KEY=VALUE" + (f", got {pair!r}" if shown else ""))
+        if name.strip() in values:
+            raise BadInput(f"{where}: {name.strip()!r} given twice")
+        values[name.strip()] = value
+    return values
+
+
+def _read_text(option: str, path: str) -> str:
+    """The text of an option's file, or of stdin for '-'."""
+    if path == "-":
+        return read_stdin(f"{option} -")
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{option}: cannot read {path}: {exc}") from None
+
+
+def _read_ssh_keys(path: str | None, text: str | None) -> str | None:
+    parts = [] if path is None else [_read_text("--ssh-key", path)]
+    if text is not None:
+        parts.append(text)
+    return check_ssh_public_keys("\n".join(p.strip() for p in parts)) if parts else None
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():  # typed by hand: do not echo it
+        return str(click.prompt("Root password", hide_input=True, err=True))
+    return stdin_line("--password-stdin")
+
+
+def option_error(exc: ConfigError) -> BadInput:
+    """A validation error, naming the option to correct."""
+    from provisioner.templates.model import TemplateError
+
+    if isinstance(exc, TemplateError):
+        more = f" and {len(exc.problems) - 1} more" if len(exc.problems) > 1 else ""
+        return BadInput(f"--template: the template is invalid: {exc.problems[0]}{more} "
+                        "(see: provisioner templates validate)")  # fmt: skip
+    message = exc.message
+    field, sep, rest = message.partition(": ")
+    if sep and field in _OPTIONS:
+        message = f"{_OPTIONS[field]}: {rest}"
+    elif message.startswith("invalid container parameters: "):
+        param = message.removeprefix("invalid container parameters: ").split(":", 1)[0]
+        if param in _OPTIONS:
+            message += f" (check {_OPTIONS[param]})"
+    elif message.startswith("template '") and "variable '" in message:
+        message += " (check --var)"
+    return BadInput(message + (f" ({exc.hint})" if exc.hint else ""))
+
+
+def _attempt(problems: list[ConfigError], check: Callable[[], T]) -> T | None:
+    """``check()``, or None with its problems added to ``problems``."""
+    try:
+        return check()
+    except InvalidRequest as exc:
+        problems.extend(exc.problems)
+    except ConfigError as exc:
+        problems.append(exc)
+    return None
+
+
+def _refusal(problems: list[ConfigError]) -> BadInput:
+    """Every problem of a request on one line, each naming its option."""
+    return BadInput("; ".join(option_error(p).message for p in first_per_field(problems)))
+
+
+def _pick_node(session: Session, name: str | None) -> str:
+    names = list(session.scalars(select(Node.name).order_by(Node.name)))
+    if name is None:
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise BadInput("--node: no node is registered (add one: provisioner nodes add)")
+        raise BadInput(f"--node: choose one of {', '.join(names)}")
+    if name not in names:
+        known = ", ".join(names) or "none; add one: provisioner nodes add"
+        raise BadInput(f"--node: no node named {name!r} (known: {known})")
+    return name
+
+
+@click.command("create")
+@click.option("--template", "-t", required=True, help="Template name (provisioner templates ls).")
+@click.option("--node", "-n", help="Node name (default: the only node).")
+@click.option("--hostname", "-H", required=True, help="The container's hostname.")
+@click.option(
+    "--vmid", type=click.IntRange(100, 999_999_999), help="VMID (default: PVE's next free one)."
+)
+@click.option("--cores", type=click.IntRange(1, 8192), help="CPU cores (default: the template's).")
+@click.option("--memory", type=click.IntRange(16, 64 * 1024 * 1024), metavar="MIB",
+              help="Memory in MiB (default: the template's).")  # fmt: skip
+@click.option("--swap", type=click.IntRange(0, 64 * 1024 * 1024), metavar="MIB",
+              help="Swap in MiB (default: the template's).")  # fmt: skip
+@click.option("--disk", type=click.IntRange(1, 128 * 1024), metavar="GIB",
+              help="Root disk in GiB (default: the template's).")  # fmt: skip
+@click.option("--storage", help="Storage for the root disk (default: the node's).")
+@click.option("--bridge", help="Network bridge (default: the node's).")
+@click.option("--ip", default="dhcp", show_default=True,
+              help="'dhcp' or an IPv4 address with prefix length, e.g. 198.18.0.170/24.")  # fmt: skip
+@click.option("--gateway", help="IPv4 gateway (with a static --ip).")
+@click.option("--ssh-key", "ssh_key_file", metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="Authorized SSH public key(s) for root, from a file ('-': stdin).")  # fmt: skip
+@click.option("--ssh-key-text", metavar="KEY", help="An SSH public key line for root.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the root password from stdin's first line (default: generate one "
+                   "and print it once).")  # fmt: skip
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+              help="A template variable (repeatable), typed and checked by the template.")  # fmt: skip
+@click.option("--var-file", metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="Template variables from a file of KEY=VALUE lines ('-': stdin; blank "
+                   "and # lines skipped): secrets stay off the command line.")  # fmt: skip
+@click.option("--on-failure", type=click.Choice(["keep", "destroy"]), default="keep",
+              show_default=True, help="What to do with the container when provisioning fails.")  # fmt: skip
+@follow_options("submitted", '"id", "job_id", "container", "root_password" when generated')
+@pass_runtime
+def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: int | None,
+           cores: int | None, memory: int | None, swap: int | None, disk: int | None,
+           storage: str | None, bridge: str | None, ip: str, gateway: str | None,
+           ssh_key_file: str | None, ssh_key_text: str | None, password_stdin: bool,
+           variables: tuple[str, ...], var_file: str | None, on_failure: str, follow: bool,
+           as_json: bool,
+           timeout: float | None) -> None:  # fmt: skip
+    """Request a container: validate everything, store it, queue its run.
+
+    \b
+    Prints the container id on stdout, or with --json one object (id, job_id,
+    container, root_password when generated).  A generated root password is
+    shown once: on stderr, or in the JSON.
+    \b
+    With --follow, waits for the run: progress bars per phase on stderr (a
+    terminal) or step lines (otherwise), the run's stdout lines on stdout and
+    its stderr lines on stderr; exit 0 only when the container is ready, else
+    a one-line reason (phase, script, exit code) and exit 1.
+    \b
+    Examples:
+      provisioner create -t nginx -H web1 --node pve1 --follow
+      provisioner create -t nginx -H web2 --ip 198.18.0.170/24 --gateway 198.18.0.1 \\
+          --ssh-key ~/.ssh/id_ed25519.pub --var site_title=Hello --follow --json
+      provisioner create -t redis -H cache1 --var-file redis.vars --follow
+    """
+    from cli.follow import follow_run
+    from provisioner.node_facts import NodeFactsCache, node_fact_problems
+    from provisioner.requests import ProvisionRequest, check_request, store_request
+    from provisioner.secrets.vault import container_root_password
+
+    readers = [name for name, reads in (("--password-stdin", password_stdin),
+                                        ("--ssh-key -", ssh_key_file == "-"),
+                                        ("--var-file -", var_file == "-")) if reads]  # fmt: skip
+    if len(readers) > 1:
+        raise BadInput(f"only one of {', '.join(readers)} may read stdin")
+    if not TEMPLATE_NAME.fullmatch(template):
+        raise BadInput(f"--template: no template named {template!r}")
+    problems: list[ConfigError] = []
+    network = _attempt(problems, lambda: check_network(ip.strip(), gateway))
+    if network is None:  # the address alone is still checked against the node
+        network = _attempt([], lambda: check_network(ip.strip(), None))
+    _attempt(problems, lambda: check_name("storage", storage))
+    _attempt(problems, lambda: check_name("bridge", bridge))
+    keys = _attempt(problems, lambda: _read_ssh_keys(ssh_key_file, ssh_key_text))
+    given_variables = _parse_vars(variables, var_file)
+    password = (_attempt(problems, lambda: check_root_password(_read_password()))
+                if password_stdin else None)  # fmt: skip
+    ip, gateway = network or ("dhcp", None)  # a placeholder when refused
+    with rt.factory() as session:
+        req = ProvisionRequest(template=template, node=_pick_node(session, node),
+                               hostname=hostname, vmid=vmid, cores=cores, memory=memory,
+                               swap=swap, disk=disk, ip=ip, gateway=gateway, bridge=bridge,
+                               storage=storage, ssh_public_key=keys, root_password=password,
+                               variables=given_variables,
+                               failure_policy=on_failure)  # fmt: skip
+        problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
+                                       refused={field_of(p.message) or "" for p in problems})  # fmt: skip
+        checked = _attempt(problems, lambda: check_request(session, rt.settings, req))
+        if problems or checked is None:
+            raise _refusal(problems)
+        try:
+            check_vmid_free(session, req.node, vmid)
+            ct = store_request(session, rt.box, req, checked)
+        except ActionRefused as exc:
+            raise Conflict(f"--{exc.message}") from None
+        except ConfigError as exc:
+            raise option_error(exc) from None
+        generated = None if password else container_root_password(rt.box, ct)
+        session.commit()
+        cid, name = ct.id, label(ct)
+        submitted: dict[str, Any] = {"id": cid, "job_id": None,
+                                     "container": container_json(ct, req.node)}  # fmt: skip
+    from redis.exceptions import RedisError
+
+    job_id: str | None = None
+    try:
+        job_id = submitted["job_id"] = rt.enqueue(cid, "provision")
+    except RedisError as exc:
+        # the row is pending: a worker's recovery loop queues it once Redis is back
+        submitted["warning"] = (f"the queue is unavailable ({exc}); the request is stored "
+                                "and will run later")  # fmt: skip
+    if generated is not None:
+        submitted["root_password"] = generated
+    if as_json:
+        echo_json({"type": "submitted", **submitted} if follow else submitted, lines=follow)
+    else:
+        if not follow:
+            click.echo(cid)
+        echo_err(f"container {name} queued on node {req.node} (template {template})")
+        if "warning" in submitted:
+            echo_err(f"warning: {submitted['warning']}")
+        if generated is not None:
+            echo_err(f"root password (shown once, store it now): {generated}")
+        if not follow:
+            echo_err(f"follow it: provisioner logs {short_id(cid)} --follow")
+    if follow and job_id is None:
+        raise Unreachable(f"cannot follow {name}: {submitted['warning']}")
+    if follow:
+        follow_run(rt, cid, "provision", after=0, job_id=job_id, as_json=as_json,
+                   timeout=timeout)  # fmt: skip
+
+
+COMMANDS: list[click.Command] = [create]

@@ -1,0 +1,181 @@
+"""What every ``provisioner`` command shares: its exit codes, its errors,
+the settings, and the database, Redis and secret box of one invocation.
+
+The CLI works on the database and Redis directly through the core library,
+like the worker.  Resources are made on first use and closed when the
+command ends, so ``--help`` and commands that need nothing stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from provisioner.config import Settings
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from provisioner.secrets.box import SecretBox
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a run ended in error; an operation or the database failed
+EXIT_USAGE = 2  # bad usage, bad input, bad configuration (click's usage status too)
+EXIT_NOT_FOUND = 3
+EXIT_UNREACHABLE = 4  # a PVE node or Redis: unreachable, TLS refused, auth refused
+EXIT_CONFLICT = 5  # the state forbids it: lifecycle, still in use, already exists
+EXIT_TIMEOUT = 6  # --timeout ran out while following; the run goes on
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = f"""\b
+Exit codes:
+  {EXIT_OK}    ok (with --follow: the container is ready, the action done)
+  {EXIT_FAILURE}    the run ended in error, or the operation or the database failed
+  {EXIT_USAGE}    bad usage, bad input or bad configuration
+  {EXIT_NOT_FOUND}    no such container, node or template
+  {EXIT_UNREACHABLE}    a Proxmox node or Redis is unreachable, or refused TLS or the login
+  {EXIT_CONFLICT}    not allowed in the current state (lifecycle, still in use, exists)
+  {EXIT_TIMEOUT}    --timeout ran out while following (the run goes on)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C; a queued run goes on)
+"""
+
+
+class CliFailure(click.ClickException):
+    """A failure to report as one line, ``error: ...``, with an exit code."""
+
+    exit_code = EXIT_FAILURE
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {one_line(self.format_message())}", err=True)
+
+
+def one_line(text: str) -> str:
+    """A multi-line message (a template's problems, a PVE error) as one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    joined = lines[0] if lines else ""
+    for line in lines[1:]:
+        joined += (" " if joined.endswith(":") else "; ") + line
+    return joined
+
+
+class BadInput(CliFailure):
+    exit_code = EXIT_USAGE
+
+
+class NotFound(CliFailure):
+    exit_code = EXIT_NOT_FOUND
+
+
+class Unreachable(CliFailure):
+    exit_code = EXIT_UNREACHABLE
+
+
+class Conflict(CliFailure):
+    exit_code = EXIT_CONFLICT
+
+
+class GaveUp(CliFailure):
+    exit_code = EXIT_TIMEOUT
+
+
+class Interrupted(CliFailure):
+    exit_code = EXIT_INTERRUPTED
+
+
+def load_settings(ctx: click.Context) -> Settings:
+    """Return the settings for this invocation, built once from the
+    environment and the ``--config`` file.
+
+    Raises:
+        ConfigError: the configuration is invalid.
+    """
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        config_file: Path | None = root.params.get("config_file")
+        root.obj = Settings.from_env(toml_path=config_file)
+    return root.obj
+
+
+class Runtime:
+    """The database, Redis and secret box of one invocation, made on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        from provisioner.db import make_engine
+
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def factory(self) -> sessionmaker[Session]:
+        from provisioner.db import session_factory
+
+        return session_factory(self.engine)
+
+    @cached_property
+    def redis(self) -> Redis:
+        from redis import Redis
+
+        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=5,
+                              health_check_interval=30)  # fmt: skip
+
+    @cached_property
+    def box(self) -> SecretBox:
+        from provisioner.secrets.keyfile import load_secret_box
+
+        return load_secret_box(self.settings.secret_key, self.settings.secret_key_file)
+
+    def enqueue(self, container_id: str, action: str) -> str:
+        """Queue one run of ``action`` for the container; returns the job id.
+
+        Raises:
+            Conflict: the same action is queued or running already.
+        """
+        from provisioner import lease
+        from provisioner.queue import ActionPending, enqueue_action
+
+        try:
+            return enqueue_action(self.redis, self.settings, container_id, action,
+                                  lambda: lease.held(self.factory, container_id)).id  # fmt: skip
+        except ActionPending as exc:
+            raise Conflict(str(exc)) from None
+
+    def close(self) -> None:
+        if "redis" in self.__dict__:
+            self.redis.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+
+def runtime(ctx: click.Context) -> Runtime:
+    """The invocation's :class:`Runtime`, closed when the command ends.
+
+    Raises:
+        ConfigError: the configuration is invalid.
+    """
+    root = ctx.find_root()
+    found = root.meta.get("provisioner.runtime")
+    if not isinstance(found, Runtime):
+        found = Runtime(load_settings(ctx))
+        root.meta["provisioner.runtime"] = found
+        root.call_on_close(found.close)
+    return found
+
+
+def pass_runtime(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: call the command with the invocation's Runtime first."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return f(runtime(click.get_current_context()), *args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,208 @@
+"""Turning "I want a container like this" into a stored, queued request.
+
+Everything is validated before anything is written (``check_request``, which
+reports every problem at once): the node exists, the template loads, the
+variables resolve, and the PVE create parameters pass PVE's own schema.
+Then ``store_request`` stores one ``Container`` row (secrets encrypted: the
+generated root password, the generated SSH key, secret variables) and one
+job is enqueued carrying only its id.  Whether the node has the storage and
+bridge asked for is ``provisioner.node_facts``'s question (it asks the node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioner.config import Settings
+from provisioner.errors import ConfigError, InvalidRequest
+from provisioner.models import Container, FailurePolicy, Lifecycle, Node, new_container_id
+from provisioner.secrets.box import SecretBox
+from provisioner.secrets.generate import generate_password, generate_ssh_keypair
+from provisioner.secrets.vault import set_container_secrets, variable_aad
+from provisioner.templates.loader import load_template
+from provisioner.templates.model import Template
+from provisioner.templates.params import (
+    CreateRequest,
+    NetworkConfig,
+    NodeDefaults,
+    build_create_params,
+)
+from provisioner.templates.variables import resolve_variables
+
+T = TypeVar("T")
+_PLACEHOLDER_MARKER = "00000000-0000-0000-0000-000000000000"  # a container id's length
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    """What an operator asks for (the wizard, the CLI and the API fill it)."""
+
+    template: str
+    node: str
+    hostname: str
+    vmid: int | None = None
+    cores: int | None = None
+    memory: int | None = None
+    swap: int | None = None
+    disk: int | None = None
+    ip: str = "dhcp"
+    gateway: str | None = None
+    bridge: str | None = None
+    storage: str | None = None
+    ssh_public_key: str | None = None
+    root_password: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    failure_policy: str = "keep"
+
+
+def load_named_template(settings: Settings, name: str) -> Template:
+    """A template from the configured directory, by name.
+
+    Raises:
+        ConfigError: unknown name or an invalid template.
+    """
+    path = settings.templates_dir / name
+    if "/" in name or name.startswith(".") or not (path / "template.toml").is_file():
+        raise ConfigError(f"template: no template named {name!r} in {settings.templates_dir}")
+    return load_template(path)
+
+
+def node_defaults(node: Node) -> NodeDefaults:
+    """What a request without a storage or a bridge gets on ``node``."""
+    return NodeDefaults(node=node.pve_node, storage=node.default_storage or "local-lvm",
+                        bridge=node.default_bridge or "vmbr0")  # fmt: skip
+
+
+def _create_request(r: Mapping[str, Any], hostname: str, keys: str | None,
+                    marker: str) -> CreateRequest:  # fmt: skip
+    """The PVE-facing request from a stored request's columns."""
+    network = NetworkConfig(ip=r.get("ip", "dhcp"), gateway=r.get("gateway"),
+                            bridge=r.get("bridge"))  # fmt: skip
+    return CreateRequest(hostname=hostname, vmid=r.get("vmid"), cores=r.get("cores"),
+                         memory=r.get("memory"), swap=r.get("swap"), disk=r.get("disk"),
+                         network=network, storage=r.get("storage"), ssh_public_keys=keys,
+                         marker=marker)  # fmt: skip
+
+
+def create_request_of(container: Container, node: Node) -> tuple[CreateRequest, NodeDefaults]:
+    """The PVE-facing request stored in a container row (no secrets inside)."""
+    r = container.request
+    keys = "\n".join(k for k in (container.ssh_public_key, r.get("ssh_public_key")) if k)
+    return _create_request(r, container.hostname, keys or None, container.id), node_defaults(node)
+
+
+def _stored_columns(req: ProvisionRequest) -> dict[str, Any]:
+    """The request's settings as stored in ``Container.request`` (variables apart)."""
+    return {"vmid": req.vmid, "cores": req.cores, "memory": req.memory, "swap": req.swap,
+            "disk": req.disk, "ip": req.ip, "gateway": req.gateway, "bridge": req.bridge,
+            "storage": req.storage, "ssh_public_key": req.ssh_public_key}  # fmt: skip
+
+
+def stored_variables(box: SecretBox, container: Container) -> dict[str, Any]:
+    """The resolved template variables of a request, secrets decrypted."""
+    values = dict(container.request.get("variables", {}))
+    for name, token in container.request.get("secret_variables", {}).items():
+        values[name] = box.decrypt(token, variable_aad(container.id, name))
+    return values
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A request that passed every check, with what the checks loaded."""
+
+    node: Node
+    template: Template
+    variables: dict[str, Any]
+
+
+def _find_node(session: Session, name: str) -> Node:
+    """Raises: ConfigError: ``node: ...`` no such node."""
+    node = session.scalars(select(Node).where(Node.name == name)).one_or_none()
+    if node is None:
+        raise ConfigError(f"node: no node named {name!r} (add it first)")
+    return node
+
+
+def _check_failure_policy(policy: str) -> None:
+    """Raises: ConfigError: ``failure_policy: ...``."""
+    if policy not in ("keep", "destroy"):
+        raise ConfigError(f"failure_policy: must be 'keep' or 'destroy', got {policy!r}")
+
+
+def check_request(session: Session, settings: Settings, req: ProvisionRequest) -> CheckedRequest:
+    """Check a request without storing anything: the node exists, the
+    template loads, the variables resolve and the PVE create parameters pass
+    PVE's own schema (with the node's default storage and bridge).
+
+    Raises:
+        InvalidRequest: every problem found, each naming its field.
+    """
+    problems: list[ConfigError] = []
+
+    def attempt(check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except ConfigError as exc:
+            problems.append(exc)
+            return None
+
+    node = attempt(lambda: _find_node(session, req.node))
+    attempt(lambda: _check_failure_policy(req.failure_policy))
+    template = attempt(lambda: load_named_template(settings, req.template))
+    variables: dict[str, Any] | None = None
+    if template is not None:
+        variables = attempt(lambda: resolve_variables(template, req.variables))
+        if node is not None:
+            request = _create_request(_stored_columns(req), req.hostname, req.ssh_public_key,
+                                      _PLACEHOLDER_MARKER)  # fmt: skip
+            attempt(lambda: build_create_params(request, template, node_defaults(node)))
+    if problems:
+        raise InvalidRequest(problems)
+    assert node is not None and template is not None and variables is not None
+    return CheckedRequest(node, template, variables)
+
+
+def store_request(session: Session, box: SecretBox, req: ProvisionRequest,
+                  checked: CheckedRequest) -> Container:  # fmt: skip
+    """Store a checked request as a pending container (not committed): its
+    secrets encrypted, a generated SSH key pair and root password (unless given).
+
+    Raises:
+        ConfigError: the create parameters fail PVE's schema with the
+            generated values (not expected once checked).
+    """
+    node, template, variables = checked.node, checked.template, checked.variables
+    container = Container(id=new_container_id(), node=node, template=template.name,
+                          hostname=req.hostname, lifecycle=Lifecycle.PENDING,
+                          failure_policy=FailurePolicy(req.failure_policy))  # fmt: skip
+    container.request = {
+        **_stored_columns(req),
+        "variables": {k: v for k, v in variables.items() if k not in template.secret_names},
+        "secret_variables": {k: box.encrypt(str(v), variable_aad(container.id, k))
+                             for k, v in variables.items() if k in template.secret_names},
+    }  # fmt: skip
+    private_key, public_key = generate_ssh_keypair(f"lxc-provisioner@{req.hostname}")
+    container.ssh_public_key = public_key
+    password = req.root_password or generate_password()
+    set_container_secrets(box, container, root_password=password, ssh_private_key=private_key)
+    request, defaults = create_request_of(container, node)
+    build_create_params(request, template, defaults)  # PVE's schema, before any API call
+    session.add(container)
+    session.flush()
+    return container
+
+
+def submit(
+    session: Session, box: SecretBox, settings: Settings, req: ProvisionRequest
+) -> Container:
+    """Check a request and store it as a pending container (not committed).
+
+    Raises:
+        InvalidRequest: every problem, each naming its field; nothing is stored.
+    """
+    return store_request(session, box, req, check_request(session, settings, req))

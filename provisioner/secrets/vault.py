@@ -1,0 +1,116 @@
+"""Which columns hold secrets, under which associated data, and rotating them.
+
+Every encrypted column is read and written through these functions, so the
+associated data (which binds a ciphertext to its row and column) is decided
+in one place, and ``rotate_all`` knows every secret there is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioner.models import Container, Node
+from provisioner.secrets.box import SecretBox, field_aad
+
+
+def node_secret_aad(node: Node) -> str:
+    # the node's name: unique and known before the row is inserted
+    return field_aad("node", node.name, "secret")
+
+
+def container_aad(container: Container, field: str) -> str:
+    return field_aad("container", container.id, field)
+
+
+def set_node_secret(box: SecretBox, node: Node, secret: str) -> None:
+    """Encrypt the node's API token secret (or password) into its row."""
+    node.secret_ciphertext = box.encrypt(secret, node_secret_aad(node))
+
+
+def node_secret(box: SecretBox, node: Node) -> str:
+    """The node's API token secret (or password).
+
+    Raises:
+        SecretError: if no known key made it, or it belongs to another row.
+    """
+    return box.decrypt(node.secret_ciphertext, node_secret_aad(node))
+
+
+def set_container_secrets(box: SecretBox, container: Container, *,
+                          root_password: str | None = None,
+                          ssh_private_key: str | None = None) -> None:  # fmt: skip
+    """Encrypt a container's generated root password and/or SSH private key."""
+    if container.id is None:
+        raise ValueError("give the container its id before storing its secrets")
+    if root_password is not None:
+        container.root_password_ciphertext = box.encrypt(
+            root_password, container_aad(container, "root_password"))  # fmt: skip
+    if ssh_private_key is not None:
+        container.ssh_private_key_ciphertext = box.encrypt(
+            ssh_private_key, container_aad(container, "ssh_private_key"))  # fmt: skip
+
+
+def container_root_password(box: SecretBox, container: Container) -> str | None:
+    token = container.root_password_ciphertext
+    return box.decrypt(token, container_aad(container, "root_password")) if token else None
+
+
+def container_ssh_private_key(box: SecretBox, container: Container) -> str | None:
+    token = container.ssh_private_key_ciphertext
+    return box.decrypt(token, container_aad(container, "ssh_private_key")) if token else None
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    """How many secrets were re-encrypted and how many were already current."""
+
+    reencrypted: int
+    current: int
+
+
+def variable_aad(container_id: str, name: str) -> str:
+    """The associated data of a secret template variable of a request."""
+    return field_aad("container", container_id, f"var.{name}")
+
+
+def rotate_all(session: Session, box: SecretBox) -> RotationReport:
+    """Re-encrypt every stored secret with ``box``'s current key: node
+    credentials, root passwords, SSH keys and secret template variables.
+
+    Safe to run while workers run: old ciphertexts stay readable as long as
+    the old key is known, and a secret is rewritten in one UPDATE.  Commit
+    is the caller's.
+    """
+    changed = same = 0
+    for node in session.scalars(select(Node)):
+        if box.needs_rotation(node.secret_ciphertext):
+            node.secret_ciphertext = box.reencrypt(node.secret_ciphertext, node_secret_aad(node))
+            changed += 1
+        else:
+            same += 1
+    for ct in session.scalars(select(Container)):
+        for field in ("root_password", "ssh_private_key"):
+            attr = f"{field}_ciphertext"
+            token = getattr(ct, attr)
+            if not token:
+                continue
+            if box.needs_rotation(token):
+                setattr(ct, attr, box.reencrypt(token, container_aad(ct, field)))
+                changed += 1
+            else:
+                same += 1
+        tokens = dict((ct.request or {}).get("secret_variables") or {})
+        dirty = False
+        for name, token in tokens.items():
+            if box.needs_rotation(token):
+                tokens[name] = box.reencrypt(token, variable_aad(ct.id, name))
+                changed += 1
+                dirty = True
+            else:
+                same += 1
+        if dirty:  # a new dict: the JSON column does not track changes in place
+            ct.request = {**ct.request, "secret_variables": tokens}
+    return RotationReport(reencrypted=changed, current=same)

@@ -1,0 +1,253 @@
+"""What a loaded container template is: plain, immutable data.
+
+The loader (:mod:`provisioner.templates.loader`) builds these from
+``templates_lxc/<name>/``; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provisioner.errors import ConfigError
+
+__all__ = [
+    "PACKAGE_KINDS",
+    "Features",
+    "FilePolicy",
+    "FileSpec",
+    "HealthCheck",
+    "HealthKind",
+    "Packages",
+    "Problem",
+    "Resources",
+    "Script",
+    "Snapshot",
+    "Template",
+    "TemplateError",
+    "Variable",
+    "VariableType",
+]
+
+PACKAGE_KINDS = ("apt", "pip", "npm")
+VariableValue = str | int | bool
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a template, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.message}"
+
+
+class TemplateError(ConfigError):
+    """A template (or a tree of them) failed validation; carries every problem."""
+
+    def __init__(self, problems: list[Problem], *, subject: str = "template") -> None:
+        count = len(problems)
+        lines = "\n".join(f"  {p}" for p in problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{subject} has {count} {noun}:\n{lines}")
+        self.problems = problems
+
+
+class VariableType(enum.StrEnum):
+    STRING = "string"
+    INT = "int"
+    BOOL = "bool"
+    CHOICE = "choice"
+    PASSWORD = "password"
+
+
+class FilePolicy(enum.StrEnum):
+    """What the deploy phase does when the target already exists."""
+
+    REPLACE = "replace"  # overwrite it
+    DEFAULT = "default"  # leave it alone; only create missing files
+    BACKUP = "backup"  # keep the old one aside (target + ".provisioner-bak"), then write
+
+
+class HealthKind(enum.StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A typed, validated template variable.
+
+    ``secret`` variables (all ``password`` ones) never have a default: when
+    not given they are generated with ``length`` characters.
+    """
+
+    name: str
+    type: VariableType
+    description: str = ""
+    default: VariableValue | None = None
+    required: bool = False
+    secret: bool = False
+    multiline: bool = False
+    pattern: str | None = None
+    min: int | None = None
+    max: int | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    choices: tuple[str, ...] = ()
+    length: int = 24
+
+    @property
+    def env_name(self) -> str:
+        """The name scripts see it under: ``TPL_`` + the upper-cased name."""
+        return f"TPL_{self.name.upper()}"
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file to deploy: ``source`` under ``files/`` to absolute ``target``."""
+
+    source: str
+    source_path: Path
+    target: str
+    mode: int = 0o644
+    owner: str = "root:root"
+    policy: FilePolicy = FilePolicy.REPLACE
+    template: bool = False
+
+
+@dataclass(frozen=True)
+class Script:
+    """``scripts/NN-name.sh`` with its timeout in seconds."""
+
+    name: str
+    path: Path
+    timeout: int
+
+    @property
+    def order(self) -> int:
+        return int(self.name.split("-", 1)[0])
+
+
+@dataclass(frozen=True)
+class Resources:
+    cores: int = 1
+    memory: int = 512  # MiB
+    swap: int = 512  # MiB
+    disk: int = 4  # GiB
+
+
+@dataclass(frozen=True)
+class Features:
+    nesting: bool = False
+    keyctl: bool = False
+    fuse: bool = False
+
+    def as_pve(self) -> str | None:
+        """PVE's ``features`` property string of the enabled flags, or None."""
+        enabled = [name for name in ("nesting", "keyctl", "fuse") if getattr(self, name)]
+        return ",".join(f"{name}=1" for name in enabled) or None
+
+
+@dataclass(frozen=True)
+class Packages:
+    """Packages by kind, in file order (files sorted by name).
+
+    ``pip_venv``: if set, pip packages go into a virtualenv at that path
+    (Debian 12's system Python refuses global pip installs, PEP 668).
+    """
+
+    apt: tuple[str, ...] = ()
+    pip: tuple[str, ...] = ()
+    npm: tuple[str, ...] = ()
+    pip_venv: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.apt or self.pip or self.npm)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A baseline snapshot taken after provisioning."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How an end-to-end test (or the finalize phase) knows the service is up.
+
+    ``http``: GET ``http://<ip>:<port><path>`` answers ``expect_status`` and
+    (if set) its body contains ``contains``; ``tcp``: the port accepts.
+    """
+
+    kind: HealthKind
+    port: int
+    path: str = "/"
+    expect_status: int = 200
+    contains: str | None = None
+    timeout: int = 60
+
+
+@dataclass(frozen=True)
+class Template:
+    """A validated template from ``templates_lxc/<name>/``."""
+
+    name: str
+    path: Path
+    description: str
+    ostemplate: str
+    tags: tuple[str, ...] = ()
+    unprivileged: bool = True
+    resources: Resources = field(default_factory=Resources)
+    features: Features = field(default_factory=Features)
+    variables: Mapping[str, Variable] = field(default_factory=dict)
+    files: tuple[FileSpec, ...] = ()
+    scripts: tuple[Script, ...] = ()
+    script_timeout: int = 600
+    packages: Packages = field(default_factory=Packages)
+    snapshot: Snapshot | None = None
+    health: HealthCheck | None = None
+
+    @property
+    def secret_names(self) -> frozenset[str]:
+        """Names of the variables whose values must never be logged."""
+        return frozenset(v.name for v in self.variables.values() if v.secret)
+
+    def summary(self) -> dict[str, object]:
+        """A JSON-friendly description for listings (no secret values)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tags": list(self.tags),
+            "ostemplate": self.ostemplate,
+            "unprivileged": self.unprivileged,
+            "resources": vars(self.resources).copy(),
+            "features": vars(self.features).copy(),
+            "variables": [
+                {
+                    "name": v.name,
+                    "type": str(v.type),
+                    "description": v.description,
+                    "required": v.required,
+                    "secret": v.secret,
+                    "default": v.default,
+                    "choices": list(v.choices),
+                }
+                for v in self.variables.values()
+            ],
+            "scripts": [s.name for s in self.scripts],
+            "snapshot": self.snapshot.name if self.snapshot else None,
+            "health": (
+                {"kind": str(self.health.kind), "port": self.health.port, "path": self.health.path}
+                if self.health
+                else None
+            ),
+        }
