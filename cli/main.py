@@ -16,7 +16,6 @@ one more ``main.add_command``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import sys
@@ -181,7 +180,8 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     setup_logging(settings.log_level)
     # imported once here, inherited by every forked work horse instead of
     # being imported again for each job
-    importlib.import_module("pipeline.job")
+    import pipeline.job  # noqa: F401
+
     redis = Redis.from_url(settings.redis_url)  # RQ's: it sets its own long timeouts
     # recovery's own client: short timeouts, a stalled Redis holds it up briefly
     quick = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)

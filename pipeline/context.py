@@ -16,8 +16,9 @@ from provisioner.config import Settings
 from provisioner.db import session_scope
 from provisioner.events import EventPublisher
 from provisioner.models import Container
-from provisioner.ownership import Owned, prove
+from provisioner.ownership import prove
 from provisioner.pve.client import PveClient
+from provisioner.pve.types import Owned
 from provisioner.secrets.box import SecretBox
 from provisioner.secrets.vault import container_ssh_private_key
 from provisioner.ssh.session import SshSession, connect

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from provisioner.errors import PermanentError, PvePermanentError
+from provisioner.pve.types import Owned
 from provisioner.templates.params import parse_marker
 
 if TYPE_CHECKING:
@@ -31,17 +32,6 @@ if TYPE_CHECKING:
     from provisioner.pve.types import ContainerStatus
 
 NO_CONTAINER_HINT = "destroy only removes the record; retry creates a new container"
-
-
-@dataclass(frozen=True)
-class Owned:
-    """Proof that CT ``vmid`` on PVE node ``node`` carries the marker of record
-    ``container_id``.  Made by :func:`prove` (and by tests of the PVE client
-    alone); the PVE client's write methods take one."""
-
-    node: str
-    vmid: int
-    container_id: str
 
 
 class NotOurs(PermanentError):

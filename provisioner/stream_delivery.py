@@ -27,15 +27,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-if TYPE_CHECKING:
-    from provisioner.events import Event
-
 log = logging.getLogger(__name__)
+
+
+class Event(Protocol):
+    """What delivery needs of an event (:class:`provisioner.events.Event`
+    is one; the protocol keeps this module below the events module)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def type(self) -> str: ...
+
+    def to_json(self) -> str: ...
+
 
 STREAM_MAXLEN = 200_000  # entries kept in Redis; the database keeps everything
 STREAM_TTL = 7 * 24 * 3600  # seconds a finished container's stream stays in Redis
@@ -74,7 +85,7 @@ return {added, last}
 """
 
 # (after, upto) -> the stored events with after < seq < upto, in order
-Source = Callable[[int, int], Sequence["Event"]]
+Source = Callable[[int, int], Sequence[Event]]
 
 
 class Gap(RedisError):

@@ -267,3 +267,10 @@ async def regenerate_host_keys(rootfs: Path, hostname: str,
         keygen("rsa", ["-b", "3072"]), keygen("ecdsa", []), keygen("ed25519", [])
     )
     return [line for block in results for line in block.splitlines()]
+
+
+def size_to_bytes(size: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if size and size[-1].upper() in units:
+        return int(float(size[:-1]) * units[size[-1].upper()])
+    return int(float(size) * (1 << 30))

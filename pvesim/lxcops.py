@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from pvesim.errors import PveError, param_error
 from pvesim.guest import split_property_string
-from pvesim.node import DURATIONS, config_digest, config_value, format_net, net_keys, random_hwaddr
+from pvesim.node import config_digest, config_value, format_net, net_keys, random_hwaddr
 from pvesim.runtime import copy_tree
 from pvesim.state import ContainerRecord
-from pvesim.tasks import Task
+from pvesim.tasks import DURATIONS, Task
 
 if TYPE_CHECKING:
     from pvesim.node import Node

@@ -29,12 +29,14 @@ from pvesim.guest import (
     NetConfig,
     apply_create_config,
     apply_start_config,
+    size_to_bytes,
     split_property_string,
 )
 from pvesim.network import SimNetwork
 from pvesim.runtime import ContainerFs, RunningContainer
 from pvesim.state import ContainerRecord, StateStore
-from pvesim.tasks import Task, TaskFailed, TaskManager
+from pvesim.storage_specs import STORAGES
+from pvesim.tasks import DURATIONS, Task, TaskFailed, TaskManager
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,6 @@ FILE_LOCK_TIMEOUT = 10.0
 # create-only parameters that never land in the config
 _CREATE_ONLY = {"vmid", "node", "ostemplate", "storage", "password", "ssh-public-keys", "start",
                 "restore", "force", "unique", "pool", "ignore-unpack-errors", "bwlimit"}  # fmt: skip
-# realistic task durations in seconds, multiplied by --time-scale
-DURATIONS = {"vzcreate": 4.0, "vzstart": 1.5, "vzstop": 1.0, "vzshutdown": 2.0,
-             "vzreboot": 3.0, "vzdestroy": 1.5, "vzclone": 4.0, "vzsnapshot": 1.0,
-             "vzdelsnapshot": 0.5, "vzrollback": 1.5, "download": 3.0}  # fmt: skip
 
 
 def net_keys(config: dict[str, Any]) -> list[str]:
@@ -79,13 +77,6 @@ def config_value(value: Any) -> Any:
 def config_digest(config: dict[str, Any]) -> str:
     text = "".join(f"{k}: {config[k]}\n" for k in sorted(config))
     return hashlib.sha1(text.encode()).hexdigest()
-
-
-def size_to_bytes(size: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if size and size[-1].upper() in units:
-        return int(float(size[:-1]) * units[size[-1].upper()])
-    return int(float(size) * (1 << 30))
 
 
 class Node:
@@ -295,8 +286,6 @@ class Node:
 
     # create ----------------------------------------------------------------
     def _check_storage(self, storage: str, content: str) -> None:
-        from pvesim.storage import STORAGES
-
         spec = STORAGES.get(storage)
         if spec is None:
             raise PveError(500, f"storage '{storage}' does not exist")

@@ -16,31 +16,16 @@ import socket
 import ssl
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pvesim import templates
 from pvesim.errors import PveError
-from pvesim.guest import split_property_string
-from pvesim.node import DURATIONS, size_to_bytes
-from pvesim.tasks import Task, TaskFailed
+from pvesim.guest import size_to_bytes, split_property_string
+from pvesim.storage_specs import STORAGES, StorageSpec, get_spec
+from pvesim.tasks import DURATIONS, Task, TaskFailed
 
 if TYPE_CHECKING:
     from pvesim.node import Node
-
-
-@dataclass(frozen=True)
-class StorageSpec:
-    name: str
-    type: str
-    content: tuple[str, ...]
-
-
-# PVE's defaults after installation on ext4: a dir storage and an LVM-thin pool
-STORAGES = {
-    "local": StorageSpec("local", "dir", ("backup", "iso", "vztmpl")),
-    "local-lvm": StorageSpec("local-lvm", "lvmthin", ("images", "rootdir")),
-}
 
 
 def _space(node: Node) -> tuple[int, int, int]:
@@ -57,13 +42,6 @@ def storage_entry(node: Node, spec: StorageSpec) -> dict[str, Any]:
         "active": 1, "enabled": 1, "shared": 0, "total": total, "used": used, "avail": avail,
         "used_fraction": round(used / total, 6) if total else 0,
     }  # fmt: skip
-
-
-def get_spec(name: str) -> StorageSpec:
-    spec = STORAGES.get(name)
-    if spec is None:
-        raise PveError(500, f"storage '{name}' does not exist")
-    return spec
 
 
 def list_storages(node: Node, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -27,7 +27,6 @@ from proxmoxer.backends.https import JsonSerializer
 from proxmoxer.core import ProxmoxResource, ResourceException
 
 from provisioner.errors import ConfigError, PveApiError, PvePermanentError, PveTransientError
-from provisioner.ownership import Owned
 from provisioner.pve.http import (
     PasswordAuth,
     PveConnection,
@@ -53,6 +52,7 @@ from provisioner.pve.types import (
     BridgeInfo,
     ContainerStatus,
     NodeInfo,
+    Owned,
     SnapshotInfo,
     StorageInfo,
     TaskResult,

@@ -12,15 +12,12 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from provisioner.errors import PvePermanentError, PveTransientError, TaskFailedError
 from provisioner.pve.parse import Upid, parse_exitstatus, parse_upid
-from provisioner.pve.types import TaskResult
-
-if TYPE_CHECKING:
-    from provisioner.pve.client import PveClient
+from provisioner.pve.types import PveCalls, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +38,7 @@ def _task(upid: str) -> tuple[Upid, str]:
     return task, f"/nodes/{quote(task.node)}/tasks/{quote(task.text, safe=':@!=')}"
 
 
-def wait_for_task(client: PveClient, upid: str, timeout: float = 600.0, poll: float = 1.0,
+def wait_for_task(client: PveCalls, upid: str, timeout: float = 600.0, poll: float = 1.0,
                   on_log: Callable[[str], None] | None = None) -> TaskResult:  # fmt: skip
     """Poll a task until it stops (see ``PveClient.wait_for_task``)."""
     task, base = _task(upid)
@@ -95,7 +92,7 @@ def wait_for_task(client: PveClient, upid: str, timeout: float = 600.0, poll: fl
                           exitstatus=exitstatus, log_tail=list(reader.tail))  # fmt: skip
 
 
-def read_task_log(client: PveClient, upid: str) -> list[str]:
+def read_task_log(client: PveCalls, upid: str) -> list[str]:
     """Every line of a task's log, paged."""
     _, base = _task(upid)
     reader = TaskLogReader(client, base, None, keep=None)
@@ -106,7 +103,7 @@ def read_task_log(client: PveClient, upid: str) -> list[str]:
 class TaskLogReader:
     """Reads a task's log incrementally: each line once, in order."""
 
-    def __init__(self, client: PveClient, base: str, on_log: Callable[[str], None] | None,
+    def __init__(self, client: PveCalls, base: str, on_log: Callable[[str], None] | None,
                  keep: int | None = LOG_TAIL_LINES) -> None:  # fmt: skip
         self._client = client
         self._base = base

@@ -10,7 +10,32 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Owned:
+    """Proof that CT ``vmid`` on PVE node ``node`` carries the marker of record
+    ``container_id``.  Made by :func:`provisioner.ownership.prove` (and by
+    tests of the PVE client alone); the PVE client's write methods take one."""
+
+    node: str
+    vmid: int
+    container_id: str
+
+
+class PveCalls(Protocol):
+    """What task polling and vmid allocation need of the PVE client (it
+    satisfies this; the protocol keeps those modules from importing it)."""
+
+    node: str
+
+    @property
+    def connection(self) -> Any: ...
+
+    def _request(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Any: ...
+
+    def next_vmid(self) -> int: ...
 
 
 @dataclass(frozen=True)

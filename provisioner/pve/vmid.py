@@ -19,11 +19,11 @@ from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 
 from provisioner.errors import PvePermanentError, PveTransientError, TransientError
+from provisioner.pve.types import PveCalls
 
 if TYPE_CHECKING:
     from redis import Redis
 
-    from provisioner.pve.client import PveClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class VmidAllocation(Generic[T]):
     lock_wait: float
 
 
-def lock_key(client: PveClient, key_prefix: str = "provisioner") -> str:
+def lock_key(client: PveCalls, key_prefix: str = "provisioner") -> str:
     """The Redis key of a cluster's allocation lock."""
     return f"{key_prefix}:pve:{client.connection.cluster_id}:vmid-lock"
 
@@ -53,7 +53,7 @@ def is_already_exists(exc: PvePermanentError) -> bool:
     return "already exists" in (exc.pve_message or exc.message)
 
 
-def allocate_vmid(client: PveClient, redis: Redis, requested: int | None,
+def allocate_vmid(client: PveCalls, redis: Redis, requested: int | None,
                   create: Callable[[int], T], *, key_prefix: str = "provisioner",
                   lock_timeout: float = 120.0, wait_timeout: float = 120.0,
                   attempts: int = 5) -> VmidAllocation[T]:  # fmt: skip

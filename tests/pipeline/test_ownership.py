@@ -27,8 +27,9 @@ from hypothesis.stateful import (
 from provisioner.db import session_scope
 from provisioner.models import Container, Lifecycle, Node
 from provisioner.nodes import client_for
-from provisioner.ownership import NotOurs, Owned, prove
+from provisioner.ownership import NotOurs, prove
 from provisioner.pve.client import PveClient
+from provisioner.pve.types import Owned
 from provisioner.requests import ProvisionRequest, submit
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.templates.params import parse_marker

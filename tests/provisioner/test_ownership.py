@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 
 from provisioner.live import NodeStatus, merge
-from provisioner.ownership import (
-    NO_CONTAINER_HINT,
-    Claim,
-    NotOurs,
-    Owned,
-    claims_in_doubt,
-    judge,
-)
+from provisioner.ownership import NO_CONTAINER_HINT, Claim, NotOurs, claims_in_doubt, judge
 from provisioner.pve.client import PveClient
-from provisioner.pve.types import ContainerStatus
+from provisioner.pve.types import ContainerStatus, Owned
 from provisioner.templates.params import marker_line
 from tests.conftest import ROOT
 
@@ -109,7 +102,7 @@ def test_the_client_refuses_a_proof_from_another_node() -> None:
 def test_only_the_guard_makes_proofs() -> None:
     """In the product, an ``Owned`` comes from ``ownership.judge`` alone."""
     makers = []
-    for package in ("provisioner", "pipeline", "web", "pvesim"):
+    for package in ("provisioner", "cli", "pipeline", "web", "pvesim"):
         for path in (ROOT / package).rglob("*.py"):
             tree = ast.parse(path.read_text())
             for node in ast.walk(tree):

@@ -15,10 +15,11 @@ from pvesim.guest import (
     render_hosts,
     render_interfaces,
     render_resolv,
+    size_to_bytes,
     split_property_string,
 )
 from pvesim.network import SimNetwork, apt_mirror_hosts
-from pvesim.node import config_digest, config_value, random_hwaddr, size_to_bytes
+from pvesim.node import config_digest, config_value, random_hwaddr
 from pvesim.server import ServeError, parse_listen
 from pvesim.tls import ensure_certificates
 from pvesim.upid import Upid, parse_upid

@@ -29,10 +29,10 @@ from provisioner.errors import (
     TaskFailedError,
     TransientError,
 )
-from provisioner.ownership import Owned
 from provisioner.pve.client import PasswordAuth, PveClient, PveConnection, TokenAuth
 from provisioner.pve.http import TicketAuth
 from provisioner.pve.parse import global_ipv4
+from provisioner.pve.types import Owned
 from provisioner.pve.vmid import lock_key
 from tests.pvesim.helpers import admin, host_port
 
