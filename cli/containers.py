@@ -76,7 +76,8 @@ def live_statuses(rt: Runtime, rows: list[tuple[Container, Node]]) -> dict[str, 
     or someone else's), asking every node once, in parallel, with short timeouts."""
     from provisioner.live import NodeStatus, claims, merge, survey, wants_status
     from provisioner.nodes import connection_for
-    from provisioner.pve.client import PveClient, PveConnection
+    from provisioner.pve.client import PveClient
+    from provisioner.pve.http import PveConnection
 
     connections: dict[str, PveConnection] = {}
     answers: dict[str, NodeStatus] = {}

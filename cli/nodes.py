@@ -28,7 +28,9 @@ from provisioner.request_checks import NAME, check_name
 from provisioner.views import node_json
 
 if TYPE_CHECKING:
-    from provisioner.pve.client import NodeInfo, PasswordAuth, PveClient, PveConnection, TokenAuth
+    from provisioner.pve.client import PveClient
+    from provisioner.pve.http import PasswordAuth, PveConnection, TokenAuth
+    from provisioner.pve.types import NodeInfo
 
 
 def quick(connection: PveConnection) -> PveConnection:
@@ -90,7 +92,7 @@ def _secret(kind: str, flag: str, from_stdin: bool) -> str:
 
 def _auth(token_id: str | None, user: str | None, token_secret_stdin: bool,
           password_stdin: bool) -> TokenAuth | PasswordAuth:  # fmt: skip
-    from provisioner.pve.client import PasswordAuth, TokenAuth
+    from provisioner.pve.http import PasswordAuth, TokenAuth
 
     if token_id and user:
         raise BadInput("give either --token-id or --user, not both")
@@ -177,7 +179,7 @@ def nodes_add(rt: Runtime, name: str, host: str, port: int, pve_node: str | None
           --token-id 'provisioner@pve!cli' --token-secret-stdin \\
           --fingerprint AA:BB:...:FF --default-storage local-lvm --default-bridge vmbr0
     """
-    from provisioner.pve.client import PveConnection, TokenAuth
+    from provisioner.pve.http import PveConnection, TokenAuth
     from provisioner.secrets.vault import set_node_secret
 
     if not NAME.fullmatch(name):
@@ -263,7 +265,7 @@ def _ask(connection: PveConnection) -> NodeInfo | str:
 def nodes_ls(rt: Runtime, no_live: bool, as_json: bool) -> None:
     """List the nodes with their container counts and free CPU and memory."""
     from provisioner.nodes import connection_for, container_counts
-    from provisioner.pve.client import NodeInfo
+    from provisioner.pve.types import NodeInfo
 
     with rt.factory() as session:
         counts = container_counts(session)

@@ -21,7 +21,8 @@ from provisioner.ownership import Claim, claims_in_doubt, describe_loss, settle_
 
 if TYPE_CHECKING:
     from provisioner.models import Container
-    from provisioner.pve.client import ContainerStatus, PveClient
+    from provisioner.pve.client import PveClient
+    from provisioner.pve.types import ContainerStatus
 
 
 @dataclass(frozen=True)

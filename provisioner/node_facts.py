@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session
 from provisioner.errors import ConfigError, ProvisionError
 from provisioner.models import Node
 from provisioner.nodes import connection_for
-from provisioner.pve.client import PveClient, PveConnection
+from provisioner.pve.client import PveClient
+from provisioner.pve.http import PveConnection
 from provisioner.pve.types import BridgeInfo, StorageInfo
 from provisioner.requests import ProvisionRequest, node_defaults
 from provisioner.secrets.box import SecretBox

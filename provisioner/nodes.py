@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioner.models import AuthKind, Container, Lifecycle, Node
-from provisioner.pve.client import PasswordAuth, PveClient, PveConnection, TokenAuth
+from provisioner.pve.client import PveClient
+from provisioner.pve.http import PasswordAuth, PveConnection, TokenAuth
 from provisioner.secrets.box import SecretBox
 from provisioner.secrets.vault import node_secret
 

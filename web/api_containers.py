@@ -24,7 +24,7 @@ from provisioner.live import NodeStatus, claims, merge, wants_status
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.node_facts import node_fact_problems
 from provisioner.nodes import connection_for
-from provisioner.pve.client import PveConnection
+from provisioner.pve.http import PveConnection
 from provisioner.queue import ActionPending, enqueue, enqueue_action
 from provisioner.request_checks import (
     MAX_SSH_KEYS_TEXT,

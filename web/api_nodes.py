@@ -22,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
 from provisioner.nodes import connection_for, container_counts
-from provisioner.pve.client import PasswordAuth, PveClient, PveConnection, TokenAuth
+from provisioner.pve.client import PveClient
+from provisioner.pve.http import PasswordAuth, PveConnection, TokenAuth
 from provisioner.pve.parse import format_fingerprint, normalize_fingerprint, normalize_host
 from provisioner.request_checks import NAME
 from provisioner.secrets.vault import set_node_secret

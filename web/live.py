@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from provisioner.errors import ProvisionError
 from provisioner.live import NodeStatus, survey
 from provisioner.ownership import Claim
-from provisioner.pve.client import PveConnection
+from provisioner.pve.http import PveConnection
 from web.pve_pool import ClientPool
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from provisioner.errors import ProvisionError
-from provisioner.pve.client import PveClient, PveConnection
+from provisioner.pve.client import PveClient
+from provisioner.pve.http import PveConnection
 
 IDLE_PER_CONNECTION = 4  # clients kept per connection; more are closed after use
 CONNECTIONS = 64  # connections kept; the least recently used beyond are closed

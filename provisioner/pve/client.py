@@ -28,10 +28,8 @@ from proxmoxer.core import ProxmoxResource, ResourceException
 
 from provisioner.errors import ConfigError, PveApiError, PvePermanentError, PveTransientError
 from provisioner.pve.http import (
-    PasswordAuth,
     PveConnection,
     TicketAuth,
-    TokenAuth,
     build_session,
     network_failure,
     quiet_proxmoxer,
@@ -62,11 +60,6 @@ from provisioner.pve.vmid import VmidAllocation, allocate_vmid
 
 if TYPE_CHECKING:
     from redis import Redis
-
-__all__ = [
-    "BridgeInfo", "ContainerStatus", "NodeInfo", "PasswordAuth", "PveClient", "PveConnection",
-    "SnapshotInfo", "StorageInfo", "TaskResult", "TemplateInfo", "TokenAuth", "VmidAllocation",
-]  # fmt: skip
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

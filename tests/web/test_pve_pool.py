@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from provisioner.errors import PveTransientError
-from provisioner.pve.client import PasswordAuth, PveConnection
+from provisioner.pve.http import PasswordAuth, PveConnection
 from web.pve_pool import ClientPool
 
 

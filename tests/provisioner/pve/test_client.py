@@ -29,8 +29,8 @@ from provisioner.errors import (
     TaskFailedError,
     TransientError,
 )
-from provisioner.pve.client import PasswordAuth, PveClient, PveConnection, TokenAuth
-from provisioner.pve.http import TicketAuth
+from provisioner.pve.client import PveClient
+from provisioner.pve.http import PasswordAuth, PveConnection, TicketAuth, TokenAuth
 from provisioner.pve.parse import global_ipv4
 from provisioner.pve.types import Owned
 from provisioner.pve.vmid import lock_key

@@ -18,7 +18,8 @@ from provisioner.errors import (
     TaskFailedError,
 )
 from provisioner.pve import tasks as pve_tasks
-from provisioner.pve.client import PasswordAuth, PveClient, PveConnection, TokenAuth
+from provisioner.pve.client import PveClient
+from provisioner.pve.http import PasswordAuth, PveConnection, TokenAuth
 from provisioner.pve.parse import (
     describe_failure,
     encode_params,
