@@ -30,7 +30,6 @@ from provisioner.request_checks import (
     check_network,
     check_root_password,
     check_ssh_public_keys,
-    check_vmid_free,
     field_of,
     first_per_field,
 )
@@ -204,8 +203,7 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
     """
     from cli.follow import follow_run
     from provisioner.node_facts import NodeFactsCache, node_fact_problems
-    from provisioner.requests import ProvisionRequest, check_request, store_request
-    from provisioner.secrets.vault import container_root_password
+    from provisioner.requests import ProvisionRequest, check_request, request_container
 
     readers = [name for name, reads in (("--password-stdin", password_stdin),
                                         ("--ssh-key -", ssh_key_file == "-"),
@@ -238,26 +236,18 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
         if problems or checked is None:
             raise _refusal(problems)
         try:
-            check_vmid_free(session, req.node, vmid)
-            ct = store_request(session, rt.box, req, checked)
+            requested = request_container(session, rt.box, rt.settings, rt.redis, req, checked)
         except ActionRefused as exc:
             raise Conflict(f"--{exc.message}") from None
         except ConfigError as exc:
             raise option_error(exc) from None
-        generated = None if password else container_root_password(rt.box, ct)
-        session.commit()
+        ct, job_id, generated = requested.container, requested.job_id, requested.root_password
         cid, name = ct.id, label(ct)
-        submitted: dict[str, Any] = {"id": cid, "job_id": None,
+        submitted: dict[str, Any] = {"id": cid, "job_id": job_id,
                                      "container": container_json(ct, req.node)}  # fmt: skip
-    from redis.exceptions import RedisError
-
-    job_id: str | None = None
-    try:
-        job_id = submitted["job_id"] = rt.enqueue(cid, "provision")
-    except RedisError as exc:
-        # the row is pending: a worker's recovery loop queues it once Redis is back
-        submitted["warning"] = (f"the queue is unavailable ({exc}); the request is stored "
-                                "and will run later")  # fmt: skip
+    warning = requested.queue_warning(with_cause=True)
+    if warning is not None:  # the row is pending: a worker's recovery loop queues it later
+        submitted["warning"] = warning
     if generated is not None:
         submitted["root_password"] = generated
     if as_json:

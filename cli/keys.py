@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from cli.output import echo_err, echo_json, print_table
 from cli.runtime import BadInput, CliFailure, Conflict, Runtime, pass_runtime
 from provisioner.models import Container, Node
+from provisioner.stored_request import StoredRequest
 
 if TYPE_CHECKING:
     from provisioner.secrets.box import SecretBox
@@ -40,7 +41,7 @@ def _tokens(session: Session) -> Iterator[str]:
         yield node.secret_ciphertext
     for ct in session.scalars(select(Container)):
         yield from (t for t in (ct.root_password_ciphertext, ct.ssh_private_key_ciphertext) if t)
-        yield from (ct.request or {}).get("secret_variables", {}).values()
+        yield from StoredRequest.from_dict(ct.request).secret_variables.values()
 
 
 def key_usage(session: Session) -> Counter[str]:

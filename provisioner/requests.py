@@ -3,27 +3,38 @@
 Everything is validated before anything is written (``check_request``, which
 reports every problem at once): the node exists, the template loads, the
 variables resolve, and the PVE create parameters pass PVE's own schema.
-Then ``store_request`` stores one ``Container`` row (secrets encrypted: the
-generated root password, the generated SSH key, secret variables) and one
-job is enqueued carrying only its id.  Whether the node has the storage and
-bridge asked for is ``provisioner.node_facts``'s question (it asks the node).
+Then ``store_request`` stores one ``Container`` row (its request as a
+``StoredRequest``; secrets encrypted apart: the root password, the generated
+SSH key, secret variables) and ``request_container`` commits it and enqueues
+one job carrying only its id: the CLI's ``create`` and the REST API both end
+there.  Whether the node has the storage and bridge asked for is
+``provisioner.node_facts``'s question (it asks the node).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioner.config import Settings
 from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, new_container_id
+from provisioner.queue import enqueue
+from provisioner.request_checks import check_vmid_free
 from provisioner.secrets.box import SecretBox
 from provisioner.secrets.generate import generate_password, generate_ssh_keypair
-from provisioner.secrets.vault import set_container_secrets, variable_aad
+from provisioner.secrets.vault import (
+    container_root_password,
+    set_container_secrets,
+    variable_aad,
+)
+from provisioner.stored_request import RequestSettings, StoredRequest
 from provisioner.templates.loader import load_template
 from provisioner.templates.model import Template
 from provisioner.templates.params import (
@@ -38,23 +49,17 @@ T = TypeVar("T")
 _PLACEHOLDER_MARKER = "00000000-0000-0000-0000-000000000000"  # a container id's length
 
 
-@dataclass(frozen=True)
-class ProvisionRequest:
-    """What an operator asks for (the wizard, the CLI and the API fill it)."""
+@dataclass(frozen=True, kw_only=True)
+class ProvisionRequest(RequestSettings):
+    """What an operator asks for (the wizard, the CLI and the API fill it).
+
+    Its ``RequestSettings`` are what is stored (``StoredRequest``); the root
+    password never is (it is encrypted into its own column).
+    """
 
     template: str
     node: str
     hostname: str
-    vmid: int | None = None
-    cores: int | None = None
-    memory: int | None = None
-    swap: int | None = None
-    disk: int | None = None
-    ip: str = "dhcp"
-    gateway: str | None = None
-    bridge: str | None = None
-    storage: str | None = None
-    ssh_public_key: str | None = None
     root_password: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     failure_policy: str = "keep"
@@ -78,35 +83,38 @@ def node_defaults(node: Node) -> NodeDefaults:
                         bridge=node.default_bridge or "vmbr0")  # fmt: skip
 
 
-def _create_request(r: Mapping[str, Any], hostname: str, keys: str | None,
+def _create_request(asked: RequestSettings, hostname: str, keys: str | None,
                     marker: str) -> CreateRequest:  # fmt: skip
-    """The PVE-facing request from a stored request's columns."""
-    network = NetworkConfig(ip=r.get("ip", "dhcp"), gateway=r.get("gateway"),
-                            bridge=r.get("bridge"))  # fmt: skip
-    return CreateRequest(hostname=hostname, vmid=r.get("vmid"), cores=r.get("cores"),
-                         memory=r.get("memory"), swap=r.get("swap"), disk=r.get("disk"),
-                         network=network, storage=r.get("storage"), ssh_public_keys=keys,
+    """The PVE-facing request of a request's settings."""
+    network = NetworkConfig(ip=asked.ip, gateway=asked.gateway, bridge=asked.bridge)
+    return CreateRequest(hostname=hostname, vmid=asked.vmid, cores=asked.cores,
+                         memory=asked.memory, swap=asked.swap, disk=asked.disk,
+                         network=network, storage=asked.storage, ssh_public_keys=keys,
                          marker=marker)  # fmt: skip
+
+
+def stored_request(container: Container) -> StoredRequest:
+    """The request stored in a container row (no secrets inside).
+
+    Raises:
+        PermanentError: the row was written by a newer release.
+    """
+    return StoredRequest.from_dict(container.request)
 
 
 def create_request_of(container: Container, node: Node) -> tuple[CreateRequest, NodeDefaults]:
     """The PVE-facing request stored in a container row (no secrets inside)."""
-    r = container.request
-    keys = "\n".join(k for k in (container.ssh_public_key, r.get("ssh_public_key")) if k)
-    return _create_request(r, container.hostname, keys or None, container.id), node_defaults(node)
-
-
-def _stored_columns(req: ProvisionRequest) -> dict[str, Any]:
-    """The request's settings as stored in ``Container.request`` (variables apart)."""
-    return {"vmid": req.vmid, "cores": req.cores, "memory": req.memory, "swap": req.swap,
-            "disk": req.disk, "ip": req.ip, "gateway": req.gateway, "bridge": req.bridge,
-            "storage": req.storage, "ssh_public_key": req.ssh_public_key}  # fmt: skip
+    stored = stored_request(container)
+    keys = "\n".join(k for k in (container.ssh_public_key, stored.ssh_public_key) if k)
+    request = _create_request(stored, container.hostname, keys or None, container.id)
+    return request, node_defaults(node)
 
 
 def stored_variables(box: SecretBox, container: Container) -> dict[str, Any]:
     """The resolved template variables of a request, secrets decrypted."""
-    values = dict(container.request.get("variables", {}))
-    for name, token in container.request.get("secret_variables", {}).items():
+    stored = stored_request(container)
+    values = dict(stored.variables)
+    for name, token in stored.secret_variables.items():
         values[name] = box.decrypt(token, variable_aad(container.id, name))
     return values
 
@@ -158,8 +166,7 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
     if template is not None:
         variables = attempt(lambda: resolve_variables(template, req.variables))
         if node is not None:
-            request = _create_request(_stored_columns(req), req.hostname, req.ssh_public_key,
-                                      _PLACEHOLDER_MARKER)  # fmt: skip
+            request = _create_request(req, req.hostname, req.ssh_public_key, _PLACEHOLDER_MARKER)
             attempt(lambda: build_create_params(request, template, node_defaults(node)))
     if problems:
         raise InvalidRequest(problems)
@@ -180,12 +187,12 @@ def store_request(session: Session, box: SecretBox, req: ProvisionRequest,
     container = Container(id=new_container_id(), node=node, template=template.name,
                           hostname=req.hostname, lifecycle=Lifecycle.PENDING,
                           failure_policy=FailurePolicy(req.failure_policy))  # fmt: skip
-    container.request = {
-        **_stored_columns(req),
-        "variables": {k: v for k, v in variables.items() if k not in template.secret_names},
-        "secret_variables": {k: box.encrypt(str(v), variable_aad(container.id, k))
-                             for k, v in variables.items() if k in template.secret_names},
-    }  # fmt: skip
+    container.request = StoredRequest(
+        **req.settings_json(),  # the asked-for settings only: never the root password
+        variables={k: v for k, v in variables.items() if k not in template.secret_names},
+        secret_variables={k: box.encrypt(str(v), variable_aad(container.id, k))
+                          for k, v in variables.items() if k in template.secret_names},
+    ).to_dict()  # fmt: skip
     private_key, public_key = generate_ssh_keypair(f"lxc-provisioner@{req.hostname}")
     container.ssh_public_key = public_key
     password = req.root_password or generate_password()
@@ -206,3 +213,56 @@ def submit(
         InvalidRequest: every problem, each naming its field; nothing is stored.
     """
     return store_request(session, box, req, check_request(session, settings, req))
+
+
+@dataclass(frozen=True)
+class RequestedContainer:
+    """A request stored and (unless the queue was down) queued.
+
+    Attributes:
+        container: the stored row (committed).
+        job_id: the queued job, or None when Redis was unavailable (the
+            workers' recovery loop queues the pending row once it is back).
+        root_password: the generated root password, to be shown once; None
+            when the request gave one.
+        queue_error: why the job could not be queued, or None.
+    """
+
+    container: Container
+    job_id: str | None
+    root_password: str | None
+    queue_error: str | None = None
+
+    def queue_warning(self, *, with_cause: bool = False) -> str | None:
+        """What to tell the operator when the job could not be queued."""
+        if self.queue_error is None:
+            return None
+        cause = f" ({self.queue_error})" if with_cause else ""
+        return f"the queue is unavailable{cause}; the request is stored and will run later"
+
+
+def request_container(session: Session, box: SecretBox, settings: Settings, redis: Redis,
+                      req: ProvisionRequest, checked: CheckedRequest) -> RequestedContainer:  # fmt: skip
+    """Store a checked request as a pending container, commit it, and queue
+    its run: what the CLI's ``create`` and ``POST /api/containers`` share.
+    A Redis failure does not lose the request (see ``RequestedContainer``).
+
+    Raises:
+        ActionRefused: ``vmid: ...`` the vmid belongs to another container
+            of the node; nothing is stored.
+        ConfigError: the create parameters fail PVE's schema with the
+            generated values; the session is rolled back.
+    """
+    check_vmid_free(session, req.node, req.vmid)
+    try:
+        container = store_request(session, box, req, checked)
+    except ConfigError:
+        session.rollback()
+        raise
+    generated = None if req.root_password else container_root_password(box, container)
+    session.commit()
+    try:
+        job_id: str | None = enqueue(redis, settings, container.id).id
+    except RedisError as exc:
+        return RequestedContainer(container, None, generated, queue_error=str(exc))
+    return RequestedContainer(container, job_id, generated)

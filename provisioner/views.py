@@ -9,14 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from provisioner.stored_request import StoredRequest
+
 if TYPE_CHECKING:  # the CLI imports the template machinery only when it needs it
     from provisioner.events import Event
     from provisioner.models import Container, Node
     from provisioner.templates.model import Template, Variable
-
-# The fields of a container's stored request that are shown (never a secret).
-REQUEST_FIELDS = ("vmid", "cores", "memory", "swap", "disk", "ip", "gateway", "bridge",
-                  "storage", "ssh_public_key")  # fmt: skip
 
 
 def iso(value: Any) -> str | None:
@@ -32,7 +30,7 @@ def owns_container(ct: Container) -> bool:
 
 def container_json(ct: Container, node_name: str) -> dict[str, Any]:
     """A container's state and request, without a secret."""
-    r = ct.request or {}
+    stored = StoredRequest.from_dict(ct.request)  # holds no secret
     return {
         "id": ct.id, "node": node_name, "template": ct.template, "hostname": ct.hostname,
         "vmid": ct.vmid, "owns_container": owns_container(ct),
@@ -44,9 +42,9 @@ def container_json(ct: Container, node_name: str) -> dict[str, Any]:
         "services": list(ct.services or []), "error": ct.error_message,
         "error_details": dict(ct.error_details) if ct.error_details else None,
         "attempts": ct.attempts, "last_seq": max(ct.next_seq - 1, 0),
-        "request": {k: r.get(k) for k in REQUEST_FIELDS},
-        "variables": dict(r.get("variables") or {}),
-        "secret_variables": sorted(r.get("secret_variables") or {}),
+        "request": stored.settings_json(),
+        "variables": dict(stored.variables),
+        "secret_variables": sorted(stored.secret_variables),
         "created_at": iso(ct.created_at), "updated_at": iso(ct.updated_at),
         "started_at": iso(ct.started_at), "finished_at": iso(ct.finished_at),
     }  # fmt: skip

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
-from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +24,7 @@ from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycl
 from provisioner.node_facts import node_fact_problems
 from provisioner.nodes import connection_for
 from provisioner.pve.http import PveConnection
-from provisioner.queue import ActionPending, enqueue, enqueue_action
+from provisioner.queue import ActionPending, enqueue_action
 from provisioner.request_checks import (
     MAX_SSH_KEYS_TEXT,
     MIN_ROOT_PASSWORD,
@@ -34,10 +33,13 @@ from provisioner.request_checks import (
     check_action,
     check_network,
     check_ssh_public_keys,
-    check_vmid_free,
 )
-from provisioner.requests import CheckedRequest, ProvisionRequest, check_request, store_request
-from provisioner.secrets.vault import container_root_password
+from provisioner.requests import (
+    CheckedRequest,
+    ProvisionRequest,
+    check_request,
+    request_container,
+)
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
 from web.app import get_db, get_redis, resources
@@ -238,31 +240,22 @@ def create_container() -> tuple[Response, int]:
     body = Body(json_body())
     req = _provision_request(body)
     checked = _checked(body, req)
-    settings = resources().settings
-    box = resources().box
-    session = get_db()
+    res = resources()
     try:
-        check_vmid_free(session, req.node, req.vmid)
+        requested = request_container(get_db(), res.box, res.settings, get_redis(), req, checked)
     except ActionRefused as exc:
         raise _rule_error(exc, 409) from None
-    try:
-        container = store_request(session, box, req, checked)
     except ConfigError as exc:
-        session.rollback()
         raise config_error(exc) from None
-    generated = None if req.root_password else container_root_password(box, container)
-    node_name = container.node.name
-    session.commit()
-    response: dict[str, Any] = {"id": container.id, "events_url": events_url(container.id)}
-    try:
-        response["job_id"] = enqueue(get_redis(), settings, container.id).id
-    except RedisError:
-        # The row is pending: the workers' recovery loop enqueues it once Redis is back.
-        response["job_id"] = None
-        response["warning"] = "the queue is unavailable; the request is stored and will run later"
-    response["container"] = container_json(container, node_name)
-    if generated is not None:
-        response["root_password"] = generated
+    container = requested.container
+    response: dict[str, Any] = {"id": container.id, "events_url": events_url(container.id),
+                                "job_id": requested.job_id}  # fmt: skip
+    warning = requested.queue_warning()
+    if warning is not None:  # the row is pending: the workers' recovery loop enqueues it later
+        response["warning"] = warning
+    response["container"] = container_json(container, req.node)
+    if requested.root_password is not None:
+        response["root_password"] = requested.root_password
     return jsonify(response), 201
 
 

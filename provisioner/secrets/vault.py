@@ -7,13 +7,14 @@ in one place, and ``rotate_all`` knows every secret there is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioner.models import Container, Node
 from provisioner.secrets.box import SecretBox, field_aad
+from provisioner.stored_request import StoredRequest
 
 
 def node_secret_aad(node: Node) -> str:
@@ -102,7 +103,8 @@ def rotate_all(session: Session, box: SecretBox) -> RotationReport:
                 changed += 1
             else:
                 same += 1
-        tokens = dict((ct.request or {}).get("secret_variables") or {})
+        stored = StoredRequest.from_dict(ct.request)
+        tokens = dict(stored.secret_variables)
         dirty = False
         for name, token in tokens.items():
             if box.needs_rotation(token):
@@ -112,5 +114,5 @@ def rotate_all(session: Session, box: SecretBox) -> RotationReport:
             else:
                 same += 1
         if dirty:  # a new dict: the JSON column does not track changes in place
-            ct.request = {**ct.request, "secret_variables": tokens}
+            ct.request = replace(stored, secret_variables=tokens).to_dict()
     return RotationReport(reencrypted=changed, current=same)

@@ -1,0 +1,96 @@
+"""What a container's request stores: the typed, versioned ``Container.request``.
+
+``StoredRequest`` is what ``provisioner.requests`` writes into the JSON
+column and what the worker, the views and key rotation read back.  The
+settings an operator may ask for (``RequestSettings``) are shared with
+``provisioner.requests.ProvisionRequest``, the request as submitted.
+
+No secret is ever stored here: the root password and the generated SSH key
+have their own encrypted columns, and secret template variables are kept as
+``provisioner.secrets.box`` tokens.  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from provisioner.errors import PermanentError
+
+# Rows written before the version key existed have the same shape: version 1.
+STORED_REQUEST_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestSettings:
+    """The settings a request may ask for; None means the template's (or the
+    node's) default.
+
+    Attributes:
+        vmid: a fixed id, or None to have PVE allocate one.
+        cores, memory, swap, disk: overrides of the template's resources
+            (memory and swap in MiB, disk in GiB).
+        ip: ``"dhcp"`` or a static IPv4 address with prefix.
+        gateway: the IPv4 gateway of a static address.
+        bridge, storage: the network bridge and the root disk's storage.
+        ssh_public_key: public keys for root, one per line (not a secret).
+    """
+
+    vmid: int | None = None
+    cores: int | None = None
+    memory: int | None = None
+    swap: int | None = None
+    disk: int | None = None
+    ip: str = "dhcp"
+    gateway: str | None = None
+    bridge: str | None = None
+    storage: str | None = None
+    ssh_public_key: str | None = None
+
+    def settings_json(self) -> dict[str, Any]:
+        """The asked-for settings alone, in the order the views show them."""
+        return {f.name: getattr(self, f.name) for f in fields(RequestSettings)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredRequest(RequestSettings):
+    """A request as ``Container.request`` holds it.
+
+    Attributes:
+        version: the shape of the stored JSON (``STORED_REQUEST_VERSION``).
+        variables: the resolved template variables that are not secret.
+        secret_variables: secret variable name -> its ciphertext token.
+    """
+
+    version: int = STORED_REQUEST_VERSION
+    variables: dict[str, Any] = field(default_factory=dict)
+    secret_variables: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON written to ``Container.request``."""
+        return {"version": self.version, **self.settings_json(),
+                "variables": dict(self.variables),
+                "secret_variables": dict(self.secret_variables)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> StoredRequest:
+        """Read ``Container.request`` back, in the current shape.  A row
+        without a version key is version 1; a missing setting is its
+        default; unknown keys are ignored.
+
+        Raises:
+            PermanentError: a version this release does not know (a row
+                written by a newer release).
+        """
+        data = data or {}
+        version = data.get("version", 1)
+        if not isinstance(version, int) or not 1 <= version <= STORED_REQUEST_VERSION:
+            raise PermanentError(
+                f"stored request: version {version!r} is not one this release reads "
+                f"(1 to {STORED_REQUEST_VERSION})",
+                hint="upgrade the provisioner to the release that wrote it",
+            )
+        settings = {f.name: data[f.name] for f in fields(RequestSettings) if f.name in data}
+        return cls(**settings, variables=dict(data.get("variables") or {}),
+                   secret_variables=dict(data.get("secret_variables") or {}))  # fmt: skip
