@@ -40,6 +40,7 @@ from redis import Redis
 from bench.pipeline_overhead import start_redis
 from provisioner.events import Event, EventReader, stream_key
 from provisioner.models import Lifecycle
+from provisioner.phases import PHASES
 from tests.conftest import start_simulator, stop_simulator
 from tests.pipeline.conftest import Stack, build_stack
 from tests.pipeline.test_resilience import children, kill_worker_and_horse
@@ -49,7 +50,6 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "tests" / "pipeline" / "tem
 # the phases template, each phase lasting a few seconds: a 40 MiB file to
 # deploy, 4000 printed lines, a health-checked port opening 4 s late
 VARIABLES = {"deploy_mb": 40, "count": 4000, "late_seconds": 4}
-PHASES = ["create", "start", "deploy", "scripts", "finalize"]
 
 
 @dataclass

@@ -18,9 +18,10 @@ import click
 from rich.text import Text
 from sqlalchemy import select
 
-from cli.output import PHASES, RunView, echo_json, short_id
+from cli.output import RunView, echo_json, short_id
 from cli.runtime import CliFailure, GaveUp, Interrupted, Runtime
 from provisioner.models import Container, ContainerEvent, Lifecycle
+from provisioner.phases import PHASES
 
 if TYPE_CHECKING:
     from provisioner.events import Event

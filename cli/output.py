@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from provisioner.phases import PHASE_RANGES, PHASES, phase_percent
 from provisioner.views import log_line
 
 if TYPE_CHECKING:
@@ -126,21 +127,6 @@ def read_stdin(what: str, *, whole: bool = True) -> str:
     except UnicodeDecodeError as exc:
         raise BadInput(f"{what}: standard input is not UTF-8 text ({exc.reason} "
                        f"at byte {exc.start})") from None  # fmt: skip
-
-
-# Where each phase starts and ends on a run's overall percent scale: the
-# pipeline's PHASE_RANGES (pipeline/context.py; a test keeps them equal).
-PHASE_RANGES = {
-    "create": (0, 20), "start": (20, 35), "deploy": (35, 50),
-    "scripts": (50, 90), "finalize": (90, 100),
-}  # fmt: skip
-PHASES = tuple(PHASE_RANGES)  # provisioner.events.PHASES, in order
-
-
-def phase_percent(phase: str, overall: int) -> float:
-    """Where a run's overall percent falls within one phase (0-100)."""
-    low, high = PHASE_RANGES[phase]
-    return max(0.0, min(100.0, (overall - low) * 100.0 / (high - low)))
 
 
 class RunView:

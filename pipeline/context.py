@@ -17,6 +17,7 @@ from provisioner.db import session_scope
 from provisioner.events import EventPublisher
 from provisioner.models import Container
 from provisioner.ownership import prove
+from provisioner.phases import overall_percent
 from provisioner.pve.client import PveClient
 from provisioner.pve.types import Owned
 from provisioner.secrets.box import SecretBox
@@ -26,12 +27,6 @@ from provisioner.templates.model import Template
 
 # refused connects cost a millisecond: poll briskly for the first seconds of a boot
 SSH_BACKOFF = Backoff(base=0.1, factor=1.1, cap=2.0, jitter=0.2)
-
-# where each phase starts and ends on the overall percent scale
-PHASE_RANGES = {
-    "create": (0, 20), "start": (20, 35), "deploy": (35, 50),
-    "scripts": (50, 90), "finalize": (90, 100),
-}  # fmt: skip
 
 
 @dataclass
@@ -70,8 +65,7 @@ class Context:
                 setattr(ct, key, value)
 
     def percent(self, fraction: float) -> int:
-        low, high = PHASE_RANGES[self.phase]
-        return int(low + (high - low) * max(0.0, min(1.0, fraction)))
+        return overall_percent(self.phase, fraction)
 
     def step(self, message: str, fraction: float = 0.0) -> None:
         pct = self.percent(fraction)

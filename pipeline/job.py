@@ -37,6 +37,7 @@ from provisioner.logsafe import setup_logging
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, utcnow
 from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs
+from provisioner.phases import PHASES
 from provisioner.requests import load_named_template, stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.templates.variables import secret_values
@@ -45,10 +46,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Phase = Callable[[Context], Awaitable[None]]
-PHASES: list[tuple[str, Phase]] = [
-    ("create", create.run), ("start", start.run), ("deploy", deploy.run),
-    ("scripts", scripts.run), ("finalize", finalize.run),
-]  # fmt: skip
+# each phase's entry point; they run in the order of provisioner.phases.PHASES
+PHASE_RUNS: dict[str, Phase] = {
+    "create": create.run, "start": start.run, "deploy": deploy.run,
+    "scripts": scripts.run, "finalize": finalize.run,
+}  # fmt: skip
 
 
 class LeaseLost(Exception):
@@ -116,12 +118,12 @@ def _error_details(ctx: Context, exc: BaseException) -> dict[str, Any]:
 
 
 async def _provision(ctx: Context, keeper: lease.LeaseKeeper) -> None:
-    for name, phase in PHASES:
+    for name in PHASES:
         if name in ctx.container().finished_phases:
             continue
         ctx.phase = name
         ctx.update(current_phase=name)
-        await _retrying(ctx, name, functools.partial(phase, ctx), keeper)
+        await _retrying(ctx, name, functools.partial(PHASE_RUNS[name], ctx), keeper)
         ctx.update(finished_phases=[*ctx.container().finished_phases, name])
 
 
@@ -232,7 +234,8 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
         if action == "destroy":
             await _retrying(ctx, "destroy", lambda: _destroy(ctx), keeper)
             done = f"destroyed the record only ({lost.message})" if lost else "destroyed"
-            ctx.events.publish("complete", done, phase=ctx.phase, percent=100)
+            ctx.events.publish("complete", done, phase=ctx.phase, percent=100,
+                               outcome="destroyed")  # fmt: skip
             ctx.update(lifecycle=Lifecycle.DESTROYED, finished_at=utcnow())
             return done
         if lost is not None:
@@ -243,7 +246,8 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     except Exception as exc:
         await _action_failed(ctx, action, exc)
         raise
-    ctx.events.publish("complete", f"{action} done", phase=ctx.phase, percent=100)
+    ctx.events.publish("complete", f"{action} done", phase=ctx.phase, percent=100,
+                       outcome="done")  # fmt: skip
     return f"{action} done"
 
 
@@ -260,7 +264,8 @@ async def _action_failed(ctx: Context, action: str, exc: Exception) -> None:
     if isinstance(exc, NotOurs):
         details["lost_vmid"] = exc.vmid
     try:
-        ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase)
+        ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase,
+                           outcome="failed")  # fmt: skip
     finally:
         if action == "destroy" or isinstance(exc, NotOurs):
             ctx.update(lifecycle=Lifecycle.ERROR, error_message=message, error_details=details)
@@ -300,7 +305,7 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
     ip = ctx.container().ip
     # the terminal event first: whoever sees "ready" finds it in the history
     ctx.events.publish("complete", f"CT {ctx.vmid} is ready at {ip}", phase="finalize",
-                       percent=100)  # fmt: skip
+                       percent=100, outcome="ready")  # fmt: skip
     ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
     return f"ready at {ip}"
 
@@ -331,7 +336,8 @@ async def _fail(ctx: Context, exc: Exception) -> None:
     # finds the error in the history; the lifecycle even if Redis is away
     # (else recovery would run the failed provisioning again)
     try:
-        ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase)
+        ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase,
+                           outcome="error")  # fmt: skip
     finally:
         if final == Lifecycle.DESTROYED:
             ctx.update(lifecycle=final, finished_at=utcnow())

@@ -36,13 +36,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner.db import read_only, session_scope
 from provisioner.logsafe import redact
 from provisioner.models import Container, ContainerEvent
+from provisioner.phases import PHASES
 from provisioner.stream_delivery import StreamDelivery
 
 # "recovering": the run lost its worker and is handed on (the message says
 # which, when, and the attempt that follows); the next step ends that state
 EVENT_TYPES = ("step", "log", "warning", "recovering", "complete", "error")
 TERMINAL_TYPES = ("complete", "error")
-PHASES = ("create", "start", "deploy", "scripts", "finalize")
+# How a run ended, carried by its terminal event: a provisioning run (provision,
+# retry, resync) ends "ready" or "error"; a destroy ends "destroyed"; a power
+# action (start, stop, reboot) ends "done"; any of those actions, or a resync
+# refused before it began, ends "failed".
+OUTCOMES = ("ready", "error", "destroyed", "done", "failed")
+PROVISIONING_OUTCOMES = ("ready", "error")
 STREAMS = ("stdout", "stderr")
 MAX_SEQ = 2**31 - 1  # the largest seq a reader may ask to start after (a 32-bit column)
 DB_POLL = 0.5  # seconds between database reads of a reader while Redis fails
@@ -78,11 +84,16 @@ class Event:
     percent: int | None = None
     stream: str | None = None
     script: str | None = None
+    outcome: str | None = None  # terminal events only (older ones may lack it)
     ts: str = field(default_factory=now_iso)
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {self.type!r}")
+        if self.outcome is not None and self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {self.outcome!r}")
+        if self.outcome is not None and self.type not in TERMINAL_TYPES:
+            raise ValueError(f"a {self.type} event has no outcome")
         if self.phase is not None and self.phase not in PHASES:
             raise ValueError(f"unknown phase {self.phase!r}")
         if self.stream is not None and self.stream not in STREAMS:
@@ -103,7 +114,7 @@ class Event:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
         known = {"seq", "container", "type", "message", "phase", "percent", "stream", "script",
-                 "ts"}  # fmt: skip
+                 "outcome", "ts"}  # fmt: skip
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
@@ -115,13 +126,14 @@ class Event:
         ts = row.ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return cls(seq=row.seq, container=row.container_id, type=row.type, message=row.message,
                    phase=row.phase, percent=row.percent, stream=row.stream, script=row.script,
-                   ts=ts)  # fmt: skip
+                   outcome=row.outcome, ts=ts)  # fmt: skip
 
     def to_row(self) -> ContainerEvent:
         ts = datetime.fromisoformat(self.ts.replace("Z", "+00:00"))
         return ContainerEvent(container_id=self.container, seq=self.seq, type=self.type,
                               phase=self.phase, percent=self.percent, message=self.message,
-                              stream=self.stream, script=self.script, ts=ts)  # fmt: skip
+                              stream=self.stream, script=self.script, outcome=self.outcome,
+                              ts=ts)  # fmt: skip
 
 
 class Raw(NamedTuple):
@@ -266,16 +278,17 @@ class EventPublisher:
 
     def publish(self, type: str, message: str = "", *, phase: str | None = None,
                 percent: int | None = None, stream: str | None = None,
-                script: str | None = None) -> Event:  # fmt: skip
+                script: str | None = None, outcome: str | None = None) -> Event:  # fmt: skip
         """Publish one event: the database at once (or batched, for log
         lines), then Redis.  Only a database failure raises.
 
-        Messages pass through the secret redactor first.
+        Messages pass through the secret redactor first.  A terminal event
+        says how the run ended (``outcome``, one of ``OUTCOMES``).
         """
         with self._lock:
             event = Event(seq=self._next_seq, container=self.container_id, type=type,
                           message=redact(message), phase=phase, percent=percent, stream=stream,
-                          script=script)  # fmt: skip
+                          script=script, outcome=outcome)  # fmt: skip
             self._next_seq += 1
             self._pending.append(event)
             if type != "log" or len(self._pending) >= self.batch_size:

@@ -241,6 +241,9 @@ class ContainerEvent(Base):
     stream: Mapped[str | None] = mapped_column(String(8))  # stdout|stderr
     script: Mapped[str | None] = mapped_column(String(255))
     ts: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # how the run ended (provisioner.events.OUTCOMES), on terminal events;
+    # last because migration 0002 added it
+    outcome: Mapped[str | None] = mapped_column(String(16))
 
     container: Mapped[Container] = relationship(back_populates="events")
 

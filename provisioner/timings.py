@@ -1,12 +1,15 @@
-"""How long each phase of a run took, from its events.
+"""How long a run and each of its phases took, from its events.
 
-A phase starts at its first event and ends where the next phase (or the
-terminal event) begins.  One run is the stretch from a ``step`` of phase
-``create`` — or from a retry's first event — to its ``complete``/``error``;
-``run_phase_durations`` takes the events of the container's *last* run, so a
-retried container reports what its successful run took.
+The one model of phase durations, used by the progress view's ETA
+(``web.eta``), ``/metrics`` (``web.metrics``) and ``provisioner demo``.
 
-Shared by the progress view's ETA, ``/metrics`` and ``provisioner demo``.
+A run is a container's events up to and including a terminal event
+(``complete``/``error``; the next run starts after it).  A phase lasts from
+its first event to the first event of another phase; a phase visited
+twice (a run handed on while in it) counts both stretches.  The last
+phase ends at the run's last event: its terminal event, or the latest one
+of a run still going.  Events without a phase move no boundary.  Log
+lines may be left out: every phase starts with a step.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioner.events import PHASES, TERMINAL_TYPES
+from provisioner.events import TERMINAL_TYPES
 from provisioner.models import ContainerEvent
+from provisioner.phases import PHASES
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,30 @@ class Mark:
     type: str
     phase: str | None
     ts: datetime
+    outcome: str | None = None  # terminal events: how the run ended
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    """One finished run: how it ended, how long it took (first event to the
+    terminal one) and the seconds spent in each phase it went through."""
+
+    outcome: str | None
+    seconds: float
+    phases: dict[str, float]
+
+
+def split_runs(marks: Iterable[Mark]) -> list[list[Mark]]:
+    """A container's events (in ``seq`` order) cut after each terminal
+    event; an unfinished tail is left out."""
+    runs: list[list[Mark]] = []
+    current: list[Mark] = []
+    for mark in marks:
+        current.append(mark)
+        if mark.type in TERMINAL_TYPES:
+            runs.append(current)
+            current = []
+    return runs
 
 
 def last_run(marks: Sequence[Mark]) -> list[Mark]:
@@ -46,22 +74,36 @@ def phase_durations(marks: Iterable[Mark]) -> dict[str, float]:
 
     A phase still running at the last event ends there.
     """
-    starts: dict[str, datetime] = {}
-    order: list[str] = []
-    end: datetime | None = None
+    seconds: dict[str, float] = {}
+    current: Mark | None = None  # the first event of the phase running
+    last: Mark | None = None
     for mark in marks:
-        end = mark.ts
-        if mark.phase is not None and mark.phase not in starts:
-            starts[mark.phase] = mark.ts
-            order.append(mark.phase)
-    if end is None:
-        return {}
-    order.sort(key=PHASES.index)
-    result: dict[str, float] = {}
-    for i, phase in enumerate(order):
-        stop = starts[order[i + 1]] if i + 1 < len(order) else end
-        result[phase] = max(0.0, (stop - starts[phase]).total_seconds())
-    return result
+        last = mark
+        if mark.phase is None or mark.phase not in PHASES:
+            continue
+        if current is None:
+            current = mark
+        elif mark.phase != current.phase:
+            assert current.phase is not None
+            seconds[current.phase] = seconds.get(current.phase, 0.0) + _seconds(current.ts, mark.ts)
+            current = mark
+    if current is not None and current.phase is not None and last is not None:
+        seconds[current.phase] = seconds.get(current.phase, 0.0) + _seconds(current.ts, last.ts)
+    return {p: seconds[p] for p in PHASES if p in seconds}
+
+
+def run_timing(run: Sequence[Mark]) -> RunTiming | None:
+    """The outcome and durations of one run (its events up to and including
+    the terminal one); None when it has not ended."""
+    if not run or run[-1].type not in TERMINAL_TYPES:
+        return None
+    end = run[-1]
+    return RunTiming(end.outcome, _seconds(run[0].ts, end.ts), phase_durations(run))
+
+
+def phase_order(marks: Iterable[Mark]) -> list[str]:
+    """The phases in the order the events entered them first."""
+    return list(dict.fromkeys(m.phase for m in marks if m.phase in PHASES))
 
 
 def run_phase_durations(session: Session, container_id: str) -> dict[str, float]:
@@ -72,3 +114,7 @@ def run_phase_durations(session: Session, container_id: str) -> dict[str, float]
         .order_by(ContainerEvent.seq)
     )
     return phase_durations(last_run([Mark(t, p, ts) for t, p, ts in rows]))
+
+
+def _seconds(start: datetime, end: datetime) -> float:
+    return max(0.0, (end - start).total_seconds())

@@ -2,7 +2,7 @@
 
 What it shows: containers by lifecycle; finished provisioning runs by
 outcome, with histograms of their duration and of each phase's duration
-(from the stored events); the RQ queue (jobs waiting, running, failed, ...),
+(from the stored events, ``provisioner.timings``); the RQ queue (jobs waiting, running, failed, ...),
 the running jobs by action and phase (their ``meta``), the workers by state;
 build information.
 
@@ -36,9 +36,11 @@ from rq.job import Job
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from provisioner.events import PHASES, TERMINAL_TYPES
+from provisioner.events import PROVISIONING_OUTCOMES, TERMINAL_TYPES
 from provisioner.models import Container, ContainerEvent, Lifecycle, utcnow
+from provisioner.phases import PHASES
 from provisioner.queue import provisioning_queue
+from provisioner.timings import Mark, RunTiming, run_timing, split_runs
 from web.app import EXTENSION as APP_EXTENSION
 from web.app import WebResources
 
@@ -48,7 +50,7 @@ EXTENSION = "provisioner.metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PHASE_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 RUN_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
-OUTCOMES = ("ready", "error")
+OUTCOMES = PROVISIONING_OUTCOMES  # the runs counted: provision, retry, resync
 # A terminal event's transaction may commit after one with a higher id (on
 # PostgreSQL): ids newer than this are read again until they are this old.
 SETTLE = timedelta(seconds=60)
@@ -132,68 +134,16 @@ class Histogram:
 # -- runs from the stored events (pure) ---------------------------------------
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    seq: int
-    type: str
-    phase: str | None
-    message: str
-    ts: datetime
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    outcome: str  # ready | error
-    seconds: float  # first event to the terminal one
-    phases: dict[str, float]  # seconds spent in each phase the run went through
-
-
-def split_runs(events: Sequence[StoredEvent]) -> list[list[StoredEvent]]:
-    """A container's events (seq order) cut after each terminal event; an
-    unfinished tail is dropped."""
-    runs: list[list[StoredEvent]] = []
-    current: list[StoredEvent] = []
-    for event in events:
-        current.append(event)
-        if event.type in TERMINAL_TYPES:
-            runs.append(current)
-            current = []
-    return runs
-
-
-def summarize_run(events: Sequence[StoredEvent]) -> RunSummary | None:
-    """The outcome and phase durations of one run (its events up to and
-    including the terminal one), or None for a run that is not provisioning
-    (destroy, start, stop, reboot).
-
-    A phase lasts from its first event to the first event of the next
-    phase (the terminal event for the last); the time between the attempts
-    of a retried run is not counted, each attempt being a run of its own.
-    """
-    if not events or events[-1].type not in TERMINAL_TYPES:
+def summarize_run(run: Sequence[Mark]) -> RunTiming | None:
+    """The timing of one run (its events up to and including the terminal
+    one, ``provisioner.timings``), or None for a run that is not
+    provisioning (destroy, start, stop, reboot): its terminal event's
+    outcome says which.  The time between the attempts of a retried run is
+    not counted, each attempt being a run of its own."""
+    timing = run_timing(run)
+    if timing is None or timing.outcome not in OUTCOMES:
         return None
-    end = events[-1]
-    # job.py's wording: "<phase> failed: ..." and "CT <vmid> is ready at <ip>";
-    # a power action fails as "start failed: ..." in phase finalize
-    if end.type == "error" and not (end.phase and end.message.startswith(f"{end.phase} failed:")):
-        return None
-    if end.type == "complete" and " is ready at " not in end.message:
-        return None
-    phases: dict[str, float] = {}
-    current: StoredEvent | None = None
-    for event in events:
-        if event.phase is None or event.phase not in PHASES:
-            continue
-        if current is not None and event.phase != current.phase:
-            assert current.phase is not None
-            phases[current.phase] = phases.get(current.phase, 0.0) + _seconds(current.ts, event.ts)
-            current = event
-        elif current is None:
-            current = event
-    if current is not None and current.phase is not None:
-        phases[current.phase] = phases.get(current.phase, 0.0) + _seconds(current.ts, end.ts)
-    outcome = "ready" if end.type == "complete" else "error"
-    return RunSummary(outcome, _seconds(events[0].ts, end.ts), phases)
+    return timing
 
 
 def _seconds(start: datetime, end: datetime) -> float:
@@ -226,7 +176,8 @@ class RunLedger:
                 select(ContainerEvent.id, ContainerEvent.container_id, ContainerEvent.seq,
                        ContainerEvent.ts)
                 .where(ContainerEvent.id > self._cursor,
-                       ContainerEvent.type.in_(TERMINAL_TYPES))
+                       ContainerEvent.type.in_(TERMINAL_TYPES),
+                       ContainerEvent.outcome.in_(OUTCOMES))
                 .order_by(ContainerEvent.id)).all()  # fmt: skip
         new: dict[str, dict[int, int]] = {}  # container -> {seq: id} of its new terminal events
         for row in rows:
@@ -252,27 +203,30 @@ class RunLedger:
         with factory() as session:
             rows = session.execute(
                 select(ContainerEvent.container_id, ContainerEvent.seq, ContainerEvent.type,
-                       ContainerEvent.phase, ContainerEvent.message, ContainerEvent.ts)
+                       ContainerEvent.phase, ContainerEvent.outcome, ContainerEvent.ts)
                 .where(ContainerEvent.container_id.in_(list(wanted)),
                        ContainerEvent.type != "log", ContainerEvent.seq <= last)
                 .order_by(ContainerEvent.container_id, ContainerEvent.seq)).all()  # fmt: skip
-        by_container: dict[str, list[StoredEvent]] = {}
+        by_container: dict[str, tuple[list[int], list[Mark]]] = {}
         for r in rows:
-            by_container.setdefault(r.container_id, []).append(
-                StoredEvent(r.seq, r.type, r.phase, r.message, r.ts)
-            )
-        for cid, events in by_container.items():
-            for run in split_runs(events):
-                if run[-1].seq in wanted[cid]:
+            seqs, marks = by_container.setdefault(r.container_id, ([], []))
+            seqs.append(r.seq)
+            marks.append(Mark(r.type, r.phase, r.ts, r.outcome))
+        for cid, (seqs, marks) in by_container.items():
+            end = 0  # the events of the runs so far: this run's terminal one is at end - 1
+            for run in split_runs(marks):
+                end += len(run)
+                if seqs[end - 1] in wanted[cid]:
                     self._observe(summarize_run(run))
 
-    def _observe(self, summary: RunSummary | None) -> None:
-        if summary is None:
+    def _observe(self, summary: RunTiming | None) -> None:
+        if summary is None or summary.outcome is None:
             return
-        self.runs[summary.outcome] += 1
-        self.run_seconds[summary.outcome].observe(summary.seconds)
+        outcome = summary.outcome  # one of OUTCOMES (summarize_run)
+        self.runs[outcome] += 1
+        self.run_seconds[outcome].observe(summary.seconds)
         for phase, seconds in summary.phases.items():
-            self.phase_seconds[(phase, summary.outcome)].observe(seconds)
+            self.phase_seconds[(phase, outcome)].observe(seconds)
 
     def families(self) -> list[Family]:
         runs = Family(

@@ -10,7 +10,8 @@ from typing import Any
 
 from flask import Response, jsonify
 
-from provisioner.events import MAX_SEQ
+from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
+from provisioner.phases import PHASES
 from provisioner.request_checks import TEMPLATE_NAME
 from web.api import NAME_PATTERN, bp
 from web.api_containers import PRINTABLE
@@ -285,10 +286,12 @@ SCHEMAS: dict[str, Any] = {
         optional=("root_password", "warning")),
     "Event": _object({
         "seq": INT, "container": STR,
-        "type": {"enum": ["step", "log", "warning", "recovering", "complete", "error"]},
-        "phase": {"enum": ["create", "start", "deploy", "scripts", "finalize"]},
+        "type": {"enum": list(EVENT_TYPES)},
+        "phase": {"enum": list(PHASES)},
         "percent": INT, "message": STR, "stream": {"enum": ["stdout", "stderr"]},
-        "script": STR, "ts": STR}, optional=("phase", "percent", "message", "stream", "script")),
+        "script": STR,
+        "outcome": {"enum": list(OUTCOMES), "description": "how the run ended (terminal events)"},
+        "ts": STR}, optional=("phase", "percent", "message", "stream", "script", "outcome")),
     "Events": _object({"events": {"type": "array", "items": _ref("Event")}, "next_after": INT,
                        "more": BOOL}),
     "Job": _object({"job_id": STR, "action": STR, "container": STR, "events_url": STR}),

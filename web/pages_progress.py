@@ -4,7 +4,8 @@ The five phases as a stepper, percent, elapsed time and an ETA, and the
 live log console fed by the relay (``static/progress.js``).  The page is
 rendered with what the script needs to start: the container's lifecycle,
 the last ``seq`` stored when the page was made (events up to it are
-history, later ones are live), the server's clock, and the ETA: medians of
+history, later ones are live), the server's clock, the phases with their
+labels and percent ranges (``provisioner.phases``), and the ETA: medians of
 the phase durations of past clean runs of the same template (``web.eta``).
 """
 
@@ -18,10 +19,12 @@ from flask import Blueprint, Flask, render_template, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioner.events import now_iso
+from provisioner import phases
+from provisioner.events import TERMINAL_TYPES, now_iso
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle
+from provisioner.timings import Mark, RunTiming
 from web.app import get_db
-from web.eta import Estimate, Mark, RunDurations, estimate, run_durations
+from web.eta import Estimate, estimate, run_durations
 from web.pages import not_found
 
 bp = Blueprint("progress", __name__)
@@ -29,29 +32,26 @@ bp = Blueprint("progress", __name__)
 HISTORY_CANDIDATES = 20  # finished containers of the template looked at, newest first
 HISTORY_RUNS = 10  # clean runs the median is taken over
 _CACHE_SIZE = 4096
-PHASE_LABELS = {"create": "Create", "start": "Start", "deploy": "Deploy files",
-                "scripts": "Run scripts", "finalize": "Finalize"}  # fmt: skip
 
 # A finished container's first run never changes: remember its durations
 # (None: not a clean run) instead of reading its events again.
-_runs: OrderedDict[str, RunDurations | None] = OrderedDict()
+_runs: OrderedDict[str, RunTiming | None] = OrderedDict()
 _runs_lock = threading.Lock()
 
 
-def _first_run(session: Session, container_id: str) -> RunDurations | None:
+def _first_run(session: Session, container_id: str) -> RunTiming | None:
     with _runs_lock:
         if container_id in _runs:
             _runs.move_to_end(container_id)
             return _runs[container_id]
-    query = (select(ContainerEvent.seq, ContainerEvent.type, ContainerEvent.phase,
-                    ContainerEvent.ts)
+    query = (select(ContainerEvent.type, ContainerEvent.phase, ContainerEvent.ts)
              .where(ContainerEvent.container_id == container_id, ContainerEvent.type != "log")
              .order_by(ContainerEvent.seq))  # fmt: skip
     marks: list[Mark] = []
     ended = False
-    for seq, type_, phase, ts in session.execute(query):  # stops reading at the first end
-        marks.append(Mark(seq=seq, type=type_, phase=phase, ts=ts))
-        if type_ in ("complete", "error"):
+    for type_, phase, ts in session.execute(query):  # stops reading at the first end
+        marks.append(Mark(type=type_, phase=phase, ts=ts))
+        if type_ in TERMINAL_TYPES:
             ended = True
             break
     durations = run_durations(marks)
@@ -72,7 +72,7 @@ def template_estimate(session: Session, template: str, exclude: str) -> Estimate
                Container.lifecycle.in_([Lifecycle.READY, Lifecycle.DESTROYING,
                                         Lifecycle.DESTROYED]))
         .order_by(Container.created_at.desc()).limit(HISTORY_CANDIDATES)).all()  # fmt: skip
-    runs: list[RunDurations] = []
+    runs: list[RunTiming] = []
     for container_id in candidates:
         durations = _first_run(session, container_id)
         if durations is not None:
@@ -89,6 +89,7 @@ def page_data(ct: Container, eta: Estimate | None) -> dict[str, Any]:
         "vmid": ct.vmid, "lifecycle": str(ct.lifecycle), "attempts": ct.attempts,
         "last_seq": max(ct.next_seq - 1, 0), "now": now_iso(),
         "eta": eta.as_json() if eta is not None else None,
+        "phases": phases.as_json(),
         "urls": {
             "api": url_for("api.get_container", container_id=ct.id),
             "ws": f"/ws/containers/{ct.id}/events",
@@ -110,7 +111,7 @@ def progress(container_id: str) -> str | tuple[str, int]:
                          "pages.index", "Back to containers")  # fmt: skip
     data = page_data(ct, template_estimate(session, ct.template, exclude=ct.id))
     session.commit()
-    return render_template("progress.html", data=data, phases=PHASE_LABELS)
+    return render_template("progress.html", data=data, phases=phases.PHASE_LABELS)
 
 
 def init_app(app: Flask) -> None:

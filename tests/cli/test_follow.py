@@ -16,26 +16,14 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from cli.output import PHASE_RANGES, RunView, phase_percent
+from cli.output import RunView
 from provisioner.db import session_scope
-from provisioner.events import PHASES, Event, EventPublisher, latest_seq
+from provisioner.events import Event, EventPublisher, latest_seq
 from provisioner.models import Container, Lifecycle
+from provisioner.phases import PHASES
 from provisioner.queue import provisioning_queue
 from tests.cli.conftest import Cli
 from tests.cli.test_containers import one_line_error
-
-
-def test_phase_ranges_are_the_pipelines() -> None:
-    from pipeline.context import PHASE_RANGES as PIPELINE
-
-    assert PHASE_RANGES == PIPELINE
-    assert list(PHASE_RANGES) == list(PHASES)
-
-
-def test_phase_percent() -> None:
-    assert phase_percent("create", 0) == 0 and phase_percent("create", 10) == 50
-    assert phase_percent("scripts", 70) == 50 and phase_percent("scripts", 95) == 100
-    assert phase_percent("finalize", 20) == 0
 
 
 def run_events(cid: str = "c") -> list[Event]:

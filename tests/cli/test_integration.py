@@ -85,6 +85,10 @@ def test_create_follow_serves_the_page_then_stop_start_destroy(
     started = run(stack, "start", "cli-web", "--follow")
     assert started.returncode == 0, explain(stack, started)
     assert pve_status(stack, "cli-web") == "running"
+    # each run's terminal event says how it ended
+    history = [json.loads(line) for line in run(stack, "logs", cid, "--json").stdout.splitlines()]
+    assert [e.get("outcome") for e in history if e["type"] in ("complete", "error")] == [
+        "ready", "done", "done"]  # fmt: skip
 
     refused = run(stack, "destroy", "cli-web")
     assert refused.returncode == 2 and "pass --yes" in refused.stderr
@@ -150,6 +154,7 @@ def test_json_output_and_logs_follow(stack: Stack, cleanup: Callable[[str], str]
     assert out[0]["type"] == "queued" and out[0]["action"] == "destroy"
     assert [e["seq"] for e in out[1:-1]] == list(range(seqs[-1] + 1, seqs[-1] + len(out) - 1))
     assert out[-2]["type"] == "complete" and out[-2]["message"] == "destroyed"
+    assert out[-2]["outcome"] == "destroyed"
     assert out[-1]["type"] == "result" and out[-1]["ok"] is True
     assert out[-1]["container"]["lifecycle"] == Lifecycle.DESTROYED.value
 

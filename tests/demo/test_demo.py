@@ -18,7 +18,7 @@ import requests
 from redis import Redis
 from rq import Worker
 
-from provisioner.events import PHASES
+from provisioner.phases import PHASES
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration]

@@ -125,6 +125,7 @@ def _run(app: Flask, cid: str, first_seq: int, start: float, outcome: str) -> in
         for i, (kind, phase, second, message) in enumerate(rows):
             session.add(ContainerEvent(container_id=cid, seq=first_seq + i, type=kind,
                                        phase=phase, message=message,
+                                       outcome=outcome if kind in ("complete", "error") else None,
                                        ts=t0 + timedelta(seconds=second)))  # fmt: skip
     return first_seq + len(rows)
 
@@ -150,7 +151,15 @@ def test_runs_are_folded_once(fresh_app: Flask) -> None:
     assert run.value("provisioner_run_duration_seconds_sum", outcome="ready") == 20
 
     assert scrape(client, token)["provisioner_runs_total"].value(outcome="ready") == 1
-    _run(fresh_app, first, seq, -10, "ready")  # the retry of the failed one
+    seq = _run(fresh_app, first, seq, -10, "ready")  # the retry of the failed one
+    runs = scrape(client, token)["provisioner_runs_total"]
+    assert (runs.value(outcome="ready"), runs.value(outcome="error")) == (2, 1)
+    with db_session(fresh_app) as session:  # a destroy is no provisioning run
+        for i, kind in enumerate(("step", "complete")):
+            session.add(ContainerEvent(container_id=first, seq=seq + i, type=kind,
+                                       phase="finalize", message="destroyed",
+                                       outcome="destroyed" if kind == "complete" else None,
+                                       ts=utcnow()))  # fmt: skip
     runs = scrape(client, token)["provisioner_runs_total"]
     assert (runs.value(outcome="ready"), runs.value(outcome="error")) == (2, 1)
 

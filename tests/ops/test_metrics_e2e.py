@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from rq import Queue, Worker
 
-from provisioner.events import PHASES
 from provisioner.models import Lifecycle
+from provisioner.phases import PHASES
 from tests.ops import promtext
 from tests.ops.test_metrics import PROMETHEUS_ACCEPT
 from tests.pipeline.conftest import Stack

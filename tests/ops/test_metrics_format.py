@@ -7,24 +7,24 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from provisioner.timings import Mark, split_runs
 from tests.ops import promtext
 from web.metrics import (
     Family,
     Histogram,
-    StoredEvent,
     escape_label,
     format_value,
     render,
-    split_runs,
     summarize_run,
 )
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
-def ev(seq: int, second: float, type: str = "step", phase: str | None = "create",
-       message: str = "") -> StoredEvent:  # fmt: skip
-    return StoredEvent(seq, type, phase, message, T0 + timedelta(seconds=second))
+def ev(second: float, type: str = "step", phase: str | None = "create",
+       outcome: str | None = None) -> Mark:  # fmt: skip
+    """One event as the metrics read it (the terminal ones with their outcome)."""
+    return Mark(type, phase, T0 + timedelta(seconds=second), outcome)
 
 
 def test_values_and_escaping() -> None:
@@ -79,10 +79,10 @@ def test_the_strict_reader_refuses_what_prometheus_would(bad: str) -> None:
 
 
 def test_a_ready_run_spends_its_time_in_the_phases() -> None:
-    events = [ev(1, 0, phase="create"), ev(2, 4, phase="create"), ev(3, 5, phase="start"),
-              ev(4, 6, "warning", phase="start"), ev(5, 8, phase="deploy"),
-              ev(6, 9, phase="scripts"), ev(7, 19, phase="finalize"),
-              ev(8, 21, "complete", "finalize", "CT 104 is ready at 198.18.0.130")]  # fmt: skip
+    events = [ev(0, phase="create"), ev(4, phase="create"), ev(5, phase="start"),
+              ev(6, "warning", phase="start"), ev(8, phase="deploy"),
+              ev(9, phase="scripts"), ev(19, phase="finalize"),
+              ev(21, "complete", "finalize", "ready")]  # fmt: skip
     summary = summarize_run(events)
     assert summary is not None and summary.outcome == "ready" and summary.seconds == 21
     assert summary.phases == {"create": 5, "start": 3, "deploy": 1, "scripts": 10, "finalize": 2}
@@ -90,19 +90,19 @@ def test_a_ready_run_spends_its_time_in_the_phases() -> None:
 
 def test_runs_are_cut_at_terminal_events_and_only_provisioning_counts() -> None:
     events = [
-        ev(1, 0, phase="create"), ev(2, 3, phase="start"), ev(3, 4, phase="scripts"),
-        ev(4, 10, "error", "scripts", "scripts failed: script 20-check.sh exited with 3"),
+        ev(0, phase="create"), ev(3, phase="start"), ev(4, phase="scripts"),
+        ev(10, "error", "scripts", "error"),  # "scripts failed: ..."
         # an hour later: the retry resumes at scripts
-        ev(5, 3600, phase="scripts"), ev(6, 3602, phase="finalize"),
-        ev(7, 3603, "complete", "finalize", "CT 104 is ready at 198.18.0.130"),
-        ev(8, 4000, phase="finalize"), ev(9, 4001, "complete", "finalize", "stop done"),
-        ev(10, 4100, phase="finalize"),
-        ev(11, 4101, "error", "finalize", "start failed: CT 104 is locked"),
-        ev(12, 4200, phase="finalize"), ev(13, 4203, "complete", "finalize", "destroyed"),
-        ev(14, 4300, phase="create"),  # unfinished
+        ev(3600, phase="scripts"), ev(3602, phase="finalize"),
+        ev(3603, "complete", "finalize", "ready"),
+        ev(4000, phase="finalize"), ev(4001, "complete", "finalize", "done"),  # a stop
+        ev(4100, phase="finalize"),
+        ev(4101, "error", "finalize", "failed"),  # "start failed: CT 104 is locked"
+        ev(4200, phase="finalize"), ev(4203, "complete", "finalize", "destroyed"),
+        ev(4300, phase="create"),  # unfinished
     ]  # fmt: skip
     runs = split_runs(events)
-    assert [r[-1].seq for r in runs] == [4, 7, 9, 11, 13]
+    assert [r[-1] for r in runs] == [events[seq - 1] for seq in (4, 7, 9, 11, 13)]
     summaries = [summarize_run(r) for r in runs]
     failed, retried = summaries[0], summaries[1]
     assert failed is not None and failed.outcome == "error" and failed.seconds == 10
@@ -113,8 +113,14 @@ def test_runs_are_cut_at_terminal_events_and_only_provisioning_counts() -> None:
 
 
 def test_a_failed_start_phase_is_a_provisioning_run() -> None:
-    events = [ev(1, 0, phase="create"), ev(2, 2, phase="start"),
-              ev(3, 7, "error", "start", "start failed: no address after 120 s")]  # fmt: skip
+    # "start failed: no address after 120 s"
+    events = [ev(0, phase="create"), ev(2, phase="start"), ev(7, "error", "start", "error")]
     summary = summarize_run(events)
     assert summary is not None and summary.outcome == "error"
     assert summary.phases == {"create": 2, "start": 5}
+
+
+def test_the_outcome_field_decides_not_the_wording() -> None:
+    # a terminal event without an outcome (never written since migration 0002) counts nothing
+    assert summarize_run([ev(0, phase="create"), ev(2, "complete", "finalize")]) is None
+    assert summarize_run([ev(0, phase="finalize"), ev(1, "error", "finalize", "failed")]) is None

@@ -28,6 +28,6 @@ def test_nginx_static_ip_to_ready(stack: Stack, cleanup: Callable[[str], str]) -
         assert "Hello from e2e" in resp.read().decode()
     events = list(EventReader(stack.redis, stack.factory, cid).events(0, follow=False))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert events[-1].type == "complete"
+    assert events[-1].type == "complete" and events[-1].outcome == "ready"
     assert {e.phase for e in events if e.type == "step"} == {
         "create", "start", "deploy", "scripts", "finalize"}  # fmt: skip

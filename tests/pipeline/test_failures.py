@@ -188,6 +188,7 @@ def test_create_task_error_fails_the_create_phase(stack: Stack,
                for e in events if e.type == "log")  # fmt: skip
     last = events[-1]
     assert last.type == "error" and last.phase == "create" and error in last.message, last
+    assert last.outcome == "error"
     assert events == all_events(stack, cid)  # nothing after the error
     # PVE cleaned up the failed create: no container left behind
     assert vmid not in pve_vmids(stack)

@@ -131,6 +131,16 @@ def last_event(stack: Stack, cid: str, *, with_seq: bool = False) -> Any:
         return (row.type, row.message, row.seq) if with_seq else (row.type, row.message)
 
 
+def last_outcome(stack: Stack, cid: str) -> str | None:
+    """The outcome its latest event (a terminal one) stored."""
+    from provisioner.models import ContainerEvent
+
+    with stack.factory() as session:
+        row = (session.query(ContainerEvent).filter_by(container_id=cid)
+               .order_by(ContainerEvent.seq.desc()).first())  # fmt: skip
+        return row.outcome if row is not None else None
+
+
 def stale_record(stack: Stack, hostname: str, vmid: int, lifecycle: Lifecycle) -> str:
     """A record that claims CT ``vmid`` without holding it, as the old
     failed-create bug left them (or a restore of an old database does)."""
@@ -230,15 +240,18 @@ def test_the_guard_stops_every_action_on_a_ct_that_is_not_the_records(
         kind, message = act(stack, api, cid, action)
         ct = stack.container(cid)
         assert ct.vmid != vmid, action  # the record no longer claims the CT
+        outcome = last_outcome(stack, cid)
         if action == "destroy":
             assert ct.lifecycle == Lifecycle.DESTROYED
             assert kind == "complete" and message.startswith(f"destroyed the record only ({other}")
+            assert outcome == "destroyed"
         elif action == "retry":  # a new container of its own, on another vmid
             assert ct.lifecycle == Lifecycle.READY, ct.error_message
-            assert ct.vmid is not None and kind == "complete"
+            assert ct.vmid is not None and kind == "complete" and outcome == "ready"
             assert any(m.endswith("; creating a new one") for m in _messages(stack, cid))
         else:
             assert ct.lifecycle == Lifecycle.ERROR and ct.vmid is None and kind == "error"
+            assert outcome == "failed", action  # an action failed, not a provisioning
             where = other if cid != gone else "CT 99999 no longer exists"
             assert message.startswith(f"{action} failed: {where}"), message
             assert "this record owns no container" in (ct.error_message or "")

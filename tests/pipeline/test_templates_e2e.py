@@ -30,8 +30,9 @@ import redis as redis_lib
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from provisioner.events import EVENT_TYPES, PHASES, STREAMS, Event, EventReader, stream_key
+from provisioner.events import EVENT_TYPES, STREAMS, Event, EventReader, stream_key
 from provisioner.models import Container, Lifecycle, Node
+from provisioner.phases import PHASES
 from provisioner.requests import stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import container_ssh_private_key
@@ -402,7 +403,8 @@ def test_events_contract_of_a_full_run(stack: Stack, cleanup: Callable[[str], st
     for payload in wire:
         assert {"seq", "container", "type", "message", "ts"} <= payload.keys(), payload
         assert set(payload) <= {"seq", "container", "type", "phase", "percent", "message",
-                                "stream", "script", "ts"}, payload  # fmt: skip
+                                "stream", "script", "outcome", "ts"}, payload  # fmt: skip
+        assert ("outcome" in payload) == (payload["type"] in ("complete", "error")), payload
         assert payload["container"] == cid
         assert payload["type"] in EVENT_TYPES
         assert isinstance(payload["message"], str)

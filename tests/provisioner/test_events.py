@@ -35,6 +35,19 @@ def test_event_json_round_trip_and_validation() -> None:
     assert channel("abc") == "provisioner:container:abc:events"
 
 
+def test_a_terminal_event_carries_its_runs_outcome() -> None:
+    done = Event(seq=9, container="c1", type="complete", message="CT 104 is ready at 10.0.0.5",
+                 phase="finalize", percent=100, outcome="ready")  # fmt: skip
+    assert done.as_dict()["outcome"] == "ready"
+    assert Event.from_json(done.to_json()) == done
+    assert '"outcome":"ready"' in done.to_json()
+    # published before terminal events carried one: still read
+    assert Event.from_dict({"seq": 1, "container": "c", "type": "error"}).outcome is None
+    for bad in ({"outcome": "nope"}, {"type": "step", "outcome": "ready"}):
+        with pytest.raises(ValueError):
+            Event(**{"seq": 1, "container": "c", "type": "error", **bad})  # type: ignore[arg-type]
+
+
 @pytest.fixture()
 def container_id(factory: sessionmaker[Session], redis: Redis) -> Iterator[str]:
     cid = make_container(factory)
@@ -65,6 +78,24 @@ def test_steps_are_durable_at_once_logs_in_batches(
         pub.close()
     with factory() as session:
         assert session.get(Container, container_id).next_seq == 13  # type: ignore[union-attr]
+
+
+def test_the_outcome_is_stored_streamed_and_read_back(
+    redis: Redis, factory: sessionmaker[Session], container_id: str
+) -> None:
+    with EventPublisher(redis, factory, container_id) as pub:
+        pub.publish("step", "scripts", phase="scripts", percent=60)
+        sent = pub.publish("error", "scripts failed: exit 3", phase="scripts", outcome="error")
+    with factory() as session:
+        rows = session.scalars(select(ContainerEvent).where(
+            ContainerEvent.container_id == container_id).order_by(ContainerEvent.seq)).all()  # fmt: skip
+        assert [r.outcome for r in rows] == [None, "error"]
+    entries = redis.xrange(stream_key(container_id))
+    assert Event.from_json(entries[-1][1][b"e"]).outcome == "error"
+    replayed = list(EventReader(redis, factory, container_id).events(0, follow=False))
+    assert replayed[-1] == sent
+    redis.delete(stream_key(container_id))  # from the database alone
+    assert list(EventReader(redis, factory, container_id).events(0, follow=False))[-1] == sent
 
 
 def test_a_new_publisher_continues_seq_and_recovers_unflushed_events(

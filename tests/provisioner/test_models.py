@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, delete, inspect, select, text
@@ -65,9 +67,9 @@ def make_container(session: Session, node: Node, **kw: Any) -> Container:
 def test_upgrade_from_empty_creates_the_schema(db_url: str) -> None:
     assert db.current_revision(db_url) is None
     db.upgrade(db_url)
-    assert db.current_revision(db_url) == db.head_revision() == "0001"
+    assert db.current_revision(db_url) == db.head_revision() == "0002"
     db.upgrade(db_url)  # a second run changes nothing
-    assert db.current_revision(db_url) == "0001"
+    assert db.current_revision(db_url) == "0002"
     engine = db.make_engine(db_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -115,6 +117,84 @@ def test_migrated_schema_matches_the_models(new_db: Callable[[], str]) -> None:
     finally:
         migrated.dispose()
         reference.dispose()
+
+
+# (type, phase, message) of terminal events as pipeline/job.py words them -> the outcome
+# migration 0002 gives them (what /metrics read from the wording before)
+WORDED_OUTCOMES = [
+    ("complete", "finalize", "CT 104 is ready at 198.18.0.130/24", "ready"),
+    ("error", "scripts", "scripts failed: script 20-check.sh exited with 3 (fix it)", "error"),
+    ("error", "create", "create failed: storage 'local' is full", "error"),
+    ("complete", "create", "destroyed", "destroyed"),
+    ("complete", "finalize", "destroyed the record only (CT 104 is gone from node pve1)",
+     "destroyed"),
+    ("complete", "finalize", "stop done", "done"),
+    ("error", "finalize", "start failed: CT 104 is locked (wait, then retry)", "failed"),
+    ("error", "scripts", "destroy failed: CT 104 is not ours", "failed"),
+    ("error", "deploy", "resync failed: CT 104 is gone", "failed"),
+    ("error", None, "internal error: boom", "failed"),
+    ("error", "start", "Start failed: not the wording", "failed"),  # case matters
+]  # fmt: skip
+
+
+def test_migration_0002_gives_stored_terminal_events_their_outcome(db_url: str) -> None:
+    db.upgrade(db_url, "0001")
+    # the tables as revision 0001 has them (the models have moved on)
+    nodes = sa.table("nodes", *(sa.column(n) for n in ("name", "host", "port", "pve_node",
+                     "auth_kind", "pve_user", "token_name", "secret_ciphertext")),
+                     sa.column("tls_insecure", sa.Boolean()),
+                     *(sa.column(n, sa.DateTime(timezone=True))
+                       for n in ("created_at", "updated_at")))  # fmt: skip
+    containers = sa.table("containers", *(sa.column(n) for n in ("id", "node_id", "template",
+                          "hostname", "lifecycle", "failure_policy", "attempts", "next_seq")),
+                          *(sa.column(n, sa.JSON()) for n in ("request", "finished_phases",
+                                                              "finished_scripts", "services")),
+                          *(sa.column(n, sa.DateTime(timezone=True))
+                            for n in ("created_at", "updated_at")))  # fmt: skip
+    events = sa.table("container_events", *(sa.column(n) for n in ("container_id", "seq", "type",
+                      "phase", "message")), sa.column("ts", sa.DateTime(timezone=True)))  # fmt: skip
+    now = datetime.now(UTC)
+    cid = "abcd0000-0000-4000-8000-000000000001"
+    stored = [("step", "create", "creating", None), ("log", "create", "a line", None),
+              *WORDED_OUTCOMES]  # fmt: skip
+    engine = db.make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(nodes).values(
+                name="pve1", host="127.0.0.2", port=8006, pve_node="pve", auth_kind="token",
+                pve_user="root@pam", token_name="prov", secret_ciphertext="v1:kid:bm9kZQ",
+                tls_insecure=False, created_at=now, updated_at=now))  # fmt: skip
+            node_id = conn.scalar(sa.text("SELECT id FROM nodes"))
+            conn.execute(sa.insert(containers).values(
+                id=cid, node_id=node_id, template="debian-base", hostname="ct1",
+                lifecycle="ready", failure_policy="keep", attempts=1, next_seq=len(stored) + 1,
+                request={}, finished_phases=[], finished_scripts=[], services=[],
+                created_at=now, updated_at=now))  # fmt: skip
+            conn.execute(sa.insert(events), [
+                {"container_id": cid, "seq": seq, "type": kind, "phase": phase,
+                 "message": message, "ts": now}
+                for seq, (kind, phase, message, _) in enumerate(stored, 1)])  # fmt: skip
+    finally:
+        engine.dispose()
+
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            outcomes = conn.scalars(sa.text(
+                "SELECT outcome FROM container_events ORDER BY seq")).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    assert outcomes == [outcome for *_, outcome in stored]
+
+    command.downgrade(db.alembic_config(db_url), "0001")  # and back: the column goes
+    engine = db.make_engine(db_url)
+    try:
+        assert "outcome" not in {c["name"] for c in inspect(engine).get_columns("container_events")}
+    finally:
+        engine.dispose()
+    db.upgrade(db_url)
+    assert db.current_revision(db_url) == "0002"
 
 
 def test_unknown_revision_in_database_is_a_permanent_error(db_url: str) -> None:

@@ -12,16 +12,17 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from provisioner.models import ContainerEvent, Lifecycle
+from provisioner.phases import PHASES, as_json
+from provisioner.timings import Mark, RunTiming
 from tests.web.conftest import add_container, db_session, form_csrf
-from web.eta import PHASES, Mark, RunDurations, estimate, run_durations
+from web.eta import estimate, run_durations
 
 T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 
 
 def marks(*spec: tuple[str, str | None, float]) -> list[Mark]:
-    """(type, phase, seconds after T0) -> marks with seq 1, 2, ..."""
-    return [Mark(seq=i + 1, type=t, phase=p, ts=T0 + timedelta(seconds=s))
-            for i, (t, p, s) in enumerate(spec)]  # fmt: skip
+    """(type, phase, seconds after T0) -> marks (stored with seq 1, 2, ...)."""
+    return [Mark(type=t, phase=p, ts=T0 + timedelta(seconds=s)) for t, p, s in spec]
 
 
 CLEAN = marks(
@@ -42,13 +43,13 @@ def test_a_clean_run_lasts_from_each_phases_first_event_to_the_next_ones() -> No
     run = run_durations(CLEAN)
     assert run is not None
     assert run.phases == {"create": 5, "start": 4, "deploy": 1, "scripts": 30, "finalize": 1.5}
-    assert run.total == 41.5
+    assert run.seconds == 41.5
 
 
 def test_events_after_the_first_run_do_not_count() -> None:
     later = marks(("step", "finalize", 100), ("complete", "finalize", 200))
     run = run_durations([*CLEAN, *later])
-    assert run is not None and run.total == 41.5
+    assert run is not None and run.seconds == 41.5
 
 
 @pytest.mark.parametrize(
@@ -74,9 +75,9 @@ def test_only_clean_finished_runs_count(events: list[Mark]) -> None:
 
 
 def test_the_estimate_is_the_median_per_phase_and_in_total() -> None:
-    def run(scale: float) -> RunDurations:
-        return RunDurations(phases={p: scale * (i + 1) for i, p in enumerate(PHASES)},
-                            total=scale * 15)  # fmt: skip
+    def run(scale: float) -> RunTiming:
+        return RunTiming(outcome="ready", seconds=scale * 15,
+                         phases={p: scale * (i + 1) for i, p in enumerate(PHASES)})  # fmt: skip
 
     est = estimate([run(1), run(100), run(2)])  # one slow outlier moves nothing
     assert est is not None
@@ -98,11 +99,11 @@ def test_no_runs_no_estimate() -> None:
 def _store_run(app: Flask, spec: list[Mark], lifecycle: Lifecycle, start: datetime) -> str:
     cid = add_container(app, template="lines", lifecycle=lifecycle, finished_at=start)
     with db_session(app) as session:
-        for m in spec:
-            session.add(ContainerEvent(container_id=cid, seq=m.seq, type=m.type, phase=m.phase,
+        for seq, m in enumerate(spec, 1):
+            session.add(ContainerEvent(container_id=cid, seq=seq, type=m.type, phase=m.phase,
                                        message="", ts=m.ts + (start - T0)))  # fmt: skip
             # log lines in between are skipped by the query, whatever their number
-            session.add(ContainerEvent(container_id=cid, seq=1000 + m.seq, type="log",
+            session.add(ContainerEvent(container_id=cid, seq=1000 + seq, type="log",
                                        phase=m.phase, message="x", ts=start))  # fmt: skip
     return cid
 
@@ -135,6 +136,8 @@ def test_the_progress_page_carries_the_median_of_earlier_clean_runs(app: Flask,
     assert data["lifecycle"] == "creating" and data["last_seq"] == 42
     assert data["hostname"] == "web01" and data["node"] == "offline"
     assert data["urls"]["ws"] == f"/ws/containers/{current}/events"
+    assert data["phases"] == as_json()  # progress.js takes the phases from here
+    assert '<span class="stage-label">Deploy files</span>' in response.text
     assert 'id="progress" class="progress-view" data-lifecycle="creating"' in response.text
     # a template without clean runs has no estimate (and says so)
     response = logged_in.get(f"/containers/{other}/progress")

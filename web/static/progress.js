@@ -13,8 +13,6 @@
 (function () {
   const { api, el, duration, toast, confirmDialog, copyText } = window.App;
 
-  const PHASES = ["create", "start", "deploy", "scripts", "finalize"];
-  const PHASE_LABELS = { create: "Create", start: "Start", deploy: "Deploy files", scripts: "Run scripts", finalize: "Finalize" };
   const MAX_DOM_LINES = 10000;   // console lines kept in the page; the download has every line
   const LINES_PER_FRAME = 1500;  // DOM lines added per animation frame
   const SETTLED = new Set(["ready", "error", "destroyed"]);
@@ -25,6 +23,9 @@
 
   const root = document.getElementById("progress");
   const boot = JSON.parse(document.getElementById("progress-data").textContent);
+  // the phases, in order, with their labels: from the server (provisioner/phases.py)
+  const PHASES = boot.phases.map((p) => p.name);
+  const PHASE_LABELS = Object.fromEntries(boot.phases.map((p) => [p.name, p.label]));
   const clockSkew = Date.parse(boot.now) - Date.now();  // the server's clock minus ours
   const serverNow = () => Date.now() + clockSkew;
   const $ = (id) => document.getElementById(id);
