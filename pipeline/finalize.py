@@ -101,7 +101,7 @@ async def run(ctx: Context) -> None:
         await health_check(ctx, ct.ip, check)
     snap = ctx.template.snapshot
     if snap is not None:
-        names = {s.name for s in ctx.pve.snapshots(ct.vmid or ctx.vmid)}
+        names = {s.name for s in ctx.pve.snapshots(ct.vmid or ctx.read_vmid())}
         if snap.name not in names:
             ctx.step(f"taking the baseline snapshot '{snap.name}'", 0.8)
             upid = ctx.pve.snapshot_create(ctx.owned(), snap.name, snap.description or None)

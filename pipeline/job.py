@@ -299,7 +299,7 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
         raise
     ip = ctx.container().ip
     # the terminal event first: whoever sees "ready" finds it in the history
-    ctx.events.publish("complete", f"CT {ctx.vmid} is ready at {ip}", phase="finalize",
+    ctx.events.publish("complete", f"CT {ctx.read_vmid()} is ready at {ip}", phase="finalize",
                        percent=100)  # fmt: skip
     ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
     return f"ready at {ip}"

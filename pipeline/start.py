@@ -7,7 +7,7 @@ from pipeline.context import Context
 
 
 async def run(ctx: Context) -> None:
-    vmid = ctx.vmid
+    vmid = ctx.read_vmid()
     status = ctx.pve.wait_unlocked(vmid, timeout=ctx.settings.task_timeout)
     if status.status == "running":
         ctx.step(f"CT {vmid} is already running", 0.2)
