@@ -83,9 +83,9 @@ async def hand_written(info: dict, vmid: int, ip: str, files: list, script: byte
         await conn.run("mkdir -p /etc/bench /usr/local/bin", check=True)
         async with conn.start_sftp_client() as sftp:
             for f in files:
-                async with sftp.open(f.target, "wb") as fh:
+                async with sftp.open(f.path, "wb") as fh:
                     await fh.write(f.content)
-                await sftp.chmod(f.target, f.mode)
+                await sftp.chmod(f.path, f.mode)
         await conn.run("bash -s", input=script.decode(), check=True)
     elapsed = time.monotonic() - t0
     wait_task(api, info["node"], node.lxc(vmid).status.stop.post())

@@ -3,10 +3,11 @@ environment or build clients themselves."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +28,20 @@ from provisioner.templates.model import Template
 
 # refused connects cost a millisecond: poll briskly for the first seconds of a boot
 SSH_BACKOFF = Backoff(base=0.1, factor=1.1, cap=2.0, jitter=0.2)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def off_loop(call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking call, the PVE client's above all, in a worker thread.
+
+    The phases run under asyncio: a PVE request or task wait made on the
+    event loop would hold up everything else on it (the SSH session's
+    traffic and keepalives).  The calls still run one after another, in the
+    order they are awaited; whatever ``call`` raises is raised here as it is.
+    """
+    return await asyncio.to_thread(call, *args, **kwargs)
 
 
 @dataclass
@@ -79,8 +94,12 @@ class Context:
     def warn(self, message: str) -> None:
         self.events.publish("warning", message, phase=self.phase)
 
-    @property
-    def vmid(self) -> int:
+    def read_vmid(self) -> int:
+        """The container's vmid, read from the database now.
+
+        Raises:
+            LookupError: the container has no vmid yet (or no record any more).
+        """
         vmid = self.container().vmid
         if vmid is None:
             raise LookupError("the container has no vmid yet")
@@ -88,13 +107,14 @@ class Context:
 
     def owned(self) -> Owned:
         """The ownership guard: proof, read now, that the record's CT is ours.
-        Every PVE write to an existing CT takes one.
+        Every PVE write to an existing CT takes one.  Blocking (it asks the
+        node): a phase calls it through :func:`off_loop`.
 
         Raises:
             NotOurs: the CT is gone from the node or carries another marker.
             PveTransientError, PvePermanentError: the node could not tell.
         """
-        return prove(self.pve, self.container_id, self.vmid)
+        return prove(self.pve, self.container_id, self.read_vmid())
 
     def disown(self) -> None:
         """Mark the record as owning no container: forget the vmid and

@@ -6,7 +6,7 @@ its claim on the vmid at once."""
 
 from __future__ import annotations
 
-from pipeline.context import Context
+from pipeline.context import Context, off_loop
 from provisioner.errors import PermanentError, TaskFailedError
 from provisioner.models import Node
 from provisioner.requests import create_request_of
@@ -15,7 +15,8 @@ from provisioner.templates.params import build_create_params, parse_marker
 
 
 def _find_own(ctx: Context) -> int | None:
-    """A container on the node carrying this request's marker, if any."""
+    """A container on the node carrying this request's marker, if any.
+    Blocking (PVE calls): run through ``off_loop``."""
     hostname = ctx.container().hostname
     for status in ctx.pve.containers():
         if status.name != hostname:
@@ -27,7 +28,8 @@ def _find_own(ctx: Context) -> int | None:
 
 
 def preflight(ctx: Context, params: dict[str, object], disk_gb: int) -> None:
-    """Fail early, with a clear message, on what would fail the create."""
+    """Fail early, with a clear message, on what would fail the create.
+    Blocking (PVE calls): run through ``off_loop``."""
     node = ctx.pve.connection.node
     ctx.step(f"checking node {node}", 0.05)
     ctx.pve.version()  # reachable and authenticated
@@ -68,19 +70,19 @@ async def run(ctx: Context) -> None:
         params["password"] = password
     if ct.vmid is not None:
         # proven ours by the run's guard (job.py), which drops a claim that is not
-        ctx.owned()
+        await off_loop(ctx.owned)
         ctx.step(f"CT {ct.vmid} already exists (created by an earlier attempt)", 1.0)
-        ctx.pve.wait_unlocked(ct.vmid, timeout=ctx.settings.task_timeout)
+        await off_loop(ctx.pve.wait_unlocked, ct.vmid, timeout=ctx.settings.task_timeout)
         return
     # an earlier attempt may have died between its POST and saving the vmid
-    found = _find_own(ctx) if ct.attempts > 1 else None
+    found = await off_loop(_find_own, ctx) if ct.attempts > 1 else None
     if found is not None:
         ctx.update(vmid=found)
         ctx.step(f"found CT {found}, created by an earlier attempt", 1.0)
-        ctx.pve.wait_unlocked(found, timeout=ctx.settings.task_timeout)
+        await off_loop(ctx.pve.wait_unlocked, found, timeout=ctx.settings.task_timeout)
         return
     disk = request.disk or ctx.template.resources.disk
-    preflight(ctx, params, disk)
+    await off_loop(preflight, ctx, params, disk)
     ctx.step("allocating a vmid", 0.15)
 
     def create(vmid: int) -> str:
@@ -90,15 +92,15 @@ async def run(ctx: Context) -> None:
 
     # nextid + POST take well under a second; a worker killed while holding
     # the lock must not stall the others for long
-    allocation = ctx.pve.allocate_vmid(ct.vmid or request.vmid, create, redis=ctx.redis,
-                                       lock_timeout=15)  # fmt: skip
+    allocation = await off_loop(ctx.pve.allocate_vmid, ct.vmid or request.vmid, create,
+                                redis=ctx.redis, lock_timeout=15)  # fmt: skip
     vmid, upid = allocation.vmid, allocation.result
     ctx.step(f"creating CT {vmid} on node {ctx.pve.connection.node}", 0.2)
     try:
-        result = ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.1,
-                                       on_log=lambda line: ctx.log(line))  # fmt: skip
+        result = await off_loop(ctx.pve.wait_for_task, upid, timeout=ctx.settings.task_timeout,
+                                poll=0.1, on_log=lambda line: ctx.log(line))  # fmt: skip
     except TaskFailedError:
-        if not ctx.pve.exists(vmid):  # PVE removed what the failed task made
+        if not await off_loop(ctx.pve.exists, vmid):  # PVE removed what the failed task made
             ctx.update(vmid=None)  # the id is free again: never act on it later
         raise
     for warning in result.warning_lines:

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 from pipeline.context import Context
 from pipeline.scripts import script_specs
-from provisioner.ssh.files import FilePolicy as SshFilePolicy
-from provisioner.ssh.files import FileSpec
 from provisioner.templates.render import render_files
 
 
 async def run(ctx: Context) -> None:
-    files = render_files(ctx.template, ctx.variables)
-    ctx.step(f"deploying {len(files)} file(s)", 0.1)
-    specs = [FileSpec(path=f.target, content=f.content, mode=f.mode, owner=f.owner,
-                      policy=SshFilePolicy(f.policy.value)) for f in files]  # fmt: skip
+    specs = render_files(ctx.template, ctx.variables)
+    ctx.step(f"deploying {len(specs)} file(s)", 0.1)
     session = await ctx.ssh()
     # the scripts travel in the same batch: one round trip instead of two
     results = await session.upload([*specs, *script_specs(ctx)])

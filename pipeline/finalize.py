@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pipeline.context import Context
+from pipeline.context import Context, off_loop
 from provisioner.errors import PermanentError
 from provisioner.templates.model import HealthCheck, HealthKind
 
@@ -101,9 +101,12 @@ async def run(ctx: Context) -> None:
         await health_check(ctx, ct.ip, check)
     snap = ctx.template.snapshot
     if snap is not None:
-        names = {s.name for s in ctx.pve.snapshots(ct.vmid or ctx.vmid)}
-        if snap.name not in names:
+        snapshots = await off_loop(ctx.pve.snapshots, ct.vmid or ctx.read_vmid())
+        if snap.name not in {s.name for s in snapshots}:
             ctx.step(f"taking the baseline snapshot '{snap.name}'", 0.8)
-            upid = ctx.pve.snapshot_create(ctx.owned(), snap.name, snap.description or None)
-            ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25)
+            owned = await off_loop(ctx.owned)
+            upid = await off_loop(ctx.pve.snapshot_create, owned, snap.name,
+                                  snap.description or None)  # fmt: skip
+            await off_loop(ctx.pve.wait_for_task, upid, timeout=ctx.settings.task_timeout,
+                           poll=0.25)  # fmt: skip
     ctx.step(f"ready: {ct.ip}, host key {ct.ssh_host_key_fingerprint}", 1.0)

@@ -26,7 +26,7 @@ from rq import get_current_job
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import create, deploy, finalize, scripts, start
-from pipeline.context import Context
+from pipeline.context import Context, off_loop
 from provisioner import lease
 from provisioner.backoff import Backoff
 from provisioner.config import Settings
@@ -130,23 +130,24 @@ async def _provision(ctx: Context, keeper: lease.LeaseKeeper) -> None:
 async def _destroy(ctx: Context) -> None:
     if ctx.container().vmid is not None:
         try:
-            owned = ctx.owned()
+            owned = await off_loop(ctx.owned)
         except NotOurs as lost:
             ctx.disown()
             ctx.warn(f"{lost.message}: removing the record only")
         else:
             ctx.step(f"destroying CT {owned.vmid}", 0.3)
-            upid = ctx.pve.destroy(owned, force=True, purge=True)
-            ctx.pve.wait_for_task(upid, timeout=ctx.settings.task_timeout, poll=0.25,
-                                  on_log=lambda line: ctx.log(line))  # fmt: skip
+            upid = await off_loop(ctx.pve.destroy, owned, force=True, purge=True)
+            await off_loop(ctx.pve.wait_for_task, upid, timeout=ctx.settings.task_timeout,
+                           poll=0.25, on_log=lambda line: ctx.log(line))  # fmt: skip
     ctx.step("destroyed", 1.0)
 
 
 async def _power(ctx: Context, action: str) -> None:
-    owned = ctx.owned()
+    owned = await off_loop(ctx.owned)
     call = {"start": ctx.pve.start, "stop": ctx.pve.stop, "reboot": ctx.pve.reboot}[action]
     ctx.step(f"{action} CT {owned.vmid}", 0.5)
-    ctx.pve.wait_for_task(call(owned), timeout=ctx.settings.task_timeout, poll=0.25)
+    upid = await off_loop(call, owned)
+    await off_loop(ctx.pve.wait_for_task, upid, timeout=ctx.settings.task_timeout, poll=0.25)
     ctx.step(f"{action} done", 1.0)
 
 
@@ -157,7 +158,7 @@ async def _guard(ctx: Context) -> NotOurs | None:
     if ctx.container().vmid is None:
         return None
     try:
-        ctx.owned()
+        await off_loop(ctx.owned)
         return None
     except NotOurs as lost:
         log.warning("container %s: %s", ctx.container_id, lost.message)
@@ -304,7 +305,7 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
         raise
     ip = ctx.container().ip
     # the terminal event first: whoever sees "ready" finds it in the history
-    ctx.events.publish("complete", f"CT {ctx.vmid} is ready at {ip}", phase="finalize",
+    ctx.events.publish("complete", f"CT {ctx.read_vmid()} is ready at {ip}", phase="finalize",
                        percent=100, outcome="ready")  # fmt: skip
     ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
     return f"ready at {ip}"

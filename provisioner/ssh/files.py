@@ -1,5 +1,10 @@
 """Files to deploy over SSH: their declaration, validation and the upload plan.
 
+:class:`FileSpec` and :class:`FilePolicy` are the one description of a file
+to put on a container: a template's ``[[files]]`` entry
+(:class:`provisioner.templates.model.TemplateFile`) converts into a FileSpec
+once rendered, the pipeline's scripts are FileSpecs too.
+
 Pure: no asyncssh here.  :class:`provisioner.ssh.session.SshSession.upload` probes
 the remote side with :data:`PROBE_SCRIPT` (one command for every file),
 reads the answer with :func:`parse_probe`, decides per file with
@@ -30,12 +35,17 @@ BACKUP_STAMP_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 _BACKUP_SUFFIX_MAX = len(".bak-") + len("20260101T000000Z") + 3
 
 
-class FilePolicy(enum.Enum):
-    """What to do when the target file already exists with other content."""
+class FilePolicy(enum.StrEnum):
+    """What to do when the target file already exists with other content.
+
+    Templates declare it per file (``policy = "backup"`` in ``template.toml``).
+    """
 
     REPLACE = "replace"  # overwrite it
     DEFAULT = "default"  # leave it alone: the file is only a default
-    BACKUP = "backup"  # keep the old one as <path>.bak-<UTC timestamp>, then overwrite
+    # keep the old one as <path>.bak-<UTC stamp>[-N] (a hard link, see
+    # backup_path), then overwrite
+    BACKUP = "backup"
 
 
 class UploadStatus(enum.StrEnum):

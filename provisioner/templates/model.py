@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.errors import ConfigError
+from provisioner.ssh.files import FilePolicy, FileSpec
 
 __all__ = [
     "PACKAGE_KINDS",
     "Features",
-    "FilePolicy",
-    "FileSpec",
     "HealthCheck",
     "HealthKind",
     "Packages",
@@ -27,6 +26,7 @@ __all__ = [
     "Snapshot",
     "Template",
     "TemplateError",
+    "TemplateFile",
     "Variable",
     "VariableType",
 ]
@@ -67,14 +67,6 @@ class VariableType(enum.StrEnum):
     PASSWORD = "password"
 
 
-class FilePolicy(enum.StrEnum):
-    """What the deploy phase does when the target already exists."""
-
-    REPLACE = "replace"  # overwrite it
-    DEFAULT = "default"  # leave it alone; only create missing files
-    BACKUP = "backup"  # keep the old one aside (target + ".provisioner-bak"), then write
-
-
 class HealthKind(enum.StrEnum):
     HTTP = "http"
     TCP = "tcp"
@@ -110,8 +102,12 @@ class Variable:
 
 
 @dataclass(frozen=True)
-class FileSpec:
-    """One file to deploy: ``source`` under ``files/`` to absolute ``target``."""
+class TemplateFile:
+    """One ``[[files]]`` entry: ``source`` under ``files/`` to absolute ``target``.
+
+    The declaration only; :meth:`to_spec` turns it, with its final content,
+    into the :class:`~provisioner.ssh.files.FileSpec` the SSH layer uploads.
+    """
 
     source: str
     source_path: Path
@@ -120,6 +116,14 @@ class FileSpec:
     owner: str = "root:root"
     policy: FilePolicy = FilePolicy.REPLACE
     template: bool = False
+
+    def to_spec(self, content: bytes) -> FileSpec:
+        """The file to upload, with ``content`` (rendered if ``template``).
+
+        Raises:
+            ConfigError: a field the SSH layer refuses (the message names the target).
+        """
+        return FileSpec(self.target, content, self.mode, self.owner, self.policy)
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,7 @@ class Template:
     resources: Resources = field(default_factory=Resources)
     features: Features = field(default_factory=Features)
     variables: Mapping[str, Variable] = field(default_factory=dict)
-    files: tuple[FileSpec, ...] = ()
+    files: tuple[TemplateFile, ...] = ()
     scripts: tuple[Script, ...] = ()
     script_timeout: int = 600
     packages: Packages = field(default_factory=Packages)

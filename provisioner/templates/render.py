@@ -11,20 +11,18 @@ is off because the outputs are config files, not HTML; HTML templates use
 from __future__ import annotations
 
 import functools
-import hashlib
 import traceback
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from provisioner.errors import ConfigError
-from provisioner.templates.model import FilePolicy, Template, VariableValue
+from provisioner.ssh.files import FileSpec
+from provisioner.templates.model import Template, VariableValue
 
 __all__ = [
-    "RenderedFile",
     "check_jinja_source",
     "render_files",
     "render_text",
@@ -33,23 +31,6 @@ __all__ = [
 ]
 
 _TEMPLATE_FILENAME = "<template>"
-
-
-@dataclass(frozen=True)
-class RenderedFile:
-    """A file ready to upload: final bytes plus where and how to put it."""
-
-    target: str
-    content: bytes
-    mode: int
-    owner: str
-    policy: FilePolicy
-    source: str
-
-    @property
-    def sha256(self) -> str:
-        """Hex digest of the content (the deploy phase skips identical files)."""
-        return hashlib.sha256(self.content).hexdigest()
 
 
 @functools.cache
@@ -122,7 +103,7 @@ def _where(name: str, exc: BaseException) -> str:
     return f"{name}:{line}" if line is not None else name
 
 
-def render_files(template: Template, variables: Mapping[str, VariableValue]) -> list[RenderedFile]:
+def render_files(template: Template, variables: Mapping[str, VariableValue]) -> list[FileSpec]:
     """Read the template's files and render those marked ``template = true``.
 
     Args:
@@ -130,13 +111,15 @@ def render_files(template: Template, variables: Mapping[str, VariableValue]) -> 
         variables: the resolved variables (see ``resolve_variables``).
 
     Returns:
-        One :class:`RenderedFile` per declared file, in declaration order.
+        One :class:`~provisioner.ssh.files.FileSpec` per declared file (its
+        final bytes, target, mode, owner and policy), in declaration order.
 
     Raises:
         ConfigError: a source cannot be read, is not UTF-8 although it is a
-            template, or fails to render (see :func:`render_text`).
+            template, fails to render (see :func:`render_text`), or its
+            target, mode or owner is refused by the SSH layer.
     """
-    rendered: list[RenderedFile] = []
+    rendered: list[FileSpec] = []
     for spec in template.files:
         label = str(spec.source_path)
         try:
@@ -149,16 +132,7 @@ def render_files(template: Template, variables: Mapping[str, VariableValue]) -> 
             except UnicodeDecodeError:
                 raise ConfigError(f"{label}: a template must be UTF-8 text") from None
             content = render_text(text, variables, name=label).encode("utf-8")
-        rendered.append(
-            RenderedFile(
-                target=spec.target,
-                content=content,
-                mode=spec.mode,
-                owner=spec.owner,
-                policy=spec.policy,
-                source=spec.source,
-            )
-        )
+        rendered.append(spec.to_spec(content))
     return rendered
 
 

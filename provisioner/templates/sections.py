@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from provisioner.ssh.files import FilePolicy
 from provisioner.templates import checks
 from provisioner.templates.model import (
     Features,
-    FilePolicy,
-    FileSpec,
     HealthCheck,
     HealthKind,
     Resources,
     Snapshot,
+    TemplateFile,
     Variable,
     VariableType,
 )
@@ -191,9 +191,9 @@ class SectionReader(TemplateReport):
 
     def read_files(
         self, entries: list[Any], variables: Mapping[str, Variable]
-    ) -> tuple[FileSpec, ...]:
+    ) -> tuple[TemplateFile, ...]:
         files_dir = self.dir / "files"
-        specs: list[FileSpec] = []
+        specs: list[TemplateFile] = []
         targets: dict[str, int] = {}
         for i, entry in enumerate(entries):
             path: KeyPath = ("files", i)
@@ -218,7 +218,7 @@ class SectionReader(TemplateReport):
 
     def read_file_entry(
         self, i: int, entry: dict[str, Any], files_dir: Path, path: KeyPath
-    ) -> FileSpec | None:
+    ) -> TemplateFile | None:
         ok = True
         source = self.require(entry, (*path, "source"), str, "")
         target = self.require(entry, (*path, "target"), str, "")
@@ -263,7 +263,7 @@ class SectionReader(TemplateReport):
         is_template = self.get(entry, (*path, "template"), bool, False)
         if not (ok and source and target):
             return None
-        return FileSpec(
+        return TemplateFile(
             source=source,
             source_path=files_dir / source,
             target=target,
@@ -273,7 +273,7 @@ class SectionReader(TemplateReport):
             template=is_template,
         )
 
-    def check_jinja(self, spec: FileSpec, variables: set[str]) -> None:
+    def check_jinja(self, spec: TemplateFile, variables: set[str]) -> None:
         try:
             text = spec.source_path.read_text(encoding="utf-8")
         except UnicodeDecodeError:

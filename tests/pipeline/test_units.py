@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+import pytest
+
+from pipeline.context import off_loop
 from pipeline.finalize import parse_listening
 
 SS_TULNP = """\
@@ -38,3 +44,29 @@ def test_actions_settled_while_they_waited_are_moot() -> None:
     for lifecycle in (Lifecycle.ERROR, Lifecycle.CREATING, Lifecycle.DESTROYING):
         assert moot(lifecycle, "retry") is None and moot(lifecycle, "destroy") is None
     assert moot(Lifecycle.READY, "resync") is None and moot(Lifecycle.READY, "stop") is None
+
+
+def test_blocking_calls_run_off_the_event_loop_and_keep_their_errors() -> None:
+    released = threading.Event()
+
+    def blocking(x: int, *, y: int) -> tuple[int, int]:
+        # set by a coroutine: only reached if the loop runs meanwhile
+        assert released.wait(5), "the event loop was blocked"
+        return threading.get_ident(), x + y
+
+    async def release() -> None:
+        released.set()
+
+    error = LookupError("the container has no vmid yet")
+
+    def failing() -> None:
+        raise error
+
+    async def main() -> None:
+        (thread, value), _ = await asyncio.gather(off_loop(blocking, 1, y=2), release())
+        assert thread != threading.get_ident() and value == 3
+        with pytest.raises(LookupError) as raised:
+            await off_loop(failing)
+        assert raised.value is error  # the very exception, not a wrapper
+
+    asyncio.run(main())

@@ -15,8 +15,9 @@ import pytest
 
 from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.request_checks import field_of, first_per_field
+from provisioner.ssh.files import FilePolicy, FileSpec
 from provisioner.templates.loader import load_all, load_template, validate_tree
-from provisioner.templates.model import FilePolicy, Problem, Template, TemplateError
+from provisioner.templates.model import Problem, Template, TemplateError, TemplateFile
 from provisioner.templates.params import (
     CreateRequest,
     NetworkConfig,
@@ -613,12 +614,25 @@ def test_given_secret_is_kept_and_never_echoed(demo: Template) -> None:
 def test_render_files_bytes_modes_and_policies(demo: Template) -> None:
     values = resolve_variables(demo, {"slug": "shop", "debug": "true"})
     index, logo = render_files(demo, values)
-    assert index.target == "/var/www/html/index.html"
+    assert isinstance(index, FileSpec)  # what the SSH layer uploads, as it is
+    assert index.path == "/var/www/html/index.html"
     assert index.content == b"<h1>Hello</h1>\n<p>port 8080 (debug)</p>\n<p>plain/shop</p>\n"
     assert (index.mode, index.owner, index.policy) == (0o644, "root:www-data", FilePolicy.REPLACE)
     assert logo.content == LOGO  # not a template: byte for byte
     assert (logo.mode, logo.owner, logo.policy) == (0o600, "root:root", FilePolicy.DEFAULT)
-    assert len(index.sha256) == 64 and index.sha256 != logo.sha256
+    assert logo.path == "/var/www/html/logo.bin"
+
+
+def test_a_declared_file_becomes_the_upload_spec(tmp_path: Path) -> None:
+    declared = TemplateFile("app.conf", tmp_path / "app.conf", "/etc/app/app.conf", 0o640,
+                            "root:www-data", FilePolicy.BACKUP, template=True)  # fmt: skip
+    assert declared.to_spec(b"x = 1\n") == FileSpec(
+        "/etc/app/app.conf", b"x = 1\n", 0o640, "root:www-data", FilePolicy.BACKUP
+    )
+    # the SSH layer's own checks apply (here: a uid beyond 10 digits)
+    too_big = TemplateFile("a", tmp_path / "a", "/etc/a", owner="12345678901:root")
+    with pytest.raises(ConfigError, match="/etc/a: owner"):
+        too_big.to_spec(b"")
 
 
 @pytest.mark.parametrize("value", ["{{ 7*7 }}", "{% for %}", "{{ ''.__class__ }}", "{# x #}"])
