@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from provisioner.events import now_iso
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle
-from web.app import get_db
 from web.eta import Estimate, Mark, RunDurations, estimate, run_durations
 from web.pages import not_found
+from web.resources import get_db
 
 bp = Blueprint("progress", __name__)
 
