@@ -34,7 +34,7 @@ import redis
 from provisioner.errors import PvePermanentError
 from provisioner.pve.client import PveClient
 from tests.conftest import start_simulator, stop_simulator
-from tests.provisioner.test_pve import (
+from tests.provisioner.pve.test_client import (
     connection,
     destroy_by_prefix,
     run_concurrent_allocations,
