@@ -403,7 +403,7 @@ def relay_path_cost(stack: Stack, factory: Any, cid: str) -> tuple[float, float,
     one buffer per Redis read).  Returns (before us, now us, messages)."""
     from wsproto.frame_protocol import FrameProtocol
 
-    from web.relay import text_frames
+    from web.frames import text_frames
 
     reader = EventReader(stack.redis, factory, cid)
     started = time.process_time()

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 ENV_VAR = (
     "PROVISIONER_SECRET_KEY"  # provisioner.secrets.box.ENV_VAR, without importing cryptography
 )
-KEY_PICKUP_SECONDS = 2.0  # web.app.KeyFileWatch looks at the key file once a second
+KEY_PICKUP_SECONDS = 2.0  # web.resources.KeyFileWatch looks at the key file once a second
 
 
 def _tokens(session: Session) -> Iterator[str]:

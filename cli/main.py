@@ -1,7 +1,8 @@
 """The ``provisioner`` command line.
 
-Commands load the settings themselves (``--help`` works with a broken
-configuration) and report failures as one line on stderr, ``error: ...``,
+Commands get the settings, the database and Redis from the invocation's
+``Runtime`` (``@pass_runtime``), which loads the settings on first use
+(``--help`` works with a broken configuration), and report failures as one line on stderr, ``error: ...``,
 with the exit status of ``EXIT_CODES_HELP``: 2 for bad input and bad
 configuration, 3 for something that does not exist, 4 for an unreachable
 node or Redis, 5 for a state that forbids the operation, 1 for a failed run
@@ -9,8 +10,8 @@ and anything else the provisioner raised on purpose, and for database
 errors.  Anything else is a bug: one line too, ``error: internal error:
 ...``, exit 1; with ``PROVISIONER_DEBUG=1`` it keeps its traceback.
 
-The container, node and key commands live in ``cli_containers``,
-``cli_nodes`` and ``cli_keys``; ``main`` gathers them.  Another command is
+The container, node and key commands live in ``cli.containers``,
+``cli.nodes`` and ``cli.keys``; ``main`` gathers them.  Another command is
 one more ``main.add_command``.
 """
 
@@ -40,15 +41,18 @@ from cli.runtime import (
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    load_settings,
+    BadInput,
+    Runtime,
     one_line,
+    pass_runtime,
+    runtime,
 )
-from provisioner.config import Settings, redact_url
+from provisioner.config import redact_url
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.request_checks import ActionRefused
 from provisioner.users import UserError
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "ProvisionerGroup", "load_settings", "main"]
+__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "ProvisionerGroup", "main"]
 
 EXIT_CONFIG = EXIT_USAGE  # click's status for usage errors too
 _USER_ERROR_EXIT = {"invalid": EXIT_USAGE, "missing": EXIT_NOT_FOUND, "exists": EXIT_CONFLICT}
@@ -89,8 +93,8 @@ class ProvisionerGroup(click.Group):
             # redis is imported only by commands that use it
             redis_errors = sys.modules.get("redis.exceptions")
             if redis_errors is not None and isinstance(exc, redis_errors.RedisError):
-                root = ctx.find_root().obj
-                where = redact_url(root.redis_url) if isinstance(root, Settings) else "Redis"
+                settings = runtime(ctx).loaded_settings
+                where = redact_url(settings.redis_url) if settings else "Redis"
                 self._fail(ctx, f"redis {where}: {exc}", EXIT_UNREACHABLE)
             if os.environ.get(DEBUG_VARIABLE):
                 raise
@@ -139,12 +143,12 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.pass_context
-def db_upgrade(ctx: click.Context) -> None:
+@pass_runtime
+def db_upgrade(rt: Runtime) -> None:
     """Create or migrate the database schema to the newest revision."""
     from provisioner import db as database  # imports SQLAlchemy and Alembic: only when needed
 
-    url = load_settings(ctx).database_url
+    url = rt.settings.database_url
     before = database.current_revision(url)
     database.upgrade(url)
     after = database.current_revision(url)
@@ -158,8 +162,8 @@ def db_upgrade(ctx: click.Context) -> None:
 @main.command("worker")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
-@click.pass_context
-def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
+@pass_runtime
+def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     """Run an RQ worker on the provisioning queue (what the Procfile runs).
 
     SIGTERM lets the current job finish, then exits; a second one aborts it.
@@ -175,7 +179,7 @@ def worker_cmd(ctx: click.Context, burst: bool, name: str | None) -> None:
     from provisioner.recovery import RecoveryLoop, on_work_horse_killed
     from provisioner.worker import ProvisioningWorker
 
-    settings = load_settings(ctx)
+    settings = rt.settings
     preflight(settings)  # refuse jobs that could only fail: one line now, not one per job
     setup_logging(settings.log_level)
     # imported once here, inherited by every forked work horse instead of
@@ -239,22 +243,16 @@ def user() -> None:
 @click.argument("username")
 @click.option("--admin", is_flag=True, help="Make the user an administrator.")
 @_password_options
-@click.pass_context
-def user_add(
-    ctx: click.Context, username: str, admin: bool, password_stdin: bool, generate: bool
-) -> None:
+@pass_runtime
+def user_add(rt: Runtime, username: str, admin: bool, password_stdin: bool, generate: bool) -> None:
     """Add a user.  Without --password-stdin the password is prompted for, or
     generated (and printed once) when there is no terminal."""
     from provisioner import users
-    from provisioner.db import make_engine, session_factory, session_scope
+    from provisioner.db import session_scope
 
     password, generated = _read_new_password(password_stdin, generate)
-    engine = make_engine(load_settings(ctx).database_url)
-    try:
-        with session_scope(session_factory(engine)) as session:
-            users.create_user(session, username, password, is_admin=admin)
-    finally:
-        engine.dispose()
+    with session_scope(rt.factory) as session:
+        users.create_user(session, username, password, is_admin=admin)
     click.echo(f"user {username} added{' (admin)' if admin else ''}")
     if generated:
         click.echo(f"password: {password}")
@@ -264,19 +262,15 @@ def user_add(
 @user.command("passwd")
 @click.argument("username")
 @_password_options
-@click.pass_context
-def user_passwd(ctx: click.Context, username: str, password_stdin: bool, generate: bool) -> None:
+@pass_runtime
+def user_passwd(rt: Runtime, username: str, password_stdin: bool, generate: bool) -> None:
     """Set a user's password; their dashboard sessions end."""
     from provisioner import users
-    from provisioner.db import make_engine, session_factory, session_scope
+    from provisioner.db import session_scope
 
     password, generated = _read_new_password(password_stdin, generate)
-    engine = make_engine(load_settings(ctx).database_url)
-    try:
-        with session_scope(session_factory(engine)) as session:
-            users.set_password(session, username, password)
-    finally:
-        engine.dispose()
+    with session_scope(rt.factory) as session:
+        users.set_password(session, username, password)
     click.echo(f"password of {username} changed")
     if generated:
         click.echo(f"password: {password}")
@@ -284,21 +278,16 @@ def user_passwd(ctx: click.Context, username: str, password_stdin: bool, generat
 
 
 @user.command("list")
-@click.pass_context
-def user_list(ctx: click.Context) -> None:
+@pass_runtime
+def user_list(rt: Runtime) -> None:
     """List the users."""
     from sqlalchemy import select
 
-    from provisioner.db import make_engine, session_factory
     from provisioner.models import User
 
-    engine = make_engine(load_settings(ctx).database_url)
-    try:
-        with session_factory(engine)() as session:
-            for u in session.scalars(select(User).order_by(User.username)):
-                click.echo(f"{u.username}\t{'admin' if u.is_admin else 'user'}")
-    finally:
-        engine.dispose()
+    with rt.factory() as session:
+        for u in session.scalars(select(User).order_by(User.username)):
+            click.echo(f"{u.username}\t{'admin' if u.is_admin else 'user'}")
 
 
 @main.group()
@@ -309,18 +298,14 @@ def token() -> None:
 @token.command("create")
 @click.argument("username")
 @click.argument("name")
-@click.pass_context
-def token_create(ctx: click.Context, username: str, name: str) -> None:
+@pass_runtime
+def token_create(rt: Runtime, username: str, name: str) -> None:
     """Create an API token NAME for USERNAME and print it (once)."""
     from provisioner import users
-    from provisioner.db import make_engine, session_factory, session_scope
+    from provisioner.db import session_scope
 
-    engine = make_engine(load_settings(ctx).database_url)
-    try:
-        with session_scope(session_factory(engine)) as session:
-            _, secret = users.create_api_token(session, username, name)
-    finally:
-        engine.dispose()
+    with session_scope(rt.factory) as session:
+        _, secret = users.create_api_token(session, username, name)
     click.echo(secret)
     click.echo(f"token {name!r} of {username} created (shown once: store it now)", err=True)
 
@@ -328,39 +313,30 @@ def token_create(ctx: click.Context, username: str, name: str) -> None:
 @token.command("revoke")
 @click.argument("username")
 @click.argument("name")
-@click.pass_context
-def token_revoke(ctx: click.Context, username: str, name: str) -> None:
+@pass_runtime
+def token_revoke(rt: Runtime, username: str, name: str) -> None:
     """Revoke USERNAME's API token NAME."""
     from provisioner import users
-    from provisioner.db import make_engine, session_factory, session_scope
+    from provisioner.db import session_scope
 
-    engine = make_engine(load_settings(ctx).database_url)
-    try:
-        with session_scope(session_factory(engine)) as session:
-            users.revoke_token(session, username, name)
-    finally:
-        engine.dispose()
+    with session_scope(rt.factory) as session:
+        users.revoke_token(session, username, name)
     click.echo(f"token {name!r} of {username} revoked")
 
 
 @token.command("list")
 @click.argument("username")
-@click.pass_context
-def token_list(ctx: click.Context, username: str) -> None:
+@pass_runtime
+def token_list(rt: Runtime, username: str) -> None:
     """List USERNAME's tokens (name, prefix, created, last used, state)."""
     from provisioner import users
-    from provisioner.db import make_engine, session_factory
 
-    engine = make_engine(load_settings(ctx).database_url)
-    try:
-        with session_factory(engine)() as session:
-            for t in users.list_tokens(session, username):
-                used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
-                state = "revoked" if t.revoked else "active"
-                created = t.created_at.isoformat(timespec="seconds")
-                click.echo(f"{t.name}\t{t.prefix}...\t{created}\t{used}\t{state}")
-    finally:
-        engine.dispose()
+    with rt.factory() as session:
+        for t in users.list_tokens(session, username):
+            used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+            state = "revoked" if t.revoked else "active"
+            created = t.created_at.isoformat(timespec="seconds")
+            click.echo(f"{t.name}\t{t.prefix}...\t{created}\t{used}\t{state}")
 
 
 # -- the web app ------------------------------------------------------------------
@@ -375,9 +351,9 @@ def token_list(ctx: click.Context, username: str) -> None:
 @click.option("--threads", type=click.IntRange(4, 1024), default=None,
               help="Threads per worker: each open event stream holds one (default: "
                    "PROVISIONER_WEB_THREADS, 128).")  # fmt: skip
-@click.pass_context
+@pass_runtime
 def web_cmd(
-    ctx: click.Context,
+    rt: Runtime,
     host: str | None,
     port: int | None,
     workers: int | None,
@@ -391,9 +367,13 @@ def web_cmd(
 
     # fail here, with one line, on a bad configuration, an unusable key or an
     # un-migrated database: in gunicorn's worker it would be a traceback
-    settings = load_settings(ctx)
-    preflight(settings)
+    settings = rt.settings
     threads = threads or settings.web_threads
+    if settings.web_relay_max_streams is not None and settings.web_relay_max_streams >= threads:
+        raise BadInput(f"--threads {threads} must be more than PROVISIONER_WEB_RELAY_MAX_STREAMS "
+                       f"({settings.web_relay_max_streams}): every open event stream holds a "
+                       "thread, and pages and the API need some too")  # fmt: skip
+    preflight(settings)
     os.environ["PROVISIONER_WEB_THREADS"] = str(threads)  # the app sizes its stream limit
     bind_host = host or settings.web_host
     bind = f"[{bind_host}]:{port or settings.web_port}" if ":" in bind_host else (

@@ -2,8 +2,10 @@
 the settings, and the database, Redis and secret box of one invocation.
 
 The CLI works on the database and Redis directly through the core library,
-like the worker.  Resources are made on first use and closed when the
-command ends, so ``--help`` and commands that need nothing stay fast.
+like the worker.  A command gets them in one way: ``@pass_runtime`` hands it
+the invocation's :class:`Runtime`.  Everything in it, the settings included,
+is made on first use and closed when the command ends, so ``--help`` works
+with a broken configuration and commands that need nothing stay fast.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ EXIT_UNREACHABLE = 4  # a PVE node or Redis: unreachable, TLS refused, auth refu
 EXIT_CONFLICT = 5  # the state forbids it: lifecycle, still in use, already exists
 EXIT_TIMEOUT = 6  # --timeout ran out while following; the run goes on
 EXIT_INTERRUPTED = 130
+_RUNTIME_KEY = "provisioner.runtime"  # in the root context's meta
 
 EXIT_CODES_HELP = f"""\b
 Exit codes:
@@ -89,25 +92,27 @@ class Interrupted(CliFailure):
     exit_code = EXIT_INTERRUPTED
 
 
-def load_settings(ctx: click.Context) -> Settings:
-    """Return the settings for this invocation, built once from the
-    environment and the ``--config`` file.
-
-    Raises:
-        ConfigError: the configuration is invalid.
-    """
-    root = ctx.find_root()
-    if not isinstance(root.obj, Settings):
-        config_file: Path | None = root.params.get("config_file")
-        root.obj = Settings.from_env(toml_path=config_file)
-    return root.obj
-
-
 class Runtime:
-    """The database, Redis and secret box of one invocation, made on first use."""
+    """The settings, database, Redis and secret box of one invocation, each
+    made on first use."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, config_file: Path | None = None) -> None:
+        self.config_file = config_file  # --config; None: $PROVISIONER_CONFIG or no file
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The settings, built once from the environment and the config file.
+
+        Raises:
+            ConfigError: the configuration is invalid (and again on the next use).
+        """
+        return Settings.from_env(toml_path=self.config_file)
+
+    @property
+    def loaded_settings(self) -> Settings | None:
+        """The settings if they were built already (nothing is loaded here)."""
+        settings: Settings | None = self.__dict__.get("settings")
+        return settings
 
     @cached_property
     def engine(self) -> Engine:
@@ -157,22 +162,20 @@ class Runtime:
 
 
 def runtime(ctx: click.Context) -> Runtime:
-    """The invocation's :class:`Runtime`, closed when the command ends.
-
-    Raises:
-        ConfigError: the configuration is invalid.
-    """
+    """The invocation's :class:`Runtime` (its settings from the root's
+    ``--config``), closed when the command ends."""
     root = ctx.find_root()
-    found = root.meta.get("provisioner.runtime")
+    found = root.meta.get(_RUNTIME_KEY)
     if not isinstance(found, Runtime):
-        found = Runtime(load_settings(ctx))
-        root.meta["provisioner.runtime"] = found
+        found = Runtime(root.params.get("config_file"))
+        root.meta[_RUNTIME_KEY] = found
         root.call_on_close(found.close)
     return found
 
 
 def pass_runtime(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: call the command with the invocation's Runtime first."""
+    """Decorator: call the command with the invocation's Runtime first (the
+    one way a command reaches the settings, the database, Redis, the keys)."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

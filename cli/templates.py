@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cli.output import echo_json, print_fields, print_table
-from cli.runtime import EXIT_FAILURE, BadInput, NotFound, load_settings
+from cli.runtime import EXIT_FAILURE, BadInput, NotFound, Runtime, pass_runtime
 from provisioner.errors import ConfigError
 from provisioner.views import template_json, template_listing
 
@@ -19,9 +19,9 @@ def templates() -> None:
     """Container templates."""
 
 
-def templates_dir(ctx: click.Context) -> Path:
+def templates_dir(rt: Runtime) -> Path:
     """The configured templates directory, which must exist."""
-    root = load_settings(ctx).templates_dir
+    root = rt.settings.templates_dir
     if not root.is_dir():
         raise BadInput(f"the templates directory {root} does not exist or is not a directory "
                        "(PROVISIONER_TEMPLATES_DIR)")  # fmt: skip
@@ -30,8 +30,8 @@ def templates_dir(ctx: click.Context) -> Path:
 
 @templates.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.pass_context
-def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+@pass_runtime
+def templates_validate(rt: Runtime, paths: tuple[Path, ...]) -> None:
     """Check templates completely; every problem with file and line.
 
     PATHS are template directories or directories of templates (default: the
@@ -39,7 +39,7 @@ def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """
     from provisioner.templates.loader import validate_template, validate_tree
 
-    roots = list(paths) or [templates_dir(ctx)]
+    roots = list(paths) or [templates_dir(rt)]  # given paths need no configuration
     problems = []
     checked = 0
     for root in roots:
@@ -53,7 +53,7 @@ def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         click.echo(str(problem), err=True)
     if problems:
         click.echo(f"{len(problems)} problem(s) in {checked} template(s)", err=True)
-        ctx.exit(EXIT_FAILURE)
+        click.get_current_context().exit(EXIT_FAILURE)
     click.echo(f"{checked} template(s) OK")
 
 
@@ -61,10 +61,10 @@ def templates_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help='Print {"templates": [...], "invalid": [...]}.'
 )
-@click.pass_context
-def templates_ls(ctx: click.Context, as_json: bool) -> None:
+@pass_runtime
+def templates_ls(rt: Runtime, as_json: bool) -> None:
     """List the templates of the configured directory (broken ones apart)."""
-    found, invalid = template_listing(templates_dir(ctx))
+    found, invalid = template_listing(templates_dir(rt))
     if as_json:
         echo_json({"templates": found, "invalid": invalid})
         return
@@ -80,14 +80,14 @@ def templates_ls(ctx: click.Context, as_json: bool) -> None:
 @templates.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the template as JSON.")
-@click.pass_context
-def templates_show(ctx: click.Context, name: str, as_json: bool) -> None:
+@pass_runtime
+def templates_show(rt: Runtime, name: str, as_json: bool) -> None:
     """A template's variables, resources, files, scripts and packages."""
     from provisioner.request_checks import TEMPLATE_NAME
     from provisioner.requests import load_named_template
     from provisioner.templates.model import TemplateError
 
-    settings = load_settings(ctx)
+    settings = rt.settings
     if not TEMPLATE_NAME.fullmatch(name):
         raise NotFound(f"no template named {name!r} in {settings.templates_dir}")
     try:

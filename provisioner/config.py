@@ -75,6 +75,23 @@ class Settings:
     web_threads: int = 128  # per process; each open event stream holds one
     web_proxy_hops: int = 0  # reverse proxies in front that set X-Forwarded-For/-Proto/-Host
     web_cookie_secure: bool = False  # always mark the session cookie Secure (TLS requests do)
+    web_session_lifetime: float = 43200.0  # a dashboard login lasts 12 hours
+    # failed logins counted within the window: per username and address, per
+    # username from anywhere, per address for any username
+    web_login_max_failures: int = 5
+    web_login_max_failures_per_user: int = 20
+    web_login_max_failures_per_ip: int = 50
+    web_login_window: float = 300.0
+    # the web app's PVE calls (live status, storages, checks at submit) answer a
+    # browser: short, unlike the worker's
+    web_pve_connect_timeout: float = 3.0
+    web_pve_read_timeout: float = 15.0
+    web_relay_ping_interval: float = 25.0  # keeps idle event streams open through proxies
+    web_relay_stall_timeout: float = 60.0  # a client that takes nothing this long is dropped
+    # open event streams per process; None: all but an eighth of web_threads
+    # (at least 2, at most 16 kept for pages and the API), see relay_stream_limit
+    web_relay_max_streams: int | None = None
+    web_metrics_max_age: float = 5.0  # /metrics is rebuilt at most this often (0: every scrape)
     config_file: Path | None = None  # the TOML file the settings came from, if any
 
     def __repr__(self) -> str:
@@ -90,6 +107,11 @@ class Settings:
         return f"Settings({', '.join(parts)})"
 
     __str__ = __repr__
+
+    @property
+    def relay_stream_limit(self) -> int:
+        """How many event streams a web process may hold at once."""
+        return self.web_relay_max_streams or stream_limit(self.web_threads)
 
     @classmethod
     def from_env(
@@ -139,6 +161,12 @@ class Settings:
         settings = cls(config_file=config_file, **values)
         _check_consistency(settings, raw)
         return settings
+
+
+def stream_limit(threads: int) -> int:
+    """The default event stream limit of a web process: all but an eighth
+    of its threads (at least 2, at most 16), kept for everything else."""
+    return threads - min(16, max(2, threads // 8))
 
 
 def env_var(field_name: str) -> str:
@@ -206,6 +234,11 @@ def _check_consistency(s: Settings, raw: Mapping[str, tuple[object, str]]) -> No
             f"{describe('lease_renew_interval')} must be shorter than "
             f"{describe('lease_duration')}, or leases expire while their holder is alive"
         )
+    if s.web_relay_max_streams is not None and s.web_relay_max_streams >= s.web_threads:
+        raise ConfigError(
+            f"{describe('web_relay_max_streams')} must be fewer than {describe('web_threads')}: "
+            "every open event stream holds a thread, and pages and the API need some too"
+        )
 
 
 # -- parsers: (raw value, where it came from) -> typed value, or ConfigError --
@@ -222,7 +255,8 @@ def _positive_int(value: object, where: str) -> int:
     return parsed
 
 
-def _positive_number(value: object, where: str) -> float:
+def _number(value: object) -> float | None:
+    """A finite number from TOML or a variable, else None (booleans are not numbers)."""
     parsed: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
         parsed = float(value)
@@ -231,8 +265,20 @@ def _positive_number(value: object, where: str) -> float:
             parsed = float(value)
         except ValueError:
             parsed = None
-    if parsed is None or not math.isfinite(parsed) or parsed <= 0:
+    return parsed if parsed is not None and math.isfinite(parsed) else None
+
+
+def _positive_number(value: object, where: str) -> float:
+    parsed = _number(value)
+    if parsed is None or parsed <= 0:
         raise ConfigError(f"{where} must be a positive number of seconds, got {value!r}")
+    return parsed
+
+
+def _seconds_or_zero(value: object, where: str) -> float:
+    parsed = _number(value)
+    if parsed is None or parsed < 0:
+        raise ConfigError(f"{where} must be 0 or a positive number of seconds, got {value!r}")
     return parsed
 
 
@@ -353,4 +399,15 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "web_threads": _bounded(4, 1024),
     "web_proxy_hops": _count,
     "web_cookie_secure": _flag,
+    "web_session_lifetime": _positive_number,
+    "web_login_max_failures": _positive_int,
+    "web_login_max_failures_per_user": _positive_int,
+    "web_login_max_failures_per_ip": _positive_int,
+    "web_login_window": _positive_number,
+    "web_pve_connect_timeout": _positive_number,
+    "web_pve_read_timeout": _positive_number,
+    "web_relay_ping_interval": _positive_number,
+    "web_relay_stall_timeout": _positive_number,
+    "web_relay_max_streams": _bounded(1, 1023),
+    "web_metrics_max_age": _seconds_or_zero,
 }

@@ -316,9 +316,8 @@ def _internal_error(exc: Exception) -> Any:
 
 
 def init_app(app: Flask) -> None:
-    # Imported for their routes on ``bp`` (they import this module).
-    from web import api_containers, api_nodes, api_templates, openapi  # noqa: F401
-
+    """Register the blueprint and the error handlers (the routes on ``bp``
+    are those of the modules imported by then: ``web.app`` imports them)."""
     app.register_blueprint(bp)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,8 +42,8 @@ from provisioner.requests import (
 )
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
-from web.app import get_db, get_redis, resources
 from web.live import fetch_statuses
+from web.resources import get_db, get_redis, resources
 
 _LOG_PAGE = 2000
 PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")  # root passwords (and the OpenAPI document)
@@ -201,12 +201,12 @@ def _provision_request(body: Body) -> ProvisionRequest:
 def _check_node_facts(body: Body, req: ProvisionRequest) -> None:
     """Record the problems of the storage, bridge and address on the node
     (``provisioner.node_facts``: asked with the app's pool and timeouts)."""
-    res, config = resources(), current_app.config
+    res = resources()
     refused = {e.field for e in body.errors if e.field}
     for problem in node_fact_problems(get_db(), res.box, req, res.node_facts, lend=res.pve.client,
                                       refused=refused,
-                                      connect_timeout=float(config["PVE_CONNECT_TIMEOUT"]),
-                                      read_timeout=float(config["PVE_READ_TIMEOUT"])):  # fmt: skip
+                                      connect_timeout=res.settings.web_pve_connect_timeout,
+                                      read_timeout=res.settings.web_pve_read_timeout):  # fmt: skip
         error = config_error(problem)
         body.refuse(error.field or "", error.message)
 

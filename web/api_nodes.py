@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, jsonify, request
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -29,7 +29,7 @@ from provisioner.request_checks import NAME
 from provisioner.secrets.vault import set_node_secret
 from provisioner.views import node_json
 from web.api import ApiError, Body, bp, json_body, require_admin, upstream
-from web.app import get_db, resources
+from web.resources import get_db, resources
 
 # PVE's storage content types (pve-storage-content)
 STORAGE_CONTENT = ("rootdir", "images", "vztmpl", "iso", "backup", "snippets", "import")
@@ -47,9 +47,9 @@ def find_node(name: str) -> Node:
 
 def quick(connection: PveConnection) -> PveConnection:
     """The connection with the web app's (short) timeouts."""
-    config = current_app.config
-    return dataclasses.replace(connection, connect_timeout=float(config["PVE_CONNECT_TIMEOUT"]),
-                               read_timeout=float(config["PVE_READ_TIMEOUT"]))  # fmt: skip
+    settings = resources().settings
+    return dataclasses.replace(connection, connect_timeout=settings.web_pve_connect_timeout,
+                               read_timeout=settings.web_pve_read_timeout)  # fmt: skip
 
 
 def node_client(node: Node) -> AbstractContextManager[PveClient]:

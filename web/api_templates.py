@@ -15,7 +15,7 @@ from provisioner.requests import load_named_template
 from provisioner.templates.model import TemplateError
 from provisioner.views import template_json, template_listing
 from web.api import ApiError, bp
-from web.app import resources
+from web.resources import resources
 
 
 @bp.route("/templates")

@@ -33,9 +33,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from provisioner import users
 from provisioner.models import User
-from web.app import EXTENSION, get_db, get_redis
 from web.csrf import csrf_failure, csrf_token, rotate_csrf_token
 from web.ratelimit import LoginLimiter
+from web.resources import EXTENSION, get_db, get_redis, resources
 
 bp = Blueprint("auth", __name__)
 OPEN_ENDPOINTS = frozenset({"auth.login", "static"})
@@ -183,13 +183,13 @@ def _safe_next(target: str | None) -> str:
 
 
 def _limiter() -> LoginLimiter:
-    config = current_app.config
+    settings = resources().settings
     return LoginLimiter(
         get_redis(),
-        max_failures=int(config["LOGIN_MAX_FAILURES"]),
-        max_per_user=int(config["LOGIN_MAX_FAILURES_PER_USER"]),
-        max_per_address=int(config["LOGIN_MAX_FAILURES_PER_IP"]),
-        window=float(config["LOGIN_WINDOW_SECONDS"]),
+        max_failures=settings.web_login_max_failures,
+        max_per_user=settings.web_login_max_failures_per_user,
+        max_per_address=settings.web_login_max_failures_per_ip,
+        window=settings.web_login_window,
     )
 
 

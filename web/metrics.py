@@ -10,7 +10,7 @@ Behind the app's guard like every route: Prometheus scrapes with an API
 token (``authorization: {credentials_file: ...}`` in its scrape config).  A
 scraper gets 401 rather than the login redirect that pages get.
 
-Cheap by design: the text is rebuilt at most every ``METRICS_CACHE_SECONDS``
+Cheap by design: the text is rebuilt at most every ``web_metrics_max_age`` seconds
 (default 5) per web process; counts are aggregate queries; runs are folded
 into the histograms once, as their terminal event appears (a cursor over
 event ids), so a scrape reads only what is new.
@@ -41,8 +41,8 @@ from provisioner.models import Container, ContainerEvent, Lifecycle, utcnow
 from provisioner.phases import PHASES
 from provisioner.queue import provisioning_queue
 from provisioner.timings import Mark, RunTiming, run_timing, split_runs
-from web.app import EXTENSION as APP_EXTENSION
-from web.app import WebResources
+from web.resources import EXTENSION as APP_EXTENSION
+from web.resources import WebResources
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -392,8 +392,7 @@ def metrics() -> Response:
 
 def init_app(app: Flask) -> None:
     res: WebResources = app.extensions[APP_EXTENSION]
-    app.config.setdefault("METRICS_CACHE_SECONDS", 5.0)
     queue_name = provisioning_queue(res.redis, res.settings).name
     app.extensions[EXTENSION] = MetricsCache(res.factory, res.redis, queue_name,
-                                             float(app.config["METRICS_CACHE_SECONDS"]))  # fmt: skip
+                                             res.settings.web_metrics_max_age)  # fmt: skip
     app.register_blueprint(bp)

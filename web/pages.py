@@ -22,8 +22,8 @@ from provisioner.requests import load_named_template
 from provisioner.templates.model import TemplateError
 from provisioner.views import template_json, template_listing
 from web.api_containers import container_json
-from web.app import get_db, resources
 from web.auth import current_user
+from web.resources import get_db, resources
 
 bp = Blueprint("pages", __name__)
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -115,8 +115,4 @@ def nodes() -> str:
 
 
 def init_app(app: Flask) -> None:
-    from web import pages_progress, pages_wizard
-
     app.register_blueprint(bp)
-    pages_wizard.init_app(app)
-    pages_progress.init_app(app)

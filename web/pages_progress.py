@@ -23,9 +23,9 @@ from provisioner import phases
 from provisioner.events import TERMINAL_TYPES, now_iso
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle
 from provisioner.timings import Mark, RunTiming
-from web.app import get_db
 from web.eta import Estimate, estimate, run_durations
 from web.pages import not_found
+from web.resources import get_db
 
 bp = Blueprint("progress", __name__)
 

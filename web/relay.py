@@ -17,11 +17,11 @@ ready leaves in one write (``Outbox``).  A stream that falls behind the
 tail's window goes back to its own reads, so a slow client holds up nobody
 else, and the workers never wait for a browser.
 
-Pings (``SOCK_SERVER_OPTIONS``) keep idle connections open through proxies
-and find dead clients.  A client that reads, however far behind, is alive:
-its pong may wait behind the backlog, so progress counts as one.  A client
-that takes nothing for ``RELAY_STALL_TIMEOUT`` seconds (60) is dropped; one that goes
-away ends its reader within a second.
+Pings (every ``web_relay_ping_interval`` seconds, 25) keep idle connections
+open through proxies and find dead clients.  A client that reads, however
+far behind, is alive: its pong may wait behind the backlog, so progress
+counts as one.  A client that takes nothing for ``web_relay_stall_timeout``
+seconds (60) is dropped; one that goes away ends its reader within a second.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import re
 import select
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -48,8 +47,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from provisioner.events import MAX_SEQ, EventReader
 from provisioner.models import CONTAINER_ID, Container
-from web.app import EXTENSION, get_db, resources
 from web.auth import error_response
+from web.frames import text_frames
+from web.resources import EXTENSION, get_db, resources
 from web.tail import Behind, Tail, Tails
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ sock = Sock()
 NORMAL_CLOSURE = 1000
 INTERNAL_ERROR = 1011
 POLL_MS = 1000  # how long one Redis read blocks: the delay to notice a departed client
-_TEXT = 0x81  # FIN + text opcode
 TAILS = "relay_tails"  # app.extensions: the process's shared stream readers
 SLOTS = "relay_slots"  # app.extensions: its count of open streams
 
@@ -76,27 +75,6 @@ class ClientGone(threading.Event):
 
     def is_set(self) -> bool:
         return super().is_set() or not self.ws.connected
-
-
-def text_frames(payloads: Iterable[bytes]) -> bytes:
-    """Unmasked (server) websocket text frames, one message per payload.
-
-    Uncompressed even when permessage-deflate was agreed: RFC 7692 lets every
-    message choose (RSV1 clear), and deflating log lines costs more CPU than
-    the bytes it saves on a LAN.  The payloads are JSON from ``json.dumps``:
-    ASCII, hence valid UTF-8.
-    """
-    parts: list[bytes] = []
-    for payload in payloads:
-        n = len(payload)
-        if n < 126:
-            parts.append(bytes((_TEXT, n)))
-        elif n < 1 << 16:
-            parts.append(struct.pack("!BBH", _TEXT, 126, n))
-        else:
-            parts.append(struct.pack("!BBQ", _TEXT, 127, n))
-        parts.append(payload)
-    return b"".join(parts)
 
 
 class Outbox:
@@ -349,7 +327,7 @@ def container_events(ws: Any, container_id: str) -> None:
     """Replay, then follow; close after the terminal event."""
     res = resources()
     stream(ws, EventReader(res.redis, res.factory, container_id), current_app.extensions[TAILS],
-           _after() or 0, float(current_app.config["RELAY_STALL_TIMEOUT"]))  # fmt: skip
+           _after() or 0, res.settings.web_relay_stall_timeout)  # fmt: skip
 
 
 def init_app(app: Flask) -> None:
@@ -357,4 +335,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(WebsocketMismatch, not_a_handshake)
     resources = app.extensions[EXTENSION]
     app.extensions[TAILS] = Tails(resources.redis, resources.factory)
-    app.extensions[SLOTS] = StreamSlots(int(app.config["RELAY_MAX_STREAMS"]))
+    app.extensions[SLOTS] = StreamSlots(resources.settings.relay_stream_limit)

@@ -5,7 +5,7 @@ Without it, N watchers of one container make N blocked ``XREAD`` calls, and
 every event the worker publishes wakes all of them: Redis (which the worker
 publishes through) does N times the work, and the web decodes and frames
 every event N times.  A ``Tail`` reads the newest events once, frames them
-once (``web.relay.text_frames``) and keeps the last ``WINDOW`` of them; each
+once (``web.frames.text_frames``) and keeps the last ``WINDOW`` of them; each
 stream then only copies ready bytes to its socket.
 
 A stream joins a tail once it has caught up by its own reads
@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.events import DB_POLL, IDLE_DB_CHECK, Raw, stored_events, stream_key, stream_seq
 from provisioner.models import ContainerEvent
+from web.frames import text_frames
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ class Chunk:
 
 
 def frame_chunk(batch: list[Raw]) -> Chunk:
-    from web.relay import text_frames
-
     offsets, position, framed = [], 0, []
     for raw in batch:
         frame = text_frames((raw.payload,))

@@ -45,3 +45,13 @@ def test_a_missing_configured_directory_is_one_line(tmp_path: Path) -> None:
         assert code == 2 and out == "", err
         assert err == (f"error: the templates directory {tmp_path / 'x'} does not exist or is "
                        "not a directory (PROVISIONER_TEMPLATES_DIR)\n")  # fmt: skip
+
+
+def test_given_paths_need_no_configuration(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "templates_lxc" / "nginx"
+    broken = {"PROVISIONER_DATA_DIR": str(tmp_path), "PROVISIONER_JOB_TIMEOUT": "abc"}
+    code, out, err = run("templates", "validate", str(shipped), env=broken)
+    assert (code, out) == (0, "1 template(s) OK\n"), err
+    code, out, err = run("templates", "validate", env=broken)  # the configured directory
+    assert (code, out) == (2, "")
+    assert err == "error: PROVISIONER_JOB_TIMEOUT must be a positive integer, got 'abc'\n"

@@ -3,6 +3,7 @@ real Redis, users and tokens) and a real stack (the simulator, workers)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,7 +34,8 @@ def ops_stack(sim: dict[str, Any], redis_url: str,  # noqa: F811
 @pytest.fixture
 def stack_app(ops_stack: Stack) -> Iterator[Flask]:
     """The web app on the stack's database and queue, metrics never cached."""
-    flask_app = create_app(ops_stack.settings, {"TESTING": True, "METRICS_CACHE_SECONDS": 0})
+    flask_app = create_app(dataclasses.replace(ops_stack.settings, web_metrics_max_age=0),
+                           {"TESTING": True})  # fmt: skip
     yield flask_app
     flask_app.extensions["provisioner"].close()
 

@@ -29,7 +29,7 @@ PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/ope
 @pytest.fixture
 def fresh_app(settings: Settings) -> Iterator[Flask]:
     """The app with its metrics recomputed at every scrape."""
-    app = create_app(settings, {"TESTING": True, "METRICS_CACHE_SECONDS": 0})
+    app = create_app(dataclasses.replace(settings, web_metrics_max_age=0), {"TESTING": True})
     yield app
     app.extensions["provisioner"].close()
 

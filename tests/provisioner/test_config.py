@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.config import Settings, default_data_dir, env_var, redact_url
+from provisioner.config import Settings, default_data_dir, env_var, redact_url, stream_limit
 from provisioner.errors import ConfigError
 
 HOME = "/home/op"
@@ -116,6 +116,7 @@ def test_every_field_but_config_file_has_a_variable() -> None:
     numeric = names - {n for n in names if env_var(n) in env}
     env.update({env_var(n): "9" for n in numeric})
     env[env_var("lease_renew_interval")] = "1"
+    env[env_var("web_relay_max_streams")] = "4"  # fewer than the 9 threads
     s = settings(**env)
     defaults = settings()
     assert all(getattr(s, n) != getattr(defaults, n) for n in names)
@@ -264,3 +265,81 @@ def test_web_settings() -> None:
         with pytest.raises(ConfigError, match=name) as err:
             settings(**{name: value})
         assert message in str(err.value)
+
+
+def test_web_tunables_defaults() -> None:
+    s = settings()
+    assert s.web_session_lifetime == 12 * 3600
+    assert (s.web_login_max_failures, s.web_login_max_failures_per_user,
+            s.web_login_max_failures_per_ip, s.web_login_window) == (5, 20, 50, 300.0)  # fmt: skip
+    assert (s.web_pve_connect_timeout, s.web_pve_read_timeout) == (3.0, 15.0)
+    assert (s.web_relay_ping_interval, s.web_relay_stall_timeout) == (25.0, 60.0)
+    assert s.web_relay_max_streams is None
+    assert s.relay_stream_limit == stream_limit(128) == 112  # an eighth of the threads kept
+    assert s.web_metrics_max_age == 5.0
+
+
+def test_web_tunables_from_the_environment() -> None:
+    s = settings(
+        PROVISIONER_WEB_SESSION_LIFETIME="3600",
+        PROVISIONER_WEB_LOGIN_MAX_FAILURES="3",
+        PROVISIONER_WEB_LOGIN_MAX_FAILURES_PER_USER="10",
+        PROVISIONER_WEB_LOGIN_MAX_FAILURES_PER_IP="30",
+        PROVISIONER_WEB_LOGIN_WINDOW="60",
+        PROVISIONER_WEB_PVE_CONNECT_TIMEOUT="1.5",
+        PROVISIONER_WEB_PVE_READ_TIMEOUT="30",
+        PROVISIONER_WEB_RELAY_PING_INTERVAL="10",
+        PROVISIONER_WEB_RELAY_STALL_TIMEOUT="120",
+        PROVISIONER_WEB_RELAY_MAX_STREAMS="100",
+        PROVISIONER_WEB_METRICS_MAX_AGE="0",
+    )
+    assert s.web_session_lifetime == 3600.0
+    assert (s.web_login_max_failures, s.web_login_max_failures_per_user,
+            s.web_login_max_failures_per_ip, s.web_login_window) == (3, 10, 30, 60.0)  # fmt: skip
+    assert (s.web_pve_connect_timeout, s.web_pve_read_timeout) == (1.5, 30.0)
+    assert (s.web_relay_ping_interval, s.web_relay_stall_timeout) == (10.0, 120.0)
+    assert s.web_relay_max_streams == s.relay_stream_limit == 100
+    assert s.web_metrics_max_age == 0.0  # rebuilt at every scrape
+
+
+def test_web_tunables_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "web_login_window = 90\nweb_relay_max_streams = 20\n"
+                           "web_threads = 32\nweb_metrics_max_age = 2.5\n")  # fmt: skip
+    s = settings(path, PROVISIONER_WEB_LOGIN_WINDOW="45")
+    assert s.web_login_window == 45.0  # the environment wins
+    assert (s.web_relay_max_streams, s.web_threads, s.web_metrics_max_age) == (20, 32, 2.5)
+    assert settings(write(tmp_path, "web_threads = 32\n")).relay_stream_limit == 28
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROVISIONER_WEB_LOGIN_MAX_FAILURES": "0"}, "PROVISIONER_WEB_LOGIN_MAX_FAILURES must be a positive integer, got '0'"),
+        ({"PROVISIONER_WEB_LOGIN_MAX_FAILURES_PER_IP": "many"}, "PROVISIONER_WEB_LOGIN_MAX_FAILURES_PER_IP must be a positive integer, got 'many'"),
+        ({"PROVISIONER_WEB_LOGIN_WINDOW": "-5"}, "PROVISIONER_WEB_LOGIN_WINDOW must be a positive number of seconds, got '-5'"),
+        ({"PROVISIONER_WEB_SESSION_LIFETIME": "12h"}, "PROVISIONER_WEB_SESSION_LIFETIME must be a positive number of seconds, got '12h'"),
+        ({"PROVISIONER_WEB_PVE_CONNECT_TIMEOUT": "0"}, "PROVISIONER_WEB_PVE_CONNECT_TIMEOUT must be a positive number of seconds, got '0'"),
+        ({"PROVISIONER_WEB_PVE_READ_TIMEOUT": "inf"}, "PROVISIONER_WEB_PVE_READ_TIMEOUT must be a positive number of seconds, got 'inf'"),
+        ({"PROVISIONER_WEB_RELAY_PING_INTERVAL": "never"}, "PROVISIONER_WEB_RELAY_PING_INTERVAL must be a positive number of seconds, got 'never'"),
+        ({"PROVISIONER_WEB_RELAY_STALL_TIMEOUT": "0"}, "PROVISIONER_WEB_RELAY_STALL_TIMEOUT must be a positive number of seconds, got '0'"),
+        ({"PROVISIONER_WEB_RELAY_MAX_STREAMS": "0"}, "PROVISIONER_WEB_RELAY_MAX_STREAMS must be a positive integer, got '0'"),
+        ({"PROVISIONER_WEB_RELAY_MAX_STREAMS": "5000"}, "PROVISIONER_WEB_RELAY_MAX_STREAMS must be between 1 and 1023, got '5000'"),
+        ({"PROVISIONER_WEB_METRICS_MAX_AGE": "-1"}, "PROVISIONER_WEB_METRICS_MAX_AGE must be 0 or a positive number of seconds, got '-1'"),
+        ({"PROVISIONER_WEB_METRICS_MAX_AGE": "nan"}, "PROVISIONER_WEB_METRICS_MAX_AGE must be 0 or a positive number of seconds, got 'nan'"),
+        ({"PROVISIONER_WEB_RELAY_MAX_STREAMS": "128"}, "PROVISIONER_WEB_RELAY_MAX_STREAMS (128) must be fewer than the default PROVISIONER_WEB_THREADS (128): every open event stream holds a thread, and pages and the API need some too"),
+        ({"PROVISIONER_WEB_RELAY_MAX_STREAMS": "16", "PROVISIONER_WEB_THREADS": "16"}, "PROVISIONER_WEB_RELAY_MAX_STREAMS (16) must be fewer than PROVISIONER_WEB_THREADS (16): every open event stream holds a thread, and pages and the API need some too"),
+    ],
+)  # fmt: skip
+def test_bad_web_tunables_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(**env)
+    assert str(info.value) == message
+
+
+def test_bad_web_tunable_in_the_file_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "web_metrics_max_age = false\n")  # a boolean is not 0
+    with pytest.raises(ConfigError) as info:
+        settings(path)
+    assert str(info.value) == (
+        f"web_metrics_max_age in {path} must be 0 or a positive number of seconds, got False"
+    )

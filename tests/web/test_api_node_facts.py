@@ -139,8 +139,8 @@ def test_facts_are_cached_and_read_again_before_refusing(app: Flask, client: Fla
     with db_session(app) as session:
         node = session.scalars(select(Node).where(Node.name == NODE)).one()
         key = dataclasses.replace(connection_for(node, res.box),
-                                  connect_timeout=float(app.config["PVE_CONNECT_TIMEOUT"]),
-                                  read_timeout=float(app.config["PVE_READ_TIMEOUT"]))  # fmt: skip
+                                  connect_timeout=res.settings.web_pve_connect_timeout,
+                                  read_timeout=res.settings.web_pve_read_timeout)  # fmt: skip
     # what the node had a moment ago: no vmbr0 yet, and a "ghost" bridge since removed
     res.node_facts.put(key, NodeFacts(storages={"local-lvm": frozenset({"rootdir"})},
                                       bridges={"ghost": None}))  # fmt: skip

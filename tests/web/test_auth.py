@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -18,8 +21,9 @@ from tests.web.conftest import (
     login,
     session_csrf,
 )
-from web.app import create_app, get_db, get_redis
+from web.app import create_app
 from web.ratelimit import LoginLimiter
+from web.resources import get_db, get_redis
 
 
 def _cookie_header(response: object) -> str:
@@ -50,6 +54,34 @@ def test_factory_reads_the_environment(settings: Settings, monkeypatch: object) 
         assert app.test_client().get("/login").status_code == 200
     finally:
         app.extensions["provisioner"].close()
+
+
+def test_web_tunables_come_from_the_settings(settings: Settings, monkeypatch: object) -> None:
+    """PROVISIONER_WEB_* variables reach the app: the session lifetime, the
+    relay's pings and its stream limit (the others are read per request)."""
+    for name, value in (("PROVISIONER_DATA_DIR", str(settings.data_dir)),
+                        ("DATABASE_URL", settings.database_url),
+                        ("REDIS_URL", settings.redis_url),
+                        ("PROVISIONER_SECRET_KEY", settings.secret_key or ""),
+                        ("PROVISIONER_WEB_SESSION_LIFETIME", "600"),
+                        ("PROVISIONER_WEB_RELAY_PING_INTERVAL", "5"),
+                        ("PROVISIONER_WEB_RELAY_MAX_STREAMS", "7"),
+                        ("PROVISIONER_WEB_PVE_READ_TIMEOUT", "4.5")):  # fmt: skip
+        monkeypatch.setenv(name, value)  # type: ignore[attr-defined]
+    app = create_app()
+    try:
+        assert app.permanent_session_lifetime == timedelta(seconds=600)
+        assert app.config["SOCK_SERVER_OPTIONS"] == {"ping_interval": 5.0}
+        assert app.extensions["relay_slots"].limit == 7
+        assert app.extensions["provisioner"].settings.web_pve_read_timeout == 4.5
+    finally:
+        app.extensions["provisioner"].close()
+
+
+def test_tunables_given_as_flask_config_are_refused(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="RELAY_MAX_STREAMS: pass the settings' "
+                                         "web_relay_max_streams instead"):  # fmt: skip
+        create_app(settings, {"TESTING": True, "RELAY_MAX_STREAMS": 2})
 
 
 def test_login_sets_a_safe_cookie_and_logout_ends_it(client: FlaskClient, user: str) -> None:
@@ -104,6 +136,20 @@ def test_login_is_rate_limited(client: FlaskClient, user: str) -> None:
     assert 0 < int(blocked.headers["Retry-After"]) <= 300
     # another user from the same address is not blocked by alice's failures
     assert login(client, username="bob", password="guess").status_code == 401
+
+
+def test_the_login_limits_are_settings(settings: Settings, user: str) -> None:
+    strict = dataclasses.replace(settings, web_login_max_failures=2, web_login_window=30.0)
+    app = create_app(strict, {"TESTING": True})
+    try:
+        client = app.test_client()
+        for _ in range(2):
+            assert login(client, password="guess").status_code == 401
+        blocked = login(client)
+        assert blocked.status_code == 429
+        assert 0 < int(blocked.headers["Retry-After"]) <= 30
+    finally:
+        app.extensions["provisioner"].close()
 
 
 def test_one_account_guessed_from_many_addresses_is_limited(client: FlaskClient,

@@ -13,7 +13,8 @@ from provisioner.secrets.keyfile import (
     retire_key,
     set_current_key,
 )
-from web.app import KeyFileWatch, create_app
+from web.app import create_app
+from web.resources import KeyFileWatch
 
 
 def test_the_app_follows_a_rotated_key_file(settings: Settings, tmp_path: Path) -> None:

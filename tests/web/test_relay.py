@@ -22,7 +22,7 @@ from redis import Redis
 from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import FrameProtocol
 
-from provisioner.config import Settings
+from provisioner.config import Settings, stream_limit
 from provisioner.db import session_scope
 from provisioner.events import Event, EventPublisher
 from tests.web.conftest import (
@@ -36,7 +36,8 @@ from tests.web.conftest import (
 )
 from tests.web.wsclient import Client
 from web.app import create_app
-from web.relay import ClientStalled, Outbox, text_frames
+from web.frames import text_frames
+from web.relay import ClientStalled, Outbox
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -204,8 +205,8 @@ def test_concurrent_clients_are_independent(live_server: LiveServer, container: 
 
 def test_pings_find_dead_clients(settings: Settings, app: Flask, container: str, token: str,
                                  publisher: EventPublisher) -> None:  # fmt: skip
-    pinging = create_app(settings, {"TESTING": True,
-                                    "SOCK_SERVER_OPTIONS": {"ping_interval": 0.3}})  # fmt: skip
+    pinging = create_app(dataclasses.replace(settings, web_relay_ping_interval=0.3),
+                         {"TESTING": True})  # fmt: skip
     try:
         with serve(pinging) as server:
             publisher.publish("step", "creating", phase="create", percent=1)
@@ -277,7 +278,7 @@ def test_streams_leave_threads_for_everything_else(settings: Settings, container
                                                     token: str) -> None:  # fmt: skip
     """Each stream holds a thread: past the process's limit a handshake gets
     503 with Retry-After, and pages and the API still answer."""
-    app = create_app(settings, {"TESTING": True, "RELAY_MAX_STREAMS": 2})
+    app = create_app(dataclasses.replace(settings, web_relay_max_streams=2), {"TESTING": True})
     try:
         with serve(app) as server:
             open_ = [connect(server, container, token) for _ in range(2)]
@@ -311,8 +312,6 @@ def test_streams_leave_threads_for_everything_else(settings: Settings, container
 
 
 def test_the_stream_limit_leaves_an_eighth_of_the_threads() -> None:
-    from web.app import stream_limit
-
     assert [stream_limit(t) for t in (4, 16, 64, 128, 216, 1024)] == [2, 14, 56, 112, 200, 1008]
 
 
@@ -463,8 +462,8 @@ def test_a_reader_far_behind_outlives_the_pings(settings: Settings, container: s
                                                 token: str, publisher: EventPublisher) -> None:  # fmt: skip
     """Its pongs wait behind a backlog that takes several ping intervals to
     read: it is reading, so it stays connected and gets every event."""
-    pinging = create_app(settings, {"TESTING": True,
-                                    "SOCK_SERVER_OPTIONS": {"ping_interval": 0.3}})  # fmt: skip
+    pinging = create_app(dataclasses.replace(settings, web_relay_ping_interval=0.3),
+                         {"TESTING": True})  # fmt: skip
     try:
         with serve(pinging) as server:
             for i in range(1500):
@@ -495,7 +494,8 @@ def test_a_reader_far_behind_outlives_the_pings(settings: Settings, container: s
 
 def test_a_client_that_stops_reading_is_dropped(settings: Settings, container: str,
                                                 token: str, publisher: EventPublisher) -> None:  # fmt: skip
-    stalling = create_app(settings, {"TESTING": True, "RELAY_STALL_TIMEOUT": 1.0})
+    stalling = create_app(dataclasses.replace(settings, web_relay_stall_timeout=1.0),
+                          {"TESTING": True})  # fmt: skip
     try:
         with serve(stalling) as server:
             publisher.publish("step", "creating", phase="create", percent=1)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner import db
 from provisioner.events import EventPublisher, stream_key
 from tests.provisioner.conftest import make_container
-from web.relay import text_frames
+from web.frames import text_frames
 from web.tail import Behind, Chunk, Tail, Tails, frame_chunk
 
 pytestmark = pytest.mark.timeout(60)

@@ -17,10 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 from redis import Redis
 from simple_websocket import ConnectionClosed
 
+from cli.main import main
 from provisioner.config import Settings
 from provisioner.events import EventPublisher
 from tests.conftest import ROOT
@@ -139,3 +141,13 @@ def test_an_unmigrated_database_is_one_line_before_gunicorn(settings: Settings,
                                       "revision none, this release needs ")  # fmt: skip
         assert "run: provisioner db upgrade" in done.stderr
         assert len(done.stderr.splitlines()) == 1 and done.stdout == ""
+
+
+def test_threads_must_leave_room_beside_the_stream_limit(tmp_path: Path) -> None:
+    env = {"PROVISIONER_DATA_DIR": str(tmp_path), "PROVISIONER_WEB_RELAY_MAX_STREAMS": "10"}
+    done = CliRunner().invoke(main, ["web", "--threads", "8"], env=env)
+    assert done.exit_code == 2
+    assert done.stderr == ("error: --threads 8 must be more than PROVISIONER_WEB_RELAY_MAX_STREAMS "
+                           "(10): every open event stream holds a thread, and pages and the API "
+                           "need some too\n")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # refused before anything was made
