@@ -107,7 +107,7 @@ def failure_hint(status: int, message: str) -> str | None:
     if status == 401:
         return "check the API token (user@realm!name and secret) or the user's password"
     if status == 403:
-        return "the token or user lacks a privilege on this path (see README: permissions)"
+        return "the token or user lacks a privilege on this path (see docs/proxmox.md)"
     if any(m in text for m in _LOCK_MARKERS):
         return "another operation holds the container's lock; retry when it has finished"
     if status == 501:
