@@ -1,12 +1,14 @@
-"""The README's commands, run as a reader runs them: its shell blocks, line
-by line, through bash, against the real stack (the simulator as node
-"sim", Redis, real workers), in the order the README gives them.
+"""The documentation's commands, run as a reader runs them: the shell
+blocks of the README and of docs/, line by line, through bash, against the
+real stack (the simulator as node "sim", Redis, real workers), in the order
+the pages give them.
 
 Only what cannot be the same here is substituted, each substitution named
-below: the simulator's address, port, token and certificate for a real
-node's, its subnet for 198.18.0.0/24, this test's queue and files for the
-service paths.  Which README lines run where is in ``WHERE`` at the end,
-and a test proves that every shell line of the README is accounted for.
+below: the simulator's address, port, token, certificate and state
+directory for a real node's or the demo's, its subnet for 198.18.0.0/24,
+this test's queue and files for the service paths.  Which lines run
+elsewhere is in ``ELSEWHERE`` at the end, and a test proves that every
+shell line of the README and docs/ is accounted for.
 """
 
 from __future__ import annotations
@@ -30,23 +32,18 @@ from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import set_node_secret
 from tests.conftest import ROOT
 from tests.pipeline.conftest import NODE, Stack, build_stack
+from tests.test_readme import all_shell_lines, section, sh_blocks, shell_lines
 
+__all__ = ["shell_blocks", "shell_lines"]  # what tests/ops and tests/demo take from here
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-README = (ROOT / "README.md").read_text()
 STATIC_HOST = 105  # box2's address: below the DHCP pool, apart from other suites'
 
 
 def shell_blocks(heading: str) -> list[str]:
-    """The ```sh blocks of the README section under ``heading``."""
-    m = re.search(rf"^#+ {re.escape(heading)}\n(.*?)(?=^#+ |\Z)", README, re.M | re.S)
-    assert m, f"no section {heading!r} in the README"
-    return re.findall(r"```sh\n(.*?)```", m.group(1), re.S)
-
-
-def shell_lines(block: str) -> list[str]:
-    """A block's commands, continuation lines joined."""
-    return [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    """The ```sh blocks of the section under ``heading``, in the README or
+    in the page of docs/ that has it."""
+    return sh_blocks(section(heading))
 
 
 @dataclasses.dataclass
@@ -120,6 +117,32 @@ def by_hostname(reader: Reader, hostname: str) -> Container:
         ct = session.scalars(select(Container).where(Container.hostname == hostname)).one()
         session.expunge(ct)
         return ct
+
+
+def test_the_tour(reader: Reader) -> None:
+    """The README's `A five-minute tour`: the simulator fails the next
+    start, so the run stops in phase start with the reason; `show` tells
+    it, `retry` resumes there and the container is ready; then destroyed."""
+    state_dir = reader.stack.sim.get("state_dir")
+    if not state_dir:
+        pytest.skip("the simulator's state dir is unknown (PVESIM_STATE_DIR)")
+    (block,) = shell_blocks("A five-minute tour")
+    try:
+        # the failed run exits 1
+        outputs = run_block(reader, block, {".state/demo/pvesim": state_dir},
+                            expected={"-H tour1": 1})  # fmt: skip
+    finally:
+        reader.run(f"pvesim fault clear --state-dir {state_dir}")
+    failed = next(v for k, v in outputs.items() if "-H tour1" in k)
+    assert re.search(r"error: tour1 \(\w+\) failed in phase start: .*simulated: start failed",
+                     failed), failed  # fmt: skip
+    shown = next(v for k, v in outputs.items() if "show tour1" in k)
+    assert "simulated: start failed" in shown, shown
+    retried = next(v for k, v in outputs.items() if "retry tour1" in k)
+    # it resumed at the start phase: no second create
+    assert "starting CT" in retried and "allocating a vmid" not in retried, retried
+    tour1 = by_hostname(reader, "tour1")
+    assert tour1.lifecycle == Lifecycle.DESTROYED and tour1.attempts == 2
 
 
 def test_the_cli_tour(reader: Reader) -> None:
@@ -227,44 +250,42 @@ def test_fault_injection(reader: Reader) -> None:
     assert cleared.returncode == 0, cleared.stderr
 
 
-# Where the README's other shell lines run, line by line as the README
-# says them: a README change that is not mapped here fails the test below.
+# Where the other shell lines of the README and docs/ run, line by line as
+# the pages say them: a change that is not mapped here fails the test below.
 ELSEWHERE = {
     "The two commands": "tests/demo/test_demo.py runs scripts/demo, then in bash the lines that "
                         "source its env file and run the CLI; CI runs scripts/test",
     "Running as services": "tests/ops/test_systemd_boot.py runs every line, in order",
     "pvesim: a Proxmox VE simulator with real containers":
         "scripts/setup builds the template; scripts/test and tests/pvesim/test_serve.py serve",
+    "Running them": "by hand: each benchmark takes minutes and a machine of its own; "
+                    "tests/test_readme.py checks the scripts and options they name",
 }  # fmt: skip
 ON_THE_PVE_NODE = "pveum "  # the simulator has no pveum: these run on the Proxmox node
 
 
 def lines_run_here() -> set[str]:
-    """The README lines the tests above run (before their substitutions)."""
+    """The lines the tests above run (before their substitutions)."""
     pve_side, register = shell_blocks("Connecting a real Proxmox node")
-    blocks = [*shell_blocks("The CLI"), register, *shell_blocks("Monitoring"),
-              *shell_blocks("Fault injection")]  # fmt: skip
+    blocks = [*shell_blocks("A five-minute tour"), *shell_blocks("The CLI"), register,
+              *shell_blocks("Monitoring"), *shell_blocks("Fault injection")]  # fmt: skip
     lines = {line for block in blocks for line in shell_lines(block)}
     return lines | {line for line in shell_lines(pve_side) if "openssl" in line}
 
 
 def sections_own_lines(heading: str) -> set[str]:
     """The shell lines of a section, without those of its subsections."""
-    m = re.search(rf"^(#+) {re.escape(heading)}\n(.*?)(?=^#+ |\Z)", README, re.M | re.S)
-    assert m, heading
-    return {line for block in re.findall(r"```sh\n(.*?)```", m.group(2), re.S)
-            for line in shell_lines(block)}  # fmt: skip
+    return {line for block in shell_blocks(heading) for line in shell_lines(block)}
 
 
-def test_every_readme_command_runs_somewhere() -> None:
+def test_every_documented_command_runs_somewhere() -> None:
     accounted = lines_run_here() | {line for heading in ELSEWHERE
                                     for line in sections_own_lines(heading)}  # fmt: skip
     pve_side, _ = shell_blocks("Connecting a real Proxmox node")
     on_the_node = {line for line in shell_lines(pve_side) if line.startswith(ON_THE_PVE_NODE)}
     assert len(on_the_node) == 4, on_the_node
-    every = {line for block in re.findall(r"```sh\n(.*?)```", README, re.S)
-             for line in shell_lines(block)}  # fmt: skip
-    assert every - accounted - on_the_node == set(), "README lines no test runs"
+    every = set(all_shell_lines())
+    assert every - accounted - on_the_node == set(), "lines of README.md and docs/ no test runs"
     # the boot test takes the services section's lines by position: they are these
     services = sections_own_lines("Running as services")
     assert {line.split()[0] for line in services} == {"scripts/install-systemd", "sudo",
