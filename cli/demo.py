@@ -8,7 +8,7 @@ generated password, the workers and the web app.  Then it writes
 ``env`` in the data directory (``source`` it to point the CLI at the demo),
 prints the dashboard's address and the credentials and waits, restarting a
 worker that dies (at most 5 times a minute); Ctrl-C stops everything,
-newest first (``provisioner/demo_supervisor.py``).
+newest first (``cli/demo_supervisor.py``).
 
 ``--smoke`` does the same without waiting: it provisions one container from
 the ``nginx`` template through the CLI (``provisioner create --follow``),

@@ -91,7 +91,7 @@ class AuthKind(enum.StrEnum):
 
 
 class Lifecycle(enum.StrEnum):
-    """A container's lifecycle (see DESIGN.md)."""
+    """A container's lifecycle (see docs/architecture.md)."""
 
     PENDING = "pending"
     CREATING = "creating"
@@ -222,7 +222,7 @@ class Container(Base):
 
 
 class ContainerEvent(Base):
-    """One durable event of a container's stream (the contract in DESIGN.md)."""
+    """One durable event of a container's stream (the contract in docs/architecture.md)."""
 
     __tablename__ = "container_events"
     # The unique constraint doubles as the index for replay

@@ -1,6 +1,6 @@
 """The websocket relay: ``/ws/containers/<id>/events?after=<seq>``.
 
-Streams a container's events (DESIGN.md's contract) through
+Streams a container's events (the contract in docs/architecture.md) through
 ``provisioner.events.EventReader``: the stored history after ``after``, then
 live events, each exactly once and in order, one JSON event per message;
 the server closes the connection after ``complete`` or ``error``.  A client
