@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 from rq import get_current_job
+from rq.timeouts import JobTimeoutException
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import create, deploy, finalize, scripts, start
@@ -30,9 +31,9 @@ from pipeline.context import Context, off_loop
 from provisioner import lease
 from provisioner.backoff import Backoff
 from provisioner.config import Settings
-from provisioner.db import make_engine, session_factory
+from provisioner.db import make_engine, session_factory, session_scope
 from provisioner.errors import CommandFailedError, PermanentError, ProvisionError, TransientError
-from provisioner.events import EventPublisher, latest_seq
+from provisioner.events import EventPublisher, latest_seq, stored_events
 from provisioner.logsafe import setup_logging
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, utcnow
 from provisioner.nodes import client_for
@@ -404,10 +405,55 @@ def run(container_id: str, action: str = "provision") -> str:
         log.info("container %s is being worked on by another worker; nothing to do",
                  container_id)  # fmt: skip
         return "skipped: another worker holds the lease"
+    with factory() as session:
+        ct = session.get(Container, container_id)
+        before = ct.next_seq - 1 if ct is not None else 0  # this run's events follow
     try:
         _mark_leased(redis, factory, container_id)
         return asyncio.run(execute(settings, factory, redis, container_id, action, holder))
+    except JobTimeoutException:
+        _out_of_time(settings, factory, redis, container_id, action, before)
+        raise
     finally:
         lease.release(factory, container_id, holder)
         redis.close()
         engine.dispose()
+
+
+def _out_of_time(settings: Settings, factory: sessionmaker[Session], redis: Redis,
+                 container_id: str, action: str, before: int) -> None:  # fmt: skip
+    """End a run that RQ's job timeout stopped, unless it ended itself.
+
+    The timeout goes off in the main thread.  While the run waits in a
+    worker thread (a PVE call through ``off_loop``) or on the event loop (an
+    SSH wait), that is outside the run's coroutine: its own failure handling
+    never sees it, and asyncio cancels it instead.  So the run's failure is
+    recorded here as that handling would have: the terminal event, the
+    error, and for a provisioning or a destroy the ``error`` lifecycle
+    (recovery does not run it again; ``retry`` resumes it).  The failure
+    policy ``destroy`` is not applied: its PVE calls would need the time
+    the job no longer has.
+    """
+    if any(e.terminal for e in stored_events(factory, container_id, before)):
+        return
+    with factory() as session:
+        ct = session.get(Container, container_id)
+        if ct is None:
+            return
+        phase = ct.current_phase or "finalize"
+    provisioning = action in ("provision", "retry", "resync")
+    job = get_current_job()
+    limit = job.timeout if job is not None and job.timeout else settings.job_timeout
+    cause = f"the job ran out of time after {limit} s (the job timeout, PROVISIONER_JOB_TIMEOUT)"
+    hint = "find what hung in the log above; retry resumes where it stopped"
+    message = f"{phase if provisioning else action} failed: {cause}"
+    with EventPublisher(redis, factory, container_id) as events:
+        events.publish("error", f"{message} ({hint})", phase=phase,
+                       outcome="error" if provisioning else "failed")  # fmt: skip
+    if provisioning or action == "destroy":
+        with session_scope(factory) as session:
+            ct = session.get(Container, container_id)
+            if ct is not None:
+                ct.lifecycle = Lifecycle.ERROR
+                ct.error_message = message
+                ct.error_details = {"phase": phase, "message": cause, "hint": hint}

@@ -80,12 +80,13 @@ class Stack:
     def address(self, host: int) -> str:
         return str(ipaddress.ip_network(self.sim["subnet"]).network_address + host)
 
-    def submit(self, template: str, hostname: str, **kwargs: Any) -> str:
+    def submit(self, template: str, hostname: str, *, job_timeout: int | None = None,
+               **kwargs: Any) -> str:  # fmt: skip
         box = load_secret_box(self.settings.secret_key, self.settings.secret_key_file)
         req = ProvisionRequest(template=template, node=NODE, hostname=hostname, **kwargs)
         with session_scope(self.factory) as session:
             cid = submit(session, box, self.settings, req).id
-        enqueue(self.redis, self.settings, cid)
+        enqueue(self.redis, self.settings, cid, job_timeout=job_timeout)
         return cid
 
     def enqueue(self, cid: str, action: str) -> None:

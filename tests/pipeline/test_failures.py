@@ -195,6 +195,29 @@ def test_create_task_error_fails_the_create_phase(stack: Stack,
     assert "fail-create" not in pve_hostnames(stack)
 
 
+def test_the_job_timeout_during_a_pve_wait_ends_the_run_in_error(
+        stack: Stack, cleanup: Callable[[str], str]) -> None:  # fmt: skip
+    """RQ's job timeout goes off while the create task is awaited in a worker
+    thread, outside the run's coroutine: the run still ends with its error
+    event and the error lifecycle (not left "creating" for recovery)."""
+    vmid = free_vmid(stack)
+    admin(stack.sim, "task", {"type": "vzcreate", "vmid": vmid, "delay": 10})
+    stack.start_workers(1)
+    cid = cleanup(stack.submit("lines", "out-of-time", vmid=vmid, variables={"count": 3},
+                               job_timeout=3))  # fmt: skip
+    ct = stack.wait(cid, timeout=120)
+    assert ct.lifecycle == Lifecycle.ERROR, diagnose(stack, cid)
+    assert ct.error_message == ("create failed: the job ran out of time after 3 s "
+                                "(the job timeout, PROVISIONER_JOB_TIMEOUT)")  # fmt: skip
+    assert details_of(ct)["phase"] == "create"
+    events = first_run_events(stack, cid)
+    last = events[-1]
+    assert last.type == "error" and last.outcome == "error" and last.phase == "create", last
+    assert "ran out of time" in last.message and "retry resumes" in last.message, last
+    assert events == all_events(stack, cid)  # one terminal event, nothing after it
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
 # --- 2. transient 5xx ------------------------------------------------------------
 
 
