@@ -1,7 +1,7 @@
 """``provisioner keys``: the keys that encrypt stored secrets, and rotating them.
 
 Keys come from ``PROVISIONER_SECRET_KEY`` ("current,old...") or from the key
-file (``provisioner.secrets.box``).  ``keys rotate`` with a key file does the
+file (``provisioner.secrets.keyfile``).  ``keys rotate`` with a key file does the
 whole flow: add a new key, make it current, re-encrypt every stored secret,
 retire the old keys once nothing uses them.  The environment cannot be
 rewritten from here, so with ``PROVISIONER_SECRET_KEY`` the operator puts

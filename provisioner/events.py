@@ -84,7 +84,7 @@ class Event:
     percent: int | None = None
     stream: str | None = None
     script: str | None = None
-    outcome: str | None = None  # terminal events only (older ones may lack it)
+    outcome: str | None = None  # terminal events only (an older release's worker omits it)
     ts: str = field(default_factory=now_iso)
 
     def __post_init__(self) -> None:

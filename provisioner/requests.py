@@ -60,7 +60,7 @@ class ProvisionRequest(RequestSettings):
     template: str
     node: str
     hostname: str
-    root_password: str | None = None
+    root_password: str | None = field(default=None, repr=False)  # a secret
     variables: dict[str, Any] = field(default_factory=dict)
     failure_policy: str = "keep"
 
@@ -230,7 +230,7 @@ class RequestedContainer:
 
     container: Container
     job_id: str | None
-    root_password: str | None
+    root_password: str | None = field(repr=False)  # a secret
     queue_error: str | None = None
 
     def queue_warning(self, *, with_cause: bool = False) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from provisioner.errors import PermanentError
 from provisioner.stored_request import StoredRequest
 
 if TYPE_CHECKING:  # the CLI imports the template machinery only when it needs it
@@ -30,7 +31,11 @@ def owns_container(ct: Container) -> bool:
 
 def container_json(ct: Container, node_name: str) -> dict[str, Any]:
     """A container's state and request, without a secret."""
-    stored = StoredRequest.from_dict(ct.request)  # holds no secret
+    unreadable = ""
+    try:
+        stored: StoredRequest | None = StoredRequest.from_dict(ct.request)  # holds no secret
+    except PermanentError as exc:  # written by a newer release: list the record anyway
+        stored, unreadable = None, exc.message
     return {
         "id": ct.id, "node": node_name, "template": ct.template, "hostname": ct.hostname,
         "vmid": ct.vmid, "owns_container": owns_container(ct),
@@ -42,9 +47,9 @@ def container_json(ct: Container, node_name: str) -> dict[str, Any]:
         "services": list(ct.services or []), "error": ct.error_message,
         "error_details": dict(ct.error_details) if ct.error_details else None,
         "attempts": ct.attempts, "last_seq": max(ct.next_seq - 1, 0),
-        "request": stored.settings_json(),
-        "variables": dict(stored.variables),
-        "secret_variables": sorted(stored.secret_variables),
+        "request": stored.settings_json() if stored else {"unreadable": unreadable},
+        "variables": dict(stored.variables) if stored else {},
+        "secret_variables": sorted(stored.secret_variables) if stored else [],
         "created_at": iso(ct.created_at), "updated_at": iso(ct.updated_at),
         "started_at": iso(ct.started_at), "finished_at": iso(ct.finished_at),
     }  # fmt: skip

@@ -54,6 +54,8 @@ _MOVED_TO_SETTINGS = {
     "RELAY_STALL_TIMEOUT": "web_relay_stall_timeout",
     "RELAY_MAX_STREAMS": "web_relay_max_streams",
     "METRICS_CACHE_SECONDS": "web_metrics_max_age",
+    "PERMANENT_SESSION_LIFETIME": "web_session_lifetime",
+    "SOCK_SERVER_OPTIONS": "web_relay_ping_interval",
 }
 
 CSP = (
@@ -84,7 +86,8 @@ def create_app(
         settings: defaults to ``Settings.from_env()``; the web tunables are
             its ``web_*`` fields (tests pass them with ``dataclasses.replace``).
         test_config: Flask config overriding the defaults (``TESTING``,
-            ``SESSION_COOKIE_SECURE``, ``SOCK_SERVER_OPTIONS``, ...).
+            ``SESSION_COOKIE_SECURE``, ...); a key now set by a web setting
+            (``_MOVED_TO_SETTINGS``) is refused with a ValueError.
 
     Raises:
         ConfigError: bad settings, an unusable secret key, or a database

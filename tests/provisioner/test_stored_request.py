@@ -1,5 +1,6 @@
 """The stored request's JSON: round trip, rows written before the version
-key, and rows this release cannot read.  Pure: no fixtures."""
+key, and rows this release cannot read (the views still list them).
+Pure: no fixtures."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 import pytest
 
 from provisioner.errors import PermanentError
+from provisioner.models import Container, FailurePolicy, Lifecycle
 from provisioner.requests import ProvisionRequest
 from provisioner.stored_request import STORED_REQUEST_VERSION, RequestSettings, StoredRequest
+from provisioner.views import container_json
 
 # A row exactly as every release before the version key wrote it.
 LEGACY_ROW = {
@@ -74,3 +77,13 @@ def test_a_provision_request_shares_the_settings_but_not_its_secrets() -> None:
     assert "hunter2-hunter2" not in json.dumps(stored.to_dict())
     assert set(stored.to_dict()) == {"version", *req.settings_json(), "variables",
                                      "secret_variables"}  # fmt: skip
+
+
+def test_a_listing_shows_a_record_whose_request_a_newer_release_wrote() -> None:
+    ct = Container(id="c1", template="nginx", hostname="web1", request={"version": 99},
+                   lifecycle=Lifecycle.READY, failure_policy=FailurePolicy.KEEP, next_seq=5,
+                   attempts=1)  # fmt: skip
+    shown = container_json(ct, "pve")
+    assert shown["request"] == {"unreadable": "stored request: version 99 is not one this "
+                                              f"release reads (1 to {STORED_REQUEST_VERSION})"}  # fmt: skip
+    assert (shown["variables"], shown["secret_variables"], shown["last_seq"]) == ({}, [], 4)
