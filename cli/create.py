@@ -205,6 +205,7 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
     from provisioner.node_facts import NodeFactsCache, node_fact_problems
     from provisioner.requests import ProvisionRequest, check_request, request_container
 
+    rt.settings  # noqa: B018  # a broken configuration is refused before stdin is read
     readers = [name for name, reads in (("--password-stdin", password_stdin),
                                         ("--ssh-key -", ssh_key_file == "-"),
                                         ("--var-file -", var_file == "-")) if reads]  # fmt: skip
