@@ -275,6 +275,11 @@ async def put_lxc_config(node: Node, p: dict[str, Any], user: str) -> Any:
     return None
 
 
+@route("PUT", "/nodes/{node}/lxc/{vmid}/resize")
+async def lxc_resize(node: Node, p: dict[str, Any], user: str) -> Any:
+    return await lxcops.resize(node, p["vmid"], p, user)
+
+
 @route("GET", "/nodes/{node}/lxc/{vmid}/status")
 async def lxc_status_index(node: Node, p: dict[str, Any], user: str) -> Any:
     node.get(p["vmid"])

@@ -6,6 +6,7 @@ of the container's files, like a full clone or an LVM-thin snapshot.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,83 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         await node._forget(newid)
 
     return node.tasks.start("vzclone", str(vmid), user, body, on_error=failed)
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGT](?:iB)?)?")
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_EXTENT = 4 << 20  # an LVM extent
+
+
+def parse_size(text: str) -> int | None:
+    """PVE's ``PVE::JSONSchema::parse_size``: bytes without a unit; K, M, G, T
+    (or KiB...) are powers of 1024; fractions allowed, truncated."""
+    m = _SIZE.fullmatch(text)
+    if m is None:
+        return None
+    number = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
+    return int(number * _UNITS[m.group(2)[0]] if m.group(2) else number)
+
+
+def format_size(size: int) -> str:
+    """PVE's ``PVE::JSONSchema::format_size``: the largest unit that divides evenly."""
+    text = str(size)
+    for unit in "KMGT":
+        if size % 1024:
+            break
+        size //= 1024
+        text = f"{size}{unit}"
+    return text
+
+
+async def resize(node: Node, vmid: int, params: dict[str, Any], user: str) -> str:
+    """``PUT .../resize`` as pve-container's ``resize_vm``: grow only, the
+    checks once before the task and again in it under the config lock."""
+    sizestr = str(params["size"])
+    grow = sizestr.startswith("+")
+    requested = parse_size(sizestr.removeprefix("+"))
+    if requested is None:
+        raise PveError(500, "invalid size string")
+    disk = str(params["disk"])
+
+    def load_and_check() -> tuple[ContainerRecord, dict[str, str], int, int]:
+        rec = node.get(vmid)
+        node.check_lock(rec)
+        digest = params.get("digest")
+        if digest and digest != config_digest(rec.config):
+            raise PveError(
+                500, "detected modified configuration - file changed by other user? Try again."
+            )
+        if disk not in rec.config:  # pvesim has no mount points (docs/pvesim.md)
+            raise param_error({"disk": f"CT {vmid} has no mount point '{disk}'"})
+        mp = split_property_string(str(rec.config[disk]), "volume")
+        size = parse_size(mp.get("size", ""))
+        if size is None:
+            raise PveError(500, f"Could not determine current size of volume '{mp['volume']}'")
+        new = int(size + requested if grow else requested)
+        if new < size:
+            raise PveError(500, "unable to shrink disk size")
+        if new == size:
+            raise PveError(500, "disk is already at specified size")
+        return rec, mp, size, new
+
+    load_and_check()  # early checks before forking and locking, as PVE does
+
+    async def body(task: Task) -> None:
+        async with node.config_lock(vmid):
+            rec, mp, size, new = load_and_check()
+            await task.sleep(DURATIONS["resize"])
+            lv = f"pve/{mp['volume'].split(':', 1)[-1]}"
+            task.log(f"  Size of logical volume {lv} changed from {size / (1 << 30):.2f} GiB "
+                     f"({size // _EXTENT} extents) to {new / (1 << 30):.2f} GiB "
+                     f"({new // _EXTENT} extents).")  # fmt: skip
+            task.log(f"  Logical volume {lv} successfully resized.")
+            mp["size"] = format_size(new)
+            config = dict(rec.config)
+            config[disk] = ",".join([mp.pop("volume"), *(f"{k}={v}" for k, v in mp.items())])
+            rec.config = config
+            node.save(rec)
+
+    return node.tasks.start("resize", str(vmid), user, body)
 
 
 def list_snapshots(node: Node, vmid: int) -> list[dict[str, Any]]:

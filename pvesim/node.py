@@ -484,6 +484,9 @@ class Node:
     async def destroy(self, vmid: int, user: str, force: bool) -> str:
         async with self.config_lock(vmid):
             rec = self.get(vmid)
+            # PVE checks protection first (AbstractConfig::check_protection)
+            if str(rec.config.get("protection", "0")) == "1":
+                raise PveError(500, f"can't remove CT {vmid} - protection mode enabled")
             self.check_lock(rec)
             if vmid in self.running and not force:
                 raise PveError(500, f"unable to destroy CT {vmid} - container is running")

@@ -315,3 +315,35 @@ def test_shutdown_and_reboot(cts: Containers, api: Any, key: Path, sim: dict[str
     assert api.nodes("pve").lxc(8070).status.current.get()["uptime"] < 30
     ok(api, api.nodes("pve").lxc(8070).status.shutdown.post(timeout=30))
     assert api.nodes("pve").lxc(8070).status.current.get()["status"] == "stopped"
+
+
+def test_resize_grows_only_and_protection_blocks_destroy(cts: Containers, api: Any) -> None:
+    """As pve-container's resize_vm and check_protection: ``+`` adds to the
+    current size, a size without a unit is bytes, a shrink or the same size
+    is refused before any task, and a protected CT cannot be destroyed."""
+    cts.create(8070)
+    ct = api.nodes("pve").lxc(8070)
+    assert ct.config.get()["rootfs"] == "local-lvm:vm-8070-disk-0,size=4G"
+    log = ok(api, ct.resize.put(disk="rootfs", size="+1G"))
+    assert "  Logical volume pve/vm-8070-disk-0 successfully resized." in log
+    assert any("changed from 4.00 GiB (1024 extents) to 5.00 GiB (1280 extents)" in line
+               for line in log)  # fmt: skip
+    assert ct.config.get()["rootfs"] == "local-lvm:vm-8070-disk-0,size=5G"
+    ok(api, ct.resize.put(disk="rootfs", size="5632M"))  # absolute
+    assert ct.config.get()["rootfs"] == "local-lvm:vm-8070-disk-0,size=5632M"
+    assert ct.status.current.get()["maxdisk"] == 5632 << 20
+    for size, message in (("5G", "unable to shrink disk size"),
+                          ("10", "unable to shrink disk size"),  # ten bytes
+                          ("+0", "disk is already at specified size"),
+                          ("5.5G", "disk is already at specified size")):  # fmt: skip
+        with pytest.raises(ResourceException, match=message):
+            ct.resize.put(disk="rootfs", size=size)
+    with pytest.raises(ResourceException, match="detected modified configuration"):
+        ct.resize.put(disk="rootfs", size="+1G", digest="0" * 40)
+    assert ct.config.get()["rootfs"] == "local-lvm:vm-8070-disk-0,size=5632M"
+
+    ct.config.put(protection=1)
+    with pytest.raises(ResourceException, match="can't remove CT 8070 - protection mode enabled"):
+        ct.delete()
+    assert 8070 in {int(c["vmid"]) for c in api.nodes("pve").lxc.get()}
+    ct.config.put(delete="protection")
