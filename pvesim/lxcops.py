@@ -6,9 +6,11 @@ of the container's files, like a full clone or an LVM-thin snapshot.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pvesim.errors import PveError, param_error
@@ -78,17 +80,34 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
 
 
 async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str:
+    """``POST .../clone`` as pve-container's ``clone_vm``: the source holds
+    ``lock: disk`` until the copy is done; a full clone of a running CT only
+    from a snapshot; a linked clone only from a template or a snapshot (the
+    lvmthin rule), and never to another storage."""
     newid = int(params["newid"])
+    snapname = params.get("snapname")
     async with node.config_lock(vmid):
         src = node.get(vmid)
+        storage = params.get("storage")
         node.check_lock(src)
         if newid in node.containers:
             raise PveError(500, f"CT {newid} already exists on node '{node.name}'")
-        snapname = params.get("snapname")
+        template = str(src.config.get("template", "0")) == "1"
+        full = bool(params["full"]) if params.get("full") is not None else not template
+        if not full and storage:
+            raise PveError(500, "parameter 'storage' not allowed for linked clones")
         if snapname and snapname not in src.snapshots:
             raise PveError(500, f"snapshot '{snapname}' does not exist")
+        volume = split_property_string(str(src.config["rootfs"]), "volume")["volume"]
+        if full and vmid in node.running and not snapname:
+            raise PveError(
+                500, "Full clone of a running container is only possible from a snapshot"
+            )
+        if not full and not template and not snapname:
+            raise PveError(500, f"Linked clone feature for '{volume}' is not available")
         base_cfg = dict(src.snapshots[snapname]["config"] if snapname else src.config)
-        config = {k: v for k, v in base_cfg.items() if k not in ("lock", "parent", "snaptime")}
+        dropped = ("lock", "parent", "snaptime", "snapstate", "pending", "template")
+        config = {k: v for k, v in base_cfg.items() if k not in dropped}
         if params.get("hostname"):
             config["hostname"] = params["hostname"]
         if params.get("description"):
@@ -98,30 +117,59 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
             kv["hwaddr"] = random_hwaddr()  # PVE gives a clone new MAC addresses
             config[key] = format_net(kv)
         rootfs = split_property_string(str(config["rootfs"]), "volume")
-        storage = str(params.get("storage") or rootfs["volume"].split(":")[0])
-        node._check_storage(storage, "rootdir")
-        rootfs["volume"] = f"{storage}:vm-{newid}-disk-0"
+        target = str(storage or rootfs["volume"].split(":")[0])
+        node._check_storage(target, "rootdir")
+        rootfs["volume"] = f"{target}:vm-{newid}-disk-0"
         config["rootfs"] = ",".join(
             [rootfs.pop("volume"), *(f"{k}={v}" for k, v in rootfs.items())]
         )
         config["lock"] = "create"
         new = ContainerRecord(vmid=newid, config=config)
         node.save(new)
+        node.set_lock(src, "disk")
 
     async def body(task: Task) -> None:
-        task.log(f"create full clone of mountpoint rootfs (vm-{vmid}-disk-0)")
+        task.log(f"creating a clone of container {vmid} with ID {newid}")
+        kind = "full clone of mountpoint" if full else "linked clone of mount point"
+        task.log(f"create {kind} rootfs ({volume})")
         await task.sleep(DURATIONS["vzclone"])
         src_fs, dest_fs = node.fs(vmid), node.fs(newid)
         dest_fs.create(src_fs.base())
         upper = src_fs.root / "snapshots" / str(snapname) / "upper" if snapname else src_fs.upper
         dest_fs.upper.rmdir()
         await copy_tree(upper, dest_fs.upper)
+        root = await dest_fs.mount()
+        try:
+            clear_machine_id(root)
+        finally:
+            await dest_fs.unmount()
         node.set_lock(new, None)
+        node.set_lock(src, None)
 
     async def failed() -> None:
+        node.set_lock(src, None)
         await node._forget(newid)
 
-    return node.tasks.start("vzclone", str(vmid), user, body, on_error=failed)
+    return node.tasks.start("vzclone", str(vmid), user, body, on_error=failed,
+                            error_prefix="clone failed: ")  # fmt: skip
+
+
+def clear_machine_id(root: Path) -> None:
+    """pve-container's ``clear_machine_id`` for a clone: a systemd guest's
+    ``/etc/machine-id`` is emptied (unless ``uninitialized``), a
+    ``/var/lib/dbus/machine-id`` that is not a symlink is removed.  PVE
+    leaves a lone newline; systemd-nspawn refuses to boot that, and an empty
+    file means the same to systemd: a new machine ID at first boot."""
+    systemd = any(os.access(root / p, os.X_OK)
+                  for p in ("lib/systemd/systemd", "usr/lib/systemd/systemd"))  # fmt: skip
+    dbus = root / "var/lib/dbus/machine-id"
+    if systemd and dbus.exists() and not dbus.is_symlink():
+        dbus.unlink()
+    machine_id = root / "etc/machine-id"
+    if systemd and machine_id.exists():
+        first = machine_id.read_text(errors="replace").partition("\n")[0]
+        if first != "uninitialized":
+            machine_id.write_text("")
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGT](?:iB)?)?")

@@ -79,11 +79,14 @@ class TaskManager:
             await asyncio.sleep(seconds * self.time_scale)
 
     def start(self, task_type: str, task_id: str, user: str, body: TaskBody,
-              on_error: Callable[[], Awaitable[None]] | None = None) -> str:  # fmt: skip
+              on_error: Callable[[], Awaitable[None]] | None = None,
+              error_prefix: str = "") -> str:  # fmt: skip
         """Start ``body`` as a task and return its UPID at once.
 
         ``on_error`` runs (inside the task) when the body fails, before the
         task is marked stopped: e.g. a failed create removes its config.
+        ``error_prefix`` starts the task's error, as PVE's ``die "clone
+        failed: $err"`` around a task's work does.
         """
         pid = next(self._pid)
         now = int(time.time())
@@ -95,11 +98,14 @@ class TaskManager:
         self.tasks[record.upid] = record
         self.store.save_task(record)
         task = Task(record, self)
-        self._running[record.upid] = asyncio.create_task(self._run(task, body, on_error))
+        self._running[record.upid] = asyncio.create_task(
+            self._run(task, body, on_error, error_prefix)
+        )
         return record.upid
 
     async def _run(self, task: Task, body: TaskBody,
-                   on_error: Callable[[], Awaitable[None]] | None) -> None:  # fmt: skip
+                   on_error: Callable[[], Awaitable[None]] | None,
+                   error_prefix: str = "") -> None:  # fmt: skip
         rec = task.record
         fault = self.faults.take_task(rec.type, rec.id)
         error: str | None = None
@@ -126,7 +132,7 @@ class TaskManager:
         rec.status = "stopped"
         rec.endtime = int(time.time())
         if error is not None:
-            error = error.splitlines()[0] if error.strip() else "unknown error"
+            error = error_prefix + (error.splitlines()[0] if error.strip() else "unknown error")
             rec.exitstatus = error
             rec.log.append(f"TASK ERROR: {error}")
         elif task.warnings:

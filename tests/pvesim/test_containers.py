@@ -347,3 +347,45 @@ def test_resize_grows_only_and_protection_blocks_destroy(cts: Containers, api: A
         ct.delete()
     assert 8070 in {int(c["vmid"]) for c in api.nodes("pve").lxc.get()}
     ct.config.put(delete="protection")
+
+
+def test_clone_rules_as_pve(cts: Containers, api: Any, key: Path, sim: dict[str, Any]) -> None:
+    """As pve-container's clone_vm: a running CT is cloned in full only from
+    a snapshot, a linked clone needs a template or a snapshot and keeps the
+    storage, the source is locked (``disk``) while it is copied, and the
+    clone's machine-id is emptied so it gets its own at first boot."""
+    ip = addr(sim, 72)
+    cts.create(8072, ip, start=1)
+    wait_port(ip, 22)
+    ct = api.nodes("pve").lxc(8072)
+    machine_id = ssh(key, ip, "cat /etc/machine-id").stdout.strip()
+    assert len(machine_id) == 32, machine_id
+    for params, message in (
+        ({"full": 1}, "Full clone of a running container is only possible from a snapshot"),
+        ({}, "Full clone of a running container is only possible from a snapshot"),
+        ({"full": 0}, "Linked clone feature for 'local-lvm:vm-8072-disk-0' is not available"),
+        ({"full": 0, "storage": "local-lvm"}, "parameter 'storage' not allowed for linked clones"),
+    ):
+        with pytest.raises(ResourceException, match=message):
+            ct.clone.post(newid=8073, **params)
+    assert 8073 not in {int(c["vmid"]) for c in api.nodes("pve").lxc.get()}
+
+    ok(api, ct.snapshot.post(snapname="s1"))
+    cts.made.append(8073)
+    upid = ct.clone.post(newid=8073, snapname="s1", full=0, hostname="linked8073")
+    assert ct.config.get()["lock"] == "disk"  # the source, while the copy runs
+    with pytest.raises(ResourceException, match=r"CT is locked \(disk\)"):
+        ct.snapshot.post(snapname="s2")
+    log = ok(api, upid)
+    assert log[:2] == ["creating a clone of container 8072 with ID 8073",
+                       "create linked clone of mount point rootfs (local-lvm:vm-8072-disk-0)"]  # fmt: skip
+    assert "lock" not in ct.config.get()
+    clone = api.nodes("pve").lxc(8073)
+    assert clone.config.get()["rootfs"].startswith("local-lvm:vm-8073-disk-0")
+    clone_ip = addr(sim, 73)
+    clone.config.put(net0=f"name=eth0,bridge=vmbr0,ip={clone_ip}/24,gw={sim['gateway']}")
+    cts.start(8073)
+    wait_port(clone_ip, 22)
+    new_id = ssh(key, clone_ip, "cat /etc/machine-id").stdout.strip()
+    assert len(new_id) == 32 and new_id != machine_id, (new_id, machine_id)
+    ok(api, ct.snapshot("s1").delete())
