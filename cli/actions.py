@@ -9,8 +9,8 @@ for its result.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 from sqlalchemy import select
@@ -108,6 +108,57 @@ def _confirm_destroy(ct: Container, yes: bool) -> None:
         raise CliFailure(f"{label(ct)} was not destroyed")
 
 
+def queue_action(rt: Runtime, ref: str, action: str, *, follow: bool, as_json: bool,
+                 timeout: float | None, params: dict[str, Any] | None = None,
+                 confirm: Callable[[Container], None] | None = None) -> None:  # fmt: skip
+    """Queue ``action`` of the container ``ref`` (its parameters, if any, as an
+    operation), print what was queued and, with ``follow``, follow its run.
+
+    Raises:
+        Conflict: the lifecycle forbids it, or it is queued or running already.
+    """
+    from cli.follow import follow_run
+    from provisioner import lease
+    from provisioner.queue import ActionPending
+    from provisioner.requests import request_action
+
+    with rt.factory() as session:
+        ct = find_container(session, ref)
+        try:
+            check_action(ct, action)
+        except ActionRefused as exc:
+            raise Conflict(f"{label(ct)}: {exc.message}") from None
+        if confirm is not None:
+            confirm(ct)
+        cid, name = ct.id, label(ct)
+        done = [p for p in ct.finished_phases or []
+                if action == "retry" or p in ("create", "start")]  # fmt: skip
+        try:
+            queued_action = request_action(session, rt.settings, rt.redis, ct, action, params,
+                                           lambda: lease.held(rt.factory, cid))  # fmt: skip
+        except ActionPending as exc:
+            raise Conflict(str(exc)) from None
+    after, job_id = queued_action.after, queued_action.job_id
+    queued = {"type": "queued", "action": action, "id": cid, "job_id": job_id,
+              "after": after}  # fmt: skip
+    if as_json:
+        echo_json(queued if follow else {k: v for k, v in queued.items() if k != "type"},
+                  lines=follow)  # fmt: skip
+    elif follow:
+        echo_err(f"{action} of {name} queued")
+    else:
+        echo_err(f"{action} of {name} queued (job {job_id}); follow it: "
+                 f"provisioner logs {short_id(cid)} --follow")  # fmt: skip
+    if follow:
+        follow_run(rt, cid, action, after=after, job_id=job_id, as_json=as_json,
+                   timeout=timeout, done=done)  # fmt: skip
+
+
+ON_FAILURE_HELP = ("What a failed change does: roll back to the safety snapshot taken "
+                   "before it (rollback, the default) or keep the container as the failure "
+                   "left it (keep).")  # fmt: skip
+
+
 def _action_command(action: str, summary: str) -> click.Command:
     @click.command(action, help=f"{summary}\n\nID: an id, a unique id prefix, or a hostname. "
                    f"Allowed when the container is "
@@ -116,47 +167,19 @@ def _action_command(action: str, summary: str) -> click.Command:
     @follow_options("queued", '"action", "id", "job_id", "after"')
     @pass_runtime
     def command(rt: Runtime, ref: str, follow: bool, as_json: bool, timeout: float | None,
-                yes: bool = False) -> None:  # fmt: skip
-        from cli.follow import follow_run, last_seq
-
-        with rt.factory() as session:
-            ct = find_container(session, ref)
-            try:
-                check_action(ct, action)
-            except ActionRefused as exc:
-                raise Conflict(f"{label(ct)}: {exc.message}") from None
-            if action == "destroy":
-                _confirm_destroy(ct, yes)
-            cid, name = ct.id, label(ct)
-            done = [p for p in ct.finished_phases or []
-                    if action == "retry" or p in ("create", "start")]  # fmt: skip
-        after = last_seq(rt, cid)
-        job_id = rt.enqueue(cid, action)
-        queued = {"type": "queued", "action": action, "id": cid, "job_id": job_id,
-                  "after": after}  # fmt: skip
-        if as_json:
-            echo_json(queued if follow else {k: v for k, v in queued.items() if k != "type"},
-                      lines=follow)  # fmt: skip
-        elif follow:
-            echo_err(f"{action} of {name} queued")
-        else:
-            echo_err(f"{action} of {name} queued (job {job_id}); follow it: "
-                     f"provisioner logs {short_id(cid)} --follow")  # fmt: skip
-        if follow:
-            follow_run(
-                rt,
-                cid,
-                action,
-                after=after,
-                job_id=job_id,
-                as_json=as_json,
-                timeout=timeout,
-                done=done,
-            )
+                yes: bool = False, on_failure: str | None = None) -> None:  # fmt: skip
+        confirm = (lambda ct: _confirm_destroy(ct, yes)) if action == "destroy" else None
+        params = {"on_failure": on_failure or "rollback"} if action == "resync" else None
+        queue_action(rt, ref, action, follow=follow, as_json=as_json, timeout=timeout,
+                     params=params, confirm=confirm)  # fmt: skip
 
     if action == "destroy":
         command = click.option("--yes", "-y", is_flag=True,
                                help="Do not ask for confirmation.")(command)  # fmt: skip
+    if action == "resync":
+        command = click.option("--on-failure", type=click.Choice(["rollback", "keep"]),
+                               default="rollback", show_default=True,
+                               help=ON_FAILURE_HELP)(command)  # fmt: skip
     return command
 
 
@@ -166,6 +189,11 @@ ACTION_COMMANDS = [
     _action_command("reboot", "Reboot a container."),
     _action_command("destroy", "Destroy a container in Proxmox VE (asks first unless --yes)."),
     _action_command("retry", "Run a failed provisioning again; it resumes where it failed."),
-    _action_command("resync", "Deploy the template's files and run its scripts again."),
+    _action_command(
+        "resync",
+        "Deploy the template's files and run its scripts again, safely: "
+        "a snapshot first, and on failure (the health check included) "
+        "a rollback to it.",
+    ),
 ]
 COMMANDS: list[click.Command] = [logs, *ACTION_COMMANDS]

@@ -27,6 +27,7 @@ import click
 from sqlalchemy import exc as sa_exc
 
 from cli import actions as cli_actions
+from cli import changes as cli_changes
 from cli import containers as cli_containers
 from cli import create as cli_create
 from cli import demo
@@ -132,7 +133,8 @@ def main(config_file: Path | None) -> None:
     """
 
 
-for _module in (cli_create, cli_containers, cli_actions, cli_nodes, cli_keys, cli_templates, demo):
+for _module in (cli_create, cli_containers, cli_actions, cli_changes, cli_nodes, cli_keys,
+                cli_templates, demo):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -139,21 +139,6 @@ class Runtime:
 
         return load_secret_box(self.settings.secret_key, self.settings.secret_key_file)
 
-    def enqueue(self, container_id: str, action: str) -> str:
-        """Queue one run of ``action`` for the container; returns the job id.
-
-        Raises:
-            Conflict: the same action is queued or running already.
-        """
-        from provisioner import lease
-        from provisioner.queue import ActionPending, enqueue_action
-
-        try:
-            return enqueue_action(self.redis, self.settings, container_id, action,
-                                  lambda: lease.held(self.factory, container_id)).id  # fmt: skip
-        except ActionPending as exc:
-            raise Conflict(str(exc)) from None
-
     def close(self) -> None:
         if "redis" in self.__dict__:
             self.redis.close()

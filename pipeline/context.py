@@ -58,6 +58,8 @@ class Context:
     events: EventPublisher
     variables: dict[str, Any]
     on_progress: Callable[[str, int], None] | None = None
+    operation_id: str | None = None  # the Operation row of an action with parameters
+    params: dict[str, Any] = field(default_factory=dict)  # its parameters
     phase: str = "create"
     scripts_uploaded: bool = False  # by the deploy phase of this run
     _ssh: SshSession | None = field(default=None, repr=False)

@@ -26,16 +26,17 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline import create, deploy, finalize, scripts, start
+from pipeline import changes, create, deploy, finalize, scripts, start
 from pipeline.context import Context, off_loop
 from provisioner import lease
 from provisioner.backoff import Backoff
+from provisioner.changes import SafeChange, check_on_failure
 from provisioner.config import Settings
 from provisioner.db import make_engine, session_factory, session_scope
 from provisioner.errors import CommandFailedError, PermanentError, ProvisionError, TransientError
 from provisioner.events import EventPublisher, latest_seq, stored_events
 from provisioner.logsafe import setup_logging
-from provisioner.models import Container, FailurePolicy, Lifecycle, Node, utcnow
+from provisioner.models import Container, FailurePolicy, Lifecycle, Node, Operation, utcnow
 from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs
 from provisioner.phases import PHASES
@@ -168,12 +169,19 @@ async def _guard(ctx: Context) -> NotOurs | None:
 
 
 def build_context(settings: Settings, factory: sessionmaker[Session], redis: Redis,
-                  container_id: str, events: EventPublisher) -> Context:  # fmt: skip
+                  container_id: str, events: EventPublisher,
+                  operation_id: str | None = None) -> Context:  # fmt: skip
     box = load_secret_box(settings.secret_key, settings.secret_key_file)
+    params: dict[str, Any] = {}
     with factory() as session:
         ct = session.get(Container, container_id)
         if ct is None:
             raise LookupError(f"no container {container_id}")
+        if operation_id is not None:
+            op = session.get(Operation, operation_id)
+            if op is None or op.container_id != container_id:
+                raise LookupError(f"no operation {operation_id} of container {container_id}")
+            params = dict(op.params)
         node = session.get(Node, ct.node_id)
         assert node is not None
         pve = client_for(node, box)
@@ -185,11 +193,13 @@ def build_context(settings: Settings, factory: sessionmaker[Session], redis: Red
         register_secret(value)
     return Context(settings=settings, factory=factory, redis=redis, box=box,
                    container_id=container_id, template=template, pve=pve, events=events,
-                   variables=variables, on_progress=progress_saver(redis, events))  # fmt: skip
+                   variables=variables, on_progress=progress_saver(redis, events),
+                   operation_id=operation_id, params=params)  # fmt: skip
 
 
 async def execute(settings: Settings, factory: sessionmaker[Session], redis: Redis,
-                  container_id: str, action: str, holder: str) -> str:  # fmt: skip
+                  container_id: str, action: str, holder: str,
+                  operation_id: str | None = None) -> str:  # fmt: skip
     """Run one action while holding the lease.  Returns a one-line outcome."""
     with factory() as session:
         ct = session.get(Container, container_id)
@@ -200,7 +210,7 @@ async def execute(settings: Settings, factory: sessionmaker[Session], redis: Red
     events = EventPublisher(redis, factory, container_id)
     ctx: Context | None = None
     try:
-        ctx = build_context(settings, factory, redis, container_id, events)
+        ctx = build_context(settings, factory, redis, container_id, events, operation_id)
         with lease.LeaseKeeper(factory, container_id, holder, settings.lease_duration,
                                settings.lease_renew_interval) as keeper:  # fmt: skip
             return await _execute(ctx, action, keeper)
@@ -228,6 +238,8 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
         return f"nothing to do: the container is {ct.lifecycle.value}"
     if action in ("provision", "retry", "resync"):
         return await _provisioning(ctx, action, keeper)
+    if action in changes.RUNS:
+        return await _change(ctx, action, keeper)
     ctx.phase = (ct.current_phase or "finalize") if action == "destroy" else "finalize"
     if action == "destroy":
         ctx.update(lifecycle=Lifecycle.DESTROYING)
@@ -253,6 +265,38 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     return f"{action} done"
 
 
+async def _change(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
+    """A day-two change (snapshot, rollback, delete-snapshot, set): the
+    guard, then the change; the lifecycle stays as it is."""
+    ctx.phase = "finalize"
+    try:
+        lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
+        if lost is not None:
+            raise lost
+        done = await changes.RUNS[action](ctx, ctx.params)
+    except LeaseLost:
+        raise
+    except changes.RolledBack as exc:
+        ctx.events.publish("error", exc.message, phase=ctx.phase, outcome="rolled-back")
+        _finish_operation(ctx, "rolled-back", exc.message)
+        raise
+    except Exception as exc:
+        await _action_failed(ctx, action, exc)
+        raise
+    ctx.events.publish("complete", done, phase=ctx.phase, percent=100, outcome="done")
+    _finish_operation(ctx, "done", done)
+    return done
+
+
+def _finish_operation(ctx: Context, outcome: str, message: str) -> None:
+    if ctx.operation_id is None:
+        return
+    with session_scope(ctx.factory) as session:
+        op = session.get(Operation, ctx.operation_id)
+        if op is not None:
+            op.outcome, op.message, op.finished_at = outcome, message, utcnow()
+
+
 async def _action_failed(ctx: Context, action: str, exc: Exception) -> None:
     """End a failed start/stop/reboot/destroy with its terminal event.  A
     failed destroy, or any action that found the CT not ours, leaves the
@@ -268,6 +312,7 @@ async def _action_failed(ctx: Context, action: str, exc: Exception) -> None:
     try:
         ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase,
                            outcome="failed")  # fmt: skip
+        _finish_operation(ctx, "failed", message)
     finally:
         if action == "destroy" or isinstance(exc, NotOurs):
             ctx.update(lifecycle=Lifecycle.ERROR, error_message=message, error_details=details)
@@ -288,6 +333,12 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
         except Exception as exc:
             await _action_failed(ctx, action, exc)
             raise
+        try:
+            await changes.begin_safe_change(ctx, "resync",
+                                            check_on_failure(ctx.params.get("on_failure")))  # fmt: skip
+        except Exception as exc:
+            await _action_failed(ctx, action, exc)
+            raise
         ctx.update(finished_phases=[p for p in ct.finished_phases if p in ("create", "start")],
                    finished_scripts=[])  # fmt: skip
     ctx.update(lifecycle=Lifecycle.CREATING, error_message=None, error_details=None,
@@ -302,14 +353,47 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
     except LeaseLost:
         raise
     except Exception as exc:
+        change = SafeChange.from_dict(ctx.container().safe_change)
+        if change is not None and await _rolled_back(ctx, change, exc):
+            raise
         await _fail(ctx, exc)
         raise
+    change = SafeChange.from_dict(ctx.container().safe_change)
+    if change is not None:
+        await changes.end_safe_change(ctx, change)
+        _finish_operation(ctx, "ready", "resync done")
     ip = ctx.container().ip
     # the terminal event first: whoever sees "ready" finds it in the history
     ctx.events.publish("complete", f"CT {ctx.read_vmid()} is ready at {ip}", phase="finalize",
                        percent=100, outcome="ready")  # fmt: skip
     ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
     return f"ready at {ip}"
+
+
+async def _rolled_back(ctx: Context, change: SafeChange, exc: Exception) -> bool:
+    """A failed change with a safety snapshot: roll back (its policy
+    permitting) and end the run ``rolled-back``.  False when nothing was
+    rolled back (policy ``keep``; or the rollback failed too, which the
+    failure's message then says): the run fails as any other."""
+    details = _error_details(ctx, exc)
+    if not isinstance(exc, ProvisionError):
+        log.exception("internal error in %s of %s", ctx.phase, ctx.container_id)
+        details["message"] = f"internal error: {exc.__class__.__name__}: {exc}"
+    failure = f"{ctx.phase} failed: {details['message']}"
+    try:
+        done = await changes.undo_safe_change(ctx, change, failure)
+    except Exception as undo_exc:
+        text = undo_exc.message if isinstance(undo_exc, ProvisionError) else repr(undo_exc)
+        ctx.warn(f"rolling back to '{change.snapshot}' failed: {text}")
+        return False
+    if done is None:
+        return False
+    message = f"{failure}; {done}"
+    ctx.events.publish("error", message, phase=ctx.phase, outcome="rolled-back")
+    _finish_operation(ctx, "rolled-back", message)
+    ctx.update(lifecycle=Lifecycle(change.lifecycle), error_message=None, error_details=None,
+               finished_at=utcnow())  # fmt: skip
+    return True
 
 
 async def _fail(ctx: Context, exc: Exception) -> None:
@@ -340,6 +424,7 @@ async def _fail(ctx: Context, exc: Exception) -> None:
     try:
         ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase,
                            outcome="error")  # fmt: skip
+        _finish_operation(ctx, "error", message)
     finally:
         if final == Lifecycle.DESTROYED:
             ctx.update(lifecycle=final, finished_at=utcnow())
@@ -393,7 +478,7 @@ def _mark_leased(redis: Redis, factory: sessionmaker[Session], container_id: str
         log.warning("the job's leased_after not saved: %s", exc)
 
 
-def run(container_id: str, action: str = "provision") -> str:
+def run(container_id: str, action: str = "provision", operation_id: str | None = None) -> str:
     """The RQ entry point (``pipeline.job.run``)."""
     settings = Settings.from_env()
     setup_logging(settings.log_level)
@@ -410,7 +495,8 @@ def run(container_id: str, action: str = "provision") -> str:
         before = ct.next_seq - 1 if ct is not None else 0  # this run's events follow
     try:
         _mark_leased(redis, factory, container_id)
-        return asyncio.run(execute(settings, factory, redis, container_id, action, holder))
+        return asyncio.run(execute(settings, factory, redis, container_id, action, holder,
+                                   operation_id))  # fmt: skip
     except JobTimeoutException:
         _out_of_time(settings, factory, redis, container_id, action, before)
         raise

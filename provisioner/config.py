@@ -68,6 +68,8 @@ class Settings:
     ssh_connect_timeout: float = 180.0  # until SSH answers after start
     ip_timeout: float = 120.0  # until DHCP gives the container an address
     task_timeout: float = 600.0  # until a PVE task stops
+    # the safety snapshots (auto-*) a container keeps after changes that worked
+    auto_snapshots_keep: int = 3
     log_level: str = "INFO"
     web_host: str = "127.0.0.1"
     web_port: int = 8000
@@ -392,6 +394,7 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "ssh_connect_timeout": _positive_number,
     "ip_timeout": _positive_number,
     "task_timeout": _positive_number,
+    "auto_snapshots_keep": _count,
     "log_level": _log_level,
     "web_host": _text,
     "web_port": _port,

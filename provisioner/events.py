@@ -45,9 +45,11 @@ EVENT_TYPES = ("step", "log", "warning", "recovering", "complete", "error")
 TERMINAL_TYPES = ("complete", "error")
 # How a run ended, carried by its terminal event: a provisioning run (provision,
 # retry, resync) ends "ready" or "error"; a destroy ends "destroyed"; a power
-# action (start, stop, reboot) ends "done"; any of those actions, or a resync
-# refused before it began, ends "failed".
-OUTCOMES = ("ready", "error", "destroyed", "done", "failed")
+# action (start, stop, reboot) and a day-two change (snapshot, rollback,
+# delete-snapshot, set) end "done"; any of those, or a resync refused before
+# it began, ends "failed"; a change (resync, set) that failed and was rolled
+# back to its safety snapshot ends "rolled-back" (an error event).
+OUTCOMES = ("ready", "error", "destroyed", "done", "failed", "rolled-back")
 PROVISIONING_OUTCOMES = ("ready", "error")
 STREAMS = ("stdout", "stderr")
 MAX_SEQ = 2**31 - 1  # the largest seq a reader may ask to start after (a 32-bit column)

@@ -90,3 +90,30 @@ def merge(item: dict[str, Any], node: NodeStatus | None, wanted: bool) -> dict[s
         item["pve_error"] = describe_loss(node.pve_node, vmid, None)
         item["owns_container"] = False
     return item
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """A container's snapshots as its node reports them, newest last, and
+    whether the CT is running and protected now."""
+
+    snapshots: list[Any]  # provisioner.pve.types.SnapshotInfo
+    running: bool
+    protected: bool
+
+
+def container_snapshots(pve: PveClient, container_id: str, vmid: int) -> Snapshots:
+    """Read a record's snapshots, once the ownership guard has proven the
+    CT is its own (a read: nothing is written).
+
+    Raises:
+        NotOurs: the CT is gone or someone else's.
+        PveApiError: the node could not tell.
+    """
+    from provisioner.ownership import prove
+
+    prove(pve, container_id, vmid)
+    config = pve.get_config(vmid)
+    found = sorted(pve.snapshots(vmid), key=lambda s: (s.snaptime, s.name))
+    return Snapshots(found, pve.status(vmid).running,
+                     str(config.get("protection", "0")) in ("1", "true"))  # fmt: skip

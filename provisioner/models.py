@@ -206,6 +206,13 @@ class Container(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # production, staging, development or another name; None: not given
+    # (migration 0003 added it and the two below)
+    environment: Mapped[str | None] = mapped_column(String(32))
+    # a change in flight and its safety snapshot (provisioner.changes.SafeChange)
+    safe_change: Mapped[dict[str, Any] | None] = mapped_column(
+        MutableDict.as_mutable(JSON(none_as_null=True))
+    )
 
     node: Mapped[Node] = relationship(back_populates="containers")
     # passive_deletes: the database's ON DELETE CASCADE removes the events,
@@ -218,6 +225,12 @@ class Container(Base):
     )
     lease: Mapped[Lease | None] = relationship(
         back_populates="container", cascade="all, delete-orphan", passive_deletes=True
+    )
+    operations: Mapped[list[Operation]] = relationship(
+        back_populates="container",
+        order_by="Operation.created_at",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
 
 
@@ -246,6 +259,26 @@ class ContainerEvent(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
 
     container: Mapped[Container] = relationship(back_populates="events")
+
+
+class Operation(Base):
+    """One asked-for change of a container that carries parameters (a
+    snapshot's name, the settings of a ``set``): the job carries the
+    operation's id, never the parameters themselves (which hold no secret)."""
+
+    __tablename__ = "operations"
+    __table_args__ = (Index(None, "container_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_container_id)
+    container_id: Mapped[str] = mapped_column(ForeignKey("containers.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(24))
+    params: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # as the run's terminal event
+    message: Mapped[str | None] = mapped_column(Text)
+
+    container: Mapped[Container] = relationship(back_populates="operations")
 
 
 class Lease(Base):

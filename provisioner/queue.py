@@ -18,7 +18,10 @@ from provisioner.config import Settings
 from provisioner.errors import TransientError
 
 JOB_FUNCTION = "pipeline.job.run"
-ACTIONS = ("provision", "retry", "resync", "destroy", "start", "stop", "reboot")
+ACTIONS = ("provision", "retry", "resync", "destroy", "start", "stop", "reboot",
+           "snapshot", "rollback", "delete-snapshot", "set")  # fmt: skip
+# the actions whose parameters are an Operation row (the job carries its id)
+OPERATIONS = ("resync", "snapshot", "rollback", "delete-snapshot", "set")
 
 
 def provisioning_queue(redis: Redis, settings: Settings) -> Queue:
@@ -73,7 +76,7 @@ def pending_job(redis: Redis, settings: Settings, container_id: str, action: str
 
 
 def enqueue_action(redis: Redis, settings: Settings, container_id: str, action: str,
-                   run_alive: Callable[[], bool]) -> Job:  # fmt: skip
+                   run_alive: Callable[[], bool], operation_id: str | None = None) -> Job:  # fmt: skip
     """Queue ``action`` unless the same one is queued or running already (a
     double click, a second tab, a script run twice).  The check and the
     enqueue hold a short per-container lock, so two callers cannot both pass.
@@ -91,20 +94,22 @@ def enqueue_action(redis: Redis, settings: Settings, container_id: str, action: 
         pending = pending_job(redis, settings, container_id, action, run_alive)
         if pending is not None:
             raise ActionPending(action, *pending)
-        return enqueue(redis, settings, container_id, action)
+        return enqueue(redis, settings, container_id, action, operation_id=operation_id)
     finally:
         with contextlib.suppress(LockError):  # expired meanwhile: the job is queued all the same
             lock.release()
 
 
 def enqueue(redis: Redis, settings: Settings, container_id: str, action: str = "provision",
-            *, job_timeout: int | None = None) -> Job:  # fmt: skip
+            *, job_timeout: int | None = None, operation_id: str | None = None) -> Job:  # fmt: skip
     """Queue one run of ``action`` for a container.  The job carries only
-    the container id and the action; never a secret."""
+    the container id, the action and, for an action with parameters, the id
+    of its ``Operation`` row; never a parameter, never a secret."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
+    args = (container_id, action) if operation_id is None else (container_id, action, operation_id)
     return provisioning_queue(redis, settings).enqueue(
-        JOB_FUNCTION, container_id, action,
+        JOB_FUNCTION, *args,
         job_id=f"{action}-{container_id}-{uuid.uuid4().hex[:8]}",
         job_timeout=job_timeout or settings.job_timeout,
         result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,

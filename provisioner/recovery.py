@@ -40,20 +40,32 @@ from provisioner.stream_delivery import repair
 log = logging.getLogger(__name__)
 
 
-def stalled(factory: sessionmaker[Session], grace: float) -> list[tuple[str, Lifecycle]]:
-    """Containers mid-run (or pending) with no live lease for ``grace`` seconds."""
+def stalled(factory: sessionmaker[Session],
+            grace: float) -> list[tuple[str, Lifecycle, str, str | None]]:  # fmt: skip
+    """Containers mid-run (or pending), or with a change in flight, with no
+    live lease for ``grace`` seconds: (id, lifecycle, the action that
+    resumes the run, its operation id)."""
     now = utcnow()
     quiet_since = now - timedelta(seconds=grace)
     with factory() as session:
         rows = session.execute(
-            select(Container.id, Container.lifecycle)
+            select(Container.id, Container.lifecycle, Container.safe_change)
             .outerjoin(Lease, Lease.container_id == Container.id)
-            .where(Container.lifecycle.in_([Lifecycle.PENDING, Lifecycle.CREATING,
-                                            Lifecycle.DESTROYING]),
+            .where(or_(Container.lifecycle.in_([Lifecycle.PENDING, Lifecycle.CREATING,
+                                                Lifecycle.DESTROYING]),
+                       Container.safe_change.is_not(None)),
                    Container.updated_at < quiet_since,
                    or_(Lease.container_id.is_(None), Lease.expires_at < now))
         ).all()  # fmt: skip
-    return [(cid, lifecycle) for cid, lifecycle in rows]
+    found: list[tuple[str, Lifecycle, str, str | None]] = []
+    for cid, lifecycle, change in rows:
+        if lifecycle == Lifecycle.DESTROYING:
+            found.append((cid, lifecycle, "destroy", None))
+        elif lifecycle in (Lifecycle.PENDING, Lifecycle.CREATING):
+            found.append((cid, lifecycle, "provision", None))  # a resync resumes so too
+        elif lifecycle in (Lifecycle.READY, Lifecycle.ERROR) and change:
+            found.append((cid, lifecycle, str(change["action"]), change.get("operation")))
+    return found
 
 
 def _queued_containers(redis: Redis, settings: Settings) -> set[str]:
@@ -74,7 +86,7 @@ def recovering_message(what: str, last_seen: datetime, resuming: str, action: st
 def hand_over(factory: sessionmaker[Session], redis: Redis, settings: Settings,
               container_id: str, action: str, *, what: str,
               resuming: str = "resuming on another worker",
-              dead_prefix: str | None = None) -> bool:  # fmt: skip
+              dead_prefix: str | None = None, operation_id: str | None = None) -> bool:  # fmt: skip
     """Hand the run of a container whose worker is gone on to another worker.
 
     Takes the dead run's lease (expired, or held by ``dead_prefix``: see
@@ -102,7 +114,7 @@ def hand_over(factory: sessionmaker[Session], redis: Redis, settings: Settings,
         log.warning("container %s: %s", container_id, message)
         with EventPublisher(redis, factory, container_id) as events:
             events.publish("recovering", message, phase=phase)
-        enqueue(redis, settings, container_id, action)
+        enqueue(redis, settings, container_id, action, operation_id=operation_id)
         return True
     finally:
         lease.release(factory, container_id, holder)
@@ -116,7 +128,10 @@ def on_work_horse_killed(factory: sessionmaker[Session], redis: Redis, settings:
     """
     if job.func_name != JOB_FUNCTION or not pid:
         return
-    container_id, action = [*job.args, "provision"][:2]
+    args = list(job.args)
+    container_id = args[0]
+    action = args[1] if len(args) > 1 else "provision"
+    operation_id = args[2] if len(args) > 2 else None
     if status is not None and os.WIFSIGNALED(status):
         how = f"was killed (signal {os.WTERMSIG(status)})"
     else:
@@ -124,7 +139,8 @@ def on_work_horse_killed(factory: sessionmaker[Session], redis: Redis, settings:
     try:
         hand_over(factory, redis, settings, container_id, action,
                   what=f"the worker process running this (pid {pid}) {how}",
-                  resuming="resuming it", dead_prefix=lease.process_prefix(pid))  # fmt: skip
+                  resuming="resuming it", dead_prefix=lease.process_prefix(pid),
+                  operation_id=operation_id)  # fmt: skip
     except Exception:  # the database or Redis is away: the lease expires, recovery takes over
         log.exception("handing on the run of %s after its work horse died failed", container_id)
 
@@ -135,7 +151,7 @@ def recover_stalled(factory: sessionmaker[Session], redis: Redis, settings: Sett
     candidates = stalled(factory, settings.lease_duration)
     # a pending request whose job is still waiting in a backlog is not stalled
     waiting = _queued_containers(redis, settings) if candidates else set()
-    for cid, lifecycle in candidates:
+    for cid, lifecycle, action, operation_id in candidates:
         if lifecycle == Lifecycle.PENDING and cid in waiting:
             continue
         # one worker re-enqueues; the key outlives the time a new run needs to
@@ -143,11 +159,10 @@ def recover_stalled(factory: sessionmaker[Session], redis: Redis, settings: Sett
         if not redis.set(f"provisioner:recover:{cid}", "1", nx=True,
                          ex=max(1, int(settings.lease_duration))):  # fmt: skip
             continue
-        action = "destroy" if lifecycle == Lifecycle.DESTROYING else "provision"
-        if not hand_over(factory, redis, settings, cid, action,
+        if not hand_over(factory, redis, settings, cid, action, operation_id=operation_id,
                          what="the worker running this stopped responding"):  # fmt: skip
             # no lease to take over: a request whose job got lost before it ran
-            enqueue(redis, settings, cid, action)
+            enqueue(redis, settings, cid, action, operation_id=operation_id)
             log.warning("container %s had no live worker; run enqueued again (%s)", cid, action)
         recovered.append(cid)
     return recovered

@@ -29,8 +29,14 @@ ACTIONS: dict[str, frozenset[Lifecycle]] = {
     "retry": frozenset({Lifecycle.ERROR}),
     "resync": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
     "destroy": frozenset({Lifecycle.PENDING, Lifecycle.READY, Lifecycle.ERROR}),
+    "snapshot": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "rollback": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "delete-snapshot": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "set": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
 }
 POWER_ACTIONS = ("start", "stop", "reboot")
+# the actions that need the record's CT (a record that owns none is refused)
+CT_ACTIONS = (*POWER_ACTIONS, "resync", "snapshot", "rollback", "delete-snapshot", "set")
 MIN_ROOT_PASSWORD = 8  # PVE takes 5; the wizard, the API and the CLI all ask for 8
 MAX_ROOT_PASSWORD = 256
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # nodes, storages, bridges
@@ -198,6 +204,6 @@ def check_action(container: Container, action: str) -> None:
         names = ", ".join(sorted(lc.value for lc in allowed))
         raise ActionRefused(f"cannot {action} a container that is {container.lifecycle.value} "
                             f"(only when {names})")  # fmt: skip
-    if action in (*POWER_ACTIONS, "resync") and container.vmid is None:
+    if action in CT_ACTIONS and container.vmid is None:
         raise ActionRefused(f"cannot {action}: this record owns no container in Proxmox VE "
                             "(retry creates one; destroy removes the record)")  # fmt: skip

@@ -24,9 +24,16 @@ from sqlalchemy.orm import Session
 
 from provisioner.config import Settings
 from provisioner.errors import ConfigError, InvalidRequest
-from provisioner.models import Container, FailurePolicy, Lifecycle, Node, new_container_id
-from provisioner.queue import enqueue
-from provisioner.request_checks import check_vmid_free
+from provisioner.models import (
+    Container,
+    FailurePolicy,
+    Lifecycle,
+    Node,
+    Operation,
+    new_container_id,
+)
+from provisioner.queue import enqueue, enqueue_action
+from provisioner.request_checks import check_action, check_vmid_free
 from provisioner.secrets.box import SecretBox
 from provisioner.secrets.generate import generate_password, generate_ssh_keypair
 from provisioner.secrets.vault import (
@@ -266,3 +273,44 @@ def request_container(session: Session, box: SecretBox, settings: Settings, redi
     except RedisError as exc:
         return RequestedContainer(container, None, generated, queue_error=str(exc))
     return RequestedContainer(container, job_id, generated)
+
+
+@dataclass(frozen=True)
+class RequestedAction:
+    """An action queued for a container: its job, and the seq its events follow."""
+
+    job_id: str
+    after: int
+    operation_id: str | None = None
+
+
+def request_action(session: Session, settings: Settings, redis: Redis, container: Container,
+                   action: str, params: dict[str, Any] | None,
+                   run_alive: Callable[[], bool]) -> RequestedAction:  # fmt: skip
+    """Queue an action of a container, what the CLI and the REST API share:
+    the lifecycle rule, then (for an action with parameters) its
+    ``Operation`` row, committed before its job is queued, then the job.
+    ``params`` were checked by the caller and hold no secret.
+
+    Raises:
+        ActionRefused: the lifecycle (or a record without a CT) forbids it.
+        ActionPending: the same action is queued or running; nothing is stored.
+        TransientError: the queue's lock could not be had; nothing is stored.
+        RedisError: Redis is away; nothing is stored.
+    """
+    check_action(container, action)
+    after = max(container.next_seq - 1, 0)
+    operation = None
+    if params is not None:
+        operation = Operation(container_id=container.id, action=action, params=dict(params))
+        session.add(operation)
+    session.commit()
+    try:
+        job = enqueue_action(redis, settings, container.id, action, run_alive,
+                             operation.id if operation is not None else None)  # fmt: skip
+    except Exception:
+        if operation is not None:
+            session.delete(operation)
+            session.commit()
+        raise
+    return RequestedAction(job.id, after, operation.id if operation is not None else None)

@@ -15,6 +15,7 @@ from provisioner.stored_request import StoredRequest
 if TYPE_CHECKING:  # the CLI imports the template machinery only when it needs it
     from provisioner.events import Event
     from provisioner.models import Container, Node
+    from provisioner.pve.types import SnapshotInfo
     from provisioner.templates.model import Template, Variable
 
 
@@ -52,7 +53,20 @@ def container_json(ct: Container, node_name: str) -> dict[str, Any]:
         "secret_variables": sorted(stored.secret_variables) if stored else [],
         "created_at": iso(ct.created_at), "updated_at": iso(ct.updated_at),
         "started_at": iso(ct.started_at), "finished_at": iso(ct.finished_at),
+        "environment": ct.environment,
+        "change_in_flight": dict(ct.safe_change) if ct.safe_change else None,
     }  # fmt: skip
+
+
+def snapshot_json(snap: SnapshotInfo) -> dict[str, Any]:
+    """One snapshot of a container (PVE gives no size for a CT's snapshot)."""
+    from datetime import UTC, datetime
+
+    from provisioner.changes import AUTO_PREFIX
+
+    taken = datetime.fromtimestamp(snap.snaptime, UTC).isoformat() if snap.snaptime else None
+    return {"name": snap.name, "description": snap.description, "taken_at": taken,
+            "parent": snap.parent, "automatic": snap.name.startswith(AUTO_PREFIX)}  # fmt: skip
 
 
 def log_line(e: Event) -> str:

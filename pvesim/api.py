@@ -275,6 +275,11 @@ async def put_lxc_config(node: Node, p: dict[str, Any], user: str) -> Any:
     return None
 
 
+@route("GET", "/nodes/{node}/lxc/{vmid}/pending")
+async def get_lxc_pending(node: Node, p: dict[str, Any], user: str) -> Any:
+    return lxcops.pending(node, p["vmid"])
+
+
 @route("PUT", "/nodes/{node}/lxc/{vmid}/resize")
 async def lxc_resize(node: Node, p: dict[str, Any], user: str) -> Any:
     return await lxcops.resize(node, p["vmid"], p, user)

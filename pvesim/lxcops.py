@@ -42,6 +42,17 @@ def get_config(node: Node, vmid: int, snapshot: str | None) -> dict[str, Any]:
     return config
 
 
+def pending(node: Node, vmid: int) -> list[dict[str, Any]]:
+    """``GET .../pending`` as pve-container's vm_pending answers it
+    (PVE::GuestHelpers::config_with_pending_array): every plain config key
+    with its value, the digest included.  Every option pvesim lets a PUT
+    change is one PVE applies at once (hot-plugged on a running CT), so
+    nothing is ever pending here."""
+    config = get_config(node, vmid, None)
+    return [{"key": key, "value": value} for key, value in config.items()
+            if not isinstance(value, dict | list)]  # fmt: skip
+
+
 async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
     async with node.config_lock(vmid):
         rec = node.get(vmid)
@@ -341,7 +352,12 @@ async def rollback(node: Node, vmid: int, snapname: str, start: bool, user: str)
             await node._halt(vmid)
         fs = node.fs(vmid)
         await fs.replace_upper_from(fs.root / "snapshots" / snapname / "upper")
-        rec.config = {**snap["config"], "parent": snapname, "lock": "rollback"}
+        # pve-guest-common's __snapshot_copy_config copies all but the
+        # description (and the lock, digest, snapshot keys): the CT keeps its own
+        kept = {k: v for k, v in snap["config"].items() if k != "description"}
+        if "description" in rec.config:
+            kept["description"] = rec.config["description"]
+        rec.config = {**kept, "parent": snapname, "lock": "rollback"}
         node.set_lock(rec, None)
         if start:
             await node._start_body(task, vmid)

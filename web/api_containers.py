@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import lease, views
+from provisioner.changes import ON_FAILURE
 from provisioner.errors import ConfigError, InvalidRequest, ProvisionError, TransientError
 from provisioner.events import MAX_SEQ, Event
 from provisioner.live import NodeStatus, claims, merge, wants_status
@@ -24,13 +25,12 @@ from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycl
 from provisioner.node_facts import node_fact_problems
 from provisioner.nodes import connection_for
 from provisioner.pve.http import PveConnection
-from provisioner.queue import ActionPending, enqueue_action
+from provisioner.queue import ActionPending
 from provisioner.request_checks import (
     MAX_SSH_KEYS_TEXT,
     MIN_ROOT_PASSWORD,
     TEMPLATE_NAME,
     ActionRefused,
-    check_action,
     check_network,
     check_ssh_public_keys,
 )
@@ -38,6 +38,7 @@ from provisioner.requests import (
     CheckedRequest,
     ProvisionRequest,
     check_request,
+    request_action,
     request_container,
 )
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
@@ -310,24 +311,39 @@ def container_log(container_id: str) -> Response:
     return Response(_log_lines(resources().factory, container_id), mimetype="text/plain")
 
 
-@bp.route("/containers/<container_id>/actions/<any(start,stop,reboot,destroy,retry,resync):action>",
-          methods=["POST"])  # fmt: skip
-def container_action(container_id: str, action: str) -> tuple[Response, int]:
-    """Enqueue an action; 202 with the job id (progress arrives as events)."""
-    ct, _node = find_container(container_id)
+def queue(ct: Container, action: str, params: dict[str, Any] | None,
+          **extra: Any) -> tuple[Response, int]:  # fmt: skip
+    """Queue an action of the container (its parameters, if any, as an
+    operation): 202 with the job and the events' URL; 409 when its
+    lifecycle forbids it or it is pending already; 503 when the queue's
+    lock could not be had."""
+    res = resources()
+    cid = ct.id
     try:
-        check_action(ct, action)
+        queued = request_action(get_db(), res.settings, get_redis(), ct, action, params,
+                                lambda: lease.held(res.factory, cid))  # fmt: skip
     except ActionRefused as exc:
         raise ApiError(409, exc.message, "action") from None
-    last_seq = max(ct.next_seq - 1, 0)
-    get_db().commit()
-    res = resources()
-    try:
-        job = enqueue_action(get_redis(), res.settings, ct.id, action,
-                             lambda: lease.held(res.factory, ct.id))  # fmt: skip
     except ActionPending as exc:
         raise ApiError(409, str(exc), "action", job_id=exc.job_id) from None
     except TransientError as exc:
         raise ApiError(503, exc.message) from None
-    return jsonify({"job_id": job.id, "action": action, "container": ct.id,
-                    "events_url": events_url(ct.id, last_seq)}), 202  # fmt: skip
+    body = {"job_id": queued.job_id, "action": action, "container": cid,
+            "events_url": events_url(cid, queued.after), **extra}  # fmt: skip
+    if queued.operation_id is not None:
+        body["operation"] = queued.operation_id
+    return jsonify(body), 202
+
+
+@bp.route("/containers/<container_id>/actions/<any(start,stop,reboot,destroy,retry,resync):action>",
+          methods=["POST"])  # fmt: skip
+def container_action(container_id: str, action: str) -> tuple[Response, int]:
+    """Enqueue an action; 202 with the job id (progress arrives as events).
+    A resync takes an optional body: ``{"on_failure": "rollback" | "keep"}``."""
+    ct, _node = find_container(container_id)
+    params = None
+    if action == "resync":
+        body = Body(json_body() if request.content_length else {})
+        params = {"on_failure": body.choice("on_failure", ON_FAILURE, default="rollback")}
+        body.finish()
+    return queue(ct, action, params)

@@ -24,6 +24,7 @@ from provisioner.logsafe import setup_logging
 from provisioner.node_facts import NodeFactsCache
 from web import (
     api,
+    api_changes,
     api_containers,
     api_nodes,
     api_templates,
@@ -39,7 +40,7 @@ from web.pve_pool import ClientPool
 from web.resources import EXTENSION, KeyFileWatch, WebResources, close_db
 
 # The REST API's route modules: each puts its routes on api.bp when imported.
-API_ROUTES = (api_containers, api_nodes, api_templates, openapi)
+API_ROUTES = (api_containers, api_changes, api_nodes, api_templates, openapi)
 
 # The Flask config keys that were the web tunables before they became
 # settings: a test_config naming one would silently change nothing.

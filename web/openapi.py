@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Response, jsonify
 
+from provisioner.changes import MAX_DESCRIPTION, MAX_SNAPSHOT_NAME, ON_FAILURE, SNAPSHOT_NAME
 from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
 from provisioner.phases import PHASES
 from provisioner.request_checks import TEMPLATE_NAME
@@ -43,15 +44,20 @@ _BODY_ERRORS = {
 _NOT_FOUND = {"404": {"$ref": "#/components/responses/NotFound"}}
 _UPSTREAM = {"502": {"$ref": "#/components/responses/Upstream"}}
 _ADMIN = {"403": {"$ref": "#/components/responses/Forbidden"}}
+_CONFLICT = {"409": {"$ref": "#/components/responses/Conflict"}}
 
 
 def _op(summary: str, tag: str, ok: dict[str, Any], *, status: str = "200",
         body: str | None = None, params: list[dict[str, Any]] | None = None,
-        extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        extra: dict[str, Any] | None = None,
+        optional_body: str | None = None) -> dict[str, Any]:  # fmt: skip
     op: dict[str, Any] = {"summary": summary, "tags": [tag],
                           "responses": {status: ok, **_ERRORS, **(extra or {})}}  # fmt: skip
-    if body:
-        op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(body)}}}
+    if body or optional_body:
+        op["requestBody"] = {
+            "required": body is not None,
+            "content": {JSON: {"schema": _ref(body or optional_body or "")}},
+        }
         op["responses"].update(_BODY_ERRORS)
     if params:
         op["parameters"] = params
@@ -72,6 +78,11 @@ NODE = _path_param("name", "the node's name in the provisioner")
 CONTAINER = _path_param("id", "the container's id (a UUID)")
 ACTION = _path_param("action", "what to do", enum=["start", "stop", "reboot", "destroy",
                                                    "retry", "resync"])  # fmt: skip
+SNAPSHOT = _path_param("snapshot", "the snapshot's name", maxLength=MAX_SNAPSHOT_NAME,
+                       pattern=f"^{SNAPSHOT_NAME.pattern}$")  # fmt: skip
+ON_FAILURE_SCHEMA = {"enum": list(ON_FAILURE), "default": "rollback",
+                     "description": "a failed change: roll back to its safety snapshot, or "
+                                    "keep the container as the failure left it"}  # fmt: skip
 INT = {"type": "integer"}
 NUM = {"type": "number"}
 STR = {"type": "string"}
@@ -167,6 +178,11 @@ _CONTAINER = {
     "updated_at": STR,
     "started_at": NSTR,
     "finished_at": NSTR,
+    "environment": {**NSTR, "description": "production, staging, development or another name"},
+    "change_in_flight": {
+        "type": ["object", "null"],
+        "description": "a change under way and its safety snapshot (resync, set)",
+    },
     "events_url": STR,
     "pve": {
         "oneOf": [
@@ -294,7 +310,31 @@ SCHEMAS: dict[str, Any] = {
         "ts": STR}, optional=("phase", "percent", "message", "stream", "script", "outcome")),
     "Events": _object({"events": {"type": "array", "items": _ref("Event")}, "next_after": INT,
                        "more": BOOL}),
-    "Job": _object({"job_id": STR, "action": STR, "container": STR, "events_url": STR}),
+    "Job": _object({"job_id": STR, "action": STR, "container": STR, "events_url": STR,
+                    "operation": {**STR, "description": "the change's parameters, stored"},
+                    "loses": {**STR, "description": "a rollback: what it loses"}},
+                   optional=("operation", "loses")),
+    "Resync": _object({"on_failure": ON_FAILURE_SCHEMA}, optional=("on_failure",),
+                      description="only for the action resync (optional)"),
+    "Snapshot": _object({"name": STR, "description": STR, "taken_at": NSTR, "parent": NSTR,
+                         "automatic": {**BOOL, "description": "a safety snapshot (auto-*)"}}),
+    "Snapshots": _object({"snapshots": {"type": "array", "items": _ref("Snapshot")},
+                          "running": BOOL, "protected": BOOL}),
+    "SnapshotCreate": _object({
+        "name": _text(MAX_SNAPSHOT_NAME, pattern=f"^{SNAPSHOT_NAME.pattern}$",
+                      description="default snap-<date>-<time>"),
+        "description": _text(MAX_DESCRIPTION)}, optional=("name", "description")),
+    "ContainerSet": _object({
+        "cores": _int(1, 8192), "memory": _int(16, 2**31 - 1, description="MiB"),
+        "swap": _int(0, 2**31 - 1, description="MiB"),
+        "disk": _int(1, 131072, description="GiB, larger than now: a disk only grows"),
+        "tags": {**STRS, "description": "the tags ('provisioner' is kept)"},
+        "onboot": BOOL, "description": _text(MAX_DESCRIPTION - 100),
+        "protection": {**BOOL, "description": "no destroy and no rollback while true"},
+        "restart": {**BOOL, "description": "restart after, applying what is pending"},
+        "on_failure": ON_FAILURE_SCHEMA},
+        optional=("cores", "memory", "swap", "disk", "tags", "onboot", "description",
+                  "protection", "restart", "on_failure")),
 }  # fmt: skip
 
 PATHS: dict[str, Any] = {
@@ -354,7 +394,24 @@ PATHS: dict[str, Any] = {
     },
     "/api/containers/{id}": {"parameters": [CONTAINER], "get": _op(
         "One container with its live status", "containers",
-        _json(_ref("Container"), "the container"), extra=_NOT_FOUND)},
+        _json(_ref("Container"), "the container"), extra=_NOT_FOUND),
+        "patch": _op("Change a container in place (a run)", "containers",
+                     _json(_ref("Job"), "queued"), status="202", body="ContainerSet",
+                     extra={**_NOT_FOUND, **_CONFLICT})},
+    "/api/containers/{id}/snapshots": {"parameters": [CONTAINER],
+        "get": _op("The container's snapshots, live", "snapshots",
+                   _json(_ref("Snapshots"), "oldest first"),
+                   extra={**_NOT_FOUND, **_CONFLICT, **_UPSTREAM}),
+        "post": _op("Take a snapshot (a run)", "snapshots", _json(_ref("Job"), "queued"),
+                    status="202", optional_body="SnapshotCreate",
+                    extra={**_NOT_FOUND, **_CONFLICT})},
+    "/api/containers/{id}/snapshots/{snapshot}": {"parameters": [CONTAINER, SNAPSHOT],
+        "delete": _op("Remove a snapshot (a run)", "snapshots", _json(_ref("Job"), "queued"),
+                      status="202", extra={**_NOT_FOUND, **_CONFLICT, **_UPSTREAM})},
+    "/api/containers/{id}/snapshots/{snapshot}/rollback": {"parameters": [CONTAINER, SNAPSHOT],
+        "post": _op("Roll back to a snapshot (a run; refused while protected)", "snapshots",
+                    _json(_ref("Job"), "queued; loses says what is lost"), status="202",
+                    extra={**_NOT_FOUND, **_CONFLICT, **_UPSTREAM})},
     "/api/containers/{id}/events": {"parameters": [CONTAINER], "get": _op(
         "Stored events, paginated by seq", "containers", _json(_ref("Events"), "events"),
         params=[_query("after", "only events with a greater seq",
@@ -367,7 +424,7 @@ PATHS: dict[str, Any] = {
         extra=_NOT_FOUND)},
     "/api/containers/{id}/actions/{action}": {"parameters": [CONTAINER, ACTION], "post": _op(
         "Enqueue an action", "containers", _json(_ref("Job"), "queued"), status="202",
-        extra={**_NOT_FOUND, "409": {"$ref": "#/components/responses/Conflict"}})},
+        optional_body="Resync", extra={**_NOT_FOUND, **_CONFLICT})},
 }  # fmt: skip
 
 

@@ -399,6 +399,17 @@ class PveClient:
     def get_config(self, vmid: int) -> dict[str, Any]:
         return dict(self._request("GET", self._lxc(vmid, "config")))
 
+    def pending(self, vmid: int) -> list[dict[str, Any]]:
+        """``GET .../pending``: each config key with its ``value`` and, where
+        a change waits for the next restart, its ``pending`` value (or
+        ``delete``)."""
+        return [dict(e) for e in self._request("GET", self._lxc(vmid, "pending")) or []]
+
+    def resize(self, ct: Owned, disk: str, size: str, *, digest: str | None = None) -> str:
+        """Grow a volume (``size`` as PVE takes it: ``12G``, ``+2G``); returns the UPID."""
+        return str(self._request("PUT", self._owned(ct, "resize"),
+                                 {"disk": disk, "size": size, "digest": digest}))  # fmt: skip
+
     def put_config(self, ct: Owned, params: Mapping[str, Any], *,
                    delete: Iterable[str] | None = None, digest: str | None = None) -> None:  # fmt: skip
         """Update the config (``delete`` removes keys; ``digest`` guards

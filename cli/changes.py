@@ -1,0 +1,216 @@
+"""Day-two changes: ``provisioner snapshot create|ls|rollback|rm`` and
+``provisioner set``.
+
+Each change is a run with events on the container's stream, like any other
+action (``--follow`` shows it); its parameters are checked here first, each
+problem naming its field (exit 2), and nothing is queued until all pass.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from cli.actions import ON_FAILURE_HELP, queue_action
+from cli.containers import find_container, label
+from cli.follow import follow_options
+from cli.output import echo_json, print_table
+from cli.runtime import BadInput, CliFailure, Conflict, Runtime, Unreachable, pass_runtime
+from provisioner.changes import (
+    SetRequest,
+    check_snapshot_description,
+    check_snapshot_name,
+    default_snapshot_name,
+    rollback_warning,
+)
+from provisioner.errors import ConfigError, PveApiError
+from provisioner.models import Container, utcnow
+
+
+def _snapshots(rt: Runtime, ref: str) -> tuple[Container, Any]:
+    """The container and its live snapshots (``provisioner.live.Snapshots``)."""
+    from provisioner.live import container_snapshots
+    from provisioner.nodes import client_for
+    from provisioner.ownership import NotOurs
+
+    with rt.factory() as session:
+        ct = find_container(session, ref)
+        if ct.vmid is None:
+            raise Conflict(f"{label(ct)} owns no container in Proxmox VE: it has no snapshots")
+        try:
+            with client_for(ct.node, rt.box) as pve:
+                found = container_snapshots(pve, ct.id, ct.vmid)
+        except NotOurs as exc:
+            raise Conflict(f"{label(ct)}: {exc.message}") from None
+        except PveApiError as exc:
+            raise Unreachable(f"node {ct.node.name}: {exc.message}") from None
+        session.expunge(ct)
+    return ct, found
+
+
+@click.group("snapshot")
+def snapshot() -> None:
+    """A container's snapshots: take, list, roll back to, remove."""
+
+
+@snapshot.command("create")
+@click.argument("ref", metavar="ID")
+@click.argument("name", required=False)
+@click.option("--description", "-d", help="What the snapshot holds (shown in PVE too).")
+@follow_options("queued", '"action", "id", "job_id", "after"')
+@pass_runtime
+def snapshot_create(rt: Runtime, ref: str, name: str | None, description: str | None,
+                    follow: bool, as_json: bool, timeout: float | None) -> None:  # fmt: skip
+    """Take a snapshot of a container (NAME: default snap-<date>-<time>).
+    ID: an id, a unique id prefix, or a hostname."""
+    try:
+        name = check_snapshot_name(name) if name else default_snapshot_name(utcnow())
+        description = check_snapshot_description(description)
+    except ConfigError as exc:
+        raise BadInput(exc.message) from None
+    queue_action(rt, ref, "snapshot", follow=follow, as_json=as_json, timeout=timeout,
+                 params={"name": name, "description": description})  # fmt: skip
+
+
+@snapshot.command("ls")
+@click.argument("ref", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help='Print {"snapshots": [...]} as JSON.')
+@pass_runtime
+def snapshot_ls(rt: Runtime, ref: str, as_json: bool) -> None:
+    """List a container's snapshots, oldest first (asks its node).  The
+    automatic ones (auto-*) are the safety snapshots taken before changes."""
+    from provisioner.views import snapshot_json
+
+    _ct, found = _snapshots(rt, ref)
+    items = [snapshot_json(s) for s in found.snapshots]
+    if as_json:
+        echo_json({"snapshots": items, "running": found.running, "protected": found.protected})
+        return
+    print_table(("NAME", "TAKEN", "KIND", "DESCRIPTION"), [
+        (i["name"], (i["taken_at"] or "-").replace("+00:00", "Z"),
+         "automatic" if i["automatic"] else "user",
+         (i["description"] or "").splitlines()[0] if i["description"] else "")
+        for i in items])  # fmt: skip
+
+
+def _confirm_rollback(found: Any, name: str, yes: bool, ct: Container) -> None:
+    snap = next((s for s in found.snapshots if s.name == name), None)
+    if snap is None:
+        known = ", ".join(s.name for s in found.snapshots) or "none"
+        raise BadInput(f"name: {label(ct)} has no snapshot {name!r} (it has: {known})")
+    if found.protected:
+        raise Conflict(f"{label(ct)} is protected: a rollback would lose its data; "
+                       f"provisioner set {label(ct)} --unprotect first, if you mean it")  # fmt: skip
+    warning = rollback_warning(snap, found.running)
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise BadInput(f"{warning} This needs confirmation: pass --yes")
+    click.echo(warning, err=True)
+    if not click.confirm(f"Roll {label(ct)} back to '{name}'?", default=False, err=True):
+        raise CliFailure(f"{label(ct)} was not rolled back")
+
+
+@snapshot.command("rollback")
+@click.argument("ref", metavar="ID")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@follow_options("queued", '"action", "id", "job_id", "after"')
+@pass_runtime
+def snapshot_rollback(rt: Runtime, ref: str, name: str, yes: bool, follow: bool, as_json: bool,
+                      timeout: float | None) -> None:  # fmt: skip
+    """Roll a container back to a snapshot.  Says what will be lost and asks
+    first (unless --yes); refused while the container is protected."""
+    try:
+        check_snapshot_name(name)
+    except ConfigError as exc:
+        raise BadInput(exc.message) from None
+    ct, found = _snapshots(rt, ref)
+    _confirm_rollback(found, name, yes, ct)
+    queue_action(rt, ct.id, "rollback", follow=follow, as_json=as_json, timeout=timeout,
+                 params={"name": name})  # fmt: skip
+
+
+@snapshot.command("rm")
+@click.argument("ref", metavar="ID")
+@click.argument("name")
+@follow_options("queued", '"action", "id", "job_id", "after"')
+@pass_runtime
+def snapshot_rm(rt: Runtime, ref: str, name: str, follow: bool, as_json: bool,
+                timeout: float | None) -> None:  # fmt: skip
+    """Remove a snapshot of a container."""
+    try:
+        check_snapshot_name(name)
+    except ConfigError as exc:
+        raise BadInput(exc.message) from None
+    ct, found = _snapshots(rt, ref)
+    if name not in {s.name for s in found.snapshots}:
+        raise BadInput(f"name: {label(ct)} has no snapshot {name!r}")
+    queue_action(rt, ct.id, "delete-snapshot", follow=follow, as_json=as_json, timeout=timeout,
+                 params={"name": name})  # fmt: skip
+
+
+def disk_now(ct: Container, templates_dir: Any) -> int | None:
+    """The root disk's size the record knows (its request, else its
+    template's), in GiB; the run checks the live size again."""
+    from provisioner.stored_request import StoredRequest
+    from provisioner.templates.loader import load_template
+
+    stored = StoredRequest.from_dict(ct.request)
+    if stored.disk is not None:
+        return stored.disk
+    try:
+        return load_template(templates_dir / ct.template).resources.disk
+    except (ConfigError, OSError):
+        return None
+
+
+@click.command("set")
+@click.argument("ref", metavar="ID")
+@click.option("--cores", type=int, help="CPU cores.")
+@click.option("--memory", type=int, help="Memory in MiB.")
+@click.option("--swap", type=int, help="Swap in MiB.")
+@click.option("--disk", type=int, help="The root disk's new size in GiB (grow only).")
+@click.option("--tag", "tags", multiple=True,
+              help="A tag (repeatable): the container's tags become these (and "
+                   "'provisioner').")  # fmt: skip
+@click.option("--no-tags", is_flag=True, help="Remove every tag but 'provisioner'.")
+@click.option("--onboot/--no-onboot", default=None, help="Start with the node.")
+@click.option("--description", help="The description shown in PVE (the record's marker stays).")
+@click.option("--protect/--unprotect", "protection", default=None,
+              help="PVE's protection flag: no destroy and no rollback while set.")  # fmt: skip
+@click.option("--restart", is_flag=True,
+              help="Restart afterwards, applying what PVE applies only at a restart.")  # fmt: skip
+@click.option("--on-failure", type=click.Choice(["rollback", "keep"]), default="rollback",
+              show_default=True, help=ON_FAILURE_HELP)  # fmt: skip
+@follow_options("queued", '"action", "id", "job_id", "after"')
+@pass_runtime
+def set_command(rt: Runtime, ref: str, cores: int | None, memory: int | None, swap: int | None,
+                disk: int | None, tags: tuple[str, ...], no_tags: bool, onboot: bool | None,
+                description: str | None, protection: bool | None, restart: bool,
+                on_failure: str, follow: bool, as_json: bool,
+                timeout: float | None) -> None:  # fmt: skip
+    """Change a container in place, without recreating it.  Resources
+    (cores, memory, swap, disk) are changed safely: a snapshot first, the
+    template's health check after, and a rollback if that fails.  A shrink
+    or an impossible value is refused before anything is asked of PVE."""
+    if tags and no_tags:
+        raise BadInput("tags: give --tag or --no-tags, not both")
+    req = SetRequest(cores=cores, memory=memory, swap=swap, disk=disk,
+                     tags=() if no_tags else (tuple(tags) or None), onboot=onboot,
+                     description=description, protection=protection, restart=restart,
+                     on_failure=on_failure)  # fmt: skip
+    with rt.factory() as session:
+        ct = find_container(session, ref)
+        known = disk_now(ct, rt.settings.templates_dir) if disk is not None else None
+        cid = ct.id
+    problems = req.check(disk_now=known)
+    if problems:
+        raise BadInput("; ".join(p.message for p in problems))
+    queue_action(rt, cid, "set", follow=follow, as_json=as_json, timeout=timeout,
+                 params=req.to_params())  # fmt: skip
+
+
+COMMANDS: list[click.Command] = [snapshot, set_command]
