@@ -137,6 +137,12 @@ async def _destroy(ctx: Context) -> None:
             ctx.disown()
             ctx.warn(f"{lost.message}: removing the record only")
         else:
+            config = await off_loop(ctx.pve.get_config, owned.vmid)
+            if str(config.get("protection", "0")) in ("1", "true"):
+                raise PermanentError(f"CT {owned.vmid} is protected (Proxmox VE's protection "
+                                     "flag): it cannot be destroyed",
+                                     hint="provisioner set ID --unprotect first, if you mean "
+                                          "it")  # fmt: skip
             ctx.step(f"destroying CT {owned.vmid}", 0.3)
             upid = await off_loop(ctx.pve.destroy, owned, force=True, purge=True)
             await off_loop(ctx.pve.wait_for_task, upid, timeout=ctx.settings.task_timeout,

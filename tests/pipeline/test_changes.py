@@ -1,0 +1,347 @@
+"""Day-two changes through the real stack (REST API, CLI subprocesses, Redis,
+a real worker, the simulator): snapshots taken, listed, rolled back to and
+removed; a resync that fails its health check rolled back automatically
+(checksums of the deployed files and a database row the same before and
+after); ``keep``; ``set`` in place; protection; and the ownership guard
+before every new action.
+
+One container of the ``stateful`` test template serves the module, in
+order: each test leaves it ready for the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from provisioner.db import session_scope
+from provisioner.models import Container, ContainerEvent, Lifecycle
+from provisioner.requests import request_action
+from tests.cli.conftest import run
+from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
+from tests.pipeline.test_ownership import pve_client, tasks_on
+from tests.pipeline.test_templates_e2e import ssh_run
+from tests.web.conftest import bearer
+from web.app import create_app
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+TEMPLATES = Path(__file__).parent / "templates"
+MADE: list[str] = []
+STATE = ("sha256sum /srv/app/health.txt /etc/app/app.ini; "
+         "python3 -c \"import sqlite3; print(sqlite3.connect('/var/lib/app/app.db')"
+         ".execute('SELECT id, body FROM notes ORDER BY id').fetchall())\"")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
+    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp("changes"), [TEMPLATES])
+    stack.env["PROVISIONER_AUTO_SNAPSHOTS_KEEP"] = "1"
+    stack.start_workers(1)
+    try:
+        yield stack
+    finally:
+        stack.destroy_in_pve(MADE)
+        stack.redis.close()
+
+
+@pytest.fixture(scope="module")
+def api(env_stack: Stack) -> Iterator[Callable[..., Any]]:
+    app: Flask = create_app(env_stack.settings, {"TESTING": True})
+    client: FlaskClient = app.test_client()
+    auth = bearer(admin_token(app.extensions["provisioner"].factory))
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return client.open(f"/api{path}", method=method, json=body, headers=auth)
+
+    yield call
+    app.extensions["provisioner"].close()
+
+
+@pytest.fixture(scope="module")
+def ct(env_stack: Stack, api: Callable[..., Any]) -> str:
+    """The module's container, ready."""
+    answer = api("POST", "/containers", {"template": "stateful", "node": NODE,
+                                         "hostname": "stateful-1"})  # fmt: skip
+    assert answer.status_code == 201, answer.json
+    cid: str = answer.json["id"]
+    MADE.append(cid)
+    done = env_stack.wait(cid, timeout=400)
+    assert done.lifecycle == Lifecycle.READY, (done.error_message, env_stack.worker_logs()[-3000:])
+    return cid
+
+
+def terminal_after(stack: Stack, cid: str, after: int, timeout: float = 240) -> ContainerEvent:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with stack.factory() as session:
+            row = (session.query(ContainerEvent)
+                   .filter(ContainerEvent.container_id == cid, ContainerEvent.seq > after,
+                           ContainerEvent.type.in_(("complete", "error")))
+                   .order_by(ContainerEvent.seq).first())  # fmt: skip
+            if row is not None:
+                session.expunge(row)
+                return row
+        time.sleep(0.2)
+    raise TimeoutError(f"no terminal event after {after}: {stack.worker_logs()[-3000:]}")
+
+
+def messages_after(stack: Stack, cid: str, after: int) -> list[tuple[str, str]]:
+    with stack.factory() as session:
+        rows = (session.query(ContainerEvent)
+                .filter(ContainerEvent.container_id == cid, ContainerEvent.seq > after)
+                .order_by(ContainerEvent.seq).all())  # fmt: skip
+        return [(r.type, r.message) for r in rows]
+
+
+def act(stack: Stack, api: Callable[..., Any], method: str, path: str,
+        body: dict[str, Any] | None = None) -> ContainerEvent:  # fmt: skip
+    answer = api(method, path, body)
+    assert answer.status_code == 202, answer.json
+    after = int(answer.json["events_url"].partition("after=")[2] or 0)
+    return terminal_after(stack, answer.json["container"], after)
+
+
+def state(stack: Stack, cid: str) -> str:
+    return ssh_run(stack, stack.container(cid), STATE)
+
+
+def template_dir(stack: Stack) -> Path:
+    return stack.settings.templates_dir / "stateful"
+
+
+def break_template(stack: Stack) -> None:
+    """The next resync deploys a health page that fails the check, after a
+    script that writes to the database."""
+    (template_dir(stack) / "files/health.txt.j2").write_text("failing\n")
+    script = template_dir(stack) / "scripts/20-write.sh"
+    script.write_text("#!/bin/bash\nset -e\npython3 -c \"import sqlite3; "
+                      "db = sqlite3.connect('/var/lib/app/app.db'); "
+                      "db.execute(\\\"INSERT INTO notes (body) VALUES ('resync was here')\\\"); "
+                      "db.commit()\"\n")  # fmt: skip
+    script.chmod(0o755)
+
+
+def mend_template(stack: Stack) -> None:
+    (template_dir(stack) / "files/health.txt.j2").write_text("{{ health_word }}\n")
+    (template_dir(stack) / "scripts/20-write.sh").unlink(missing_ok=True)
+
+
+def snapshot_names(api: Callable[..., Any], cid: str) -> list[str]:
+    answer = api("GET", f"/containers/{cid}/snapshots")
+    assert answer.status_code == 200, answer.json
+    return [s["name"] for s in answer.json["snapshots"]]
+
+
+# -- safe change -------------------------------------------------------------------
+
+
+def test_a_resync_that_fails_its_health_check_is_rolled_back(
+        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
+    stack = env_stack
+    before = state(stack, ct)
+    assert "first note" in before and "resync was here" not in before
+    vmid = stack.container(ct).vmid
+    break_template(stack)
+    try:
+        started = time.monotonic()
+        answer = api("POST", f"/containers/{ct}/actions/resync", {})
+        assert answer.status_code == 202, answer.json
+        after = int(answer.json["events_url"].partition("after=")[2] or 0)
+        end = terminal_after(stack, ct, after)
+        took = time.monotonic() - started
+    finally:
+        mend_template(stack)
+    assert end.type == "error" and end.outcome == "rolled-back", end.message
+    assert (
+        "health check failed" in end.message
+        and "rolled back to the safety snapshot 'auto-resync-" in end.message
+    )
+    seen = messages_after(stack, ct, after)
+    assert any(t == "step" and m.startswith("taking snapshot 'auto-resync-") for t, m in seen)
+    assert any(t == "warning" and "rolling back to the safety snapshot" in m for t, m in seen)
+    assert any(t == "step" and "is as it was before the resync" in m for t, m in seen)
+    record = stack.container(ct)
+    assert record.lifecycle == Lifecycle.READY and record.safe_change is None
+    assert record.vmid == vmid and record.error_message is None
+    assert state(stack, ct) == before  # files and the row as they were
+    assert [n for n in snapshot_names(api, ct) if n.startswith("auto-resync-")]
+    print(f"\nautomatic rollback: resync -> rolled back in {took:.1f}s")
+
+
+def test_keep_leaves_the_failure_and_a_user_rollback_restores(
+        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
+    stack = env_stack
+    before = state(stack, ct)
+    break_template(stack)
+    try:
+        end = act(stack, api, "POST", f"/containers/{ct}/actions/resync", {"on_failure": "keep"})
+    finally:
+        mend_template(stack)
+    assert end.type == "error" and end.outcome == "error", end.message
+    assert stack.container(ct).lifecycle == Lifecycle.ERROR
+    broken = state(stack, ct)
+    assert broken != before and "resync was here" in broken
+    autos = [n for n in snapshot_names(api, ct) if n.startswith("auto-resync-")]
+    assert len(autos) == 2  # the kept failure does not prune
+    # the user rolls back to the snapshot taken before the failed resync
+    answer = api("POST", f"/containers/{ct}/snapshots/{autos[-1]}/rollback")
+    assert answer.status_code == 202, answer.json
+    assert "loses everything written to the container since then" in answer.json["loses"]
+    after = int(answer.json["events_url"].partition("after=")[2] or 0)
+    end = terminal_after(stack, ct, after)
+    assert (end.type, end.outcome) == ("complete", "done"), end.message
+    assert state(stack, ct) == before
+    # a resync that works clears the error and prunes to the newest safety snapshot
+    end = act(stack, api, "POST", f"/containers/{ct}/actions/resync")
+    assert (end.type, end.outcome) == ("complete", "ready"), end.message
+    assert stack.container(ct).lifecycle == Lifecycle.READY
+    autos_now = [n for n in snapshot_names(api, ct) if n.startswith("auto-")]
+    assert len(autos_now) == 1 and autos_now[0] not in autos  # PROVISIONER_AUTO_SNAPSHOTS_KEEP=1
+
+
+# -- snapshots from the CLI ----------------------------------------------------------
+
+
+def test_snapshots_from_the_cli(env_stack: Stack, api: Callable[..., Any], ct: str) -> None:
+    stack = env_stack
+    made = run(stack, "snapshot", "create", ct, "before-upgrade", "-d", "a known good state",
+               "--follow")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    listed = run(stack, "snapshot", "ls", ct, "--json")
+    assert listed.returncode == 0, listed.stderr
+    snaps = {s["name"]: s for s in json.loads(listed.stdout)["snapshots"]}
+    assert snaps["before-upgrade"]["description"] == "a known good state"
+    assert snaps["before-upgrade"]["automatic"] is False and snaps["before-upgrade"]["taken_at"]
+    table = run(stack, "snapshot", "ls", ct)
+    assert "before-upgrade" in table.stdout and "a known good state" in table.stdout
+
+    again = run(stack, "snapshot", "create", ct, "before-upgrade", "--follow")
+    assert again.returncode == 1 and "already has a snapshot 'before-upgrade'" in again.stderr
+    bad = run(stack, "snapshot", "create", ct, "1bad name")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: name: ")
+    reserved = run(stack, "snapshot", "create", ct, "current")
+    assert reserved.returncode == 2 and "reserved" in reserved.stderr
+    unknown = run(stack, "snapshot", "rollback", ct, "nope", "--yes")
+    assert unknown.returncode == 2 and "has no snapshot 'nope'" in unknown.stderr
+    unasked = run(stack, "snapshot", "rollback", ct, "before-upgrade")  # no tty, no --yes
+    assert unasked.returncode == 2 and "loses everything written" in unasked.stderr
+    assert "pass --yes" in unasked.stderr
+
+    ssh_run(stack, stack.container(ct), "echo later > /srv/app/later.txt")
+    back = run(stack, "snapshot", "rollback", ct, "before-upgrade", "--yes", "--follow")
+    assert back.returncode == 0, back.stderr
+    assert ssh_run(stack, stack.container(ct), "ls /srv/app").split() == ["health.txt"]
+    gone = run(stack, "snapshot", "rm", ct, "before-upgrade", "--follow")
+    assert gone.returncode == 0, gone.stderr
+    assert "before-upgrade" not in snapshot_names(api, ct)
+
+
+# -- set -------------------------------------------------------------------------------
+
+
+def test_set_changes_in_place(env_stack: Stack, api: Callable[..., Any], ct: str) -> None:
+    stack = env_stack
+    record = stack.container(ct)
+    before = state(stack, ct)
+    # refused before anything is queued, naming the field
+    for body, field in [({"disk": 2}, "disk"), ({"disk": 1}, "disk"), ({"memory": 8}, "memory"),
+                        ({"cores": 0}, "cores"), ({"colour": "red"}, "colour"),
+                        ({"tags": ["no spaces"]}, "tags"), ({}, "settings"),
+                        ({"on_failure": "maybe"}, "on_failure")]:  # fmt: skip
+        refused = api("PATCH", f"/containers/{ct}", body)
+        assert refused.status_code == 400 and refused.json["field"] == field, (body, refused.json)
+    shrink = run(stack, "set", ct, "--disk", "1")
+    assert shrink.returncode == 2 and shrink.stderr.startswith("error: disk: 1 GiB is smaller")
+
+    end = act(stack, api, "PATCH", f"/containers/{ct}",
+              {"cores": 2, "memory": 384, "swap": 64, "disk": 3, "tags": ["web", "blue"],
+               "onboot": True, "description": "the shop's staging site"})  # fmt: skip
+    assert (end.type, end.outcome) == ("complete", "done"), end.message
+    config = pve_client(stack).get_config(record.vmid or 0)
+    assert (config["cores"], config["memory"], config["swap"]) == (2, 384, 64)
+    assert "size=3G" in config["rootfs"] and config["onboot"] == 1
+    assert config["tags"] == "provisioner;web;blue"
+    assert config["description"].startswith("the shop's staging site\n")
+    assert f"lxc-provisioner-id: {ct}" in config["description"]  # still ours
+    after_set = stack.container(ct)
+    assert after_set.vmid == record.vmid and after_set.request["disk"] == 3
+    assert state(stack, ct) == before  # not recreated: the data is there
+    again = run(stack, "set", ct, "--disk", "3")
+    assert again.returncode == 2 and "the same as the disk now" in again.stderr
+
+
+def test_protection_refuses_destroy_and_rollback(
+        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
+    stack = env_stack
+    done = run(stack, "set", ct, "--protect", "--follow")
+    assert done.returncode == 0, done.stderr
+    listed = api("GET", f"/containers/{ct}/snapshots").json
+    assert listed["protected"] is True
+    name = listed["snapshots"][-1]["name"]
+    refused = api("POST", f"/containers/{ct}/snapshots/{name}/rollback")
+    assert refused.status_code == 409 and refused.json["field"] == "protection"
+    cli_refused = run(stack, "snapshot", "rollback", ct, name, "--yes")
+    assert cli_refused.returncode == 5 and "is protected" in cli_refused.stderr
+    end = act(stack, api, "POST", f"/containers/{ct}/actions/destroy")
+    assert end.type == "error" and "is protected" in end.message and "--unprotect" in end.message
+    assert pve_client(stack).exists(stack.container(ct).vmid or 0)
+    assert stack.container(ct).lifecycle == Lifecycle.ERROR  # a failed destroy, as always
+    done = run(stack, "set", ct, "--unprotect", "--follow")
+    assert done.returncode == 0, done.stderr
+    end = act(stack, api, "POST", f"/containers/{ct}/actions/resync")
+    assert (end.type, end.outcome) == ("complete", "ready"), end.message
+
+
+# -- the ownership guard ------------------------------------------------------------------
+
+
+def test_the_guard_stops_every_change_on_a_ct_that_is_not_the_records(
+        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
+    """Records that claim the module's CT (a stale database): every change
+    is queued, and stopped by the guard in the worker; nothing reaches the CT."""
+    stack = env_stack
+    vmid = stack.container(ct).vmid
+    assert vmid is not None
+    pve = pve_client(stack)
+    before, digest = tasks_on(stack, vmid), pve.get_config(vmid)["digest"]
+    changes = [("snapshot", {"name": "sneaky", "description": None}),
+               ("rollback", {"name": "sneaky"}), ("delete-snapshot", {"name": "sneaky"}),
+               ("set", {"cores": 3, "on_failure": "rollback", "restart": False}),
+               ("resync", {"on_failure": "rollback"})]  # fmt: skip
+    for action, params in changes:
+        with session_scope(stack.factory) as session:
+            real = session.get(Container, ct)
+            assert real is not None
+            stale = Container(node_id=real.node_id, template="stateful", hostname=f"stale-{action}",
+                              vmid=vmid, lifecycle=Lifecycle.READY, request=dict(real.request),
+                              finished_phases=list(real.finished_phases))  # fmt: skip
+            session.add(stale)
+            session.flush()
+            sid = stale.id
+        MADE.append(sid)
+        with stack.factory() as session:
+            row = session.get(Container, sid)
+            assert row is not None
+            queued = request_action(session, stack.settings, stack.redis, row, action, params,
+                                    lambda: False)  # fmt: skip
+        end = terminal_after(stack, sid, queued.after)
+        assert (end.type, end.outcome) == ("error", "failed"), (action, end.message)
+        assert "belongs to another container now" in end.message, end.message
+        lost = stack.container(sid)
+        assert lost.vmid is None and lost.lifecycle == Lifecycle.ERROR
+        # and a record that owns no CT is refused before anything is queued
+        refused = api("PATCH", f"/containers/{sid}", {"cores": 2})
+        assert refused.status_code == 409 and "owns no container" in refused.json["error"]
+    assert tasks_on(stack, vmid) == before  # not one task on the CT
+    assert pve.get_config(vmid)["digest"] == digest
