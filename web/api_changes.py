@@ -78,9 +78,10 @@ def create_snapshot(container_id: str) -> tuple[Response, int]:
     return queue(ct, "snapshot", {"name": name, "description": description})
 
 
-@bp.route("/containers/<container_id>/snapshots/<name>/rollback", methods=["POST"])
-def rollback_snapshot(container_id: str, name: str) -> tuple[Response, int]:
+@bp.route("/containers/<container_id>/snapshots/<snapshot>/rollback", methods=["POST"])
+def rollback_snapshot(container_id: str, snapshot: str) -> tuple[Response, int]:
     """Roll back to a snapshot (409 while the container is protected)."""
+    name = snapshot
     ct, node = find_container(container_id)
     _check_name(name)
     found = _snapshots(ct, node)
@@ -96,8 +97,10 @@ def rollback_snapshot(container_id: str, name: str) -> tuple[Response, int]:
                  loses=rollback_warning(snap, found.running))  # fmt: skip
 
 
-@bp.route("/containers/<container_id>/snapshots/<name>", methods=["DELETE"])
-def delete_snapshot(container_id: str, name: str) -> tuple[Response, int]:
+@bp.route("/containers/<container_id>/snapshots/<snapshot>", methods=["DELETE"])
+def delete_snapshot(container_id: str, snapshot: str) -> tuple[Response, int]:
+    """Remove a snapshot."""
+    name = snapshot
     ct, node = find_container(container_id)
     _check_name(name)
     if name not in {s.name for s in _snapshots(ct, node).snapshots}:
