@@ -214,3 +214,76 @@ def set_command(rt: Runtime, ref: str, cores: int | None, memory: int | None, sw
 
 
 COMMANDS: list[click.Command] = [snapshot, set_command]
+
+
+@click.command("clone")
+@click.argument("ref", metavar="SOURCE")
+@click.option("--hostname", "-H", required=True, help="The clone's hostname.")
+@click.option("--env", "environment", default="staging", show_default=True, metavar="NAME",
+              help="The clone's environment (production gets PVE's protection flag).")  # fmt: skip
+@click.option("--full/--linked", default=True, show_default=True,
+              help="A full copy, or a linked clone on the source's storage.")  # fmt: skip
+@click.option("--ip", default="dhcp", show_default=True,
+              help="'dhcp' or an IPv4 address with prefix length.")  # fmt: skip
+@click.option("--gateway", help="IPv4 gateway (with a static --ip).")
+@click.option("--bridge", help="Network bridge (default: the source's).")
+@click.option("--storage", help="Storage of a full clone's disk (default: the source's).")
+@follow_options("submitted", '"id", "job_id", "container", "root_password"')
+@pass_runtime
+def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: bool, ip: str,
+                  gateway: str | None, bridge: str | None, storage: str | None, follow: bool,
+                  as_json: bool, timeout: float | None) -> None:  # fmt: skip
+    """Clone a ready container (SOURCE) with a fresh identity.
+
+    \b
+    The clone is taken from a fresh snapshot of the source (a running source
+    stays consistent), then gets its own hostname, MAC, address, machine id,
+    SSH host keys (pinned anew), root password (printed once) and new values
+    for the template's secret variables marked regenerate; then the
+    template's clone hook and health check.  Progress as for a create.
+    \b
+    Examples:
+      provisioner clone shop --env staging -H shop-staging --follow
+      provisioner clone shop -H shop-dev --env development --linked --ip 198.18.0.171/24
+    """
+    from cli.create import _refusal, option_error
+    from cli.follow import follow_run
+    from provisioner.errors import InvalidRequest
+    from provisioner.request_checks import ActionRefused
+    from provisioner.requests import CloneRequest, request_clone
+    from provisioner.views import container_json
+
+    req = CloneRequest(hostname=hostname, environment=environment, full=full, ip=ip.strip(),
+                       gateway=gateway, bridge=bridge, storage=storage)  # fmt: skip
+    with rt.factory() as session:
+        source = find_container(session, ref)
+        try:
+            requested = request_clone(session, rt.box, rt.settings, rt.redis, source, req)
+        except ActionRefused as exc:
+            raise Conflict(f"{label(source)}: {exc.message}") from None
+        except InvalidRequest as exc:
+            raise _refusal(list(exc.problems)) from None
+        except ConfigError as exc:
+            raise option_error(exc) from None
+        ct = requested.container
+        cid, name, job_id = ct.id, label(ct), requested.job_id
+        submitted: dict[str, Any] = {"id": cid, "job_id": job_id,
+                                     "container": container_json(ct, ct.node.name),
+                                     "root_password": requested.root_password}  # fmt: skip
+        source_name = label(source)
+    if as_json:
+        echo_json({"type": "submitted", **submitted} if follow else submitted, lines=follow)
+    else:
+        if not follow:
+            click.echo(cid)
+        click.echo(f"clone {name} of {source_name} queued", err=True)
+        click.echo(f"root password (shown once, store it now): {requested.root_password}",
+                   err=True)  # fmt: skip
+    if follow:
+        if job_id is None:
+            raise Unreachable(f"cannot follow {name}: {requested.queue_warning()}")
+        follow_run(rt, cid, "provision", after=0, job_id=job_id, as_json=as_json,
+                   timeout=timeout)  # fmt: skip
+
+
+COMMANDS.append(clone_command)

@@ -44,7 +44,8 @@ _OPTIONS = {"ip": "--ip", "gateway": "--gateway", "ssh_public_key": "--ssh-key",
             "hostname": "--hostname", "cores": "--cores", "memory": "--memory",
             "swap": "--swap", "rootfs": "--disk", "net0": "--ip", "net0.ip": "--ip",
             "net0.gw": "--gateway", "net0.bridge": "--bridge",
-            "ssh-public-keys": "--ssh-key", "password": "--password-stdin"}  # fmt: skip
+            "ssh-public-keys": "--ssh-key", "password": "--password-stdin",
+            "environment": "--env"}  # fmt: skip
 
 
 def _parse_vars(pairs: tuple[str, ...], var_file: str | None = None) -> dict[str, str]:
@@ -174,14 +175,17 @@ def _pick_node(session: Session, name: str | None) -> str:
                    "and # lines skipped): secrets stay off the command line.")  # fmt: skip
 @click.option("--on-failure", type=click.Choice(["keep", "destroy"]), default="keep",
               show_default=True, help="What to do with the container when provisioning fails.")  # fmt: skip
+@click.option("--env", "environment", metavar="NAME",
+              help="The container's environment: production (which gets PVE's protection "
+                   "flag), staging, development or another name.")  # fmt: skip
 @follow_options("submitted", '"id", "job_id", "container", "root_password" when generated')
 @pass_runtime
 def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: int | None,
            cores: int | None, memory: int | None, swap: int | None, disk: int | None,
            storage: str | None, bridge: str | None, ip: str, gateway: str | None,
            ssh_key_file: str | None, ssh_key_text: str | None, password_stdin: bool,
-           variables: tuple[str, ...], var_file: str | None, on_failure: str, follow: bool,
-           as_json: bool,
+           variables: tuple[str, ...], var_file: str | None, on_failure: str,
+           environment: str | None, follow: bool, as_json: bool,
            timeout: float | None) -> None:  # fmt: skip
     """Request a container: validate everything, store it, queue its run.
 
@@ -229,8 +233,8 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
                                hostname=hostname, vmid=vmid, cores=cores, memory=memory,
                                swap=swap, disk=disk, ip=ip, gateway=gateway, bridge=bridge,
                                storage=storage, ssh_public_key=keys, root_password=password,
-                               variables=given_variables,
-                               failure_policy=on_failure)  # fmt: skip
+                               variables=given_variables, failure_policy=on_failure,
+                               environment=environment)  # fmt: skip
         problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
                                        refused={field_of(p.message) or "" for p in problems})  # fmt: skip
         checked = _attempt(problems, lambda: check_request(session, rt.settings, req))

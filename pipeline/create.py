@@ -6,11 +6,13 @@ its claim on the vmid at once."""
 
 from __future__ import annotations
 
+from pipeline import clone
 from pipeline.context import Context, off_loop
 from provisioner.errors import PermanentError, TaskFailedError
 from provisioner.models import Node
 from provisioner.requests import create_request_of
 from provisioner.secrets.vault import container_root_password
+from provisioner.stored_request import StoredRequest
 from provisioner.templates.params import build_create_params, parse_marker
 
 
@@ -64,6 +66,14 @@ async def run(ctx: Context) -> None:
         node = session.get(Node, ct.node_id)
         assert node is not None
         request, defaults = create_request_of(ct, node)
+    if StoredRequest.from_dict(ct.request).clone is not None:
+        if ct.vmid is None and ct.attempts > 1:
+            found = await off_loop(_find_own, ctx)
+            if found is not None:
+                ctx.update(vmid=found)
+                ctx.log(f"found CT {found}, cloned by an earlier attempt")
+        await clone.create(ctx, request, defaults)
+        return
     params: dict[str, object] = dict(build_create_params(request, ctx.template, defaults))
     password = container_root_password(ctx.box, ct)
     if password:

@@ -10,9 +10,11 @@ import shlex
 from pipeline.context import Context
 from provisioner.errors import CommandFailedError
 from provisioner.ssh.files import FilePolicy, FileSpec
+from provisioner.stored_request import StoredRequest
 from provisioner.templates.render import script_env
 
 SCRIPT_DIR = "/var/lib/lxc-provisioner/scripts"
+HOOK_DIR = "/var/lib/lxc-provisioner/hooks"  # the template's hooks (deploy uploads them)
 PACKAGES_STEP = "packages"
 
 
@@ -62,9 +64,23 @@ async def _run_step(ctx: Context, name: str, command: str, timeout: float,
         )  # fmt: skip
 
 
+def _clone_steps(ctx: Context) -> list[tuple[str, str, float]]:
+    """A clone has the source's packages and its scripts' results: it runs
+    only the template's ``clone`` hook, if there is one."""
+    hooks = getattr(ctx.template, "hooks", None)
+    hook = getattr(hooks, "clone", None)
+    if hook is None:
+        return []
+    return [(f"hooks/{hook.name}", f"cd /root && exec bash {HOOK_DIR}/{hook.name}",
+             float(hook.timeout))]  # fmt: skip
+
+
 async def run(ctx: Context) -> None:
     done = set(ctx.container().finished_scripts)
     env = script_env(ctx.template, ctx.variables)
+    if StoredRequest.from_dict(ctx.container().request).clone is not None:
+        await _run_steps(ctx, _clone_steps(ctx), done, env)
+        return
     steps: list[tuple[str, str, float]] = []
     commands = package_commands(ctx)
     if commands:
@@ -77,6 +93,11 @@ async def run(ctx: Context) -> None:
     for script in sorted(ctx.template.scripts, key=lambda s: (s.order, s.name)):
         steps.append((script.name, f"cd /root && exec bash {SCRIPT_DIR}/{script.name}",
                       float(script.timeout)))  # fmt: skip
+    await _run_steps(ctx, steps, done, env)
+
+
+async def _run_steps(ctx: Context, steps: list[tuple[str, str, float]], done: set[str],
+                     env: dict[str, str]) -> None:  # fmt: skip
     total = len(steps) or 1
     for index, (name, command, timeout) in enumerate(steps):
         if name in done:

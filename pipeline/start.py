@@ -3,7 +3,9 @@ and the config lock, resolve its address (static or DHCP), wait for SSH."""
 
 from __future__ import annotations
 
+from pipeline import clone
 from pipeline.context import Context, off_loop
+from provisioner.stored_request import StoredRequest
 
 
 async def run(ctx: Context) -> None:
@@ -24,6 +26,8 @@ async def run(ctx: Context) -> None:
     ip = await off_loop(ctx.pve.resolve_container_ip, vmid, net0,
                         timeout=ctx.settings.ip_timeout, poll=0.1)  # fmt: skip
     ctx.update(ip=ip)
+    if StoredRequest.from_dict(ctx.container().request).clone is not None:
+        await clone.fresh_identity(ctx)
     ctx.step(f"address {ip}; waiting for SSH", 0.6)
     session = await ctx.ssh()
     ctx.step(f"SSH is up ({session.host_key_fingerprint})", 1.0)

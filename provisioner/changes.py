@@ -32,6 +32,24 @@ MAX_CORES = 8192  # PVE's bounds of cores, memory (MiB) and swap
 MIN_MEMORY = 16
 TAG = re.compile(r"[a-z0-9_][a-z0-9_+.-]*", re.I)  # PVE's pve-tag
 SYSTEM_TAG = "provisioner"  # every container of ours carries it; a set keeps it
+# environments: these three are offered; any name of this shape is taken
+ENVIRONMENTS = ("production", "staging", "development")
+ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+PROTECTED_ENVIRONMENT = "production"  # its containers get PVE's protection flag
+
+
+def check_environment(name: str | None) -> str | None:
+    """An environment name (lower case letters, digits, '-'), or None.
+
+    Raises:
+        ConfigError: ``environment: ...``.
+    """
+    if name is None or name == "":
+        return None
+    if not ENVIRONMENT_NAME.fullmatch(name):
+        raise ConfigError(f"environment: 1-32 lower-case letters, digits or '-', starting with "
+                          f"a letter (e.g. {', '.join(ENVIRONMENTS)}); got {name!r}")  # fmt: skip
+    return name
 
 
 def check_snapshot_name(name: str, field_name: str = "name") -> str:

@@ -209,6 +209,10 @@ class Container(Base):
     # production, staging, development or another name; None: not given
     # (migration 0003 added it and the two below)
     environment: Mapped[str | None] = mapped_column(String(32))
+    # the container this one was cloned from (None: not a clone, or its source was deleted)
+    source_id: Mapped[str | None] = mapped_column(
+        ForeignKey("containers.id", ondelete="SET NULL"), index=True
+    )
     # a change in flight and its safety snapshot (provisioner.changes.SafeChange)
     safe_change: Mapped[dict[str, Any] | None] = mapped_column(
         MutableDict.as_mutable(JSON(none_as_null=True))

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioner.changes import PROTECTED_ENVIRONMENT, check_environment
 from provisioner.config import Settings
 from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.models import (
@@ -70,6 +71,7 @@ class ProvisionRequest(RequestSettings):
     root_password: str | None = field(default=None, repr=False)  # a secret
     variables: dict[str, Any] = field(default_factory=dict)
     failure_policy: str = "keep"
+    environment: str | None = None  # production gets PVE's protection flag
 
 
 def load_named_template(settings: Settings, name: str) -> Template:
@@ -91,13 +93,14 @@ def node_defaults(node: Node) -> NodeDefaults:
 
 
 def _create_request(asked: RequestSettings, hostname: str, keys: str | None,
-                    marker: str) -> CreateRequest:  # fmt: skip
+                    marker: str, environment: str | None = None) -> CreateRequest:  # fmt: skip
     """The PVE-facing request of a request's settings."""
     network = NetworkConfig(ip=asked.ip, gateway=asked.gateway, bridge=asked.bridge)
     return CreateRequest(hostname=hostname, vmid=asked.vmid, cores=asked.cores,
                          memory=asked.memory, swap=asked.swap, disk=asked.disk,
                          network=network, storage=asked.storage, ssh_public_keys=keys,
-                         marker=marker)  # fmt: skip
+                         marker=marker,
+                         protection=environment == PROTECTED_ENVIRONMENT)  # fmt: skip
 
 
 def stored_request(container: Container) -> StoredRequest:
@@ -113,7 +116,8 @@ def create_request_of(container: Container, node: Node) -> tuple[CreateRequest, 
     """The PVE-facing request stored in a container row (no secrets inside)."""
     stored = stored_request(container)
     keys = "\n".join(k for k in (container.ssh_public_key, stored.ssh_public_key) if k)
-    request = _create_request(stored, container.hostname, keys or None, container.id)
+    request = _create_request(stored, container.hostname, keys or None, container.id,
+                              container.environment)  # fmt: skip
     return request, node_defaults(node)
 
 
@@ -168,6 +172,7 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
 
     node = attempt(lambda: _find_node(session, req.node))
     attempt(lambda: _check_failure_policy(req.failure_policy))
+    attempt(lambda: check_environment(req.environment))
     template = attempt(lambda: load_named_template(settings, req.template))
     variables: dict[str, Any] | None = None
     if template is not None:
@@ -193,7 +198,8 @@ def store_request(session: Session, box: SecretBox, req: ProvisionRequest,
     node, template, variables = checked.node, checked.template, checked.variables
     container = Container(id=new_container_id(), node=node, template=template.name,
                           hostname=req.hostname, lifecycle=Lifecycle.PENDING,
-                          failure_policy=FailurePolicy(req.failure_policy))  # fmt: skip
+                          failure_policy=FailurePolicy(req.failure_policy),
+                          environment=req.environment or None)  # fmt: skip
     container.request = StoredRequest(
         **req.settings_json(),  # the asked-for settings only: never the root password
         variables={k: v for k, v in variables.items() if k not in template.secret_names},
@@ -314,3 +320,120 @@ def request_action(session: Session, settings: Settings, redis: Redis, container
             session.commit()
         raise
     return RequestedAction(job.id, after, operation.id if operation is not None else None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloneRequest:
+    """A clone of a ready container with a fresh identity (``provisioner clone``).
+
+    Attributes:
+        hostname: the clone's hostname.
+        environment: the clone's environment (``staging`` by default).
+        full: a full copy (the default) or a linked clone (on the source's
+            storage, from a snapshot: PVE's rule).
+        ip, gateway, bridge: the clone's network (``dhcp`` by default; the
+            source's bridge unless given).
+        storage: where a full clone's disk goes (default: the source's).
+    """
+
+    hostname: str
+    environment: str | None = "staging"
+    full: bool = True
+    ip: str = "dhcp"
+    gateway: str | None = None
+    bridge: str | None = None
+    storage: str | None = None
+
+
+def check_clone(session: Session, settings: Settings, source: Container,
+                req: CloneRequest) -> Template:  # fmt: skip
+    """Check a clone request without storing anything.
+
+    Raises:
+        ActionRefused: the source is not a ready container that owns a CT.
+        InvalidRequest: every problem of the request, each naming its field.
+    """
+    from provisioner.request_checks import ActionRefused, check_network
+
+    if source.lifecycle != Lifecycle.READY or source.vmid is None:
+        raise ActionRefused(f"only a ready container with a CT can be cloned; this one is "
+                            f"{source.lifecycle.value}"
+                            + ("" if source.vmid is not None else " and owns no CT"))  # fmt: skip
+    problems: list[ConfigError] = []
+
+    def attempt(check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except ConfigError as exc:
+            problems.append(exc)
+            return None
+
+    attempt(lambda: check_environment(req.environment))
+    attempt(lambda: check_network(req.ip, req.gateway))
+    if not req.full and req.storage:
+        problems.append(ConfigError("storage: a linked clone stays on the source's storage "
+                                    "(Proxmox VE's rule); leave it out or clone in full"))  # fmt: skip
+    template = attempt(lambda: load_named_template(settings, source.template))
+    if template is not None:
+        stored = stored_request(source)
+        asked = RequestSettings(**{**stored.settings_json(), "vmid": None, "ip": req.ip,
+                                   "gateway": req.gateway,
+                                   "bridge": req.bridge or stored.bridge,
+                                   "storage": req.storage or stored.storage})  # fmt: skip
+        request = _create_request(asked, req.hostname, None, _PLACEHOLDER_MARKER)
+        attempt(lambda: build_create_params(request, template, node_defaults(source.node)))
+    if problems:
+        raise InvalidRequest(problems)
+    assert template is not None
+    return template
+
+
+def request_clone(session: Session, box: SecretBox, settings: Settings, redis: Redis,
+                  source: Container, req: CloneRequest) -> RequestedContainer:  # fmt: skip
+    """Store a clone of ``source`` as a pending container and queue its run.
+
+    The clone keeps the source's template, resources and variables, with a
+    fresh identity: its own SSH key pair, a new root password, and new
+    values for the secret variables the template marks ``regenerate``
+    (every secret re-encrypted for the new record).  Its create phase
+    clones the source's CT from a fresh snapshot.
+
+    Raises:
+        ActionRefused: the source cannot be cloned now.
+        InvalidRequest: every problem of the request, each naming its field.
+    """
+    from provisioner.templates.variables import generate_secret
+
+    template = check_clone(session, settings, source, req)
+    stored = stored_request(source)
+    values = stored_variables(box, source)
+    for var in template.variables.values():
+        if var.secret and getattr(var, "regenerate", False):
+            values[var.name] = generate_secret(var.length)
+    container = Container(id=new_container_id(), node=source.node, template=source.template,
+                          hostname=req.hostname, lifecycle=Lifecycle.PENDING,
+                          failure_policy=FailurePolicy.KEEP, environment=req.environment,
+                          source_id=source.id)  # fmt: skip
+    settings_json = {**stored.settings_json(), "vmid": None, "ip": req.ip,
+                     "gateway": req.gateway, "bridge": req.bridge or stored.bridge,
+                     "storage": req.storage or stored.storage}  # fmt: skip
+    container.request = StoredRequest(
+        **settings_json,
+        variables={k: v for k, v in values.items() if k not in template.secret_names},
+        secret_variables={k: box.encrypt(str(v), variable_aad(container.id, k))
+                          for k, v in values.items() if k in template.secret_names},
+        clone={"source": source.id, "full": req.full},
+    ).to_dict()  # fmt: skip
+    private_key, public_key = generate_ssh_keypair(f"lxc-provisioner@{req.hostname}")
+    container.ssh_public_key = public_key
+    password = generate_password()
+    set_container_secrets(box, container, root_password=password, ssh_private_key=private_key)
+    session.add(container)
+    session.flush()
+    cid = container.id
+    session.commit()
+    try:
+        job_id: str | None = enqueue(redis, settings, cid).id
+    except RedisError as exc:
+        return RequestedContainer(container, None, password, queue_error=str(exc))
+    return RequestedContainer(container, job_id, password)

@@ -61,17 +61,23 @@ class StoredRequest(RequestSettings):
         version: the shape of the stored JSON (``STORED_REQUEST_VERSION``).
         variables: the resolved template variables that are not secret.
         secret_variables: secret variable name -> its ciphertext token.
+        clone: for a clone, ``{"source": <container id>, "full": bool}``:
+            the create phase clones that container instead of creating one.
     """
 
     version: int = STORED_REQUEST_VERSION
     variables: dict[str, Any] = field(default_factory=dict)
     secret_variables: dict[str, str] = field(default_factory=dict)
+    clone: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON written to ``Container.request``."""
-        return {"version": self.version, **self.settings_json(),
+        data = {"version": self.version, **self.settings_json(),
                 "variables": dict(self.variables),
                 "secret_variables": dict(self.secret_variables)}  # fmt: skip
+        if self.clone is not None:
+            data["clone"] = dict(self.clone)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> StoredRequest:
@@ -92,5 +98,7 @@ class StoredRequest(RequestSettings):
                 hint="upgrade the provisioner to the release that wrote it",
             )
         settings = {f.name: data[f.name] for f in fields(RequestSettings) if f.name in data}
+        clone = data.get("clone")
         return cls(**settings, variables=dict(data.get("variables") or {}),
-                   secret_variables=dict(data.get("secret_variables") or {}))  # fmt: skip
+                   secret_variables=dict(data.get("secret_variables") or {}),
+                   clone=dict(clone) if isinstance(clone, dict) else None)  # fmt: skip

@@ -23,16 +23,18 @@ from provisioner.changes import (
     default_snapshot_name,
     rollback_warning,
 )
-from provisioner.errors import ConfigError, ProvisionError
+from provisioner.errors import ConfigError, InvalidRequest, ProvisionError
 from provisioner.live import Snapshots, container_snapshots
 from provisioner.models import Container, Node, utcnow
 from provisioner.ownership import NotOurs
+from provisioner.request_checks import ActionRefused
+from provisioner.requests import CloneRequest, request_clone
 from provisioner.stored_request import StoredRequest
 from provisioner.templates.loader import load_template
-from web.api import ApiError, Body, bp, json_body
-from web.api_containers import find_container, queue
+from web.api import ApiError, Body, bp, config_error, json_body
+from web.api_containers import created, find_container, queue
 from web.api_nodes import node_client
-from web.resources import resources
+from web.resources import get_db, get_redis, resources
 
 
 def _snapshots(ct: Container, node: Node) -> Snapshots:
@@ -159,3 +161,30 @@ def set_container(container_id: str) -> tuple[Response, int]:
             errors.append(ApiError(400, f"{field} {rest}", field))
         raise ApiError(400, errors[0].message, errors[0].field, errors=errors)
     return queue(ct, "set", req.to_params())
+
+
+@bp.route("/containers/<container_id>/clone", methods=["POST"])
+def clone_container(container_id: str) -> tuple[Response, int]:
+    """Clone a ready container with a fresh identity (``provisioner clone``):
+    201 as for a create, with the clone's generated root password once."""
+    source, node = find_container(container_id)
+    body = Body(json_body())
+    hostname = body.string("hostname", required=True, max_length=253) or ""
+    environment = body.string("environment", max_length=32)
+    full = body.boolean("full", default=True)
+    ip = body.string("ip", max_length=64) or "dhcp"
+    gateway = body.string("gateway", max_length=64)
+    bridge, storage = body.name("bridge"), body.name("storage")
+    body.finish()
+    req = CloneRequest(hostname=hostname, environment=environment or "staging", full=full,
+                       ip=ip, gateway=gateway, bridge=bridge, storage=storage)  # fmt: skip
+    res = resources()
+    try:
+        requested = request_clone(get_db(), res.box, res.settings, get_redis(), source, req)
+    except ActionRefused as exc:
+        raise ApiError(409, exc.message, "action") from None
+    except InvalidRequest as exc:
+        get_db().rollback()
+        errors = [config_error(p) for p in exc.problems]
+        raise ApiError(400, errors[0].message, errors[0].field, errors=errors) from None
+    return created(requested, node.name)

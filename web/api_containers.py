@@ -37,6 +37,7 @@ from provisioner.request_checks import (
 from provisioner.requests import (
     CheckedRequest,
     ProvisionRequest,
+    RequestedContainer,
     check_request,
     request_action,
     request_container,
@@ -196,6 +197,7 @@ def _provision_request(body: Body) -> ProvisionRequest:
         root_password=_root_password(body),
         variables=body.scalars("variables"),
         failure_policy=body.choice("failure_policy", ("keep", "destroy"), default="keep"),
+        environment=body.string("environment", max_length=32),
     )  # fmt: skip
 
 
@@ -248,13 +250,19 @@ def create_container() -> tuple[Response, int]:
         raise _rule_error(exc, 409) from None
     except ConfigError as exc:
         raise config_error(exc) from None
+    return created(requested, req.node)
+
+
+def created(requested: RequestedContainer, node_name: str) -> tuple[Response, int]:
+    """201 for a stored (and queued) container: its id, the websocket URL of
+    its events, and (once, here only) a generated root password."""
     container = requested.container
     response: dict[str, Any] = {"id": container.id, "events_url": events_url(container.id),
                                 "job_id": requested.job_id}  # fmt: skip
     warning = requested.queue_warning()
     if warning is not None:  # the row is pending: the workers' recovery loop enqueues it later
         response["warning"] = warning
-    response["container"] = container_json(container, req.node)
+    response["container"] = container_json(container, node_name)
     if requested.root_password is not None:
         response["root_password"] = requested.root_password
     return jsonify(response), 201

@@ -292,7 +292,19 @@ SCHEMAS: dict[str, Any] = {
         "variables": {"type": "object", "additionalProperties": {
             "type": ["string", "integer", "boolean"]},
             "description": "the template's variables (GET /api/templates/{name})"},
-        "failure_policy": {"enum": ["keep", "destroy"]}}},
+        "failure_policy": {"enum": ["keep", "destroy"]},
+        "environment": _text(32, pattern="^[a-z][a-z0-9-]{0,31}$",
+                             description="production (gets PVE's protection flag), "
+                                         "staging, development or another name")}},
+    "ContainerClone": _object({
+        "hostname": _text(253, pattern="^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$"),
+        "environment": _text(32, pattern="^[a-z][a-z0-9-]{0,31}$", default="staging"),
+        "full": {**BOOL, "default": True,
+                 "description": "false: a linked clone on the source's storage"},
+        "ip": _text(64, description="'dhcp' (default) or an address with its prefix"),
+        "gateway": _text(64), "bridge": {**NAME, "description": "default: the source's"},
+        "storage": {**NAME, "description": "a full clone's storage (default: the source's)"}},
+        optional=("environment", "full", "ip", "gateway", "bridge", "storage")),
     "Container": _object(_CONTAINER, optional=("pve", "pve_error")),
     "Containers": _object({"containers": {"type": "array", "items": _ref("Container")}}),
     "Created": _object({
@@ -398,6 +410,10 @@ PATHS: dict[str, Any] = {
         "patch": _op("Change a container in place (a run)", "containers",
                      _json(_ref("Job"), "queued"), status="202", body="ContainerSet",
                      extra={**_NOT_FOUND, **_CONFLICT})},
+    "/api/containers/{id}/clone": {"parameters": [CONTAINER],
+        "post": _op("Clone a ready container with a fresh identity", "containers",
+                    _json(_ref("Created"), "stored and queued; follow events_url"),
+                    status="201", body="ContainerClone", extra={**_NOT_FOUND, **_CONFLICT})},
     "/api/containers/{id}/snapshots": {"parameters": [CONTAINER],
         "get": _op("The container's snapshots, live", "snapshots",
                    _json(_ref("Snapshots"), "oldest first"),

@@ -82,6 +82,7 @@ class CreateRequest:
         tags: extra PVE tags.
         description: free text shown in PVE.
         marker: an id written into the description (see :func:`parse_marker`).
+        protection: set PVE's protection flag (no destroy, no rollback).
     """
 
     hostname: str
@@ -97,6 +98,7 @@ class CreateRequest:
     tags: tuple[str, ...] = ()
     description: str | None = None
     marker: str | None = None
+    protection: bool = False  # PVE's protection flag (production containers)
 
 
 def marker_line(marker: str) -> str:
@@ -180,6 +182,8 @@ def build_create_params(
     }
     if features:
         params["features"] = features
+    if request.protection:
+        params["protection"] = 1
     if request.vmid is not None:
         params["vmid"] = request.vmid
     if request.ssh_public_keys:

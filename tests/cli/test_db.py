@@ -30,9 +30,9 @@ def test_db_upgrade_creates_the_default_sqlite_database(tmp_path: Path) -> None:
     db_file = tmp_path / "data" / "provisioner.db"
     result = run("db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"database sqlite:///{db_file} upgraded from revision none to 0002\n"
+    assert result.stdout == f"database sqlite:///{db_file} upgraded from revision none to 0003\n"
     with sqlite3.connect(db_file) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"nodes", "containers", "container_events", "leases", "users"} <= tables
 

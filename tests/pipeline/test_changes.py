@@ -11,6 +11,7 @@ order: each test leaves it ready for the next.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -25,6 +27,8 @@ from flask.testing import FlaskClient
 from provisioner.db import session_scope
 from provisioner.models import Container, ContainerEvent, Lifecycle
 from provisioner.requests import request_action
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import container_root_password, container_ssh_private_key
 from tests.cli.conftest import run
 from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
 from tests.pipeline.test_ownership import pve_client, tasks_on
@@ -303,6 +307,83 @@ def test_protection_refuses_destroy_and_rollback(
     assert (end.type, end.outcome) == ("complete", "ready"), end.message
 
 
+# -- clone ---------------------------------------------------------------------------------
+
+
+def machine_id(stack: Stack, cid: str) -> str:
+    return ssh_run(stack, stack.container(cid), "cat /etc/machine-id").strip()
+
+
+def test_a_clone_has_the_data_and_a_fresh_identity(
+        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
+    stack = env_stack
+    source = stack.container(ct)
+    source_state, source_mid = state(stack, ct), machine_id(stack, ct)
+    made = run(stack, "clone", ct, "--env", "staging", "-H", "stateful-staging", "--follow",
+               "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr + stack.worker_logs()[-3000:]
+    first = json.loads(made.stdout.splitlines()[0])
+    cid, password = first["id"], first["root_password"]
+    MADE.append(cid)
+    clone = stack.container(cid)
+    assert clone.lifecycle == Lifecycle.READY and clone.vmid not in (None, source.vmid)
+    assert (clone.environment, clone.source_id, clone.hostname) == (
+        "staging",
+        ct,
+        "stateful-staging",
+    )
+    assert state(stack, cid) == source_state  # the source's files and database row
+    # a fresh identity
+    assert machine_id(stack, cid) != source_mid and len(machine_id(stack, cid)) == 32
+    assert clone.ssh_host_key != source.ssh_host_key and clone.ip != source.ip
+    pve = pve_client(stack)
+    mac = lambda vmid: pve.get_config(vmid)["net0"].partition("hwaddr=")[2][:17]  # noqa: E731
+    assert mac(clone.vmid or 0) != mac(source.vmid or 0)
+    assert pve.get_config(clone.vmid or 0)["hostname"] == "stateful-staging"
+    box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
+    assert password == container_root_password(box, clone) != container_root_password(box, source)
+    shadow = ssh_run(stack, clone, "grep '^root:' /etc/shadow")
+    assert shadow != ssh_run(stack, source, "grep '^root:' /etc/shadow")
+    # the source's key no longer opens the clone
+    source_key = container_ssh_private_key(box, source)
+    assert source_key is not None
+
+    async def login_with_the_sources_key() -> None:
+        async with asyncssh.connect(clone.ip, username="root", known_hosts=None, config=[],
+                                    client_keys=[asyncssh.import_private_key(source_key)],
+                                    connect_timeout=20):  # fmt: skip
+            pass
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        asyncio.run(login_with_the_sources_key())
+    # the full clone dropped the source's snapshot; no secret in any event
+    assert not [n for n in snapshot_names(api, ct) if n.startswith("clone-")]
+    texts = " ".join(m for _t, m in messages_after(stack, cid, 0))
+    assert password not in texts and (container_root_password(box, source) or "x") not in texts
+    assert "giving the clone its own identity" in texts
+
+
+def test_a_linked_clone_from_the_api(env_stack: Stack, api: Callable[..., Any], ct: str) -> None:
+    stack = env_stack
+    refused = api("POST", f"/containers/{ct}/clone", {"hostname": "x", "full": False,
+                                                      "storage": "local-lvm"})  # fmt: skip
+    assert refused.status_code == 400 and refused.json["field"] == "storage", refused.json
+    bad = api("POST", f"/containers/{ct}/clone", {"hostname": "ok-name", "environment": "Prod!"})
+    assert bad.status_code == 400 and bad.json["field"] == "environment", bad.json
+    answer = api("POST", f"/containers/{ct}/clone", {"hostname": "stateful-dev", "full": False,
+                                                     "environment": "development"})  # fmt: skip
+    assert answer.status_code == 201, answer.json
+    cid = answer.json["id"]
+    MADE.append(cid)
+    done = stack.wait(cid, timeout=300)
+    assert done.lifecycle == Lifecycle.READY, done.error_message
+    assert state(stack, cid) == state(stack, ct)
+    kept = [n for n in snapshot_names(api, ct) if n.startswith("clone-")]
+    assert kept == [f"clone-{cid[:8]}"]  # a linked clone keeps what it was made from
+    listed = api("GET", f"/containers/{cid}").json
+    assert listed["environment"] == "development"
+
+
 # -- the ownership guard ------------------------------------------------------------------
 
 
@@ -315,7 +396,7 @@ def test_the_guard_stops_every_change_on_a_ct_that_is_not_the_records(
     assert vmid is not None
     pve = pve_client(stack)
     before, digest = tasks_on(stack, vmid), pve.get_config(vmid)["digest"]
-    changes = [("snapshot", {"name": "sneaky", "description": None}),
+    changes: list[tuple[str, dict[str, Any]]] = [("snapshot", {"name": "sneaky", "description": None}),
                ("rollback", {"name": "sneaky"}), ("delete-snapshot", {"name": "sneaky"}),
                ("set", {"cores": 3, "on_failure": "rollback", "restart": False}),
                ("resync", {"on_failure": "rollback"})]  # fmt: skip
@@ -343,5 +424,22 @@ def test_the_guard_stops_every_change_on_a_ct_that_is_not_the_records(
         # and a record that owns no CT is refused before anything is queued
         refused = api("PATCH", f"/containers/{sid}", {"cores": 2})
         assert refused.status_code == 409 and "owns no container" in refused.json["error"]
+    # a clone of a record whose claim is stale: the source is proven first
+    with session_scope(stack.factory) as session:
+        real = session.get(Container, ct)
+        assert real is not None
+        stale = Container(node_id=real.node_id, template="stateful", hostname="stale-source",
+                          vmid=vmid, lifecycle=Lifecycle.READY, request=dict(real.request))  # fmt: skip
+        session.add(stale)
+        session.flush()
+        sid = stale.id
+    MADE.append(sid)
+    answer = api("POST", f"/containers/{sid}/clone", {"hostname": "never-made"})
+    assert answer.status_code == 201, answer.json
+    MADE.append(answer.json["id"])
+    failed = stack.wait(answer.json["id"], timeout=120)
+    assert failed.lifecycle == Lifecycle.ERROR and failed.vmid is None
+    assert "the source stale-source: CT" in (failed.error_message or ""), failed.error_message
+    assert "belongs to another container now" in (failed.error_message or "")
     assert tasks_on(stack, vmid) == before  # not one task on the CT
     assert pve.get_config(vmid)["digest"] == digest

@@ -1,5 +1,6 @@
 """Day-two changes: ``operations`` (an asked-for change and its parameters),
-``containers.environment`` and ``containers.safe_change``.
+``containers.environment``, ``containers.source_id`` (a clone's source) and
+``containers.safe_change``.
 
 Revision ID: 0003
 Revises: 0002
@@ -39,14 +40,27 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_operations_container_id_created_at"), "operations",
                     ["container_id", "created_at"], unique=False)  # fmt: skip
-    op.add_column("containers", sa.Column("environment", sa.String(length=32), nullable=True))
-    op.add_column("containers", sa.Column("safe_change", sa.JSON(), nullable=True))
+    with op.batch_alter_table("containers") as batch:
+        batch.add_column(sa.Column("environment", sa.String(length=32), nullable=True))
+        batch.add_column(sa.Column("source_id", sa.String(length=36), nullable=True))
+        batch.add_column(sa.Column("safe_change", sa.JSON(), nullable=True))
+        batch.create_foreign_key(
+            op.f("fk_containers_source_id_containers"),
+            "containers",
+            ["source_id"],
+            ["id"],
+            ondelete="SET NULL",
+        )
+        batch.create_index(op.f("ix_containers_source_id"), ["source_id"], unique=False)
 
 
 def downgrade() -> None:
     """Drop them again."""
     with op.batch_alter_table("containers") as batch:
+        batch.drop_index(op.f("ix_containers_source_id"))
+        batch.drop_constraint(op.f("fk_containers_source_id_containers"), type_="foreignkey")
         batch.drop_column("safe_change")
+        batch.drop_column("source_id")
         batch.drop_column("environment")
     op.drop_index(op.f("ix_operations_container_id_created_at"), table_name="operations")
     op.drop_table("operations")
