@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner.backoff import Backoff
 from provisioner.config import Settings
 from provisioner.db import session_scope
+from provisioner.errors import PermanentError
 from provisioner.events import EventPublisher
 from provisioner.models import Container
 from provisioner.ownership import prove
@@ -149,6 +150,19 @@ class Context:
                         ssh_host_key_fingerprint=session.host_key_fingerprint)  # fmt: skip
         self._ssh = session
         return session
+
+    async def ssh_to(self, other: Container) -> SshSession:
+        """A session to another record's container (a sync's peer), with
+        that record's key and pinned host key; the caller closes it.
+
+        Raises:
+            PermanentError: the record has no address or pinned host key.
+        """
+        key = container_ssh_private_key(self.box, other)
+        if not other.ip or key is None or other.ssh_host_key is None:
+            raise PermanentError(f"{other.hostname} has no address or pinned SSH host key yet")
+        return await connect(other.ip, private_key=key, known_host_key=other.ssh_host_key,
+                             deadline=self.settings.ssh_connect_timeout, backoff=SSH_BACKOFF)  # fmt: skip
 
     async def close(self) -> None:
         """Close the SSH session (also after it broke: the next use reconnects)."""

@@ -38,7 +38,7 @@ def test_db_upgrade_creates_the_default_sqlite_database(tmp_path: Path) -> None:
 
     again = run("db", "upgrade")
     assert again.exit_code == 0
-    assert again.stdout == f"database sqlite:///{db_file} is up to date (revision 0002)\n"
+    assert again.stdout == f"database sqlite:///{db_file} is up to date (revision 0003)\n"
 
 
 def test_db_upgrade_uses_the_config_file(tmp_path: Path) -> None:
