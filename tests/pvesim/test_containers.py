@@ -276,9 +276,19 @@ def test_clone_snapshot_and_rollback(
     with pytest.raises(ResourceException, match="snapshot name 'first' already used"):
         ct.snapshot.post(snapname="first")
     assert ssh(key, ip, "echo two > /root/marker").returncode == 0
+    ct.config.put(description="after the snapshot", memory=384)
     ok(api, ct.snapshot("first").rollback.post(start=1))
     wait_port(ip, 22)
     assert ssh(key, ip, "cat /root/marker").stdout.strip() == "one"
+    # the config comes back but for the description, which PVE keeps
+    # (pve-guest-common's AbstractConfig::__snapshot_copy_config skips it)
+    config = ct.config.get()
+    assert config["description"] == "after the snapshot" and config["memory"] != 384
+    # GET .../pending as pve-container's vm_pending: every plain key with its
+    # value (nothing pvesim sets is pending: PVE hot-applies them)
+    pending = {e["key"]: e for e in ct.pending.get()}
+    assert pending["hostname"]["value"] == config["hostname"] and "digest" in pending
+    assert not [e for e in pending.values() if "pending" in e or "delete" in e]
     # a full clone of the stopped container: same files, new MAC
     ok(api, ct.status.stop.post())
     cts.made.append(8061)
