@@ -5,15 +5,17 @@
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
 
   class ApiError extends Error {
-    constructor(status, message, field) {
+    constructor(status, message, field, errors) {
       super(message);
       this.status = status;
       this.field = field || null;
+      // every field error of the request ([{field, message}]), the first one included
+      this.errors = errors && errors.length ? errors : (field ? [{ field, message }] : []);
     }
   }
 
   // JSON request to the REST API with the session cookie and the CSRF header.
-  // Resolves to the parsed body; rejects with ApiError(status, message, field).
+  // Resolves to the parsed body; rejects with ApiError(status, message, field, errors).
   async function api(method, url, body) {
     const opts = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
     if (method !== "GET" && method !== "HEAD") opts.headers["X-CSRF-Token"] = csrf();
@@ -35,7 +37,7 @@
     const data = type.includes("json") ? await resp.json() : await resp.text();
     if (!resp.ok) {
       const message = (data && data.error) || (typeof data === "string" && data.trim()) || resp.statusText;
-      throw new ApiError(resp.status, message, data && data.field);
+      throw new ApiError(resp.status, message, data && data.field, data && Array.isArray(data.errors) ? data.errors : null);
     }
     return data;
   }
@@ -89,11 +91,15 @@
     setTimeout(() => t.remove(), kind === "error" ? 8000 : 4000);
   }
 
-  // A modal confirmation; resolves true when confirmed.
+  // A modal confirmation; resolves true when confirmed.  text: a string (a
+  // paragraph), or nodes (a list, a choice the caller reads once it resolves).
+  let _dialogs = 0;
   function confirmDialog(title, text, confirmLabel, danger) {
     return new Promise((resolve) => {
-      const dlg = el("dialog", { class: "confirm" },
-        el("h2", {}, title), el("p", {}, text),
+      const id = `dialog-title-${++_dialogs}`;
+      const body = typeof text === "string" ? el("p", {}, text) : el("div", { class: "dialog-body" }, text);
+      const dlg = el("dialog", { class: "confirm", "aria-labelledby": id },
+        el("h2", { id }, title), body,
         el("div", { class: "actions" },
           el("button", { type: "button", class: "secondary", value: "cancel", onclick: () => dlg.close("cancel") }, "Cancel"),
           el("button", { type: "button", class: danger ? "danger" : "primary", value: "ok", onclick: () => dlg.close("ok") }, confirmLabel || "Confirm")));
@@ -191,7 +197,10 @@
     retry: { label: "Retry", verb: "Retrying", danger: false,
       text: () => "Provisioning runs again from where it failed; finished phases and scripts are kept." },
     resync: { label: "Resync", verb: "Resyncing", danger: false,
-      text: (who) => `Files are deployed and every script runs again in ${who}.` },
+      text: (who) => `Files are deployed and every script runs again in ${who}. A safety snapshot is taken first.`,
+      choice: { name: "on_failure", legend: "If the resync fails", options: [
+        ["rollback", "Roll back to the safety snapshot", "the container is put back as it was before the resync"],
+        ["keep", "Keep the container as the failure left it", "for inspection; the safety snapshot still holds it as it was"]] } },
     destroy: { label: "Destroy", verb: "Destroying", danger: true,
       text: (who, owns) => owns ? `${who} and its disks are removed from Proxmox. This cannot be undone.`
         : "This record owns no container in Proxmox: only the record is removed, nothing in Proxmox is touched." },
@@ -200,31 +209,55 @@
   // lifecycle states per action, as the server allows them (rendered into the
   // page as <script type="application/json" id="container-actions">).
   let _allowed = null;
-  function allowedActions(ct) {
+  // the actions that need the record's CT (provisioner/request_checks.py CT_ACTIONS)
+  const CT_ACTIONS = ["start", "stop", "reboot", "resync", "snapshot", "rollback", "delete-snapshot", "set"];
+
+  // Whether the server takes `action` (any of its ACTIONS: "snapshot", "set", ...)
+  // for the container as it is now: its lifecycle, and a CT of its own.
+  function allows(ct, action) {
     if (_allowed === null) {
       const node = document.getElementById("container-actions");
       _allowed = node ? JSON.parse(node.textContent) : {};
     }
+    if (!(_allowed[action] || []).includes(ct.lifecycle)) return false;
+    return !(CT_ACTIONS.includes(action) && !ct.owns_container);
+  }
+
+  function allowedActions(ct) {
     const live = ct.pve && ct.pve.status;
     return Object.keys(ACTIONS).filter((a) => {
-      if (!(_allowed[a] || []).includes(ct.lifecycle)) return false;
-      if (["start", "stop", "reboot", "resync"].includes(a) && !ct.owns_container) return false;
+      if (!allows(ct, a)) return false;
       if (a === "start" && live === "running") return false;
       if ((a === "stop" || a === "reboot") && live === "stopped") return false;
       return true;
     });
   }
 
+  // A radio group for a dialog: {name, legend, options: [[value, label, help]]},
+  // the first option checked.  Returns [fieldset, () => the value chosen].
+  function choiceGroup(spec) {
+    const fieldset = el("fieldset", { class: "dialog-choice" }, el("legend", {}, spec.legend),
+      spec.options.map(([value, label, help], i) => el("label", { class: "checkbox choice" },
+        el("input", { type: "radio", name: spec.name, value, checked: i === 0 }),
+        el("span", {}, label, help ? el("span", { class: "field-help" }, help) : null))));
+    return [fieldset, () => (fieldset.querySelector("input:checked") || {}).value];
+  }
+
   // Confirm, then enqueue an action.  Resolves to the API's answer, or null
-  // when the user cancelled or the API refused (the refusal is a toast).
+  // when the user cancelled or the API refused (the refusal is a toast).  An
+  // action with a choice (resync: on failure, roll back or keep) asks it in
+  // the confirmation and sends it as the body.
   async function containerAction(ct, action) {
     const spec = ACTIONS[action];
     const owns = ct.owns_container !== false;
     const who = ct.vmid && owns ? `CT ${ct.vmid} on ${ct.node}` : `The container (not created in PVE yet)`;
-    const ok = await confirmDialog(`${spec.label} ${ct.hostname}?`, spec.text(who, owns), spec.label, spec.danger);
+    const [group, chosen] = spec.choice ? choiceGroup(spec.choice) : [null, null];
+    const text = group ? [el("p", {}, spec.text(who, owns)), group] : spec.text(who, owns);
+    const ok = await confirmDialog(`${spec.label} ${ct.hostname}?`, text, spec.label, spec.danger);
     if (!ok) return null;
+    const body = group ? { [spec.choice.name]: chosen() } : undefined;
     try {
-      const answer = await api("POST", `/api/containers/${encodeURIComponent(ct.id)}/actions/${action}`);
+      const answer = await api("POST", `/api/containers/${encodeURIComponent(ct.id)}/actions/${action}`, body);
       toast(`${spec.verb} ${ct.hostname}…`, "info");
       return answer;
     } catch (e) {
@@ -286,7 +319,21 @@
     form.querySelectorAll(".field-error").forEach((n) => { n.textContent = ""; });
   }
 
-  window.App = { api, ApiError, el, duration, bytes, badge, toast, confirmDialog, copyText, csrf,
-    ago, when, timeAgo, containerState, stateBadge, STATES, ACTIONS, allowedActions, containerAction, poller,
-    showFieldError, clearFieldErrors };
+  // Every field error of an ApiError next to its field (the first one
+  // focused).  Returns the messages no field of the form took.
+  function showFieldErrors(form, error) {
+    const errors = error.errors && error.errors.length ? error.errors : [{ field: error.field, message: error.message }];
+    const left = [];
+    let first = null;
+    for (const e of errors) {
+      if (showFieldError(form, e.field, e.message)) first = first || e.field;
+      else left.push(e.message);
+    }
+    if (first) form.querySelector(`[name="${CSS.escape(first)}"]`).focus();
+    return left;
+  }
+
+  window.App = { api, ApiError, el, duration, bytes, badge, toast, confirmDialog, choiceGroup, copyText, csrf,
+    ago, when, timeAgo, containerState, stateBadge, STATES, ACTIONS, allows, allowedActions, containerAction, poller,
+    showFieldError, clearFieldErrors, showFieldErrors };
 })();

@@ -1,17 +1,25 @@
-// One container: overview (live), events timeline, full log, actions.
+// One container: overview (live), events timeline, full log, snapshots,
+// settings (day-two changes), actions.
 // The page starts from the stored state the server rendered into
 // #container-data, then polls GET /api/containers/<id> (live PVE status);
-// the timeline fetches events by seq only when last_seq moved on.
+// the timeline fetches events by seq only when last_seq moved on.  A change
+// asked for here (a snapshot, a rollback, a removal, a set, a resync) is a
+// run: the page follows it to its terminal event, then says how it ended
+// and reloads the snapshots (GET .../snapshots, asked of the node).
 "use strict";
 (function () {
   const { api, el, bytes, duration, containerState, stateBadge, allowedActions, containerAction, poller,
-    when, ago, timeAgo, copyText } = window.App;
+    when, ago, timeAgo, copyText, allows, confirmDialog, toast, showFieldErrors, clearFieldErrors } = window.App;
   const readJson = (id) => JSON.parse(document.getElementById(id).textContent);
   let ct = readJson("container-data");
   const defaults = readJson("template-defaults") || {};
   const base = `/api/containers/${encodeURIComponent(ct.id)}`;
   const POLL_MS = 3000, BUSY_POLL_MS = 1000, BUSY_MAX_MS = 90000;
   let busy = null; // {action, status, lifecycle, since}: asked for, not shown yet
+  // the change asked for on this page, until its run's terminal event:
+  // {action, label, after (the last seq before it)}; then how it ended
+  let change = null, outcome = null;
+  const startSeq = ct.last_seq; // events up to it are history
   let liveLoaded = false;
   const keys = {}; // section -> what it last showed, to re-render only on change
 
@@ -33,10 +41,15 @@
   function renderHeader() {
     const st = containerState(ct, busy && busy.action);
     const live = ct.pve && ct.pve.status;
-    if (changed("status", [st, live, ct.lifecycle])) {
+    const isProtected = snapshots.protected();
+    if (changed("status", [st, live, ct.lifecycle, isProtected, ct.environment])) {
       const box = document.getElementById("ct-status");
       box.replaceChildren(stateBadge(st, { id: "status-badge" }),
-        ct.lifecycle === "error" && live ? el("span", { class: `badge badge-${live}`, title: "live status in PVE" }, `${live} in PVE`) : "");
+        ct.lifecycle === "error" && live ? el("span", { class: `badge badge-${live}`, title: "live status in PVE" }, `${live} in PVE`) : "",
+        isProtected ? el("span", { class: "badge badge-warn", id: "protected-badge",
+          title: "Proxmox VE's protection flag is set: no destroy, no rollback" }, "protected") : "",
+        ct.environment ? el("span", { class: "tag", id: "environment-tag", title: "environment" },
+          el("span", { class: "visually-hidden" }, "environment: "), ct.environment) : "");
     }
     if (changed("subtitle", [ct.vmid, ct.owns_container, ct.node, ct.template, ct.created_at])) {
       document.getElementById("ct-subtitle").replaceChildren(
@@ -80,16 +93,49 @@
         " (finished phases are kept) or ", el("strong", {}, "Destroy"), " the container."));
   }
 
+  const CHANGE_NAMES = { resync: "a resync", set: "a change of settings" };
+  const cap = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+  const timelineLink = (text) => el("a", { href: "#timeline", onclick: (ev) => { ev.preventDefault(); showTab("timeline", true); } }, text);
+
+  // a change under way: the one asked for here (with a spinner), and the
+  // safety snapshot of the one in flight (change_in_flight), whoever asked
+  function changeNotice() {
+    const flight = ct.change_in_flight;
+    if (!(change && change.action !== "resync") && !flight) return null;
+    const safety = flight ? [
+      `${change && change.action === flight.action ? "Its" : `${cap(CHANGE_NAMES[flight.action] || `a ${flight.action}`)} is under way; its`} safety snapshot is `,
+      el("span", { class: "mono" }, flight.snapshot), ": if it fails, the container is ",
+      flight.on_failure === "keep" ? "kept as the failure leaves it (on failure: keep)." : "rolled back to it."] : [];
+    if (change && change.action !== "resync") {
+      return el("div", { class: "notice notice-info", id: "change-notice", role: "status" },
+        el("span", { class: "row" }, el("span", { class: "spinner" }), el("strong", {}, `${change.label}…`)),
+        el("p", { class: "small-text" }, safety, safety.length ? " " : "", "Follow its steps in the ", timelineLink("timeline"), "."));
+    }
+    return el("div", { class: "notice notice-info", id: "change-in-flight" }, safety);
+  }
+
+  // how the last change asked for here ended, when it did not work
+  function outcomeNotice() {
+    if (!outcome || outcome.ok) return null;
+    return el("div", { class: `notice ${outcome.rolledBack ? "notice-warn" : "notice-error"}`, id: "change-outcome", role: "alert" },
+      el("strong", {}, outcome.rolledBack ? `${outcome.what} failed and was rolled back. ` : `${outcome.what} failed. `),
+      el("span", { class: "error-message" }, outcome.message), " ",
+      el("span", { class: "small-text" }, "The ", timelineLink("timeline"), " has every step. "),
+      el("button", { type: "button", class: "small ghost", onclick: () => { outcome = null; renderNotices(); } }, "Dismiss"));
+  }
+
   function renderNotices() {
-    if (!changed("notices", [ct.lifecycle, ct.error, ct.error_details, ct.pve_error, ct.owns_container, ct.current_phase, ct.finished_at])) return;
+    if (!changed("notices", [ct.lifecycle, ct.error, ct.error_details, ct.pve_error, ct.owns_container, ct.current_phase, ct.finished_at,
+      ct.change_in_flight, change, outcome])) return;
     const box = document.getElementById("ct-notices");
     const items = [];
     if (ct.lifecycle === "error") items.push(errorNotice());
     if (ct.lifecycle === "creating" || ct.lifecycle === "pending") {
       items.push(el("div", { class: "notice notice-info" },
-        el("strong", {}, ct.lifecycle === "pending" ? "Queued. " : `Provisioning: ${ct.current_phase || "starting"}. `),
+        el("strong", {}, ct.lifecycle === "pending" ? "Queued. " : `${ct.change_in_flight && ct.change_in_flight.action === "resync" ? "Resyncing" : "Provisioning"}: ${ct.current_phase || "starting"}. `),
         "Follow every step in the ", el("a", { href: `/containers/${encodeURIComponent(ct.id)}/progress` }, "live progress view"), "."));
     }
+    items.push(changeNotice(), outcomeNotice());
     if (ct.lifecycle === "destroyed") {
       items.push(el("div", { class: "notice notice-warn" }, el("strong", {}, "Destroyed. "),
         `This container was removed from Proxmox ${ct.finished_at ? "on " + when(ct.finished_at) : ""}; its history is kept below.`));
@@ -101,7 +147,7 @@
     } else if (ct.pve_error) {
       items.push(el("div", { class: "notice notice-warn" }, el("strong", {}, "Live status unavailable: "), ct.pve_error));
     }
-    box.replaceChildren(...items);
+    box.replaceChildren(...items.filter(Boolean));
   }
 
   // --- overview -------------------------------------------------------------------------------
@@ -240,6 +286,8 @@
   function render() {
     renderHeader();
     renderNotices();
+    snapshots.render();
+    settings.render();
     renderAccess();
     renderDetails();
     renderResources();
@@ -256,8 +304,63 @@
     button.removeAttribute("aria-busy");
     if (!answer) return;
     busy = { action, status: containerState(ct).state, lifecycle: ct.lifecycle, since: Date.now() };
+    // a resync is a change too: how it ended (rolled back, kept) is said when it ends
+    if (action === "resync") follow(answer, "Resync", "Resyncing");
     render();
     poll.now();
+  }
+
+  // --- changes: a run asked for here, followed to its terminal event ---------------------------
+  const afterOf = (url) => Number(new URL(url, location.href).searchParams.get("after") || 0);
+  const seenEnds = []; // terminal events of runs that ended while this page was open
+
+  // answer: the API's 202; what: "Snapshot" (said when it ended); label: "Taking snapshot 'x'"
+  function follow(answer, what, label) {
+    change = { action: answer.action, what, label, after: afterOf(answer.events_url), cursor: afterOf(answer.events_url) };
+    outcome = null;
+    // the run may have ended before the answer came back
+    const ended = seenEnds.find((e) => e.seq > change.after);
+    if (ended) changeEnded(ended);
+    render();
+    poll.now();
+  }
+
+  function changeEnded(e) {
+    const done = change;
+    change = null;
+    // the run is over, even if no poll saw its lifecycle change (a quick resync)
+    if (busy && busy.action === done.action) busy = null;
+    const ok = e.type === "complete";
+    outcome = { ok, what: done.what, message: e.message, rolledBack: e.outcome === "rolled-back" };
+    if (ok) toast(`${ct.hostname}: ${e.message}`, "ok");
+    else toast(`${done.what} failed (${ct.hostname}): ${e.message}`, "error");
+    if (ok && done.action === "set") settings.refillOnNextRefresh();
+  }
+
+  // every non-log event, in order, from the timeline (or, when it does not
+  // follow, from the change's own look-up)
+  function runEvent(e) {
+    if (e.type !== "complete" && e.type !== "error") return;
+    if (e.seq <= startSeq) return;
+    if (!seenEnds.some((x) => x.seq === e.seq)) seenEnds.push(e);
+    if (change && e.seq > change.after) changeEnded(e);
+    snapshots.stale();  // a run ended: a snapshot or the protection may have changed
+    render();
+    poll.now();  // the record as the run left it
+  }
+
+  // the timeline follows the events unless the user pages it by hand: then
+  // the change's events are looked up here
+  async function followChange() {
+    if (!change || timeline.following()) return;
+    try {
+      const data = await api("GET", `${base}/events?after=${change.cursor}&limit=2000`);
+      const cursor = change.cursor;
+      data.events.forEach((e) => { if (e.type !== "log") runEvent(e); });
+      if (change && change.cursor === cursor) change.cursor = data.next_after;
+    } catch (e) {
+      toast(`Cannot follow the change: ${e.message}`, "error");
+    }
   }
 
   function settleBusy() {
@@ -278,8 +381,10 @@
       return;
     }
     settleBusy();
+    settings.refill();
     render();
     await timeline.follow();
+    await followChange();
     if (activeTab === "log") log.follow();
   }
 
@@ -314,20 +419,42 @@
       logLines = 0;
     }
 
+    // what a run was, from its first event (the events carry no action:
+    // pipeline/job.py and pipeline/changes.py word their steps so)
+    const RUN_KINDS = [
+      [/^(start|stop|reboot) CT /, (m) => m[1]],
+      [/^destroy/, () => "destroy"],
+      [/^taking snapshot 'auto-(resync|set)-/, (m) => m[1]],
+      [/^taking snapshot '/, () => "snapshot"],
+      [/^removing snapshot '/, () => "delete-snapshot"],
+      [/^rolling CT \d+ back to snapshot '/, () => "rollback"],
+      [/^(changing |growing the root disk|restarting CT \d+ to apply)/, () => "set"],
+      [/^(start|stop|reboot|resync|snapshot|rollback|delete-snapshot|set) failed: /, (m) => m[1]],
+    ];
+    const RUN_LABELS = { start: "Start", stop: "Stop", reboot: "Reboot", destroy: "Destroy", provision: "Provisioning",
+      resync: "Resync", snapshot: "Snapshot", "delete-snapshot": "Remove snapshot", rollback: "Rollback", set: "Change settings" };
+    // runs without phases worth a header of their own
+    const FLAT_RUNS = ["start", "stop", "reboot", "snapshot", "delete-snapshot", "rollback", "set"];
+    function kindOf(message) {
+      for (const [re, kind] of RUN_KINDS) {
+        const m = re.exec(message || "");
+        if (m) return kind(m);
+      }
+      return "provision";
+    }
+
     function add(e) {
       if (e.type === "log") { logLines += 1; return; }
       flushLogCount();
       if (lastType === "complete" || lastType === "error") {
         run += 1;
-        // an action's run says what it was; start/stop/reboot have no phases to show
-        const power = /^(start|stop|reboot) CT /.exec(e.message || "");
-        runKind = power ? power[1] : /^destroy/.test(e.message || "") ? "destroy" : "provision";
-        const label = { start: "Start", stop: "Stop", reboot: "Reboot", destroy: "Destroy", provision: "Provisioning" }[runKind];
-        list.append(el("li", { class: "timeline-run", "data-run": String(run) },
-          el("span", { class: "what" }, `Run ${run} · ${label}`), el("span", { class: "when" }, time(e.ts))));
+        // an action's run says what it was; start/stop/reboot and the changes have no phases to show
+        runKind = kindOf(e.message);
+        list.append(el("li", { class: "timeline-run", "data-run": String(run), "data-kind": runKind },
+          el("span", { class: "what" }, `Run ${run} · ${RUN_LABELS[runKind]}`), el("span", { class: "when" }, time(e.ts))));
         lastPhase = null;
       }
-      if (e.phase && e.phase !== lastPhase && e.type === "step" && !["start", "stop", "reboot"].includes(runKind)) {
+      if (e.phase && e.phase !== lastPhase && e.type === "step" && !FLAT_RUNS.includes(runKind)) {
         endPhase(e.ts);
         phaseItem = el("li", { class: "timeline-phase", "data-phase": e.phase, "data-start": e.ts },
           el("span", { class: "what" }, `Phase ${e.phase}`), el("span", { class: "when" }, time(e.ts)));
@@ -341,6 +468,7 @@
         el("span", { class: "what" }, e.message || e.type), el("span", { class: "when", title: e.ts }, meta));
       list.append(lastItem);
       count += 1;
+      runEvent(e);
     }
 
     function updateState() {
@@ -383,6 +511,7 @@
       start: () => load(PAGES_PER_LOAD),
       // new events exist (last_seq moved on) and the user is not paging by hand
       follow: () => (!hasMore && ct.last_seq > after ? load(PAGES_PER_LOAD) : Promise.resolve()),
+      following: () => !hasMore,
     };
   })();
 
@@ -487,23 +616,385 @@
     };
   })();
 
+  // --- snapshots ------------------------------------------------------------------------------
+  // Why a change cannot be asked for now (the server's rules), or null.
+  function cannotChange(what) {
+    if (ct.lifecycle === "destroyed" || ct.lifecycle === "destroying") return `The container is ${ct.lifecycle}: it has no ${what}.`;
+    if (["ready", "error"].includes(ct.lifecycle) && !ct.owns_container) return `This record owns no container in Proxmox VE: it has no ${what}.`;
+    if (ct.lifecycle === "pending" || ct.lifecycle === "creating") return `The container is ${ct.lifecycle}: its ${what} can be changed once it is ready.`;
+    return null;
+  }
+  const busyWith = () => (change ? `${change.label}: wait for it to end.` : busy && busy.action === "resync" ? "A resync is under way: wait for it to end." : null);
+
+  const renderPage = () => render();
+
+  const snapshots = (function () {
+    const box = document.getElementById("snapshots");
+    const stateBox = document.getElementById("snapshots-state");
+    const form = document.getElementById("snapshot-form");
+    const nameInput = document.getElementById("snapshot-name");
+    const formError = document.getElementById("snapshot-form-error");
+    let info = null;      // {snapshots, running, protected}: the node's last answer
+    let error = null;     // why the last look-up failed
+    let loading = null;   // the look-up under way (a promise)
+    let stale = true;     // a run ended since: ask again when shown
+
+    const stamp = (d) => d.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
+    const defaultName = () => `snap-${stamp(new Date())}`;
+
+    // the wording of provisioner.changes.rollback_warning
+    function warning(snap, running) {
+      return `Rolling back to '${snap.name}' (${when(snap.taken_at)}, ${ago(snap.taken_at)}) loses everything written to the ` +
+        "container since then: files, databases, packages, and its configuration (cores, memory, swap, description) " +
+        `as it is now.${running ? " The container is stopped for the rollback and started again." : ""}`;
+    }
+
+    async function load() {
+      if (loading) return loading;
+      if (!allows(ct, "snapshot")) { stale = false; return null; }
+      stateBox.replaceChildren(el("span", { class: "spinner" }), " asking the node…");
+      loading = (async () => {
+        try {
+          info = await api("GET", `${base}/snapshots`);
+          error = null;
+        } catch (e) {
+          error = e.message;
+        } finally {
+          stale = false;
+          loading = null;
+        }
+        renderPage();  // the header's badge and the settings' toggle follow the protection
+        return error ? null : info;
+      })();
+      return loading;
+    }
+
+    function row(snap) {
+      const auto = snap.automatic;
+      const cannot = busyWith() || (!allows(ct, "rollback") ? cannotChange("snapshots") : null);
+      const rollbackWhy = info.protected ? "The container is protected: turn protection off under Settings to roll back." : cannot;
+      return el("tr", { "data-name": snap.name },
+        el("td", {}, el("span", { class: "mono snapshot-name" }, snap.name),
+          auto ? el("span", { class: "badge badge-neutral", title: "a safety snapshot, taken before a change" }, "automatic") : null),
+        el("td", { class: "nowrap" }, snap.taken_at ? timeAgo(snap.taken_at) : dash()),
+        el("td", { class: "snapshot-description" }, snap.description ? snap.description : dash()),
+        el("td", { class: "actions" }, el("div", { class: "button-group" },
+          el("button", { type: "button", class: "secondary small", "data-op": "rollback", disabled: rollbackWhy ? true : null,
+            title: rollbackWhy, "aria-describedby": info.protected ? "snapshots-protected" : null,
+            "aria-label": `Roll back to ${snap.name}`, onclick: (ev) => rollback(snap.name, ev.currentTarget) }, "Roll back"),
+          el("button", { type: "button", class: "ghost small", "data-op": "remove", disabled: cannot ? true : null, title: cannot,
+            "aria-label": `Remove ${snap.name}`, onclick: (ev) => remove(snap, ev.currentTarget) }, "Remove"))));
+    }
+
+    function render() {
+      const why = cannotChange("snapshots");
+      const unavailable = document.getElementById("snapshots-unavailable");
+      unavailable.hidden = !why;
+      unavailable.textContent = why || "";
+      document.getElementById("card-snapshots").hidden = Boolean(why);
+      document.getElementById("card-take-snapshot").hidden = Boolean(why);
+      document.getElementById("snapshots-protected").hidden = !(info && info.protected) || Boolean(why);
+      const count = document.getElementById("snapshots-count");
+      count.hidden = !info || Boolean(why);
+      count.textContent = info ? String(info.snapshots.length) : "";
+      const pending = busyWith();
+      document.getElementById("snapshot-submit").disabled = Boolean(pending || why);
+      document.getElementById("snapshot-form-state").textContent = pending || "";
+      nameInput.placeholder = defaultName();
+      if (loading) return;
+      stateBox.textContent = error ? "" : info ? `${info.snapshots.length} snapshot${info.snapshots.length === 1 ? "" : "s"} · CT ${info.running ? "running" : "stopped"}` : "";
+      if (!changed("snapshots", [info, error, pending, why, ct.lifecycle])) return;
+      if (error) {
+        box.replaceChildren(el("div", { class: "notice notice-error", role: "alert" }, el("strong", {}, "Cannot list the snapshots: "), error));
+        return;
+      }
+      if (!info) { box.replaceChildren(el("p", { class: "muted" }, "Open this tab to ask the node.")); return; }
+      if (!info.snapshots.length) {
+        box.replaceChildren(el("p", { class: "muted", id: "snapshots-empty" }, "No snapshot yet. Take one below before a risky change."));
+        return;
+      }
+      const newest = [...info.snapshots].reverse();
+      box.replaceChildren(el("table", { class: "table compact", id: "snapshots-table" },
+        el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", {}, "Taken"), el("th", {}, "Description"),
+          el("th", {}, el("span", { class: "visually-hidden" }, "Actions")))),
+        el("tbody", {}, newest.map(row))));
+    }
+
+    async function rollback(name, button) {
+      button.setAttribute("aria-busy", "true");
+      const fresh = await load();  // as the node has it now: running, protected, still there
+      button.removeAttribute("aria-busy");
+      if (!fresh) { toast(`Cannot roll back: ${error}`, "error"); return; }
+      const snap = fresh.snapshots.find((s) => s.name === name);
+      if (!snap) { toast(`${ct.hostname} has no snapshot '${name}' any more`, "error"); return; }
+      if (fresh.protected) { toast(`${ct.hostname} is protected: turn protection off under Settings to roll back`, "error"); return; }
+      const ok = await confirmDialog(`Roll ${ct.hostname} back to '${name}'?`, [
+        el("p", { class: "rollback-loses" }, warning(snap, fresh.running)),
+        el("p", { class: "small-text muted" }, "The snapshot itself stays, and so do the others."),
+      ], "Roll back", true);
+      if (!ok) return;
+      try {
+        const answer = await api("POST", `${base}/snapshots/${encodeURIComponent(name)}/rollback`);
+        toast(`Rolling ${ct.hostname} back to '${name}'…`, "info");
+        follow(answer, "Rollback", `Rolling back to '${name}'`);
+      } catch (e) {
+        toast(`Rollback of ${ct.hostname} refused: ${e.message}`, "error");
+        if (e.field === "protection") load();
+      }
+    }
+
+    async function remove(snap, button) {
+      const auto = snap.automatic ? " It is a safety snapshot: without it a change that failed can no longer be undone by rolling back to it." : "";
+      const ok = await confirmDialog(`Remove snapshot '${snap.name}'?`,
+        `The snapshot taken ${snap.taken_at ? `on ${when(snap.taken_at)}` : ""} is deleted from Proxmox VE: ${ct.hostname} can no longer be rolled back to it.${auto} The container itself is not changed.`,
+        "Remove", true);
+      if (!ok) return;
+      button.setAttribute("aria-busy", "true");
+      try {
+        const answer = await api("DELETE", `${base}/snapshots/${encodeURIComponent(snap.name)}`);
+        toast(`Removing snapshot '${snap.name}'…`, "info");
+        follow(answer, "Removing the snapshot", `Removing snapshot '${snap.name}'`);
+      } catch (e) {
+        toast(`Removing '${snap.name}' refused: ${e.message}`, "error");
+      } finally {
+        button.removeAttribute("aria-busy");
+      }
+    }
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      clearFieldErrors(form);
+      formError.hidden = true;
+      const name = nameInput.value.trim();
+      const description = document.getElementById("snapshot-description").value;
+      const body = {};
+      if (name) body.name = name;
+      if (description.trim()) body.description = description;
+      const submit = document.getElementById("snapshot-submit");
+      submit.setAttribute("aria-busy", "true");
+      try {
+        const answer = await api("POST", `${base}/snapshots`, body);
+        toast(`Taking a snapshot of ${ct.hostname}…`, "info");
+        form.reset();
+        follow(answer, "Snapshot", name ? `Taking snapshot '${name}'` : "Taking a snapshot");
+      } catch (e) {
+        const left = e.status === 400 ? showFieldErrors(form, e) : [e.message];
+        if (left.length) { formError.textContent = left.join("; "); formError.hidden = false; }
+      } finally {
+        submit.removeAttribute("aria-busy");
+      }
+    });
+    document.getElementById("snapshots-reload").addEventListener("click", load);
+
+    return {
+      render,
+      load,
+      protected: () => Boolean(info && info.protected),
+      known: () => info !== null,
+      stale() { stale = true; if (activeTab === "snapshots" || info) load(); },
+      open() { if (stale || !info) load(); else render(); },
+    };
+  })();
+
+  // --- settings: change in place (PATCH /api/containers/<id>) ---------------------------------
+  const settings = (function () {
+    const form = document.getElementById("settings-form");
+    const errorBox = document.getElementById("settings-error");
+    const input = (name) => form.querySelector(`[name="${name}"]`);
+    const protection = document.getElementById("set-protection");
+    const noTags = document.getElementById("set-no-tags");
+    const mib = (n) => `${n} MiB`;
+    const FIELDS = [["cores", "Cores", String], ["memory", "Memory", mib], ["swap", "Swap", mib]];
+    let filledFrom = null;       // the values the form was filled with
+    let protectionTouched = false;
+    let refillWanted = false;
+
+    // the values now: the record's request, else the template's defaults
+    function current() {
+      const r = ct.request || {};
+      const pick = (name) => (r[name] !== null && r[name] !== undefined ? r[name]
+        : defaults[name] !== null && defaults[name] !== undefined ? defaults[name] : null);
+      return { cores: pick("cores"), memory: pick("memory"), swap: pick("swap"), disk: pick("disk"),
+        fromTemplate: Object.fromEntries(["cores", "memory", "swap", "disk"].map((n) => [n, r[n] === null || r[n] === undefined])) };
+    }
+
+    function fill() {
+      const now = current();
+      filledFrom = now;
+      form.reset();
+      clearFieldErrors(form);
+      errorBox.hidden = true;
+      for (const [name, , fmt] of FIELDS) {
+        input(name).value = now[name] === null ? "" : String(now[name]);
+        document.getElementById(`set-${name}-now`).textContent = now[name] === null ? "Now: the template's default"
+          : `Now: ${fmt(now[name])}${now.fromTemplate[name] ? " (the template's default)" : ""}`;
+      }
+      const disk = input("disk");
+      disk.value = "";
+      if (now.disk !== null) {
+        disk.min = String(now.disk + 1);
+        disk.placeholder = `more than ${now.disk}`;
+      }
+      document.getElementById("set-disk-now").textContent = now.disk === null ? "Larger than now: a disk only grows."
+        : `Now: ${now.disk} GiB. Larger only: Proxmox VE cannot shrink a disk.`;
+      protectionTouched = false;
+      syncProtection();
+      input("tags").disabled = false;
+    }
+
+    function syncProtection() {
+      const known = snapshots.known();
+      protection.disabled = !known;
+      if (!protectionTouched) protection.checked = snapshots.protected();
+      document.getElementById("set-protection-help").textContent = !known
+        ? "Proxmox VE's protection flag (asking the node for its state…)"
+        : `Proxmox VE's protection flag, ${snapshots.protected() ? "set now" : "not set now"}: while it is set the container can be neither destroyed nor rolled back.`;
+    }
+
+    // the changes the form asks for: {body, lines, problems: [{field, message}]}
+    function collect() {
+      const now = filledFrom || current();
+      const body = {}, lines = [], problems = [];
+      const whole = (name) => {
+        const field = input(name);
+        const raw = field.value.trim();
+        if (field.validity.badInput || (raw !== "" && !/^\d+$/.test(raw))) {
+          problems.push({ field: name, message: `${name} must be a whole number` });
+          return null;
+        }
+        return raw === "" ? null : Number(raw);
+      };
+      for (const [name, label, fmt] of FIELDS) {
+        const value = whole(name);
+        if (value !== null && value !== now[name]) {
+          body[name] = value;
+          lines.push([label, now[name] === null ? fmt(value) : `${fmt(now[name])} → ${fmt(value)}`]);
+        }
+      }
+      const disk = whole("disk");
+      if (disk !== null) {
+        if (now.disk !== null && disk <= now.disk) {
+          problems.push({ field: "disk", message: `disk ${disk} GiB is ${disk === now.disk ? "the same as" : "smaller than"} the disk now (${now.disk} GiB): a disk only grows (Proxmox VE cannot shrink one)` });
+        } else {
+          body.disk = disk;
+          lines.push(["Root disk", `${now.disk === null ? "" : `${now.disk} GiB → `}${disk} GiB (it cannot be shrunk again)`]);
+        }
+      }
+      if (noTags.checked) {
+        body.tags = [];
+        lines.push(["Tags", "every tag removed but 'provisioner'"]);
+      } else {
+        const tags = input("tags").value.split(/[\s,;]+/).filter(Boolean);
+        if (tags.length) {
+          body.tags = tags;
+          lines.push(["Tags", `${tags.join(", ")} (replacing the current ones)`]);
+        }
+      }
+      const onboot = input("onboot").value;
+      if (onboot) {
+        body.onboot = onboot === "true";
+        lines.push(["Start with the node", body.onboot ? "yes" : "no"]);
+      }
+      const description = input("description").value;
+      if (description.trim()) {
+        body.description = description;
+        lines.push(["Description", description.length > 120 ? `${description.slice(0, 120)}…` : description]);
+      }
+      if (snapshots.known() && protection.checked !== snapshots.protected()) {
+        body.protection = protection.checked;
+        lines.push(["Protection", protection.checked ? "on: no destroy and no rollback while it is set" : "off"]);
+      }
+      if (input("restart").checked) {
+        body.restart = true;
+        lines.push(["Restart", "afterwards, so that what Proxmox VE holds pending takes effect"]);
+      }
+      body.on_failure = form.querySelector('[name="on_failure"]:checked').value;
+      return { body, lines, problems, resources: ["cores", "memory", "swap", "disk"].some((n) => n in body) };
+    }
+
+    function render() {
+      const why = cannotChange("settings");
+      const unavailable = document.getElementById("settings-unavailable");
+      unavailable.hidden = !why;
+      unavailable.textContent = why || "";
+      document.getElementById("card-settings").hidden = Boolean(why);
+      const pending = busyWith();
+      document.getElementById("settings-submit").disabled = Boolean(pending || why);
+      document.getElementById("settings-state").textContent = pending || "";
+      if (changed("settings-protection", [snapshots.known(), snapshots.protected()])) syncProtection();
+    }
+
+    noTags.addEventListener("change", () => { input("tags").disabled = noTags.checked; });
+    protection.addEventListener("change", () => { protectionTouched = true; });
+    document.getElementById("settings-reset").addEventListener("click", fill);
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      clearFieldErrors(form);
+      errorBox.hidden = true;
+      const { body, lines, problems, resources } = collect();
+      if (problems.length) {
+        showFieldErrors(form, { errors: problems });
+        return;
+      }
+      if (!lines.length) {
+        errorBox.textContent = "Nothing to change: change a value above, or tick Restart afterwards.";
+        errorBox.hidden = false;
+        return;
+      }
+      const how = resources
+        ? body.on_failure === "keep"
+          ? "A safety snapshot is taken first; if the change fails, the container is kept as the failure left it (the snapshot still holds it as it was)."
+          : "A safety snapshot is taken first; if the change fails, the container is rolled back to it."
+        : "Nothing else about the container changes.";
+      const ok = await confirmDialog(`Change ${ct.hostname}?`, [
+        el("p", {}, `These changes are made in place, in CT ${ct.vmid} on ${ct.node}:`),
+        el("dl", { class: "kv change-list" }, lines.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+        el("p", { class: "small-text" }, how),
+      ], "Apply", false);
+      if (!ok) return;
+      const submit = document.getElementById("settings-submit");
+      submit.setAttribute("aria-busy", "true");
+      try {
+        const answer = await api("PATCH", base, body);
+        toast(`Changing ${ct.hostname}…`, "info");
+        follow(answer, "The change of settings", "Changing the settings");
+      } catch (e) {
+        const left = e.status === 400 ? showFieldErrors(form, e) : [e.message];
+        if (left.length) { errorBox.textContent = left.join("; "); errorBox.hidden = false; }
+      } finally {
+        submit.removeAttribute("aria-busy");
+      }
+    });
+
+    fill();
+    return {
+      render,
+      // after a set that worked: the form shows the new values once the record has them
+      refillOnNextRefresh() { refillWanted = true; },
+      refill() { if (refillWanted && !change) { refillWanted = false; fill(); } },
+    };
+  })();
+
   // --- tabs -----------------------------------------------------------------------------------
   let activeTab = "overview";
+  const TABS = ["overview", "timeline", "log", "snapshots", "settings"];
   function showTab(name, push) {
-    if (!["overview", "timeline", "log"].includes(name)) name = "overview";
+    if (!TABS.includes(name)) name = "overview";
     activeTab = name;
-    for (const t of ["overview", "timeline", "log"]) {
+    for (const t of TABS) {
       document.getElementById(`tab-${t}`).setAttribute("aria-selected", String(t === name));
       document.getElementById(`tab-${t}`).tabIndex = t === name ? 0 : -1;
       document.getElementById(`panel-${t}`).hidden = t !== name;
     }
     if (push) history.replaceState(null, "", name === "overview" ? location.pathname : `#${name}`);
     if (name === "log") log.open();
+    if (name === "snapshots") snapshots.open();
   }
   document.querySelectorAll('[role="tab"]').forEach((tab) => {
     tab.addEventListener("click", () => showTab(tab.id.replace("tab-", ""), true));
     tab.addEventListener("keydown", (ev) => {
-      const order = ["overview", "timeline", "log"];
+      const order = TABS;
       const i = order.indexOf(activeTab);
       if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") {
         const next = order[(i + (ev.key === "ArrowRight" ? 1 : order.length - 1)) % order.length];
@@ -520,7 +1011,8 @@
 
   render();
   showTab(location.hash.slice(1), false);
+  if (activeTab !== "snapshots") snapshots.load();  // the header's "protected" badge, the settings' toggle
   timeline.start();
   setInterval(() => document.querySelectorAll("#ct-subtitle time[datetime]").forEach((t) => { t.textContent = ago(t.getAttribute("datetime")); }), 5000);
-  const poll = poller(refresh, () => (busy ? BUSY_POLL_MS : ["pending", "creating", "destroying"].includes(ct.lifecycle) ? 2000 : POLL_MS));
+  const poll = poller(refresh, () => (busy || change ? BUSY_POLL_MS : ["pending", "creating", "destroying"].includes(ct.lifecycle) ? 2000 : POLL_MS));
 })();
