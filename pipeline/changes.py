@@ -131,10 +131,23 @@ async def rollback(ctx: Context, params: dict[str, Any]) -> str:
         raise Refused(f"CT {vmid} has no snapshot '{name}'")
     start = await _running(ctx)
     await _rollback_to(ctx, name, start=start, fraction=0.3)
+    await _resources_from(ctx, await off_loop(ctx.pve.get_config, vmid))
     problem = await _healthy(ctx) if start else None
     if problem:
         ctx.warn(f"after the rollback: {problem}")
     return f"rolled back to snapshot '{name}'" + ("" if start else " (the CT is stopped)")
+
+
+async def _resources_from(ctx: Context, config: dict[str, Any]) -> None:
+    """The record's request follows the resources the CT has after a rollback."""
+    stored = StoredRequest.from_dict(ctx.container().request).to_dict()
+    for name in ("cores", "memory", "swap"):
+        if name in config:
+            stored[name] = int(config[name])
+    size = parse_size_gib(str(config.get("rootfs", "")))
+    if size is not None and size == int(size):
+        stored["disk"] = int(size)
+    ctx.update(request=stored)
 
 
 # -- safe change -----------------------------------------------------------------
@@ -193,6 +206,7 @@ async def undo_safe_change(ctx: Context, change: SafeChange, failure: str) -> st
     ctx.warn(f"{failure}; rolling back to the safety snapshot '{change.snapshot}'")
     await _rollback_to(ctx, change.snapshot, start=change.running, fraction=0.95)
     # forgotten only now: a run that dies during the rollback rolls back again
+    await _resources_from(ctx, await off_loop(ctx.pve.get_config, ctx.read_vmid()))
     # (the lifecycle is the caller's to put back, after the terminal event)
     ctx.update(finished_phases=change.finished_phases, finished_scripts=change.finished_scripts,
                current_phase=None, safe_change=None)  # fmt: skip

@@ -113,7 +113,7 @@ def rollback_warning(snap: SnapshotInfo, running: bool | None) -> str:
     restart = " The container is stopped for the rollback and started again." if running else ""
     return (f"Rolling back to '{snap.name}' ({when}) loses everything written to the "
             f"container since then: files, databases, packages, and its configuration "
-            f"(cores, memory, swap, description) as it is now.{restart}")  # fmt: skip
+            f"(cores, memory, swap, disk size) as it is now; the description stays.{restart}")  # fmt: skip
 
 
 @dataclass(frozen=True)

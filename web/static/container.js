@@ -645,7 +645,7 @@
     // the wording of provisioner.changes.rollback_warning
     function warning(snap, running) {
       return `Rolling back to '${snap.name}' (${when(snap.taken_at)}, ${ago(snap.taken_at)}) loses everything written to the ` +
-        "container since then: files, databases, packages, and its configuration (cores, memory, swap, description) " +
+        "container since then: files, databases, packages, and its configuration (cores, memory, swap, disk size; the description stays) " +
         `as it is now.${running ? " The container is stopped for the rollback and started again." : ""}`;
     }
 
