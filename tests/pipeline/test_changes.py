@@ -33,6 +33,7 @@ from tests.cli.conftest import run
 from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
 from tests.pipeline.test_ownership import pve_client, tasks_on
 from tests.pipeline.test_templates_e2e import ssh_run
+from tests.pvesim.helpers import admin
 from tests.web.conftest import bearer
 from web.app import create_app
 
@@ -382,6 +383,32 @@ def test_a_linked_clone_from_the_api(env_stack: Stack, api: Callable[..., Any], 
     assert kept == [f"clone-{cid[:8]}"]  # a linked clone keeps what it was made from
     listed = api("GET", f"/containers/{cid}").json
     assert listed["environment"] == "development"
+
+
+def test_a_worker_killed_mid_clone_leaves_one_clone(
+        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
+    """kill -9 of the worker while PVE copies: the run is handed on, finds its
+    clone by the marker, and never makes a second one."""
+    stack = env_stack
+    admin(stack.sim, "task", {"type": "vzclone", "delay": 6, "count": 1})
+    answer = api("POST", f"/containers/{ct}/clone", {"hostname": "stateful-killed"})
+    assert answer.status_code == 201, answer.json
+    cid = answer.json["id"]
+    MADE.append(cid)
+    deadline = time.monotonic() + 60
+    while not any(m.startswith("cloning CT") for _t, m in messages_after(stack, cid, 0)):
+        assert time.monotonic() < deadline, stack.worker_logs()[-3000:]
+        time.sleep(0.1)
+    stack.kill_worker(0)
+    stack.workers.pop(0)
+    stack.start_workers(1)
+    done = stack.wait(cid, timeout=300)
+    assert done.lifecycle == Lifecycle.READY, (done.error_message, stack.worker_logs()[-3000:])
+    named = [c for c in pve_client(stack).containers() if c.name == "stateful-killed"]
+    assert [c.vmid for c in named] == [done.vmid]  # one clone, the record's
+    kinds = [t for t, _m in messages_after(stack, cid, 0)]
+    assert "recovering" in kinds and kinds[-1] == "complete"
+    assert state(stack, cid) == state(stack, ct)
 
 
 # -- the ownership guard ------------------------------------------------------------------
