@@ -143,7 +143,8 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         task.log(f"creating a clone of container {vmid} with ID {newid}")
         kind = "full clone of mountpoint" if full else "linked clone of mount point"
         task.log(f"create {kind} rootfs ({volume})")
-        await task.sleep(DURATIONS["vzclone"])
+        # a full clone copies the volume; a linked one is a thin snapshot of it
+        await task.sleep(DURATIONS["vzclone" if full else "vzclone-linked"])
         src_fs, dest_fs = node.fs(vmid), node.fs(newid)
         dest_fs.create(src_fs.base())
         upper = src_fs.root / "snapshots" / str(snapname) / "upper" if snapname else src_fs.upper

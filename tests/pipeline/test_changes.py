@@ -176,7 +176,7 @@ def test_a_resync_that_fails_its_health_check_is_rolled_back(
     assert any(t == "step" and m.startswith("taking snapshot 'auto-resync-") for t, m in seen)
     assert any(t == "warning" and "rolling back to the safety snapshot" in m for t, m in seen)
     assert any(t == "step" and "is as it was before the resync" in m for t, m in seen)
-    record = stack.container(ct)
+    record = stack.wait(ct)  # the lifecycle follows the terminal event
     assert record.lifecycle == Lifecycle.READY and record.safe_change is None
     assert record.vmid == vmid and record.error_message is None
     assert state(stack, ct) == before  # files and the row as they were
@@ -194,7 +194,7 @@ def test_keep_leaves_the_failure_and_a_user_rollback_restores(
     finally:
         mend_template(stack)
     assert end.type == "error" and end.outcome == "error", end.message
-    assert stack.container(ct).lifecycle == Lifecycle.ERROR
+    assert stack.wait(ct).lifecycle == Lifecycle.ERROR
     broken = state(stack, ct)
     assert broken != before and "resync was here" in broken
     autos = [n for n in snapshot_names(api, ct) if n.startswith("auto-resync-")]
@@ -210,7 +210,7 @@ def test_keep_leaves_the_failure_and_a_user_rollback_restores(
     # a resync that works clears the error and prunes to the newest safety snapshot
     end = act(stack, api, "POST", f"/containers/{ct}/actions/resync")
     assert (end.type, end.outcome) == ("complete", "ready"), end.message
-    assert stack.container(ct).lifecycle == Lifecycle.READY
+    assert stack.wait(ct).lifecycle == Lifecycle.READY
     autos_now = [n for n in snapshot_names(api, ct) if n.startswith("auto-")]
     assert len(autos_now) == 1 and autos_now[0] not in autos  # PROVISIONER_AUTO_SNAPSHOTS_KEEP=1
 
@@ -301,7 +301,7 @@ def test_protection_refuses_destroy_and_rollback(
     end = act(stack, api, "POST", f"/containers/{ct}/actions/destroy")
     assert end.type == "error" and "is protected" in end.message and "--unprotect" in end.message
     assert pve_client(stack).exists(stack.container(ct).vmid or 0)
-    assert stack.container(ct).lifecycle == Lifecycle.ERROR  # a failed destroy, as always
+    assert stack.wait(ct).lifecycle == Lifecycle.ERROR  # a failed destroy, as always
     done = run(stack, "set", ct, "--unprotect", "--follow")
     assert done.returncode == 0, done.stderr
     end = act(stack, api, "POST", f"/containers/{ct}/actions/resync")
@@ -358,7 +358,10 @@ def test_a_clone_has_the_data_and_a_fresh_identity(
     with pytest.raises(asyncssh.PermissionDenied):
         asyncio.run(login_with_the_sources_key())
     # the full clone dropped the source's snapshot; no secret in any event
-    assert not [n for n in snapshot_names(api, ct) if n.startswith("clone-")]
+    deadline = time.monotonic() + 30  # removed after the copy, not waited for
+    while [n for n in snapshot_names(api, ct) if n.startswith("clone-")]:
+        assert time.monotonic() < deadline, snapshot_names(api, ct)
+        time.sleep(0.2)
     texts = " ".join(m for _t, m in messages_after(stack, cid, 0))
     assert password not in texts and (container_root_password(box, source) or "x") not in texts
     assert "giving the clone its own identity" in texts
