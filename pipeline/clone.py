@@ -15,7 +15,7 @@ found again by the marker in its description, as a create is.
 
 from __future__ import annotations
 
-from pipeline.context import Context, off_loop
+from pipeline.context import SSH_BACKOFF, Context, off_loop
 from provisioner.changes import PROTECTED_ENVIRONMENT
 from provisioner.errors import PermanentError, SshPermanentError, TaskFailedError
 from provisioner.models import Container
@@ -172,7 +172,7 @@ async def fresh_identity(ctx: Context) -> None:
     deadline = ctx.settings.ssh_connect_timeout
     try:  # a retry: the clone's own key may be authorized already
         session = await connect(ct.ip, private_key=own_key, known_host_key=None,
-                                deadline=deadline)  # fmt: skip
+                                deadline=deadline, backoff=SSH_BACKOFF)  # fmt: skip
     except SshPermanentError:
         source_key = container_ssh_private_key(ctx.box, source)
         if source_key is None:
@@ -180,7 +180,7 @@ async def fresh_identity(ctx: Context) -> None:
                 "the source's SSH key is gone: cannot log in to the clone"
             ) from None
         session = await connect(ct.ip, private_key=source_key, known_host_key=None,
-                                deadline=deadline)  # fmt: skip
+                                deadline=deadline, backoff=SSH_BACKOFF)  # fmt: skip
     try:
         password = container_root_password(ctx.box, ct) or ""
         await session.run(_IDENTITY_SCRIPT, check=True, name="identity",
