@@ -53,7 +53,7 @@ def container_json(ct: Container, node_name: str) -> dict[str, Any]:
         "secret_variables": sorted(stored.secret_variables) if stored else [],
         "created_at": iso(ct.created_at), "updated_at": iso(ct.updated_at),
         "started_at": iso(ct.started_at), "finished_at": iso(ct.finished_at),
-        "environment": ct.environment,
+        "environment": ct.environment, "source_id": ct.source_id,
         "change_in_flight": dict(ct.safe_change) if ct.safe_change else None,
     }  # fmt: skip
 

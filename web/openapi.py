@@ -179,6 +179,7 @@ _CONTAINER = {
     "started_at": NSTR,
     "finished_at": NSTR,
     "environment": {**NSTR, "description": "production, staging, development or another name"},
+    "source_id": {**NSTR, "description": "the container this one was cloned from"},
     "change_in_flight": {
         "type": ["object", "null"],
         "description": "a change under way and its safety snapshot (resync, set)",

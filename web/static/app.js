@@ -93,19 +93,37 @@
 
   // A modal confirmation; resolves true when confirmed.  text: a string (a
   // paragraph), or nodes (a list, a choice the caller reads once it resolves).
+  // opts.mustType: a word the user types before the confirm button works (a
+  // strong confirmation: the hostname of what is about to be replaced).
   let _dialogs = 0;
-  function confirmDialog(title, text, confirmLabel, danger) {
+  function confirmDialog(title, text, confirmLabel, danger, opts) {
     return new Promise((resolve) => {
-      const id = `dialog-title-${++_dialogs}`;
+      const n = ++_dialogs;
+      const id = `dialog-title-${n}`;
       const body = typeof text === "string" ? el("p", {}, text) : el("div", { class: "dialog-body" }, text);
+      const must = opts && opts.mustType;
+      const ok = el("button", { type: "button", class: danger ? "danger" : "primary", value: "ok", disabled: Boolean(must),
+        onclick: () => dlg.close("ok") }, confirmLabel || "Confirm");
+      let typed = null;
+      if (must) {
+        const input = el("input", { type: "text", id: `dialog-type-${n}`, class: "mono", autocomplete: "off", spellcheck: "false",
+          autocapitalize: "off", "aria-describedby": `dialog-type-help-${n}` });
+        input.addEventListener("input", () => { ok.disabled = input.value !== must; });
+        input.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && input.value === must) { ev.preventDefault(); dlg.close("ok"); } });
+        typed = el("div", { class: "field type-to-confirm" },
+          el("label", { for: `dialog-type-${n}` }, "Type ", el("strong", { class: "mono" }, must), " to confirm"),
+          input,
+          el("span", { class: "field-help", id: `dialog-type-help-${n}` }, "The confirm button works once the name matches exactly."));
+      }
       const dlg = el("dialog", { class: "confirm", "aria-labelledby": id },
-        el("h2", { id }, title), body,
+        el("h2", { id }, title), body, typed,
         el("div", { class: "actions" },
           el("button", { type: "button", class: "secondary", value: "cancel", onclick: () => dlg.close("cancel") }, "Cancel"),
-          el("button", { type: "button", class: danger ? "danger" : "primary", value: "ok", onclick: () => dlg.close("ok") }, confirmLabel || "Confirm")));
+          ok));
       dlg.addEventListener("close", () => { dlg.remove(); resolve(dlg.returnValue === "ok"); });
       document.body.append(dlg);
       dlg.showModal();
+      if (typed) typed.querySelector("input").focus();
     });
   }
 
@@ -184,6 +202,15 @@
   function stateBadge(st, attrs) {
     return el("span", { ...attrs, class: `badge ${st.badge}`, title: st.title, "data-status": st.state },
       st.busy && el("span", { class: "spinner" }), st.state);
+  }
+
+  // A container's environment as a pill (production, staging and development
+  // have colours of their own); attrs adds attributes (an id).
+  const ENVIRONMENTS = ["production", "staging", "development"];
+  function envTag(name, attrs) {
+    const kind = ENVIRONMENTS.includes(name) ? name : "other";
+    return el("span", { title: "environment", ...attrs, class: `tag env env-${kind}`, "data-environment": name },
+      el("span", { class: "visually-hidden" }, "environment: "), name);
   }
 
   // The actions a user may ask for, their confirmation texts and button looks.
@@ -334,6 +361,6 @@
   }
 
   window.App = { api, ApiError, el, duration, bytes, badge, toast, confirmDialog, choiceGroup, copyText, csrf,
-    ago, when, timeAgo, containerState, stateBadge, STATES, ACTIONS, allows, allowedActions, containerAction, poller,
+    ago, when, timeAgo, containerState, stateBadge, STATES, ACTIONS, ENVIRONMENTS, envTag, allows, allowedActions, containerAction, poller,
     showFieldError, clearFieldErrors, showFieldErrors };
 })();

@@ -1,15 +1,18 @@
 // One container: overview (live), events timeline, full log, snapshots,
-// settings (day-two changes), actions.
+// settings (day-two changes), environment (its source, its clones; clone,
+// sync, promote), actions.
 // The page starts from the stored state the server rendered into
 // #container-data, then polls GET /api/containers/<id> (live PVE status);
 // the timeline fetches events by seq only when last_seq moved on.  A change
 // asked for here (a snapshot, a rollback, a removal, a set, a resync) is a
 // run: the page follows it to its terminal event, then says how it ended
-// and reloads the snapshots (GET .../snapshots, asked of the node).
+// and reloads the snapshots (GET .../snapshots, asked of the node).  A
+// promote is a run of the source: the page follows the source's events.
 "use strict";
 (function () {
   const { api, el, bytes, duration, containerState, stateBadge, allowedActions, containerAction, poller,
-    when, ago, timeAgo, copyText, allows, confirmDialog, toast, showFieldErrors, clearFieldErrors } = window.App;
+    when, ago, timeAgo, copyText, allows, confirmDialog, choiceGroup, toast, showFieldErrors, clearFieldErrors,
+    envTag, ENVIRONMENTS } = window.App;
   const readJson = (id) => JSON.parse(document.getElementById(id).textContent);
   let ct = readJson("container-data");
   const defaults = readJson("template-defaults") || {};
@@ -17,7 +20,8 @@
   const POLL_MS = 3000, BUSY_POLL_MS = 1000, BUSY_MAX_MS = 90000;
   let busy = null; // {action, status, lifecycle, since}: asked for, not shown yet
   // the change asked for on this page, until its run's terminal event:
-  // {action, label, after (the last seq before it)}; then how it ended
+  // {action, label, after (the last seq before it), other (the container
+  // whose run it is, when not this one: {id, hostname})}; then how it ended
   let change = null, outcome = null;
   const startSeq = ct.last_seq; // events up to it are history
   let liveLoaded = false;
@@ -48,8 +52,7 @@
         ct.lifecycle === "error" && live ? el("span", { class: `badge badge-${live}`, title: "live status in PVE" }, `${live} in PVE`) : "",
         isProtected ? el("span", { class: "badge badge-warn", id: "protected-badge",
           title: "Proxmox VE's protection flag is set: no destroy, no rollback" }, "protected") : "",
-        ct.environment ? el("span", { class: "tag", id: "environment-tag", title: "environment" },
-          el("span", { class: "visually-hidden" }, "environment: "), ct.environment) : "");
+        ct.environment ? envTag(ct.environment, { id: "environment-tag" }) : "");
     }
     if (changed("subtitle", [ct.vmid, ct.owns_container, ct.node, ct.template, ct.created_at])) {
       document.getElementById("ct-subtitle").replaceChildren(
@@ -106,6 +109,14 @@
       `${change && change.action === flight.action ? "Its" : `${cap(CHANGE_NAMES[flight.action] || `a ${flight.action}`)} is under way; its`} safety snapshot is `,
       el("span", { class: "mono" }, flight.snapshot), ": if it fails, the container is ",
       flight.on_failure === "keep" ? "kept as the failure leaves it (on failure: keep)." : "rolled back to it."] : [];
+    if (change && change.other) {
+      const other = `/containers/${encodeURIComponent(change.other.id)}`;
+      return el("div", { class: "notice notice-info", id: "change-notice", role: "status" },
+        el("span", { class: "row" }, el("span", { class: "spinner" }), el("strong", {}, `${change.label}…`)),
+        el("p", { class: "small-text" }, "It is a run of ", el("a", { href: other, id: "change-other-link" }, change.other.hostname),
+          ": follow its steps in ", el("a", { href: `${other}#timeline` }, `${change.other.hostname}'s timeline`),
+          " or its ", el("a", { href: `${other}/progress` }, "live progress view"), "."));
+    }
     if (change && change.action !== "resync") {
       return el("div", { class: "notice notice-info", id: "change-notice", role: "status" },
         el("span", { class: "row" }, el("span", { class: "spinner" }), el("strong", {}, `${change.label}…`)),
@@ -120,7 +131,10 @@
     return el("div", { class: `notice ${outcome.rolledBack ? "notice-warn" : "notice-error"}`, id: "change-outcome", role: "alert" },
       el("strong", {}, outcome.rolledBack ? `${outcome.what} failed and was rolled back. ` : `${outcome.what} failed. `),
       el("span", { class: "error-message" }, outcome.message), " ",
-      el("span", { class: "small-text" }, "The ", timelineLink("timeline"), " has every step. "),
+      outcome.other
+        ? el("span", { class: "small-text" }, "The ", el("a", { href: `/containers/${encodeURIComponent(outcome.other.id)}#timeline` },
+          `timeline of ${outcome.other.hostname}`), " has every step. ")
+        : el("span", { class: "small-text" }, "The ", timelineLink("timeline"), " has every step. "),
       el("button", { type: "button", class: "small ghost", onclick: () => { outcome = null; renderNotices(); } }, "Dismiss"));
   }
 
@@ -288,6 +302,7 @@
     renderNotices();
     snapshots.render();
     settings.render();
+    environment.render();
     renderAccess();
     renderDetails();
     renderResources();
@@ -314,12 +329,15 @@
   const afterOf = (url) => Number(new URL(url, location.href).searchParams.get("after") || 0);
   const seenEnds = []; // terminal events of runs that ended while this page was open
 
-  // answer: the API's 202; what: "Snapshot" (said when it ended); label: "Taking snapshot 'x'"
-  function follow(answer, what, label) {
-    change = { action: answer.action, what, label, after: afterOf(answer.events_url), cursor: afterOf(answer.events_url) };
+  // answer: the API's 202; what: "Snapshot" (said when it ended); label:
+  // "Taking snapshot 'x'"; otherName: the hostname of the container whose run
+  // it is, when it is not this one (answer.container: a promote runs on the source)
+  function follow(answer, what, label, otherName) {
+    const other = answer.container && answer.container !== ct.id ? { id: answer.container, hostname: otherName || answer.container.slice(0, 8) } : null;
+    change = { action: answer.action, what, label, after: afterOf(answer.events_url), cursor: afterOf(answer.events_url), other };
     outcome = null;
-    // the run may have ended before the answer came back
-    const ended = seenEnds.find((e) => e.seq > change.after);
+    // the run may have ended before the answer came back (its events, on this page's stream)
+    const ended = other ? null : seenEnds.find((e) => e.seq > change.after);
     if (ended) changeEnded(ended);
     render();
     poll.now();
@@ -331,10 +349,12 @@
     // the run is over, even if no poll saw its lifecycle change (a quick resync)
     if (busy && busy.action === done.action) busy = null;
     const ok = e.type === "complete";
-    outcome = { ok, what: done.what, message: e.message, rolledBack: e.outcome === "rolled-back" };
-    if (ok) toast(`${ct.hostname}: ${e.message}`, "ok");
-    else toast(`${done.what} failed (${ct.hostname}): ${e.message}`, "error");
+    const who = done.other ? done.other.hostname : ct.hostname;
+    outcome = { ok, what: done.what, message: e.message, rolledBack: e.outcome === "rolled-back", other: done.other };
+    if (ok) toast(`${who}: ${e.message}`, "ok");
+    else toast(`${done.what} failed (${who}): ${e.message}`, "error");
     if (ok && done.action === "set") settings.refillOnNextRefresh();
+    environment.stale();  // a sync or a promote changed a clone or its source
   }
 
   // every non-log event, in order, from the timeline (or, when it does not
@@ -343,22 +363,43 @@
     if (e.type !== "complete" && e.type !== "error") return;
     if (e.seq <= startSeq) return;
     if (!seenEnds.some((x) => x.seq === e.seq)) seenEnds.push(e);
-    if (change && e.seq > change.after) changeEnded(e);
+    if (change && !change.other && e.seq > change.after) changeEnded(e);
     snapshots.stale();  // a run ended: a snapshot or the protection may have changed
     render();
     poll.now();  // the record as the run left it
   }
 
   // the timeline follows the events unless the user pages it by hand: then
-  // the change's events are looked up here
+  // the change's events are looked up here, as are those of a run of
+  // another container (a promote: the source's events)
   async function followChange() {
-    if (!change || timeline.following()) return;
+    if (!change || (!change.other && timeline.following())) return;
+    const followed = change;
+    const url = followed.other ? `/api/containers/${encodeURIComponent(followed.other.id)}/events` : `${base}/events`;
     try {
-      const data = await api("GET", `${base}/events?after=${change.cursor}&limit=2000`);
-      const cursor = change.cursor;
+      const data = await api("GET", `${url}?after=${followed.cursor}&limit=2000`);
+      const cursor = followed.cursor;
+      if (followed.other) {
+        if (change !== followed) return;
+        const end = data.events.find((e) => (e.type === "complete" || e.type === "error") && e.seq > followed.after);
+        if (end) {
+          changeEnded(end);
+          render();
+        } else {
+          followed.cursor = data.next_after;
+        }
+        return;
+      }
       data.events.forEach((e) => { if (e.type !== "log") runEvent(e); });
       if (change && change.cursor === cursor) change.cursor = data.next_after;
     } catch (e) {
+      if (followed.other && e.status === 404 && change === followed) {
+        // the container whose run it was is gone: nothing more to follow
+        change = null;
+        outcome = { ok: false, what: followed.what, message: `${followed.other.hostname} no longer exists`, rolledBack: false, other: null };
+        render();
+        return;
+      }
       toast(`Cannot follow the change: ${e.message}`, "error");
     }
   }
@@ -386,6 +427,7 @@
     await timeline.follow();
     await followChange();
     if (activeTab === "log") log.follow();
+    if (activeTab === "environment") environment.follow();
   }
 
   // --- timeline -----------------------------------------------------------------------------
@@ -976,9 +1018,360 @@
     };
   })();
 
+  // --- environment: its source, its clones; clone, sync, promote --------------------------------
+  // The records come from GET /api/containers (stored state, no live status:
+  // nothing here asks a node); a clone's source is looked up alone when the
+  // list does not hold it.  A clone is a new container (201, its root
+  // password once); a sync is a run of this clone; a promote is a run of the
+  // source, followed on the source's stream.
+  const environment = (function () {
+    const details = document.getElementById("environment-details");
+    const actionsBox = document.getElementById("environment-actions");
+    const errorBox = document.getElementById("environment-error");
+    const clonesBox = document.getElementById("clones");
+    const stateBox = document.getElementById("environment-state");
+    const RELOAD_MS = 5000;  // while the tab is open: the clones' lifecycles move on
+    let list = null;      // every record, destroyed ones too, as the API lists them
+    let source = null;    // this clone's source: its record, "gone", or null (not known yet)
+    let error = null;     // why the last look-up failed
+    let loading = null;   // the look-up under way (a promise)
+    let stale = true;
+    let loadedAt = 0;
+
+    const detailUrl = (id) => `/containers/${encodeURIComponent(id)}`;
+    const sourceKnown = () => source && source !== "gone";
+    const clones = () => (list || []).filter((c) => c.source_id === ct.id && c.lifecycle !== "destroyed");
+    const sourceName = () => (sourceKnown() ? source.hostname : "its source");
+
+    async function load() {
+      if (loading) return loading;
+      stateBox.replaceChildren(el("span", { class: "spinner" }), " loading…");
+      loading = (async () => {
+        try {
+          const data = await api("GET", "/api/containers?live=false&include_destroyed=true&limit=5000");
+          let found = null;
+          if (ct.source_id) {
+            found = data.containers.find((c) => c.id === ct.source_id) || null;
+            if (!found) {  // older than the list's newest 5000
+              try { found = await api("GET", `/api/containers/${encodeURIComponent(ct.source_id)}`); }
+              catch (e) { if (e.status === 404) found = "gone"; else throw e; }
+            }
+          }
+          list = data.containers;
+          source = found;
+          error = null;
+        } catch (e) {
+          error = e.message;
+        } finally {
+          stale = false;
+          loading = null;
+          loadedAt = Date.now();
+        }
+        renderPage();
+      })();
+      return loading;
+    }
+
+    // why an action of this tab cannot be asked for now, or null
+    const notReady = (verb) => (!ct.owns_container && ["ready", "error"].includes(ct.lifecycle)
+      ? `This record owns no container in Proxmox VE: there is nothing to ${verb}.`
+      : `${ct.hostname} is ${ct.lifecycle}: wait until it is ready.`);
+    function cannotClone() {
+      if (ct.lifecycle !== "ready" || !ct.owns_container) return notReady("clone");
+      return busyWith();
+    }
+    function cannotSync(verb) {
+      if (!ct.source_id) return "Only a clone has a source.";
+      if (source === "gone") return `The container ${ct.hostname} was cloned from no longer exists: there is nothing to ${verb}.`;
+      if (!sourceKnown()) return error ? `Its source is unknown: ${error}` : "Looking up its source…";
+      if (source.lifecycle === "destroyed" || source.lifecycle === "destroying") return `${source.hostname} is ${source.lifecycle}: there is nothing to ${verb}.`;
+      if (source.lifecycle !== "ready") return `${source.hostname} is ${source.lifecycle}: wait until it is ready.`;
+      if (ct.lifecycle !== "ready" || !ct.owns_container) return notReady(verb);
+      return busyWith();
+    }
+
+    function actionBlock(id, label, cls, why, help, onclick) {
+      return el("div", { class: "env-action" },
+        el("button", { type: "button", class: cls, id, disabled: why ? true : null, title: why,
+          "aria-describedby": `${id}-help`, onclick: (ev) => onclick(ev.currentTarget) }, label),
+        el("p", { class: "field-help", id: `${id}-help` }, help, why ? el("span", { class: "env-why" }, ` ${why}`) : null));
+    }
+
+    function renderActions() {
+      const src = sourceName();
+      const blocks = [actionBlock("clone-open", "Clone…", "primary", cannotClone(),
+        `A new container with ${ct.hostname}'s data and a fresh identity: its own machine id, SSH host keys and root password.`,
+        cloneDialog)];
+      if (ct.source_id) {
+        blocks.push(
+          actionBlock("sync-open", `Sync from ${src}`, "secondary", cannotSync("sync from"),
+            `${ct.hostname}'s data is replaced by ${src}'s; a snapshot of ${ct.hostname} is taken first.`, sync),
+          actionBlock("promote-open", `Promote to ${src}`, "danger", cannotSync("promote to"),
+            `${src}'s data is replaced by ${ct.hostname}'s; a snapshot of ${src} is taken first and any failure rolls it back.`, promote));
+      }
+      actionsBox.replaceChildren(...blocks);
+    }
+
+    function sourceCell() {
+      if (!ct.source_id) return el("span", { class: "muted", id: "environment-source" }, "not a clone");
+      if (source === "gone") {
+        return el("span", { class: "muted", id: "environment-source" }, "a container that no longer exists (",
+          el("span", { class: "mono" }, ct.source_id.slice(0, 8)), ")");
+      }
+      if (!sourceKnown()) return el("span", { class: "muted", id: "environment-source" }, error ? "unknown" : "loading…");
+      return el("span", { id: "environment-source", class: "row" },
+        el("a", { href: detailUrl(source.id), id: "source-link" }, source.hostname),
+        source.environment ? envTag(source.environment) : null,
+        source.lifecycle !== "ready" ? el("span", { class: `badge badge-${source.lifecycle}` }, source.lifecycle) : null);
+    }
+
+    function renderClones() {
+      const mine = clones();
+      const count = document.getElementById("clones-count");
+      count.hidden = !list || !mine.length;
+      count.textContent = String(mine.length);
+      document.getElementById("clones-state").textContent = list ? `${mine.length} clone${mine.length === 1 ? "" : "s"}` : "";
+      if (error && !list) {
+        clonesBox.replaceChildren(el("div", { class: "notice notice-error", role: "alert" }, el("strong", {}, "Cannot list the clones: "), error));
+        return;
+      }
+      if (!list) { clonesBox.replaceChildren(el("p", { class: "muted" }, "Open this tab to list them.")); return; }
+      if (!mine.length) {
+        clonesBox.replaceChildren(el("p", { class: "muted", id: "clones-empty" }, `No clone of ${ct.hostname}.`));
+        return;
+      }
+      clonesBox.replaceChildren(el("table", { class: "table compact", id: "clones-table" },
+        el("thead", {}, el("tr", {}, el("th", {}, "Hostname"), el("th", {}, "Environment"), el("th", {}, "Lifecycle"), el("th", {}, "Created"))),
+        el("tbody", {}, mine.map((c) => el("tr", { "data-id": c.id },
+          el("td", {}, el("a", { href: ["pending", "creating"].includes(c.lifecycle) ? `${detailUrl(c.id)}/progress` : detailUrl(c.id) }, c.hostname)),
+          el("td", {}, c.environment ? envTag(c.environment) : dash()),
+          el("td", {}, el("span", { class: `badge badge-${c.lifecycle}` }, c.lifecycle)),
+          el("td", { class: "nowrap" }, timeAgo(c.created_at)))))));
+    }
+
+    function render() {
+      if (loading) return;
+      stateBox.textContent = error ? `Cannot look it up: ${error}` : "";
+      const summary = (c) => c && c !== "gone" ? [c.id, c.hostname, c.lifecycle, c.environment] : c;
+      if (!changed("environment", [ct.environment, ct.source_id, ct.lifecycle, ct.owns_container, ct.hostname, summary(source),
+        list && clones().map(summary), error, busyWith()])) return;
+      kv(details, [
+        ["Environment", ct.environment ? envTag(ct.environment, { id: "environment-badge" })
+          : el("span", { class: "muted", id: "environment-badge" }, "none")],
+        ["Cloned from", sourceCell()],
+      ]);
+      renderActions();
+      renderClones();
+    }
+
+    // 409 and the like: said in the tab and as a toast
+    function refused(what, e) {
+      errorBox.replaceChildren(el("strong", {}, `${what} refused. `), el("span", { class: "error-message" }, e.message));
+      errorBox.hidden = false;
+      toast(`${what} refused: ${e.message}`, "error");
+    }
+
+    // --- clone: a form in a dialog; 400s are shown next to their fields -------------------------
+    function cloneDialog() {
+      errorBox.hidden = true;
+      const r = ct.request || {};
+      const field = (label, input, help) => el("div", { class: "field" },
+        el("label", { for: input.id }, label), input,
+        help ? el("span", { class: "field-help", id: `${input.id}-help` }, help) : null,
+        el("span", { class: "field-error" }));
+      const text = (name, attrs) => el("input", { type: "text", id: `clone-${name}`, name, spellcheck: "false", autocapitalize: "off",
+        "aria-describedby": `clone-${name}-help`, ...attrs });
+      const hostname = text("hostname", { class: "mono", maxlength: "253", required: true, placeholder: `${ct.hostname}-staging` });
+      const env = text("environment", { maxlength: "32", list: "clone-environments", value: "staging" });
+      const production = el("p", { class: "notice notice-warn small-text", id: "clone-production-note", hidden: true },
+        "A production clone gets Proxmox VE's protection flag: it can be neither destroyed nor rolled back until it is unprotected.");
+      env.addEventListener("input", () => { production.hidden = env.value.trim() !== "production"; });
+      const [kind, kindChosen] = choiceGroup({ name: "full", legend: "Copy", options: [
+        ["true", "Full copy", "an independent copy of the disk (the default)"],
+        ["false", "Linked clone", "made from a snapshot of the source, on its storage (on LVM-thin: in a moment); the source keeps that snapshot"]] });
+      const ipmode = el("div", { class: "radio-row", role: "radiogroup", "aria-label": "How the clone gets its address" },
+        el("label", { class: "checkbox" }, el("input", { type: "radio", name: "ipmode", value: "dhcp", checked: true }), " DHCP"),
+        el("label", { class: "checkbox" }, el("input", { type: "radio", name: "ipmode", value: "static" }), " Static address"));
+      const ip = text("ip", { class: "mono", inputmode: "decimal", placeholder: "198.18.0.150/24" });
+      const gateway = text("gateway", { class: "mono", inputmode: "decimal", placeholder: "198.18.0.1" });
+      const staticFields = el("div", { class: "form-grid", id: "clone-static", hidden: true },
+        field("Address with prefix length", ip, "CIDR form: the address, a slash, the prefix length."),
+        field(el("span", {}, "Gateway ", el("span", { class: "optional" }, "(optional)")), gateway, "An address in the same network."));
+      const isStatic = () => ipmode.querySelector("input:checked").value === "static";
+      ipmode.addEventListener("change", () => { staticFields.hidden = !isStatic(); });
+      const bridge = text("bridge", { class: "mono", maxlength: "64", placeholder: r.bridge || "the source's" });
+      const storage = text("storage", { class: "mono", maxlength: "64", placeholder: r.storage || "the source's" });
+      const more = el("details", { class: "clone-more" }, el("summary", {}, "Bridge and storage"),
+        el("div", { class: "form-grid" },
+          field(el("span", {}, "Bridge ", el("span", { class: "optional" }, "(optional)")), bridge, "Empty: the source's bridge."),
+          field(el("span", {}, "Storage ", el("span", { class: "optional" }, "(optional)")), storage, "Empty: the source's storage.")));
+      kind.addEventListener("change", () => {
+        const linked = kindChosen() === "false";
+        storage.disabled = linked;
+        document.getElementById("clone-storage-help").textContent = linked
+          ? "A linked clone stays on the source's storage (Proxmox VE's rule)." : "Empty: the source's storage.";
+      });
+      const formError = el("div", { class: "notice notice-error", id: "clone-error", role: "alert", hidden: true });
+      const submit = el("button", { type: "submit", class: "primary", id: "clone-submit" }, "Clone");
+      const form = el("form", { id: "clone-form", novalidate: true, autocomplete: "off" },
+        field("Hostname", hostname, "The clone's name: letters, digits and hyphens; dots separate the parts of a full name."),
+        field("Environment", env, "production, staging, development or another name (lower-case letters, digits, '-'). Empty: staging."),
+        el("datalist", { id: "clone-environments" }, ENVIRONMENTS.map((name) => el("option", { value: name }))),
+        production,
+        el("div", { class: "field" }, kind, el("span", { class: "field-error" })),
+        el("fieldset", { class: "dialog-choice" }, el("legend", {}, "IPv4 address"), ipmode, staticFields),
+        more, formError,
+        el("div", { class: "actions" },
+          el("button", { type: "button", class: "secondary", onclick: () => dlg.close() }, "Cancel"), submit));
+      const dlg = el("dialog", { class: "confirm form-dialog", id: "clone-dialog", "aria-labelledby": "clone-title" },
+        el("h2", { id: "clone-title" }, `Clone ${ct.hostname}`),
+        el("p", { class: "small-text" }, `A snapshot of ${ct.hostname} is taken (it keeps running) and copied into a new container `,
+          "with the same template, resources and data; the clone then gets a fresh identity and its own address."),
+        form);
+      dlg.addEventListener("close", () => dlg.remove());
+
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        clearFieldErrors(form);
+        formError.hidden = true;
+        const full = kindChosen() !== "false";
+        const body = { hostname: hostname.value.trim(), full, ip: isStatic() ? ip.value.trim() : "dhcp" };
+        if (env.value.trim()) body.environment = env.value.trim();
+        if (isStatic() && gateway.value.trim()) body.gateway = gateway.value.trim();
+        if (bridge.value.trim()) body.bridge = bridge.value.trim();
+        if (full && storage.value.trim()) body.storage = storage.value.trim();
+        submit.setAttribute("aria-busy", "true");
+        submit.disabled = true;
+        let answer;
+        try {
+          answer = await api("POST", `${base}/clone`, body);
+        } catch (e) {
+          if (e.errors.some((x) => ["bridge", "storage"].includes(x.field))) more.open = true;
+          const left = e.status === 400 ? showFieldErrors(form, e) : [e.message];
+          if (left.length) {
+            formError.replaceChildren(el("strong", {}, e.status === 409 ? "Cannot clone now. " : "Not cloned. "), left.join("; "));
+            formError.hidden = false;
+          }
+          return;
+        } finally {
+          submit.removeAttribute("aria-busy");
+          submit.disabled = false;
+        }
+        dlg.close();
+        stale = true;
+        load();
+        await cloneCreated(answer, body.hostname);
+      });
+      document.body.append(dlg);
+      dlg.showModal();
+      hostname.focus();
+    }
+
+    // the clone's root password, this one time, then where to go
+    function cloneCreated(answer, hostname) {
+      return new Promise((resolve) => {
+        const page = detailUrl(answer.id);
+        const password = answer.root_password;
+        const secret = password ? el("code", { class: "secret", id: "root-password" }, password) : null;
+        const dlg = el("dialog", { class: "confirm password-dialog", id: "clone-created", "aria-labelledby": "clone-created-title" },
+          el("h2", { id: "clone-created-title" }, `${hostname} is being cloned`),
+          password ? el("p", {}, "The root password of ", el("strong", {}, hostname),
+            " is shown this once. It is stored encrypted and no page shows it again.") : null,
+          password ? el("div", { class: "secret-box" }, secret,
+            el("button", { type: "button", class: "secondary small", id: "copy-password", onclick: () => copyText(password) }, "Copy")) : null,
+          answer.warning ? el("div", { class: "notice notice-warn small-text" }, answer.warning)
+            : el("p", { class: "muted small-text" }, `The clone of ${ct.hostname} has started: follow it in its progress view, or find it under Clones.`),
+          el("div", { class: "actions" },
+            el("button", { type: "button", class: "secondary", id: "password-saved", onclick: () => dlg.close() }, password ? "I have saved it" : "Close"),
+            el("a", { class: "button secondary", id: "clone-page-link", href: page }, `Open ${hostname}`),
+            el("a", { class: "button primary", id: "clone-progress-link", href: `${page}/progress` }, "Follow its progress")));
+        dlg.addEventListener("cancel", (e) => { if (password) e.preventDefault(); });  // Escape must not lose it by accident
+        dlg.addEventListener("close", () => {
+          if (secret) secret.textContent = "";
+          dlg.remove();
+          resolve();
+        });
+        document.body.append(dlg);
+        dlg.showModal();
+        (document.getElementById("copy-password") || document.getElementById("clone-progress-link")).focus();
+      });
+    }
+
+    // --- sync: a run of this clone ------------------------------------------------------------
+    async function sync(button) {
+      errorBox.hidden = true;
+      button.setAttribute("aria-busy", "true");
+      await load();  // as the records are now: the source still there and ready
+      button.removeAttribute("aria-busy");
+      const why = cannotSync("sync from");
+      if (why) { toast(why, "error"); return; }
+      const src = source;
+      const production = ct.environment === "production";
+      const anonymise = el("input", { type: "checkbox", id: "sync-anonymise", name: "anonymise", checked: !production,
+        "aria-describedby": "sync-anonymise-help" });
+      const [group, chosen] = choiceGroup({ name: "on_failure", legend: "If the sync fails", options: [
+        ["rollback", "Roll back to the safety snapshot", `${ct.hostname} is put back as it was before the sync`],
+        ["keep", "Keep the clone as the failure left it", "for inspection; the safety snapshot still holds it as it was"]] });
+      const ok = await confirmDialog(`Sync ${ct.hostname} from ${src.hostname}?`, [
+        el("p", { class: "sync-replaces" }, el("strong", {}, `The data of ${ct.hostname} is replaced by ${src.hostname}'s.`),
+          ` What the template exports from ${src.hostname} is imported into ${ct.hostname}; what ${ct.hostname} holds now is lost. `,
+          `${src.hostname} itself is not changed.`),
+        el("p", { class: "small-text" }, `A safety snapshot of ${ct.hostname} is taken first.`),
+        el("div", { class: "field" },
+          el("label", { class: "checkbox" }, anonymise, " Anonymise the copied data"),
+          el("span", { class: "field-help", id: "sync-anonymise-help" }, production
+            ? `Off by default: ${ct.hostname} is production.`
+            : "The template's anonymisation runs on the data before it is used here: recommended for anything but production.")),
+        group,
+      ], "Sync", true);
+      if (!ok) return;
+      try {
+        const answer = await api("POST", `${base}/sync`, { on_failure: chosen(), anonymise: anonymise.checked });
+        toast(`Syncing ${ct.hostname} from ${src.hostname}…`, "info");
+        follow(answer, "The sync", `Syncing from ${src.hostname}`);
+      } catch (e) {
+        refused("Sync", e);
+      }
+    }
+
+    // --- promote: a run of the source -----------------------------------------------------------
+    async function promote(button) {
+      errorBox.hidden = true;
+      button.setAttribute("aria-busy", "true");
+      await load();
+      button.removeAttribute("aria-busy");
+      const why = cannotSync("promote to");
+      if (why) { toast(why, "error"); return; }
+      const src = source;
+      const ok = await confirmDialog(`Promote ${ct.hostname} to ${src.hostname}?`, [
+        el("p", { class: "promote-replaces" }, el("strong", {}, `The data of ${src.hostname}${src.environment ? ` (${src.environment})` : ""} is replaced by ${ct.hostname}'s.`),
+          ` What ${src.hostname} holds now is lost, but for the safety snapshot.`),
+        el("p", { class: "small-text" }, `A safety snapshot of ${src.hostname} is taken first; if anything fails, ${src.hostname} is rolled back to it. `,
+          `${ct.hostname} itself is not changed.`),
+      ], `Promote to ${src.hostname}`, true, { mustType: src.hostname });
+      if (!ok) return;
+      try {
+        const answer = await api("POST", `${base}/promote`, { on_failure: "rollback" });
+        toast(`Promoting ${ct.hostname} to ${src.hostname}…`, "info");
+        follow(answer, "The promotion", `Promoting to ${src.hostname}`, src.hostname);
+      } catch (e) {
+        refused("Promote", e);
+      }
+    }
+
+    document.getElementById("environment-reload").addEventListener("click", load);
+    return {
+      render,
+      open() { if (stale || !list) load(); else render(); },
+      stale() { stale = true; if (activeTab === "environment") load(); },
+      // while the tab is open: the clones' lifecycles, the source's
+      follow() { if (!loading && Date.now() - loadedAt > RELOAD_MS) load(); },
+    };
+  })();
+
   // --- tabs -----------------------------------------------------------------------------------
   let activeTab = "overview";
-  const TABS = ["overview", "timeline", "log", "snapshots", "settings"];
+  const TABS = ["overview", "timeline", "log", "snapshots", "settings", "environment"];
   function showTab(name, push) {
     if (!TABS.includes(name)) name = "overview";
     activeTab = name;
@@ -990,6 +1383,7 @@
     if (push) history.replaceState(null, "", name === "overview" ? location.pathname : `#${name}`);
     if (name === "log") log.open();
     if (name === "snapshots") snapshots.open();
+    if (name === "environment") environment.open();
   }
   document.querySelectorAll('[role="tab"]').forEach((tab) => {
     tab.addEventListener("click", () => showTab(tab.id.replace("tab-", ""), true));

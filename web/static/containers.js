@@ -1,10 +1,11 @@
 // The containers list: polls GET /api/containers every 3 s (1 s while an
 // action is under way), paused while the tab is hidden.  Rows are keyed by
 // container id and replaced only when what they show changed, so nothing
-// flickers and an open menu stays open.
+// flickers and an open menu stays open.  A clone is listed right under its
+// source (indented); sources keep the API's order (newest first).
 "use strict";
 (function () {
-  const { api, el, containerState, stateBadge, STATES, allowedActions, containerAction, poller, timeAgo, ago } = window.App;
+  const { api, el, containerState, stateBadge, STATES, allowedActions, containerAction, poller, timeAgo, ago, envTag } = window.App;
   const POLL_MS = 3000, BUSY_POLL_MS = 1000, BUSY_MAX_MS = 90000;
   const tbody = document.querySelector("#containers-table tbody");
   const rows = new Map(); // id -> {tr, key}
@@ -38,11 +39,15 @@
     return el("td", { class: "status" }, stateBadge(st), sub && el("span", { class: "sub" }, sub));
   }
 
-  function nameCell(ct) {
+  // source: the listed container a clone is shown under (depth: how far in), or null
+  function nameCell(ct, depth, source) {
     const inProgress = progressStates.has(ct.lifecycle);
     const href = inProgress ? `${detailUrl(ct)}/progress` : detailUrl(ct);
-    return el("td", { class: "hostname" },
+    return el("td", { class: `hostname${depth ? ` clone depth-${Math.min(depth, 4)}` : ""}` },
+      depth ? el("span", { class: "clone-mark", "aria-hidden": "true" }, "↳") : null,
+      source ? el("span", { class: "visually-hidden" }, `clone of ${source.hostname}: `) : null,
       el("a", { class: "name", href, title: inProgress ? "Live progress" : "Details" }, ct.hostname),
+      ct.environment ? envTag(ct.environment) : null,
       el("span", { class: "sub mono" }, ct.id.slice(0, 8),
         inProgress && el("span", {}, " · ", el("a", { href: detailUrl(ct), class: "details-link" }, "details"))));
   }
@@ -75,15 +80,17 @@
     return el("td", { class: "actions" }, group);
   }
 
-  function rowKey(ct) {
+  function rowKey(ct, depth, source) {
     return JSON.stringify([ct.hostname, ct.lifecycle, ct.current_phase, ct.node, ct.template, ct.vmid, ct.owns_container, ct.ip,
-      ct.pve && ct.pve.status, ct.pve_error, ct.error, busy.get(ct.id) && busy.get(ct.id).action]);
+      ct.pve && ct.pve.status, ct.pve_error, ct.error, busy.get(ct.id) && busy.get(ct.id).action, ct.environment,
+      depth, source && source.hostname]);
   }
 
-  function renderRow(ct) {
-    return el("tr", { "data-id": ct.id, "data-hostname": ct.hostname },
+  function renderRow(ct, depth, source) {
+    return el("tr", { "data-id": ct.id, "data-hostname": ct.hostname, class: depth ? "clone-row" : null,
+      "data-source": source ? source.id : null, "data-depth": String(depth) },
       statusCell(ct),
-      nameCell(ct),
+      nameCell(ct, depth, source),
       el("td", { class: "col-node" }, ct.node),
       el("td", { class: "col-template" }, el("a", { href: `/templates/${encodeURIComponent(ct.template)}`, class: "plain" }, ct.template)),
       el("td", { class: "num mono col-vmid" }, !ct.owns_container && ["ready", "error"].includes(ct.lifecycle)
@@ -103,7 +110,7 @@
       if (want === "creating" ? !["creating", "pending"].includes(s) : s !== want) return false;
     }
     if (!q) return true;
-    return [ct.hostname, ct.ip, ct.template, ct.node, ct.id, ct.vmid && String(ct.vmid)]
+    return [ct.hostname, ct.ip, ct.template, ct.node, ct.id, ct.vmid && String(ct.vmid), ct.environment]
       .some((v) => v && String(v).toLowerCase().includes(q));
   }
 
@@ -120,21 +127,52 @@
     return `${total} container${total === 1 ? "" : "s"} · ${parts.join(" · ")}`;
   }
 
+  // The rows in the order shown: every container the filter keeps whose
+  // source is not kept too (not listed, destroyed, or filtered out) in the
+  // API's order, each followed by its clones (and theirs), newest first.
+  // Returns [{ct, depth, source}] (source: the row a clone is shown under).
+  function grouped(kept) {
+    const byId = new Map(containers.map((c) => [c.id, c]));
+    const children = new Map();
+    const roots = [];
+    for (const c of containers) {
+      const parent = c.source_id && c.source_id !== c.id && kept.has(c.id) && kept.has(c.source_id) ? c.source_id : null;
+      if (parent) {
+        if (!children.has(parent)) children.set(parent, []);
+        children.get(parent).push(c);
+      } else {
+        roots.push(c);
+      }
+    }
+    const out = [];
+    const placed = new Set();
+    const visit = (c, depth) => {
+      if (placed.has(c.id)) return;
+      placed.add(c.id);
+      out.push({ ct: c, depth, source: depth ? byId.get(c.source_id) : null });
+      for (const child of children.get(c.id) || []) visit(child, depth + 1);
+    };
+    roots.forEach((c) => visit(c, 0));
+    containers.forEach((c) => visit(c, 0));  // a loop of sources (never made by the provisioner): listed all the same
+    return out;
+  }
+
   function render() {
     const seen = new Set();
+    const kept = new Set(containers.filter(matches).map((c) => c.id));
     let previous = null;
-    for (const ct of containers) {
+    for (const { ct, depth, source } of grouped(kept)) {
       seen.add(ct.id);
-      const key = rowKey(ct);
+      const key = rowKey(ct, depth, source);
       let row = rows.get(ct.id);
       if (!row || row.key !== key) {
-        const tr = renderRow(ct);
+        const tr = renderRow(ct, depth, source);
         if (row) row.tr.replaceWith(tr);
         row = { tr, key };
         rows.set(ct.id, row);
       }
-      row.tr.hidden = !matches(ct);
-      // keep the API's order (newest first) without touching rows already in place
+      row.tr.hidden = !kept.has(ct.id);
+      // keep the order shown without touching rows already in place
       const want = previous ? previous.nextSibling : tbody.firstChild;
       if (want !== row.tr) tbody.insertBefore(row.tr, want);
       previous = row.tr;
@@ -145,7 +183,7 @@
     document.getElementById("loading").hidden = true;
     document.getElementById("list").hidden = containers.length === 0;
     document.getElementById("empty").hidden = containers.length !== 0;
-    document.getElementById("no-match").hidden = !containers.length || containers.some(matches);
+    document.getElementById("no-match").hidden = !containers.length || kept.size > 0;
     document.getElementById("summary").textContent = summary();
   }
 

@@ -757,6 +757,7 @@
     };
     for (const field of RESOURCES) body[field] = Number(value(field));
     if (isStatic() && value("gateway")) body.gateway = value("gateway");
+    if (value("environment")) body.environment = value("environment");
     if (value("vmid")) body.vmid = Number(value("vmid"));
     if (value("ssh_public_key")) body.ssh_public_key = value("ssh_public_key");
     if (customPassword()) body.root_password = $("root_password").value;
@@ -790,6 +791,7 @@
         ["Storage", storage ? `${storage.name} (${bytes(storage.avail)} free)` : $("storage").value],
         ["Bridge", $("bridge").value]]),
       reviewCard("Network", 2, [["Hostname", el("span", { class: "mono" }, value("hostname"))],
+        ["Environment", value("environment") ? value("environment") + (value("environment") === "production" ? " (protected in Proxmox VE)" : "") : "none"],
         ["IPv4", isStatic() ? el("span", { class: "mono" }, value("ip")) : "DHCP"],
         ...(isStatic() ? [["Gateway", value("gateway") ? el("span", { class: "mono" }, value("gateway")) : "none"]] : [])]),
       reviewCard("Resources", 3, [["CPU cores", value("cores")], ["Memory", `${value("memory")} MiB`],
