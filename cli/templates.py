@@ -82,7 +82,7 @@ def templates_ls(rt: Runtime, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the template as JSON.")
 @pass_runtime
 def templates_show(rt: Runtime, name: str, as_json: bool) -> None:
-    """A template's variables, resources, files, scripts and packages."""
+    """A template's variables, resources, files, scripts, data hooks and packages."""
     from provisioner.request_checks import TEMPLATE_NAME
     from provisioner.requests import load_named_template
     from provisioner.templates.model import TemplateError
