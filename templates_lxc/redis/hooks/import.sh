@@ -14,6 +14,7 @@ rdb="${data_dir}/dump.rdb"
 settings=/etc/redis/provisioner.conf
 export REDISCLI_AUTH="${TPL_REDIS_PASSWORD}"
 
+rm -f "${data_dir}"/.import-*.rdb  # what an interrupted import left behind
 staged="$(mktemp "${data_dir}/.import-XXXXXX.rdb")"
 aof_switched=no
 cleanup() {
