@@ -14,6 +14,7 @@ from provisioner.changes import MAX_DESCRIPTION, MAX_SNAPSHOT_NAME, ON_FAILURE, 
 from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
 from provisioner.phases import PHASES
 from provisioner.request_checks import TEMPLATE_NAME
+from provisioner.templates.model import HOOK_KINDS
 from web.api import NAME_PATTERN, bp
 from web.api_containers import PRINTABLE
 
@@ -249,21 +250,26 @@ SCHEMAS: dict[str, Any] = {
         "name": STR, "type": {"enum": ["string", "int", "bool", "choice", "password"]},
         "description": STR, "default": {}, "required": BOOL, "secret": BOOL, "multiline": BOOL,
         "pattern": NSTR, "min": NINT, "max": NINT, "min_length": NINT, "max_length": NINT,
-        "choices": STRS, "generated_length": NINT}),
+        "choices": STRS, "generated_length": NINT,
+        "regenerate": {**BOOL, "description": "a clone gets a new value (secrets only)"}}),
     "Template": _object({
         "name": STR, "description": STR, "tags": STRS, "ostemplate": STR, "unprivileged": BOOL,
         "resources": _object({"cores": INT, "memory": INT, "swap": INT, "disk": INT}),
         "features": {"type": "object", "additionalProperties": BOOL},
         "variables": {"type": "array", "items": _ref("Variable")},
+        "syncable": {**BOOL, "description": "has export and import hooks: its data can be "
+                     "synced between containers"},
         "files": {"type": "array", "items": _object({
             "target": STR, "mode": STR, "owner": STR,
             "policy": {"enum": ["replace", "default", "backup"]}, "template": BOOL})},
         "scripts": {"type": "array", "items": _object({"name": STR, "timeout": INT})},
+        "hooks": {**_object({kind: STR for kind in HOOK_KINDS}, optional=HOOK_KINDS),
+                  "description": "the data hooks it declares: kind -> script under hooks/"},
         "packages": _object({"apt": STRS, "pip": STRS, "npm": STRS}),
         "snapshot": NSTR, "health": {"oneOf": [{"type": "null"}, _object({
             "type": {"enum": ["http", "tcp"]}, "port": INT, "path": NSTR})]}},
-        optional=("files", "scripts", "packages", "snapshot", "health"),
-        description="files, scripts, packages, snapshot and health: in single reads"),
+        optional=("files", "scripts", "hooks", "packages", "snapshot", "health"),
+        description="files, scripts, hooks, packages, snapshot and health: in single reads"),
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
                           "invalid": {"type": "array", "items": _object({
                               "name": STR, "problems": STRS})}}),
