@@ -287,3 +287,63 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
 
 
 COMMANDS.append(clone_command)
+
+
+def _refresh_command(action: str, summary: str) -> click.Command:
+    @click.command(action, help=summary)
+    @click.argument("ref", metavar="CLONE")
+    @click.option("--on-failure", type=click.Choice(["rollback", "keep"]), default="rollback",
+                  show_default=True, help=ON_FAILURE_HELP)  # fmt: skip
+    @follow_options("queued", '"action", "id", "job_id", "after"')
+    @pass_runtime
+    def command(rt: Runtime, ref: str, on_failure: str, follow: bool, as_json: bool,
+                timeout: float | None, yes: bool = False,
+                anonymise: bool | None = None) -> None:  # fmt: skip
+        from provisioner.request_checks import ActionRefused
+        from provisioner.requests import refresh_pair
+
+        with rt.factory() as session:
+            clone = find_container(session, ref)
+            try:
+                target, peer = refresh_pair(session, rt.settings, clone, action)
+            except ActionRefused as exc:
+                raise Conflict(f"{label(clone)}: {exc.message}") from None
+            except ConfigError as exc:
+                raise BadInput(exc.message) from None
+            target_id, target_name, peer_name = target.id, label(target), label(peer)
+            peer_id = peer.id
+        if action == "promote" and not yes:
+            text = (f"Replace the data of {target_name} with {peer_name}'s? A snapshot of "
+                    f"{target_name} is taken first; any failure rolls it back to it.")  # fmt: skip
+            if not sys.stdin.isatty():
+                raise BadInput(f"{text} This needs confirmation: pass --yes")
+            if not click.confirm(text, default=False, err=True):
+                raise CliFailure(f"{target_name} was not changed")
+        params: dict[str, Any] = {"on_failure": on_failure}
+        if action == "promote":
+            params["from"] = peer_id
+        if anonymise is not None:
+            params["anonymise"] = anonymise
+        queue_action(rt, target_id, action, follow=follow, as_json=as_json, timeout=timeout,
+                     params=params)  # fmt: skip
+
+    if action == "promote":
+        command = click.option("--yes", "-y", is_flag=True,
+                               help="Do not ask for confirmation.")(command)  # fmt: skip
+    else:
+        command = click.option("--anonymise/--no-anonymise", default=None,
+                               help="Run the template's anonymise hook (default: when the "
+                                    "clone is not production).")(command)  # fmt: skip
+    return command
+
+
+COMMANDS += [
+    _refresh_command("sync", "Refresh a clone from its source: a snapshot of the clone, then "
+                     "the source's data exported and imported, rewritten for the clone, "
+                     "anonymised unless it is production, and its health check; any failure "
+                     "rolls the clone back."),
+    _refresh_command("promote", "Apply a clone's data to its source (asks first): a snapshot "
+                     "of the source, then the clone's data exported and imported, rewritten "
+                     "for the source, and its health check; any failure rolls the source back, "
+                     "so it is never left half-promoted."),
+]  # fmt: skip

@@ -408,7 +408,7 @@ def request_clone(session: Session, box: SecretBox, settings: Settings, redis: R
     stored = stored_request(source)
     values = stored_variables(box, source)
     for var in template.variables.values():
-        if var.secret and getattr(var, "regenerate", False):
+        if var.secret and var.regenerate:
             values[var.name] = generate_secret(var.length)
     container = Container(id=new_container_id(), node=source.node, template=source.template,
                           hostname=req.hostname, lifecycle=Lifecycle.PENDING,
@@ -437,3 +437,33 @@ def request_clone(session: Session, box: SecretBox, settings: Settings, redis: R
     except RedisError as exc:
         return RequestedContainer(container, None, password, queue_error=str(exc))
     return RequestedContainer(container, job_id, password)
+
+
+def refresh_pair(session: Session, settings: Settings, clone: Container,
+                 action: str) -> tuple[Container, Container]:  # fmt: skip
+    """A sync or promote of ``clone``: (the container whose data is replaced,
+    the one read), checked before anything is queued.
+
+    Raises:
+        ActionRefused: not a clone, its source gone or owning no CT, either
+            busy (a run holds it), or the template has no data hooks.
+    """
+    from provisioner.models import Lease
+    from provisioner.request_checks import ActionRefused
+
+    if clone.source_id is None:
+        raise ActionRefused(f"{clone.hostname} is not a clone: there is nothing to {action} "
+                            "with")  # fmt: skip
+    source = session.get(Container, clone.source_id)
+    if source is None or source.lifecycle == Lifecycle.DESTROYED or source.vmid is None:
+        raise ActionRefused(f"the source of {clone.hostname} is gone or owns no CT")
+    template = load_named_template(settings, clone.template)
+    if not template.hooks.syncable:
+        raise ActionRefused(f"template {clone.template} has no export and import hooks: its "
+                            f"data cannot be {'synced' if action == 'sync' else 'promoted'}")  # fmt: skip
+    target, peer = (clone, source) if action == "sync" else (source, clone)
+    for ct in (target, peer):
+        held = session.get(Lease, ct.id)
+        if held is not None and not held.expired():
+            raise ActionRefused(f"{ct.hostname} is busy: a run holds it; try again when it ends")
+    return target, peer

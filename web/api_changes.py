@@ -28,7 +28,7 @@ from provisioner.live import Snapshots, container_snapshots
 from provisioner.models import Container, Node, utcnow
 from provisioner.ownership import NotOurs
 from provisioner.request_checks import ActionRefused
-from provisioner.requests import CloneRequest, request_clone
+from provisioner.requests import CloneRequest, refresh_pair, request_clone
 from provisioner.stored_request import StoredRequest
 from provisioner.templates.loader import load_template
 from web.api import ApiError, Body, bp, config_error, json_body
@@ -188,3 +188,31 @@ def clone_container(container_id: str) -> tuple[Response, int]:
         errors = [config_error(p) for p in exc.problems]
         raise ApiError(400, errors[0].message, errors[0].field, errors=errors) from None
     return created(requested, node.name)
+
+
+@bp.route("/containers/<container_id>/<any(sync,promote):action>", methods=["POST"])
+def refresh_container(container_id: str, action: str) -> tuple[Response, int]:
+    """Sync a clone from its source, or promote its data to the source:
+    ``{"on_failure": ..., "anonymise": ...}`` (optional).  202; the run is
+    the receiving container's (a promote's: the source's), so follow the
+    ``events_url`` answered."""
+    clone, _node = find_container(container_id)
+    body = Body(json_body() if request.content_length else {})
+    on_failure = body.choice("on_failure", ON_FAILURE, default="rollback")
+    body.seen.add("anonymise")
+    anonymise = body.data.get("anonymise")
+    if anonymise is not None and not isinstance(anonymise, bool):
+        body.refuse("anonymise", "anonymise must be true or false")
+    if action == "promote" and anonymise is not None:
+        body.refuse("anonymise", "anonymise applies to a sync only")
+    body.finish()
+    try:
+        target, peer = refresh_pair(get_db(), resources().settings, clone, action)
+    except ActionRefused as exc:
+        raise ApiError(409, exc.message, "action") from None
+    params: dict[str, Any] = {"on_failure": on_failure}
+    if action == "promote":
+        params["from"] = peer.id
+    if anonymise is not None:
+        params["anonymise"] = anonymise
+    return queue(target, action, params)
