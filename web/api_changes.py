@@ -190,7 +190,8 @@ def clone_container(container_id: str) -> tuple[Response, int]:
     return created(requested, node.name)
 
 
-@bp.route("/containers/<container_id>/<any(sync,promote):action>", methods=["POST"])
+@bp.route("/containers/<container_id>/sync", methods=["POST"], defaults={"action": "sync"})
+@bp.route("/containers/<container_id>/promote", methods=["POST"], defaults={"action": "promote"})
 def refresh_container(container_id: str, action: str) -> tuple[Response, int]:
     """Sync a clone from its source, or promote its data to the source:
     ``{"on_failure": ..., "anonymise": ...}`` (optional).  202; the run is
