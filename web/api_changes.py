@@ -175,9 +175,11 @@ def clone_container(container_id: str) -> tuple[Response, int]:
     ip = body.string("ip", max_length=64) or "dhcp"
     gateway = body.string("gateway", max_length=64)
     bridge, storage = body.name("bridge"), body.name("storage")
+    variables = body.scalars("variables")
     body.finish()
     req = CloneRequest(hostname=hostname, environment=environment or "staging", full=full,
-                       ip=ip, gateway=gateway, bridge=bridge, storage=storage)  # fmt: skip
+                       ip=ip, gateway=gateway, bridge=bridge, storage=storage,
+                       variables=variables)  # fmt: skip
     res = resources()
     try:
         requested = request_clone(get_db(), res.box, res.settings, get_redis(), source, req)
@@ -187,7 +189,12 @@ def clone_container(container_id: str) -> tuple[Response, int]:
         get_db().rollback()
         errors = [config_error(p) for p in exc.problems]
         raise ApiError(400, errors[0].message, errors[0].field, errors=errors) from None
-    return created(requested, node.name)
+    response, status = created(requested, node.name)
+    if requested.generated_secrets:
+        body_json = response.get_json()
+        body_json["generated_secrets"] = requested.generated_secrets  # shown once, here only
+        response = jsonify(body_json)
+    return response, status
 
 
 @bp.route("/containers/<container_id>/sync", methods=["POST"], defaults={"action": "sync"})

@@ -309,15 +309,21 @@ SCHEMAS: dict[str, Any] = {
                  "description": "false: a linked clone on the source's storage"},
         "ip": _text(64, description="'dhcp' (default) or an address with its prefix"),
         "gateway": _text(64), "bridge": {**NAME, "description": "default: the source's"},
-        "storage": {**NAME, "description": "a full clone's storage (default: the source's)"}},
-        optional=("environment", "full", "ip", "gateway", "bridge", "storage")),
+        "storage": {**NAME, "description": "a full clone's storage (default: the source's)"},
+        "variables": {"type": "object", "additionalProperties": {
+            "type": ["string", "integer", "boolean"]},
+            "description": "template variables that differ from the source's"}},
+        optional=("environment", "full", "ip", "gateway", "bridge", "storage", "variables")),
     "Container": _object(_CONTAINER, optional=("pve", "pve_error")),
     "Containers": _object({"containers": {"type": "array", "items": _ref("Container")}}),
     "Created": _object({
         "id": STR, "events_url": STR, "job_id": NSTR, "container": _ref("Container"),
         "root_password": {**STR, "description": "the generated root password: shown only here"},
-        "warning": {**STR, "description": "the queue was unavailable: it runs later"}},
-        optional=("root_password", "warning")),
+        "warning": {**STR, "description": "the queue was unavailable: it runs later"},
+        "generated_secrets": {"type": "object", "additionalProperties": STR,
+                              "description": "a clone: its secret variables given new values "
+                                             "(the template's regenerate), shown only here"}},
+        optional=("root_password", "warning", "generated_secrets")),
     "Event": _object({
         "seq": INT, "container": STR,
         "type": {"enum": list(EVENT_TYPES)},

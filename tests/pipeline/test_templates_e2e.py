@@ -8,6 +8,7 @@ run."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -36,7 +37,7 @@ from redis.retry import Retry
 from provisioner.events import EVENT_TYPES, STREAMS, Event, EventReader, stream_key
 from provisioner.models import Container, Lifecycle, Node
 from provisioner.phases import PHASES
-from provisioner.requests import stored_variables
+from provisioner.requests import CloneRequest, request_clone, stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import container_ssh_private_key
 from provisioner.ssh.pipe import pipe
@@ -601,6 +602,39 @@ def test_fleet_hooks_python_app_round_trip(stack: Stack, fleet: Fleet) -> None:
 
 
 # 3. DHCP with a late lease ------------------------------------------------------
+
+
+def test_fleet_nginx_staging_clone_behind_basic_auth(stack: Stack, fleet: Fleet) -> None:
+    """A staging clone of the nginx site with basic auth on: the page asks for
+    the credentials shown once, /healthz stays open, the source is unchanged;
+    and the clone is a real copy (the page, its own address)."""
+    source = fleet_member(stack, fleet, "nginx")
+    box = secret_box(stack)
+    with stack.factory() as session:
+        src = session.get(Container, source.id)
+        assert src is not None
+        requested = request_clone(session, box, stack.settings, stack.redis, src,
+                                  CloneRequest(hostname="tpl-nginx-staging",
+                                               variables={"basic_auth": "true"}))  # fmt: skip
+    cid = requested.container.id
+    try:
+        ensure_workers(stack, 1)
+        clone = stack.wait(cid, timeout=300)
+        assert_ready(stack, clone)
+        secret = requested.generated_secrets["basic_auth_password"]
+        assert secret and secret != variables_of(stack, source)["basic_auth_password"]
+        assert http_get(f"http://{clone.ip}/")[0] == 401
+        assert http_get(f"http://{clone.ip}/healthz") == (200, "ok\n")
+        auth = base64.b64encode(f"staging:{secret}".encode()).decode()
+        request = urllib.request.Request(f"http://{clone.ip}/",
+                                         headers={"Authorization": f"Basic {auth}"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200 and "<h1>Fleet nginx title</h1>" in resp.read().decode()
+        assert http_get(f"http://{source.ip}/")[0] == 200  # the source stays open
+        texts = " ".join(e.message for e in all_events(stack, cid, timeout=30))
+        assert secret not in texts
+    finally:
+        destroy_all(stack, [cid])
 
 
 def test_dhcp_late_lease_is_waited_for(stack: Stack, cleanup: Callable[[str], str]) -> None:
