@@ -228,11 +228,15 @@ COMMANDS: list[click.Command] = [snapshot, set_command]
 @click.option("--gateway", help="IPv4 gateway (with a static --ip).")
 @click.option("--bridge", help="Network bridge (default: the source's).")
 @click.option("--storage", help="Storage of a full clone's disk (default: the source's).")
-@follow_options("submitted", '"id", "job_id", "container", "root_password"')
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
+              help="A template variable that differs from the source's (repeatable), e.g. "
+                   "basic_auth=true for an nginx staging clone.")  # fmt: skip
+@follow_options("submitted", '"id", "job_id", "container", "root_password", "generated_secrets"')
 @pass_runtime
 def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: bool, ip: str,
-                  gateway: str | None, bridge: str | None, storage: str | None, follow: bool,
-                  as_json: bool, timeout: float | None) -> None:  # fmt: skip
+                  gateway: str | None, bridge: str | None, storage: str | None,
+                  variables: tuple[str, ...], follow: bool, as_json: bool,
+                  timeout: float | None) -> None:  # fmt: skip
     """Clone a ready container (SOURCE) with a fresh identity.
 
     \b
@@ -246,7 +250,7 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
       provisioner clone shop --env staging -H shop-staging --follow
       provisioner clone shop -H shop-dev --env development --linked --ip 198.18.0.171/24
     """
-    from cli.create import _refusal, option_error
+    from cli.create import _parse_vars, _refusal, option_error
     from cli.follow import follow_run
     from provisioner.errors import InvalidRequest
     from provisioner.request_checks import ActionRefused
@@ -254,7 +258,8 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
     from provisioner.views import container_json
 
     req = CloneRequest(hostname=hostname, environment=environment, full=full, ip=ip.strip(),
-                       gateway=gateway, bridge=bridge, storage=storage)  # fmt: skip
+                       gateway=gateway, bridge=bridge, storage=storage,
+                       variables=dict(_parse_vars(variables)))  # fmt: skip
     with rt.factory() as session:
         source = find_container(session, ref)
         try:
@@ -269,7 +274,8 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
         cid, name, job_id = ct.id, label(ct), requested.job_id
         submitted: dict[str, Any] = {"id": cid, "job_id": job_id,
                                      "container": container_json(ct, ct.node.name),
-                                     "root_password": requested.root_password}  # fmt: skip
+                                     "root_password": requested.root_password,
+                                     "generated_secrets": requested.generated_secrets}  # fmt: skip
         source_name = label(source)
     if as_json:
         echo_json({"type": "submitted", **submitted} if follow else submitted, lines=follow)
@@ -279,6 +285,8 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
         click.echo(f"clone {name} of {source_name} queued", err=True)
         click.echo(f"root password (shown once, store it now): {requested.root_password}",
                    err=True)  # fmt: skip
+        for name, value in requested.generated_secrets.items():
+            click.echo(f"{name}, new for the clone (shown once): {value}", err=True)
     if follow:
         if job_id is None:
             raise Unreachable(f"cannot follow {name}: {requested.queue_warning()}")
@@ -287,3 +295,63 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
 
 
 COMMANDS.append(clone_command)
+
+
+def _refresh_command(action: str, summary: str) -> click.Command:
+    @click.command(action, help=summary)
+    @click.argument("ref", metavar="CLONE")
+    @click.option("--on-failure", type=click.Choice(["rollback", "keep"]), default="rollback",
+                  show_default=True, help=ON_FAILURE_HELP)  # fmt: skip
+    @follow_options("queued", '"action", "id", "job_id", "after"')
+    @pass_runtime
+    def command(rt: Runtime, ref: str, on_failure: str, follow: bool, as_json: bool,
+                timeout: float | None, yes: bool = False,
+                anonymise: bool | None = None) -> None:  # fmt: skip
+        from provisioner.request_checks import ActionRefused
+        from provisioner.requests import refresh_pair
+
+        with rt.factory() as session:
+            clone = find_container(session, ref)
+            try:
+                target, peer = refresh_pair(session, rt.settings, clone, action)
+            except ActionRefused as exc:
+                raise Conflict(f"{label(clone)}: {exc.message}") from None
+            except ConfigError as exc:
+                raise BadInput(exc.message) from None
+            target_id, target_name, peer_name = target.id, label(target), label(peer)
+            peer_id = peer.id
+        if action == "promote" and not yes:
+            text = (f"Replace the data of {target_name} with {peer_name}'s? A snapshot of "
+                    f"{target_name} is taken first; any failure rolls it back to it.")  # fmt: skip
+            if not sys.stdin.isatty():
+                raise BadInput(f"{text} This needs confirmation: pass --yes")
+            if not click.confirm(text, default=False, err=True):
+                raise CliFailure(f"{target_name} was not changed")
+        params: dict[str, Any] = {"on_failure": on_failure}
+        if action == "promote":
+            params["from"] = peer_id
+        if anonymise is not None:
+            params["anonymise"] = anonymise
+        queue_action(rt, target_id, action, follow=follow, as_json=as_json, timeout=timeout,
+                     params=params)  # fmt: skip
+
+    if action == "promote":
+        command = click.option("--yes", "-y", is_flag=True,
+                               help="Do not ask for confirmation.")(command)  # fmt: skip
+    else:
+        command = click.option("--anonymise/--no-anonymise", default=None,
+                               help="Run the template's anonymise hook (default: when the "
+                                    "clone is not production).")(command)  # fmt: skip
+    return command
+
+
+COMMANDS += [
+    _refresh_command("sync", "Refresh a clone from its source: a snapshot of the clone, then "
+                     "the source's data exported and imported, rewritten for the clone, "
+                     "anonymised unless it is production, and its health check; any failure "
+                     "rolls the clone back."),
+    _refresh_command("promote", "Apply a clone's data to its source (asks first): a snapshot "
+                     "of the source, then the clone's data exported and imported, rewritten "
+                     "for the source, and its health check; any failure rolls the source back, "
+                     "so it is never left half-promoted."),
+]  # fmt: skip

@@ -195,6 +195,12 @@ def _show_fields(i: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield "status", f"{'unknown' if i['owns_container'] else 'no container'}: {i['pve_error']}"
     yield "node", i["node"]
     yield "template", i["template"]
+    if i.get("environment"):
+        yield "environment", i["environment"]
+    change = i.get("change_in_flight")
+    if change:
+        yield "change", (f"a {change['action']} is under way; its safety snapshot is "
+                         f"'{change['snapshot']}' (on failure: {change['on_failure']})")  # fmt: skip
     if not i["owns_container"] and i["lifecycle"] in ("ready", "error"):
         yield "vmid", "none: this record owns no container (destroy only removes the record)"
     else:

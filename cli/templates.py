@@ -82,7 +82,7 @@ def templates_ls(rt: Runtime, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the template as JSON.")
 @pass_runtime
 def templates_show(rt: Runtime, name: str, as_json: bool) -> None:
-    """A template's variables, resources, files, scripts and packages."""
+    """A template's variables, resources, files, scripts, data hooks and packages."""
     from provisioner.request_checks import TEMPLATE_NAME
     from provisioner.requests import load_named_template
     from provisioner.templates.model import TemplateError
@@ -112,6 +112,8 @@ def templates_show(rt: Runtime, name: str, as_json: bool) -> None:
         *(("file", f"{f['target']} {f['mode']} {f['owner']} {f['policy']}"
            f"{' (rendered)' if f['template'] else ''}") for f in t["files"]),
         *(("script", f"{s['name']} (timeout {s['timeout']}s)") for s in t["scripts"]),
+        ("hooks", ", ".join(f"{kind} {script}" for kind, script in t["hooks"].items())
+         + (" (syncable)" if t["syncable"] else "") or "-"),
         *((f"packages {kind}", " ".join(names)) for kind, names in t["packages"].items() if names),
         ("snapshot", t["snapshot"] or "-"),
         ("health", f"{t['health']['type']} port {t['health']['port']}" if t["health"] else "-"),
@@ -119,7 +121,8 @@ def templates_show(rt: Runtime, name: str, as_json: bool) -> None:
     if t["variables"]:
         click.echo("")
         print_table(("VARIABLE", "TYPE", "DEFAULT", "RULES", "DESCRIPTION"), [
-            (v["name"], v["type"] + (" (secret)" if v["secret"] else ""),
+            (v["name"], v["type"] + (" (secret, new in a clone)" if v["regenerate"] else
+                                     " (secret)" if v["secret"] else ""),
              "(generated)" if v["secret"] else ("-" if v["default"] is None else str(v["default"])),
              _rules(v), v["description"]) for v in t["variables"]])  # fmt: skip
         click.echo(f"set them with: provisioner create -t {name} --var NAME=VALUE ...")

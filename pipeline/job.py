@@ -26,7 +26,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline import changes, create, deploy, finalize, scripts, start
+from pipeline import changes, create, deploy, finalize, refresh, scripts, start
 from pipeline.context import Context, off_loop
 from provisioner import lease
 from provisioner.backoff import Backoff
@@ -244,7 +244,7 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
         return f"nothing to do: the container is {ct.lifecycle.value}"
     if action in ("provision", "retry", "resync"):
         return await _provisioning(ctx, action, keeper)
-    if action in changes.RUNS:
+    if action in changes.RUNS or action in ("sync", "promote"):
         return await _change(ctx, action, keeper)
     ctx.phase = (ct.current_phase or "finalize") if action == "destroy" else "finalize"
     if action == "destroy":
@@ -279,7 +279,10 @@ async def _change(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
         lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
         if lost is not None:
             raise lost
-        done = await changes.RUNS[action](ctx, ctx.params)
+        if action in ("sync", "promote"):
+            done = await refresh.refresh(ctx, action)
+        else:
+            done = await changes.RUNS[action](ctx, ctx.params)
     except LeaseLost:
         raise
     except changes.RolledBack as exc:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import shlex
 
+from pipeline.clone import source_of
 from pipeline.context import Context
 from provisioner.errors import CommandFailedError
 from provisioner.ssh.files import FilePolicy, FileSpec
 from provisioner.stored_request import StoredRequest
-from provisioner.templates.render import script_env
+from provisioner.templates.model import Template
+from provisioner.templates.render import hook_env, script_env
 
 SCRIPT_DIR = "/var/lib/lxc-provisioner/scripts"
 HOOK_DIR = "/var/lib/lxc-provisioner/hooks"  # the template's hooks (deploy uploads them)
@@ -40,11 +42,18 @@ def package_commands(ctx: Context) -> list[str]:
 
 
 def script_specs(ctx: Context) -> list[FileSpec]:
-    """The template's scripts as files for the container (uploaded with
-    the deploy phase's files)."""
+    """The template's scripts and hooks as files for the container (uploaded
+    with the deploy phase's files)."""
     return [FileSpec(path=f"{SCRIPT_DIR}/{s.name}", content=s.path.read_bytes(), mode=0o700,
                      owner="root:root", policy=FilePolicy.REPLACE)
-            for s in ctx.template.scripts]  # fmt: skip
+            for s in ctx.template.scripts] + hook_specs(ctx.template)  # fmt: skip
+
+
+def hook_specs(template: Template) -> list[FileSpec]:
+    """The template's data hooks as files for the container (``HOOK_DIR``)."""
+    return [FileSpec(path=f"{HOOK_DIR}/{h.name}", content=h.path.read_bytes(), mode=0o700,
+                     owner="root:root", policy=FilePolicy.REPLACE)
+            for h in template.hooks.declared().values()]  # fmt: skip
 
 
 async def _run_step(ctx: Context, name: str, command: str, timeout: float,
@@ -67,19 +76,27 @@ async def _run_step(ctx: Context, name: str, command: str, timeout: float,
 def _clone_steps(ctx: Context) -> list[tuple[str, str, float]]:
     """A clone has the source's packages and its scripts' results: it runs
     only the template's ``clone`` hook, if there is one."""
-    hooks = getattr(ctx.template, "hooks", None)
-    hook = getattr(hooks, "clone", None)
+    hook = ctx.template.hooks.clone
     if hook is None:
         return []
     return [(f"hooks/{hook.name}", f"cd /root && exec bash {HOOK_DIR}/{hook.name}",
              float(hook.timeout))]  # fmt: skip
 
 
+def _clone_env(ctx: Context) -> dict[str, str]:
+    """The clone hook's environment: the variables and PROV_* (its source the peer)."""
+    ct, source = ctx.container(), source_of(ctx)
+    return hook_env(ctx.template, ctx.variables, hostname=ct.hostname, ip=ct.ip or "",
+                    peer_hostname=source.hostname, peer_ip=source.ip or "",
+                    environment=ct.environment or "")  # fmt: skip
+
+
 async def run(ctx: Context) -> None:
     done = set(ctx.container().finished_scripts)
     env = script_env(ctx.template, ctx.variables)
     if StoredRequest.from_dict(ctx.container().request).clone is not None:
-        await _run_steps(ctx, _clone_steps(ctx), done, env)
+        hooks = _clone_steps(ctx)
+        await _run_steps(ctx, hooks, done, _clone_env(ctx) if hooks else env)
         return
     steps: list[tuple[str, str, float]] = []
     commands = package_commands(ctx)

@@ -19,9 +19,9 @@ from provisioner.errors import TransientError
 
 JOB_FUNCTION = "pipeline.job.run"
 ACTIONS = ("provision", "retry", "resync", "destroy", "start", "stop", "reboot",
-           "snapshot", "rollback", "delete-snapshot", "set")  # fmt: skip
+           "snapshot", "rollback", "delete-snapshot", "set", "sync", "promote")  # fmt: skip
 # the actions whose parameters are an Operation row (the job carries its id)
-OPERATIONS = ("resync", "snapshot", "rollback", "delete-snapshot", "set")
+OPERATIONS = ("resync", "snapshot", "rollback", "delete-snapshot", "set", "sync", "promote")
 
 
 def provisioning_queue(redis: Redis, settings: Settings) -> Queue:

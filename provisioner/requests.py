@@ -245,6 +245,8 @@ class RequestedContainer:
     job_id: str | None
     root_password: str | None = field(repr=False)  # a secret
     queue_error: str | None = None
+    # a clone's secret variables given new values (template: regenerate), shown once
+    generated_secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def queue_warning(self, *, with_cause: bool = False) -> str | None:
         """What to tell the operator when the job could not be queued."""
@@ -334,6 +336,8 @@ class CloneRequest:
         ip, gateway, bridge: the clone's network (``dhcp`` by default; the
             source's bridge unless given).
         storage: where a full clone's disk goes (default: the source's).
+        variables: template variables that differ from the source's (e.g.
+            ``basic_auth=true`` for an nginx staging clone).
     """
 
     hostname: str
@@ -343,6 +347,7 @@ class CloneRequest:
     gateway: str | None = None
     bridge: str | None = None
     storage: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)  # overrides of the source's
 
 
 def check_clone(session: Session, settings: Settings, source: Container,
@@ -407,9 +412,15 @@ def request_clone(session: Session, box: SecretBox, settings: Settings, redis: R
     template = check_clone(session, settings, source, req)
     stored = stored_request(source)
     values = stored_variables(box, source)
+    if req.variables:
+        try:
+            values = resolve_variables(template, {**values, **req.variables})
+        except ConfigError as exc:
+            raise InvalidRequest([exc]) from None
+    regenerated: dict[str, str] = {}
     for var in template.variables.values():
-        if var.secret and getattr(var, "regenerate", False):
-            values[var.name] = generate_secret(var.length)
+        if var.secret and var.regenerate and var.name not in req.variables:
+            values[var.name] = regenerated[var.name] = generate_secret(var.length)
     container = Container(id=new_container_id(), node=source.node, template=source.template,
                           hostname=req.hostname, lifecycle=Lifecycle.PENDING,
                           failure_policy=FailurePolicy.KEEP, environment=req.environment,
@@ -435,5 +446,36 @@ def request_clone(session: Session, box: SecretBox, settings: Settings, redis: R
     try:
         job_id: str | None = enqueue(redis, settings, cid).id
     except RedisError as exc:
-        return RequestedContainer(container, None, password, queue_error=str(exc))
-    return RequestedContainer(container, job_id, password)
+        return RequestedContainer(container, None, password, queue_error=str(exc),
+                                  generated_secrets=regenerated)  # fmt: skip
+    return RequestedContainer(container, job_id, password, generated_secrets=regenerated)
+
+
+def refresh_pair(session: Session, settings: Settings, clone: Container,
+                 action: str) -> tuple[Container, Container]:  # fmt: skip
+    """A sync or promote of ``clone``: (the container whose data is replaced,
+    the one read), checked before anything is queued.
+
+    Raises:
+        ActionRefused: not a clone, its source gone or owning no CT, either
+            busy (a run holds it), or the template has no data hooks.
+    """
+    from provisioner.models import Lease
+    from provisioner.request_checks import ActionRefused
+
+    if clone.source_id is None:
+        raise ActionRefused(f"{clone.hostname} is not a clone: there is nothing to {action} "
+                            "with")  # fmt: skip
+    source = session.get(Container, clone.source_id)
+    if source is None or source.lifecycle == Lifecycle.DESTROYED or source.vmid is None:
+        raise ActionRefused(f"the source of {clone.hostname} is gone or owns no CT")
+    template = load_named_template(settings, clone.template)
+    if not template.hooks.syncable:
+        raise ActionRefused(f"template {clone.template} has no export and import hooks: its "
+                            f"data cannot be {'synced' if action == 'sync' else 'promoted'}")  # fmt: skip
+    target, peer = (clone, source) if action == "sync" else (source, clone)
+    for ct in (target, peer):
+        held = session.get(Lease, ct.id)
+        if held is not None and not held.expired():
+            raise ActionRefused(f"{ct.hostname} is busy: a run holds it; try again when it ends")
+    return target, peer

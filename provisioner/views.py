@@ -89,22 +89,26 @@ def variable_json(var: Variable) -> dict[str, Any]:
         "min": var.min, "max": var.max, "min_length": var.min_length,
         "max_length": var.max_length, "choices": list(var.choices),
         "generated_length": var.length if var.secret else None,
+        "regenerate": var.regenerate,
     }  # fmt: skip
 
 
 def template_json(template: Template, *, detail: bool = False) -> dict[str, Any]:
-    """A template for listings; ``detail`` adds files, packages and scripts."""
+    """A template for listings; ``detail`` adds files, packages, scripts and
+    the data hooks (by kind, the script's name)."""
     body: dict[str, Any] = {
         "name": template.name, "description": template.description, "tags": list(template.tags),
         "ostemplate": template.ostemplate, "unprivileged": template.unprivileged,
         "resources": vars(template.resources).copy(), "features": vars(template.features).copy(),
         "variables": [variable_json(v) for v in template.variables.values()],
+        "syncable": template.hooks.syncable,
     }  # fmt: skip
     if detail:
         body.update(
             files=[{"target": f.target, "mode": f"{f.mode:04o}", "owner": f.owner,
                     "policy": str(f.policy), "template": f.template} for f in template.files],
             scripts=[{"name": s.name, "timeout": s.timeout} for s in template.scripts],
+            hooks={kind: s.name for kind, s in template.hooks.declared().items()},
             packages={"apt": list(template.packages.apt), "pip": list(template.packages.pip),
                       "npm": list(template.packages.npm)},
             snapshot=template.snapshot.name if template.snapshot else None,

@@ -28,7 +28,7 @@ from provisioner.live import Snapshots, container_snapshots
 from provisioner.models import Container, Node, utcnow
 from provisioner.ownership import NotOurs
 from provisioner.request_checks import ActionRefused
-from provisioner.requests import CloneRequest, request_clone
+from provisioner.requests import CloneRequest, refresh_pair, request_clone
 from provisioner.stored_request import StoredRequest
 from provisioner.templates.loader import load_template
 from web.api import ApiError, Body, bp, config_error, json_body
@@ -175,9 +175,11 @@ def clone_container(container_id: str) -> tuple[Response, int]:
     ip = body.string("ip", max_length=64) or "dhcp"
     gateway = body.string("gateway", max_length=64)
     bridge, storage = body.name("bridge"), body.name("storage")
+    variables = body.scalars("variables")
     body.finish()
     req = CloneRequest(hostname=hostname, environment=environment or "staging", full=full,
-                       ip=ip, gateway=gateway, bridge=bridge, storage=storage)  # fmt: skip
+                       ip=ip, gateway=gateway, bridge=bridge, storage=storage,
+                       variables=variables)  # fmt: skip
     res = resources()
     try:
         requested = request_clone(get_db(), res.box, res.settings, get_redis(), source, req)
@@ -187,4 +189,38 @@ def clone_container(container_id: str) -> tuple[Response, int]:
         get_db().rollback()
         errors = [config_error(p) for p in exc.problems]
         raise ApiError(400, errors[0].message, errors[0].field, errors=errors) from None
-    return created(requested, node.name)
+    response, status = created(requested, node.name)
+    if requested.generated_secrets:
+        body_json = response.get_json()
+        body_json["generated_secrets"] = requested.generated_secrets  # shown once, here only
+        response = jsonify(body_json)
+    return response, status
+
+
+@bp.route("/containers/<container_id>/sync", methods=["POST"], defaults={"action": "sync"})
+@bp.route("/containers/<container_id>/promote", methods=["POST"], defaults={"action": "promote"})
+def refresh_container(container_id: str, action: str) -> tuple[Response, int]:
+    """Sync a clone from its source, or promote its data to the source:
+    ``{"on_failure": ..., "anonymise": ...}`` (optional).  202; the run is
+    the receiving container's (a promote's: the source's), so follow the
+    ``events_url`` answered."""
+    clone, _node = find_container(container_id)
+    body = Body(json_body() if request.content_length else {})
+    on_failure = body.choice("on_failure", ON_FAILURE, default="rollback")
+    body.seen.add("anonymise")
+    anonymise = body.data.get("anonymise")
+    if anonymise is not None and not isinstance(anonymise, bool):
+        body.refuse("anonymise", "anonymise must be true or false")
+    if action == "promote" and anonymise is not None:
+        body.refuse("anonymise", "anonymise applies to a sync only")
+    body.finish()
+    try:
+        target, peer = refresh_pair(get_db(), resources().settings, clone, action)
+    except ActionRefused as exc:
+        raise ApiError(409, exc.message, "action") from None
+    params: dict[str, Any] = {"on_failure": on_failure}
+    if action == "promote":
+        params["from"] = peer.id
+    if anonymise is not None:
+        params["anonymise"] = anonymise
+    return queue(target, action, params)

@@ -14,6 +14,7 @@ from provisioner.changes import MAX_DESCRIPTION, MAX_SNAPSHOT_NAME, ON_FAILURE, 
 from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
 from provisioner.phases import PHASES
 from provisioner.request_checks import TEMPLATE_NAME
+from provisioner.templates.model import HOOK_KINDS
 from web.api import NAME_PATTERN, bp
 from web.api_containers import PRINTABLE
 
@@ -250,21 +251,26 @@ SCHEMAS: dict[str, Any] = {
         "name": STR, "type": {"enum": ["string", "int", "bool", "choice", "password"]},
         "description": STR, "default": {}, "required": BOOL, "secret": BOOL, "multiline": BOOL,
         "pattern": NSTR, "min": NINT, "max": NINT, "min_length": NINT, "max_length": NINT,
-        "choices": STRS, "generated_length": NINT}),
+        "choices": STRS, "generated_length": NINT,
+        "regenerate": {**BOOL, "description": "a clone gets a new value (secrets only)"}}),
     "Template": _object({
         "name": STR, "description": STR, "tags": STRS, "ostemplate": STR, "unprivileged": BOOL,
         "resources": _object({"cores": INT, "memory": INT, "swap": INT, "disk": INT}),
         "features": {"type": "object", "additionalProperties": BOOL},
         "variables": {"type": "array", "items": _ref("Variable")},
+        "syncable": {**BOOL, "description": "has export and import hooks: its data can be "
+                     "synced between containers"},
         "files": {"type": "array", "items": _object({
             "target": STR, "mode": STR, "owner": STR,
             "policy": {"enum": ["replace", "default", "backup"]}, "template": BOOL})},
         "scripts": {"type": "array", "items": _object({"name": STR, "timeout": INT})},
+        "hooks": {**_object({kind: STR for kind in HOOK_KINDS}, optional=HOOK_KINDS),
+                  "description": "the data hooks it declares: kind -> script under hooks/"},
         "packages": _object({"apt": STRS, "pip": STRS, "npm": STRS}),
         "snapshot": NSTR, "health": {"oneOf": [{"type": "null"}, _object({
             "type": {"enum": ["http", "tcp"]}, "port": INT, "path": NSTR})]}},
-        optional=("files", "scripts", "packages", "snapshot", "health"),
-        description="files, scripts, packages, snapshot and health: in single reads"),
+        optional=("files", "scripts", "hooks", "packages", "snapshot", "health"),
+        description="files, scripts, hooks, packages, snapshot and health: in single reads"),
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
                           "invalid": {"type": "array", "items": _object({
                               "name": STR, "problems": STRS})}}),
@@ -304,15 +310,21 @@ SCHEMAS: dict[str, Any] = {
                  "description": "false: a linked clone on the source's storage"},
         "ip": _text(64, description="'dhcp' (default) or an address with its prefix"),
         "gateway": _text(64), "bridge": {**NAME, "description": "default: the source's"},
-        "storage": {**NAME, "description": "a full clone's storage (default: the source's)"}},
-        optional=("environment", "full", "ip", "gateway", "bridge", "storage")),
+        "storage": {**NAME, "description": "a full clone's storage (default: the source's)"},
+        "variables": {"type": "object", "additionalProperties": {
+            "type": ["string", "integer", "boolean"]},
+            "description": "template variables that differ from the source's"}},
+        optional=("environment", "full", "ip", "gateway", "bridge", "storage", "variables")),
     "Container": _object(_CONTAINER, optional=("pve", "pve_error")),
     "Containers": _object({"containers": {"type": "array", "items": _ref("Container")}}),
     "Created": _object({
         "id": STR, "events_url": STR, "job_id": NSTR, "container": _ref("Container"),
         "root_password": {**STR, "description": "the generated root password: shown only here"},
-        "warning": {**STR, "description": "the queue was unavailable: it runs later"}},
-        optional=("root_password", "warning")),
+        "warning": {**STR, "description": "the queue was unavailable: it runs later"},
+        "generated_secrets": {"type": "object", "additionalProperties": STR,
+                              "description": "a clone: its secret variables given new values "
+                                             "(the template's regenerate), shown only here"}},
+        optional=("root_password", "warning", "generated_secrets")),
     "Event": _object({
         "seq": INT, "container": STR,
         "type": {"enum": list(EVENT_TYPES)},
@@ -329,6 +341,10 @@ SCHEMAS: dict[str, Any] = {
                    optional=("operation", "loses")),
     "Resync": _object({"on_failure": ON_FAILURE_SCHEMA}, optional=("on_failure",),
                       description="only for the action resync (optional)"),
+    "Refresh": _object({"on_failure": ON_FAILURE_SCHEMA,
+                        "anonymise": {**BOOL, "description": "a sync only; default: when the "
+                                      "clone is not production"}},
+                       optional=("on_failure", "anonymise")),
     "Snapshot": _object({"name": STR, "description": STR, "taken_at": NSTR, "parent": NSTR,
                          "automatic": {**BOOL, "description": "a safety snapshot (auto-*)"}}),
     "Snapshots": _object({"snapshots": {"type": "array", "items": _ref("Snapshot")},
@@ -415,6 +431,14 @@ PATHS: dict[str, Any] = {
         "post": _op("Clone a ready container with a fresh identity", "containers",
                     _json(_ref("Created"), "stored and queued; follow events_url"),
                     status="201", body="ContainerClone", extra={**_NOT_FOUND, **_CONFLICT})},
+    "/api/containers/{id}/sync": {"parameters": [CONTAINER],
+        "post": _op("Refresh a clone from its source (a run of the clone)", "environments",
+                    _json(_ref("Job"), "queued"), status="202", optional_body="Refresh",
+                    extra={**_NOT_FOUND, **_CONFLICT})},
+    "/api/containers/{id}/promote": {"parameters": [CONTAINER],
+        "post": _op("Apply a clone's data to its source (a run of the source)", "environments",
+                    _json(_ref("Job"), "queued; events_url is the source's"), status="202",
+                    optional_body="Refresh", extra={**_NOT_FOUND, **_CONFLICT})},
     "/api/containers/{id}/snapshots": {"parameters": [CONTAINER],
         "get": _op("The container's snapshots, live", "snapshots",
                    _json(_ref("Snapshots"), "oldest first"),

@@ -9,7 +9,8 @@ import asyncio
 import re
 import shlex
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import asyncssh
 
@@ -24,13 +25,35 @@ _PGID_LINE = re.compile("\x1eprovisioner-pgid=([0-9]+)")
 KILL_GRACE_SECONDS = 2.0
 
 
-def wrap_command(command: str, env: dict[str, str]) -> str:
-    """Report the process group id on stderr, export ``env``, run the command.
+class WrappedCommand(NamedTuple):
+    """What to send for one command: the text sshd runs, and the preamble
+    to write on its stdin before anything else (the environment)."""
+
+    text: str
+    preamble: bytes
+
+
+# Reads the preamble: a line with the size of the exports, then the exports.
+# `read` takes its line byte by byte and `head -c` no more than it is asked
+# for, so the command's own input (a data stream for an import) is untouched.
+_READ_ENV = (
+    'IFS= read -r _provisioner_env || { echo "provisioner: no environment on stdin" >&2; '
+    "exit 125; }; "
+    'case $_provisioner_env in 0) ;; *) eval "$(head -c "$_provisioner_env")";; esac; '
+    "unset _provisioner_env; "
+)
+
+
+def wrap_command(command: str, env: Mapping[str, str]) -> WrappedCommand:
+    """Report the process group id on stderr, read ``env`` from stdin, run
+    the command.
 
     sshd starts every session's command as a session leader, so ``$$`` is the
     id of the process group the command and its children share.  The
-    variables travel inside the command because sshd accepts only LANG and
-    LC_* through the protocol by default.
+    variables travel on the command's stdin, ahead of its own input: sshd
+    accepts only LANG and LC_* through the protocol by default, and inside
+    the command text they would be on the remote shell's command line, which
+    every user of the container can read (``ps``).
 
     Raises:
         ConfigError: an invalid variable name or a NUL in a value.
@@ -41,15 +64,17 @@ def wrap_command(command: str, env: dict[str, str]) -> str:
             raise ConfigError(f"invalid environment variable name {key!r}")
         if "\0" in value:
             raise ConfigError(f"environment variable {key} contains a NUL byte")
-        exports.append(f"export {key}={shlex.quote(value)}; ")
+        exports.append(f"export {key}={shlex.quote(value)}\n")
+    block = "".join(exports).encode()
     # eval, not a second shell: the login shell that sshd started runs the
     # command itself, as with plain `ssh host command` (one ~/.bashrc, and a
     # syntax error in the command still reaches us as its exit status).
-    return (
+    text = (
         "printf '\\036provisioner-pgid=%s\\n' \"$$\" >&2; "
-        + "".join(exports)
+        + _READ_ENV
         + f"eval {shlex.quote(command)}"
     )
+    return WrappedCommand(text, b"%d\n" % len(block) + block)
 
 
 def kill_group_script(pgid: int, grace: float = KILL_GRACE_SECONDS) -> str:

@@ -3,7 +3,9 @@
 :func:`connect` waits for a booting container's sshd (retrying with backoff
 until a deadline) and pins or records its host key;
 :meth:`SshSession.upload` deploys many files over the one connection;
-:meth:`SshSession.run` runs a command and streams its output line by line.
+:meth:`SshSession.run` runs a command and streams its output line by line;
+:meth:`SshSession.start` starts one with its streams open, for streaming data
+(:func:`provisioner.ssh.pipe.pipe`).
 
 Helpers in this package, one concern each: ``errors`` (which SSH failures
 are transient and which permanent), ``command`` (wrapping, receiving and
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import posixpath
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -60,6 +63,7 @@ from provisioner.ssh.files import (
     probe_input,
 )
 from provisioner.ssh.lines import OutputLine
+from provisioner.ssh.process import RemoteProcess, StreamOutput
 from provisioner.ssh.transfer import PendingFile, read_local, transfer
 
 __all__ = [
@@ -67,6 +71,7 @@ __all__ = [
     "FilePolicy",
     "FileSpec",
     "OutputLine",
+    "RemoteProcess",
     "RunResult",
     "SshSession",
     "UploadResult",
@@ -318,8 +323,8 @@ class SshSession:
                 in order per stream; a trailing partial line comes at EOF.
             timeout: seconds before the command's process group is sent
                 SIGTERM, then SIGKILL two seconds later.
-            env: variables exported to the command (sent inside the command,
-                since sshd accepts only LANG/LC_* by default).
+            env: variables exported to the command (sent on its stdin ahead
+                of ``input``, so no value is on a command line).
             input: text for its stdin; stdin is closed either way.
             check: raise on a non-zero exit instead of returning it.
             name: how to call the command in errors (e.g. the script name);
@@ -342,7 +347,8 @@ class SshSession:
         output = CommandOutput(on_line, tail_lines, loop)
         started = loop.time()
         with connection_errors(self.host, f"starting {label}"):
-            chan, _ = await self._conn.create_session(lambda: output, wrapped, encoding=None)
+            chan, _ = await self._conn.create_session(lambda: output, wrapped.text, encoding=None)
+        chan.write(wrapped.preamble)
         if input:
             chan.write(input.encode())
         chan.write_eof()
@@ -379,6 +385,52 @@ class SshSession:
                 exit_status=status, output_tail=output.tail.texts(),
             )  # fmt: skip
         return result
+
+    async def start(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        name: str | None = None,
+        on_line: LineCallback | None = None,
+        raw_stdout: bool = False,
+        stdin: bool = False,
+        read_limit: int = 256 << 10,
+        tail_lines: int = 50,
+    ) -> RemoteProcess:
+        """Start a shell command and return it running, its streams open.
+
+        Wrapped as :meth:`run` wraps it (its own process group, ``env`` on
+        its stdin ahead of anything else, so no value is on a command line).
+
+        Args:
+            command: shell command text.
+            env: variables exported to the command.
+            name: how errors call it (default: its first word).
+            on_line: called with ("stdout"|"stderr", line) for each line of
+                stderr, and of stdout unless ``raw_stdout``.
+            raw_stdout: keep stdout as bytes, for :meth:`RemoteProcess.read`.
+            stdin: keep stdin open for :meth:`RemoteProcess.write`; by
+                default it ends right after the environment.
+            read_limit: with ``raw_stdout``, how many unread bytes may wait
+                here before the channel stops reading (back pressure).
+            tail_lines: how many last lines the process keeps.
+
+        Raises:
+            SshTransientError: the connection dropped.
+            ConfigError: an invalid environment variable name.
+        """
+        label = name or command_label(command)
+        wrapped = wrap_command(command, env or {})
+        output = StreamOutput(on_line, tail_lines, asyncio.get_running_loop(),
+                              raw_stdout=raw_stdout, limit=read_limit)  # fmt: skip
+        with connection_errors(self.host, f"starting {label}"):
+            chan, _ = await self._conn.create_session(lambda: output, wrapped.text, encoding=None)
+            chan.write(wrapped.preamble)
+            if not stdin:
+                chan.write_eof()
+        return RemoteProcess(chan, output, host=self.host, label=label,
+                             stop=functools.partial(self._stop, chan, output))  # fmt: skip
 
     async def _stop(self, chan: asyncssh.SSHClientChannel[bytes], output: CommandOutput) -> None:
         """Kill a running command's process group, then close its channel."""

@@ -10,6 +10,7 @@ import posixpath
 import re
 
 __all__ = [
+    "HOOK_NAME_RE",
     "OSTEMPLATE_RE",
     "PACKAGE_LINE_RES",
     "SCRIPT_NAME_RE",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 SCRIPT_NAME_RE = re.compile(r"^\d{2}-[a-z0-9][a-z0-9_.-]*\.sh$")
+# A file directly under hooks/, bash like the scripts.
+HOOK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*\.sh$")
 # A volid on a template storage, or just the file name (the node's template
 # storage is prepended when building the create parameters).
 OSTEMPLATE_RE = re.compile(

@@ -15,7 +15,9 @@ from typing import Any
 
 from provisioner.templates import checks
 from provisioner.templates.model import (
+    HOOK_KINDS,
     PACKAGE_KINDS,
+    Hooks,
     Packages,
     Problem,
     Script,
@@ -30,9 +32,11 @@ __all__ = ["load_all", "load_template", "validate_template", "validate_tree"]
 
 _TOP_KEYS = (
     "name", "description", "tags", "ostemplate", "unprivileged", "resources", "features",
-    "variables", "files", "scripts", "packages", "snapshot", "health",
+    "variables", "files", "scripts", "packages", "snapshot", "health", "hooks",
 )  # fmt: skip
 _DEFAULT_SCRIPT_TIMEOUT = 600
+_DEFAULT_HOOK_TIMEOUT = 600
+HOOKS_DIR = "hooks"
 
 
 class _Reader(SectionReader):
@@ -108,6 +112,7 @@ class _Reader(SectionReader):
             packages=self.read_packages_table(packages_table, packages),
             snapshot=self.read_snapshot(data),
             health=self.read_health(data),
+            hooks=self.read_hooks(self.table(data, ("hooks",))),
         )
 
     # --- scripts and packages ---------------------------------------------------------------
@@ -125,7 +130,7 @@ class _Reader(SectionReader):
                     "script names must look like NN-name.sh (two digits, '-', a lowercase name, '.sh')",
                 )
                 continue
-            problem = _script_problem(path)
+            problem = _script_problem(path, "a script")
             if problem:
                 self.at(path, *problem)
             found[path.name] = path
@@ -152,6 +157,65 @@ class _Reader(SectionReader):
             )
             for name, path in ordered
         ), default
+
+    # --- data hooks ----------------------------------------------------------------------
+
+    def read_hooks(self, table: dict[str, Any]) -> Hooks:
+        """``[hooks]``: each kind names a bash script directly under hooks/,
+        checked like the scripts; every file there must be declared."""
+        hooks_dir = self.dir / HOOKS_DIR
+        self.unknown_keys(table, ("hooks",), (*HOOK_KINDS, "timeout"))
+        timeout = self.bounded_int(table, ("hooks", "timeout"), _DEFAULT_HOOK_TIMEOUT, 1, 86400)
+        declared: set[str] = set()
+        found: dict[str, Script] = {}
+        for kind in HOOK_KINDS:
+            name = self.opt(table, ("hooks", kind), str)
+            if name is None:
+                continue
+            declared.add(name)  # even if broken: one mistake, one problem
+            if not checks.HOOK_NAME_RE.match(name):
+                self.key(
+                    ("hooks", kind),
+                    f"hooks.{kind} must be the name of a file directly under hooks/ like "
+                    f"'{kind}.sh' (lowercase letters, digits, '.', '_', '-'; ending in .sh), "
+                    f"got {name!r}",
+                )
+                continue
+            path = hooks_dir / name
+            if not path.exists():
+                self.key(("hooks", kind), f"hooks.{kind} names {name!r}, which is not in hooks/")
+                continue
+            problem = _script_problem(path, "a hook")
+            if problem:
+                self.at(path, *problem)
+            found[kind] = Script(name, path, timeout)
+        for present, missing in (("export", "import"), ("import", "export")):
+            if present in table and missing not in table:
+                self.key(
+                    ("hooks", present),
+                    f"hooks.{present} needs hooks.{missing} too: a template is either "
+                    "syncable (export and import) or not (neither)",
+                )
+        self.undeclared_hooks(hooks_dir, declared)
+        return Hooks(
+            clone=found.get("clone"),
+            export=found.get("export"),
+            import_=found.get("import"),
+            rewrite=found.get("rewrite"),
+            anonymise=found.get("anonymise"),
+        )
+
+    def undeclared_hooks(self, hooks_dir: Path, declared: set[str]) -> None:
+        if hooks_dir.exists() and not hooks_dir.is_dir():
+            self.at(hooks_dir, None, "hooks must be a directory of the scripts [hooks] names")
+            return
+        if not hooks_dir.is_dir():
+            return
+        for path in sorted(p for p in hooks_dir.rglob("*") if not p.is_dir()):
+            if path.relative_to(hooks_dir).as_posix() not in declared:
+                self.at(path, None, f"not declared in {TEMPLATE_FILE} ([hooks])")
+
+    # --- packages ----------------------------------------------------------------------------
 
     def read_packages(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {kind: [] for kind in PACKAGE_KINDS}
@@ -182,17 +246,17 @@ class _Reader(SectionReader):
         )
 
 
-def _script_problem(path: Path) -> tuple[int | None, str] | None:
+def _script_problem(path: Path, what: str) -> tuple[int | None, str] | None:
     # A well-named script with bad content still counts as present, so
     # scripts.timeouts does not report it a second time.
     if not path.is_file():
-        return None, "a script must be a regular file"
+        return None, f"{what} must be a regular file"
     try:
         first = path.read_text(encoding="utf-8").split("\n", 1)[0]
     except UnicodeDecodeError:
-        return None, "a script must be UTF-8 text"
+        return None, f"{what} must be UTF-8 text"
     if not first.startswith("#!"):
-        return 1, "a script must start with a shebang line such as '#!/bin/bash'"
+        return 1, f"{what} must start with a shebang line such as '#!/bin/bash'"
     return None
 
 

@@ -15,10 +15,12 @@ from provisioner.errors import ConfigError
 from provisioner.ssh.files import FilePolicy, FileSpec
 
 __all__ = [
+    "HOOK_KINDS",
     "PACKAGE_KINDS",
     "Features",
     "HealthCheck",
     "HealthKind",
+    "Hooks",
     "Packages",
     "Problem",
     "Resources",
@@ -32,6 +34,9 @@ __all__ = [
 ]
 
 PACKAGE_KINDS = ("apt", "pip", "npm")
+#: The data hooks a template may declare in ``[hooks]``, in the order they
+#: are listed (docs/templates.md, "Data hooks", says when each runs).
+HOOK_KINDS = ("clone", "export", "import", "rewrite", "anonymise")
 VariableValue = str | int | bool
 
 
@@ -77,7 +82,8 @@ class Variable:
     """A typed, validated template variable.
 
     ``secret`` variables (all ``password`` ones) never have a default: when
-    not given they are generated with ``length`` characters.
+    not given they are generated with ``length`` characters.  ``regenerate``
+    (secret ones only): a clone of the container gets a new value.
     """
 
     name: str
@@ -94,6 +100,7 @@ class Variable:
     max_length: int | None = None
     choices: tuple[str, ...] = ()
     length: int = 24
+    regenerate: bool = False
 
     @property
     def env_name(self) -> str:
@@ -128,7 +135,8 @@ class TemplateFile:
 
 @dataclass(frozen=True)
 class Script:
-    """``scripts/NN-name.sh`` with its timeout in seconds."""
+    """``scripts/NN-name.sh`` (or a hook, ``hooks/<name>.sh``) with its
+    timeout in seconds."""
 
     name: str
     path: Path
@@ -136,7 +144,45 @@ class Script:
 
     @property
     def order(self) -> int:
+        """The NN of ``scripts/NN-name.sh`` (hooks have none)."""
         return int(self.name.split("-", 1)[0])
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The data hooks of ``[hooks]``: scripts under ``hooks/`` that move and
+    adapt the application's data between containers (sync, promote, clone).
+
+    ``import_`` is the ``import`` hook (``import`` is a keyword).  A template
+    is syncable when it has both ``export`` and ``import``; the loader
+    refuses one without the other.
+    """
+
+    clone: Script | None = None
+    export: Script | None = None
+    import_: Script | None = None
+    rewrite: Script | None = None
+    anonymise: Script | None = None
+
+    @property
+    def syncable(self) -> bool:
+        """Whether data can be piped into a container of this template."""
+        return self.export is not None and self.import_ is not None
+
+    def get(self, kind: str) -> Script | None:
+        """The hook of ``kind`` (one of :data:`HOOK_KINDS`), None if not declared.
+
+        Raises:
+            ValueError: ``kind`` is not a hook kind.
+        """
+        if kind not in HOOK_KINDS:
+            raise ValueError(f"no hook kind {kind!r} (kinds: {', '.join(HOOK_KINDS)})")
+        script: Script | None = getattr(self, "import_" if kind == "import" else kind)
+        return script
+
+    def declared(self) -> dict[str, Script]:
+        """The declared hooks by kind, in :data:`HOOK_KINDS` order."""
+        return {kind: script for kind in HOOK_KINDS if (script := self.get(kind)) is not None}
 
 
 @dataclass(frozen=True)
@@ -219,6 +265,7 @@ class Template:
     packages: Packages = field(default_factory=Packages)
     snapshot: Snapshot | None = None
     health: HealthCheck | None = None
+    hooks: Hooks = field(default_factory=Hooks)
 
     @property
     def secret_names(self) -> frozenset[str]:
@@ -244,10 +291,12 @@ class Template:
                     "secret": v.secret,
                     "default": v.default,
                     "choices": list(v.choices),
+                    "regenerate": v.regenerate,
                 }
                 for v in self.variables.values()
             ],
             "scripts": [s.name for s in self.scripts],
+            "hooks": {kind: s.name for kind, s in self.hooks.declared().items()},
             "snapshot": self.snapshot.name if self.snapshot else None,
             "health": (
                 {"kind": str(self.health.kind), "port": self.health.port, "path": self.health.path}

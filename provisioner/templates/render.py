@@ -23,7 +23,9 @@ from provisioner.ssh.files import FileSpec
 from provisioner.templates.model import Template, VariableValue
 
 __all__ = [
+    "HOOK_ENV_NAMES",
     "check_jinja_source",
+    "hook_env",
     "render_files",
     "render_text",
     "sandbox_environment",
@@ -156,3 +158,32 @@ def script_env(template: Template, variables: Mapping[str, VariableValue]) -> di
     if missing:
         raise ConfigError(f"template {template.name!r}: no value for {', '.join(missing)}")
     return {var.env_name: _env_value(variables[name]) for name, var in template.variables.items()}
+
+
+#: The variables a data hook gets besides the template's ``TPL_*``.
+HOOK_ENV_NAMES = (
+    "PROV_HOSTNAME", "PROV_IP", "PROV_PEER_HOSTNAME", "PROV_PEER_IP", "PROV_ENVIRONMENT",
+)  # fmt: skip
+
+
+def hook_env(
+    template: Template, variables: Mapping[str, VariableValue], *, hostname: str, ip: str,
+    peer_hostname: str = "", peer_ip: str = "", environment: str = "",
+) -> dict[str, str]:  # fmt: skip
+    """The environment a data hook runs with (docs/templates.md, "Data hooks").
+
+    The scripts' ``TPL_*`` variables (:func:`script_env`) and ``PROV_*``:
+    this container's host name and address, the peer's (the other container
+    of a sync, promote or clone: for a clone its source; for ``rewrite``,
+    the container whose data was imported) and the environment's name
+    (production, staging, ...); what is not known is empty.
+
+    Raises:
+        ConfigError: a variable of the template has no value.
+    """
+    env = script_env(template, variables)
+    env.update(
+        PROV_HOSTNAME=hostname, PROV_IP=ip, PROV_PEER_HOSTNAME=peer_hostname,
+        PROV_PEER_IP=peer_ip, PROV_ENVIRONMENT=environment,
+    )  # fmt: skip
+    return env

@@ -33,7 +33,9 @@ __all__ = ["SectionReader"]
 
 _RESOURCE_BOUNDS = {"cores": (1, 8192), "memory": (16, None), "swap": (0, None), "disk": (1, None)}
 _FEATURES = ("nesting", "keyctl", "fuse")
-_VARIABLE_COMMON = ("type", "description", "default", "required")
+# regenerate is common so that a non-secret variable gets the message that
+# explains it rather than "unknown key".
+_VARIABLE_COMMON = ("type", "description", "default", "required", "regenerate")
 _VARIABLE_KEYS: dict[VariableType, tuple[str, ...]] = {
     VariableType.STRING: ("pattern", "min_length", "max_length", "multiline", "secret", "length"),
     VariableType.PASSWORD: ("pattern", "min_length", "max_length", "secret", "length"),
@@ -119,6 +121,7 @@ class SectionReader(TemplateReport):
             pattern=self.read_pattern(spec, path),
             choices=choices,
             length=self.bounded_int(spec, (*path, "length"), 24, 8, 256),
+            regenerate=self.read_regenerate(spec, path, secret),
             **ints,
         )
         for low, high in (("min", "max"), ("min_length", "max_length")):
@@ -133,6 +136,17 @@ class SectionReader(TemplateReport):
                 f"variables.{name}.length ({var.length}) is outside min_length/max_length",
             )
         return self.read_default(var, spec, path)
+
+    def read_regenerate(self, spec: dict[str, Any], path: KeyPath, secret: bool) -> bool:
+        regenerate = self.get(spec, (*path, "regenerate"), bool, False)
+        if regenerate and not secret:
+            self.key(
+                (*path, "regenerate"),
+                f"{self.label(path)}.regenerate only applies to secret variables "
+                '(type = "password" or secret = true): a clone gets a new value of a secret',
+            )
+            return False
+        return regenerate
 
     def read_choices(
         self, spec: dict[str, Any], path: KeyPath, vtype: VariableType

@@ -414,6 +414,101 @@ def test_a_worker_killed_mid_clone_leaves_one_clone(
     assert state(stack, cid) == state(stack, ct)
 
 
+# -- sync and promote ------------------------------------------------------------------
+
+
+def by_hostname(stack: Stack, hostname: str) -> str:
+    with stack.factory() as session:
+        row = session.query(Container).filter_by(hostname=hostname).one()
+        return str(row.id)
+
+
+def rows(stack: Stack, cid: str) -> list[str]:
+    out = ssh_run(stack, stack.container(cid), "python3 -c \"import sqlite3; [print(r[0]) for r in "
+                  "sqlite3.connect('/var/lib/app/app.db').execute('SELECT body FROM notes "
+                  "ORDER BY id')]\"")  # fmt: skip
+    return out.splitlines()
+
+
+def sql(stack: Stack, cid: str, body: str) -> None:
+    ssh_run(stack, stack.container(cid), "python3 -c \"import sqlite3; db = sqlite3.connect("
+            f"'/var/lib/app/app.db'); db.execute(\\\"INSERT INTO notes (body) VALUES ('{body}')"
+            "\\\"); db.commit()\"")  # fmt: skip
+
+
+def test_sync_refreshes_a_clone_and_promote_applies_it(
+        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
+    stack = env_stack
+    staging = by_hostname(stack, "stateful-staging")
+    refused = api("POST", f"/containers/{ct}/sync")
+    assert refused.status_code == 409 and "is not a clone" in refused.json["error"]
+    sql(stack, ct, "production order 42")
+    sql(stack, staging, "a staging edit")
+    done = run(stack, "sync", staging, "--follow")
+    assert done.returncode == 0, done.stderr + stack.worker_logs()[-3000:]
+    synced = rows(stack, staging)
+    assert "production order 42" in synced and "a staging edit" not in synced
+    assert "home: http://stateful-staging/" in synced  # rewritten for the clone
+    assert "email: [anonymised]" in synced and "email: alice@example.com" not in synced
+    assert rows(stack, ct)[-1] == "production order 42"  # the source only read
+    text = " ".join(m for _t, m in messages_after(stack, staging, 0))
+    assert "running the rewrite hook" in text and "running the anonymise hook" in text
+    assert "imported " in text and "taking snapshot 'auto-sync-" in text
+
+    # promote: the source gets the clone's data, rewritten for it
+    sql(stack, staging, "approved change")
+    unasked = run(stack, "promote", staging)
+    assert unasked.returncode == 2 and "pass --yes" in unasked.stderr
+    answer = api("POST", f"/containers/{staging}/promote")
+    assert answer.status_code == 202 and answer.json["container"] == ct, answer.json
+    end = terminal_after(stack, ct, int(answer.json["events_url"].partition("after=")[2] or 0))
+    assert (end.type, end.outcome) == ("complete", "done"), end.message
+    promoted = rows(stack, ct)
+    assert promoted[-1] == "approved change" and "home: http://stateful-1/" in promoted
+
+    # a promote whose import fails leaves the source as it was
+    before = state(stack, ct)
+    ssh_run(stack, stack.container(ct), "touch /root/fail-import")
+    sql(stack, staging, "never promoted")
+    answer = api("POST", f"/containers/{staging}/promote", {"on_failure": "rollback"})
+    assert answer.status_code == 202, answer.json
+    end = terminal_after(stack, ct, int(answer.json["events_url"].partition("after=")[2] or 0))
+    assert (end.type, end.outcome) == ("error", "rolled-back"), end.message
+    assert "import on" in end.message and "exited with 4" in end.message
+    stack.wait(ct)
+    assert state(stack, ct) == before and stack.container(ct).lifecycle == Lifecycle.READY
+    ssh_run(stack, stack.container(ct), "rm -f /root/fail-import")
+
+
+def test_a_worker_killed_mid_promote_never_leaves_the_source_half_promoted(
+        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
+    stack = env_stack
+    staging = by_hostname(stack, "stateful-staging")
+    before, theirs = state(stack, ct), rows(stack, staging)
+    ssh_run(stack, stack.container(ct), "touch /root/slow-import")
+    answer = api("POST", f"/containers/{staging}/promote")
+    assert answer.status_code == 202, answer.json
+    after = int(answer.json["events_url"].partition("after=")[2] or 0)
+    deadline = time.monotonic() + 60
+    while not any("exporting" in m for _t, m in messages_after(stack, ct, after)):
+        assert time.monotonic() < deadline, stack.worker_logs()[-3000:]
+        time.sleep(0.1)
+    stack.kill_worker(0)
+    stack.workers.pop(0)
+    ssh_run(stack, stack.container(ct), "rm -f /root/slow-import")
+    stack.start_workers(1)
+    end = terminal_after(stack, ct, after, timeout=300)
+    stack.wait(ct)
+    kinds = [t for t, _m in messages_after(stack, ct, after)]
+    assert "recovering" in kinds, kinds
+    # either promoted in full or as it was: never half
+    if end.outcome == "done":
+        assert rows(stack, ct)[: -0 or None] and rows(stack, ct)[-1] == theirs[-1]
+    else:
+        assert end.outcome == "rolled-back" and state(stack, ct) == before, end.message
+    assert stack.container(ct).safe_change is None
+
+
 # -- the ownership guard ------------------------------------------------------------------
 
 

@@ -1,23 +1,27 @@
 """End to end, template by template: every shipped template provisioned by
 real workers into the simulator's containers, its service checked from the
-host independently of the pipeline's own health check; DHCP with a late
-lease; a static address; the events contract of a full run."""
+host independently of the pipeline's own health check; the data hooks of the
+syncable ones (export, change, import: the data is back), piped over SSH;
+DHCP with a late lease; a static address; the events contract of a full
+run."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
 import re
+import shlex
 import socket
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 from pathlib import Path
@@ -33,9 +37,14 @@ from redis.retry import Retry
 from provisioner.events import EVENT_TYPES, STREAMS, Event, EventReader, stream_key
 from provisioner.models import Container, Lifecycle, Node
 from provisioner.phases import PHASES
-from provisioner.requests import stored_variables
+from provisioner.requests import CloneRequest, request_clone, stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import container_ssh_private_key
+from provisioner.ssh.pipe import pipe
+from provisioner.ssh.session import FileSpec, SshSession, connect
+from provisioner.templates.loader import load_template
+from provisioner.templates.model import Template
+from provisioner.templates.render import hook_env
 from tests.pipeline.conftest import NODE, Stack, destroy_ours
 from tests.pvesim.helpers import admin, token_api
 
@@ -314,7 +323,318 @@ def test_fleet_timings(fleet: Fleet) -> None:
     assert set(fleet.seconds) == set(FLEET), fleet.seconds
 
 
-# 2. DHCP with a late lease ------------------------------------------------------
+# 2. the data hooks of the syncable templates -------------------------------------
+
+HOOK_DIR = "/var/lib/lxc-provisioner/hooks"
+HOOK_TIMEOUT = 300.0
+
+
+@dataclass
+class Hooks:
+    """A container's data hooks, uploaded and run over one SSH session as the
+    contract says (docs/templates.md, "Data hooks"): as root, with TPL_* and
+    PROV_*; streams go through pipe(), the container being both ends."""
+
+    session: SshSession
+    template: Template
+    env: dict[str, str]
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    def command(self, kind: str) -> str:
+        script = self.template.hooks.get(kind)
+        assert script is not None, f"{self.template.name} has no {kind} hook"
+        return f"cd /root && exec bash {HOOK_DIR}/{script.name}"
+
+    def note(self, side: str, line: str) -> None:
+        self.lines.append((side, line))
+
+    async def export_to(self, path: str) -> int:
+        """The export hook's stream into a file of the container."""
+        return await pipe(self.session, self.command("export"), self.session, f"cat > {path}",
+                          source_env=self.env, on_stderr=self.note, timeout=HOOK_TIMEOUT)  # fmt: skip
+
+    async def import_from(self, path: str) -> int:
+        """A file of the container into the import hook."""
+        return await pipe(self.session, f"cat {path}", self.session, self.command("import"),
+                          target_env=self.env, on_stderr=self.note, timeout=HOOK_TIMEOUT)  # fmt: skip
+
+    async def export_into_import(self) -> int:
+        """The export hook piped straight into the import hook."""
+        return await pipe(self.session, self.command("export"), self.session,
+                          self.command("import"), source_env=self.env, target_env=self.env,
+                          on_stderr=self.note, timeout=HOOK_TIMEOUT)  # fmt: skip
+
+    async def run(self, kind: str, **env: str) -> None:
+        """A hook that takes no stream (clone, rewrite), ``env`` overriding."""
+        result = await self.session.run(
+            self.command(kind), env={**self.env, **env}, timeout=HOOK_TIMEOUT, name=kind,
+            on_line=lambda stream, line: self.note(kind, line),
+        )  # fmt: skip
+        assert result.ok, (kind, result.exit_status, self.lines[-20:])
+
+    async def sh(self, command: str) -> str:
+        lines: list[str] = []
+        await self.session.run(command, check=True, on_line=lambda stream, line:
+                               lines.append(line) if stream == "stdout" else None)  # fmt: skip
+        return "\n".join(lines)
+
+
+@contextlib.asynccontextmanager
+async def hooks_of(stack: Stack, ct: Container) -> AsyncIterator[Hooks]:
+    template = load_template(stack.settings.templates_dir / ct.template)
+    key = container_ssh_private_key(secret_box(stack), ct)
+    assert key and ct.ip and ct.ssh_host_key
+    env = hook_env(template, variables_of(stack, ct), hostname=ct.hostname, ip=ct.ip,
+                   environment="test")  # fmt: skip
+    async with await connect(ct.ip, private_key=key, known_host_key=ct.ssh_host_key,
+                             deadline=30) as session:  # fmt: skip
+        await session.upload([FileSpec(f"{HOOK_DIR}/{s.name}", s.path.read_bytes(), 0o700)
+                              for s in template.hooks.declared().values()])  # fmt: skip
+        hooks = Hooks(session, template, env)
+        try:
+            yield hooks
+        except BaseException:
+            print("hook output:\n" + "\n".join(f"[{s}] {line}" for s, line in hooks.lines[-40:]))
+            raise
+
+
+def pg_connect(ct: Container, password: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(host=ct.ip, port=5432, dbname="fleetdb", user="fleetuser",
+                           password=password, connect_timeout=10, autocommit=True)  # fmt: skip
+
+
+def pg_rows(ct: Container, password: str) -> list[str]:
+    with pg_connect(ct, password) as conn:
+        return [r[0] for r in conn.execute("SELECT name FROM e2e_items ORDER BY id").fetchall()]
+
+
+def test_fleet_hooks_postgresql_round_trip_and_clone(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "postgresql")
+    password = variables_of(stack, ct)["db_password"]
+    with pg_connect(ct, password) as conn:
+        conn.execute("CREATE TABLE e2e_items (id serial PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO e2e_items (name) VALUES ('exported one'), ('exported two')")
+
+    async def scenario() -> None:
+        async with hooks_of(stack, ct) as hooks:
+            assert await hooks.export_to("/root/e2e-postgresql.dump") > 0
+            assert (await hooks.sh("head -c 5 /root/e2e-postgresql.dump")) == "PGDMP"
+            with pg_connect(ct, password) as conn:
+                conn.execute("INSERT INTO e2e_items (name) VALUES ('after the export')")
+                conn.execute("CREATE TABLE e2e_later (x int)")
+            await hooks.import_from("/root/e2e-postgresql.dump")
+            assert pg_rows(ct, password) == ["exported one", "exported two"]
+            with pg_connect(ct, password) as conn:
+                assert conn.execute("SELECT to_regclass('e2e_later')").fetchone() == (None,)
+                owners = conn.execute(
+                    "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class "
+                    "WHERE relname LIKE 'e2e_items%'").fetchall()  # fmt: skip
+                assert owners == [("fleetuser",)]
+                (db_owner,) = conn.execute(
+                    "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'fleetdb'"
+                ).fetchone() or (None,)
+                assert db_owner == "fleetuser"
+                # the role owns what was restored: it writes, the sequence goes on
+                row = conn.execute("INSERT INTO e2e_items (name) VALUES ('written after') "
+                                   "RETURNING id").fetchone()  # fmt: skip
+                assert row == (3,)
+                conn.execute("DELETE FROM e2e_items WHERE id = 3")
+            # idempotent: the same stream again, then the export piped straight in
+            await hooks.import_from("/root/e2e-postgresql.dump")
+            assert pg_rows(ct, password) == ["exported one", "exported two"]
+            assert await hooks.export_into_import() > 0
+            assert pg_rows(ct, password) == ["exported one", "exported two"]
+            leftovers = await hooks.sh("runuser -u postgres -- psql -XAt -c "
+                                       "\"SELECT datname FROM pg_database ORDER BY 1\"")  # fmt: skip
+            assert leftovers.split() == ["fleetdb", "postgres", "template0", "template1"]
+
+            # clone: a regenerated password is applied (and the original put back)
+            new = "Cl0ne" + "x" * 27
+            await hooks.run("clone", TPL_DB_PASSWORD=new)
+            try:
+                assert pg_rows(ct, new) == ["exported one", "exported two"]
+                with pytest.raises(psycopg.OperationalError, match="password authentication"):
+                    pg_connect(ct, password).close()
+            finally:
+                await hooks.run("clone")
+            assert pg_rows(ct, password) == ["exported one", "exported two"]
+            assert new not in "\n".join(line for _, line in hooks.lines)
+            assert password not in "\n".join(line for _, line in hooks.lines)
+
+    asyncio.run(scenario())
+
+
+def redis_data(ct: Container, password: str) -> dict[bytes, object]:
+    """Every key with its type and value."""
+    with contextlib.closing(redis_client(ct.ip, password)) as client:
+        read = {b"string": client.get, b"hash": client.hgetall,
+                b"list": lambda key: client.lrange(key, 0, -1)}  # fmt: skip
+        return {key: (kind, read[kind](key)) for key in client.keys("*")
+                if (kind := client.type(key)) in read}  # fmt: skip
+
+
+def test_fleet_hooks_redis_round_trip_and_clone(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "redis")
+    password = variables_of(stack, ct)["redis_password"]
+    with contextlib.closing(redis_client(ct.ip, password)) as client:
+        client.set("e2e:kept", "exported value")
+        client.set("e2e:changed", "before")
+        client.hset("e2e:hash", mapping={"a": "1", "b": "2"})
+        client.rpush("e2e:list", *[str(i) for i in range(1000)])
+    exported = redis_data(ct, password)
+    assert len(exported) >= 4
+
+    async def scenario() -> None:
+        async with hooks_of(stack, ct) as hooks:
+            assert await hooks.export_to("/root/e2e-redis.rdb") > 0
+            assert (await hooks.sh("head -c 5 /root/e2e-redis.rdb")) == "REDIS"
+            with contextlib.closing(redis_client(ct.ip, password)) as client:
+                client.set("e2e:changed", "after the export")
+                client.delete("e2e:kept")
+                client.set("e2e:new", "not in the stream")
+            await hooks.import_from("/root/e2e-redis.rdb")
+            assert redis_data(ct, password) == exported
+            with contextlib.closing(redis_client(ct.ip, password)) as client:
+                assert client.get("e2e:changed") == b"before"
+                assert client.llen("e2e:list") == 1000
+                assert client.config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+            # idempotent: the same stream again, then the export piped straight in
+            await hooks.import_from("/root/e2e-redis.rdb")
+            assert redis_data(ct, password) == exported
+            assert await hooks.export_into_import() > 0
+            assert redis_data(ct, password) == exported
+            assert (await hooks.sh("stat -c %U:%G /var/lib/redis/dump.rdb")) == "redis:redis"
+
+            # clone: the regenerated requirepass is applied (and the original put back)
+            new = "Cl0ne" + "x" * 27
+            await hooks.run("clone", TPL_REDIS_PASSWORD=new)
+            try:
+                with contextlib.closing(redis_client(ct.ip, new)) as client:
+                    assert client.get("e2e:kept") == b"exported value"
+                with (contextlib.closing(redis_client(ct.ip, password)) as client,
+                      pytest.raises(redis_lib.AuthenticationError)):  # fmt: skip
+                    client.ping()
+            finally:
+                await hooks.run("clone")
+            with contextlib.closing(redis_client(ct.ip, password)) as client:
+                assert client.ping() is True
+            assert new not in "\n".join(line for _, line in hooks.lines)
+
+    asyncio.run(scenario())
+
+
+def test_fleet_hooks_nginx_round_trip_and_rewrite(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "nginx")
+    checksums = "cd /var/www/html && find . -type f -exec sha256sum {} + | sort -k 2"
+    page = ("<a href='http://prod-web.example.org/'>prod-web</a> at 198.51.100.7:8080, "
+            "not 198.51.100.70 nor prod-webshop\n")  # fmt: skip
+
+    async def scenario() -> None:
+        async with hooks_of(stack, ct) as hooks:
+            await hooks.sh(f"printf %s {shlex.quote(page)} > /var/www/html/e2e.html && "
+                           "mkdir -p /var/www/html/assets && echo 'body {}' > "
+                           "/var/www/html/assets/site.css")  # fmt: skip
+            exported = await hooks.sh(checksums)
+            assert await hooks.export_to("/root/e2e-nginx.tar") > 0
+            await hooks.sh("echo '<h1>edited</h1>' > /var/www/html/index.html && "
+                           "rm -r /var/www/html/assets && echo new > /var/www/html/new.txt")  # fmt: skip
+            assert "<h1>edited</h1>" in http_get(f"http://{ct.ip}/")[1]
+            await hooks.import_from("/root/e2e-nginx.tar")
+            assert await hooks.sh(checksums) == exported
+            status, body = http_get(f"http://{ct.ip}/")
+            assert status == 200 and "<h1>Fleet nginx title</h1>" in body
+            assert http_get(f"http://{ct.ip}/new.txt")[0] == 404
+            assert http_get(f"http://{ct.ip}/assets/site.css") == (200, "body {}\n")
+            await hooks.import_from("/root/e2e-nginx.tar")
+            assert await hooks.export_into_import() > 0
+            assert await hooks.sh(checksums) == exported
+            assert await hooks.sh("ls -a /var/www") == ".\n..\nhtml"  # nothing left beside it
+
+            # rewrite: the peer's name and address become ours, whole names only
+            await hooks.run("rewrite", PROV_PEER_HOSTNAME="prod-web",
+                            PROV_PEER_IP="198.51.100.7")  # fmt: skip
+            assert http_get(f"http://{ct.ip}/e2e.html")[1] == (
+                f"<a href='http://{ct.hostname}.example.org/'>{ct.hostname}</a> at {ct.ip}:8080, "
+                "not 198.51.100.70 nor prod-webshop\n"
+            )
+            assert "<h1>Fleet nginx title</h1>" in http_get(f"http://{ct.ip}/")[1]
+
+    asyncio.run(scenario())
+
+
+def test_fleet_hooks_python_app_round_trip(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "python-app")
+
+    def add_note(body: str) -> None:
+        data = urllib.parse.urlencode({"body": body}).encode()
+        req = urllib.request.Request(f"http://{ct.ip}/notes", data=data, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+
+    def notes() -> list[str]:
+        status, body = http_get(f"http://{ct.ip}/")
+        assert status == 200, body
+        return re.findall(r"<li>(.*?) <small>", body)
+
+    add_note("exported note")
+    exported = notes()
+    assert exported and exported[0] == "exported note"
+
+    async def scenario() -> None:
+        async with hooks_of(stack, ct) as hooks:
+            assert await hooks.export_to("/root/e2e-pyapp.tar") > 0
+            assert "./app.db" in await hooks.sh("tar -tf /root/e2e-pyapp.tar")
+            add_note("after the export")
+            assert notes()[0] == "after the export"
+            await hooks.import_from("/root/e2e-pyapp.tar")
+            assert notes() == exported
+            await hooks.import_from("/root/e2e-pyapp.tar")
+            assert notes() == exported
+            # the app owns the imported database: it writes to it
+            add_note("written after the import")
+            assert notes() == ["written after the import", *exported]
+            assert await hooks.export_into_import() > 0
+            assert notes() == ["written after the import", *exported]
+            assert await hooks.sh("stat -c %U:%G:%a /var/lib/pyapp") == "pyapp:pyapp:750"
+            assert await hooks.sh("ls -a /var/lib | grep pyapp") == "pyapp"  # no leftovers
+
+    asyncio.run(scenario())
+
+
+# 3. DHCP with a late lease ------------------------------------------------------
+
+
+def test_fleet_nginx_staging_clone_behind_basic_auth(stack: Stack, fleet: Fleet) -> None:
+    """A staging clone of the nginx site with basic auth on: the page asks for
+    the credentials shown once, /healthz stays open, the source is unchanged;
+    and the clone is a real copy (the page, its own address)."""
+    source = fleet_member(stack, fleet, "nginx")
+    box = secret_box(stack)
+    with stack.factory() as session:
+        src = session.get(Container, source.id)
+        assert src is not None
+        requested = request_clone(session, box, stack.settings, stack.redis, src,
+                                  CloneRequest(hostname="tpl-nginx-staging",
+                                               variables={"basic_auth": "true"}))  # fmt: skip
+    cid = requested.container.id
+    try:
+        ensure_workers(stack, 1)
+        clone = stack.wait(cid, timeout=300)
+        assert_ready(stack, clone)
+        secret = requested.generated_secrets["basic_auth_password"]
+        assert secret and secret != variables_of(stack, source)["basic_auth_password"]
+        assert http_get(f"http://{clone.ip}/")[0] == 401
+        assert http_get(f"http://{clone.ip}/healthz") == (200, "ok\n")
+        auth = base64.b64encode(f"staging:{secret}".encode()).decode()
+        request = urllib.request.Request(f"http://{clone.ip}/",
+                                         headers={"Authorization": f"Basic {auth}"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200 and "<h1>Fleet nginx title</h1>" in resp.read().decode()
+        assert http_get(f"http://{source.ip}/")[0] == 200  # the source stays open
+        texts = " ".join(e.message for e in all_events(stack, cid, timeout=30))
+        assert secret not in texts
+    finally:
+        destroy_all(stack, [cid])
 
 
 def test_dhcp_late_lease_is_waited_for(stack: Stack, cleanup: Callable[[str], str]) -> None:
@@ -358,7 +678,7 @@ def test_dhcp_late_lease_is_waited_for(stack: Stack, cleanup: Callable[[str], st
     assert address_wait < 30, (address_wait, messages)
 
 
-# 3. a static address ---------------------------------------------------------
+# 4. a static address ---------------------------------------------------------
 
 
 def test_static_ip_is_recorded_configured_and_used(stack: Stack,
@@ -381,7 +701,7 @@ def test_static_ip_is_recorded_configured_and_used(stack: Stack,
         assert sock.recv(64).startswith(b"SSH-2.0-")
 
 
-# 4. the events contract ------------------------------------------------------
+# 5. the events contract ------------------------------------------------------
 
 
 def test_events_contract_of_a_full_run(stack: Stack, cleanup: Callable[[str], str]) -> None:

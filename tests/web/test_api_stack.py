@@ -116,6 +116,15 @@ def test_templates(client: FlaskClient, token: str) -> None:
     postgres = client.get("/api/templates/postgresql", headers=bearer(token)).json
     secrets_ = [v for v in postgres["variables"] if v["secret"]]
     assert secrets_ and all(v["default"] is None for v in secrets_)
+    # the data hooks by kind; syncable in listings too
+    assert postgres["hooks"] == {"clone": "clone.sh", "export": "export.sh", "import": "import.sh"}
+    assert [v["name"] for v in postgres["variables"] if v["regenerate"]] == ["db_password"]
+    assert {t["name"]: t["syncable"] for t in listed["templates"]}.items() >= {
+        "debian-base": False, "nginx": True, "postgresql": True, "redis": True,
+        "python-app": True,
+    }.items()  # fmt: skip
+    base = client.get("/api/templates/debian-base", headers=bearer(token)).json
+    assert base["hooks"] == {} and base["syncable"] is False
 
 
 def follow(server: LiveServer, path: str, token: str, timeout: float) -> list[dict[str, Any]]:

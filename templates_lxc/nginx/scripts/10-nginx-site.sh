@@ -7,6 +7,19 @@ echo "==> enabling site provisioner.conf"
 ln -sfn /etc/nginx/sites-available/provisioner.conf /etc/nginx/sites-enabled/provisioner.conf
 rm -f /etc/nginx/sites-enabled/default
 
+htpasswd=/etc/nginx/provisioner.htpasswd
+if [ "${TPL_BASIC_AUTH}" = "true" ]; then
+    echo "==> basic auth for user ${TPL_BASIC_AUTH_USER}"
+    # the password goes to openssl on stdin, never on a command line
+    hash="$(printf '%s' "${TPL_BASIC_AUTH_PASSWORD}" | openssl passwd -6 -stdin)"
+    umask 027
+    printf '%s:%s\n' "${TPL_BASIC_AUTH_USER}" "${hash}" > "${htpasswd}.new"
+    chown root:www-data "${htpasswd}.new"
+    mv -f "${htpasswd}.new" "${htpasswd}"
+else
+    rm -f "${htpasswd}"
+fi
+
 echo "==> checking the configuration"
 nginx -t
 

@@ -364,13 +364,29 @@ def test_probe_script_reports_an_unknown_owner(tmp_path: Path) -> None:
 
 
 def test_wrapped_command_reports_its_group_and_exports_env(tmp_path: Path) -> None:
-    wrapped = wrap_command("echo \"$GREETING\" $'x'; exit 7", {"GREETING": 'it\'s a "test" $HOME'})
-    done = subprocess.run(["bash", "-c", wrapped], capture_output=True, text=True,
+    env = {"GREETING": 'it\'s a "test" $HOME', "LINES_": "one\ntwo\n", "EMPTY": "", "U": "ü"}
+    wrapped = wrap_command("printf '%s|' \"$GREETING\" $'x' \"$LINES_\" \"$EMPTY\" \"$U\"; "
+                           "echo; cat; exit 7", env)  # fmt: skip
+    # The values travel on stdin, ahead of the command's own input.
+    assert all(value not in wrapped.text for value in env.values() if value)
+    done = subprocess.run(["bash", "-c", wrapped.text], capture_output=True,
+                          input=wrapped.preamble + b"own input\n\x00\xff",
                           env={"SHELL": "/bin/bash", "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert done.returncode == 7
-    assert done.stdout == 'it\'s a "test" $HOME x\n'
-    first = done.stderr.split("\n")[0]  # not splitlines(): \x1e is a line break to it
+    assert (
+        done.stdout == 'it\'s a "test" $HOME|x|one\ntwo\n||ü|\n'.encode() + b"own input\n\x00\xff"
+    )
+    first = done.stderr.decode().split("\n")[0]  # not splitlines(): \x1e is a line break to it
     assert first.startswith("\x1eprovisioner-pgid=") and first.split("=")[1].isdigit()
+
+
+def test_wrapped_command_without_env_keeps_its_input_whole() -> None:
+    wrapped = wrap_command('wc -c; echo "${_provisioner_env-unset}"', {})
+    assert wrapped.preamble == b"0\n"
+    done = subprocess.run(["sh", "-c", wrapped.text], capture_output=True,
+                          input=wrapped.preamble + b"12345")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [b"5", b"unset"]
 
 
 @pytest.mark.parametrize("name", ["1X", "A-B", "", "A B", "A=B"])

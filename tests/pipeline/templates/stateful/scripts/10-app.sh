@@ -7,7 +7,10 @@ import sqlite3
 db = sqlite3.connect("/var/lib/app/app.db")
 db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
 if not db.execute("SELECT 1 FROM notes").fetchone():
+    import socket
     db.execute("INSERT INTO notes (body) VALUES ('first note')")
+    db.execute("INSERT INTO notes (body) VALUES (?)", (f"home: http://{socket.gethostname()}/",))
+    db.execute("INSERT INTO notes (body) VALUES ('email: alice@example.com')")
 db.commit()
 PY
 cat > /etc/systemd/system/app-web.service <<'UNIT'

@@ -1,0 +1,74 @@
+#!/bin/bash
+# Clone hook: a clone has its own address and a new password (db_password is
+# regenerated). Listen on the new address and allow it in our pg_hba.conf
+# block (as scripts/10-configure.sh does), restart PostgreSQL if that
+# changed anything, set the role's new password and log in with it over TCP.
+# The password travels in the environment, never on a command line.
+set -euo pipefail
+
+version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+conf="/etc/postgresql/${version}/main"
+if [[ -z "${version}" || ! -d "${conf}" ]]; then
+    echo "no PostgreSQL cluster under /etc/postgresql" >&2
+    exit 1
+fi
+address="${PROV_IP:-}"
+if [[ -z "${address}" ]]; then
+    address="$(ip -4 -o addr show dev eth0 scope global | awk '{split($4, a, "/"); print a[1]; exit}')"
+fi
+if [[ -z "${address}" ]]; then
+    echo "the container has no global IPv4 address" >&2
+    exit 1
+fi
+
+changed=no
+listen="${conf}/conf.d/60-listen.conf"
+wanted="$(printf "listen_addresses = 'localhost,%s'" "${address}")"
+if [[ "$(cat "${listen}" 2>/dev/null || true)" != "${wanted}" ]]; then
+    printf '%s\n' "${wanted}" >"${listen}"
+    chown postgres:postgres "${listen}"
+    changed=yes
+fi
+begin="# BEGIN lxc-provisioner"
+end="# END lxc-provisioner"
+hba="${conf}/pg_hba.conf"
+block="$({
+    echo "${begin}"
+    cat /etc/provisioner/postgresql/pg_hba.rules
+    printf "host    all       all   %s/32   scram-sha-256\n" "${address}"
+    echo "${end}"
+})"
+if [[ "$(sed -n "/^${begin}\$/,/^${end}\$/p" "${hba}")" != "${block}" ]]; then
+    sed -i "/^${begin}\$/,/^${end}\$/d" "${hba}"
+    printf '%s\n' "${block}" >>"${hba}"
+    changed=yes
+fi
+if [[ ${changed} == yes ]]; then
+    echo "==> listening on localhost and ${address}; restarting PostgreSQL" >&2
+    systemctl restart postgresql
+fi
+for attempt in $(seq 1 30); do
+    if pg_isready -q -h localhost; then
+        break
+    fi
+    if [[ ${attempt} -eq 30 ]]; then
+        echo "PostgreSQL did not become ready" >&2
+        exit 1
+    fi
+    sleep 1
+done
+
+echo "==> new password of role ${TPL_DB_USER}" >&2
+cd /
+runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -v db_user="${TPL_DB_USER}" <<'SQL'
+\getenv db_password TPL_DB_PASSWORD
+ALTER ROLE :"db_user" WITH LOGIN PASSWORD :'db_password';
+SQL
+result="$(PGPASSWORD="${TPL_DB_PASSWORD}" psql -X -At -v ON_ERROR_STOP=1 \
+    -h "${address}" -U "${TPL_DB_USER}" -d "${TPL_DB_NAME}" \
+    -c "SELECT current_user || '@' || current_database()")"
+if [[ "${result}" != "${TPL_DB_USER}@${TPL_DB_NAME}" ]]; then
+    echo "unexpected answer from PostgreSQL: ${result}" >&2
+    exit 1
+fi
+echo "==> ${result} logs in over TCP on ${address} with the new password" >&2
