@@ -1,17 +1,21 @@
 """Environments and clones from the dashboard in a real browser: the
 container page's Environment tab (its environment, its source, its clones;
 clone with a field error and the root password shown once; sync and
-promote, each confirmed, queued and followed to its outcome), and the
-containers list, which shows a clone right under its source.
+promote, each confirmed, queued and followed to its outcome, a promote on
+the source's events), the containers list, which shows a clone right under
+its source, and the wizard's environment.
 
-``env_source`` (the test template ``lines``) is made once for the module;
-``env_clone`` is the clone of it the first test makes through the page (made
-here when that test did not run) and serves the tests after it.
+``env_source`` (the test template ``lines``: no data hooks) is made once for
+the module; ``env_clone`` is the clone of it the first test makes through
+the page (made here when that test did not run).  ``app_pair`` is a source
+and its staging clone of the test template ``stateful``, whose data hooks
+export and import a SQLite database.
 """
 
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -30,6 +34,7 @@ from tests.browser.test_wizard import (
     read_password_once,
     step,
 )
+from tests.pipeline.test_templates_e2e import ssh_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -60,6 +65,47 @@ def env_clone(dash: Dashboard, env_source: str) -> str:
     ct = dash.stack.wait(cid)
     assert ct.lifecycle == Lifecycle.READY, ct.error_message
     return cid
+
+
+@pytest.fixture(scope="module")
+def app_pair(dash: Dashboard) -> tuple[str, str]:
+    """A stateful source (env-app) and its staging clone (env-app-staging), ready."""
+    source = dash.stack.submit("stateful", "env-app")
+    ct = dash.stack.wait(source)
+    assert ct.lifecycle == Lifecycle.READY, ct.error_message
+    box = load_secret_box(dash.stack.settings.secret_key, dash.stack.settings.secret_key_file)
+    with dash.stack.factory() as session:
+        row = session.get(Container, source)
+        assert row is not None
+        clone = request_clone(session, box, dash.stack.settings, dash.stack.redis, row,
+                              CloneRequest(hostname="env-app-staging")).container.id  # fmt: skip
+    ct = dash.stack.wait(clone)
+    assert ct.lifecycle == Lifecycle.READY, ct.error_message
+    return source, clone
+
+
+def in_ct(dash: Dashboard, cid: str, command: str) -> str:
+    """A command in the CT over SSH (in a thread of its own: Playwright's
+    sync API holds this thread's event loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(ssh_run, dash.stack, dash.stack.container(cid), command).result()
+
+
+def notes(dash: Dashboard, cid: str) -> list[str]:
+    """The rows of the stateful template's database."""
+    return in_ct(dash, cid, "python3 -c \"import sqlite3; [print(r[0]) for r in sqlite3.connect("
+                 "'/var/lib/app/app.db').execute('SELECT body FROM notes ORDER BY id')]\""
+                 ).splitlines()  # fmt: skip
+
+
+def add_note(dash: Dashboard, cid: str, body: str) -> None:
+    in_ct(dash, cid, "python3 -c \"import sqlite3; db = sqlite3.connect('/var/lib/app/app.db'); "
+          f"db.execute(\\\"INSERT INTO notes (body) VALUES ('{body}')\\\"); db.commit()\"")  # fmt: skip
+
+
+def wait_change(page: Any) -> None:
+    """The change asked for has run: its notice went, a message said how it ended."""
+    expect(page.locator("#change-notice")).to_have_count(0, timeout=RUN)
 
 
 def open_tab(page: Any, cid: str) -> None:
@@ -214,3 +260,118 @@ def test_the_wizard_takes_an_environment(page: Any, dash: Dashboard) -> None:
     page.wait_for_url(re.compile(r".*/containers/[0-9a-f-]+/progress$"))
     cid = page.url.rsplit("/", 2)[1]
     assert dash.stack.container(cid).environment == "development"
+
+
+def test_sync_and_promote_are_confirmed_queued_and_followed_to_their_end(
+        page: Any, dash: Dashboard, app_pair: tuple[str, str]) -> None:  # fmt: skip
+    source, clone = app_pair
+    add_note(dash, source, "production order 42")
+    add_note(dash, clone, "a staging edit")
+
+    # sync: the clone's data replaced by the source's
+    open_tab(page, clone)
+    page.get_by_role("button", name="Sync from env-app").click()
+    box = dialog(page)
+    expect(box).to_contain_text("Sync env-app-staging from env-app?")
+    expect(box.locator(".sync-replaces")).to_contain_text(
+        "The data of env-app-staging is replaced by env-app's.")  # fmt: skip
+    expect(box).to_contain_text("A safety snapshot of env-app-staging is taken first.")
+    expect(box.get_by_label("Anonymise the copied data")).to_be_checked()  # staging
+    expect(box.get_by_label("Roll back to the safety snapshot")).to_be_checked()
+    shot(page, "container-confirm-sync")
+    box.get_by_role("button", name="Cancel").click()  # cancelling does nothing
+    expect(page.locator("dialog.confirm")).to_have_count(0)
+    expect(page.locator("#change-notice")).to_have_count(0)
+
+    page.get_by_role("button", name="Sync from env-app").click()
+    with page.expect_request(lambda r: r.url.endswith("/sync")) as asked:
+        dialog(page).get_by_role("button", name="Sync", exact=True).click()
+    assert asked.value.post_data_json == {"on_failure": "rollback", "anonymise": True}
+    expect(page.locator("#change-notice")).to_contain_text("Syncing from env-app")
+    wait_change(page)
+    expect(page.locator("#toasts .toast-ok").last).to_contain_text("synced from env-app")
+    expect(page.locator("#change-outcome")).to_have_count(0)
+    synced = notes(dash, clone)
+    assert "production order 42" in synced and "a staging edit" not in synced
+    assert "email: [anonymised]" in synced and "home: http://env-app-staging/" in synced
+    page.get_by_role("tab", name=re.compile("Timeline")).click()
+    expect(page.locator('#timeline li.timeline-run[data-kind="sync"]')).to_contain_text("Sync")
+
+    # promote: the source's data replaced by the clone's, after the source's hostname is typed
+    add_note(dash, clone, "approved change")
+    page.get_by_role("tab", name=re.compile("Environment")).click()
+    page.get_by_role("button", name="Promote to env-app").click()
+    box = dialog(page)
+    expect(box).to_contain_text("Promote env-app-staging to env-app?")
+    expect(box.locator(".promote-replaces")).to_contain_text(
+        "The data of env-app is replaced by env-app-staging's.")  # fmt: skip
+    expect(box).to_contain_text("A safety snapshot of env-app is taken first; if anything "
+                                "fails, env-app is rolled back to it.")  # fmt: skip
+    go = box.get_by_role("button", name="Promote to env-app")
+    expect(go).to_be_disabled()
+    typed = box.get_by_label("Type env-app to confirm")
+    expect(typed).to_be_focused()
+    typed.fill("env-app-staging")
+    expect(go).to_be_disabled()
+    typed.fill("env-app")
+    expect(go).to_be_enabled()
+    shot(page, "container-confirm-promote")
+    with page.expect_request(lambda r: r.url.endswith("/promote")) as asked:
+        go.click()
+    assert asked.value.post_data_json == {"on_failure": "rollback"}
+    notice = page.locator("#change-notice")
+    expect(notice).to_contain_text("Promoting to env-app")
+    expect(notice.locator("#change-other-link")).to_have_attribute("href", f"/containers/{source}")
+    expect(notice.get_by_role("link", name="live progress view")).to_have_attribute(
+        "href", f"/containers/{source}/progress")  # fmt: skip
+    wait_change(page)
+    expect(page.locator("#toasts .toast-ok").last).to_contain_text(
+        "env-app: promoted from env-app-staging")  # fmt: skip
+    promoted = notes(dash, source)
+    assert promoted[-1] == "approved change" and "home: http://env-app/" in promoted
+    assert dash.stack.wait(source).lifecycle == Lifecycle.READY
+
+    # a promote that fails leaves the source as it was, and the page says so
+    in_ct(dash, source, "touch /root/fail-import")
+    try:
+        add_note(dash, clone, "never promoted")
+        page.get_by_role("button", name="Promote to env-app").click()
+        box = dialog(page)
+        box.get_by_label("Type env-app to confirm").fill("env-app")
+        box.get_by_label("Type env-app to confirm").press("Enter")  # Enter confirms, once typed
+        expect(box).to_have_count(0)
+        outcome = page.locator("#change-outcome")
+        expect(outcome).to_contain_text("The promotion failed and was rolled back.", timeout=RUN)
+        expect(outcome).to_contain_text("exited with 4")
+        expect(outcome).to_have_class(re.compile("notice-warn"))
+        expect(outcome.get_by_role("link", name="timeline of env-app")).to_have_attribute(
+            "href", f"/containers/{source}#timeline")  # fmt: skip
+        shot(page, "container-promote-rolled-back")
+    finally:
+        in_ct(dash, source, "rm -f /root/fail-import")
+    assert notes(dash, source) == promoted
+    assert dash.stack.wait(source).lifecycle == Lifecycle.READY
+
+
+def test_a_template_without_data_hooks_is_refused_with_the_reason(
+        page: Any, env_clone: str) -> None:  # fmt: skip
+    open_tab(page, env_clone)
+    page.get_by_role("button", name="Sync from env-src").click()
+    box = dialog(page)
+    box.get_by_label("Keep the clone as the failure left it").check()
+    with page.expect_request(lambda r: r.url.endswith("/sync")) as asked:
+        box.get_by_role("button", name="Sync", exact=True).click()
+    assert asked.value.post_data_json == {"on_failure": "keep", "anonymise": True}
+    refused = page.locator("#environment-error")
+    expect(refused).to_contain_text("Sync refused.")
+    expect(refused).to_contain_text("template lines has no export and import hooks")
+    expect(page.locator("#toasts .toast-error").last).to_contain_text("Sync refused")
+    expect(page.locator("#change-notice")).to_have_count(0)  # nothing queued
+
+    page.get_by_role("button", name="Promote to env-src").click()
+    box = dialog(page)
+    box.get_by_label("Type env-src to confirm").fill("env-src")
+    box.get_by_role("button", name="Promote to env-src").click()
+    expect(refused).to_contain_text("Promote refused.")
+    expect(refused).to_contain_text("its data cannot be promoted")
+    shot(page, "container-environment-refused")

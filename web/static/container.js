@@ -96,7 +96,7 @@
         " (finished phases are kept) or ", el("strong", {}, "Destroy"), " the container."));
   }
 
-  const CHANGE_NAMES = { resync: "a resync", set: "a change of settings" };
+  const CHANGE_NAMES = { resync: "a resync", set: "a change of settings", sync: "a sync", promote: "a promotion" };
   const cap = (text) => text.charAt(0).toUpperCase() + text.slice(1);
   const timelineLink = (text) => el("a", { href: "#timeline", onclick: (ev) => { ev.preventDefault(); showTab("timeline", true); } }, text);
 
@@ -466,17 +466,18 @@
     const RUN_KINDS = [
       [/^(start|stop|reboot) CT /, (m) => m[1]],
       [/^destroy/, () => "destroy"],
-      [/^taking snapshot 'auto-(resync|set)-/, (m) => m[1]],
+      [/^taking snapshot 'auto-(resync|set|sync|promote)-/, (m) => m[1]],
       [/^taking snapshot '/, () => "snapshot"],
       [/^removing snapshot '/, () => "delete-snapshot"],
       [/^rolling CT \d+ back to snapshot '/, () => "rollback"],
       [/^(changing |growing the root disk|restarting CT \d+ to apply)/, () => "set"],
-      [/^(start|stop|reboot|resync|snapshot|rollback|delete-snapshot|set) failed: /, (m) => m[1]],
+      [/^(start|stop|reboot|resync|snapshot|rollback|delete-snapshot|set|sync|promote) failed: /, (m) => m[1]],
     ];
     const RUN_LABELS = { start: "Start", stop: "Stop", reboot: "Reboot", destroy: "Destroy", provision: "Provisioning",
-      resync: "Resync", snapshot: "Snapshot", "delete-snapshot": "Remove snapshot", rollback: "Rollback", set: "Change settings" };
+      resync: "Resync", snapshot: "Snapshot", "delete-snapshot": "Remove snapshot", rollback: "Rollback", set: "Change settings",
+      sync: "Sync", promote: "Promote" };
     // runs without phases worth a header of their own
-    const FLAT_RUNS = ["start", "stop", "reboot", "snapshot", "delete-snapshot", "rollback", "set"];
+    const FLAT_RUNS = ["start", "stop", "reboot", "snapshot", "delete-snapshot", "rollback", "set", "sync", "promote"];
     function kindOf(message) {
       for (const [re, kind] of RUN_KINDS) {
         const m = re.exec(message || "");
@@ -1073,20 +1074,26 @@
     }
 
     // why an action of this tab cannot be asked for now, or null
-    const notReady = (verb) => (!ct.owns_container && ["ready", "error"].includes(ct.lifecycle)
-      ? `This record owns no container in Proxmox VE: there is nothing to ${verb}.`
-      : `${ct.hostname} is ${ct.lifecycle}: wait until it is ready.`);
     function cannotClone() {
-      if (ct.lifecycle !== "ready" || !ct.owns_container) return notReady("clone");
+      if (!ct.owns_container && ["ready", "error"].includes(ct.lifecycle)) return "This record owns no container in Proxmox VE: there is nothing to clone.";
+      if (ct.lifecycle !== "ready") return `Only a ready container can be cloned; ${ct.hostname} is ${ct.lifecycle}.`;
       return busyWith();
     }
-    function cannotSync(verb) {
+    // action: "sync" (a run of this clone, its source read) or "promote" (a
+    // run of the source, this clone read); the server's rules, as far as the
+    // records tell (a run holding either is the server's to say)
+    function cannotRefresh(action) {
+      const verb = action === "sync" ? "sync from" : "promote to";
       if (!ct.source_id) return "Only a clone has a source.";
       if (source === "gone") return `The container ${ct.hostname} was cloned from no longer exists: there is nothing to ${verb}.`;
       if (!sourceKnown()) return error ? `Its source is unknown: ${error}` : "Looking up its source…";
       if (source.lifecycle === "destroyed" || source.lifecycle === "destroying") return `${source.hostname} is ${source.lifecycle}: there is nothing to ${verb}.`;
-      if (source.lifecycle !== "ready") return `${source.hostname} is ${source.lifecycle}: wait until it is ready.`;
-      if (ct.lifecycle !== "ready" || !ct.owns_container) return notReady(verb);
+      for (const c of action === "sync" ? [ct, source] : [source, ct]) {
+        if (!allows(c, action)) {
+          return !c.owns_container && ["ready", "error"].includes(c.lifecycle)
+            ? `${c.hostname} owns no container in Proxmox VE.` : `${c.hostname} is ${c.lifecycle}: wait until it is ready.`;
+        }
+      }
       return busyWith();
     }
 
@@ -1104,9 +1111,9 @@
         cloneDialog)];
       if (ct.source_id) {
         blocks.push(
-          actionBlock("sync-open", `Sync from ${src}`, "secondary", cannotSync("sync from"),
+          actionBlock("sync-open", `Sync from ${src}`, "secondary", cannotRefresh("sync"),
             `${ct.hostname}'s data is replaced by ${src}'s; a snapshot of ${ct.hostname} is taken first.`, sync),
-          actionBlock("promote-open", `Promote to ${src}`, "danger", cannotSync("promote to"),
+          actionBlock("promote-open", `Promote to ${src}`, "danger", cannotRefresh("promote"),
             `${src}'s data is replaced by ${ct.hostname}'s; a snapshot of ${src} is taken first and any failure rolls it back.`, promote));
       }
       actionsBox.replaceChildren(...blocks);
@@ -1273,21 +1280,31 @@
         const page = detailUrl(answer.id);
         const password = answer.root_password;
         const secret = password ? el("code", { class: "secret", id: "root-password" }, password) : null;
+        // the secret variables the template regenerates for a clone, new values shown once too
+        const others = Object.entries(answer.generated_secrets || {});
+        const otherCodes = others.map(([name, value]) => el("code", { class: "secret", id: `generated-${name}` }, value));
         const dlg = el("dialog", { class: "confirm password-dialog", id: "clone-created", "aria-labelledby": "clone-created-title" },
           el("h2", { id: "clone-created-title" }, `${hostname} is being cloned`),
           password ? el("p", {}, "The root password of ", el("strong", {}, hostname),
             " is shown this once. It is stored encrypted and no page shows it again.") : null,
           password ? el("div", { class: "secret-box" }, secret,
             el("button", { type: "button", class: "secondary small", id: "copy-password", onclick: () => copyText(password) }, "Copy")) : null,
+          others.length ? el("div", { class: "generated-secrets" },
+            el("p", {}, `New values of the template's secret variables, for the clone only, shown this once too:`),
+            others.map(([name, value], i) => el("div", { class: "secret-row" },
+              el("span", { class: "label mono", id: `generated-${name}-label` }, name),
+              el("div", { class: "secret-box", role: "group", "aria-labelledby": `generated-${name}-label` }, otherCodes[i],
+                el("button", { type: "button", class: "secondary small", "aria-label": `Copy ${name}`, onclick: () => copyText(value) }, "Copy"))))) : null,
           answer.warning ? el("div", { class: "notice notice-warn small-text" }, answer.warning)
             : el("p", { class: "muted small-text" }, `The clone of ${ct.hostname} has started: follow it in its progress view, or find it under Clones.`),
           el("div", { class: "actions" },
-            el("button", { type: "button", class: "secondary", id: "password-saved", onclick: () => dlg.close() }, password ? "I have saved it" : "Close"),
+            el("button", { type: "button", class: "secondary", id: "password-saved", onclick: () => dlg.close() }, password || others.length ? "I have saved it" : "Close"),
             el("a", { class: "button secondary", id: "clone-page-link", href: page }, `Open ${hostname}`),
             el("a", { class: "button primary", id: "clone-progress-link", href: `${page}/progress` }, "Follow its progress")));
-        dlg.addEventListener("cancel", (e) => { if (password) e.preventDefault(); });  // Escape must not lose it by accident
+        dlg.addEventListener("cancel", (e) => { if (password || others.length) e.preventDefault(); });  // Escape must not lose them by accident
         dlg.addEventListener("close", () => {
           if (secret) secret.textContent = "";
+          otherCodes.forEach((c) => { c.textContent = ""; });
           dlg.remove();
           resolve();
         });
@@ -1303,7 +1320,7 @@
       button.setAttribute("aria-busy", "true");
       await load();  // as the records are now: the source still there and ready
       button.removeAttribute("aria-busy");
-      const why = cannotSync("sync from");
+      const why = cannotRefresh("sync");
       if (why) { toast(why, "error"); return; }
       const src = source;
       const production = ct.environment === "production";
@@ -1340,7 +1357,7 @@
       button.setAttribute("aria-busy", "true");
       await load();
       button.removeAttribute("aria-busy");
-      const why = cannotSync("promote to");
+      const why = cannotRefresh("promote");
       if (why) { toast(why, "error"); return; }
       const src = source;
       const ok = await confirmDialog(`Promote ${ct.hostname} to ${src.hostname}?`, [
@@ -1348,6 +1365,7 @@
           ` What ${src.hostname} holds now is lost, but for the safety snapshot.`),
         el("p", { class: "small-text" }, `A safety snapshot of ${src.hostname} is taken first; if anything fails, ${src.hostname} is rolled back to it. `,
           `${ct.hostname} itself is not changed.`),
+        el("p", { class: "small-text" }, `The data goes as ${ct.hostname} holds it: if it was synced with anonymisation, its personal data is scrubbed.`),
       ], `Promote to ${src.hostname}`, true, { mustType: src.hostname });
       if (!ok) return;
       try {
