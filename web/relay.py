@@ -153,9 +153,12 @@ class Outbox:
                 if progress:
                     self.ws.pong_received = True
                 return
+            fd = self.raw.fileno()
+            if fd < 0:  # closed meanwhile (a ping racing the close): what the callers catch
+                raise OSError("the connection is closed")
             view = memoryview(data)
             poller = select.poll()
-            poller.register(self.raw.fileno(), select.POLLOUT)
+            poller.register(fd, select.POLLOUT)
             deadline = time.monotonic() + self.stall_timeout
             while view:
                 try:

@@ -604,6 +604,56 @@ def test_fleet_hooks_python_app_round_trip(stack: Stack, fleet: Fleet) -> None:
 # 3. DHCP with a late lease ------------------------------------------------------
 
 
+def test_fleet_clones_of_the_databases_get_new_passwords(stack: Stack, fleet: Fleet) -> None:
+    """Staging clones of postgresql and redis: the data is there, the clone
+    hook applied the regenerated password (the source's no longer opens the
+    clone), and the source still takes its own."""
+    box = secret_box(stack)
+    made: dict[str, str] = {}
+    try:
+        for template in ("postgresql", "redis"):
+            source = fleet_member(stack, fleet, template)
+            with stack.factory() as session:
+                src = session.get(Container, source.id)
+                assert src is not None
+                made[template] = request_clone(session, box, stack.settings, stack.redis, src,
+                                               CloneRequest(hostname=f"tpl-{template}-staging")
+                                               ).container.id  # fmt: skip
+        ensure_workers(stack, 2)
+        pg_src, rd_src = fleet.containers["postgresql"], fleet.containers["redis"]
+        pg, rd = (stack.wait(made[t], timeout=300) for t in ("postgresql", "redis"))
+        assert_ready(stack, pg)
+        assert_ready(stack, rd)
+        new_pg, old_pg = (
+            variables_of(stack, pg)["db_password"],
+            variables_of(stack, pg_src)["db_password"],
+        )
+        assert new_pg != old_pg
+        with psycopg.connect(host=pg.ip, port=5432, dbname="fleetdb", user="fleetuser",
+                             password=new_pg, connect_timeout=10) as conn:  # fmt: skip
+            assert conn.execute("SELECT current_database()").fetchone() == ("fleetdb",)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(host=pg.ip, port=5432, dbname="fleetdb", user="fleetuser",
+                            password=old_pg, connect_timeout=10).close()  # fmt: skip
+        with psycopg.connect(host=pg_src.ip, port=5432, dbname="fleetdb", user="fleetuser",
+                             password=old_pg, connect_timeout=10) as conn:  # fmt: skip
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        new_rd, old_rd = (
+            variables_of(stack, rd)["redis_password"],
+            variables_of(stack, rd_src)["redis_password"],
+        )
+        assert new_rd != old_rd
+        with contextlib.closing(redis_client(rd.ip, new_rd)) as client:
+            assert client.ping() is True
+        with (contextlib.closing(redis_client(rd.ip, old_rd)) as client,
+              pytest.raises(redis_lib.AuthenticationError)):  # fmt: skip
+            client.ping()
+        with contextlib.closing(redis_client(rd_src.ip, old_rd)) as client:
+            assert client.ping() is True
+    finally:
+        destroy_all(stack, list(made.values()))
+
+
 def test_fleet_nginx_staging_clone_behind_basic_auth(stack: Stack, fleet: Fleet) -> None:
     """A staging clone of the nginx site with basic auth on: the page asks for
     the credentials shown once, /healthz stays open, the source is unchanged;

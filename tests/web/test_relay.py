@@ -365,6 +365,17 @@ class FakeWs:
         self.pong_received = False
 
 
+def test_outbox_on_a_closed_socket_raises_what_the_ping_thread_catches() -> None:
+    """simple_websocket's ping thread may write after the relay closed the
+    socket; it catches OSError (a ValueError from poll would escape it)."""
+    server, client = socket.socketpair()
+    outbox = Outbox(FakeWs(server), stall_timeout=1)
+    server.close()
+    client.close()
+    with pytest.raises(OSError, match="closed"):
+        outbox.send(bytes((0x89, 0)))
+
+
 def test_outbox_writes_whole_frames_one_writer_at_a_time() -> None:
     server, client = socket.socketpair()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)

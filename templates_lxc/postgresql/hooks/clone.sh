@@ -1,8 +1,10 @@
 #!/bin/bash
 # Clone hook: a clone has its own address and a new password (db_password is
-# regenerated). Listen on the new address and allow it in our pg_hba.conf
-# block (as scripts/10-configure.sh does), restart PostgreSQL if that
-# changed anything, set the role's new password and log in with it over TCP.
+# regenerated). PostgreSQL listens on every address of the container, so it
+# answers on the new one already; allow it in our pg_hba.conf block (as
+# scripts/10-configure.sh does) and reload, set the role's new password and
+# log in with it over TCP. (A source configured by an older release listened
+# on its own address only: that one setting needs a restart, bounded in time.)
 # The password travels in the environment, never on a command line.
 set -euo pipefail
 
@@ -21,14 +23,15 @@ if [[ -z "${address}" ]]; then
     exit 1
 fi
 
-changed=no
+restart=no
 listen="${conf}/conf.d/60-listen.conf"
-wanted="$(printf "listen_addresses = 'localhost,%s'" "${address}")"
+wanted="listen_addresses = '*'"
 if [[ "$(cat "${listen}" 2>/dev/null || true)" != "${wanted}" ]]; then
     printf '%s\n' "${wanted}" >"${listen}"
     chown postgres:postgres "${listen}"
-    changed=yes
+    restart=yes
 fi
+reload=no
 begin="# BEGIN lxc-provisioner"
 end="# END lxc-provisioner"
 hba="${conf}/pg_hba.conf"
@@ -41,11 +44,15 @@ block="$({
 if [[ "$(sed -n "/^${begin}\$/,/^${end}\$/p" "${hba}")" != "${block}" ]]; then
     sed -i "/^${begin}\$/,/^${end}\$/d" "${hba}"
     printf '%s\n' "${block}" >>"${hba}"
-    changed=yes
+    reload=yes
 fi
-if [[ ${changed} == yes ]]; then
-    echo "==> listening on localhost and ${address}; restarting PostgreSQL" >&2
-    systemctl restart postgresql
+cd /
+if [[ ${restart} == yes ]]; then
+    echo "==> listening on every address of the container; restarting PostgreSQL" >&2
+    timeout 120 systemctl restart postgresql
+elif [[ ${reload} == yes ]]; then
+    echo "==> allowing ${address}; reloading PostgreSQL's configuration" >&2
+    runuser -u postgres -- psql -X -q -At -c "SELECT pg_reload_conf()" >/dev/null
 fi
 for attempt in $(seq 1 30); do
     if pg_isready -q -h localhost; then

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Install the staged configuration into the cluster's conf.d, listen on
-# localhost and the container's address, allow the configured network.
+# Install the staged configuration into the cluster's conf.d, listen on the
+# container's addresses (localhost and eth0: '*', so a clone with a new
+# address needs no restart), allow the configured network.
 # Safe to re-run.
 set -euo pipefail
 
@@ -17,12 +18,12 @@ if [[ -z "${address}" ]]; then
     echo "the container has no global IPv4 address" >&2
     exit 1
 fi
-echo "==> listening on localhost and ${address}"
+echo "==> listening on localhost and ${address} (every address of the container)"
 
 install -d -o postgres -g postgres -m 0755 "${conf}/conf.d"
 install -o postgres -g postgres -m 0644 /etc/provisioner/postgresql/provisioner.conf \
     "${conf}/conf.d/50-provisioner.conf"
-printf "listen_addresses = 'localhost,%s'\n" "${address}" > "${conf}/conf.d/60-listen.conf"
+printf "listen_addresses = '*'\n" > "${conf}/conf.d/60-listen.conf"
 chown postgres:postgres "${conf}/conf.d/60-listen.conf"
 
 # Replace our block in pg_hba.conf (between the markers), keep everything else.
