@@ -183,7 +183,7 @@ _CONTAINER = {
     "source_id": {**NSTR, "description": "the container this one was cloned from"},
     "change_in_flight": {
         "type": ["object", "null"],
-        "description": "a change under way and its safety snapshot (resync, set)",
+        "description": "a change under way and its safety snapshot (resync, set, sync, promote)",
     },
     "events_url": STR,
     "pve": {
