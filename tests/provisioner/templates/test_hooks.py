@@ -315,7 +315,7 @@ def test_shipped_syncable_templates_and_regenerated_secrets() -> None:
     declared = {name: set(t.hooks.declared()) for name, t in templates.items()}
     assert declared == {
         "debian-base": set(),
-        "nginx": {"export", "import", "rewrite"},
+        "nginx": {"clone", "export", "import", "rewrite"},
         "postgresql": {"export", "import", "clone"},
         "redis": {"export", "import", "clone"},
         "python-app": {"export", "import"},
@@ -326,7 +326,8 @@ def test_shipped_syncable_templates_and_regenerated_secrets() -> None:
     regenerated = {
         (n, v.name) for n, t in templates.items() for v in t.variables.values() if v.regenerate
     }
-    assert regenerated == {("postgresql", "db_password"), ("redis", "redis_password")}
+    assert regenerated == {("postgresql", "db_password"), ("redis", "redis_password"),
+                           ("nginx", "basic_auth_password")}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["nginx", "postgresql", "redis", "python-app"])
