@@ -47,6 +47,22 @@ if [[ "$(sed -n "/^${begin}\$/,/^${end}\$/p" "${hba}")" != "${block}" ]]; then
     reload=yes
 fi
 cd /
+# A clone is a copy of a running server: at its first start PostgreSQL
+# recovers from its WAL, which takes a while after heavy writes.
+wait_ready() {
+    for attempt in $(seq 1 600); do
+        if pg_isready -q -h localhost; then
+            return 0
+        fi
+        if [[ ${attempt} -eq 1 ]]; then
+            echo "==> waiting for PostgreSQL (recovering the copy)" >&2
+        fi
+        sleep 1
+    done
+    echo "PostgreSQL did not become ready within 600 s" >&2
+    exit 1
+}
+wait_ready
 if [[ ${restart} == yes ]]; then
     echo "==> listening on every address of the container; restarting PostgreSQL" >&2
     timeout 120 systemctl restart postgresql
@@ -54,16 +70,7 @@ elif [[ ${reload} == yes ]]; then
     echo "==> allowing ${address}; reloading PostgreSQL's configuration" >&2
     runuser -u postgres -- psql -X -q -At -c "SELECT pg_reload_conf()" >/dev/null
 fi
-for attempt in $(seq 1 30); do
-    if pg_isready -q -h localhost; then
-        break
-    fi
-    if [[ ${attempt} -eq 30 ]]; then
-        echo "PostgreSQL did not become ready" >&2
-        exit 1
-    fi
-    sleep 1
-done
+wait_ready
 
 echo "==> new password of role ${TPL_DB_USER}" >&2
 cd /
