@@ -480,35 +480,6 @@ def test_sync_refreshes_a_clone_and_promote_applies_it(
     ssh_run(stack, stack.container(ct), "rm -f /root/fail-import")
 
 
-def test_a_worker_killed_mid_promote_never_leaves_the_source_half_promoted(
-        env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
-    stack = env_stack
-    staging = by_hostname(stack, "stateful-staging")
-    before, theirs = state(stack, ct), rows(stack, staging)
-    ssh_run(stack, stack.container(ct), "touch /root/slow-import")
-    answer = api("POST", f"/containers/{staging}/promote")
-    assert answer.status_code == 202, answer.json
-    after = int(answer.json["events_url"].partition("after=")[2] or 0)
-    deadline = time.monotonic() + 60
-    while not any("exporting" in m for _t, m in messages_after(stack, ct, after)):
-        assert time.monotonic() < deadline, stack.worker_logs()[-3000:]
-        time.sleep(0.1)
-    stack.kill_worker(0)
-    stack.workers.pop(0)
-    ssh_run(stack, stack.container(ct), "rm -f /root/slow-import")
-    stack.start_workers(1)
-    end = terminal_after(stack, ct, after, timeout=300)
-    stack.wait(ct)
-    kinds = [t for t, _m in messages_after(stack, ct, after)]
-    assert "recovering" in kinds, kinds
-    # either promoted in full or as it was: never half
-    if end.outcome == "done":
-        assert rows(stack, ct)[: -0 or None] and rows(stack, ct)[-1] == theirs[-1]
-    else:
-        assert end.outcome == "rolled-back" and state(stack, ct) == before, end.message
-    assert stack.container(ct).safe_change is None
-
-
 # -- the ownership guard ------------------------------------------------------------------
 
 
