@@ -153,6 +153,20 @@ def _check_failure_policy(policy: str) -> None:
         raise ConfigError(f"failure_policy: must be 'keep' or 'destroy', got {policy!r}")
 
 
+def _collector(problems: list[ConfigError]) -> Callable[[Callable[[], T]], T | None]:
+    """``attempt(check)``: ``check()``, or None with its ConfigError added to
+    ``problems`` (every problem of a request is reported at once)."""
+
+    def attempt(check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except ConfigError as exc:
+            problems.append(exc)
+            return None
+
+    return attempt
+
+
 def check_request(session: Session, settings: Settings, req: ProvisionRequest) -> CheckedRequest:
     """Check a request without storing anything: the node exists, the
     template loads, the variables resolve and the PVE create parameters pass
@@ -162,13 +176,7 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
         InvalidRequest: every problem found, each naming its field.
     """
     problems: list[ConfigError] = []
-
-    def attempt(check: Callable[[], T]) -> T | None:
-        try:
-            return check()
-        except ConfigError as exc:
-            problems.append(exc)
-            return None
+    attempt = _collector(problems)
 
     node = attempt(lambda: _find_node(session, req.node))
     attempt(lambda: _check_failure_policy(req.failure_policy))
@@ -365,13 +373,7 @@ def check_clone(session: Session, settings: Settings, source: Container,
                             f"{source.lifecycle.value}"
                             + ("" if source.vmid is not None else " and owns no CT"))  # fmt: skip
     problems: list[ConfigError] = []
-
-    def attempt(check: Callable[[], T]) -> T | None:
-        try:
-            return check()
-        except ConfigError as exc:
-            problems.append(exc)
-            return None
+    attempt = _collector(problems)
 
     attempt(lambda: check_environment(req.environment))
     attempt(lambda: check_network(req.ip, req.gateway))
