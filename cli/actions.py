@@ -86,7 +86,7 @@ def logs(rt: Runtime, ref: str, follow: bool, after: int, as_json: bool,
         else:
             print_event_line(console, event)
         last = event.seq
-    if follow and run_to_follow(rt, cid):
+    if follow and run_to_follow(rt, cid, last):
         follow_run(rt, cid, None, after=last, as_json=as_json, timeout=timeout, text_log=True)
         return
     ended = _last_terminal(rt, cid)

@@ -78,9 +78,11 @@ def run_active(rt: Runtime, cid: str) -> bool:
     return bool(container_jobs(rt.redis, rt.settings, cid))
 
 
-def run_to_follow(rt: Runtime, cid: str) -> bool:
-    """Whether ``logs --follow`` has a run to wait for: one under way (its
-    latest event is not a terminal one), or one queued after the last ended.
+def run_to_follow(rt: Runtime, cid: str, shown: int) -> bool:
+    """Whether ``logs --follow`` has a run to wait for, its events having
+    been shown up to seq ``shown``: one under way (its latest event is not a
+    terminal one), one whose last events (the terminal one among them) came
+    after those shown, or one queued after the last ended.
 
     A run records its lifecycle right after its terminal event, so the
     lifecycle alone would keep waiting for a run that has just ended.
@@ -89,10 +91,12 @@ def run_to_follow(rt: Runtime, cid: str) -> bool:
     from provisioner.queue import container_jobs
 
     with rt.factory() as session:
-        latest = session.scalar(select(ContainerEvent.type)
-                                .where(ContainerEvent.container_id == cid)
-                                .order_by(ContainerEvent.seq.desc()).limit(1))  # fmt: skip
-    if latest not in TERMINAL_TYPES:
+        latest = session.execute(select(ContainerEvent.seq, ContainerEvent.type)
+                                 .where(ContainerEvent.container_id == cid)
+                                 .order_by(ContainerEvent.seq.desc()).limit(1)).first()  # fmt: skip
+    if latest is not None and latest.seq > shown:
+        return True  # the run ended (or went on) while the stored events were shown
+    if latest is None or latest.type not in TERMINAL_TYPES:
         return run_active(rt, cid)
     return "queued" in container_jobs(rt.redis, rt.settings, cid).values()
 
