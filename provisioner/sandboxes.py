@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from provisioner.errors import ConfigError
+from provisioner.pve.parse import normalize_fingerprint
 
 CLIENT_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _TTL = re.compile(r"(?P<n>[0-9]{1,6})\s*(?P<unit>[smhdw])")
@@ -135,18 +136,18 @@ def check_app_password(value: str | None) -> str:
 
 
 def check_fingerprint(value: str | None) -> str | None:
-    """A pinned certificate's SHA-256 fingerprint, ``AB:CD:...`` (32 bytes);
-    hex without colons is taken too.  None when not given.
+    """A pinned certificate's SHA-256 fingerprint (``AB:CD:...``, plain hex
+    or openssl's line) as 64 lower-case hex digits; None when not given.
 
     Raises:
         ConfigError: ``fingerprint: ...``.
     """
     if not value:
         return None
-    compact = value.replace(":", "").strip().upper()
-    if not re.fullmatch(r"[0-9A-F]{64}", compact):
-        raise ConfigError("fingerprint: a SHA-256 fingerprint, 32 hex bytes (AB:CD:...)")
-    return ":".join(compact[i : i + 2] for i in range(0, 64, 2))
+    try:
+        return normalize_fingerprint(value)
+    except ValueError as exc:
+        raise ConfigError(f"fingerprint: {exc}") from None
 
 
 def sandbox_hostname(client: str, taken: Iterable[str] = ()) -> str:
