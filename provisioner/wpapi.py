@@ -243,10 +243,13 @@ class WpClient:
     def update(self, route: str, item_id: int, body: Mapping[str, Any]) -> dict[str, Any]:
         return _json(self.request("POST", f"{route}/{item_id}", body=dict(body)), route)
 
-    def upload(self, filename: str, content_type: str, data: bytes) -> dict[str, Any]:
-        """A new media item from a file's bytes."""
+    def upload(self, filename: str, content_type: str, data: bytes,
+               fields: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        """A new media item from a file's bytes, with ``fields`` (slug,
+        title, date...) set by the same call (as query parameters: the
+        body is the file)."""
         safe = filename.replace('"', "").replace("\\", "") or "file"
-        resp = self.request("POST", "/wp/v2/media", data=data, headers={
+        resp = self.request("POST", "/wp/v2/media", params=fields, data=data, headers={
             "Content-Type": content_type or "application/octet-stream",
             "Content-Disposition": f'attachment; filename="{safe}"'})  # fmt: skip
         return _json(resp, "/wp/v2/media")
