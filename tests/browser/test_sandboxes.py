@@ -167,7 +167,7 @@ def test_the_list_shows_each_sandbox_soonest_expiry_first_and_counts_down(
     expect(acme.locator("td.hostname .site-link")).to_have_attribute("href", "https://192.0.2.11")
     imported = acme.locator("td.imported")
     expect(imported).to_contain_text("100 posts · 20 pages · 50 media")
-    expect(imported).to_contain_text("12 categories · 30 tags · 3 authors · 12.0 MiB")
+    expect(imported).to_contain_text("12 categories · 30 tags · 3 authors · 12 MiB")
     expect(imported.locator(".skipped")).to_have_text("1 skipped")
     expect(imported.locator(".skipped")).to_have_attribute("title", SUMMARY["skipped"][0])
     expect(row(page, "sandbox-gamma").locator("td.imported")).to_have_text("nothing recorded")
