@@ -284,8 +284,11 @@ def test_the_new_sandbox_form_shows_the_apis_answers_and_stores_nothing(
 
     before = counts()
     secret = "abcd efgh ijkl mnop qrst uvwx"
-    page.goto("/sandboxes")
-    page.click("#new-sandbox-toggle")
+    page.goto("/containers/new")  # the wizard's way to a sandbox: the form, open
+    page.get_by_role("link", name="Make a sandbox").click()
+    page.wait_for_url("**/sandboxes#new")
+    expect(page.locator("#new-sandbox")).to_be_visible()
+    expect(page.locator("#sb-from")).to_be_focused()
     expect(page.locator("#sb-node")).to_have_value(dash.node)  # the one node, chosen
     page.fill("#sb-from", "http://acme-live.example")
     page.fill("#sb-client", "newclient")

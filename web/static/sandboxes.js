@@ -380,6 +380,7 @@
     ev.preventDefault();
     submitRequest(false);
   });
+  if (location.hash === "#new") open(true);  // the wizard's "Make a sandbox"
 
   // --- wiring --------------------------------------------------------------------------------
   $("show-ended").addEventListener("change", render);
