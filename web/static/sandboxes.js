@@ -38,6 +38,9 @@
   }
 
   const secondsLeft = (sb) => (Date.parse(sb.expires_at) - serverNow()) / 1000;
+  // "Dec 9, 12:35 PM": the table's short form (the full time is the tooltip)
+  const shortWhen = (iso) => new Date(iso).toLocaleString(undefined, { month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit" });
 
   function paintCountdown(node, sb) {
     const left = secondsLeft(sb);
@@ -93,7 +96,7 @@
     const gone = GONE.has(sb.lifecycle) || busy.has(sb.id);
     const countdownNode = el("span", { class: "countdown", "data-role": "countdown", role: "timer" });
     paintCountdown(countdownNode, sb);
-    const expires = el("time", { datetime: sb.expires_at, class: "sub", title: `expires ${when(sb.expires_at)}` }, when(sb.expires_at));
+    const expires = el("time", { datetime: sb.expires_at, class: "sub", title: `expires ${when(sb.expires_at)}` }, shortWhen(sb.expires_at));
     const extend = el("button", { type: "button", class: "small secondary", "data-action": "extend", disabled: gone,
       "aria-label": `Extend ${sb.hostname}`, onclick: () => extendDialog(sb.id) }, "Extend");
     const destroy = el("button", { type: "button", class: "small danger", "data-action": "expire", disabled: gone,
