@@ -188,9 +188,13 @@ def wait_until(stack: Stack, cid: str, predicate: Callable[[Container, list[Even
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", [  # the slowest kill points run with scripts/test-long
-    pytest.param(c, marks=pytest.mark.long) if c in ("start", "finalize") else c
-    for c in (*PHASES, "create-unrecorded")])
+@pytest.mark.parametrize(
+    "case",
+    [  # the slowest kill points run with scripts/test-long
+        pytest.param(c, marks=pytest.mark.long) if c in ("start", "finalize") else c
+        for c in (*PHASES, "create-unrecorded")
+    ],
+)
 def test_kill_worker_in_phase_recovers(stack: Stack, cleanup: Callable[[str], str],
                                        case: str) -> None:  # fmt: skip
     """``create-unrecorded``: killed during the create task, and the vmid is
