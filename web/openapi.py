@@ -268,7 +268,7 @@ SCHEMAS: dict[str, Any] = {
                   "description": "the data hooks it declares: kind -> script under hooks/"},
         "packages": _object({"apt": STRS, "pip": STRS, "npm": STRS}),
         "snapshot": NSTR, "health": {"oneOf": [{"type": "null"}, _object({
-            "type": {"enum": ["http", "tcp"]}, "port": INT, "path": NSTR})]}},
+            "type": {"enum": ["http", "https", "tcp"]}, "port": INT, "path": NSTR})]}},
         optional=("files", "scripts", "hooks", "packages", "snapshot", "health"),
         description="files, scripts, hooks, packages, snapshot and health: in single reads"),
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},

@@ -44,13 +44,14 @@ tables() {
         WHERE table_schema = '$1' ORDER BY table_name"
 }
 renames=()
-while read -r table; do
-    [[ -n "${table}" ]] && renames+=("\`${db}\`.\`${table}\` TO \`${replaced}\`.\`${table}\`")
-done < <(tables "${db}")
+for table in $(tables "${db}"); do
+    renames+=("\`${db}\`.\`${table}\` TO \`${replaced}\`.\`${table}\`")
+done
 count=0
-while read -r table; do
-    [[ -n "${table}" ]] && renames+=("\`${staging}\`.\`${table}\` TO \`${db}\`.\`${table}\`") && count=$((count + 1))
-done < <(tables "${staging}")
+for table in $(tables "${staging}"); do
+    renames+=("\`${staging}\`.\`${table}\` TO \`${db}\`.\`${table}\`")
+    count=$((count + 1))
+done
 if [[ ${count} -eq 0 ]]; then
     echo "the dump holds no table" >&2
     exit 1
