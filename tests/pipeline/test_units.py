@@ -108,14 +108,14 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 class _Answer(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         body = b'{"name":"Site","namespaces":["wp/v2"]}' if self.path == "/wp-json/" else b"no"
         self.send_response(200 if self.path == "/wp-json/" else 404)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
