@@ -145,10 +145,12 @@ def test_an_https_health_check_takes_the_containers_own_certificate(https_server
     assert _probe("127.0.0.1", check) is None
     wrong = HealthCheck(HealthKind.HTTPS, https_server, "/wp-json/", contains="nope")
     assert _probe("127.0.0.1", wrong) == (
-        f"GET https://127.0.0.1:{https_server}/wp-json/ does not contain 'nope'")
+        f"GET https://127.0.0.1:{https_server}/wp-json/ does not contain 'nope'"
+    )
     missing = HealthCheck(HealthKind.HTTPS, https_server, "/missing")
     assert _probe("127.0.0.1", missing) == (
-        f"GET https://127.0.0.1:{https_server}/missing answered 404, expected 200")
+        f"GET https://127.0.0.1:{https_server}/missing answered 404, expected 200"
+    )
     # plain HTTP to a TLS port fails: the scheme follows the kind
     plain = HealthCheck(HealthKind.HTTP, https_server, "/wp-json/")
     problem = _probe("127.0.0.1", plain)

@@ -231,8 +231,10 @@ def test_valid_template_loads_with_every_section(demo: Template) -> None:
 
 
 def test_a_health_check_over_https_loads(tmp_path: Path) -> None:
-    toml = GOOD_TOML.replace('type = "http"\nport = 80\npath = "/healthz"',
-                             'type = "https"\nport = 443\npath = "/wp-json/"\ncontains = \'"wp/v2"\'')
+    toml = GOOD_TOML.replace(
+        'type = "http"\nport = 80\npath = "/healthz"',
+        'type = "https"\nport = 443\npath = "/wp-json/"\ncontains = \'"wp/v2"\'',
+    )
     template = load_template(make_template(tmp_path, toml=toml))
     assert template.health is not None
     assert (template.health.kind, template.health.port, template.health.path,
