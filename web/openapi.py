@@ -322,8 +322,9 @@ SCHEMAS: dict[str, Any] = {
         "root_password": {**STR, "description": "the generated root password: shown only here"},
         "warning": {**STR, "description": "the queue was unavailable: it runs later"},
         "generated_secrets": {"type": "object", "additionalProperties": STR,
-                              "description": "a clone: its secret variables given new values "
-                                             "(the template's regenerate), shown only here"}},
+                              "description": "secret variables given generated values, shown "
+                                             "only here: a create's that the request left out, "
+                                             "a clone's that the template regenerates"}},
         optional=("root_password", "warning", "generated_secrets")),
     "Event": _object({
         "seq": INT, "container": STR,
