@@ -1,8 +1,10 @@
 #!/bin/bash
 # WordPress: its keys and salts (made once, here), the uploads directory,
 # then the installation through WordPress's own functions with php-cli
-# (files/lib/install.php: wp_install unless installed; the site URL, title
-# and permalinks every time). Safe to re-run.
+# (files/lib/install.php: wp_install unless installed; the title and
+# permalinks every time), then the site URL: a site whose URL changed (a
+# resync with another site_host) has its old URLs replaced everywhere in the
+# database (files/lib/rewrite.php, as the rewrite hook does). Safe to re-run.
 set -euo pipefail
 
 cd /
@@ -20,5 +22,7 @@ fi
 install -d -o www-data -g www-data -m 0755 /var/lib/wordpress/wp-content/uploads
 
 echo "==> WordPress at ${url}"
-WP_SITE_URL="${url}" runuser -u www-data -- php -d display_errors=stderr \
-    /usr/local/lib/wp-provisioner/install.php
+for step in install rewrite; do
+    WP_SITE_URL="${url}" runuser -u www-data -- php -d display_errors=stderr \
+        "/usr/local/lib/wp-provisioner/${step}.php"
+done

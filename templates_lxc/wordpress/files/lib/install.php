@@ -1,11 +1,12 @@
 <?php
 /*
  * Install WordPress with its own functions (wp_install, as the web
- * installer does) unless it is installed, then set what the template's
- * variables say: the site URL (WP_SITE_URL), the title and pretty
+ * installer does) at the site URL (WP_SITE_URL) unless it is installed,
+ * then set what the template's variables say: the title and pretty
  * permalinks (the REST API at /wp-json/). The administrator (TPL_ADMIN_USER,
  * TPL_ADMIN_EMAIL, TPL_ADMIN_PASSWORD) is created at installation only: a
- * later run keeps the users as they are. Safe to re-run. Deployed by
+ * later run keeps the users as they are; a new site URL is rewrite.php's
+ * (scripts/40-wordpress.sh runs it next). Safe to re-run. Deployed by
  * lxc-provisioner (template wordpress).
  */
 define('WP_INSTALLING', true);
@@ -42,11 +43,11 @@ if (is_blog_installed()) {
         wpp_fail('wp_install did not create the administrator');
     }
     update_user_meta($result['user_id'], 'default_password_nag', false);
+    update_option('siteurl', $url);
+    update_option('home', $url);
     wpp_say('WordPress installed, administrator ' . wpp_env('TPL_ADMIN_USER'));
 }
 
-update_option('siteurl', $url);
-update_option('home', $url);
 update_option('blogname', $title);
 
 global $wp_rewrite;
@@ -55,4 +56,4 @@ if (get_option('permalink_structure') === '') {
 }
 flush_rewrite_rules(false);
 
-wpp_say("site URL {$url}, permalinks " . get_option('permalink_structure'));
+wpp_say("title '{$title}', permalinks " . get_option('permalink_structure'));

@@ -32,6 +32,8 @@ $old_hosts = array_values(array_unique(array_filter(
     fn ($host) => $host !== '' && strcasecmp($host, $new_host) !== 0
 )));
 if (!$old_hosts) {
+    update_option('siteurl', $url);
+    update_option('home', $url);
     wpp_say("the site's URLs already name {$new_host}: nothing to rewrite");
     exit(0);
 }
