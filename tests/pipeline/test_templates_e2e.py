@@ -725,7 +725,8 @@ def test_fleet_wordpress_staging_clone_rewrites_its_urls(stack: Stack, fleet: Fl
     assert media["source_url"].startswith(f"https://{src_ip}/wp-content/uploads/")
     made = json.loads(wp_php(stack, source, (
         "update_option('e2e_links', ['home' => home_url('/page/'), "
-        "'list' => [site_url('/a'), 'kept'], 'count' => 3]);"
+        "'list' => [site_url('/a'), 'kept'], 'count' => 3, 'obj' => (object) ['u' => home_url()],"
+        " 'nested' => serialize(['deep' => home_url('/d')])]);"
         "$u = wp_insert_user(['user_login' => 'jane', 'user_pass' => wp_generate_password(),"
         " 'user_email' => 'jane@corp.example', 'display_name' => 'Jane Doe',"
         " 'first_name' => 'Jane', 'last_name' => 'Doe']);"
@@ -768,16 +769,18 @@ def test_fleet_wordpress_staging_clone_rewrites_its_urls(stack: Stack, fleet: Fl
         path = urllib.parse.urlsplit(moved["source_url"]).path
         assert copy.request("GET", path)[::2] == (200, png)
         # the serialized option: unserialized, changed and serialized again
-        links = {"home": f"https://{ip}/page/", "list": [f"https://{ip}/a", "kept"], "count": 3}
-        assert (
-            json.loads(wp_php(stack, clone, "echo json_encode(get_option('e2e_links'));")) == links
-        )
+        # (an object's properties and a serialized string inside one too)
+        links = {"home": f"https://{ip}/page/", "list": [f"https://{ip}/a", "kept"], "count": 3,
+                 "obj": {"u": f"https://{ip}"}, "nested": {"deep": f"https://{ip}/d"}}  # fmt: skip
+        read = ("$v = get_option('e2e_links'); $v['nested'] = unserialize($v['nested']);"
+                " echo json_encode($v);")  # fmt: skip
+        assert json.loads(wp_php(stack, clone, read)) == links
         stored = wp_php(stack, clone, "global $wpdb; echo $wpdb->get_var(\"SELECT option_value "
                         "FROM {$wpdb->options} WHERE option_name = 'e2e_links'\");")  # fmt: skip
         assert f's:{len(links["home"])}:"{links["home"]}";' in stored and src_ip not in stored
         # the source is as it was
-        assert json.loads(wp_php(stack, source, "echo json_encode(get_option('e2e_links'));"))[
-            "home"] == f"https://{src_ip}/page/"  # fmt: skip
+        assert json.loads(wp_php(stack, source, read)) == json.loads(
+            json.dumps(links).replace(ip, src_ip))  # fmt: skip
         assert site.json("GET", "/wp-json/")[1]["url"] == f"https://{src_ip}"
 
         async def on_the_clone() -> None:
