@@ -35,7 +35,7 @@ if [[ "${WP_TLS_RENEW:-no}" == yes || ! -s "${dir}/cert.pem" || ! -s "${dir}/key
         -subj "/CN=${subject}" -addext "subjectAltName=${san}" \
         -addext "keyUsage=critical,digitalSignature,keyCertSign" \
         -addext "extendedKeyUsage=serverAuth" \
-        -keyout "${dir}/key.pem.new" -out "${dir}/cert.pem.new" 2>/dev/null
+        -keyout "${dir}/key.pem.new" -out "${dir}/cert.pem.new"
     chmod 0644 "${dir}/cert.pem.new"
     mv -f "${dir}/key.pem.new" "${dir}/key.pem"
     mv -f "${dir}/cert.pem.new" "${dir}/cert.pem"
