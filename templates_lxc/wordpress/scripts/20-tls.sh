@@ -31,11 +31,14 @@ if [[ "${WP_TLS_RENEW:-no}" == yes || ! -s "${dir}/cert.pem" || ! -s "${dir}/key
       || "$(cat "${dir}/san" 2>/dev/null || true)" != "${san}" ]]; then
     echo "==> a new self-signed certificate for ${san}"
     umask 077
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
-        -subj "/CN=${subject}" -addext "subjectAltName=${san}" \
-        -addext "keyUsage=critical,digitalSignature,keyCertSign" \
-        -addext "extendedKeyUsage=serverAuth" \
-        -keyout "${dir}/key.pem.new" -out "${dir}/cert.pem.new"
+    if ! err="$(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -days 825 -subj "/CN=${subject}" -addext "subjectAltName=${san}" \
+                -addext "keyUsage=critical,digitalSignature,keyCertSign" \
+                -addext "extendedKeyUsage=serverAuth" \
+                -keyout "${dir}/key.pem.new" -out "${dir}/cert.pem.new" 2>&1)"; then
+        echo "openssl could not make the certificate: ${err}" >&2
+        exit 1
+    fi
     chmod 0644 "${dir}/cert.pem.new"
     mv -f "${dir}/key.pem.new" "${dir}/key.pem"
     mv -f "${dir}/cert.pem.new" "${dir}/cert.pem"
