@@ -177,6 +177,7 @@ class SiteCopy:
 
     def _copy(self, source: WpClient, target: WpClient) -> dict[str, Any]:
         ctx = self.ctx
+        began = time.monotonic()
         ctx.step(f"reading {self.source_site.base}", 0.0)
         index = source.index()
         me = source.me()
@@ -228,8 +229,10 @@ class SiteCopy:
             body = {"name": text_of(tag.get("name")), "slug": tag["slug"],
                     "description": text_of(tag.get("description"))}  # fmt: skip
             self._item(target, "tag", tag, ids, progress, body, "/wp/v2/tags")
+        media_began = time.monotonic()
         for mid in wanted:
             self._media(source, target, media[mid], ids, urls, progress)
+        media_took = time.monotonic() - media_began
         for page in parents_first(pages):
             self._item(target, "page", page, ids, progress,
                        self._entry_body(page, ids, urls, "page"), "/wp/v2/pages")  # fmt: skip
@@ -240,10 +243,16 @@ class SiteCopy:
         if any(refs.values()):
             target.request("POST", "/wp/v2/settings", body=refs)
         self._report(progress, force=True)
+        done = time.monotonic()
+        seconds = {"read": round(self._started - began, 2), "media": round(media_took, 2),
+                   "write": round(done - self._started - media_took, 2)}  # fmt: skip
+        ctx.log(f"read the site in {seconds['read']:.1f}s; media {seconds['media']:.1f}s "
+                f"({progress.bytes_done / 1048576:.1f} MiB); the rest written in "
+                f"{seconds['write']:.1f}s")  # fmt: skip
         return {"posts": len(posts), "pages": len(pages), "media": len(wanted),
                 "categories": len(categories), "tags": len(tags), "users": len(users),
                 "bytes": progress.bytes_done, "skipped": self.skipped,
-                "permalink_structure": self.permalinks}  # fmt: skip
+                "permalink_structure": self.permalinks, "seconds": seconds}  # fmt: skip
 
     def _listing(self, source: WpClient, route: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
