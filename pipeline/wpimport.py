@@ -177,6 +177,7 @@ class SiteCopy:
 
     def _copy(self, source: WpClient, target: WpClient) -> dict[str, Any]:
         ctx = self.ctx
+        began = time.monotonic()
         ctx.step(f"reading {self.source_site.base}", 0.0)
         index = source.index()
         me = source.me()
@@ -215,6 +216,7 @@ class SiteCopy:
         ids: dict[str, dict[int, int]] = {k: self._mapped(k) for k in
                                           ("user", "category", "tag", "media", "page", "post")}  # fmt: skip
         self._write_settings(target, settings, progress)
+        self._drop_samples(target, ids, {str(e.get("slug")) for e in entries})
         for user in users:
             self._item(target, "user", user, ids, progress, self._user_body(user),
                        "/wp/v2/users")  # fmt: skip
@@ -227,8 +229,10 @@ class SiteCopy:
             body = {"name": text_of(tag.get("name")), "slug": tag["slug"],
                     "description": text_of(tag.get("description"))}  # fmt: skip
             self._item(target, "tag", tag, ids, progress, body, "/wp/v2/tags")
+        media_began = time.monotonic()
         for mid in wanted:
             self._media(source, target, media[mid], ids, urls, progress)
+        media_took = time.monotonic() - media_began
         for page in parents_first(pages):
             self._item(target, "page", page, ids, progress,
                        self._entry_body(page, ids, urls, "page"), "/wp/v2/pages")  # fmt: skip
@@ -239,10 +243,16 @@ class SiteCopy:
         if any(refs.values()):
             target.request("POST", "/wp/v2/settings", body=refs)
         self._report(progress, force=True)
+        done = time.monotonic()
+        seconds = {"read": round(self._started - began, 2), "media": round(media_took, 2),
+                   "write": round(done - self._started - media_took, 2)}  # fmt: skip
+        ctx.log(f"read the site in {seconds['read']:.1f}s; media {seconds['media']:.1f}s "
+                f"({progress.bytes_done / 1048576:.1f} MiB); the rest written in "
+                f"{seconds['write']:.1f}s")  # fmt: skip
         return {"posts": len(posts), "pages": len(pages), "media": len(wanted),
                 "categories": len(categories), "tags": len(tags), "users": len(users),
                 "bytes": progress.bytes_done, "skipped": self.skipped,
-                "permalink_structure": self.permalinks}  # fmt: skip
+                "permalink_structure": self.permalinks, "seconds": seconds}  # fmt: skip
 
     def _listing(self, source: WpClient, route: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -286,19 +296,38 @@ class SiteCopy:
             target.request("POST", "/wp/v2/settings", body=body)
         progress.items_done += 1
 
+    def _drop_samples(self, target: WpClient, ids: dict[str, dict[int, int]],
+                      slugs: set[str]) -> None:  # fmt: skip
+        """Delete the sandbox's posts and pages that the live site does not
+        have and no import wrote (the fresh installation's sample post,
+        sample page and privacy policy draft): the sandbox holds the
+        site's content, no more."""
+        for route, kind in (("/wp/v2/posts", "post"), ("/wp/v2/pages", "page")):
+            ours = set(ids[kind].values())
+            for entry in target.collect(route, context="edit", status=ALL_STATUSES):
+                if int(entry["id"]) not in ours and str(entry.get("slug")) not in slugs:
+                    target.request("DELETE", f"{route}/{entry['id']}", params={"force": "true"})
+                    self.ctx.log(f"removed the fresh installation's {kind} {entry.get('slug')!r}")
+
     def _item(self, target: WpClient, kind: str, item: Mapping[str, Any],
               ids: dict[str, dict[int, int]], progress: Progress, body: Mapping[str, Any],
               route: str) -> None:  # fmt: skip
-        """Write one item unless it is there (recorded, or found by its slug)."""
+        """Write one item unless it is recorded.  One the sandbox has by its
+        slug (written by an import that stopped before recording it, or the
+        fresh installation's: its first post and page, the Uncategorized
+        category, the administrator) is updated instead of written twice."""
         source_id = int(item["id"])
         if source_id not in ids[kind]:
-            params = {"roles": "author"} if kind == "user" else {}
-            if kind in ("page", "post"):
-                params = {"status": ALL_STATUSES}
+            params = {"status": ALL_STATUSES} if kind in ("page", "post") else {}
             slug = str(body.get("slug") or "")
             found = target.find_slug(route, slug, **params) if slug else None
             if found is None:
                 found = target.create(route, body)
+            else:
+                update = dict(body)
+                if kind == "user":  # its login and address stay; only the name is the site's
+                    update = {"name": body["name"]}
+                found = target.update(route, int(found["id"]), update)
             ids[kind][source_id] = int(found["id"])
             self._record(kind, source_id, int(found["id"]))
         progress.items_done += 1

@@ -177,17 +177,12 @@ def preflight(checked: CheckedSandbox, timeout: float = 15.0) -> dict[str, Any]:
     with WpClient(site) as wp:
         try:
             index = wp.index()
-        except (WpError, TransientError) as exc:
-            raise InvalidRequest([ConfigError(f"from: {_with_hint(exc)}")]) from None
-        try:
             wp.me()
-        except WpError as exc:
-            field_name = (
-                "app_password" if "refused the Application Password" in exc.message else "from"
-            )
+        except (WpError, TransientError) as exc:
+            # WordPress checks the credentials on every call, the index's too
+            refused = isinstance(exc, WpError) and "refused the Application Password" in exc.message
+            field_name = "app_password" if refused else "from"
             raise InvalidRequest([ConfigError(f"{field_name}: {_with_hint(exc)}")]) from None
-        except TransientError as exc:
-            raise InvalidRequest([ConfigError(f"from: {exc.message}")]) from None
     return index
 
 
