@@ -132,12 +132,14 @@ def test_one_unit_per_procfile_line_plus_the_target_and_the_migration(installed:
     assert procfile == {
         "web": ".venv/bin/provisioner web",
         "worker": ".venv/bin/provisioner worker",
+        "scheduler": ".venv/bin/provisioner scheduler",
     }
     venv = ROOT / ".venv/bin/provisioner"
 
     web = installed.unit("provisioner-web.service")
     worker = installed.unit("provisioner-worker@.service")
-    for unit, command in ((web, "web"), (worker, "worker")):
+    scheduler = installed.unit("provisioner-scheduler@.service")
+    for unit, command in ((web, "web"), (worker, "worker"), (scheduler, "scheduler")):
         assert value(unit, "Service", "ExecStart") == f"{venv} {command}"
         assert value(unit, "Service", "WorkingDirectory") == str(ROOT)
         assert value(unit, "Service", "User") == value(unit, "Service", "Group") == "provisioner"
