@@ -166,10 +166,13 @@ def db_upgrade(rt: Runtime) -> None:
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 @pass_runtime
 def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
-    """Run an RQ worker on the provisioning queue (what the Procfile runs).
+    """Run an RQ worker on the provisioning queue, then the webhooks queue
+    (what the Procfile runs).
 
     SIGTERM lets the current job finish, then exits; a second one aborts it.
-    The worker also re-enqueues runs whose worker died once their lease ran out.
+    The worker also re-enqueues runs whose worker died once their lease ran
+    out, and runs RQ's scheduler (in a thread), which puts a webhook
+    delivery's retry back on its queue when its wait is over.
     """
     import functools
 
@@ -179,7 +182,8 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     from provisioner.logsafe import setup_logging
     from provisioner.queue import provisioning_queue
     from provisioner.recovery import RecoveryLoop, on_work_horse_killed
-    from provisioner.worker import ProvisioningWorker
+    from provisioner.webhook_store import webhook_queue
+    from provisioner.worker import ProvisioningWorker, RetryScheduler
 
     settings = rt.settings
     preflight(settings)  # refuse jobs that could only fail: one line now, not one per job
@@ -187,6 +191,7 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     # imported once here, inherited by every forked work horse instead of
     # being imported again for each job
     import pipeline.job  # noqa: F401
+    import provisioner.webhook_delivery  # noqa: F401
 
     redis = Redis.from_url(settings.redis_url)  # RQ's: it sets its own long timeouts
     # recovery's own client: short timeouts, a stalled Redis holds it up briefly
@@ -194,14 +199,19 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     factory = session_factory(make_engine(settings.database_url))
     recovery = RecoveryLoop(factory, quick, settings)
     recovery.start()
+    retries = RetryScheduler([webhook_queue(redis, settings)], redis)
+    retries.start()
     try:
         # a work horse that dies is handed on at once, not after its lease
         killed = functools.partial(on_work_horse_killed, factory, quick, settings)
-        worker = ProvisioningWorker([provisioning_queue(redis, settings)], connection=redis,
-                                    name=name, work_horse_killed_handler=lambda job, pid,
+        # provisioning first: a worker takes a delivery when no run waits
+        queues = [provisioning_queue(redis, settings), webhook_queue(redis, settings)]
+        worker = ProvisioningWorker(queues, connection=redis, name=name,
+                                    work_horse_killed_handler=lambda job, pid,
                                     status, _usage: killed(job, pid, status))  # fmt: skip
         worker.work(burst=burst, logging_level=settings.log_level)
     finally:
+        retries.stop()
         recovery.stop()
 
 

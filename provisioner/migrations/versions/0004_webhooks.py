@@ -16,6 +16,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _enum(name: str, *values: str) -> sa.Enum:
+    return sa.Enum(*values, name=name, native_enum=False, create_constraint=True, length=16)
+
+
 def upgrade() -> None:
     """The two tables and the nullable owner (existing containers have none)."""
     with op.batch_alter_table("containers") as batch:
@@ -40,11 +44,8 @@ def upgrade() -> None:
         sa.Column("event", sa.String(length=16), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column(
-            "status",
-            sa.Enum("pending", "delivered", "failed", name="delivery_status", native_enum=False,
-                    create_constraint=True, length=16),
-            nullable=False,
-        ),  # fmt: skip
+            "status", _enum("delivery_status", "pending", "delivered", "failed"), nullable=False
+        ),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
