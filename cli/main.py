@@ -10,8 +10,8 @@ and anything else the provisioner raised on purpose, and for database
 errors.  Anything else is a bug: one line too, ``error: internal error:
 ...``, exit 1; with ``PROVISIONER_DEBUG=1`` it keeps its traceback.
 
-The container, node and key commands live in ``cli.containers``,
-``cli.nodes`` and ``cli.keys``; ``main`` gathers them.  Another command is
+The container, node, key and webhook commands live in ``cli.containers``,
+``cli.nodes``, ``cli.keys`` and ``cli.webhooks``; ``main`` gathers them.  Another command is
 one more ``main.add_command``.
 """
 
@@ -34,6 +34,7 @@ from cli import demo
 from cli import keys as cli_keys
 from cli import nodes as cli_nodes
 from cli import templates as cli_templates
+from cli import webhooks as cli_webhooks
 from cli.runtime import (
     EXIT_CODES_HELP,
     EXIT_CONFLICT,
@@ -134,7 +135,7 @@ def main(config_file: Path | None) -> None:
 
 
 for _module in (cli_create, cli_containers, cli_actions, cli_changes, cli_nodes, cli_keys,
-                cli_templates, demo):  # fmt: skip
+                cli_templates, cli_webhooks, demo):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

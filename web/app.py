@@ -28,6 +28,7 @@ from web import (
     api_containers,
     api_nodes,
     api_templates,
+    api_webhooks,
     auth,
     metrics,
     openapi,
@@ -40,7 +41,7 @@ from web.pve_pool import ClientPool
 from web.resources import EXTENSION, KeyFileWatch, WebResources, close_db
 
 # The REST API's route modules: each puts its routes on api.bp when imported.
-API_ROUTES = (api_containers, api_changes, api_nodes, api_templates, openapi)
+API_ROUTES = (api_containers, api_changes, api_nodes, api_templates, api_webhooks, openapi)
 
 # The Flask config keys that were the web tunables before they became
 # settings: a test_config naming one would silently change nothing.
