@@ -12,7 +12,7 @@ from flask import Response, jsonify
 
 from provisioner.changes import MAX_DESCRIPTION, MAX_SNAPSHOT_NAME, ON_FAILURE, SNAPSHOT_NAME
 from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
-from provisioner.phases import PHASES
+from provisioner.phases import ALL_PHASES
 from provisioner.request_checks import TEMPLATE_NAME
 from provisioner.templates.model import HOOK_KINDS
 from provisioner.webhooks import EVENTS, MAX_SECRET_LENGTH, MAX_URL_LENGTH, MIN_SECRET_LENGTH, PING
@@ -364,7 +364,7 @@ SCHEMAS: dict[str, Any] = {
     "Event": _object({
         "seq": INT, "container": STR,
         "type": {"enum": list(EVENT_TYPES)},
-        "phase": {"enum": list(PHASES)},
+        "phase": {"enum": list(ALL_PHASES)},
         "percent": INT, "message": STR, "stream": {"enum": ["stdout", "stderr"]},
         "script": STR,
         "outcome": {"enum": list(OUTCOMES), "description": "how the run ended (terminal events)"},

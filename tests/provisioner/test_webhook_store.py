@@ -325,3 +325,38 @@ def test_a_ping_goes_to_one_hook(factory: sessionmaker[Session], box: SecretBox,
     assert receiver.calls[0]["headers"]["X-Provisioner-Event"] == "ping"
     assert verify_signature(secret, receiver.calls[0]["data"],
                             receiver.calls[0]["headers"]["X-Provisioner-Signature"])  # fmt: skip
+
+
+def test_the_sandbox_expiry_round_sends_expiring_then_expired(
+        factory: sessionmaker[Session], box: SecretBox, settings: Settings,
+        redis: Redis) -> None:  # fmt: skip
+    """The expiry round (``provisioner.sandbox_expiry.sweep``) tells the
+    owner's hooks: ``expiring`` once, a day before; ``expired`` at the end."""
+    from datetime import timedelta
+
+    from provisioner.models import Sandbox, utcnow
+    from provisioner.queue import provisioning_queue
+    from provisioner.sandbox_expiry import sweep
+
+    cid = make_container(factory, box, owner="alice")
+    now = utcnow()
+    with session_scope(factory) as session:
+        session.add(Sandbox(container_id=cid, client="acme", source_url="https://acme.example",
+                            source_user="u", source_secret_ciphertext="x",
+                            expires_at=now + timedelta(hours=2), summary={}))  # fmt: skip
+    hook(factory, box, owner="alice", events=["expiring", "expired"])
+    hook(factory, box, owner="bob")
+    queues = [webhook_queue(redis, settings), provisioning_queue(redis, settings)]
+    try:
+        assert sweep(settings, factory, redis, now) == (1, 0)
+        assert sweep(settings, factory, redis, now) == (0, 0)  # warned once
+        assert sweep(settings, factory, redis, now + timedelta(hours=3)) == (0, 1)
+        with factory() as session:
+            rows = list_deliveries(session, container_id=cid)
+        assert [d.event for d in reversed(rows)] == ["expiring", "expired"]
+        assert rows[1].payload["message"].startswith("expiring: sandbox web1 of client acme")
+        assert rows[0].payload["message"].startswith("expired: sandbox web1 of client acme")
+        assert {j.args for j in queues[0].get_jobs()} == {(d.id,) for d in rows}
+    finally:
+        for queue in queues:
+            queue.delete(delete_jobs=True)

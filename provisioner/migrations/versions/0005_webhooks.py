@@ -1,7 +1,8 @@
-"""Webhooks: ``containers.owner``, ``webhooks`` and ``webhook_deliveries``.
+"""Webhooks: ``webhooks`` and ``webhook_deliveries`` (they match containers
+by ``containers.owner``, which 0004 added).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06
 """
 
@@ -10,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -21,9 +22,7 @@ def _enum(name: str, *values: str) -> sa.Enum:
 
 
 def upgrade() -> None:
-    """The two tables and the nullable owner (existing containers have none)."""
-    with op.batch_alter_table("containers") as batch:
-        batch.add_column(sa.Column("owner", sa.String(length=64), nullable=True))
+    """The two tables."""
     op.create_table(
         "webhooks",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -81,5 +80,3 @@ def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     op.drop_index(op.f("ix_webhooks_owner"), table_name="webhooks")
     op.drop_table("webhooks")
-    with op.batch_alter_table("containers") as batch:
-        batch.drop_column("owner")
