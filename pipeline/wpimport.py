@@ -64,7 +64,7 @@ from provisioner.wpapi import (
 log = logging.getLogger(__name__)
 
 APP_PASSWORD_LABEL = "lxc-provisioner import"
-TLS_CERT = "/etc/ssl/wordpress/site.crt"  # the wordpress template's certificate
+TLS_CERT = "/etc/ssl/wordpress/cert.pem"  # the wordpress template's certificate (scripts/20-tls.sh)
 # the site settings the import copies (REST names); the rest stay the sandbox's
 SETTINGS = ("title", "description", "timezone", "date_format", "time_format", "start_of_week",
             "posts_per_page", "default_category", "show_on_front", "page_on_front",
