@@ -181,7 +181,10 @@ def pick_node(session: Session, name: str | None) -> str:
 @click.option("--owner", metavar="USER",
               help="Who the container is for: that user's webhooks get its events "
                    "(requests through the API are owned by their user).")  # fmt: skip
-@follow_options("submitted", '"id", "job_id", "container", "root_password" when generated')
+@follow_options(
+    "submitted",
+    '"id", "job_id", "container", "root_password" and "generated_secrets" when generated',
+)
 @pass_runtime
 def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: int | None,
            cores: int | None, memory: int | None, swap: int | None, disk: int | None,
@@ -194,8 +197,10 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
 
     \b
     Prints the container id on stdout, or with --json one object (id, job_id,
-    container, root_password when generated).  A generated root password is
-    shown once: on stderr, or in the JSON.
+    container, root_password and generated_secrets when generated).  A
+    generated root password, and the values generated for the template's
+    secret variables the request left out, are shown once: on stderr, or in
+    the JSON.
     \b
     With --follow, waits for the run: progress bars per phase on stderr (a
     terminal) or step lines (otherwise), the run's stdout lines on stdout and
@@ -258,6 +263,8 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
         submitted["warning"] = warning
     if generated is not None:
         submitted["root_password"] = generated
+    if requested.generated_secrets:
+        submitted["generated_secrets"] = requested.generated_secrets
     if as_json:
         echo_json({"type": "submitted", **submitted} if follow else submitted, lines=follow)
     else:
@@ -268,6 +275,8 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
             echo_err(f"warning: {submitted['warning']}")
         if generated is not None:
             echo_err(f"root password (shown once, store it now): {generated}")
+        for var, value in requested.generated_secrets.items():
+            echo_err(f"{var}, generated (shown once, store it now): {value}")
         if not follow:
             echo_err(f"follow it: provisioner logs {short_id(cid)} --follow")
     if follow and job_id is None:

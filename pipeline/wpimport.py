@@ -215,6 +215,7 @@ class SiteCopy:
         ids: dict[str, dict[int, int]] = {k: self._mapped(k) for k in
                                           ("user", "category", "tag", "media", "page", "post")}  # fmt: skip
         self._write_settings(target, settings, progress)
+        self._drop_samples(target, ids, {str(e.get("slug")) for e in entries})
         for user in users:
             self._item(target, "user", user, ids, progress, self._user_body(user),
                        "/wp/v2/users")  # fmt: skip
@@ -286,19 +287,38 @@ class SiteCopy:
             target.request("POST", "/wp/v2/settings", body=body)
         progress.items_done += 1
 
+    def _drop_samples(self, target: WpClient, ids: dict[str, dict[int, int]],
+                      slugs: set[str]) -> None:  # fmt: skip
+        """Delete the sandbox's posts and pages that the live site does not
+        have and no import wrote (the fresh installation's sample post,
+        sample page and privacy policy draft): the sandbox holds the
+        site's content, no more."""
+        for route, kind in (("/wp/v2/posts", "post"), ("/wp/v2/pages", "page")):
+            ours = set(ids[kind].values())
+            for entry in target.collect(route, context="edit", status=ALL_STATUSES):
+                if int(entry["id"]) not in ours and str(entry.get("slug")) not in slugs:
+                    target.request("DELETE", f"{route}/{entry['id']}", params={"force": "true"})
+                    self.ctx.log(f"removed the fresh installation's {kind} {entry.get('slug')!r}")
+
     def _item(self, target: WpClient, kind: str, item: Mapping[str, Any],
               ids: dict[str, dict[int, int]], progress: Progress, body: Mapping[str, Any],
               route: str) -> None:  # fmt: skip
-        """Write one item unless it is there (recorded, or found by its slug)."""
+        """Write one item unless it is recorded.  One the sandbox has by its
+        slug (written by an import that stopped before recording it, or the
+        fresh installation's: its first post and page, the Uncategorized
+        category, the administrator) is updated instead of written twice."""
         source_id = int(item["id"])
         if source_id not in ids[kind]:
-            params = {"roles": "author"} if kind == "user" else {}
-            if kind in ("page", "post"):
-                params = {"status": ALL_STATUSES}
+            params = {"status": ALL_STATUSES} if kind in ("page", "post") else {}
             slug = str(body.get("slug") or "")
             found = target.find_slug(route, slug, **params) if slug else None
             if found is None:
                 found = target.create(route, body)
+            else:
+                update = dict(body)
+                if kind == "user":  # its login and address stay; only the name is the site's
+                    update = {"name": body["name"]}
+                found = target.update(route, int(found["id"]), update)
             ids[kind][source_id] = int(found["id"])
             self._record(kind, source_id, int(found["id"]))
         progress.items_done += 1

@@ -13,7 +13,7 @@ there.  Whether the node has the storage and bridge asked for is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -258,7 +258,8 @@ class RequestedContainer:
     job_id: str | None
     root_password: str | None = field(repr=False)  # a secret
     queue_error: str | None = None
-    # a clone's secret variables given new values (template: regenerate), shown once
+    # secret variables given generated values, shown once: a create's that the
+    # request left out, a clone's that the template regenerates
     generated_secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def queue_warning(self, *, with_cause: bool = False) -> str | None:
@@ -292,12 +293,23 @@ def request_container(session: Session, box: SecretBox, settings: Settings, redi
         session.rollback()
         raise
     generated = None if req.root_password else container_root_password(box, container)
+    secrets = generated_secrets(checked.template, req.variables, checked.variables)
     session.commit()
     try:
         job_id: str | None = enqueue(redis, settings, container.id).id
     except RedisError as exc:
-        return RequestedContainer(container, None, generated, queue_error=str(exc))
-    return RequestedContainer(container, job_id, generated)
+        return RequestedContainer(container, None, generated, queue_error=str(exc),
+                                  generated_secrets=secrets)  # fmt: skip
+    return RequestedContainer(container, job_id, generated, generated_secrets=secrets)
+
+
+def generated_secrets(template: Template, given: Mapping[str, Any],
+                      resolved: Mapping[str, Any]) -> dict[str, str]:  # fmt: skip
+    """The secret variables a request left out, with the values generated for
+    them (``resolve_variables``), in the template's order: shown once to
+    whoever asked, e.g. the administrator password of a wordpress site."""
+    return {name: str(resolved[name]) for name, var in template.variables.items()
+            if var.secret and given.get(name) is None and name in resolved}  # fmt: skip
 
 
 @dataclass(frozen=True)

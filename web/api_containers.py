@@ -257,7 +257,8 @@ def create_container() -> tuple[Response, int]:
 
 def created(requested: RequestedContainer, node_name: str) -> tuple[Response, int]:
     """201 for a stored (and queued) container: its id, the websocket URL of
-    its events, and (once, here only) a generated root password."""
+    its events, and (once, here only) a generated root password and the
+    generated values of the template's secret variables."""
     container = requested.container
     response: dict[str, Any] = {"id": container.id, "events_url": events_url(container.id),
                                 "job_id": requested.job_id}  # fmt: skip
@@ -267,6 +268,8 @@ def created(requested: RequestedContainer, node_name: str) -> tuple[Response, in
     response["container"] = container_json(container, node_name)
     if requested.root_password is not None:
         response["root_password"] = requested.root_password
+    if requested.generated_secrets:  # the secret variables generated for it: once, here only
+        response["generated_secrets"] = requested.generated_secrets
     return jsonify(response), 201
 
 

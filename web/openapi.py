@@ -304,7 +304,7 @@ SCHEMAS: dict[str, Any] = {
                   "description": "the data hooks it declares: kind -> script under hooks/"},
         "packages": _object({"apt": STRS, "pip": STRS, "npm": STRS}),
         "snapshot": NSTR, "health": {"oneOf": [{"type": "null"}, _object({
-            "type": {"enum": ["http", "tcp"]}, "port": INT, "path": NSTR})]}},
+            "type": {"enum": ["http", "https", "tcp"]}, "port": INT, "path": NSTR})]}},
         optional=("files", "scripts", "hooks", "packages", "snapshot", "health"),
         description="files, scripts, hooks, packages, snapshot and health: in single reads"),
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
@@ -393,8 +393,9 @@ SCHEMAS: dict[str, Any] = {
         "root_password": {**STR, "description": "the generated root password: shown only here"},
         "warning": {**STR, "description": "the queue was unavailable: it runs later"},
         "generated_secrets": {"type": "object", "additionalProperties": STR,
-                              "description": "a clone: its secret variables given new values "
-                                             "(the template's regenerate), shown only here"}},
+                              "description": "secret variables given generated values, shown "
+                                             "only here: a create's that the request left out, "
+                                             "a clone's that the template regenerates"}},
         optional=("root_password", "warning", "generated_secrets")),
     "Event": _object({
         "seq": INT, "container": STR,

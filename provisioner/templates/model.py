@@ -74,6 +74,7 @@ class VariableType(enum.StrEnum):
 
 class HealthKind(enum.StrEnum):
     HTTP = "http"
+    HTTPS = "https"
     TCP = "tcp"
 
 
@@ -235,7 +236,9 @@ class HealthCheck:
     """How an end-to-end test (or the finalize phase) knows the service is up.
 
     ``http``: GET ``http://<ip>:<port><path>`` answers ``expect_status`` and
-    (if set) its body contains ``contains``; ``tcp``: the port accepts.
+    (if set) its body contains ``contains``; ``https``: the same over TLS,
+    the certificate not verified (a container's own, self-signed: the check
+    says the service answers, not who it is); ``tcp``: the port accepts.
     """
 
     kind: HealthKind

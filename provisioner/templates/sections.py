@@ -331,12 +331,16 @@ class SectionReader(TemplateReport):
             kind = HealthKind(kind_text)
         except ValueError:
             if kind_text:
-                self.key(("health", "type"), f"health.type must be http or tcp, got {kind_text!r}")
+                self.key(
+                    ("health", "type"), f"health.type must be http, https or tcp, got {kind_text!r}"
+                )
             return None
         if kind is HealthKind.TCP:
             for key in _HTTP_ONLY:
                 if key in table:
-                    self.key(("health", key), f'health.{key} only applies to type = "http"')
+                    self.key(
+                        ("health", key), f'health.{key} only applies to type = "http" or "https"'
+                    )
         path = self.get(table, ("health", "path"), str, "/")
         if not path.startswith("/"):
             self.key(("health", "path"), f"health.path must start with '/', got {path!r}")

@@ -90,8 +90,13 @@ def test_password_from_stdin_is_stored_and_never_printed(cli: Cli) -> None:
                  input="Correct-Horse-7\n")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Correct-Horse-7" not in result.output and "root password" not in result.output
-    assert container_root_password(cli.box, cli.container(result.stdout.strip())) == (
-        "Correct-Horse-7")  # fmt: skip
+    ct = cli.container(result.stdout.strip())
+    assert container_root_password(cli.box, ct) == "Correct-Horse-7"
+    # the secret variable the request left out was generated: shown this once
+    generated = stored_variables(cli.box, ct)["basic_auth_password"]
+    assert f"basic_auth_password, generated (shown once, store it now): {generated}\n" in (
+        result.stderr)  # fmt: skip
+    assert generated not in result.stdout
 
 
 def test_ssh_key_from_stdin_and_text(cli: Cli) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import http.client
 import ipaddress
 import json
 import re
 import shlex
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -46,6 +48,7 @@ from provisioner.templates.loader import load_template
 from provisioner.templates.model import Template
 from provisioner.templates.render import hook_env
 from tests.pipeline.conftest import NODE, Stack, destroy_ours
+from tests.pipeline.pinned_https import Pinned, last_fingerprint, tiny_png
 from tests.pvesim.helpers import admin, token_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -55,8 +58,10 @@ TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 WORKERS = 3
 FLEET_TIMEOUT = 780.0
 
-# template -> (static host number, below the DHCP pool, variables)
+# template -> (static host number, below the DHCP pool, variables); the
+# slowest first, so that it starts at once
 FLEET: dict[str, tuple[int, dict[str, Any]]] = {
+    "wordpress": (117, {"site_title": "Fleet WordPress"}),
     "debian-base": (110, {"timezone": "Europe/Berlin", "motd": "fleet motd marker"}),
     "nginx": (111, {"site_title": "Fleet nginx title", "message": "served by the fleet"}),
     "postgresql": (112, {"db_name": "fleetdb", "db_user": "fleetuser"}),
@@ -599,6 +604,234 @@ def test_fleet_hooks_python_app_round_trip(stack: Stack, fleet: Fleet) -> None:
             assert await hooks.sh("ls -a /var/lib | grep pyapp") == "pyapp"  # no leftovers
 
     asyncio.run(scenario())
+
+
+# 2b. wordpress: HTTPS pinned, Application Passwords, a staging clone ------------------
+
+WP_TITLE = "Fleet WordPress"
+WP_LIB = "/usr/local/lib/wp-provisioner"
+
+
+def wp_php_command(code: str) -> str:
+    """A command running PHP in a wordpress container with WordPress loaded
+    (the template's bootstrap), as the web server's user."""
+    php = f"require '{WP_LIB}/bootstrap.php'; {code}"
+    return f"cd / && runuser -u www-data -- php -d display_errors=stderr -r {shlex.quote(php)}"
+
+
+def wp_php(stack: Stack, ct: Container, code: str) -> str:
+    """The stdout of ``code`` run by :func:`wp_php_command` over SSH."""
+    return ssh_run(stack, ct, wp_php_command(code)).strip()
+
+
+def wp_site(stack: Stack, ct: Container, auth: str | None = None) -> Pinned:
+    """HTTPS to the container pinned to the certificate fingerprint its run
+    printed (the scripts', or for a clone the clone hook's)."""
+    fingerprint = last_fingerprint(e.message for e in all_events(stack, ct.id, timeout=30)
+                                   if e.type == "log")  # fmt: skip
+    assert fingerprint, f"{ct.hostname}: no certificate fingerprint in its log"
+    assert ct.ip
+    return Pinned(ct.ip, fingerprint, auth)
+
+
+def wp_app_password(stack: Stack, ct: Container, label: str) -> str:
+    """An Application Password of the administrator, made by the template's helper."""
+    password = ssh_run(stack, ct, f"wp-app-password admin {shlex.quote(label)}").strip()
+    assert re.fullmatch(r"[A-Za-z0-9]{24}", password), "the helper printed more than a password"
+    return password
+
+
+def test_fleet_wordpress_rest_api_over_pinned_https(stack: Stack, fleet: Fleet) -> None:
+    ct = fleet_member(stack, fleet, "wordpress")
+    site = wp_site(stack, ct)
+    assert ssh_run(stack, ct, "cat /etc/ssl/wordpress/fingerprint").strip() == site.fingerprint
+    status, index = site.json("GET", "/wp-json/")
+    assert status == 200, index
+    assert (index["name"], index["url"]) == (WP_TITLE, f"https://{ct.ip}")
+    assert "wp/v2" in index["namespaces"]
+    assert index["authentication"]["application-passwords"]["endpoints"], index["authentication"]
+    with pytest.raises(ssl.SSLError, match="not the pinned one"):
+        Pinned(str(ct.ip), "00:" * 31 + "00").json("GET", "/wp-json/")
+    plain = http.client.HTTPConnection(str(ct.ip), 80, timeout=10)
+    try:
+        plain.request("GET", "/wp-json/?x=1")
+        answer = plain.getresponse()
+        assert (answer.status, answer.getheader("Location")) == (
+            301, f"https://{ct.ip}/wp-json/?x=1")  # fmt: skip
+    finally:
+        plain.close()
+    assert {80, 443} <= {s["port"] for s in ct.services}, ct.services
+
+    # an Application Password made in the container authenticates REST calls
+    admin = Pinned(site.ip, site.fingerprint, f"admin:{wp_app_password(stack, ct, 'e2e-fleet')}")
+    status, me = admin.json("GET", "/wp-json/wp/v2/users/me?context=edit")
+    assert status == 200, me
+    assert me["username"] == "admin" and "administrator" in me["roles"]
+    wrong = Pinned(site.ip, site.fingerprint, "admin:" + "x" * 24)
+    assert wrong.json("GET", "/wp-json/wp/v2/users/me")[0] == 401
+    status, post = admin.json("POST", "/wp-json/wp/v2/posts",
+                              {"title": "Posted over REST", "content": "<p>hello</p>",
+                               "status": "publish"})  # fmt: skip
+    assert status == 201, post
+    status, found = site.json("GET", f"/wp-json/wp/v2/posts?slug={post['slug']}")
+    assert status == 200 and [p["id"] for p in found] == [post["id"]], found
+    assert found[0]["link"] == f"https://{ct.ip}/{post['slug']}/"
+
+    # the generated administrator password logs in (and a wrong one does not)
+    secret = variables_of(stack, ct)["admin_password"]
+
+    def login(password: str) -> tuple[int, dict[str, str]]:
+        form = urllib.parse.urlencode({"log": "admin", "pwd": password, "testcookie": "1"})
+        status, headers, _ = site.request("POST", "/wp-login.php", form.encode(), {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": "wordpress_test_cookie=WP%20Cookie%20check"})  # fmt: skip
+        return status, headers
+
+    status, headers = login(secret)
+    assert status == 302 and headers["location"] == f"https://{ct.ip}/wp-admin/", headers
+    assert login(secret + "x")[0] == 200
+    texts = " ".join(e.message for e in all_events(stack, ct.id, timeout=30))
+    for value in (secret, variables_of(stack, ct)["db_password"]):
+        assert value not in texts
+
+
+def test_fleet_wordpress_staging_clone_rewrites_its_urls(stack: Stack, fleet: Fleet) -> None:
+    """A staging clone of a site: the post, the media and a serialized option
+    name the clone's URL; the database password is new; the source's
+    Application Password works on the copy; then on the clone: the anonymise
+    hook, and the export and import hooks round trip."""
+    source = fleet_member(stack, fleet, "wordpress")
+    src_ip = str(source.ip)
+    site = wp_site(stack, source)
+    admin = Pinned(site.ip, site.fingerprint, f"admin:{wp_app_password(stack, source, 'e2e')}")
+    content = (f'<p><a href="https://{src_ip}/sample-page/">sample</a> '
+               f'<img src="http://{src_ip}/wp-content/uploads/e2e.png"> '
+               f"https://{src_ip}9/ stays</p>")  # fmt: skip
+    status, post = admin.json(
+        "POST",
+        "/wp-json/wp/v2/posts",
+        {"title": "Cloned post", "content": content, "status": "publish"},
+    )
+    assert status == 201, post
+    png = tiny_png()
+    status, _, body = admin.request(
+        "POST",
+        "/wp-json/wp/v2/media",
+        png,
+        {"Content-Type": "image/png", "Content-Disposition": 'attachment; filename="e2e.png"'},
+    )
+    media = json.loads(body)
+    assert status == 201, media
+    assert media["source_url"].startswith(f"https://{src_ip}/wp-content/uploads/")
+    made = json.loads(wp_php(stack, source, (
+        "update_option('e2e_links', ['home' => home_url('/page/'), "
+        "'list' => [site_url('/a'), 'kept'], 'count' => 3, 'obj' => (object) ['u' => home_url()],"
+        " 'nested' => serialize(['deep' => home_url('/d')])]);"
+        "$u = wp_insert_user(['user_login' => 'jane', 'user_pass' => wp_generate_password(),"
+        " 'user_email' => 'jane@corp.example', 'display_name' => 'Jane Doe',"
+        " 'first_name' => 'Jane', 'last_name' => 'Doe']);"
+        f"$c = wp_insert_comment(['comment_post_ID' => {post['id']}, 'comment_author' => 'Joe',"
+        " 'comment_author_email' => 'joe@home.example', 'comment_author_IP' => '203.0.113.9',"
+        " 'comment_content' => 'hi', 'comment_approved' => 1]);"
+        "echo json_encode(['user' => $u, 'comment' => $c]);")))  # fmt: skip
+
+    box = secret_box(stack)
+    with stack.factory() as session:
+        src = session.get(Container, source.id)
+        assert src is not None
+        requested = request_clone(session, box, stack.settings, stack.redis, src,
+                                  CloneRequest(hostname="tpl-wordpress-staging"))  # fmt: skip
+    cid = requested.container.id
+    try:
+        ensure_workers(stack, 1)
+        clone = stack.wait(cid, timeout=400)
+        assert_ready(stack, clone)
+        ip = str(clone.ip)
+        new_db = requested.generated_secrets["db_password"]
+        old_db = variables_of(stack, source)["db_password"]
+        assert new_db != old_db and variables_of(stack, clone)["db_password"] == new_db
+        copy = wp_site(stack, clone)
+        assert copy.fingerprint != site.fingerprint  # its own certificate
+        assert copy.json("GET", "/wp-json/")[1]["url"] == f"https://{ip}"
+        # the source's Application Password came with the data
+        staged = Pinned(ip, copy.fingerprint, admin.auth)
+        status, found = staged.json("GET", f"/wp-json/wp/v2/posts?slug={post['slug']}"
+                                           "&context=edit")  # fmt: skip
+        assert status == 200 and len(found) == 1, found
+        raw = found[0]["content"]["raw"]
+        assert src_ip + "/" not in raw.replace(f"{src_ip}9/", ""), raw
+        assert f'href="https://{ip}/sample-page/"' in raw
+        assert f'src="https://{ip}/wp-content/uploads/e2e.png"' in raw
+        assert f"https://{src_ip}9/ stays" in raw  # another address, untouched
+        assert found[0]["link"] == f"https://{ip}/{post['slug']}/"
+        status, moved = staged.json("GET", f"/wp-json/wp/v2/media/{media['id']}")
+        assert moved["source_url"] == media["source_url"].replace(src_ip, ip, 1)
+        path = urllib.parse.urlsplit(moved["source_url"]).path
+        assert copy.request("GET", path)[::2] == (200, png)
+        # the serialized option: unserialized, changed and serialized again
+        # (an object's properties and a serialized string inside one too)
+        links = {"home": f"https://{ip}/page/", "list": [f"https://{ip}/a", "kept"], "count": 3,
+                 "obj": {"u": f"https://{ip}"}, "nested": {"deep": f"https://{ip}/d"}}  # fmt: skip
+        read = ("$v = get_option('e2e_links'); $v['nested'] = unserialize($v['nested']);"
+                " echo json_encode($v);")  # fmt: skip
+        assert json.loads(wp_php(stack, clone, read)) == links
+        stored = wp_php(stack, clone, "global $wpdb; echo $wpdb->get_var(\"SELECT option_value "
+                        "FROM {$wpdb->options} WHERE option_name = 'e2e_links'\");")  # fmt: skip
+        assert f's:{len(links["home"])}:"{links["home"]}";' in stored and src_ip not in stored
+        # the source is as it was
+        assert json.loads(wp_php(stack, source, read)) == json.loads(
+            json.dumps(links).replace(ip, src_ip))  # fmt: skip
+        assert site.json("GET", "/wp-json/")[1]["url"] == f"https://{src_ip}"
+
+        async def on_the_clone() -> None:
+            async with hooks_of(stack, clone) as hooks:
+                # the clone's database takes the new password only
+                check = "MYSQL_PWD=\"$E2E_PW\" mariadb -u wordpress -N -e 'SELECT 1' wordpress"
+                assert (await hooks.session.run(check, env={"E2E_PW": new_db})).ok
+                assert not (await hooks.session.run(check, env={"E2E_PW": old_db})).ok
+                await hooks.run("anonymise", PROV_PEER_IP=src_ip)
+                uid, cmt = made["user"], made["comment"]
+                people = json.loads(await hooks.sh(wp_php_command(
+                    f"$u = get_userdata({uid}); $c = get_comment({cmt});"
+                    " $a = get_user_by('login', 'admin');"
+                    " echo json_encode([$u->user_login, $u->user_email, $u->display_name,"
+                    " $u->first_name, $c->comment_author, $c->comment_author_email,"
+                    " $c->comment_author_IP, $a->user_email]);")))  # fmt: skip
+                assert people == [f"user{uid}", f"user{uid}@example.invalid", f"User {uid}", "",
+                                  f"Commenter {cmt}", f"commenter{cmt}@example.invalid", "",
+                                  "admin@example.com"]  # fmt: skip
+                # export, a change, import: the change is gone, the media is back
+                assert await hooks.export_to("/root/e2e-wordpress.tar") > 0
+                listing = (await hooks.sh("tar -tf /root/e2e-wordpress.tar")).split()
+                assert "database.sql" in listing and any(
+                    n.startswith("uploads/") and n.endswith("e2e.png") for n in listing
+                )
+                status, later = staged.json(
+                    "POST",
+                    "/wp-json/wp/v2/posts",
+                    {"title": "After the export", "status": "publish"},
+                )
+                assert status == 201, later
+                await hooks.sh("rm -rf /var/lib/wordpress/wp-content/uploads/*")
+                await hooks.import_from("/root/e2e-wordpress.tar")
+                assert staged.json("GET", f"/wp-json/wp/v2/posts/{later['id']}")[0] == 404
+                assert staged.json("GET", f"/wp-json/wp/v2/posts/{post['id']}")[0] == 200
+                assert copy.request("GET", path)[::2] == (200, png)
+                await hooks.import_from("/root/e2e-wordpress.tar")  # idempotent
+                assert staged.json("GET", f"/wp-json/wp/v2/posts/{post['id']}")[0] == 200
+                leftovers = await hooks.sh(
+                    "mariadb -N -e 'SHOW DATABASES'; ls -A /var/lib/wordpress"
+                )
+                assert leftovers.split() == ["information_schema", "mysql", "performance_schema",
+                                             "sys", "wordpress", "wp-content"], leftovers  # fmt: skip
+                lines = "\n".join(line for _, line in hooks.lines)
+                assert new_db not in lines and old_db not in lines
+
+        asyncio.run(on_the_clone())
+        texts = " ".join(e.message for e in all_events(stack, cid, timeout=30))
+        assert new_db not in texts
+    finally:
+        destroy_all(stack, [cid])
 
 
 # 3. DHCP with a late lease ------------------------------------------------------

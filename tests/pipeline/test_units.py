@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
 import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +75,83 @@ def test_blocking_calls_run_off_the_event_loop_and_keep_their_errors() -> None:
         assert raised.value is error  # the very exception, not a wrapper
 
     asyncio.run(main())
+
+
+# --- health checks over HTTPS ---------------------------------------------------------------
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that nothing trusts, as a container makes its own."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))  # fmt: skip
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_path, key_path
+
+
+class _Answer(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"name":"Site","namespaces":["wp/v2"]}' if self.path == "/wp-json/" else b"no"
+        self.send_response(200 if self.path == "/wp-json/" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate; its port."""
+    cert, key = self_signed(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_an_https_health_check_takes_the_containers_own_certificate(https_server: int) -> None:
+    from pipeline.finalize import _probe
+    from provisioner.templates.model import HealthCheck, HealthKind
+
+    check = HealthCheck(HealthKind.HTTPS, https_server, "/wp-json/", contains='"wp/v2"')
+    assert _probe("127.0.0.1", check) is None
+    wrong = HealthCheck(HealthKind.HTTPS, https_server, "/wp-json/", contains="nope")
+    assert _probe("127.0.0.1", wrong) == (
+        f"GET https://127.0.0.1:{https_server}/wp-json/ does not contain 'nope'"
+    )
+    missing = HealthCheck(HealthKind.HTTPS, https_server, "/missing")
+    assert _probe("127.0.0.1", missing) == (
+        f"GET https://127.0.0.1:{https_server}/missing answered 404, expected 200"
+    )
+    # plain HTTP to a TLS port fails: the scheme follows the kind
+    plain = HealthCheck(HealthKind.HTTP, https_server, "/wp-json/")
+    problem = _probe("127.0.0.1", plain)
+    assert problem is not None and problem.startswith(f"GET http://127.0.0.1:{https_server}/")

@@ -23,6 +23,7 @@ from provisioner.requests import (
     ProvisionRequest,
     check_request,
     create_request_of,
+    generated_secrets,
     request_container,
     stored_variables,
     submit,
@@ -142,6 +143,7 @@ def test_request_container_keeps_the_request_when_redis_is_away(
         assert ct is not None and ct.lifecycle == Lifecycle.PENDING
         assert requested.root_password and container_root_password(box, ct) == (
             requested.root_password)  # fmt: skip
+    assert requested.generated_secrets == {}  # the request gave db_password
 
 
 def test_request_container_refuses_a_taken_vmid_before_storing(
@@ -179,3 +181,37 @@ def test_request_container_queues_one_job(
         assert job is not None and job.args == (requested.container.id, "provision")
     finally:
         queue.delete(delete_jobs=True)
+
+
+def test_a_create_returns_the_secret_variables_it_generated(
+    factory: sessionmaker[Session], box: SecretBox, settings: Settings, node: str
+) -> None:
+    """Shown once: the values generated for the secret variables the request
+    left out (wordpress's administrator and database passwords), as stored."""
+    away = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    req = database_request(node, template="wordpress", hostname="wp1",
+                           variables={"db_password": DB_PASSWORD})  # fmt: skip
+    with factory() as session:
+        requested = request_container(session, box, settings, away, req,
+                                      check_request(session, settings, req))  # fmt: skip
+        ct = session.get(Container, requested.container.id)
+        assert ct is not None
+        stored = stored_variables(box, ct)
+    assert list(requested.generated_secrets) == ["admin_password"]
+    assert requested.generated_secrets["admin_password"] == stored["admin_password"]
+    assert len(stored["admin_password"]) == 24 and stored["db_password"] == DB_PASSWORD
+    assert stored["admin_password"] not in json.dumps(ct.request)
+    assert "generated_secrets" not in repr(requested) and stored["admin_password"] not in repr(
+        requested)  # fmt: skip
+
+
+def test_generated_secrets_are_the_secret_variables_left_out() -> None:
+    from provisioner.templates.loader import load_template
+
+    template = load_template(Path(__file__).resolve().parents[2] / "templates_lxc" / "wordpress")
+    resolved = {"site_title": "T", "admin_password": "a" * 24, "db_password": "d" * 32}
+    assert generated_secrets(template, {"site_title": "T"}, resolved) == {
+        "admin_password": "a" * 24, "db_password": "d" * 32}  # fmt: skip
+    assert generated_secrets(template, {"db_password": "d" * 32}, resolved) == {
+        "admin_password": "a" * 24}  # fmt: skip
+    assert generated_secrets(template, {"admin_password": "x", "db_password": "y"}, resolved) == {}

@@ -138,6 +138,10 @@ def test_a_valid_request_is_stored_and_queued(app: Flask, client: FlaskClient, t
     assert count_containers(app) == 1 and _queued(settings) == 1
     again = client.get(f"/api/containers/{body['id']}", headers=bearer(token)).json
     assert body["root_password"] not in str(again) and "root_password" not in again
+    # the secret variable left out was generated: shown here, once
+    generated = body["generated_secrets"]["basic_auth_password"]
+    assert list(body["generated_secrets"]) == ["basic_auth_password"] and len(generated) == 20
+    assert generated not in str(again) and "generated_secrets" not in again
 
 
 def test_given_root_password_is_not_echoed(client: FlaskClient, token: str) -> None:

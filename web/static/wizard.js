@@ -860,21 +860,32 @@
       errorBox.scrollIntoView({ block: "nearest" });
       return;
     }
-    if (created.root_password) await showPasswordOnce(created.root_password, value("hostname"), created.warning);
+    const generated = Object.entries(created.generated_secrets || {});
+    if (created.root_password || generated.length) {
+      await showPasswordOnce(created.root_password, value("hostname"), created.warning, generated);
+    }
     else if (created.warning) toast(created.warning, "info");
     window.location.replace(`/containers/${encodeURIComponent(created.id)}/progress`);
   }
 
-  // The generated root password, shown this one time; resolves when dismissed.
-  function showPasswordOnce(password, hostname, warning) {
+  // The generated root password and the values generated for the template's
+  // secret variables, shown this one time; resolves when dismissed.
+  function showPasswordOnce(password, hostname, warning, generated) {
     return new Promise((resolve) => {
-      const secret = el("code", { class: "secret", id: "root-password" }, password);
+      const secret = password ? el("code", { class: "secret", id: "root-password" }, password) : null;
+      const codes = generated.map(([name, v]) => el("code", { class: "secret", id: `generated-${name}` }, v));
       const dialog = el("dialog", { class: "confirm password-dialog", "aria-labelledby": "password-title" },
-        el("h2", { id: "password-title" }, "Save the root password"),
-        el("p", {}, "The root password of ", el("strong", {}, hostname),
-          " is shown this once. It is stored encrypted and no page shows it again."),
-        el("div", { class: "secret-box" }, secret,
-          el("button", { type: "button", class: "secondary small", id: "copy-password", onclick: () => copyText(password) }, "Copy")),
+        el("h2", { id: "password-title" }, password ? "Save the root password" : "Save the generated secrets"),
+        password ? el("p", {}, "The root password of ", el("strong", {}, hostname),
+          " is shown this once. It is stored encrypted and no page shows it again.") : null,
+        password ? el("div", { class: "secret-box" }, secret,
+          el("button", { type: "button", class: "secondary small", id: "copy-password", onclick: () => copyText(password) }, "Copy")) : null,
+        generated.length ? el("div", { class: "generated-secrets" },
+          el("p", {}, "Values generated for the template's secret variables, shown this once too:"),
+          generated.map(([name, v], i) => el("div", { class: "secret-row" },
+            el("span", { class: "label mono", id: `generated-${name}-label` }, name),
+            el("div", { class: "secret-box", role: "group", "aria-labelledby": `generated-${name}-label` }, codes[i],
+              el("button", { type: "button", class: "secondary small", "aria-label": `Copy ${name}`, onclick: () => copyText(v) }, "Copy"))))) : null,
         warning
           ? el("div", { class: "notice notice-warn small-text" }, warning)
           : el("p", { class: "muted small-text" }, "Provisioning has already started; you will see its progress next."),
@@ -882,13 +893,14 @@
           el("button", { type: "button", class: "primary", id: "password-saved", onclick: () => dialog.close() }, "I have saved it")));
       dialog.addEventListener("cancel", (e) => e.preventDefault()); // Escape must not lose it by accident
       dialog.addEventListener("close", () => {
-        secret.textContent = "";
+        if (secret) secret.textContent = "";
+        codes.forEach((c) => { c.textContent = ""; });
         dialog.remove();
         resolve();
       });
       document.body.append(dialog);
       dialog.showModal();
-      $("copy-password").focus();
+      (password ? $("copy-password") : $("password-saved")).focus();
     });
   }
 

@@ -17,7 +17,13 @@ from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.request_checks import field_of, first_per_field
 from provisioner.ssh.files import FilePolicy, FileSpec
 from provisioner.templates.loader import load_all, load_template, validate_tree
-from provisioner.templates.model import Problem, Template, TemplateError, TemplateFile
+from provisioner.templates.model import (
+    HealthKind,
+    Problem,
+    Template,
+    TemplateError,
+    TemplateFile,
+)
 from provisioner.templates.params import (
     CreateRequest,
     NetworkConfig,
@@ -31,7 +37,7 @@ from provisioner.templates.variables import SECRET_ALPHABET, resolve_variables, 
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "templates_lxc"
-SHIPPED_NAMES = {"debian-base", "nginx", "postgresql", "redis", "python-app"}
+SHIPPED_NAMES = {"debian-base", "nginx", "postgresql", "redis", "python-app", "wordpress"}
 
 GOOD_TOML = """\
 name = "demo"
@@ -198,8 +204,10 @@ def test_shipped_health_checks_and_secrets() -> None:
         "postgresql": ("tcp", 5432),
         "redis": ("tcp", 6379),
         "python-app": ("http", 80),
+        "wordpress": ("https", 443),
     }
     assert templates["postgresql"].secret_names == {"db_password"}
+    assert templates["wordpress"].secret_names == {"admin_password", "db_password"}
     assert templates["redis"].secret_names == {"redis_password"}
     assert templates["python-app"].packages.pip_venv == "/opt/pyapp/venv"
 
@@ -220,6 +228,17 @@ def test_valid_template_loads_with_every_section(demo: Template) -> None:
         ("/var/www/html/logo.bin", 0o600, FilePolicy.DEFAULT),
     ]
     assert demo.health is not None and demo.health.path == "/healthz"
+
+
+def test_a_health_check_over_https_loads(tmp_path: Path) -> None:
+    toml = GOOD_TOML.replace(
+        'type = "http"\nport = 80\npath = "/healthz"',
+        'type = "https"\nport = 443\npath = "/wp-json/"\ncontains = \'"wp/v2"\'',
+    )
+    template = load_template(make_template(tmp_path, toml=toml))
+    assert template.health is not None
+    assert (template.health.kind, template.health.port, template.health.path,
+            template.health.contains) == (HealthKind.HTTPS, 443, "/wp-json/", '"wp/v2"')  # fmt: skip
 
 
 def test_scripts_run_in_numeric_order(tmp_path: Path) -> None:
@@ -359,6 +378,18 @@ def broken(tmp_path: Path, old: str, new: str, **kwargs: object) -> tuple[list[P
             'path = "/healthz"\ncontains = 5',
             "contains = 5",
             "health.contains must be a string, got 5",
+        ),
+        (
+            'type = "http"',
+            'type = "https2"',
+            'type = "https2"',
+            "health.type must be http, https or tcp, got 'https2'",
+        ),
+        (
+            'type = "http"\nport = 80',
+            'type = "tcp"\nport = 80',
+            'path = "/healthz"',
+            'health.path only applies to type = "http" or "https"',
         ),
         (
             'ostemplate = "debian-12-standard_12.7-1_amd64.tar.zst"',
