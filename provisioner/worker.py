@@ -57,7 +57,9 @@ class RetryScheduler:
         self._thread = threading.Thread(target=self._run, daemon=True, name="rq-scheduler")
 
     def _tick(self) -> None:
-        if self.scheduler.should_reacquire_locks:
+        # RQ tries again for a lock held elsewhere every 2 minutes only; a
+        # stopped worker's lock is gone (or a dead one's expires) sooner
+        if self.scheduler.should_reacquire_locks or not self.scheduler.acquired_locks:
             self.scheduler.acquire_locks()
         self.scheduler.heartbeat()
         if self.scheduler.acquired_locks:

@@ -41,8 +41,9 @@ def test_stopping_does_not_wait_a_minute_for_the_pubsub_thread(redis: Redis) -> 
 
 def test_the_retry_scheduler_queues_a_retry_once_its_wait_is_over(redis: Redis) -> None:
     """RQ's scheduler in a thread of the worker (no process of its own):
-    a job scheduled for later is on its queue within a second of its time,
-    and a second scheduler of the same queues waits for the first one's lock."""
+    a job scheduled for later is on its queue within a second of its time;
+    a second scheduler of the same queues waits for the first one's lock and
+    takes it over when the first stops."""
     from datetime import timedelta
 
     from provisioner.worker import RetryScheduler
@@ -59,6 +60,11 @@ def test_the_retry_scheduler_queues_a_retry_once_its_wait_is_over(redis: Redis) 
         # one of them holds the queue's lock, the other waits for it
         holders = [s.scheduler.acquired_locks for s in (first, second)]
         assert sorted(holders, key=len) == [set(), {queue.name}]
+        # the holder stops (its worker does): the other takes over at once,
+        # not after RQ's two minutes
+        holder, other = (first, second) if first.scheduler.acquired_locks else (second, first)
+        holder.stop()
+        _until(lambda: other.scheduler.acquired_locks == {queue.name}, "no takeover", 5)
     finally:
         first.stop()
         second.stop()
