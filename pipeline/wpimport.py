@@ -25,11 +25,13 @@ import logging
 import mimetypes
 import secrets
 import shlex
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -71,6 +73,10 @@ SETTINGS = ("title", "description", "timezone", "date_format", "time_format", "s
             "page_for_posts")  # fmt: skip
 _PAGE_REFS = ("page_on_front", "page_for_posts")
 REPORT_EVERY = 0.5  # seconds between progress events
+# media and posts are written this many at a time (each a REST call the
+# sandbox's php-fpm serves; pages wait for their parents, so one at a time)
+WRITERS = 4
+T = TypeVar("T")
 
 
 async def run(ctx: Context) -> None:
@@ -167,6 +173,7 @@ class SiteCopy:
     permalinks: str | None = None
     skipped: list[str] = field(default_factory=list)
     _last_report: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _started: float = 0.0
 
     def run(self) -> dict[str, Any]:
@@ -177,6 +184,7 @@ class SiteCopy:
 
     def _copy(self, source: WpClient, target: WpClient) -> dict[str, Any]:
         ctx = self.ctx
+        began = time.monotonic()
         ctx.step(f"reading {self.source_site.base}", 0.0)
         index = source.index()
         me = source.me()
@@ -228,22 +236,30 @@ class SiteCopy:
             body = {"name": text_of(tag.get("name")), "slug": tag["slug"],
                     "description": text_of(tag.get("description"))}  # fmt: skip
             self._item(target, "tag", tag, ids, progress, body, "/wp/v2/tags")
-        for mid in wanted:
-            self._media(source, target, media[mid], ids, urls, progress)
+        media_began = time.monotonic()
+        self._parallel(wanted, lambda mid: self._media(source, target, media[mid], ids, urls,
+                                                       progress))  # fmt: skip
+        media_took = time.monotonic() - media_began
         for page in parents_first(pages):
             self._item(target, "page", page, ids, progress,
                        self._entry_body(page, ids, urls, "page"), "/wp/v2/pages")  # fmt: skip
-        for post in posts:
-            self._item(target, "post", post, ids, progress,
-                       self._entry_body(post, ids, urls, "post"), "/wp/v2/posts")  # fmt: skip
+        self._parallel(posts, lambda post: self._item(
+            target, "post", post, ids, progress, self._entry_body(post, ids, urls, "post"),
+            "/wp/v2/posts"))  # fmt: skip
         refs = {k: ids["page"].get(int(settings.get(k) or 0), 0) for k in _PAGE_REFS}
         if any(refs.values()):
             target.request("POST", "/wp/v2/settings", body=refs)
         self._report(progress, force=True)
+        done = time.monotonic()
+        seconds = {"read": round(self._started - began, 2), "media": round(media_took, 2),
+                   "write": round(done - self._started - media_took, 2)}  # fmt: skip
+        ctx.log(f"read the site in {seconds['read']:.1f}s; media {seconds['media']:.1f}s "
+                f"({progress.bytes_done / 1048576:.1f} MiB); the rest written in "
+                f"{seconds['write']:.1f}s")  # fmt: skip
         return {"posts": len(posts), "pages": len(pages), "media": len(wanted),
                 "categories": len(categories), "tags": len(tags), "users": len(users),
                 "bytes": progress.bytes_done, "skipped": self.skipped,
-                "permalink_structure": self.permalinks}  # fmt: skip
+                "permalink_structure": self.permalinks, "seconds": seconds}  # fmt: skip
 
     def _listing(self, source: WpClient, route: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -285,7 +301,8 @@ class SiteCopy:
         }
         if body:
             target.request("POST", "/wp/v2/settings", body=body)
-        progress.items_done += 1
+        with self._lock:
+            progress.items_done += 1
 
     def _drop_samples(self, target: WpClient, ids: dict[str, dict[int, int]],
                       slugs: set[str]) -> None:  # fmt: skip
@@ -321,7 +338,8 @@ class SiteCopy:
                 found = target.update(route, int(found["id"]), update)
             ids[kind][source_id] = int(found["id"])
             self._record(kind, source_id, int(found["id"]))
-        progress.items_done += 1
+        with self._lock:
+            progress.items_done += 1
         self._report(progress)
 
     def _user_body(self, user: Mapping[str, Any]) -> dict[str, Any]:
@@ -371,11 +389,11 @@ class SiteCopy:
         slug = str(item.get("slug") or "")
         if source_id in ids["media"]:
             found = target.get(f"/wp/v2/media/{ids['media'][source_id]}", context="edit")
-            progress.bytes_done += size
+            self._bytes(progress, size)
         else:
             found = target.find_slug("/wp/v2/media", slug) if slug else None
             if found is not None:  # written by an import that stopped before recording it
-                progress.bytes_done += size
+                self._bytes(progress, size)
             else:
                 url = str(item.get("source_url") or "")
                 try:
@@ -383,14 +401,16 @@ class SiteCopy:
                                            lambda n: self._bytes(progress, n))  # fmt: skip
                 except (MediaMissing, MediaTooLarge) as exc:
                     self._skip(f"media #{source_id} {slug!r}: {exc.message}")
-                    progress.items_done += 1
-                    progress.bytes_total = max(0, progress.bytes_total - size)
+                    with self._lock:
+                        progress.items_done += 1
+                        progress.bytes_total = max(0, progress.bytes_total - size)
                     return
                 found = self._upload(target, item, data)
             ids["media"][source_id] = int(found["id"])
             self._record("media", source_id, int(found["id"]))
         urls.add_media(item, found)
-        progress.items_done += 1
+        with self._lock:
+            progress.items_done += 1
         self._report(progress)
 
     def _upload(self, target: WpClient, item: Mapping[str, Any], data: bytes) -> dict[str, Any]:
@@ -404,8 +424,22 @@ class SiteCopy:
         return target.upload(name, mime, data, {k: v for k, v in fields.items() if v})
 
     def _bytes(self, progress: Progress, count: int) -> None:
-        progress.bytes_done += count
+        with self._lock:
+            progress.bytes_done += count
         self._report(progress)
+
+    def _parallel(self, items: Sequence[T], write: Callable[[T], None]) -> None:
+        """Write independent items (media, posts) WRITERS at a time; the
+        first failure fails the phase once the writes in flight end (each
+        item written is recorded: a retry resumes after them)."""
+        pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="wpimport")
+        try:
+            for future in [pool.submit(write, item) for item in items]:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     def _skip(self, what: str) -> None:
         self.skipped.append(what)
@@ -413,7 +447,8 @@ class SiteCopy:
 
     def _report(self, progress: Progress, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last_report < REPORT_EVERY:
-            return
-        self._last_report = now
+        with self._lock:
+            if not force and now - self._last_report < REPORT_EVERY:
+                return
+            self._last_report = now
         self.ctx.step(progress.describe(now - self._started), progress.fraction() * 0.95)

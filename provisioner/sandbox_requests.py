@@ -114,7 +114,7 @@ def check_sandbox(session: Session, settings: Settings, req: SandboxRequest) -> 
     problems: list[ConfigError] = []
     attempt = collector(problems)
     source_url = attempt(lambda: check_source_url(req.source_url))
-    attempt(lambda: check_client(req.client))
+    client = attempt(lambda: check_client(req.client))
     if not req.user or len(req.user) > 60 or not req.user.isprintable():
         problems.append(ConfigError("user: the live site's user name (1-60 characters)"))
     password = attempt(lambda: check_app_password(req.app_password))
@@ -130,7 +130,8 @@ def check_sandbox(session: Session, settings: Settings, req: SandboxRequest) -> 
     ttl = attempt(lambda: parse_ttl(req.ttl if req.ttl not in (None, "") else settings.sandbox_ttl))
     taken = set(session.scalars(select(Container.hostname)
                                 .where(Container.lifecycle.not_in(GONE))))  # fmt: skip
-    hostname = req.hostname or sandbox_hostname(req.client or "x", taken)
+    # a bad client key is its own problem, not also the default hostname's
+    hostname = req.hostname or sandbox_hostname(client or "client", taken)
     provision = ProvisionRequest(template=TEMPLATE, node=req.node, hostname=hostname,
                                  variables=dict(req.variables), owner=req.owner,
                                  plan=SANDBOX.name, environment="development")  # fmt: skip
@@ -177,17 +178,12 @@ def preflight(checked: CheckedSandbox, timeout: float = 15.0) -> dict[str, Any]:
     with WpClient(site) as wp:
         try:
             index = wp.index()
-        except (WpError, TransientError) as exc:
-            raise InvalidRequest([ConfigError(f"from: {_with_hint(exc)}")]) from None
-        try:
             wp.me()
-        except WpError as exc:
-            field_name = (
-                "app_password" if "refused the Application Password" in exc.message else "from"
-            )
+        except (WpError, TransientError) as exc:
+            # WordPress checks the credentials on every call, the index's too
+            refused = isinstance(exc, WpError) and "refused the Application Password" in exc.message
+            field_name = "app_password" if refused else "from"
             raise InvalidRequest([ConfigError(f"{field_name}: {_with_hint(exc)}")]) from None
-        except TransientError as exc:
-            raise InvalidRequest([ConfigError(f"from: {exc.message}")]) from None
     return index
 
 

@@ -35,6 +35,7 @@ from web import (
     openapi,
     pages,
     pages_progress,
+    pages_sandboxes,
     pages_wizard,
     relay,
 )
@@ -156,6 +157,7 @@ def create_app(
     pages.init_app(app)
     pages_wizard.init_app(app)
     pages_progress.init_app(app)
+    pages_sandboxes.init_app(app)
     api.init_app(app)
     relay.init_app(app)
     metrics.init_app(app)
