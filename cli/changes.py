@@ -231,11 +231,13 @@ COMMANDS: list[click.Command] = [snapshot, set_command]
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE",
               help="A template variable that differs from the source's (repeatable), e.g. "
                    "basic_auth=true for an nginx staging clone.")  # fmt: skip
+@click.option("--owner", metavar="USER", help="Who the clone is for: that user's webhooks get "
+                                              "its events.")  # fmt: skip
 @follow_options("submitted", '"id", "job_id", "container", "root_password", "generated_secrets"')
 @pass_runtime
 def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: bool, ip: str,
                   gateway: str | None, bridge: str | None, storage: str | None,
-                  variables: tuple[str, ...], follow: bool, as_json: bool,
+                  variables: tuple[str, ...], owner: str | None, follow: bool, as_json: bool,
                   timeout: float | None) -> None:  # fmt: skip
     """Clone a ready container (SOURCE) with a fresh identity.
 
@@ -259,7 +261,7 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
 
     req = CloneRequest(hostname=hostname, environment=environment, full=full, ip=ip.strip(),
                        gateway=gateway, bridge=bridge, storage=storage,
-                       variables=dict(parse_vars(variables)))  # fmt: skip
+                       variables=dict(parse_vars(variables)), owner=owner)  # fmt: skip
     with rt.factory() as session:
         source = find_container(session, ref)
         try:

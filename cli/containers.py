@@ -197,6 +197,8 @@ def _show_fields(i: dict[str, Any]) -> Iterator[tuple[str, str]]:
     yield "template", i["template"]
     if i.get("environment"):
         yield "environment", i["environment"]
+    if i.get("owner"):
+        yield "owner", i["owner"]
     change = i.get("change_in_flight")
     if change:
         yield "change", (f"a {change['action']} is under way; its safety snapshot is "

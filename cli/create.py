@@ -45,7 +45,7 @@ _OPTIONS = {"ip": "--ip", "gateway": "--gateway", "ssh_public_key": "--ssh-key",
             "swap": "--swap", "rootfs": "--disk", "net0": "--ip", "net0.ip": "--ip",
             "net0.gw": "--gateway", "net0.bridge": "--bridge",
             "ssh-public-keys": "--ssh-key", "password": "--password-stdin",
-            "environment": "--env"}  # fmt: skip
+            "environment": "--env", "owner": "--owner"}  # fmt: skip
 
 
 def parse_vars(pairs: tuple[str, ...], var_file: str | None = None) -> dict[str, str]:
@@ -178,6 +178,9 @@ def pick_node(session: Session, name: str | None) -> str:
 @click.option("--env", "environment", metavar="NAME",
               help="The container's environment: production (which gets PVE's protection "
                    "flag), staging, development or another name.")  # fmt: skip
+@click.option("--owner", metavar="USER",
+              help="Who the container is for: that user's webhooks get its events "
+                   "(requests through the API are owned by their user).")  # fmt: skip
 @follow_options(
     "submitted",
     '"id", "job_id", "container", "root_password" and "generated_secrets" when generated',
@@ -188,7 +191,7 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
            storage: str | None, bridge: str | None, ip: str, gateway: str | None,
            ssh_key_file: str | None, ssh_key_text: str | None, password_stdin: bool,
            variables: tuple[str, ...], var_file: str | None, on_failure: str,
-           environment: str | None, follow: bool, as_json: bool,
+           environment: str | None, owner: str | None, follow: bool, as_json: bool,
            timeout: float | None) -> None:  # fmt: skip
     """Request a container: validate everything, store it, queue its run.
 
@@ -239,7 +242,7 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
                                swap=swap, disk=disk, ip=ip, gateway=gateway, bridge=bridge,
                                storage=storage, ssh_public_key=keys, root_password=password,
                                variables=given_variables, failure_policy=on_failure,
-                               environment=environment)  # fmt: skip
+                               environment=environment, owner=owner)  # fmt: skip
         problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
                                        refused={field_of(p.message) or "" for p in problems})  # fmt: skip
         checked = _attempt(problems, lambda: check_request(session, rt.settings, req))

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from cli.output import echo_err, echo_json, print_table
 from cli.runtime import BadInput, CliFailure, Conflict, Runtime, pass_runtime
-from provisioner.models import Container, Node
+from provisioner.models import Container, Node, Webhook
 from provisioner.stored_request import StoredRequest
 
 if TYPE_CHECKING:
@@ -35,13 +35,14 @@ KEY_PICKUP_SECONDS = 2.0  # web.resources.KeyFileWatch looks at the key file onc
 
 
 def _tokens(session: Session) -> Iterator[str]:
-    """Every stored ciphertext: node secrets, root passwords, SSH keys, and
-    the secret template variables of requests."""
+    """Every stored ciphertext: node secrets, root passwords, SSH keys, the
+    secret template variables of requests, and webhook signing secrets."""
     for node in session.scalars(select(Node)):
         yield node.secret_ciphertext
     for ct in session.scalars(select(Container)):
         yield from (t for t in (ct.root_password_ciphertext, ct.ssh_private_key_ciphertext) if t)
         yield from StoredRequest.from_dict(ct.request).secret_variables.values()
+    yield from session.scalars(select(Webhook.secret_ciphertext))
 
 
 def key_usage(session: Session) -> Counter[str]:

@@ -10,8 +10,8 @@ and anything else the provisioner raised on purpose, and for database
 errors.  Anything else is a bug: one line too, ``error: internal error:
 ...``, exit 1; with ``PROVISIONER_DEBUG=1`` it keeps its traceback.
 
-The container, node and key commands live in ``cli.containers``,
-``cli.nodes`` and ``cli.keys``; ``main`` gathers them.  Another command is
+The container, node, key and webhook commands live in ``cli.containers``,
+``cli.nodes``, ``cli.keys`` and ``cli.webhooks``; ``main`` gathers them.  Another command is
 one more ``main.add_command``.
 """
 
@@ -35,6 +35,7 @@ from cli import keys as cli_keys
 from cli import nodes as cli_nodes
 from cli import sandboxes as cli_sandboxes
 from cli import templates as cli_templates
+from cli import webhooks as cli_webhooks
 from cli.runtime import (
     EXIT_CODES_HELP,
     EXIT_CONFLICT,
@@ -135,7 +136,7 @@ def main(config_file: Path | None) -> None:
 
 
 for _module in (cli_create, cli_containers, cli_actions, cli_changes, cli_nodes, cli_keys,
-                cli_templates, cli_sandboxes, demo):  # fmt: skip
+                cli_templates, cli_sandboxes, cli_webhooks, demo):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)
 
@@ -167,10 +168,13 @@ def db_upgrade(rt: Runtime) -> None:
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 @pass_runtime
 def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
-    """Run an RQ worker on the provisioning queue (what the Procfile runs).
+    """Run an RQ worker on the provisioning queue, then the webhooks queue
+    (what the Procfile runs).
 
     SIGTERM lets the current job finish, then exits; a second one aborts it.
-    The worker also re-enqueues runs whose worker died once their lease ran out.
+    The worker also re-enqueues runs whose worker died once their lease ran
+    out, and runs RQ's scheduler (in a thread), which puts a webhook
+    delivery's retry back on its queue when its wait is over.
     """
     import functools
 
@@ -180,7 +184,8 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     from provisioner.logsafe import setup_logging
     from provisioner.queue import provisioning_queue
     from provisioner.recovery import RecoveryLoop, on_work_horse_killed
-    from provisioner.worker import ProvisioningWorker
+    from provisioner.webhook_store import webhook_queue
+    from provisioner.worker import ProvisioningWorker, RetryScheduler
 
     settings = rt.settings
     preflight(settings)  # refuse jobs that could only fail: one line now, not one per job
@@ -188,6 +193,7 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     # imported once here, inherited by every forked work horse instead of
     # being imported again for each job
     import pipeline.job  # noqa: F401
+    import provisioner.webhook_delivery  # noqa: F401
 
     redis = Redis.from_url(settings.redis_url)  # RQ's: it sets its own long timeouts
     # recovery's own client: short timeouts, a stalled Redis holds it up briefly
@@ -195,14 +201,19 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     factory = session_factory(make_engine(settings.database_url))
     recovery = RecoveryLoop(factory, quick, settings)
     recovery.start()
+    retries = RetryScheduler([webhook_queue(redis, settings)], redis)
+    retries.start()
     try:
         # a work horse that dies is handed on at once, not after its lease
         killed = functools.partial(on_work_horse_killed, factory, quick, settings)
-        worker = ProvisioningWorker([provisioning_queue(redis, settings)], connection=redis,
-                                    name=name, work_horse_killed_handler=lambda job, pid,
+        # provisioning first: a worker takes a delivery when no run waits
+        queues = [provisioning_queue(redis, settings), webhook_queue(redis, settings)]
+        worker = ProvisioningWorker(queues, connection=redis, name=name,
+                                    work_horse_killed_handler=lambda job, pid,
                                     status, _usage: killed(job, pid, status))  # fmt: skip
         worker.work(burst=burst, logging_level=settings.log_level)
     finally:
+        retries.stop()
         recovery.stop()
 
 

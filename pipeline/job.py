@@ -43,6 +43,7 @@ from provisioner.phases import plan_named
 from provisioner.requests import load_named_template, stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.templates.variables import secret_values
+from provisioner.webhook_store import notify
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,18 @@ async def _retrying(ctx: Context, name: str, step: Callable[[], Awaitable[T]],
                      f"(attempt {attempt + 1} of {ctx.settings.retry_max_attempts})")  # fmt: skip
             await asyncio.sleep(delay)
             attempt += 1
+
+
+def _notify(factory: sessionmaker[Session], redis: Redis, settings: Settings, container_id: str,
+            event: str, message: str, ctx: Context | None = None) -> None:  # fmt: skip
+    """Tell the webhooks that want it, once the lifecycle is recorded.  Never
+    fails the run: what cannot be stored or queued is a warning in the log."""
+    try:
+        notify(factory, redis, settings, container_id, event, message,
+               box=ctx.box if ctx is not None else None)  # fmt: skip
+    except Exception as exc:
+        log.warning("container %s: the %s webhooks were not queued: %s", container_id, event,
+                    exc)  # fmt: skip
 
 
 def _error_details(ctx: Context, exc: BaseException) -> dict[str, Any]:
@@ -320,13 +333,14 @@ async def _action_failed(ctx: Context, action: str, exc: Exception) -> None:
     hint = details.get("hint")
     if isinstance(exc, NotOurs):
         details["lost_vmid"] = exc.vmid
+    text = message + (f" ({hint})" if hint else "")
     try:
-        ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase,
-                           outcome="failed")  # fmt: skip
+        ctx.events.publish("error", text, phase=ctx.phase, outcome="failed")
         _finish_operation(ctx, "failed", message)
     finally:
         if action == "destroy" or isinstance(exc, NotOurs):
             ctx.update(lifecycle=Lifecycle.ERROR, error_message=message, error_details=details)
+            _notify(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "error", text, ctx)
 
 
 async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
@@ -375,9 +389,10 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
         _finish_operation(ctx, "ready", "resync done")
     ip = ctx.container().ip
     # the terminal event first: whoever sees "ready" finds it in the history
-    ctx.events.publish("complete", f"CT {ctx.read_vmid()} is ready at {ip}", phase="finalize",
-                       percent=100, outcome="ready")  # fmt: skip
+    ready = f"CT {ctx.read_vmid()} is ready at {ip}"
+    ctx.events.publish("complete", ready, phase="finalize", percent=100, outcome="ready")
     ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
+    _notify(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "ready", ready, ctx)
     return f"ready at {ip}"
 
 
@@ -432,15 +447,16 @@ async def _fail(ctx: Context, exc: Exception) -> None:
     # the terminal event first, as for "ready": whoever sees the lifecycle
     # finds the error in the history; the lifecycle even if Redis is away
     # (else recovery would run the failed provisioning again)
+    text = message + (f" ({hint})" if hint else "")
     try:
-        ctx.events.publish("error", message + (f" ({hint})" if hint else ""), phase=ctx.phase,
-                           outcome="error")  # fmt: skip
+        ctx.events.publish("error", text, phase=ctx.phase, outcome="error")
         _finish_operation(ctx, "error", message)
     finally:
         if final == Lifecycle.DESTROYED:
             ctx.update(lifecycle=final, finished_at=utcnow())
         else:
             ctx.update(lifecycle=final)
+        _notify(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "error", text, ctx)
 
 
 def _acquire(settings: Settings, factory: sessionmaker[Session], container_id: str, action: str,
@@ -554,3 +570,4 @@ def _out_of_time(settings: Settings, factory: sessionmaker[Session], redis: Redi
                 ct.lifecycle = Lifecycle.ERROR
                 ct.error_message = message
                 ct.error_details = {"phase": phase, "message": cause, "hint": hint}
+        _notify(factory, redis, settings, container_id, "error", f"{message} ({hint})")

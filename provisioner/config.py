@@ -101,6 +101,13 @@ class Settings:
     # (at least 2, at most 16 kept for pages and the API), see relay_stream_limit
     web_relay_max_streams: int | None = None
     web_metrics_max_age: float = 5.0  # /metrics is rebuilt at most this often (0: every scrape)
+    # the dashboard's address as people and webhook receivers reach it (links
+    # in webhook payloads); None: http://web_host:web_port
+    public_url: str | None = None
+    # the waits between a webhook delivery's attempts (seconds): one more
+    # attempt than waits; 10 s, 30 s, 2 min, 10 min, 30 min
+    webhook_retry_intervals: tuple[int, ...] = (10, 30, 120, 600, 1800)
+    webhook_timeout: float = 10.0  # one attempt: connecting, and waiting for the answer
     config_file: Path | None = None  # the TOML file the settings came from, if any
 
     def __repr__(self) -> str:
@@ -121,6 +128,14 @@ class Settings:
     def relay_stream_limit(self) -> int:
         """How many event streams a web process may hold at once."""
         return self.web_relay_max_streams or stream_limit(self.web_threads)
+
+    @property
+    def links_base(self) -> str:
+        """Where links to the dashboard and the API start (no trailing slash)."""
+        if self.public_url:
+            return self.public_url
+        host = f"[{self.web_host}]" if ":" in self.web_host else self.web_host
+        return f"http://{host}:{self.web_port}"
 
     @classmethod
     def from_env(
@@ -384,6 +399,44 @@ def _redis_url(value: object, where: str) -> str:
     return url
 
 
+def _public_url(value: object, where: str) -> str:
+    url = _text(value, where).rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # a bad port raises
+    except ValueError:
+        raise ConfigError(f"{where} must be an http:// or https:// URL, got {value!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where} must be an http:// or https:// URL, got {value!r}")
+    if "@" in parts.netloc:
+        raise ConfigError(f"{where} must not hold a user or password, got {redact_url(url)!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where} must have no query or fragment, got {value!r}")
+    return url
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def _intervals(value: object, where: str) -> tuple[int, ...]:
+    """``10,30,2m,10m,30m`` (or a TOML list of seconds): whole seconds, 1 or more each."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    parsed: list[int] = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            seconds: int | None = item
+        else:
+            match = re.fullmatch(r"\s*(\d+)\s*([smh]?)\s*", str(item))
+            seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else None
+        if seconds is None or seconds < 1:
+            raise ConfigError(f"{where} must be a comma-separated list of waits (whole seconds, "
+                              f"or with s, m or h: 10,30,2m), got {value!r}")  # fmt: skip
+        parsed.append(seconds)
+    if not parsed or len(parsed) > 20:
+        raise ConfigError(f"{where} must list 1 to 20 waits, got {value!r}")
+    return tuple(parsed)
+
+
 _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "data_dir": _path,
     "database_url": _database_url,
@@ -426,4 +479,7 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "web_relay_stall_timeout": _positive_number,
     "web_relay_max_streams": _bounded(1, 1023),
     "web_metrics_max_age": _seconds_or_zero,
+    "public_url": _public_url,
+    "webhook_retry_intervals": _intervals,
+    "webhook_timeout": _positive_number,
 }

@@ -292,6 +292,68 @@ class Operation(Base):
     container: Mapped[Container] = relationship(back_populates="operations")
 
 
+class DeliveryStatus(enum.StrEnum):
+    """Where a webhook delivery stands."""
+
+    PENDING = "pending"  # not sent yet, or a failed attempt will be retried
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # every attempt failed
+
+
+class Webhook(Base):
+    """A URL told about containers' events, with a body signed by its secret
+    (``provisioner.webhooks``).  ``owner`` None: every container's events;
+    else those of the containers with that owner."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index(None, "owner"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2048))  # http(s), no credentials in it
+    secret_ciphertext: Mapped[str] = mapped_column(Text)  # the signing secret
+    events: Mapped[list[str]] = mapped_column(MutableList.as_mutable(JSON()), default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    deliveries: Mapped[list[WebhookDelivery]] = relationship(
+        back_populates="webhook", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class WebhookDelivery(Base):
+    """One event sent (or to be sent) to one webhook, and how its attempts went.
+
+    The payload is stored as sent: it holds links and states, never a secret.
+    ``history`` keeps every attempt: ``{"at", "status_code", "error"}``.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index(None, "webhook_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_container_id)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    container_id: Mapped[str | None] = mapped_column(
+        ForeignKey("containers.id", ondelete="SET NULL"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum_column(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(
+        MutableList.as_mutable(JSON()), default=list
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    webhook: Mapped[Webhook] = relationship(back_populates="deliveries")
+
+
 class Sandbox(Base):
     """A client sandbox: a ``wordpress`` container holding a copy of the
     client's live site (``provisioner.sandboxes``).  The live site's

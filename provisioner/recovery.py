@@ -36,6 +36,7 @@ from provisioner.events import EventPublisher, channel, stored_events, stream_ke
 from provisioner.models import Container, Lease, Lifecycle, utcnow
 from provisioner.queue import JOB_FUNCTION, enqueue, provisioning_queue
 from provisioner.stream_delivery import repair
+from provisioner.webhook_store import requeue_stalled
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,8 @@ def repair_streams(factory: sessionmaker[Session], redis: Redis) -> dict[str, in
 
 class RecoveryLoop:
     """Runs :func:`recover_stalled` every few seconds (:func:`check_interval`)
-    in a thread, and :func:`repair_streams` every ``REPAIR_EVERY`` of them."""
+    in a thread, and :func:`repair_streams` and the webhook deliveries'
+    ``requeue_stalled`` every ``REPAIR_EVERY`` of them."""
 
     def __init__(self, factory: sessionmaker[Session], redis: Redis, settings: Settings,
                  interval: float | None = None) -> None:  # fmt: skip
@@ -224,6 +226,7 @@ class RecoveryLoop:
                 recover_stalled(self.factory, self.redis, self.settings)
                 if ticks % REPAIR_EVERY == 0:
                     repair_streams(self.factory, self.redis)
+                    requeue_stalled(self.factory, self.redis, self.settings)
             except Exception:  # the database or Redis is down: try next time
                 log.warning("recovery check failed", exc_info=True)
 

@@ -52,6 +52,7 @@ from provisioner.templates.params import (
     build_create_params,
 )
 from provisioner.templates.variables import resolve_variables
+from provisioner.webhooks import check_owner
 
 T = TypeVar("T")
 _PLACEHOLDER_MARKER = "00000000-0000-0000-0000-000000000000"  # a container id's length
@@ -183,6 +184,7 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
     node = attempt(lambda: _find_node(session, req.node))
     attempt(lambda: _check_failure_policy(req.failure_policy))
     attempt(lambda: check_environment(req.environment))
+    attempt(lambda: check_owner(req.owner))
     template = attempt(lambda: load_named_template(settings, req.template))
     variables: dict[str, Any] | None = None
     if template is not None:
@@ -375,6 +377,7 @@ class CloneRequest:
     bridge: str | None = None
     storage: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)  # overrides of the source's
+    owner: str | None = None  # the clone's owner (who asks), as for a create
 
 
 def check_clone(session: Session, settings: Settings, source: Container,
@@ -395,6 +398,7 @@ def check_clone(session: Session, settings: Settings, source: Container,
     attempt = collector(problems)
 
     attempt(lambda: check_environment(req.environment))
+    attempt(lambda: check_owner(req.owner))
     attempt(lambda: check_network(req.ip, req.gateway))
     if not req.full and req.storage:
         problems.append(ConfigError("storage: a linked clone stays on the source's storage "
@@ -445,7 +449,7 @@ def request_clone(session: Session, box: SecretBox, settings: Settings, redis: R
     container = Container(id=new_container_id(), node=source.node, template=source.template,
                           hostname=req.hostname, lifecycle=Lifecycle.PENDING,
                           failure_policy=FailurePolicy.KEEP, environment=req.environment,
-                          source_id=source.id)  # fmt: skip
+                          source_id=source.id, owner=req.owner)  # fmt: skip
     settings_json = {**stored.settings_json(), "vmid": None, "ip": req.ip,
                      "gateway": req.gateway, "bridge": req.bridge or stored.bridge,
                      "storage": req.storage or stored.storage}  # fmt: skip

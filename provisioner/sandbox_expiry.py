@@ -5,7 +5,8 @@ scheduler has done every ``PROVISIONER_SANDBOX_EXPIRY_INTERVAL`` seconds
 A round looks at every live sandbox: ``PROVISIONER_SANDBOX_WARN_BEFORE``
 seconds before its expiry it gets an ``expiring`` warning on its stream
 (once; an extension lets it come again), and at its expiry an ``expired``
-one and a queued ``destroy``.  Each is noted in the sandbox's row, so two
+one and a queued ``destroy``; each is also sent to the webhooks that want
+it (``provisioner.webhook_store.notify``).  Each is noted in the sandbox's row, so two
 schedulers or a round run twice do it once.  The events are published
 holding the container's lease; while a run holds it the warning waits for
 the next round (the destroy is queued anyway and runs after that run).
@@ -31,6 +32,7 @@ from provisioner.models import Container, Sandbox
 from provisioner.queue import ActionPending, enqueue_action
 from provisioner.sandbox_requests import GONE
 from provisioner.sandboxes import due, format_duration
+from provisioner.webhook_store import notify
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,14 @@ def sweep(settings: Settings, factory: sessionmaker[Session], redis: Redis, now:
                        f"extend it: provisioner sandbox extend {hostname} --by 7d")  # fmt: skip
             if _publish(settings, factory, redis, cid, message):
                 _note(factory, cid, warned_at=now)
+                _notify(settings, factory, redis, cid, "expiring", message)
                 warned += 1
         elif decision.action == "expire":
             _note(factory, cid, expired_at=now)
-            _publish(settings, factory, redis, cid,
-                     f"expired: sandbox {hostname} of client {client} expired at "
-                     f"{expires_at:%Y-%m-%d %H:%M} UTC; destroying it")  # fmt: skip
+            message = (f"expired: sandbox {hostname} of client {client} expired at "
+                       f"{expires_at:%Y-%m-%d %H:%M} UTC; destroying it")  # fmt: skip
+            _publish(settings, factory, redis, cid, message)
+            _notify(settings, factory, redis, cid, "expired", message)
             with contextlib.suppress(ActionPending):  # a destroy is on its way already
                 enqueue_action(redis, settings, cid, "destroy",
                                functools.partial(lease.held, factory, cid))  # fmt: skip
@@ -86,6 +90,15 @@ def _publish(settings: Settings, factory: sessionmaker[Session], redis: Redis, c
     finally:
         lease.release(factory, cid, holder)
     return True
+
+
+def _notify(settings: Settings, factory: sessionmaker[Session], redis: Redis, cid: str,
+            event: str, message: str) -> None:  # fmt: skip
+    """Tell the webhooks (docs/webhooks.md); never fails the round."""
+    try:
+        notify(factory, redis, settings, cid, event, message)
+    except Exception as exc:
+        log.warning("sandbox %s: the %s webhooks were not queued: %s", cid, event, exc)
 
 
 def _note(factory: sessionmaker[Session], cid: str, **values: datetime) -> None:

@@ -14,7 +14,7 @@ from provisioner.stored_request import StoredRequest
 
 if TYPE_CHECKING:  # the CLI imports the template machinery only when it needs it
     from provisioner.events import Event
-    from provisioner.models import Container, Node
+    from provisioner.models import Container, Node, Webhook, WebhookDelivery
     from provisioner.pve.types import SnapshotInfo
     from provisioner.templates.model import Template, Variable
 
@@ -53,7 +53,7 @@ def container_json(ct: Container, node_name: str) -> dict[str, Any]:
         "secret_variables": sorted(stored.secret_variables) if stored else [],
         "created_at": iso(ct.created_at), "updated_at": iso(ct.updated_at),
         "started_at": iso(ct.started_at), "finished_at": iso(ct.finished_at),
-        "environment": ct.environment, "source_id": ct.source_id,
+        "environment": ct.environment, "source_id": ct.source_id, "owner": ct.owner,
         "change_in_flight": dict(ct.safe_change) if ct.safe_change else None,
     }  # fmt: skip
 
@@ -147,4 +147,24 @@ def node_json(node: Node, containers: int | None = None) -> dict[str, Any]:
     }  # fmt: skip
     if containers is not None:
         body["containers"] = containers
+    return body
+
+
+def webhook_json(hook: Webhook) -> dict[str, Any]:
+    """A webhook without its secret (``owner`` None: every container's events)."""
+    return {"id": hook.id, "owner": hook.owner, "url": hook.url, "events": list(hook.events),
+            "active": hook.active, "created_at": iso(hook.created_at)}  # fmt: skip
+
+
+def delivery_json(d: WebhookDelivery, *, payload: bool = True) -> dict[str, Any]:
+    """One delivery and its attempts; ``payload``: the body as sent (no secret in it)."""
+    body: dict[str, Any] = {
+        "id": d.id, "webhook_id": d.webhook_id, "container_id": d.container_id,
+        "event": d.event, "status": str(d.status), "attempts": d.attempts,
+        "last_status_code": d.last_status_code, "last_error": d.last_error,
+        "created_at": iso(d.created_at), "next_attempt_at": iso(d.next_attempt_at),
+        "delivered_at": iso(d.delivered_at), "history": list(d.history or []),
+    }  # fmt: skip
+    if payload:
+        body["payload"] = dict(d.payload)
     return body

@@ -6,7 +6,8 @@ with every field error of the request (the first is ``error`` and ``field``).
 Input is checked field by field before anything is written, and the
 provisioner's own ``ConfigError`` (``"field: message"``) is mapped to the
 field it names: user input never causes a 500.  The routes
-live in ``api_nodes``, ``api_templates``, ``api_containers`` and ``openapi``.
+live in ``api_nodes``, ``api_templates``, ``api_containers``, ``api_changes``,
+``api_webhooks`` and ``openapi``.
 """
 
 from __future__ import annotations
@@ -205,6 +206,26 @@ class Body:
             self.refuse(name, f"{name} must be one of {', '.join(choices)}, got {value!r}")
             return default
         return value
+
+    def strings(self, name: str, *, max_items: int = 32,
+                max_length: int = 64) -> list[str] | None:  # fmt: skip
+        """An array of strings (None when absent)."""
+        return self._collect(lambda: self._strings(name, max_items, max_length), None)
+
+    def _strings(self, name: str, max_items: int, max_length: int) -> list[str] | None:
+        value = self._get(name, False)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, list):
+            raise ApiError(400, f"{name} must be an array of strings, got {_type_name(value)}",
+                           name)  # fmt: skip
+        if len(value) > max_items:
+            raise ApiError(400, f"{name} may hold at most {max_items} items", name)
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or len(item) > max_length or "\x00" in item:
+                raise ApiError(400, f"{name}[{i}] must be a string of at most {max_length} "
+                               "characters", name)  # fmt: skip
+        return list(value)
 
     def scalars(self, name: str) -> dict[str, str | int | bool]:
         """An object of strings, integers and booleans (template variables)."""

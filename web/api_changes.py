@@ -34,6 +34,7 @@ from provisioner.templates.loader import load_template
 from web.api import ApiError, Body, bp, config_error, json_body
 from web.api_containers import created, find_container, queue
 from web.api_nodes import node_client
+from web.auth import current_user
 from web.resources import get_db, get_redis, resources
 
 
@@ -179,7 +180,7 @@ def clone_container(container_id: str) -> tuple[Response, int]:
     body.finish()
     req = CloneRequest(hostname=hostname, environment=environment or "staging", full=full,
                        ip=ip, gateway=gateway, bridge=bridge, storage=storage,
-                       variables=variables)  # fmt: skip
+                       variables=variables, owner=current_user().username)  # fmt: skip
     res = resources()
     try:
         requested = request_clone(get_db(), res.box, res.settings, get_redis(), source, req)

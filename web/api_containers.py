@@ -44,6 +44,7 @@ from provisioner.requests import (
 )
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
+from web.auth import current_user
 from web.live import fetch_statuses
 from web.resources import get_db, get_redis, resources
 
@@ -198,6 +199,7 @@ def _provision_request(body: Body) -> ProvisionRequest:
         variables=body.scalars("variables"),
         failure_policy=body.choice("failure_policy", ("keep", "destroy"), default="keep"),
         environment=body.string("environment", max_length=32),
+        owner=current_user().username,  # who asks owns it: their webhooks get its events
     )  # fmt: skip
 
 

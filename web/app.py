@@ -29,6 +29,7 @@ from web import (
     api_nodes,
     api_sandboxes,
     api_templates,
+    api_webhooks,
     auth,
     metrics,
     openapi,
@@ -42,7 +43,8 @@ from web.pve_pool import ClientPool
 from web.resources import EXTENSION, KeyFileWatch, WebResources, close_db
 
 # The REST API's route modules: each puts its routes on api.bp when imported.
-API_ROUTES = (api_containers, api_changes, api_nodes, api_sandboxes, api_templates, openapi)
+API_ROUTES = (api_containers, api_changes, api_nodes, api_sandboxes, api_templates, api_webhooks,
+              openapi)  # fmt: skip
 
 # The Flask config keys that were the web tunables before they became
 # settings: a test_config naming one would silently change nothing.

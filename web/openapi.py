@@ -15,6 +15,7 @@ from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
 from provisioner.phases import ALL_PHASES
 from provisioner.request_checks import TEMPLATE_NAME
 from provisioner.templates.model import HOOK_KINDS
+from provisioner.webhooks import EVENTS, MAX_SECRET_LENGTH, MAX_URL_LENGTH, MIN_SECRET_LENGTH, PING
 from web.api import NAME_PATTERN, bp
 from web.api_containers import PRINTABLE
 
@@ -77,6 +78,8 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
 
 NODE = _path_param("name", "the node's name in the provisioner")
 CONTAINER = _path_param("id", "the container's id (a UUID)")
+WEBHOOK = {"name": "webhook_id", "in": "path", "required": True, "description": "the webhook's id",
+           "schema": {"type": "integer"}}  # fmt: skip
 ACTION = _path_param("action", "what to do", enum=["start", "stop", "reboot", "destroy",
                                                    "retry", "resync"])  # fmt: skip
 SNAPSHOT = _path_param("snapshot", "the snapshot's name", maxLength=MAX_SNAPSHOT_NAME,
@@ -181,6 +184,11 @@ _CONTAINER = {
     "finished_at": NSTR,
     "environment": {**NSTR, "description": "production, staging, development or another name"},
     "source_id": {**NSTR, "description": "the container this one was cloned from"},
+    "owner": {
+        **NSTR,
+        "description": "who asked for it (the API's user; the CLI's --owner): "
+        "the webhooks of that owner get its events",
+    },
     "change_in_flight": {
         "type": ["object", "null"],
         "description": "a change under way and its safety snapshot (resync, set, sync, promote)",
@@ -205,6 +213,34 @@ _CONTAINER = {
         "description": "the live status from the node (lists and single reads)",
     },
     "pve_error": {**NSTR, "description": "why there is no live status"},
+}
+
+_WEBHOOK = {
+    "id": INT,
+    "owner": {**NSTR, "description": "whose containers' events it gets; null: every container's"},
+    "url": STR,
+    "events": {"type": "array", "items": {"enum": list(EVENTS)}},
+    "active": BOOL,
+    "created_at": STR,
+}
+_ATTEMPT = _object({"attempt": INT, "at": STR, "status_code": NINT, "error": NSTR, "ms": INT})
+_DELIVERY = {
+    "id": {**STR, "description": "also the X-Provisioner-Delivery header"},
+    "webhook_id": INT,
+    "container_id": NSTR,
+    "event": {"enum": [*EVENTS, PING]},
+    "status": {"enum": ["pending", "delivered", "failed"]},
+    "attempts": INT,
+    "last_status_code": NINT,
+    "last_error": NSTR,
+    "created_at": STR,
+    "next_attempt_at": {**NSTR, "description": "when a pending delivery is tried (again)"},
+    "delivered_at": NSTR,
+    "history": {"type": "array", "items": _ATTEMPT, "description": "every attempt, oldest first"},
+    "payload": {
+        "type": "object",
+        "description": "the body as sent: states and links, never a secret",
+    },
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -400,6 +436,26 @@ SCHEMAS: dict[str, Any] = {
         "on_failure": ON_FAILURE_SCHEMA},
         optional=("cores", "memory", "swap", "disk", "tags", "onboot", "description",
                   "protection", "restart", "on_failure")),
+    "Webhook": _object(_WEBHOOK),
+    "Webhooks": _list("webhooks", "Webhook"),
+    "WebhookCreate": _object({
+        "url": _text(MAX_URL_LENGTH, minLength=1, description="http:// or https://, without "
+                     "a user or password"),
+        "events": {"type": "array", "items": {"enum": list(EVENTS)}, "uniqueItems": True,
+                   "description": "default: all of them"},
+        "owner": {"type": ["string", "null"], "maxLength": 64,
+                  "description": "default: the caller; another user, or null (every "
+                                 "container): administrators only"},
+        "secret": _text(MAX_SECRET_LENGTH, minLength=MIN_SECRET_LENGTH,
+                        description="the signing secret; default: generated and returned "
+                                    "once")},
+        optional=("events", "owner", "secret")),
+    "WebhookAdded": _object({"webhook": _ref("Webhook"), "secret": {
+        **STR, "description": "the generated signing secret: shown only here"}},
+        optional=("secret",)),
+    "Delivery": _object(_DELIVERY),
+    "Deliveries": _list("deliveries", "Delivery"),
+    "DeliveryQueued": _object({"delivery": _ref("Delivery")}),
 }  # fmt: skip
 
 PATHS: dict[str, Any] = {
@@ -520,6 +576,25 @@ PATHS: dict[str, Any] = {
     "/api/containers/{id}/actions/{action}": {"parameters": [CONTAINER, ACTION], "post": _op(
         "Enqueue an action", "containers", _json(_ref("Job"), "queued"), status="202",
         optional_body="Resync", extra={**_NOT_FOUND, **_CONFLICT})},
+    "/api/webhooks": {
+        "get": _op("The caller's webhooks (administrators: all)", "webhooks",
+                   _json(_ref("Webhooks"), "by id")),
+        "post": _op("Add a webhook (its secret is returned once)", "webhooks",
+                    _json(_ref("WebhookAdded"), "added"), status="201", body="WebhookCreate",
+                    extra=_ADMIN)},
+    "/api/webhooks/{webhook_id}": {"parameters": [WEBHOOK],
+        "delete": _op("Remove a webhook and its delivery log", "webhooks",
+                      {"description": "removed"}, status="204", extra=_NOT_FOUND)},
+    "/api/webhooks/{webhook_id}/deliveries": {"parameters": [WEBHOOK],
+        "get": _op("The webhook's delivery log, newest first", "webhooks",
+                   _json(_ref("Deliveries"), "deliveries and their attempts"), params=[
+                       _query("container", "only this container's", STR),
+                       _query("limit", "at most this many", _int(1, 1000, default=50))],
+                   extra=_NOT_FOUND)},
+    "/api/webhooks/{webhook_id}/test": {"parameters": [WEBHOOK],
+        "post": _op("Queue a ping delivery", "webhooks",
+                    _json(_ref("DeliveryQueued"), "queued; a worker sends it"), status="202",
+                    extra=_NOT_FOUND)},
 }  # fmt: skip
 
 
@@ -553,7 +628,7 @@ DOCUMENT: dict[str, Any] = {
                 "invalid input; `field` names it, `errors` lists every field's problem"
             ),
             "Unauthorized": _error("not logged in, or a bad token"),
-            "Forbidden": _error("administrators only"),
+            "Forbidden": _error("administrators only (or the owner of the object)"),
             "NotFound": _error("no such object"),
             "Conflict": _error("not possible in the object's current state"),
             "Upstream": _error("the Proxmox node failed or is unreachable"),

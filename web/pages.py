@@ -1,5 +1,5 @@
-"""The dashboard's pages: the containers list, container detail, templates
-and nodes.  The wizard (``pages_wizard``) and the progress view
+"""The dashboard's pages: the containers list, container detail, templates,
+nodes and webhooks.  The wizard (``pages_wizard``) and the progress view
 (``pages_progress``) have modules of their own.  Pages are rendered on the
 server; small vanilla scripts in ``static/`` talk to the REST API.
 
@@ -21,6 +21,7 @@ from provisioner.request_checks import ACTIONS
 from provisioner.requests import load_named_template
 from provisioner.templates.model import TemplateError
 from provisioner.views import template_json, template_listing
+from provisioner.webhooks import EVENTS
 from web.api_containers import container_json
 from web.auth import current_user
 from web.resources import get_db, resources
@@ -112,6 +113,15 @@ def template(name: str) -> tuple[str, int]:
 def nodes() -> str:
     """The Proxmox nodes, their free resources; add, test, remove."""
     return render_template("nodes.html", is_admin=current_user().is_admin)
+
+
+@bp.route("/webhooks")
+def webhooks() -> str:
+    """The caller's webhooks (an administrator's: all): add, test, remove,
+    and each one's delivery log."""
+    user = current_user()
+    return render_template("webhooks.html", is_admin=user.is_admin, username=user.username,
+                           events=list(EVENTS))  # fmt: skip
 
 
 def init_app(app: Flask) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioner.models import Container, Node, Sandbox
+from provisioner.models import Container, Node, Sandbox, Webhook
 from provisioner.secrets.box import SecretBox, field_aad
 from provisioner.stored_request import StoredRequest
 
@@ -64,6 +64,26 @@ def container_ssh_private_key(box: SecretBox, container: Container) -> str | Non
     return box.decrypt(token, container_aad(container, "ssh_private_key")) if token else None
 
 
+def webhook_secret_aad(hook: Webhook) -> str:
+    return field_aad("webhook", hook.id, "secret")
+
+
+def set_webhook_secret(box: SecretBox, hook: Webhook, secret: str) -> None:
+    """Encrypt a webhook's signing secret into its row (flushed first: its id binds it)."""
+    if hook.id is None:
+        raise ValueError("flush the webhook before storing its secret: its id binds it")
+    hook.secret_ciphertext = box.encrypt(secret, webhook_secret_aad(hook))
+
+
+def webhook_secret(box: SecretBox, hook: Webhook) -> str:
+    """A webhook's signing secret.
+
+    Raises:
+        SecretError: if no known key made it, or it belongs to another row.
+    """
+    return box.decrypt(hook.secret_ciphertext, webhook_secret_aad(hook))
+
+
 # a sandbox's two Application Passwords: the live site's (read) and its own (written)
 SANDBOX_SECRETS = ("source", "target")
 
@@ -102,7 +122,7 @@ def variable_aad(container_id: str, name: str) -> str:
 def rotate_all(session: Session, box: SecretBox) -> RotationReport:
     """Re-encrypt every stored secret with ``box``'s current key: node
     credentials, root passwords, SSH keys, secret template variables and
-    sandboxes' Application Passwords.
+    webhook signing secrets and sandboxes' Application Passwords.
 
     Safe to run while workers run: old ciphertexts stay readable as long as
     the old key is known, and a secret is rewritten in one UPDATE.  Commit
@@ -138,6 +158,12 @@ def rotate_all(session: Session, box: SecretBox) -> RotationReport:
                 same += 1
         if dirty:  # a new dict: the JSON column does not track changes in place
             ct.request = replace(stored, secret_variables=tokens).to_dict()
+    for hook in session.scalars(select(Webhook)):
+        if box.needs_rotation(hook.secret_ciphertext):
+            hook.secret_ciphertext = box.reencrypt(hook.secret_ciphertext, webhook_secret_aad(hook))
+            changed += 1
+        else:
+            same += 1
     for sb in session.scalars(select(Sandbox)):
         for which in SANDBOX_SECRETS:
             attr = f"{which}_secret_ciphertext"

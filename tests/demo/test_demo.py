@@ -92,7 +92,8 @@ def test_demo_serves_the_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             while len(Worker.all(connection=redis)) < 2 and time.monotonic() < deadline:
                 time.sleep(0.2)
             workers = Worker.all(connection=redis)
-            assert len(workers) == 2 and all(w.queue_names() == [os.environ.get("PROVISIONER_QUEUE_NAME", "provisioning")]
+            queue = os.environ.get("PROVISIONER_QUEUE_NAME", "provisioning")
+            assert len(workers) == 2 and all(w.queue_names() == [queue, f"{queue}-webhooks"]
                                              for w in workers), workers  # fmt: skip
         with requests.Session() as web:
             page = web.get(f"{url.group(1)}/login", timeout=10)
@@ -374,8 +375,8 @@ def test_a_killed_worker_is_restarted_and_serves_the_queue(tmp_path: Path) -> No
         assert new_name.endswith(f"-{index}") and after[new_name] in _worker_pids(demo.proc.pid)
         with Redis.from_url(redis_url) as redis:
             (worker,) = [w for w in Worker.all(connection=redis) if w.name == new_name]
-            assert worker.queue_names() == [os.environ.get("PROVISIONER_QUEUE_NAME",
-                                                           "provisioning")]  # fmt: skip
+            queue = os.environ.get("PROVISIONER_QUEUE_NAME", "provisioning")
+            assert worker.queue_names() == [queue, f"{queue}-webhooks"]
         # the demo is still up: its dashboard answers
         url = demo.wait_for(r"Dashboard\s+(http://\S+)/").group(1)
         assert requests.get(f"{url}/login", timeout=10).status_code == 200

@@ -54,7 +54,9 @@ def test_rq_info_shows_the_queue_and_the_worker(ops_stack: Stack) -> None:
     try:
         out = rq_info(ops_stack)
         assert re.search(rf"^{re.escape(queue)}\s+\|\s*0, 0 executing", out, re.M), out
-        assert re.search(rf"^{re.escape(name)} \(.+\): idle {re.escape(queue)}\.", out, re.M), out
+        # the provisioning queue first, then its webhooks queue (docs/webhooks.md)
+        listens = re.escape(f"{queue}, {queue}-webhooks")
+        assert re.search(rf"^{re.escape(name)} \(.+\): idle {listens}\.", out, re.M), out
         assert "1 workers, 1 queues" in out
         by_queue = rq_info(ops_stack, "-R")
         assert re.search(rf"^{re.escape(queue)}:\s+{re.escape(name)} \(idle\)", by_queue, re.M)

@@ -37,3 +37,36 @@ def test_stopping_does_not_wait_a_minute_for_the_pubsub_thread(redis: Redis) -> 
     assert took < PUBSUB_WAIT + 1.5, f"stopping waited {took:.1f} s for the pubsub thread"
     thread.join(PUBSUB_WAIT + 1)
     assert not thread.is_alive()
+
+
+def test_the_retry_scheduler_queues_a_retry_once_its_wait_is_over(redis: Redis) -> None:
+    """RQ's scheduler in a thread of the worker (no process of its own):
+    a job scheduled for later is on its queue within a second of its time;
+    a second scheduler of the same queues waits for the first one's lock and
+    takes it over when the first stops."""
+    from datetime import timedelta
+
+    from provisioner.worker import RetryScheduler
+
+    queue = Queue(f"retry-{uuid.uuid4().hex[:8]}", connection=redis)
+    job = queue.enqueue_in(timedelta(seconds=1), "provisioner.webhook_delivery.deliver", "d-1")
+    first = RetryScheduler([queue], redis, interval=0.2)
+    second = RetryScheduler([queue], redis, interval=0.2)
+    first.start()
+    second.start()
+    try:
+        _until(lambda: job.id in queue.get_job_ids(), "the scheduled job was never queued", 10)
+        assert queue.get_job_ids() == [job.id]
+        # one of them holds the queue's lock, the other waits for it
+        holders = [s.scheduler.acquired_locks for s in (first, second)]
+        assert sorted(holders, key=len) == [set(), {queue.name}]
+        # the holder stops (its worker does): the other takes over at once,
+        # not after RQ's two minutes
+        holder, other = (first, second) if first.scheduler.acquired_locks else (second, first)
+        holder.stop()
+        _until(lambda: other.scheduler.acquired_locks == {queue.name}, "no takeover", 5)
+    finally:
+        first.stop()
+        second.stop()
+        queue.delete(delete_jobs=True)
+    assert not first._thread.is_alive() and not second._thread.is_alive()

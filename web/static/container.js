@@ -207,6 +207,7 @@
           : !liveLoaded ? "loading…" : ct.vmid === null ? "not created in PVE yet" : "–")],
       ["Node", el("a", { href: "/nodes" }, ct.node)],
       ["Template", el("a", { href: `/templates/${encodeURIComponent(ct.template)}` }, ct.template)],
+      ["Owner", ct.owner ? el("span", { id: "ct-owner", title: "the webhooks of this user get its events" }, ct.owner) : null],
       ["VMID", ct.vmid !== null && ct.owns_container ? el("span", { class: "mono" }, String(ct.vmid))
         : ["ready", "error"].includes(ct.lifecycle) ? el("span", { class: "muted", id: "vmid-none" }, "none: this record owns no container") : null],
       ["Phase", ct.current_phase],
