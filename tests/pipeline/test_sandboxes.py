@@ -33,9 +33,12 @@ from sqlalchemy import func, select
 
 from provisioner.models import Container, ContainerEvent, Lifecycle, Sandbox, SandboxItem, utcnow
 from provisioner.sandbox_expiry import sweep
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.webhook_store import add_webhook
 from provisioner.wpapi import WpClient, WpSite, WpTrust
 from tests.conftest import ROOT
 from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
+from tests.pipeline.receiver import Receiver, receiver
 from tests.pipeline.test_failures import ssh_run
 from tests.pipeline.wpsite import Seeded, compare, png, seed
 from tests.web.conftest import bearer
@@ -193,6 +196,18 @@ def test_bad_input_is_refused_naming_the_field(sb_stack: Stack, api: Callable[..
 def test_a_sandbox_matches_the_live_site_after_a_worker_killed_mid_import(
         sb_stack: Stack, api: Callable[..., Any], live: Live) -> None:  # fmt: skip
     stack = sb_stack
+    with receiver() as hook_receiver:
+        _sandbox_life(stack, live, hook_receiver)
+
+
+def _sandbox_life(stack: Stack, live: Live, hooks: Receiver) -> None:
+    box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
+    with stack.factory() as session:
+        _hook, secret = add_webhook(session, box, hooks.url,
+                                    events=["ready", "expiring", "expired"])  # fmt: skip
+        session.commit()
+    assert secret is not None
+    hooks.secret = secret
     create, listing, extend, expire = sandbox_lines(live)
     made = cli(stack, create.replace(" --follow", ""), stdin=live.password + "\n")
     assert made.returncode == 0, made.stderr
@@ -279,6 +294,12 @@ def test_a_sandbox_matches_the_live_site_after_a_worker_killed_mid_import(
             ContainerEvent.container_id == cid, ContainerEvent.type == "warning"))]  # fmt: skip
     assert any(t.startswith("expiring: sandbox sandbox-acme") for t in texts), texts
     assert any(t.startswith("expired: sandbox sandbox-acme") for t in texts), texts
+    # the signed webhooks: ready, expiring, expired, each with a valid signature and no secret
+    got = hooks.wait_for(3, timeout=120, what="(ready, expiring, expired)")
+    assert [r.event for r in got] == ["ready", "expiring", "expired"], [r.event for r in got]
+    for r in got:
+        assert r.signature_ok and r.payload["container"]["id"] == cid, r.payload
+        assert live.password.encode() not in r.body and target_pw.encode() not in r.body
 
 
 def test_the_docs_lines_are_the_ones_run() -> None:
