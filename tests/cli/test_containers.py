@@ -117,7 +117,11 @@ def test_typed_variables_and_secret_variables(cli: Cli) -> None:
     assert body["container"]["variables"]["appendonly"] is True
     assert body["container"]["secret_variables"] == ["redis_password"]
     generated = stored_variables(cli.box, cli.container(body["id"]))["redis_password"]
-    assert generated and generated not in result.output
+    # generated, so shown this once: in the JSON only, never again
+    assert generated and body["generated_secrets"] == {"redis_password": generated}
+    assert generated not in result.stderr
+    again = cli("show", body["id"], "--json", "--no-live")
+    assert again.exit_code == 0 and generated not in again.output
 
 
 def test_variables_from_a_file_keep_secrets_off_the_command_line(cli: Cli,
