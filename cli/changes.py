@@ -250,7 +250,7 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
       provisioner clone shop --env staging -H shop-staging --follow
       provisioner clone shop -H shop-dev --env development --linked --ip 198.18.0.171/24
     """
-    from cli.create import _parse_vars, _refusal, option_error
+    from cli.create import _refusal, option_error, parse_vars
     from cli.follow import follow_run
     from provisioner.errors import InvalidRequest
     from provisioner.request_checks import ActionRefused
@@ -259,7 +259,7 @@ def clone_command(rt: Runtime, ref: str, hostname: str, environment: str, full: 
 
     req = CloneRequest(hostname=hostname, environment=environment, full=full, ip=ip.strip(),
                        gateway=gateway, bridge=bridge, storage=storage,
-                       variables=dict(_parse_vars(variables)))  # fmt: skip
+                       variables=dict(parse_vars(variables)))  # fmt: skip
     with rt.factory() as session:
         source = find_container(session, ref)
         try:

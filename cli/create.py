@@ -48,7 +48,7 @@ _OPTIONS = {"ip": "--ip", "gateway": "--gateway", "ssh_public_key": "--ssh-key",
             "environment": "--env"}  # fmt: skip
 
 
-def _parse_vars(pairs: tuple[str, ...], var_file: str | None = None) -> dict[str, str]:
+def parse_vars(pairs: tuple[str, ...], var_file: str | None = None) -> dict[str, str]:
     """``--var KEY=VALUE`` options, then the ``--var-file`` lines."""
     # (where, the text, whether an error may show it: a file's line may be a secret)
     given = [("--var", pair, True) for pair in pairs]
@@ -127,7 +127,7 @@ def _refusal(problems: list[ConfigError]) -> BadInput:
     return BadInput("; ".join(option_error(p).message for p in first_per_field(problems)))
 
 
-def _pick_node(session: Session, name: str | None) -> str:
+def pick_node(session: Session, name: str | None) -> str:
     names = list(session.scalars(select(Node.name).order_by(Node.name)))
     if name is None:
         if len(names) == 1:
@@ -229,12 +229,12 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
     _attempt(problems, lambda: check_name("storage", storage))
     _attempt(problems, lambda: check_name("bridge", bridge))
     keys = _attempt(problems, lambda: _read_ssh_keys(ssh_key_file, ssh_key_text))
-    given_variables = _parse_vars(variables, var_file)
+    given_variables = parse_vars(variables, var_file)
     password = (_attempt(problems, lambda: check_root_password(_read_password()))
                 if password_stdin else None)  # fmt: skip
     ip, gateway = network or ("dhcp", None)  # a placeholder when refused
     with rt.factory() as session:
-        req = ProvisionRequest(template=template, node=_pick_node(session, node),
+        req = ProvisionRequest(template=template, node=pick_node(session, node),
                                hostname=hostname, vmid=vmid, cores=cores, memory=memory,
                                swap=swap, disk=disk, ip=ip, gateway=gateway, bridge=bridge,
                                storage=storage, ssh_public_key=keys, root_password=password,

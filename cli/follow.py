@@ -21,7 +21,7 @@ from sqlalchemy import select
 from cli.output import RunView, echo_json, short_id
 from cli.runtime import CliFailure, GaveUp, Interrupted, Runtime
 from provisioner.models import Container, ContainerEvent, Lifecycle
-from provisioner.phases import PHASES
+from provisioner.phases import plan_named
 
 if TYPE_CHECKING:
     from provisioner.events import Event
@@ -284,9 +284,11 @@ def follow_run(rt: Runtime, cid: str, action: str | None, *, after: int,
         CliFailure: the run ended in error or without a result (exit 1, the
             reason in one line), ``timeout`` ran out (exit 6), or Ctrl-C (130).
     """
-    bars = list(PHASES) if action in PROVISIONING else [action or "run"]
+    with rt.factory() as session:
+        plan = plan_named(session.scalar(select(Container.plan).where(Container.id == cid)))
+    bars = list(plan.names) if action in PROVISIONING else [action or "run"]
     mode = "json" if as_json else ("text" if text_log else None)
-    view = RunView(bars, done=done, mode=mode)
+    view = RunView(bars, done=done, mode=mode, plan=plan)
     stop = threading.Event()
     shown = Shown(after)
     timer = threading.Timer(timeout, stop.set) if timeout else None

@@ -33,6 +33,7 @@ from cli import create as cli_create
 from cli import demo
 from cli import keys as cli_keys
 from cli import nodes as cli_nodes
+from cli import sandboxes as cli_sandboxes
 from cli import templates as cli_templates
 from cli.runtime import (
     EXIT_CODES_HELP,
@@ -134,7 +135,7 @@ def main(config_file: Path | None) -> None:
 
 
 for _module in (cli_create, cli_containers, cli_actions, cli_changes, cli_nodes, cli_keys,
-                cli_templates, demo):  # fmt: skip
+                cli_templates, cli_sandboxes, demo):  # fmt: skip
     for _command in _module.COMMANDS:
         main.add_command(_command)
 
@@ -203,6 +204,33 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
         worker.work(burst=burst, logging_level=settings.log_level)
     finally:
         recovery.stop()
+
+
+@main.command("scheduler")
+@click.option("--name", help="The scheduler's name in Redis (default: host:pid:random).")
+@pass_runtime
+def scheduler_cmd(rt: Runtime, name: str | None) -> None:
+    """Run RQ's cron scheduler (what the Procfile's scheduler runs): it
+    queues the sandbox expiry round every PROVISIONER_SANDBOX_EXPIRY_INTERVAL
+    seconds for the workers.  One is enough; a second does no harm (a round
+    does what is due once).  SIGTERM stops it.
+    """
+    from redis import Redis
+    from rq.cron import CronScheduler
+
+    from pipeline.expiry import expire_round
+    from provisioner.db import preflight
+    from provisioner.logsafe import setup_logging
+
+    settings = rt.settings
+    preflight(settings)
+    setup_logging(settings.log_level)
+    redis = Redis.from_url(settings.redis_url)
+    cron = CronScheduler(connection=redis, logging_level=settings.log_level, name=name or "")
+    cron.register(expire_round, queue_name=settings.queue_name,
+                  interval=settings.sandbox_expiry_interval, job_timeout=300,
+                  name="sandbox-expiry")  # fmt: skip
+    cron.start()
 
 
 # -- users and API tokens -------------------------------------------------------

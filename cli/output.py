@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from provisioner.phases import PHASE_RANGES, PHASES, phase_percent
+from provisioner.phases import PROVISION, Plan
 from provisioner.views import log_line
 
 if TYPE_CHECKING:
@@ -141,19 +141,21 @@ class RunView:
     lines of its stderr to stderr, styled on a terminal.
 
     Args:
-        bars: the five phases (a provisioning run, one bar each), or one
+        bars: the plan's phases (a provisioning run, one bar each), or one
             action name for a single bar (start, stop, destroy, ...).
         done: phases finished before this run (shown complete).
         mode: ``json`` or ``text``; by default ``live`` or ``plain``.
+        plan: the container's phases (a sandbox's has ``import``).
     """
 
     def __init__(self, bars: Sequence[str], *, done: Iterable[str] = (),
-                 mode: str | None = None) -> None:  # fmt: skip
+                 mode: str | None = None, plan: Plan = PROVISION) -> None:  # fmt: skip
         self.err = stderr_console()
         self.out = stdout_console()
         self.mode = mode or ("live" if self.err.is_terminal else "plain")
         self.bars = list(bars)
-        self.per_phase = self.bars == list(PHASES)
+        self.plan = plan
+        self.per_phase = self.bars == list(plan.names)
         self._done = set(done)
         self._lock = threading.Lock()
         self._progress: Progress | None = None
@@ -250,8 +252,8 @@ class RunView:
             self._progress.stop_task(task)
         else:
             update: dict[str, Any] = {"description": e.message.replace("[", r"\[")}
-            if e.percent is not None and e.phase in PHASE_RANGES:
-                update["completed"] = phase_percent(e.phase, e.percent)
+            if e.percent is not None and e.phase in self.plan.names:
+                update["completed"] = self.plan.phase_percent(e.phase, e.percent)
             self._progress.update(task, **update)
 
     def _finish(self, name: str) -> None:

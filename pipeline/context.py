@@ -19,7 +19,7 @@ from provisioner.errors import PermanentError
 from provisioner.events import EventPublisher
 from provisioner.models import Container
 from provisioner.ownership import prove
-from provisioner.phases import overall_percent
+from provisioner.phases import PROVISION, Plan
 from provisioner.pve.client import PveClient
 from provisioner.pve.types import Owned
 from provisioner.secrets.box import SecretBox
@@ -62,6 +62,7 @@ class Context:
     operation_id: str | None = None  # the Operation row of an action with parameters
     params: dict[str, Any] = field(default_factory=dict)  # its parameters
     phase: str = "create"
+    plan: Plan = PROVISION  # the container's (a sandbox imports before it finalizes)
     scripts_uploaded: bool = False  # by the deploy phase of this run
     _ssh: SshSession | None = field(default=None, repr=False)
 
@@ -83,7 +84,7 @@ class Context:
                 setattr(ct, key, value)
 
     def percent(self, fraction: float) -> int:
-        return overall_percent(self.phase, fraction)
+        return self.plan.overall_percent(self.phase, fraction)
 
     def step(self, message: str, fraction: float = 0.0) -> None:
         pct = self.percent(fraction)

@@ -26,7 +26,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline import changes, create, deploy, finalize, refresh, scripts, start
+from pipeline import changes, create, deploy, finalize, refresh, scripts, start, wpimport
 from pipeline.context import Context, off_loop
 from provisioner import lease
 from provisioner.backoff import Backoff
@@ -39,7 +39,7 @@ from provisioner.logsafe import setup_logging
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, Operation, utcnow
 from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs
-from provisioner.phases import PHASES
+from provisioner.phases import plan_named
 from provisioner.requests import load_named_template, stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.templates.variables import secret_values
@@ -48,10 +48,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Phase = Callable[[Context], Awaitable[None]]
-# each phase's entry point; they run in the order of provisioner.phases.PHASES
+# each phase's entry point; they run in the order of the container's plan
+# (provisioner.phases.PLANS)
 PHASE_RUNS: dict[str, Phase] = {
     "create": create.run, "start": start.run, "deploy": deploy.run,
-    "scripts": scripts.run, "finalize": finalize.run,
+    "scripts": scripts.run, "import": wpimport.run, "finalize": finalize.run,
 }  # fmt: skip
 
 
@@ -120,7 +121,7 @@ def _error_details(ctx: Context, exc: BaseException) -> dict[str, Any]:
 
 
 async def _provision(ctx: Context, keeper: lease.LeaseKeeper) -> None:
-    for name in PHASES:
+    for name in ctx.plan.names:
         if name in ctx.container().finished_phases:
             continue
         ctx.phase = name
@@ -193,6 +194,7 @@ def build_context(settings: Settings, factory: sessionmaker[Session], redis: Red
         pve = client_for(node, box)
         template = load_named_template(settings, ct.template)
         variables = stored_variables(box, ct)
+        plan = plan_named(ct.plan)
     from provisioner.logsafe import register_secret
 
     for value in secret_values(template, variables):
@@ -200,7 +202,7 @@ def build_context(settings: Settings, factory: sessionmaker[Session], redis: Red
     return Context(settings=settings, factory=factory, redis=redis, box=box,
                    container_id=container_id, template=template, pve=pve, events=events,
                    variables=variables, on_progress=progress_saver(redis, events),
-                   operation_id=operation_id, params=params)  # fmt: skip
+                   operation_id=operation_id, params=params, plan=plan)  # fmt: skip
 
 
 async def execute(settings: Settings, factory: sessionmaker[Session], redis: Redis,

@@ -70,6 +70,13 @@ class Settings:
     task_timeout: float = 600.0  # until a PVE task stops
     # the safety snapshots (auto-*) a container keeps after changes that worked
     auto_snapshots_keep: int = 3
+    # client sandboxes (docs/sandboxes.md): their life, limits (0: none) and import
+    sandbox_ttl: float = 7 * 86400.0  # when a request gives no --ttl
+    sandbox_warn_before: float = 86400.0  # the expiring event comes this long before
+    sandbox_max_per_client: int = 3  # live sandboxes of one client
+    sandbox_max_per_owner: int = 10  # live sandboxes of one owner
+    sandbox_media_max_bytes: int = 64 * 1024 * 1024  # a larger media file is skipped, warned
+    sandbox_expiry_interval: int = 60  # seconds between the scheduler's expiry rounds
     log_level: str = "INFO"
     web_host: str = "127.0.0.1"
     web_port: int = 8000
@@ -395,6 +402,12 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "ip_timeout": _positive_number,
     "task_timeout": _positive_number,
     "auto_snapshots_keep": _count,
+    "sandbox_ttl": _positive_number,
+    "sandbox_warn_before": _seconds_or_zero,
+    "sandbox_max_per_client": _count,
+    "sandbox_max_per_owner": _count,
+    "sandbox_media_max_bytes": _positive_int,
+    "sandbox_expiry_interval": _bounded(1, 86400),
     "log_level": _log_level,
     "web_host": _text,
     "web_port": _port,

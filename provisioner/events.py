@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner.db import read_only, session_scope
 from provisioner.logsafe import redact
 from provisioner.models import Container, ContainerEvent
-from provisioner.phases import PHASES
+from provisioner.phases import ALL_PHASES
 from provisioner.stream_delivery import StreamDelivery
 
 # "recovering": the run lost its worker and is handed on (the message says
@@ -96,7 +96,7 @@ class Event:
             raise ValueError(f"unknown outcome {self.outcome!r}")
         if self.outcome is not None and self.type not in TERMINAL_TYPES:
             raise ValueError(f"a {self.type} event has no outcome")
-        if self.phase is not None and self.phase not in PHASES:
+        if self.phase is not None and self.phase not in ALL_PHASES:
             raise ValueError(f"unknown phase {self.phase!r}")
         if self.stream is not None and self.stream not in STREAMS:
             raise ValueError(f"unknown stream {self.stream!r}")

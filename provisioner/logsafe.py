@@ -101,6 +101,29 @@ def _variants(value: str, min_length: int) -> set[str]:
     return {form for form in forms if len(form) >= min_length}
 
 
+def _alternation(secrets: set[str]) -> re.Pattern[str]:
+    # longest first, so that a secret containing another matches whole
+    return re.compile("|".join(map(re.escape, sorted(secrets, key=len, reverse=True))))
+
+
+def _cut(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each span replaced by REDACTED; overlapping spans (a
+    secret of one pattern inside or across one of the other) as one."""
+    if not spans:
+        return text
+    spans.sort()
+    parts, pos = [], 0
+    start, end = spans[0]
+    for s, e in spans[1:]:
+        if s < end:
+            end = max(end, e)
+            continue
+        parts += [text[pos:start], REDACTED]
+        pos, start, end = end, s, e
+    parts += [text[pos:start], REDACTED, text[end:]]
+    return "".join(parts)
+
+
 class SecretRedactor(logging.Filter):
     """A logging filter that redacts registered secrets and secret patterns.
 
@@ -116,12 +139,20 @@ class SecretRedactor(logging.Filter):
             short string cannot wipe out every log line that contains it.
     """
 
+    RECENT_MAX = 64
+
     def __init__(self, *, min_length: int = 8) -> None:
         super().__init__()
         self.min_length = min_length
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
-        self._registry: re.Pattern[str] | None = None
+        # Two patterns: one over the settled secrets, compiled again only
+        # when RECENT_MAX new ones have come, and one over the recent ones
+        # (small: cheap to compile at each registration).  A process that
+        # registers thousands of secrets stays linear, not quadratic.
+        self._settled: set[str] = set()
+        self._recent: set[str] = set()
+        self._patterns: tuple[re.Pattern[str], ...] = ()
 
     def register(self, value: str | None) -> bool:
         """Remember a secret so that it is redacted wherever it appears.
@@ -140,9 +171,12 @@ class SecretRedactor(logging.Filter):
             if forms <= self._secrets:
                 return True
             self._secrets |= forms
-            # Longest first so a secret that contains another is redacted whole.
-            alternatives = sorted(self._secrets, key=len, reverse=True)
-            self._registry = re.compile("|".join(map(re.escape, alternatives)))
+            self._recent |= forms - self._settled
+            if len(self._recent) > self.RECENT_MAX:
+                self._settled |= self._recent
+                self._recent = set()
+            self._patterns = tuple(_alternation(group) for group in (self._settled, self._recent)
+                                   if group)  # fmt: skip
         return True
 
     def register_all(self, values: Iterable[str | None]) -> None:
@@ -159,9 +193,9 @@ class SecretRedactor(logging.Filter):
         Returns:
             The text with every secret replaced by ``[REDACTED]``.
         """
-        registry = self._registry  # one read: register() may swap it concurrently
-        if registry is not None:
-            text = registry.sub(REDACTED, text)
+        patterns = self._patterns  # one read: register() may swap it concurrently
+        if patterns:
+            text = _cut(text, [m.span() for p in patterns for m in p.finditer(text)])
         return redact_patterns(text)
 
     def redact_record(self, record: logging.LogRecord) -> None:

@@ -217,6 +217,10 @@ class Container(Base):
     safe_change: Mapped[dict[str, Any] | None] = mapped_column(
         MutableDict.as_mutable(JSON(none_as_null=True))
     )
+    # the phases its runs go through (provisioner.phases.PLANS; migration 0004)
+    plan: Mapped[str] = mapped_column(String(16), default="provision", server_default="provision")
+    # who asked for it: the dashboard or API user, or the CLI's --owner (None: an operator)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
 
     node: Mapped[Node] = relationship(back_populates="containers")
     # passive_deletes: the database's ON DELETE CASCADE removes the events,
@@ -235,6 +239,9 @@ class Container(Base):
         order_by="Operation.created_at",
         cascade="all, delete-orphan",
         passive_deletes=True,
+    )
+    sandbox: Mapped[Sandbox | None] = relationship(
+        back_populates="container", cascade="all, delete-orphan", passive_deletes=True
     )
 
 
@@ -283,6 +290,48 @@ class Operation(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
     container: Mapped[Container] = relationship(back_populates="operations")
+
+
+class Sandbox(Base):
+    """A client sandbox: a ``wordpress`` container holding a copy of the
+    client's live site (``provisioner.sandboxes``).  The live site's
+    Application Password and the sandbox's own (the import writes through
+    it) are encrypted like every secret."""
+
+    __tablename__ = "sandboxes"
+
+    container_id: Mapped[str] = mapped_column(
+        ForeignKey("containers.id", ondelete="CASCADE"), primary_key=True
+    )
+    client: Mapped[str] = mapped_column(String(40), index=True)
+    source_url: Mapped[str] = mapped_column(String(2048))
+    source_user: Mapped[str] = mapped_column(String(128))
+    source_secret_ciphertext: Mapped[str] = mapped_column(Text)
+    source_ca_file: Mapped[str | None] = mapped_column(String(1024))
+    source_fingerprint: Mapped[str | None] = mapped_column(String(64))  # 64 hex digits
+    target_secret_ciphertext: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    warned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the expiring event
+    expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # its destroy queued
+    # what the import found and did: counts, bytes, skipped items
+    summary: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    container: Mapped[Container] = relationship(back_populates="sandbox")
+
+
+class SandboxItem(Base):
+    """One item the import wrote: the source's id and the sandbox's, so a
+    resumed import skips what is there (never a duplicate)."""
+
+    __tablename__ = "sandbox_items"
+    __table_args__ = (UniqueConstraint("container_id", "kind", "source_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    container_id: Mapped[str] = mapped_column(ForeignKey("containers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # user|category|tag|media|page|post
+    source_id: Mapped[int] = mapped_column(Integer)
+    target_id: Mapped[int] = mapped_column(Integer)
 
 
 class Lease(Base):

@@ -72,6 +72,8 @@ class ProvisionRequest(RequestSettings):
     variables: dict[str, Any] = field(default_factory=dict)
     failure_policy: str = "keep"
     environment: str | None = None  # production gets PVE's protection flag
+    owner: str | None = None  # who asks (the API's user, the CLI's --owner)
+    plan: str = "provision"  # the phases its runs go through (provisioner.phases.PLANS)
 
 
 def load_named_template(settings: Settings, name: str) -> Template:
@@ -153,7 +155,7 @@ def _check_failure_policy(policy: str) -> None:
         raise ConfigError(f"failure_policy: must be 'keep' or 'destroy', got {policy!r}")
 
 
-def _collector(problems: list[ConfigError]) -> Callable[[Callable[[], T]], T | None]:
+def collector(problems: list[ConfigError]) -> Callable[[Callable[[], T]], T | None]:
     """``attempt(check)``: ``check()``, or None with its ConfigError added to
     ``problems`` (every problem of a request is reported at once)."""
 
@@ -176,7 +178,7 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
         InvalidRequest: every problem found, each naming its field.
     """
     problems: list[ConfigError] = []
-    attempt = _collector(problems)
+    attempt = collector(problems)
 
     node = attempt(lambda: _find_node(session, req.node))
     attempt(lambda: _check_failure_policy(req.failure_policy))
@@ -207,7 +209,8 @@ def store_request(session: Session, box: SecretBox, req: ProvisionRequest,
     container = Container(id=new_container_id(), node=node, template=template.name,
                           hostname=req.hostname, lifecycle=Lifecycle.PENDING,
                           failure_policy=FailurePolicy(req.failure_policy),
-                          environment=req.environment or None)  # fmt: skip
+                          environment=req.environment or None, owner=req.owner,
+                          plan=req.plan)  # fmt: skip
     container.request = StoredRequest(
         **req.settings_json(),  # the asked-for settings only: never the root password
         variables={k: v for k, v in variables.items() if k not in template.secret_names},
@@ -266,9 +269,11 @@ class RequestedContainer:
 
 
 def request_container(session: Session, box: SecretBox, settings: Settings, redis: Redis,
-                      req: ProvisionRequest, checked: CheckedRequest) -> RequestedContainer:  # fmt: skip
+                      req: ProvisionRequest, checked: CheckedRequest,
+                      attach: Callable[[Container], None] | None = None) -> RequestedContainer:  # fmt: skip
     """Store a checked request as a pending container, commit it, and queue
-    its run: what the CLI's ``create`` and ``POST /api/containers`` share.
+    its run: what the CLI's ``create`` and ``POST /api/containers`` share
+    (and a sandbox's, whose ``attach`` adds its row in the same commit).
     A Redis failure does not lose the request (see ``RequestedContainer``).
 
     Raises:
@@ -280,6 +285,8 @@ def request_container(session: Session, box: SecretBox, settings: Settings, redi
     check_vmid_free(session, req.node, req.vmid)
     try:
         container = store_request(session, box, req, checked)
+        if attach is not None:
+            attach(container)
     except ConfigError:
         session.rollback()
         raise
@@ -385,7 +392,7 @@ def check_clone(session: Session, settings: Settings, source: Container,
                             f"{source.lifecycle.value}"
                             + ("" if source.vmid is not None else " and owns no CT"))  # fmt: skip
     problems: list[ConfigError] = []
-    attempt = _collector(problems)
+    attempt = collector(problems)
 
     attempt(lambda: check_environment(req.environment))
     attempt(lambda: check_network(req.ip, req.gateway))

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.events import TERMINAL_TYPES
 from provisioner.models import ContainerEvent
-from provisioner.phases import PHASES
+from provisioner.phases import ALL_PHASES
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def phase_durations(marks: Iterable[Mark]) -> dict[str, float]:
     last: Mark | None = None
     for mark in marks:
         last = mark
-        if mark.phase is None or mark.phase not in PHASES:
+        if mark.phase is None or mark.phase not in ALL_PHASES:
             continue
         if current is None:
             current = mark
@@ -89,7 +89,7 @@ def phase_durations(marks: Iterable[Mark]) -> dict[str, float]:
             current = mark
     if current is not None and current.phase is not None and last is not None:
         seconds[current.phase] = seconds.get(current.phase, 0.0) + _seconds(current.ts, last.ts)
-    return {p: seconds[p] for p in PHASES if p in seconds}
+    return {p: seconds[p] for p in ALL_PHASES if p in seconds}
 
 
 def run_timing(run: Sequence[Mark]) -> RunTiming | None:
@@ -103,7 +103,7 @@ def run_timing(run: Sequence[Mark]) -> RunTiming | None:
 
 def phase_order(marks: Iterable[Mark]) -> list[str]:
     """The phases in the order the events entered them first."""
-    return list(dict.fromkeys(m.phase for m in marks if m.phase in PHASES))
+    return list(dict.fromkeys(m.phase for m in marks if m.phase in ALL_PHASES))
 
 
 def run_phase_durations(session: Session, container_id: str) -> dict[str, float]:

@@ -145,6 +145,7 @@ def test_the_tour(reader: Reader) -> None:
     assert tour1.lifecycle == Lifecycle.DESTROYED and tour1.attempts == 2
 
 
+@pytest.mark.long
 def test_the_cli_tour(reader: Reader) -> None:
     """`Using it` → `The CLI`: create three containers (DHCP, static with a
     key, JSON Lines), look at them, power them, retry, destroy, templates,
@@ -260,6 +261,8 @@ ELSEWHERE = {
         "scripts/setup builds the template; scripts/test and tests/pvesim/test_serve.py serve",
     "Running them": "by hand: each benchmark takes minutes and a machine of its own; "
                     "tests/test_readme.py checks the scripts and options they name",
+    "Client sandboxes": "tests/pipeline/test_sandboxes.py runs each line against a seeded live "
+                        "site (its address and the fingerprint substituted)",
 }  # fmt: skip
 ON_THE_PVE_NODE = "pveum "  # the simulator has no pveum: these run on the Proxmox node
 

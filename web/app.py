@@ -27,12 +27,14 @@ from web import (
     api_changes,
     api_containers,
     api_nodes,
+    api_sandboxes,
     api_templates,
     auth,
     metrics,
     openapi,
     pages,
     pages_progress,
+    pages_sandboxes,
     pages_wizard,
     relay,
 )
@@ -40,7 +42,7 @@ from web.pve_pool import ClientPool
 from web.resources import EXTENSION, KeyFileWatch, WebResources, close_db
 
 # The REST API's route modules: each puts its routes on api.bp when imported.
-API_ROUTES = (api_containers, api_changes, api_nodes, api_templates, openapi)
+API_ROUTES = (api_containers, api_changes, api_nodes, api_sandboxes, api_templates, openapi)
 
 # The Flask config keys that were the web tunables before they became
 # settings: a test_config naming one would silently change nothing.
@@ -153,6 +155,7 @@ def create_app(
     pages.init_app(app)
     pages_wizard.init_app(app)
     pages_progress.init_app(app)
+    pages_sandboxes.init_app(app)
     api.init_app(app)
     relay.init_app(app)
     metrics.init_app(app)

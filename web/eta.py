@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-from provisioner.phases import PHASES
+from provisioner.phases import PROVISION, Plan
 from provisioner.timings import Mark, RunTiming, phase_order, run_timing, split_runs
 
 
@@ -32,30 +32,33 @@ class Estimate:
                 "phases": {p: round(s, 1) for p, s in self.phases.items()}}  # fmt: skip
 
 
-def run_durations(marks: Iterable[Mark]) -> RunTiming | None:
+def run_durations(marks: Iterable[Mark], plan: Plan = PROVISION) -> RunTiming | None:
     """The timing of a container's first run, if it was clean.
 
-    Clean: it went through the five phases in order and ended with
-    ``complete``, no ``error`` before (a failed and retried run says more
-    about the failure than about the template).
+    Clean: it went through the plan's phases in order (the five, or a
+    sandbox's six) and ended with ``complete``, no ``error`` before (a
+    failed and retried run says more about the failure than about the
+    template).
 
     Args:
         marks: the container's events in ``seq`` order (log lines may be
             left out: every phase starts with a step).
+        plan: the phases the container's runs follow.
 
     Returns:
         The timing, or None when the first run was not clean or has not
         ended.
     """
     runs = split_runs(marks)
-    if not runs or runs[0][-1].type != "complete" or phase_order(runs[0]) != list(PHASES):
+    if not runs or runs[0][-1].type != "complete" or phase_order(runs[0]) != list(plan.names):
         return None
     return run_timing(runs[0])
 
 
-def estimate(runs: Sequence[RunTiming]) -> Estimate | None:
-    """Medians over the runs; None without any run."""
+def estimate(runs: Sequence[RunTiming], plan: Plan = PROVISION) -> Estimate | None:
+    """Medians over the runs (clean runs of ``plan``: each has its every
+    phase); None without any run."""
     if not runs:
         return None
     return Estimate(runs=len(runs), total=median(r.seconds for r in runs),
-                    phases={p: median(r.phases[p] for r in runs) for p in PHASES})  # fmt: skip
+                    phases={p: median(r.phases[p] for r in runs) for p in plan.names})  # fmt: skip

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.events import PROVISIONING_OUTCOMES, TERMINAL_TYPES
 from provisioner.models import Container, ContainerEvent, Lifecycle, utcnow
-from provisioner.phases import PHASES
+from provisioner.phases import ALL_PHASES
 from provisioner.queue import provisioning_queue
 from provisioner.timings import Mark, RunTiming, run_timing, split_runs
 from web.resources import EXTENSION as APP_EXTENSION
@@ -165,7 +165,9 @@ class RunLedger:
     def __init__(self) -> None:
         self.runs = dict.fromkeys(OUTCOMES, 0)
         self.run_seconds = {o: Histogram(RUN_BUCKETS) for o in OUTCOMES}
-        self.phase_seconds = {(p, o): Histogram(PHASE_BUCKETS) for p in PHASES for o in OUTCOMES}
+        self.phase_seconds = {
+            (p, o): Histogram(PHASE_BUCKETS) for p in ALL_PHASES for o in OUTCOMES
+        }
         self._cursor = 0  # every terminal event with an id up to here is folded
         self._folded: set[int] = set()  # terminal events above the cursor already folded
 

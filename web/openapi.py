@@ -12,7 +12,7 @@ from flask import Response, jsonify
 
 from provisioner.changes import MAX_DESCRIPTION, MAX_SNAPSHOT_NAME, ON_FAILURE, SNAPSHOT_NAME
 from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
-from provisioner.phases import PHASES
+from provisioner.phases import ALL_PHASES
 from provisioner.request_checks import TEMPLATE_NAME
 from provisioner.templates.model import HOOK_KINDS
 from web.api import NAME_PATTERN, bp
@@ -316,6 +316,41 @@ SCHEMAS: dict[str, Any] = {
             "description": "template variables that differ from the source's"}},
         optional=("environment", "full", "ip", "gateway", "bridge", "storage", "variables")),
     "Container": _object(_CONTAINER, optional=("pve", "pve_error")),
+    "Sandbox": _object({
+        "id": STR, "hostname": STR, "client": STR, "owner": NSTR, "source_url": STR,
+        "source_user": STR, "lifecycle": STR, "ip": NSTR,
+        "url": {**NSTR, "description": "the sandbox's site (https, self-signed)"},
+        "expires_at": STR, "seconds_left": INT,
+        "warned": {**BOOL, "description": "the expiring event came"},
+        "created_at": STR,
+        "imported": {"type": "object", "description": "what the import copied: counts, "
+                     "bytes, skipped items, the permalink structure"}}),
+    "Sandboxes": _list("sandboxes", "Sandbox"),
+    "SandboxCreate": _object({
+        "from": _text(2048, description="the live site, https://..."),
+        "client": _text(40, pattern="^[a-z0-9][a-z0-9-]{0,39}$"),
+        "user": _text(60, description="the live site's user"),
+        "app_password": _text(256, description="that user's Application Password (used "
+                              "read-only; encrypted at rest, never shown again)"),
+        "ttl": _text(32, description="12h, 7d, 2w... (default: the setting, 7d)"),
+        "new": {**BOOL, "default": False,
+                "description": "a new sandbox even if the client has one"},
+        "fingerprint": _text(200, description="the live site's certificate, SHA-256 pinned"),
+        "node": NAME, "hostname": _text(63, description="default sandbox-<client>"),
+        "variables": {"type": "object", "additionalProperties": {
+            "type": ["string", "integer", "boolean"]},
+            "description": "variables of the wordpress template"}},
+        optional=("ttl", "new", "fingerprint", "node", "hostname", "variables")),
+    "SandboxCreated": _object({
+        "id": STR, "events_url": STR, "job_id": NSTR, "container": _ref("Container"),
+        "root_password": STR, "warning": STR,
+        "generated_secrets": {"type": "object", "additionalProperties": STR},
+        "existing": {"const": False}, "sandbox": _ref("Sandbox")},
+        optional=("root_password", "warning", "generated_secrets")),
+    "SandboxExisting": _object({"id": STR, "existing": {"const": True},
+                                "sandbox": _ref("Sandbox")}),
+    "SandboxExtend": _object({"by": _text(32, description="12h, 7d, 2w...")}),
+    "SandboxExpired": _object({"id": STR, "expired": {"const": True}}),
     "Containers": _object({"containers": {"type": "array", "items": _ref("Container")}}),
     "Created": _object({
         "id": STR, "events_url": STR, "job_id": NSTR, "container": _ref("Container"),
@@ -329,7 +364,7 @@ SCHEMAS: dict[str, Any] = {
     "Event": _object({
         "seq": INT, "container": STR,
         "type": {"enum": list(EVENT_TYPES)},
-        "phase": {"enum": list(PHASES)},
+        "phase": {"enum": list(ALL_PHASES)},
         "percent": INT, "message": STR, "stream": {"enum": ["stdout", "stderr"]},
         "script": STR,
         "outcome": {"enum": list(OUTCOMES), "description": "how the run ended (terminal events)"},
@@ -454,6 +489,24 @@ PATHS: dict[str, Any] = {
         "post": _op("Roll back to a snapshot (a run; refused while protected)", "snapshots",
                     _json(_ref("Job"), "queued; loses says what is lost"), status="202",
                     extra={**_NOT_FOUND, **_CONFLICT, **_UPSTREAM})},
+    "/api/sandboxes": {
+        "get": _op("Sandboxes (an administrator's: all; others': their own)", "sandboxes",
+                   _json(_ref("Sandboxes"), "soonest expiry first"),
+                   params=[_query("client", "only this client's", STR),
+                           _query("include_destroyed", "also destroyed ones", BOOL)]),
+        "post": _op("A sandbox of a live WordPress site (or the client's existing one)",
+                    "sandboxes", _json(_ref("SandboxCreated"), "stored and queued"),
+                    status="201", body="SandboxCreate",
+                    extra={"200": _json(_ref("SandboxExisting"), "the client's sandbox "
+                                        "(new: false)")}),
+    },
+    "/api/sandboxes/{id}/extend": {"parameters": [CONTAINER],
+        "post": _op("Push a sandbox's expiry back", "sandboxes", _json(_ref("Sandbox"),
+                    "the new expiry"), body="SandboxExtend", extra=_NOT_FOUND)},
+    "/api/sandboxes/{id}/expire": {"parameters": [CONTAINER],
+        "post": _op("End a sandbox now (its destroy is queued)", "sandboxes",
+                    _json(_ref("SandboxExpired"), "expired"), status="202",
+                    extra={**_NOT_FOUND, **_CONFLICT})},
     "/api/containers/{id}/events": {"parameters": [CONTAINER], "get": _op(
         "Stored events, paginated by seq", "containers", _json(_ref("Events"), "events"),
         params=[_query("after", "only events with a greater seq",

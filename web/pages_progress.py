@@ -1,12 +1,14 @@
 """The progress view: ``/containers/<id>/progress``.
 
-The five phases as a stepper, percent, elapsed time and an ETA, and the
-live log console fed by the relay (``static/progress.js``).  The page is
-rendered with what the script needs to start: the container's lifecycle,
-the last ``seq`` stored when the page was made (events up to it are
-history, later ones are live), the server's clock, the phases with their
-labels and percent ranges (``provisioner.phases``), and the ETA: medians of
-the phase durations of past clean runs of the same template (``web.eta``).
+The phases of the container's plan as a stepper (five; a sandbox's six,
+its import among them), percent, elapsed time and an ETA, and the live log
+console fed by the relay (``static/progress.js``).  The page is rendered
+with what the script needs to start: the container's lifecycle, the last
+``seq`` stored when the page was made (events up to it are history, later
+ones are live), the server's clock, the plan's phases with their labels
+and percent ranges (``provisioner.phases``), and the ETA: medians of the
+phase durations of past clean runs of the same template and plan
+(``web.eta``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from flask import Blueprint, Flask, render_template, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioner import phases
 from provisioner.events import TERMINAL_TYPES, now_iso
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle
+from provisioner.phases import PROVISION, Plan, plan_named
 from provisioner.timings import Mark, RunTiming
 from web.eta import Estimate, estimate, run_durations
 from web.pages import not_found
@@ -39,7 +41,7 @@ _runs: OrderedDict[str, RunTiming | None] = OrderedDict()
 _runs_lock = threading.Lock()
 
 
-def _first_run(session: Session, container_id: str) -> RunTiming | None:
+def _first_run(session: Session, container_id: str, plan: Plan) -> RunTiming | None:
     with _runs_lock:
         if container_id in _runs:
             _runs.move_to_end(container_id)
@@ -54,7 +56,7 @@ def _first_run(session: Session, container_id: str) -> RunTiming | None:
         if type_ in TERMINAL_TYPES:
             ended = True
             break
-    durations = run_durations(marks)
+    durations = run_durations(marks, plan)
     if ended:
         with _runs_lock:
             _runs[container_id] = durations
@@ -63,33 +65,47 @@ def _first_run(session: Session, container_id: str) -> RunTiming | None:
     return durations
 
 
-def template_estimate(session: Session, template: str, exclude: str) -> Estimate | None:
-    """The ETA of a run of ``template`` from its latest clean runs (not ``exclude``'s)."""
+def template_estimate(session: Session, template: str, exclude: str,
+                      plan: Plan = PROVISION) -> Estimate | None:  # fmt: skip
+    """The ETA of a run of ``template`` through ``plan`` from the latest
+    clean runs of containers of both (not ``exclude``'s): a sandbox's import
+    is timed by earlier sandboxes only, and has no estimate without them."""
     candidates = session.scalars(
         select(Container.id)
         .where(Container.template == template, Container.id != exclude,
+               Container.plan == plan.name,
                Container.finished_at.is_not(None),
                Container.lifecycle.in_([Lifecycle.READY, Lifecycle.DESTROYING,
                                         Lifecycle.DESTROYED]))
         .order_by(Container.created_at.desc()).limit(HISTORY_CANDIDATES)).all()  # fmt: skip
     runs: list[RunTiming] = []
     for container_id in candidates:
-        durations = _first_run(session, container_id)
+        durations = _first_run(session, container_id, plan)
         if durations is not None:
             runs.append(durations)
             if len(runs) >= HISTORY_RUNS:
                 break
-    return estimate(runs)
+    return estimate(runs, plan)
+
+
+def container_plan(ct: Container) -> Plan:
+    """The plan the container's runs follow (an unknown name: the five
+    phases, so a page of a newer release's container still shows)."""
+    try:
+        return plan_named(ct.plan)
+    except KeyError:
+        return PROVISION
 
 
 def page_data(ct: Container, eta: Estimate | None) -> dict[str, Any]:
     """What ``progress.js`` starts from (rendered as JSON into the page)."""
+    plan = container_plan(ct)
     return {
         "id": ct.id, "hostname": ct.hostname, "template": ct.template, "node": ct.node.name,
         "vmid": ct.vmid, "lifecycle": str(ct.lifecycle), "attempts": ct.attempts,
         "last_seq": max(ct.next_seq - 1, 0), "now": now_iso(),
         "eta": eta.as_json() if eta is not None else None,
-        "phases": phases.as_json(),
+        "plan": plan.name, "phases": plan.as_json(),
         "urls": {
             "api": url_for("api.get_container", container_id=ct.id),
             "ws": f"/ws/containers/{ct.id}/events",
@@ -109,9 +125,10 @@ def progress(container_id: str) -> str | tuple[str, int]:
                          f"There is no container with the id {container_id!r}, so there is no "
                          "progress to show. It may have been removed, or the link is mistyped.",
                          "pages.index", "Back to containers")  # fmt: skip
-    data = page_data(ct, template_estimate(session, ct.template, exclude=ct.id))
+    plan = container_plan(ct)
+    data = page_data(ct, template_estimate(session, ct.template, exclude=ct.id, plan=plan))
     session.commit()
-    return render_template("progress.html", data=data, phases=phases.PHASE_LABELS)
+    return render_template("progress.html", data=data)
 
 
 def init_app(app: Flask) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioner.models import Container, Node
+from provisioner.models import Container, Node, Sandbox
 from provisioner.secrets.box import SecretBox, field_aad
 from provisioner.stored_request import StoredRequest
 
@@ -64,6 +64,28 @@ def container_ssh_private_key(box: SecretBox, container: Container) -> str | Non
     return box.decrypt(token, container_aad(container, "ssh_private_key")) if token else None
 
 
+# a sandbox's two Application Passwords: the live site's (read) and its own (written)
+SANDBOX_SECRETS = ("source", "target")
+
+
+def sandbox_aad(container_id: str, which: str) -> str:
+    return field_aad("sandbox", container_id, f"{which}_secret")
+
+
+def set_sandbox_secret(box: SecretBox, sandbox: Sandbox, which: str, secret: str) -> None:
+    """Encrypt the live site's (``source``) or the sandbox's own (``target``)
+    Application Password into the sandbox's row."""
+    if which not in SANDBOX_SECRETS:
+        raise ValueError(f"no sandbox secret {which!r}")
+    setattr(sandbox, f"{which}_secret_ciphertext",
+            box.encrypt(secret, sandbox_aad(sandbox.container_id, which)))  # fmt: skip
+
+
+def sandbox_secret(box: SecretBox, sandbox: Sandbox, which: str) -> str | None:
+    token = getattr(sandbox, f"{which}_secret_ciphertext")
+    return box.decrypt(token, sandbox_aad(sandbox.container_id, which)) if token else None
+
+
 @dataclass(frozen=True)
 class RotationReport:
     """How many secrets were re-encrypted and how many were already current."""
@@ -79,7 +101,8 @@ def variable_aad(container_id: str, name: str) -> str:
 
 def rotate_all(session: Session, box: SecretBox) -> RotationReport:
     """Re-encrypt every stored secret with ``box``'s current key: node
-    credentials, root passwords, SSH keys and secret template variables.
+    credentials, root passwords, SSH keys, secret template variables and
+    sandboxes' Application Passwords.
 
     Safe to run while workers run: old ciphertexts stay readable as long as
     the old key is known, and a secret is rewritten in one UPDATE.  Commit
@@ -115,4 +138,15 @@ def rotate_all(session: Session, box: SecretBox) -> RotationReport:
                 same += 1
         if dirty:  # a new dict: the JSON column does not track changes in place
             ct.request = replace(stored, secret_variables=tokens).to_dict()
+    for sb in session.scalars(select(Sandbox)):
+        for which in SANDBOX_SECRETS:
+            attr = f"{which}_secret_ciphertext"
+            token = getattr(sb, attr)
+            if not token:
+                continue
+            if box.needs_rotation(token):
+                setattr(sb, attr, box.reencrypt(token, sandbox_aad(sb.container_id, which)))
+                changed += 1
+            else:
+                same += 1
     return RotationReport(reencrypted=changed, current=same)

@@ -417,6 +417,7 @@ def test_a_worker_that_keeps_dying_stops_the_demo_after_5_restarts_in_60_s(
     assert not _leftovers(data)
 
 
+@pytest.mark.long
 @pytest.mark.timeout(400)
 def test_an_idle_demo_stops_in_under_5_s_every_time(tmp_path: Path) -> None:
     """Stopped at once, and after the workers have waited on their queue for

@@ -30,7 +30,8 @@ from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts/install-systemd"
 UNITS = ("provisioner-web.service", "provisioner-worker@.service",
-         "provisioner-migrate.service", "provisioner.target")  # fmt: skip
+         "provisioner-scheduler@.service", "provisioner-migrate.service",
+         "provisioner.target")  # fmt: skip
 Unit = dict[str, list[tuple[str, str]]]
 
 

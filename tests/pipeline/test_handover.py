@@ -150,6 +150,7 @@ def test_a_killed_worker_is_noticed_within_20_s_by_default(
     print(f"\nworker killed: noticed in {noticed:.1f} s")
 
 
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_no_takeover_of_live_runs_on_a_loaded_machine(
         workers: Stack, cleanup: Callable[[str], str]) -> None:  # fmt: skip

@@ -209,6 +209,7 @@ def in_phase(phase: str, lines: int = 0) -> Callable[[list[dict[str, Any]]], boo
     return check
 
 
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_redis_paused_15_s_in_deploy(outage_stack: Stack, own_redis: OwnRedis, app: Flask) -> None:
     cid, follower, took = run_through(outage_stack, own_redis, app, "phases",

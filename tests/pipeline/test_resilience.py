@@ -188,7 +188,13 @@ def wait_until(stack: Stack, cid: str, predicate: Callable[[Container, list[Even
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", [*PHASES, "create-unrecorded"])
+@pytest.mark.parametrize(
+    "case",
+    [  # the slowest kill points run with scripts/test-long
+        pytest.param(c, marks=pytest.mark.long) if c in ("start", "finalize") else c
+        for c in (*PHASES, "create-unrecorded")
+    ],
+)
 def test_kill_worker_in_phase_recovers(stack: Stack, cleanup: Callable[[str], str],
                                        case: str) -> None:  # fmt: skip
     """``create-unrecorded``: killed during the create task, and the vmid is
@@ -315,6 +321,7 @@ def inotify_room(containers: int) -> Iterator[None]:
             INOTIFY_LIMIT.write_text(f"{limit}\n")
 
 
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_twenty_at_once_four_workers(stack: Stack, cleanup: Callable[[str], str]) -> None:
     n = 20

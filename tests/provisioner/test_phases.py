@@ -7,13 +7,17 @@ from itertools import pairwise
 import pytest
 
 from provisioner.phases import (
+    ALL_PHASES,
     PHASE_LABELS,
     PHASE_LIST,
     PHASE_RANGES,
     PHASES,
+    PLANS,
+    SANDBOX,
     as_json,
     overall_percent,
     phase_percent,
+    plan_named,
 )
 
 
@@ -23,7 +27,24 @@ def test_the_five_phases_cover_the_percent_scale_in_order() -> None:
     for before, after in pairwise(PHASE_LIST):
         assert before.low < before.high == after.low
     assert PHASE_LABELS == {"create": "Create", "start": "Start", "deploy": "Deploy files",
-                            "scripts": "Run scripts", "finalize": "Finalize"}  # fmt: skip
+                            "scripts": "Run scripts", "import": "Import content",
+                            "finalize": "Finalize"}  # fmt: skip
+
+
+def test_every_plan_covers_the_scale_and_keeps_the_common_order() -> None:
+    for plan in PLANS.values():
+        assert plan.phases[0].low == 0 and plan.phases[-1].high == 100
+        for before, after in pairwise(plan.phases):
+            assert before.low < before.high == after.low
+        assert [p for p in ALL_PHASES if p in plan.names] == list(plan.names)
+    assert SANDBOX.names == ("create", "start", "deploy", "scripts", "import", "finalize")
+    assert plan_named(None).names == PHASES and plan_named("sandbox") is SANDBOX
+    assert SANDBOX.overall_percent("import", 0.5) == 75
+    assert SANDBOX.phase_percent("import", 75) == 50
+    with pytest.raises(KeyError):
+        SANDBOX.overall_percent("nope", 0.5)
+    with pytest.raises(KeyError):
+        plan_named("nope")
 
 
 def test_overall_percent_and_back() -> None:

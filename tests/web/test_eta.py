@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from provisioner.models import ContainerEvent, Lifecycle
-from provisioner.phases import PHASES, as_json
+from provisioner.models import ContainerEvent, Lifecycle, Sandbox
+from provisioner.phases import PHASES, SANDBOX, as_json
 from provisioner.timings import Mark, RunTiming
 from tests.web.conftest import add_container, db_session, form_csrf
 from web.eta import estimate, run_durations
@@ -150,3 +150,73 @@ def test_the_progress_page_needs_a_login_and_a_container(client: FlaskClient,
     assert logged_in.get("/containers/0000-nope/progress").status_code == 404
     logged_in.post("/logout", data={"csrf_token": form_csrf(logged_in.get("/").text)})
     assert logged_in.get("/containers/0000-nope/progress").status_code in (302, 401)
+
+
+# --- a sandbox's plan: six phases, the import among them -----------------------------------
+
+SANDBOX_CLEAN = marks(
+    ("step", "create", 0),
+    ("step", "start", 5),
+    ("step", "deploy", 9),
+    ("step", "scripts", 10),
+    ("step", "import", 30),
+    ("step", "import", 50),
+    ("step", "finalize", 70),
+    ("complete", "finalize", 72),
+)
+
+
+def test_a_sandbox_run_is_clean_through_its_own_plan_only() -> None:
+    run = run_durations(SANDBOX_CLEAN, SANDBOX)
+    assert run is not None
+    assert run.phases == {"create": 5, "start": 4, "deploy": 1, "scripts": 20, "import": 40,
+                          "finalize": 2}  # fmt: skip
+    # the five phases' estimate takes no sandbox run, and a sandbox's no plain one
+    assert run_durations(SANDBOX_CLEAN) is None
+    assert run_durations(CLEAN, SANDBOX) is None
+    est = estimate([run], SANDBOX)
+    assert est is not None and list(est.phases) == list(SANDBOX.names)
+    assert est.phases["import"] == 40 and est.total == 72
+
+
+def _sandbox_container(app: Flask, **columns: Any) -> str:
+    cid = add_container(app, template="wordpress", plan="sandbox", **columns)
+    with db_session(app) as session:
+        session.add(Sandbox(container_id=cid, client="acme", source_url="https://acme.example",
+                            source_user="editor", source_secret_ciphertext="x",
+                            expires_at=T0 + timedelta(days=7)))  # fmt: skip
+    return cid
+
+
+def test_a_sandbox_progress_page_shows_its_six_phases_and_times_them_by_sandboxes(
+        app: Flask, logged_in: FlaskClient) -> None:  # fmt: skip
+    # a plain wordpress container's clean run says nothing about a sandbox's import
+    plain = add_container(app, template="wordpress", lifecycle=Lifecycle.READY, finished_at=T0)
+    with db_session(app) as session:
+        for seq, m in enumerate(CLEAN, 1):
+            session.add(ContainerEvent(container_id=plain, seq=seq, type=m.type, phase=m.phase,
+                                       message="", ts=m.ts))  # fmt: skip
+    current = _sandbox_container(app, hostname="sandbox-acme", lifecycle=Lifecycle.CREATING)
+    response = logged_in.get(f"/containers/{current}/progress")
+    assert response.status_code == 200
+    data = page_data(response.text)
+    assert data["plan"] == "sandbox" and data["phases"] == SANDBOX.as_json()
+    assert data["eta"] is None and "no history yet" in response.text
+    labels = re.findall(r'<span class="stage-label">([^<]+)</span>', response.text)
+    assert labels == ["Create", "Start", "Deploy files", "Run scripts", "Import content",
+                      "Finalize"]  # fmt: skip
+    assert re.findall(r'class="stage" data-phase="([a-z]+)"', response.text) == list(SANDBOX.names)
+
+    # an earlier sandbox's clean run: its six phases are the estimate
+    earlier = _sandbox_container(app, hostname="sandbox-old", lifecycle=Lifecycle.DESTROYED,
+                                 finished_at=T0)  # fmt: skip
+    with db_session(app) as session:
+        for seq, m in enumerate(SANDBOX_CLEAN, 1):
+            session.add(ContainerEvent(container_id=earlier, seq=seq, type=m.type, phase=m.phase,
+                                       message="", ts=m.ts))  # fmt: skip
+    data = page_data(logged_in.get(f"/containers/{current}/progress").text)
+    assert data["eta"] == {"runs": 1, "total": 72, "phases": {
+        "create": 5, "start": 4, "deploy": 1, "scripts": 20, "import": 40, "finalize": 2}}  # fmt: skip
+    # and the plain container's page still has five phases, timed by plain runs only
+    data = page_data(logged_in.get(f"/containers/{plain}/progress").text)
+    assert data["plan"] == "provision" and data["phases"] == as_json()

@@ -176,6 +176,7 @@ def raw_client(server: LiveServer, container: str, token: str) -> socket.socket:
     return sock
 
 
+@pytest.mark.long
 def test_concurrent_clients_are_independent(live_server: LiveServer, container: str,
                                             token: str, publisher: EventPublisher) -> None:  # fmt: skip
     publisher.publish("step", "creating", phase="create", percent=1)

@@ -26,6 +26,11 @@
   // the phases, in order, with their labels: from the server (provisioner/phases.py)
   const PHASES = boot.phases.map((p) => p.name);
   const PHASE_LABELS = Object.fromEntries(boot.phases.map((p) => [p.name, p.label]));
+  // Phases whose steps say how far they are: the stepper shows the latest
+  // under the phase (a sandbox's import: "42/171 items, 3.1/12.0 MiB, about
+  // 40s left"), and its time left counts in the ETA.
+  const DETAILED = new Set(["import"]);
+  const TIME_LEFT = /\babout (\d+)s left\b/;
   const clockSkew = Date.parse(boot.now) - Date.now();  // the server's clock minus ours
   const serverNow = () => Date.now() + clockSkew;
   const $ = (id) => document.getElementById(id);
@@ -34,7 +39,8 @@
   // ---- the run, as the events tell it ---------------------------------------------
 
   const run = {
-    phases: Object.fromEntries(PHASES.map((p) => [p, { state: "pending", start: null, end: null }])),
+    // detail: the latest step message of a DETAILED phase, at detailAt (ms)
+    phases: Object.fromEntries(PHASES.map((p) => [p, { state: "pending", start: null, end: null, detail: null, detailAt: null }])),
     active: null,       // the phase running now
     percent: 0,
     start: null,        // ms: first event of the latest provisioning attempt
@@ -63,7 +69,7 @@
       } else if (i === index) {
         Object.assign(ph, { state: "active", start: t, end: null });
       } else {
-        Object.assign(ph, { state: "pending", start: null, end: null });
+        Object.assign(ph, { state: "pending", start: null, end: null, detail: null, detailAt: null });
       }
     });
     run.active = phase;
@@ -116,6 +122,9 @@
     else if (ev.type === "step" || ev.type === "complete" || ev.type === "error") run.recovering = null;
     if (ev.type === "step") {
       run.step = ev.message;
+      if (DETAILED.has(ev.phase) && run.phases[ev.phase] && run.segment === "provision") {
+        Object.assign(run.phases[ev.phase], { detail: ev.message, detailAt: t });
+      }
       const vmid = ev.phase === "create" && /\bCT (\d+)\b/.exec(ev.message);
       if (vmid) $("vmid").textContent = `CT ${vmid[1]}`;
     }
@@ -711,10 +720,27 @@
     return ph.state === "failed" ? `failed after ${duration(seconds)}` : duration(seconds);
   }
 
+  // Seconds left in a running phase as its own steps tell it (the import's
+  // "about 40s left", counted down since that step); null when they do not.
+  function liveLeft(p) {
+    const ph = run.phases[p];
+    if (!ph || ph.state !== "active" || !ph.detail) return null;
+    const m = TIME_LEFT.exec(ph.detail);
+    if (!m) return null;
+    return Math.max(0, Number(m[1]) - (serverNow() - ph.detailAt) / 1000);
+  }
+
   function etaText() {
     const eta = boot.eta;
     const over = run.outcome !== null || lifecycle === "destroying" || lifecycle === "destroyed";
-    if (!eta) return over ? "" : run.recovering ? "resuming…" : "no history yet";
+    if (!eta) {
+      if (over) return "";
+      if (run.recovering) return "resuming…";
+      const own = run.active === null ? null : liveLeft(run.active);
+      // no earlier run to go by: the phase's own estimate, for that phase
+      if (own !== null) return `${PHASE_LABELS[run.active]}: ~${duration(own)} left`;
+      return "no history yet";
+    }
     if (run.outcome === "complete") return `typically ${duration(eta.total)}`;
     if (run.outcome === "error" || lifecycle === "destroying" || lifecycle === "destroyed") return "";
     if (run.recovering) return "resuming…";
@@ -725,7 +751,7 @@
       const ph = run.phases[p];
       const typical = eta.phases[p] || 0;
       if (ph.state === "pending") remaining += typical;
-      else if (ph.state === "active") remaining += Math.max(0, typical - (now - ph.start) / 1000);
+      else if (ph.state === "active") remaining += liveLeft(p) ?? Math.max(0, typical - (now - ph.start) / 1000);
     }
     return remaining < 3 ? "ETA any moment" : `ETA ~${duration(remaining)}`;
   }
@@ -742,6 +768,8 @@
         else node.removeAttribute("aria-current");
       }
       node.querySelector("[data-role=time]").textContent = phaseTime(p);
+      const detail = node.querySelector("[data-role=detail]");
+      if (detail && detail.textContent !== (run.phases[p].detail || "")) detail.textContent = run.phases[p].detail || "";
     }
     const bar = $("percent-bar");
     bar.querySelector(".percent-fill").style.width = `${run.percent}%`;

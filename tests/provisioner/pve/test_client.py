@@ -545,6 +545,7 @@ def destroy_by_prefix(client: PveClient, sim: dict[str, Any], prefix: str) -> in
     return len(ours)
 
 
+@pytest.mark.long
 @pytest.mark.timeout(600)
 def test_50_concurrent_allocations_from_4_processes_never_collide(
     sim: dict[str, Any], client: PveClient, redis_client: redis.Redis, key_prefix: str
