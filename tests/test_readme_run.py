@@ -217,9 +217,10 @@ def test_monitoring_and_rq_info(reader: Reader) -> None:
         ".venv/bin/rq": str(ROOT / ".venv/bin/rq"),
         '"$REDIS_URL" provisioning': f'"$REDIS_URL" {queue}',
     })  # fmt: skip
-    (shown,) = outputs.values()
+    shown, deliveries = outputs.values()  # the provisioning queue, then the webhooks queue
     assert re.search(rf"^{re.escape(queue)} \|", shown, re.M), shown
     assert "2 workers, 1 queues" in shown
+    assert re.search(rf"^{re.escape(queue)}-webhooks \|", deliveries, re.M), deliveries
 
 
 def test_fault_injection(reader: Reader) -> None:
@@ -263,6 +264,8 @@ ELSEWHERE = {
                     "tests/test_readme.py checks the scripts and options they name",
     "Client sandboxes": "tests/pipeline/test_sandboxes.py runs each line against a seeded live "
                         "site (its address and the fingerprint substituted)",
+    "Webhooks": "tests/cli/test_webhooks.py runs each command with a URL and hook ids of its "
+                "own; tests/pipeline/test_webhooks_e2e.py delivers to a real receiver",
 }  # fmt: skip
 ON_THE_PVE_NODE = "pveum "  # the simulator has no pveum: these run on the Proxmox node
 

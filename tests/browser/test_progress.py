@@ -474,6 +474,7 @@ def stored_run(dash: Dashboard, hostname: str, lines: int) -> tuple[str, int]:
         return ct.id, len(rows)
 
 
+@pytest.mark.long
 def test_a_big_log_replays_without_freezing_and_keeps_every_line_for_the_download(
         page: Any, dash: Dashboard) -> None:  # fmt: skip
     cid, last = stored_run(dash, "pg-big", 30_000)
@@ -500,6 +501,7 @@ def test_a_big_log_replays_without_freezing_and_keeps_every_line_for_the_downloa
         f"line {i}" for i in range(1, 30_001)]  # fmt: skip
 
 
+@pytest.mark.long
 def test_a_killed_work_horse_shows_recovering_then_goes_on(page: Any, dash: Dashboard) -> None:
     """The worker running the run loses its work horse (kill -9): the view
     says Recovering, why and since when, instead of Live and an ETA; then

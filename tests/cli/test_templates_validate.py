@@ -17,7 +17,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 def test_shipped_templates_validate(tmp_path: Path) -> None:
     code, out, err = run("templates", "validate", env={"PROVISIONER_DATA_DIR": str(tmp_path)})
     assert code == 0, err
-    assert out.strip() == "5 template(s) OK"
+    assert out.strip() == "6 template(s) OK"
 
 
 def test_problems_are_listed_with_file_and_line(tmp_path: Path) -> None:

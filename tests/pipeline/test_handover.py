@@ -111,6 +111,7 @@ def test_a_killed_work_horse_is_handed_on_at_once(workers: Stack,
     )
 
 
+@pytest.mark.long
 @pytest.mark.timeout(240)
 def test_a_killed_worker_is_noticed_within_20_s_by_default(
         workers: Stack, cleanup: Callable[[str], str]) -> None:  # fmt: skip

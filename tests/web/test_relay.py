@@ -470,6 +470,7 @@ def test_outbox_over_tls_gives_up_on_a_client_that_takes_nothing(tmp_path: Any) 
     client.close()
 
 
+@pytest.mark.long
 def test_a_reader_far_behind_outlives_the_pings(settings: Settings, container: str,
                                                 token: str, publisher: EventPublisher) -> None:  # fmt: skip
     """Its pongs wait behind a backlog that takes several ping intervals to
@@ -504,6 +505,7 @@ def test_a_reader_far_behind_outlives_the_pings(settings: Settings, container: s
         pinging.extensions["provisioner"].close()
 
 
+@pytest.mark.long
 def test_a_client_that_stops_reading_is_dropped(settings: Settings, container: str,
                                                 token: str, publisher: EventPublisher) -> None:  # fmt: skip
     stalling = create_app(dataclasses.replace(settings, web_relay_stall_timeout=1.0),
