@@ -121,58 +121,44 @@ def variable_aad(container_id: str, name: str) -> str:
 
 def rotate_all(session: Session, box: SecretBox) -> RotationReport:
     """Re-encrypt every stored secret with ``box``'s current key: node
-    credentials, root passwords, SSH keys, secret template variables and
+    credentials, root passwords, SSH keys, secret template variables,
     webhook signing secrets and sandboxes' Application Passwords.
 
     Safe to run while workers run: old ciphertexts stay readable as long as
     the old key is known, and a secret is rewritten in one UPDATE.  Commit
     is the caller's.
     """
-    changed = same = 0
+    counts = {"changed": 0, "same": 0}
+
+    def rotated(token: str, aad: str) -> str | None:
+        """The token under the current key, or None when it is under it."""
+        if not box.needs_rotation(token):
+            counts["same"] += 1
+            return None
+        counts["changed"] += 1
+        return box.reencrypt(token, aad)
+
+    def column(row: object, attr: str, aad: str) -> None:
+        token = getattr(row, attr)
+        if token and (new := rotated(token, aad)) is not None:
+            setattr(row, attr, new)
+
     for node in session.scalars(select(Node)):
-        if box.needs_rotation(node.secret_ciphertext):
-            node.secret_ciphertext = box.reencrypt(node.secret_ciphertext, node_secret_aad(node))
-            changed += 1
-        else:
-            same += 1
+        column(node, "secret_ciphertext", node_secret_aad(node))
     for ct in session.scalars(select(Container)):
         for field in ("root_password", "ssh_private_key"):
-            attr = f"{field}_ciphertext"
-            token = getattr(ct, attr)
-            if not token:
-                continue
-            if box.needs_rotation(token):
-                setattr(ct, attr, box.reencrypt(token, container_aad(ct, field)))
-                changed += 1
-            else:
-                same += 1
+            column(ct, f"{field}_ciphertext", container_aad(ct, field))
         stored = StoredRequest.from_dict(ct.request)
         tokens = dict(stored.secret_variables)
         dirty = False
         for name, token in tokens.items():
-            if box.needs_rotation(token):
-                tokens[name] = box.reencrypt(token, variable_aad(ct.id, name))
-                changed += 1
-                dirty = True
-            else:
-                same += 1
+            if (new := rotated(token, variable_aad(ct.id, name))) is not None:
+                tokens[name], dirty = new, True
         if dirty:  # a new dict: the JSON column does not track changes in place
             ct.request = replace(stored, secret_variables=tokens).to_dict()
     for hook in session.scalars(select(Webhook)):
-        if box.needs_rotation(hook.secret_ciphertext):
-            hook.secret_ciphertext = box.reencrypt(hook.secret_ciphertext, webhook_secret_aad(hook))
-            changed += 1
-        else:
-            same += 1
+        column(hook, "secret_ciphertext", webhook_secret_aad(hook))
     for sb in session.scalars(select(Sandbox)):
         for which in SANDBOX_SECRETS:
-            attr = f"{which}_secret_ciphertext"
-            token = getattr(sb, attr)
-            if not token:
-                continue
-            if box.needs_rotation(token):
-                setattr(sb, attr, box.reencrypt(token, sandbox_aad(sb.container_id, which)))
-                changed += 1
-            else:
-                same += 1
-    return RotationReport(reencrypted=changed, current=same)
+            column(sb, f"{which}_secret_ciphertext", sandbox_aad(sb.container_id, which))
+    return RotationReport(reencrypted=counts["changed"], current=counts["same"])

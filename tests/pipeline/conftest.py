@@ -209,6 +209,48 @@ def build_stack(sim: dict[str, Any], redis_url: str, data: Path,
                  log_dir=logs)  # fmt: skip
 
 
+@contextlib.contextmanager
+def module_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, name: str,
+                 made: list[str], templates: list[Path] | None = None,
+                 env: dict[str, str] | None = None) -> Iterator[Stack]:  # fmt: skip
+    """A stack of a module's own (its database, one worker, settings in
+    ``env``); at the end the CTs of the records in ``made`` are destroyed."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
+    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp(name), templates)
+    stack.env.update(env or {})
+    stack.start_workers(1)
+    try:
+        yield stack
+    finally:
+        stack.destroy_in_pve(made)
+        stack.redis.close()
+
+
+@contextlib.contextmanager
+def api_client(stack: Stack) -> Iterator[Callable[..., Any]]:
+    """``call(method, path, body)``: the REST API of an app on the stack's
+    settings (Flask's test client), as an administrator."""
+    from flask import Flask
+    from flask.testing import FlaskClient
+
+    from tests.web.conftest import bearer
+    from web.app import create_app
+
+    app: Flask = create_app(stack.settings, {"TESTING": True})
+    client: FlaskClient = app.test_client()
+    auth = bearer(admin_token(app.extensions["provisioner"].factory))
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return client.open(f"/api{path}", method=method, json=body, headers=auth)
+
+    try:
+        yield call
+    finally:
+        app.extensions["provisioner"].close()
+
+
 @pytest.fixture(scope="session")
 def stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis_url = os.environ.get("REDIS_URL")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,8 +20,6 @@ from typing import Any
 
 import asyncssh
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
 from provisioner.db import session_scope
 from provisioner.models import Container, ContainerEvent, Lifecycle
@@ -30,12 +27,10 @@ from provisioner.requests import request_action
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import container_root_password, container_ssh_private_key
 from tests.cli.conftest import run
-from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
+from tests.pipeline.conftest import NODE, Stack, api_client, module_stack
 from tests.pipeline.test_ownership import pve_client, tasks_on
 from tests.pipeline.test_templates_e2e import ssh_run
 from tests.pvesim.helpers import admin
-from tests.web.conftest import bearer
-from web.app import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 TEMPLATES = Path(__file__).parent / "templates"
@@ -47,30 +42,15 @@ STATE = ("sha256sum /srv/app/health.txt /etc/app/app.ini; "
 
 @pytest.fixture(scope="module")
 def env_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp("changes"), [TEMPLATES])
-    stack.env["PROVISIONER_AUTO_SNAPSHOTS_KEEP"] = "1"
-    stack.start_workers(1)
-    try:
+    with module_stack(sim, tmp_path_factory, "changes", MADE, [TEMPLATES],
+                      {"PROVISIONER_AUTO_SNAPSHOTS_KEEP": "1"}) as stack:  # fmt: skip
         yield stack
-    finally:
-        stack.destroy_in_pve(MADE)
-        stack.redis.close()
 
 
 @pytest.fixture(scope="module")
 def api(env_stack: Stack) -> Iterator[Callable[..., Any]]:
-    app: Flask = create_app(env_stack.settings, {"TESTING": True})
-    client: FlaskClient = app.test_client()
-    auth = bearer(admin_token(app.extensions["provisioner"].factory))
-
-    def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return client.open(f"/api{path}", method=method, json=body, headers=auth)
-
-    yield call
-    app.extensions["provisioner"].close()
+    with api_client(env_stack) as call:
+        yield call
 
 
 @pytest.fixture(scope="module")

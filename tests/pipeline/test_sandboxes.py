@@ -16,7 +16,6 @@ expiry, the destroy.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -27,8 +26,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from provisioner.models import Container, ContainerEvent, Lifecycle, Sandbox, SandboxItem, utcnow
@@ -37,12 +34,10 @@ from provisioner.secrets.keyfile import load_secret_box
 from provisioner.webhook_store import add_webhook
 from provisioner.wpapi import WpClient, WpSite, WpTrust
 from tests.conftest import ROOT
-from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
+from tests.pipeline.conftest import NODE, Stack, api_client, module_stack
 from tests.pipeline.receiver import Receiver, receiver
 from tests.pipeline.test_failures import ssh_run
 from tests.pipeline.wpsite import Seeded, compare, png, seed
-from tests.web.conftest import bearer
-from web.app import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -53,30 +48,20 @@ DOCS = ROOT / "docs/sandboxes.md"
 
 @pytest.fixture(scope="module")
 def sb_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp("sandboxes"))
-    stack.env["PROVISIONER_SANDBOX_MEDIA_MAX_BYTES"] = str(MEDIA_LIMIT)
-    stack.start_workers(1)
-    try:
+    with module_stack(
+        sim,
+        tmp_path_factory,
+        "sandboxes",
+        MADE,
+        env={"PROVISIONER_SANDBOX_MEDIA_MAX_BYTES": str(MEDIA_LIMIT)},
+    ) as stack:
         yield stack
-    finally:
-        stack.destroy_in_pve(MADE)
-        stack.redis.close()
 
 
 @pytest.fixture(scope="module")
 def api(sb_stack: Stack) -> Iterator[Callable[..., Any]]:
-    app: Flask = create_app(sb_stack.settings, {"TESTING": True})
-    client: FlaskClient = app.test_client()
-    auth = bearer(admin_token(app.extensions["provisioner"].factory))
-
-    def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return client.open(f"/api{path}", method=method, json=body, headers=auth)
-
-    yield call
-    app.extensions["provisioner"].close()
+    with api_client(sb_stack) as call:
+        yield call
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 import threading
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 
 from pipeline.context import off_loop
 from pipeline.finalize import parse_listening
+from tests.certs import self_signed
 
 SS_TULNP = """\
 udp   UNCONN 0      0            0.0.0.0:68        0.0.0.0:*    users:(("dhclient",pid=80,fd=7))
@@ -80,33 +80,6 @@ def test_blocking_calls_run_off_the_event_loop_and_keep_their_errors() -> None:
 # --- health checks over HTTPS ---------------------------------------------------------------
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that nothing trusts, as a container makes its own."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))  # fmt: skip
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    return cert_path, key_path
-
-
 class _Answer(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b'{"name":"Site","namespaces":["wp/v2"]}' if self.path == "/wp-json/" else b"no"
@@ -122,7 +95,7 @@ class _Answer(BaseHTTPRequestHandler):
 @pytest.fixture
 def https_server(tmp_path: Path) -> Iterator[int]:
     """An HTTPS server on 127.0.0.1 with a self-signed certificate; its port."""
-    cert, key = self_signed(tmp_path)
+    cert, key, _ = self_signed(tmp_path)  # nothing trusts it, as a container makes its own
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

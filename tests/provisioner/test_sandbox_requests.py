@@ -26,7 +26,12 @@ from provisioner.sandbox_requests import (
     sandbox_json,
 )
 from provisioner.secrets.box import SecretBox, generate_key
-from provisioner.secrets.vault import sandbox_secret
+from provisioner.secrets.vault import (
+    rotate_all,
+    sandbox_secret,
+    set_node_secret,
+    set_sandbox_secret,
+)
 
 PASSWORD = "abcd EFGH ijkl MNOP qrst UVWX"
 
@@ -171,3 +176,32 @@ def test_extend(factory: sessionmaker[Session], box: SecretBox, settings: Settin
         with pytest.raises(InvalidRequest, match="is not a sandbox"):
             extend_sandbox(session, plain, "1d")
         assert session.scalar(select(func.count()).select_from(Sandbox)) == 1
+
+
+def raw_key() -> bytes:
+    text_key = generate_key()
+    return base64.urlsafe_b64decode(text_key + "=" * (-len(text_key) % 4))
+
+
+def test_key_rotation_covers_both_application_passwords(
+        factory: sessionmaker[Session], settings: Settings, node: str, away: Redis) -> None:  # fmt: skip
+    old, new = raw_key(), raw_key()
+    old_box = SecretBox([old])
+    cid, _ = ask(factory, old_box, settings, away, SandboxRequest(
+        source_url="https://a.example", client="acme", user="u", app_password=PASSWORD,
+        node=node))  # fmt: skip
+    with factory() as session:
+        sb = session.get(Sandbox, cid)
+        assert sb is not None
+        set_sandbox_secret(old_box, sb, "target", "target-app-password")
+        set_node_secret(old_box, session.scalars(select(Node)).one(), "token-secret")
+        session.commit()
+    with factory() as session:
+        assert rotate_all(session, SecretBox([new, old])).reencrypted >= 3  # the root password too
+        session.commit()
+    only_new = SecretBox([new])
+    with factory() as session:
+        sb = session.get(Sandbox, cid)
+        assert sb is not None
+        assert sandbox_secret(only_new, sb, "source") == PASSWORD.replace(" ", "")
+        assert sandbox_secret(only_new, sb, "target") == "target-app-password"
