@@ -91,6 +91,14 @@ async def run(ctx: Context) -> None:
     assert source_password is not None
     register_secret(source_password)
     ssh = await ctx.ssh()
+    # A run that died mid-import may have left writes in the sandbox's PHP:
+    # PHP finishes a request whose client is gone, and one finishing late
+    # would race this run's write of the same item (two uploads of one file
+    # name copy over each other).  Restarting php-fpm ends them first: a
+    # write is then done (found by its slug below) or never happened.
+    ctx.step("restarting the sandbox's php-fpm (no write of an earlier attempt is left)", 0.0)
+    await ssh.run('systemctl restart "php$(ls /etc/php | sort -V | tail -n 1)-fpm"', check=True,
+                  name="systemctl")  # fmt: skip
     admin = str(ctx.variables.get("admin_user") or "admin")
     target_password = sandbox_secret(ctx.box, sandbox, "target")
     if target_password is None:

@@ -183,8 +183,8 @@ def compare(source: WpClient, sandbox: WpClient,
                     continue
                 d_file = d_media[d["featured_media"]]
                 assert d_file["slug"] == s_file["slug"], slug
-                assert _bytes(sandbox, d_file["source_url"]) == _bytes(
-                    source, s_file["source_url"]
-                ), slug
+                assert _bytes(sandbox, d_file["source_url"]) == _bytes(source, s_file["source_url"]), (
+                    slug, d_file["id"], d_file["source_url"], d_file.get("media_details", {}).get("filesize"),
+                    s_file["id"], s_file["source_url"], s_file.get("media_details", {}).get("filesize"))  # fmt: skip
     counts["media"] = len(d_media)
     return counts
