@@ -43,7 +43,7 @@ from provisioner.phases import plan_named
 from provisioner.requests import load_named_template, stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.templates.variables import secret_values
-from provisioner.webhook_store import notify
+from provisioner.webhook_store import notify_or_warn
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +103,6 @@ async def _retrying(ctx: Context, name: str, step: Callable[[], Awaitable[T]],
                      f"(attempt {attempt + 1} of {ctx.settings.retry_max_attempts})")  # fmt: skip
             await asyncio.sleep(delay)
             attempt += 1
-
-
-def _notify(factory: sessionmaker[Session], redis: Redis, settings: Settings, container_id: str,
-            event: str, message: str, ctx: Context | None = None) -> None:  # fmt: skip
-    """Tell the webhooks that want it, once the lifecycle is recorded.  Never
-    fails the run: what cannot be stored or queued is a warning in the log."""
-    try:
-        notify(factory, redis, settings, container_id, event, message,
-               box=ctx.box if ctx is not None else None)  # fmt: skip
-    except Exception as exc:
-        log.warning("container %s: the %s webhooks were not queued: %s", container_id, event,
-                    exc)  # fmt: skip
 
 
 def _error_details(ctx: Context, exc: BaseException) -> dict[str, Any]:
@@ -340,7 +328,8 @@ async def _action_failed(ctx: Context, action: str, exc: Exception) -> None:
     finally:
         if action == "destroy" or isinstance(exc, NotOurs):
             ctx.update(lifecycle=Lifecycle.ERROR, error_message=message, error_details=details)
-            _notify(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "error", text, ctx)
+            notify_or_warn(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "error", text,
+                           box=ctx.box)  # fmt: skip
 
 
 async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
@@ -392,7 +381,8 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
     ready = f"CT {ctx.read_vmid()} is ready at {ip}"
     ctx.events.publish("complete", ready, phase="finalize", percent=100, outcome="ready")
     ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
-    _notify(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "ready", ready, ctx)
+    notify_or_warn(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "ready", ready,
+                   box=ctx.box)  # fmt: skip
     return f"ready at {ip}"
 
 
@@ -456,7 +446,8 @@ async def _fail(ctx: Context, exc: Exception) -> None:
             ctx.update(lifecycle=final, finished_at=utcnow())
         else:
             ctx.update(lifecycle=final)
-        _notify(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "error", text, ctx)
+        notify_or_warn(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "error", text,
+                           box=ctx.box)  # fmt: skip
 
 
 def _acquire(settings: Settings, factory: sessionmaker[Session], container_id: str, action: str,
@@ -570,4 +561,4 @@ def _out_of_time(settings: Settings, factory: sessionmaker[Session], redis: Redi
                 ct.lifecycle = Lifecycle.ERROR
                 ct.error_message = message
                 ct.error_details = {"phase": phase, "message": cause, "hint": hint}
-        _notify(factory, redis, settings, container_id, "error", f"{message} ({hint})")
+        notify_or_warn(factory, redis, settings, container_id, "error", f"{message} ({hint})")

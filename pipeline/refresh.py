@@ -79,8 +79,8 @@ def _progress(ctx: Context) -> Callable[[int], None]:
     return on_bytes
 
 
-async def _hook(ctx: Context, session: SshSession, kind: str, env: dict[str, str],
-                fraction: float) -> bool:  # fmt: skip
+async def run_hook(ctx: Context, session: SshSession, kind: str, env: dict[str, str],
+                   fraction: float) -> bool:  # fmt: skip
     """Run the target's ``kind`` hook if the template has one."""
     hook = ctx.template.hooks.get(kind)
     if hook is None:
@@ -189,9 +189,9 @@ async def _transfer(ctx: Context, action: str, peer: Container) -> str:
         ctx.step(f"imported {_human(total)} in {took:.1f}s "
                  f"({_human(total / max(took, 1e-6))}/s)", 1.0)  # fmt: skip
         ctx.phase = STEPS["adapt"]
-        await _hook(ctx, target, "rewrite", my_env, 0.2)
+        await run_hook(ctx, target, "rewrite", my_env, 0.2)
         if _anonymise(ctx, action, me):
-            await _hook(ctx, target, "anonymise", my_env, 0.6)
+            await run_hook(ctx, target, "anonymise", my_env, 0.6)
         ctx.step("the data is adapted to this container", 1.0)
         ctx.phase = STEPS["check"]
         check = ctx.template.health

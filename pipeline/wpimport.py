@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from pipeline.context import Context, off_loop
+from pipeline.refresh import run_hook
 from provisioner.db import session_scope
 from provisioner.errors import PermanentError
 from provisioner.logsafe import register_secret
@@ -135,18 +136,11 @@ async def run(ctx: Context) -> None:
                "flush_rewrite_rules(false);")  # fmt: skip
         await ssh.run(f"cd / && runuser -u www-data -- php -r {shlex.quote(php)}", check=True,
                       env={"WP_PERMALINKS": copy.permalinks}, name="php")  # fmt: skip
-    hook = ctx.template.hooks.get("rewrite")
-    if hook is not None:
-        ctx.step("rewriting what is left of the live site's URLs (the rewrite hook)", 0.99)
-        env = hook_env(ctx.template, ctx.variables, hostname=ct.hostname, ip=ct.ip or "",
-                       peer_hostname=urlsplit(sandbox.source_url).hostname or "",
-                       environment=ct.environment or "")  # fmt: skip
-        from pipeline.refresh import HOOK_DIR
-
-        await ssh.run(f"cd /root && exec bash {HOOK_DIR}/{hook.name}", env=env, check=True,
-                      timeout=float(hook.timeout), name=f"hooks/{hook.name}",
-                      on_line=lambda stream, line: ctx.log(line, stream=stream,
-                                                           script=f"hooks/{hook.name}"))  # fmt: skip
+    # what is left of the live site's URLs (in the whole database, serialized values too)
+    env = hook_env(ctx.template, ctx.variables, hostname=ct.hostname, ip=ct.ip or "",
+                   peer_hostname=urlsplit(sandbox.source_url).hostname or "",
+                   environment=ct.environment or "")  # fmt: skip
+    await run_hook(ctx, ssh, "rewrite", env, 0.99)
     with session_scope(ctx.factory) as session:
         row = session.get(Sandbox, ctx.container_id)
         assert row is not None

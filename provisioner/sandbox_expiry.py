@@ -32,7 +32,7 @@ from provisioner.models import Container, Sandbox
 from provisioner.queue import ActionPending, enqueue_action
 from provisioner.sandbox_requests import GONE
 from provisioner.sandboxes import due, format_duration
-from provisioner.webhook_store import notify
+from provisioner.webhook_store import notify_or_warn
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,14 @@ def sweep(settings: Settings, factory: sessionmaker[Session], redis: Redis, now:
                        f"extend it: provisioner sandbox extend {hostname} --by 7d")  # fmt: skip
             if _publish(settings, factory, redis, cid, message):
                 _note(factory, cid, warned_at=now)
-                _notify(settings, factory, redis, cid, "expiring", message)
+                notify_or_warn(factory, redis, settings, cid, "expiring", message)
                 warned += 1
         elif decision.action == "expire":
             _note(factory, cid, expired_at=now)
             message = (f"expired: sandbox {hostname} of client {client} expired at "
                        f"{expires_at:%Y-%m-%d %H:%M} UTC; destroying it")  # fmt: skip
             _publish(settings, factory, redis, cid, message)
-            _notify(settings, factory, redis, cid, "expired", message)
+            notify_or_warn(factory, redis, settings, cid, "expired", message)
             with contextlib.suppress(ActionPending):  # a destroy is on its way already
                 enqueue_action(redis, settings, cid, "destroy",
                                functools.partial(lease.held, factory, cid))  # fmt: skip
@@ -90,15 +90,6 @@ def _publish(settings: Settings, factory: sessionmaker[Session], redis: Redis, c
     finally:
         lease.release(factory, cid, holder)
     return True
-
-
-def _notify(settings: Settings, factory: sessionmaker[Session], redis: Redis, cid: str,
-            event: str, message: str) -> None:  # fmt: skip
-    """Tell the webhooks (docs/webhooks.md); never fails the round."""
-    try:
-        notify(factory, redis, settings, cid, event, message)
-    except Exception as exc:
-        log.warning("sandbox %s: the %s webhooks were not queued: %s", cid, event, exc)
 
 
 def _note(factory: sessionmaker[Session], cid: str, **values: datetime) -> None:

@@ -282,6 +282,19 @@ def notify(factory: sessionmaker[Session], redis: Redis, settings: Settings, con
     return ids
 
 
+def notify_or_warn(factory: sessionmaker[Session], redis: Redis, settings: Settings,
+                   container_id: str, event: str, message: str | None = None, *,
+                   box: SecretBox | None = None) -> None:  # fmt: skip
+    """``notify`` for a caller that must go on whatever happens to the
+    notification (a run that ended, the expiry round): a delivery that
+    cannot be stored or queued is a warning in the log, with its cause."""
+    try:
+        notify(factory, redis, settings, container_id, event, message, box=box)
+    except Exception as exc:  # logged: the caller's own outcome stands
+        log.warning("container %s: the %s webhooks were not queued: %s", container_id, event,
+                    exc)  # fmt: skip
+
+
 def send_test(session: Session, redis: Redis, settings: Settings, hook: Webhook) -> WebhookDelivery:
     """A ``ping`` delivery to one hook (committed, then queued).
 

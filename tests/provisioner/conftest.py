@@ -3,6 +3,7 @@ PostgreSQL (when TEST_DATABASE_URL names a server; scripts/test starts one)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import uuid
@@ -18,6 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from provisioner import db
 from provisioner.models import AuthKind, Container, Lifecycle, Node
+from provisioner.secrets.box import SecretBox, generate_key
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -100,3 +102,21 @@ def make_container(factory: sessionmaker[Session],
                               lifecycle=lifecycle))  # fmt: skip
         session.commit()
     return cid
+
+
+@pytest.fixture
+def box() -> SecretBox:
+    """A secret box with one fresh key."""
+    text_key = generate_key()
+    return SecretBox([base64.urlsafe_b64decode(text_key + "=" * (-len(text_key) % 4))])
+
+
+@pytest.fixture
+def node(factory: sessionmaker[Session]) -> str:
+    """A node row named pve1 with default storage and bridge; its name."""
+    with factory() as session:
+        session.add(Node(name="pve1", host="h", pve_node="pve", auth_kind=AuthKind.PASSWORD,
+                         pve_user="root@pam", secret_ciphertext="x",
+                         default_storage="local-lvm", default_bridge="vmbr0"))  # fmt: skip
+        session.commit()
+    return "pve1"

@@ -5,7 +5,6 @@ away does not lose the request."""
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.config import Settings
-from provisioner.models import AuthKind, Container, Lifecycle, Node
+from provisioner.models import Container, Lifecycle, Node
 from provisioner.request_checks import ActionRefused
 from provisioner.requests import (
     ProvisionRequest,
@@ -28,7 +27,7 @@ from provisioner.requests import (
     stored_variables,
     submit,
 )
-from provisioner.secrets.box import SecretBox, generate_key
+from provisioner.secrets.box import SecretBox
 from provisioner.secrets.vault import container_root_password, variable_aad
 from provisioner.stored_request import StoredRequest
 
@@ -37,25 +36,9 @@ DB_PASSWORD = "db-password-not-stored"
 
 
 @pytest.fixture
-def box() -> SecretBox:
-    text_key = generate_key()
-    return SecretBox([base64.urlsafe_b64decode(text_key + "=" * (-len(text_key) % 4))])
-
-
-@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, database_url="sqlite://",
                     secret_key_file=tmp_path / "secret.key", queue_name="test-requests")  # fmt: skip
-
-
-@pytest.fixture
-def node(factory: sessionmaker[Session]) -> str:
-    with factory() as session:
-        session.add(Node(name="pve1", host="h", pve_node="pve", auth_kind=AuthKind.PASSWORD,
-                         pve_user="root@pam", secret_ciphertext="x",
-                         default_storage="local-lvm", default_bridge="vmbr0"))  # fmt: skip
-        session.commit()
-    return "pve1"
 
 
 def database_request(node: str, **overrides: Any) -> ProvisionRequest:

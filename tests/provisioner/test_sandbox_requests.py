@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.config import Settings
 from provisioner.errors import InvalidRequest
-from provisioner.models import AuthKind, Container, Lifecycle, Node, Sandbox, utcnow
+from provisioner.models import Container, Lifecycle, Node, Sandbox, utcnow
 from provisioner.sandbox_requests import (
     SandboxRequest,
     extend_sandbox,
@@ -37,26 +37,10 @@ PASSWORD = "abcd EFGH ijkl MNOP qrst UVWX"
 
 
 @pytest.fixture
-def box() -> SecretBox:
-    text_key = generate_key()
-    return SecretBox([base64.urlsafe_b64decode(text_key + "=" * (-len(text_key) % 4))])
-
-
-@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, database_url="sqlite://", sandbox_max_per_client=2,
                     sandbox_max_per_owner=3, secret_key_file=tmp_path / "secret.key",
                     queue_name="test-sandboxes")  # fmt: skip
-
-
-@pytest.fixture
-def node(factory: sessionmaker[Session]) -> str:
-    with factory() as session:
-        session.add(Node(name="pve1", host="h", pve_node="pve", auth_kind=AuthKind.PASSWORD,
-                         pve_user="root@pam", secret_ciphertext="x",
-                         default_storage="local-lvm", default_bridge="vmbr0"))  # fmt: skip
-        session.commit()
-    return "pve1"
 
 
 @pytest.fixture
