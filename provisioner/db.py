@@ -17,6 +17,7 @@ against an up-to-date database with::
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from provisioner.errors import ConfigError, PermanentError, TransientError
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+log = logging.getLogger(__name__)
 _READ_ONLY = "provisioner_read_only"  # an execution option: see read_only()
 # Any constant will do: it only has to be the same in every process.
 _PG_MIGRATION_LOCK = 0x6C7863  # "lxc"
@@ -275,8 +277,58 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         # one (read_only()) takes no lock: in WAL mode it reads a snapshot.
         if conn.get_execution_options().get(_READ_ONLY):
             conn.exec_driver_sql("BEGIN DEFERRED")
-        else:
+            return
+        try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except exc.OperationalError as e:
+            if "locked" in str(e.orig) and engine.url.database:
+                holders = sqlite_lock_holders(engine.url.database)
+                log.warning("the database %s stayed locked for the busy timeout (%d s); "
+                            "its write lock is held by %s", engine.url.database,
+                            SQLITE_BUSY_TIMEOUT_MS // 1000,
+                            "; ".join(holders) or "no process this one can see")  # fmt: skip
+            raise
+
+
+def sqlite_lock_holders(path: str, locks: Path = Path("/proc/locks")) -> list[str]:
+    """Who holds a write lock on a SQLite database (its file or, in WAL
+    mode, its ``-shm`` index, where SQLite takes the writer's lock), as
+    ``pid N (command line)`` from Linux's ``/proc/locks``; other processes
+    only, since a process's own locks are not the wait.  [] elsewhere."""
+    wanted: dict[tuple[int, int, int], str] = {}
+    for name in (path, f"{path}-shm"):
+        try:
+            st = os.stat(name)
+        except OSError:
+            continue
+        wanted[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = name
+    try:
+        lines = locks.read_text().splitlines()
+    except OSError:
+        return []
+    pids: dict[int, None] = {}
+    for line in lines:
+        fields = line.split()
+        if "->" in fields or len(fields) < 8:
+            continue  # a waiter, not a holder
+        _, kind, _, access, pid, where = fields[:6]
+        major, minor, inode = where.split(":") if where.count(":") == 2 else ("", "", "")
+        try:
+            key = (int(major, 16), int(minor, 16), int(inode))
+        except ValueError:
+            continue
+        if kind in ("POSIX", "OFDLCK") and access == "WRITE" and key in wanted and (
+                int(pid) != os.getpid()):  # fmt: skip
+            pids[int(pid)] = None
+    return [f"pid {pid} ({_command_line(pid)})" for pid in pids]
+
+
+def _command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:200] or "?"
 
 
 def _discard_connections_after_fork(engine: Engine) -> None:

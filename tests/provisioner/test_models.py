@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -435,3 +437,26 @@ def test_session_scope_commits_or_rolls_back(factory: sessionmaker[Session]) -> 
         raise RuntimeError("boom")
     with db.session_scope(factory) as session:
         assert session.scalars(select(Node.name)).all() == ["kept"]
+
+
+def test_a_locked_sqlite_database_names_who_holds_its_write_lock(tmp_path: Path) -> None:
+    # a busy timeout that runs out says which process held the writer's lock
+    path = tmp_path / "held.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], "
+         "isolation_level=None); c.execute('BEGIN IMMEDIATE'); c.execute('INSERT INTO t "
+         "VALUES (1)'); print('held', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        holders = db.sqlite_lock_holders(str(path))
+        assert len(holders) == 1 and holders[0].startswith(f"pid {holder.pid} (")
+        assert "BEGIN IMMEDIATE" in holders[0]
+    finally:
+        holder.communicate(timeout=10)
+    engine.dispose()
+    assert db.sqlite_lock_holders(str(path)) == []
+    assert db.sqlite_lock_holders(str(tmp_path / "absent.db")) == []

@@ -105,12 +105,9 @@ def test_lifecycle_with_ticket_auth(sim: dict[str, Any], key: Path, tmp_path: Pa
     made = Containers(api, sim, key)
     ip = addr(sim, 50)
     try:
-        started = time.monotonic()
         log = made.create(8001, ip, password="s3cret-pw", memory=256, cores=1, unprivileged=1)
-        created = time.monotonic() - started
         assert log[0].startswith("extracting archive")
         assert any("ssh_host_ed25519_key" in line for line in log) and log[-1] == "TASK OK"
-        assert created < 3, f"create took {created:.2f}s at time scale 0"
         config = api.nodes("pve").lxc(8001).config.get()
         assert config["hostname"] == "ct8001" and config["memory"] == 256
         assert config["unprivileged"] == 1 and "lock" not in config

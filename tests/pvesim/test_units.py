@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ from pvesim.guest import (
 from pvesim.network import SimNetwork, apt_mirror_hosts
 from pvesim.node import config_digest, config_value, random_hwaddr
 from pvesim.server import ServeError, parse_listen
+from pvesim.state import StateStore
+from pvesim.tasks import DURATIONS, TaskManager
 from pvesim.tls import ensure_certificates
 from pvesim.upid import Upid, parse_upid
 
@@ -215,3 +219,15 @@ def test_certificates_are_stable_and_cover_the_host(tmp_path: Path) -> None:
     other = ensure_certificates(tmp_path, "127.0.0.3", "pve")
     assert other.fingerprint() != fp
     assert other.cafile.read_bytes() == files.cafile.read_bytes()
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.01])
+def test_task_durations_follow_the_time_scale(scale: float, tmp_path: Path) -> None:
+    # time scale 0 skips PVE's durations (the integration tests' setting);
+    # otherwise a task sleeps its realistic duration times the scale
+    tasks = TaskManager(StateStore(tmp_path), "pve", Faults(), scale)
+    started = time.monotonic()
+    asyncio.run(tasks.sleep(DURATIONS["vzcreate"]))
+    took = time.monotonic() - started
+    expected = DURATIONS["vzcreate"] * scale
+    assert expected <= took < expected + 0.5
