@@ -5,7 +5,8 @@ are supported.  On SQLite every connection runs in WAL mode with a busy
 timeout and foreign keys on, and every transaction starts with
 ``BEGIN IMMEDIATE``, so several worker processes can write to one file
 without "database is locked" errors.  Keep transactions short: on SQLite
-one holds the write lock until it ends.
+one holds the write lock until it ends.  A ``BEGIN`` that waits out the busy
+timeout logs which process holds the lock and waits once more.
 
 Migrations live in ``provisioner/migrations`` and run programmatically
 (:func:`upgrade`); no ``alembic.ini`` is needed.  A new revision is made
@@ -281,13 +282,16 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except exc.OperationalError as e:
-            if "locked" in str(e.orig) and engine.url.database:
-                holders = sqlite_lock_holders(engine.url.database)
-                log.warning("the database %s stayed locked for the busy timeout (%d s); "
-                            "its write lock is held by %s", engine.url.database,
-                            SQLITE_BUSY_TIMEOUT_MS // 1000,
-                            "; ".join(holders) or "no process this one can see")  # fmt: skip
-            raise
+            if "locked" not in str(e.orig) or not engine.url.database:
+                raise
+            # Nothing is written yet, so waiting once more is safe; who held
+            # the lock that long is logged: a transaction that lasts is a bug.
+            holders = sqlite_lock_holders(engine.url.database)
+            log.warning("the database %s stayed locked for the busy timeout (%d s), waiting "
+                        "once more; its write lock is held by %s", engine.url.database,
+                        SQLITE_BUSY_TIMEOUT_MS // 1000,
+                        "; ".join(holders) or "no process this one can see")  # fmt: skip
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def sqlite_lock_holders(path: str, locks: Path = Path("/proc/locks")) -> list[str]:

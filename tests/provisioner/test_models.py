@@ -460,3 +460,26 @@ def test_a_locked_sqlite_database_names_who_holds_its_write_lock(tmp_path: Path)
     engine.dispose()
     assert db.sqlite_lock_holders(str(path)) == []
     assert db.sqlite_lock_holders(str(tmp_path / "absent.db")) == []
+
+
+def test_a_begin_that_waited_out_the_busy_timeout_waits_once_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 400)
+    path = tmp_path / "slow.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
+         "isolation_level=None); c.execute('BEGIN IMMEDIATE'); print('held', flush=True); "
+         "time.sleep(0.6); c.execute('COMMIT'); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with engine.begin() as conn:  # the first wait runs out, the second gets it
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+    finally:
+        holder.communicate(timeout=10)
+        engine.dispose()
+    assert f"its write lock is held by pid {holder.pid} (" in caplog.text
