@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +78,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False,
     else:
         raise ConfigError(f"unsupported database {redact_url(url)!r}: use SQLite or PostgreSQL")
     _discard_connections_after_fork(engine)
+    if sa_url.get_backend_name() == "sqlite":
+        _FORK_GATE.watch(engine)  # after the discard: a discarded checkout never counts
     return engine
 
 
@@ -349,3 +353,57 @@ def _discard_connections_after_fork(engine: Engine) -> None:
         if record.info.get("pid") != os.getpid():
             record.dbapi_connection = proxy.dbapi_connection = None  # type: ignore[misc]
             raise exc.DisconnectionError("connection was opened by another process")
+
+
+class _ForkGate:
+    """No fork while a SQLite connection is in use in this process.
+
+    SQLite keeps a process's locks in memory it shares between the
+    process's connections to a file.  A child forked while a thread held a
+    transaction inherits that memory: its own new connections then find the
+    write lock "held by another connection of this process" and wait out
+    every busy timeout ("database is locked" in each job of an RQ work horse
+    forked at that moment, while the worker's recovery thread wrote).  So a
+    fork (``os.register_at_fork``) waits until no connection is checked
+    out, and none is checked out until the fork is done.
+    """
+
+    WAIT = 30.0  # then fork anyway, saying so: the forking thread may hold one itself
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(before=self._before, after_in_parent=self._after_in_parent,
+                            after_in_child=self._reset)  # fmt: skip
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._in_use = 0
+
+    def watch(self, engine: Engine) -> None:
+        event.listen(engine, "checkout", self._checkout)
+        event.listen(engine, "checkin", self._checkin)
+
+    def _checkout(self, *_: Any) -> None:
+        with self._cond:
+            self._in_use += 1
+
+    def _checkin(self, *_: Any) -> None:
+        with self._cond:
+            self._in_use = max(self._in_use - 1, 0)
+            if not self._in_use:
+                self._cond.notify_all()
+
+    def _before(self) -> None:
+        self._cond.acquire()  # held through the fork: no checkout starts meanwhile
+        deadline = time.monotonic() + self.WAIT
+        while self._in_use and (left := deadline - time.monotonic()) > 0:
+            self._cond.wait(left)
+        if self._in_use:
+            log.warning("forking while %d SQLite connection(s) of this process are in use: "
+                        "the child may find the database locked", self._in_use)  # fmt: skip
+
+    def _after_in_parent(self) -> None:
+        self._cond.release()
+
+
+_FORK_GATE = _ForkGate()

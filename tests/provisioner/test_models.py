@@ -11,6 +11,8 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -483,3 +485,45 @@ def test_a_begin_that_waited_out_the_busy_timeout_waits_once_more(
         holder.communicate(timeout=10)
         engine.dispose()
     assert f"its write lock is held by pid {holder.pid} (" in caplog.text
+
+
+def test_a_child_forked_while_a_thread_writes_can_write(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # RQ forks a work horse per job while the worker's own threads (recovery)
+    # use the database: a fork mid-transaction would leave the child's SQLite
+    # believing its process holds the write lock, for good
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 1000)
+    url = f"sqlite:///{tmp_path / 'fork.db'}"
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    writing = threading.Event()
+
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            writing.set()
+            time.sleep(0.5)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writing.wait(5)
+    started = time.monotonic()
+    pid = os.fork()  # waits for the writer's commit
+    if pid == 0:
+        code = 1
+        try:
+            child = db.make_engine(url)
+            with child.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+            code = 0
+        finally:
+            os._exit(code)
+    waited = time.monotonic() - started
+    writer.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert waited >= 0.3  # the fork waited for the transaction to end
+    with engine.connect() as conn:
+        assert sorted(conn.exec_driver_sql("SELECT x FROM t").scalars()) == [1, 2]
+    engine.dispose()
