@@ -13,7 +13,7 @@ there.  Whether the node has the storage and bridge asked for is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ from provisioner.templates.params import (
     NodeDefaults,
     build_create_params,
 )
+from provisioner.templates.surface import Surface
 from provisioner.templates.variables import resolve_variables
 from provisioner.webhooks import check_owner
 
@@ -96,13 +97,23 @@ def node_defaults(node: Node) -> NodeDefaults:
 
 
 def _create_request(asked: RequestSettings, hostname: str, keys: str | None,
-                    marker: str, environment: str | None = None) -> CreateRequest:  # fmt: skip
-    """The PVE-facing request of a request's settings."""
-    network = NetworkConfig(ip=asked.ip, gateway=asked.gateway, bridge=asked.bridge)
+                    marker: str, environment: str | None = None,
+                    allow: Sequence[str] | None = None) -> CreateRequest:  # fmt: skip
+    """The PVE-facing request of a request's settings.  ``allow``: the
+    bind-mount prefixes (``Settings.bind_mount_allow``) a new request's host
+    paths are checked against; None for a stored one (checked when submitted).
+
+    Raises:
+        InvalidRequest: a create surface option is refused, naming its field.
+    """
+    surface = Surface.from_json(asked.settings_json(), allow)
+    network = NetworkConfig(ip=asked.ip, gateway=asked.gateway, bridge=asked.bridge,
+                            vlan=surface.vlan, ip6=surface.ip6, gateway6=surface.gateway6,
+                            firewall=surface.firewall)  # fmt: skip
     return CreateRequest(hostname=hostname, vmid=asked.vmid, cores=asked.cores,
                          memory=asked.memory, swap=asked.swap, disk=asked.disk,
                          network=network, storage=asked.storage, ssh_public_keys=keys,
-                         marker=marker,
+                         marker=marker, surface=surface,
                          protection=environment == PROTECTED_ENVIRONMENT)  # fmt: skip
 
 
@@ -190,8 +201,10 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
     if template is not None:
         variables = attempt(lambda: resolve_variables(template, req.variables))
         if node is not None:
-            request = _create_request(req, req.hostname, req.ssh_public_key, _PLACEHOLDER_MARKER)
-            attempt(lambda: build_create_params(request, template, node_defaults(node)))
+            attempt(lambda: build_create_params(
+                _create_request(req, req.hostname, req.ssh_public_key, _PLACEHOLDER_MARKER,
+                                allow=settings.bind_mount_allow),
+                template, node_defaults(node)))  # fmt: skip
     if problems:
         raise InvalidRequest(problems)
     assert node is not None and template is not None and variables is not None
