@@ -766,6 +766,18 @@ class Surface:
             raise InvalidRequest(problems)
         return surface
 
+    def to_json(self) -> dict[str, Any]:
+        """The settings' JSON (``SURFACE_KEYS``), normalised, as stored."""
+        return {
+            "ip6": self.ip6, "gateway6": self.gateway6, "vlan": self.vlan,
+            "firewall": self.firewall, "nics": [n.to_dict() for n in self.nics],
+            "nameserver": self.nameserver, "searchdomain": self.searchdomain,
+            "tags": list(self.tags), "pool": self.pool, "onboot": self.onboot,
+            "startup": None if self.startup is None else str(self.startup),
+            "mounts": [m.to_dict() for m in self.mounts],
+            "binds": [b.to_dict() for b in self.binds], "features": dict(self.features),
+        }  # fmt: skip
+
 
 def _optional_flag(field: str, value: object) -> bool | None:
     return None if value is None else _flag(field, value)
