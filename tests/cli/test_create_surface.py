@@ -4,6 +4,8 @@ option (no worker runs here)."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from provisioner.stored_request import StoredRequest
@@ -85,3 +87,20 @@ def test_every_bad_option_is_named_on_one_line(cli: Cli) -> None:
     assert "--vlan: " in line and "--mount: mounts[0].path: " in line
     assert ("--bind: binds[0].source: bind mounts are not allowed here (/srv/shared): "
             "PROVISIONER_BIND_MOUNT_ALLOW lists no host path") in line  # fmt: skip
+
+
+def test_the_documented_example_is_accepted(cli: Cli) -> None:
+    """docs/cli.md, "Networks, volumes and bind mounts": its lines, run."""
+    from tests.test_readme_run import shell_blocks, shell_lines
+
+    lines = [line for block in shell_blocks("Networks, volumes and bind mounts")
+             for line in shell_lines(block)]  # fmt: skip
+    assert lines
+    for line in lines:
+        args = shlex.split(line)
+        assert args[0] == "provisioner"
+        result = cli(*args[1:], PROVISIONER_BIND_MOUNT_ALLOW="/srv/www")
+        assert result.exit_code == 0, result.output
+        stored = StoredRequest.from_dict(cli.container(result.stdout.strip()).request)
+        assert stored.mounts[1] == {"path": "/srv/db", "size": 8, "storage": "local-lvm",
+                                    "backup": False, "quota": True, "acl": True}  # fmt: skip
