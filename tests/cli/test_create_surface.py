@@ -7,7 +7,9 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from sqlalchemy import func, select
 
+from provisioner.models import Container, Lifecycle
 from provisioner.stored_request import StoredRequest
 from tests.cli.conftest import Cli
 from tests.cli.test_containers import one_line_error
@@ -104,3 +106,23 @@ def test_the_documented_example_is_accepted(cli: Cli) -> None:
         stored = StoredRequest.from_dict(cli.container(result.stdout.strip()).request)
         assert stored.mounts[1] == {"path": "/srv/db", "size": 8, "storage": "local-lvm",
                                     "backup": False, "quota": True, "acl": True}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("surface", "expected"),
+    [
+        ({"binds": [{"source": "/srv/www/site", "path": "/mnt/site"}]},
+         "has bind mounts (/srv/www/site): Proxmox VE cannot clone a container with bind mounts"),
+        ({"nics": [{"ip": "198.18.0.150/24"}]},
+         "has further interfaces with static addresses (eth1: 198.18.0.150/24)"),
+    ],
+)  # fmt: skip
+def test_a_clone_the_source_cannot_give_is_refused_first(cli: Cli, surface: dict[str, object],
+                                                         expected: str) -> None:  # fmt: skip
+    source = cli.add_container(hostname="src-1", lifecycle=Lifecycle.READY, vmid=990190,
+                               request={"version": 2, **surface})  # fmt: skip
+    result = cli("clone", source, "-H", "src-1-clone")
+    assert result.exit_code == 5, result.output
+    assert expected in one_line_error(result.stderr)
+    with cli.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Container)) == 1
