@@ -143,12 +143,8 @@ def _surface_options(problems: list[ConfigError], allow: tuple[str, ...], *,
                      features: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
     """``--nic``, ``--mount``, ``--bind`` and ``--feature`` as the API's JSON
     (``provisioner.templates.surface``); problems added, each naming its option."""
-    from provisioner.templates.surface import (
-        parse_bind_option,
-        parse_feature_option,
-        parse_mount_option,
-        parse_nic_option,
-    )
+    from provisioner.templates.mounts import parse_bind_option, parse_mount_option
+    from provisioner.templates.surface import parse_feature_option, parse_nic_option
 
     parsed: dict[str, Any] = {"nics": [], "mounts": [], "binds": [], "features": {}}
     for key, given, parse in (

@@ -15,14 +15,11 @@ from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
 from provisioner.phases import ALL_PHASES
 from provisioner.request_checks import TEMPLATE_NAME
 from provisioner.templates.model import HOOK_KINDS
+from provisioner.templates.mounts import MAX_BINDS, MAX_MOUNTS, MOUNT_SIZE_MAX, MOUNT_SIZE_MIN
 from provisioner.templates.surface import (
     FEATURE_NAMES,
-    MAX_BINDS,
-    MAX_MOUNTS,
     MAX_NICS,
     MAX_TAGS,
-    MOUNT_SIZE_MAX,
-    MOUNT_SIZE_MIN,
     SURFACE_KEYS,
     VLAN_MAX,
     VLAN_MIN,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from provisioner.errors import ConfigError
 from provisioner.ssh.files import FilePolicy, FileSpec
-from provisioner.templates.surface import MountPoint, Startup, features_pve
+from provisioner.templates.mounts import MountPoint
+from provisioner.templates.surface import Startup, features_pve
 
 __all__ = [
     "HOOK_KINDS",

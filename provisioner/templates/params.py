@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.templates.model import Template
-from provisioner.templates.surface import MAX_NICS, Surface, check_mount_paths, features_pve
+from provisioner.templates.mounts import check_mount_paths
+from provisioner.templates.surface import MAX_NICS, Surface, features_pve
 
 __all__ = [
     "MARKER_PREFIX",

@@ -26,14 +26,12 @@ from provisioner.templates.model import (
     Variable,
     VariableType,
 )
+from provisioner.templates.mounts import MAX_MOUNTS, MountPoint, check_mount_paths
 from provisioner.templates.render import check_jinja_source
 from provisioner.templates.report import TEMPLATE_FILE, TemplateReport
 from provisioner.templates.surface import (
     FEATURE_NAMES,
-    MAX_MOUNTS,
-    MountPoint,
     Startup,
-    check_mount_paths,
     check_nameserver,
     check_pool,
     check_searchdomain,

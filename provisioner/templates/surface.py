@@ -14,7 +14,6 @@ starts with the request field it blames (``"nics[0].vlan: ..."``,
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,59 +22,57 @@ from typing import Any, TypeVar
 
 from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.templates import checks
+from provisioner.templates.fields import (
+    read_flag,
+    read_int,
+    read_list,
+    read_optional_flag,
+    read_pairs,
+    read_text,
+    unknown_keys,
+)
+from provisioner.templates.mounts import (
+    MAX_BINDS,
+    MAX_MOUNTS,
+    BindMount,
+    MountPoint,
+    check_mount_paths,
+)
 
 __all__ = [
     "FEATURE_NAMES",
-    "MAX_BINDS",
-    "MAX_MOUNTS",
     "MAX_NICS",
     "MAX_TAGS",
-    "MOUNT_SIZE_MAX",
     "SURFACE_KEYS",
     "VLAN_MAX",
-    "BindMount",
-    "MountPoint",
     "Nic",
     "Startup",
     "Surface",
-    "check_bind_source",
     "check_ip6",
     "check_nameserver",
     "check_pool",
     "check_searchdomain",
     "check_tags",
     "check_vlan",
-    "parse_bind_option",
     "parse_feature_option",
-    "parse_mount_option",
     "parse_nic_option",
-    "parse_size",
 ]
 
 VLAN_MIN, VLAN_MAX = 1, 4094  # 802.1Q: 0 and 4095 are reserved
 MAX_NICS = 7  # further interfaces (net1..net7) besides net0
-MAX_MOUNTS = 16  # storage-backed mount points
-MAX_BINDS = 8  # bind mounts of host paths
 MAX_TAGS = 16
-MOUNT_SIZE_MIN, MOUNT_SIZE_MAX = 1, 128 * 1024  # GiB, as the root disk
 STARTUP_DELAY_MAX = 86_400  # seconds
 STARTUP_ORDER_MAX = 1_000_000
 FEATURE_NAMES = ("nesting", "keyctl", "fuse", "mknod")
 _POOL = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_STORAGE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _BRIDGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DNS_NAME = re.compile(r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                        r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # fmt: skip
-_SIZE = re.compile(r"(\d+)\s*([GT]i?B?)?", re.I)
-# paths PVE (or the container's boot) owns: mounting over them breaks the container
-_RESERVED_PATHS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run",
-                   "/sbin", "/sys", "/usr")  # fmt: skip
 T = TypeVar("T")
 U = TypeVar("U")
 # the request settings of the create surface (the API body's and the stored request's keys)
 SURFACE_KEYS = ("ip6", "gateway6", "vlan", "firewall", "nics", "nameserver", "searchdomain",
                 "tags", "pool", "onboot", "startup", "mounts", "binds", "features")  # fmt: skip
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 # --- single values ---------------------------------------------------------------------
@@ -219,125 +216,6 @@ def check_pool(pool: str | None) -> str | None:
     return pool
 
 
-def check_container_path(field: str, path: object) -> str:
-    """A mount point inside the container: absolute, normalised, not a
-    system directory.
-
-    Raises:
-        ConfigError: ``<field>: ...``.
-    """
-    return _absolute_path(field, path, "the container", reserved=True)
-
-
-def _absolute_path(field: str, path: object, where: str, *, reserved: bool) -> str:
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ConfigError(f"{field}: must be an absolute path in {where}, got {path!r}")
-    if any(part == ".." for part in path.split("/")):
-        raise ConfigError(f"{field}: must not contain '..', got {path!r}")
-    if re.search(r"[\x00-\x20,=;\x7f]", path):  # PVE's property strings split on ',' and '='
-        raise ConfigError(f"{field}: must not contain spaces, control characters, ',', '=' "
-                          f"or ';', got {path!r}")  # fmt: skip
-    normal = posixpath.normpath(path)
-    if normal.startswith("//"):
-        normal = normal[1:]
-    if len(normal) > 255:
-        raise ConfigError(f"{field}: at most 255 characters")
-    if reserved and (normal in _RESERVED_PATHS):
-        raise ConfigError(f"{field}: {normal} is a system directory of the container; "
-                          "mount under another path (e.g. /data, /srv/x or /mnt/x)")  # fmt: skip
-    return normal
-
-
-def check_bind_source(field: str, source: object, allow: Sequence[str]) -> str:
-    """A bind mount's host path: absolute, normalised and under a prefix of
-    ``PROVISIONER_BIND_MOUNT_ALLOW`` (``allow``; empty: no bind mounts).
-
-    Raises:
-        ConfigError: ``<field>: ...`` naming the path.
-    """
-    path = _absolute_path(field, source, "the host", reserved=False)
-    if not allow:
-        raise ConfigError(f"{field}: bind mounts are not allowed here ({path}): "
-                          "PROVISIONER_BIND_MOUNT_ALLOW lists no host path")  # fmt: skip
-    for prefix in allow:
-        root = posixpath.normpath(prefix)
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return path
-    raise ConfigError(f"{field}: host path {path} is not under an allowed prefix "
-                      f"(PROVISIONER_BIND_MOUNT_ALLOW: {', '.join(allow)})")  # fmt: skip
-
-
-def parse_size(field: str, text: object) -> int:
-    """A mount point's size in GiB: an integer (GiB), or ``2G``, ``2GiB``, ``1T``.
-
-    Raises:
-        ConfigError: ``<field>: ...``.
-    """
-    if isinstance(text, bool):
-        size = None
-    elif isinstance(text, int):
-        size = text
-    elif isinstance(text, str) and (m := _SIZE.fullmatch(text.strip())):
-        unit = (m.group(2) or "G")[0].upper()
-        size = int(m.group(1)) * (1024 if unit == "T" else 1)
-    else:
-        size = None
-    if size is None or not MOUNT_SIZE_MIN <= size <= MOUNT_SIZE_MAX:
-        raise ConfigError(f"{field}: must be a size from {MOUNT_SIZE_MIN} to {MOUNT_SIZE_MAX} GiB "
-                          f"(e.g. 2 or '2G'), got {text!r}")  # fmt: skip
-    return size
-
-
-def _flag(field: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
-        return value.lower() in _TRUE
-    raise ConfigError(f"{field}: must be true or false (1 or 0), got {value!r}")
-
-
-def _int(field: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{field}: must be an integer from {low} to {high}, got {value!r}")
-    return value
-
-
-def _text(field: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{field}: must be a string, got {value!r}")
-    return value.strip() or None
-
-
-def _unknown(field: str, data: Mapping[str, Any], known: Iterable[str]) -> None:
-    extra = sorted(set(data) - set(known))
-    if extra:
-        raise ConfigError(f"{field}.{extra[0]}: unknown key (known: {', '.join(known)})")
-
-
-def _pairs(field: str, text: str, flags: Iterable[str] = ()) -> dict[str, str]:
-    """``key=value,key=value`` (a bare flag means ``flag=1``)."""
-    pairs: dict[str, str] = {}
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        if not sep:
-            if key not in flags:
-                raise ConfigError(f"{field}: expected key=value, got {part!r}")
-            value = "1"
-        if key in pairs:
-            raise ConfigError(f"{field}: {key!r} given twice")
-        pairs[key] = value
-    return pairs
-
-
 # --- interfaces ------------------------------------------------------------------------
 
 
@@ -374,23 +252,23 @@ class Nic:
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"{field}: must be an object, got {data!r}")
-        _unknown(field, data, cls.KEYS)
-        bridge = _text(f"{field}.bridge", data.get("bridge"))
+        unknown_keys(field, data, cls.KEYS)
+        bridge = read_text(f"{field}.bridge", data.get("bridge"))
         if bridge is not None and not _BRIDGE.fullmatch(bridge):
             raise ConfigError(f"{field}.bridge: must be 1-64 letters, digits and '_.-', "
                               f"got {bridge!r}")  # fmt: skip
-        ip, gateway = check_ip4(f"{field}.", _text(f"{field}.ip", data.get("ip", "dhcp")),
-                                _text(f"{field}.gateway", data.get("gateway")))  # fmt: skip
-        ip6, gateway6 = check_ip6(f"{field}.", _text(f"{field}.ip6", data.get("ip6")),
-                                  _text(f"{field}.gateway6", data.get("gateway6")))  # fmt: skip
+        ip, gateway = check_ip4(f"{field}.", read_text(f"{field}.ip", data.get("ip", "dhcp")),
+                                read_text(f"{field}.gateway", data.get("gateway")))  # fmt: skip
+        ip6, gateway6 = check_ip6(f"{field}.", read_text(f"{field}.ip6", data.get("ip6")),
+                                  read_text(f"{field}.gateway6", data.get("gateway6")))  # fmt: skip
         if ip is None and ip6 is None:
             raise ConfigError(f"{field}.ip: an interface needs an IPv4 or an IPv6 setting "
                               "(ip=dhcp, ip6=auto, ...)")  # fmt: skip
         vlan = data.get("vlan")
         return cls(bridge=bridge, ip=ip, gateway=gateway, ip6=ip6, gateway6=gateway6,
-                   vlan=check_vlan(f"{field}.vlan", _int(f"{field}.vlan", vlan, -1, 1 << 31)
+                   vlan=check_vlan(f"{field}.vlan", read_int(f"{field}.vlan", vlan, -1, 1 << 31)
                                    if isinstance(vlan, str) else vlan),
-                   firewall=_flag(f"{field}.firewall", data.get("firewall", False)))  # fmt: skip
+                   firewall=read_flag(f"{field}.firewall", data.get("firewall", False)))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON the API takes and the stored request keeps (defaults left out)."""
@@ -430,179 +308,15 @@ def parse_nic_option(field: str, text: str) -> dict[str, Any]:
         ConfigError: ``<field>: ...``.
     """
     aliases = {"gw": "gateway", "gw6": "gateway6", "tag": "vlan"}
-    pairs = {aliases.get(k, k): v for k, v in _pairs(field, text, ("firewall",)).items()}
+    pairs = {aliases.get(k, k): v for k, v in read_pairs(field, text, ("firewall",)).items()}
     data: dict[str, Any] = dict(pairs)
     if "vlan" in data:
-        data["vlan"] = _int(f"{field}.vlan", data["vlan"], VLAN_MIN, VLAN_MAX)
+        data["vlan"] = read_int(f"{field}.vlan", data["vlan"], VLAN_MIN, VLAN_MAX)
     if "firewall" in data:
-        data["firewall"] = _flag(f"{field}.firewall", data["firewall"])
+        data["firewall"] = read_flag(f"{field}.firewall", data["firewall"])
     if "ip" not in data and "ip6" in data:
         data["ip"] = None  # an IPv6-only interface
     return Nic.from_dict(field, data).to_dict()
-
-
-# --- mount points ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MountPoint:
-    """A storage-backed volume mounted in the container (``mpN``).
-
-    Attributes:
-        path: where it is mounted in the container.
-        size: its size in GiB.
-        storage: the storage it is allocated on; the root disk's when None.
-        backup: included in backups (PVE's ``backup`` flag; on by default).
-        quota: user quotas inside the container.
-        acl: POSIX ACLs (None: the storage's default).
-    """
-
-    path: str
-    size: int
-    storage: str | None = None
-    backup: bool = True
-    quota: bool = False
-    acl: bool | None = None
-
-    KEYS = ("path", "size", "storage", "backup", "quota", "acl")
-
-    @classmethod
-    def from_dict(cls, field: str, data: object) -> MountPoint:
-        """A volume from the API's (and the stored request's) JSON.
-
-        Raises:
-            ConfigError: ``<field>.<key>: ...``.
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{field}: must be an object, got {data!r}")
-        _unknown(field, data, cls.KEYS)
-        if data.get("path") is None:
-            raise ConfigError(f"{field}.path: is required (where the volume is mounted)")
-        if data.get("size") is None:
-            raise ConfigError(f"{field}.size: is required (in GiB)")
-        storage = _text(f"{field}.storage", data.get("storage"))
-        if storage is not None and not _STORAGE.fullmatch(storage):
-            raise ConfigError(f"{field}.storage: must be a storage name (letters, digits and "
-                              f"'_.-'), got {storage!r}")  # fmt: skip
-        acl = data.get("acl")
-        return cls(path=check_container_path(f"{field}.path", data["path"]),
-                   size=parse_size(f"{field}.size", data["size"]), storage=storage,
-                   backup=_flag(f"{field}.backup", data.get("backup", True)),
-                   quota=_flag(f"{field}.quota", data.get("quota", False)),
-                   acl=None if acl is None else _flag(f"{field}.acl", acl))  # fmt: skip
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"path": self.path, "size": self.size}
-        if self.storage is not None:
-            data["storage"] = self.storage
-        data["backup"] = self.backup
-        if self.quota:
-            data["quota"] = True
-        if self.acl is not None:
-            data["acl"] = self.acl
-        return data
-
-    def pve(self, default_storage: str) -> str:
-        """PVE's ``mpN`` for a new volume: ``STORAGE:SIZE_GB,mp=/path,...``."""
-        parts = [f"{self.storage or default_storage}:{self.size}", f"mp={self.path}",
-                 f"backup={int(self.backup)}"]  # fmt: skip
-        if self.quota:
-            parts.append("quota=1")
-        if self.acl is not None:
-            parts.append(f"acl={int(self.acl)}")
-        return ",".join(parts)
-
-
-def parse_mount_option(field: str, text: str) -> dict[str, Any]:
-    """``--mount /data:2G[,backup=0][,quota=1][,acl=1][,storage=local-lvm]`` as
-    the API's JSON.
-
-    Raises:
-        ConfigError: ``<field>: ...``.
-    """
-    head, _, rest = text.partition(",")
-    path, sep, size = head.rpartition(":")
-    if not sep or not path:
-        raise ConfigError(f"{field}: expected /path:SIZE[,backup=0][,quota=1][,acl=1]"
-                          f"[,storage=NAME], got {text!r}")  # fmt: skip
-    pairs = _pairs(field, rest, ("backup", "quota", "acl"))
-    _unknown(field, pairs, ("backup", "quota", "acl", "storage"))
-    return MountPoint.from_dict(field, {"path": path, "size": size, **pairs}).to_dict()
-
-
-@dataclass(frozen=True)
-class BindMount:
-    """A host directory bind-mounted into the container (``mpN``).
-
-    Attributes:
-        source: the host path (under ``PROVISIONER_BIND_MOUNT_ALLOW``).
-        path: where it is mounted in the container.
-        ro: read-only.
-    """
-
-    source: str
-    path: str
-    ro: bool = False
-
-    KEYS = ("source", "path", "ro")
-
-    @classmethod
-    def from_dict(cls, field: str, data: object, allow: Sequence[str]) -> BindMount:
-        """A bind mount from the API's (and the stored request's) JSON.
-
-        Raises:
-            ConfigError: ``<field>.<key>: ...``; a source outside ``allow``.
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{field}: must be an object, got {data!r}")
-        _unknown(field, data, cls.KEYS)
-        if data.get("source") is None:
-            raise ConfigError(f"{field}.source: is required (the host path)")
-        if data.get("path") is None:
-            raise ConfigError(f"{field}.path: is required (where it is mounted)")
-        return cls(source=check_bind_source(f"{field}.source", data["source"], allow),
-                   path=check_container_path(f"{field}.path", data["path"]),
-                   ro=_flag(f"{field}.ro", data.get("ro", False)))  # fmt: skip
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "path": self.path, **({"ro": True} if self.ro else {})}
-
-    def pve(self) -> str:
-        """PVE's ``mpN`` for a bind mount: ``/host/path,mp=/path[,ro=1]``."""
-        return f"{self.source},mp={self.path}" + (",ro=1" if self.ro else "")
-
-
-def parse_bind_option(field: str, text: str, allow: Sequence[str]) -> dict[str, Any]:
-    """``--bind /host/path:/mnt/x[,ro]`` as the API's JSON.
-
-    Raises:
-        ConfigError: ``<field>: ...``.
-    """
-    head, _, rest = text.partition(",")
-    source, sep, path = head.partition(":")
-    if not sep:
-        raise ConfigError(f"{field}: expected /host/path:/path[,ro], got {text!r}")
-    data: dict[str, Any] = {"source": source, "path": path}
-    pairs = _pairs(field, rest, ("ro",))
-    _unknown(field, pairs, ("ro",))
-    if "ro" in pairs:
-        data["ro"] = _flag(f"{field}.ro", pairs["ro"])
-    return BindMount.from_dict(field, data, allow).to_dict()
-
-
-def check_mount_paths(mounts: Sequence[MountPoint], binds: Sequence[BindMount]) -> None:
-    """Two mount points must not share a path.
-
-    Raises:
-        ConfigError: ``mounts[i].path: ...`` or ``binds[i].path: ...``.
-    """
-    seen: dict[str, str] = {}
-    named = [(f"mounts[{i}]", m.path) for i, m in enumerate(mounts)]
-    named += [(f"binds[{i}]", b.path) for i, b in enumerate(binds)]
-    for name, path in named:
-        if path in seen:
-            raise ConfigError(f"{name}.path: {path} is already the path of {seen[path]}")
-        seen[path] = name
 
 
 # --- start on boot, features -----------------------------------------------------------
@@ -625,9 +339,9 @@ class Startup:
         """
         if text is None or not text.strip():
             return None
-        pairs = _pairs("startup", text)
-        _unknown("startup", pairs, ("order", "up", "down"))
-        values = {k: _int(f"startup.{k}", v, 0, STARTUP_ORDER_MAX if k == "order"
+        pairs = read_pairs("startup", text)
+        unknown_keys("startup", pairs, ("order", "up", "down"))
+        values = {k: read_int(f"startup.{k}", v, 0, STARTUP_ORDER_MAX if k == "order"
                           else STARTUP_DELAY_MAX) for k, v in pairs.items()}  # fmt: skip
         if not values:
             raise ConfigError("startup: expected order=N[,up=S][,down=S]")
@@ -653,7 +367,7 @@ def check_features(data: object) -> dict[str, bool]:
         if name not in FEATURE_NAMES:
             raise ConfigError(f"features.{name}: unknown feature (known: "
                               f"{', '.join(FEATURE_NAMES)})")  # fmt: skip
-    return {name: _flag(f"features.{name}", data[name]) for name in FEATURE_NAMES
+    return {name: read_flag(f"features.{name}", data[name]) for name in FEATURE_NAMES
             if name in data}  # fmt: skip
 
 
@@ -673,21 +387,6 @@ def features_pve(base: Mapping[str, bool], overrides: Mapping[str, bool]) -> str
     merged = {**base, **overrides}
     enabled = [name for name in FEATURE_NAMES if merged.get(name)]
     return ",".join(f"{name}=1" for name in enabled) or None
-
-
-def read_list(field: str, data: object, limit: int) -> list[Any]:
-    """A JSON list of at most ``limit`` items (None: empty).
-
-    Raises:
-        ConfigError: ``<field>: ...``.
-    """
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise ConfigError(f"{field}: must be an array, got {type(data).__name__}")
-    if len(data) > limit:
-        raise ConfigError(f"{field}: at most {limit} entries, got {len(data)}")
-    return data
 
 
 @dataclass(frozen=True)
@@ -738,24 +437,24 @@ class Surface:
             return tuple(item for item in read_ if item is not None)
 
         no_address: tuple[str | None, str | None] = (None, None)
-        ip6, gateway6 = attempt(lambda: check_ip6("", _text("ip6", data.get("ip6")),
-                                                  _text("gateway6", data.get("gateway6"))),
+        ip6, gateway6 = attempt(lambda: check_ip6("", read_text("ip6", data.get("ip6")),
+                                                  read_text("gateway6", data.get("gateway6"))),
                                 no_address)  # fmt: skip
         anywhere = ("/",) if allow is None else allow
         tags: list[str] = attempt(lambda: read_list("tags", data.get("tags"), MAX_TAGS), [])
         surface = cls(
             ip6=ip6, gateway6=gateway6,
             vlan=attempt(lambda: check_vlan("vlan", data.get("vlan")), None),
-            firewall=attempt(lambda: _optional_flag("firewall", data.get("firewall")), None),
+            firewall=attempt(lambda: read_optional_flag("firewall", data.get("firewall")), None),
             nics=each("nics", MAX_NICS, Nic.from_dict),
-            nameserver=attempt(lambda: check_nameserver(_text("nameserver",
+            nameserver=attempt(lambda: check_nameserver(read_text("nameserver",
                                                               data.get("nameserver"))), None),
             searchdomain=attempt(lambda: check_searchdomain(
-                _text("searchdomain", data.get("searchdomain"))), None),
+                read_text("searchdomain", data.get("searchdomain"))), None),
             tags=tuple(attempt(lambda: check_tags(tags), [])),
-            pool=attempt(lambda: check_pool(_text("pool", data.get("pool"))), None),
-            onboot=attempt(lambda: _optional_flag("onboot", data.get("onboot")), None),
-            startup=attempt(lambda: Startup.parse(_text("startup", data.get("startup"))), None),
+            pool=attempt(lambda: check_pool(read_text("pool", data.get("pool"))), None),
+            onboot=attempt(lambda: read_optional_flag("onboot", data.get("onboot")), None),
+            startup=attempt(lambda: Startup.parse(read_text("startup", data.get("startup"))), None),
             mounts=each("mounts", MAX_MOUNTS, MountPoint.from_dict),
             binds=each("binds", MAX_BINDS,
                        lambda name, raw: BindMount.from_dict(name, raw, anywhere)),
@@ -777,7 +476,3 @@ class Surface:
             "mounts": [m.to_dict() for m in self.mounts],
             "binds": [b.to_dict() for b in self.binds], "features": dict(self.features),
         }  # fmt: skip
-
-
-def _optional_flag(field: str, value: object) -> bool | None:
-    return None if value is None else _flag(field, value)

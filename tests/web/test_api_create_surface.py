@@ -17,7 +17,7 @@ from provisioner import users
 from provisioner.config import Settings
 from provisioner.models import Container
 from provisioner.stored_request import StoredRequest
-from provisioner.templates import surface
+from provisioner.templates import mounts, surface
 from tests.web.conftest import OFFLINE_NODE, bearer, count_containers, db_session
 from tests.web.openapi_check import CheckedClient
 from web.app import create_app
@@ -82,12 +82,12 @@ def test_every_option_is_stored_normalised(app: Flask, client: FlaskClient, toke
         ({"onboot": "sometimes"}, "onboot"),
         ({"startup": "order=-1"}, "startup.order"),
         ({"mounts": [{"path": "/data"}]}, "mounts[0].size"),
-        ({"mounts": [{"path": "/data", "size": surface.MOUNT_SIZE_MAX + 1}]}, "mounts[0].size"),
+        ({"mounts": [{"path": "/data", "size": mounts.MOUNT_SIZE_MAX + 1}]}, "mounts[0].size"),
         ({"mounts": [{"path": "relative", "size": 1}]}, "mounts[0].path"),
         ({"mounts": [{"path": "/data/../etc", "size": 1}]}, "mounts[0].path"),
         ({"mounts": [{"path": "/d", "size": 1}, {"path": "/d", "size": 1}]}, "mounts[1].path"),
         ({"mounts": [{"path": "/d", "size": 1, "storage": "bad storage"}]}, "mounts[0].storage"),
-        ({"mounts": [{"path": "/d", "size": 1}] * (surface.MAX_MOUNTS + 1)}, "mounts"),
+        ({"mounts": [{"path": "/d", "size": 1}] * (mounts.MAX_MOUNTS + 1)}, "mounts"),
         ({"binds": [{"source": "/etc", "path": "/mnt/etc"}]}, "binds[0].source"),
         ({"binds": [{"source": "/srv/shared/../../root", "path": "/mnt/r"}]}, "binds[0].source"),
         ({"binds": [{"source": "/srv/shared/x", "path": "/proc"}]}, "binds[0].path"),
@@ -142,11 +142,11 @@ def test_the_document_gives_the_rules_bounds(client: FlaskClient, token: str) ->
     nic = schema["nics"]["items"]["properties"]
     assert (nic["vlan"]["minimum"], nic["vlan"]["maximum"]) == (1, 4094)
     assert schema["nics"]["maxItems"] == surface.MAX_NICS
-    assert schema["mounts"]["maxItems"] == surface.MAX_MOUNTS
-    assert schema["binds"]["maxItems"] == surface.MAX_BINDS
+    assert schema["mounts"]["maxItems"] == mounts.MAX_MOUNTS
+    assert schema["binds"]["maxItems"] == mounts.MAX_BINDS
     assert schema["tags"]["maxItems"] == surface.MAX_TAGS
     size = schema["mounts"]["items"]["properties"]["size"]["oneOf"][0]
-    assert (size["minimum"], size["maximum"]) == (surface.MOUNT_SIZE_MIN, surface.MOUNT_SIZE_MAX)
+    assert (size["minimum"], size["maximum"]) == (mounts.MOUNT_SIZE_MIN, mounts.MOUNT_SIZE_MAX)
     assert set(schema["features"]["properties"]) == set(surface.FEATURE_NAMES)
     assert set(surface.SURFACE_KEYS) <= set(schema)
 
@@ -156,8 +156,8 @@ def test_the_document_gives_the_rules_bounds(client: FlaskClient, token: str) ->
     [{"vlan": 0}, {"vlan": 4095}, {"nics": [{"vlan": 4095}]},
      {"nics": [{}] * (surface.MAX_NICS + 1)},
      {"mounts": [{"path": "/d", "size": 0}]},
-     {"mounts": [{"path": "/d", "size": surface.MOUNT_SIZE_MAX + 1}]},
-     {"mounts": [{"path": "/d", "size": 1}] * (surface.MAX_MOUNTS + 1)},
+     {"mounts": [{"path": "/d", "size": mounts.MOUNT_SIZE_MAX + 1}]},
+     {"mounts": [{"path": "/d", "size": 1}] * (mounts.MAX_MOUNTS + 1)},
      {"binds": [{"source": "/srv/shared/x", "path": "/m", "rw": True}]},
      {"features": {"privileged": True}}],
 )  # fmt: skip

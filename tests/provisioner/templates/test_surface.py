@@ -16,21 +16,19 @@ from provisioner.request_checks import field_of
 from provisioner.stored_request import StoredRequest
 from provisioner.templates.loader import load_template
 from provisioner.templates.model import Template, TemplateError
+from provisioner.templates.mounts import (
+    MountPoint,
+    check_bind_source,
+    parse_bind_option,
+    parse_mount_option,
+)
 from provisioner.templates.params import (
     CreateRequest,
     NetworkConfig,
     NodeDefaults,
     build_create_params,
 )
-from provisioner.templates.surface import (
-    MountPoint,
-    Surface,
-    check_bind_source,
-    parse_bind_option,
-    parse_feature_option,
-    parse_mount_option,
-    parse_nic_option,
-)
+from provisioner.templates.surface import Surface, parse_feature_option, parse_nic_option
 
 NODE = NodeDefaults(node="pve", storage="local-lvm", bridge="vmbr0", template_storage="local")
 ALLOW = ("/srv/shared", "/mnt/data")
