@@ -1,10 +1,13 @@
 """The create surface beyond the basics: IPv6, VLANs, further interfaces,
-DNS, tags, pool, start on boot, mount points, bind mounts and feature flags.
+DNS, tags, pool, start on boot and feature flags here, mount points and
+bind mounts in :mod:`provisioner.templates.mounts`; ``Surface`` holds a
+request's, checked.
 
 One place for each option's rule, its JSON shape (what the REST API takes
 and ``Container.request`` stores) and its PVE property string; the CLI's
-short syntax (``--nic``, ``--mount``, ``--bind``, ``--startup``,
-``--feature``) is parsed here too, so the three front ends cannot drift.
+short syntax (``--nic``, ``--startup``, ``--feature``; ``--mount`` and
+``--bind`` in ``mounts``) is parsed here too, so the three front ends
+cannot drift.
 
 Every failure is a :class:`~provisioner.errors.ConfigError` whose message
 starts with the request field it blames (``"nics[0].vlan: ..."``,
