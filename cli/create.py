@@ -151,10 +151,10 @@ def _surface_options(problems: list[ConfigError], allow: tuple[str, ...], *,
         ("nics", nics, parse_nic_option), ("mounts", mounts, parse_mount_option),
         ("binds", binds, lambda field, text: parse_bind_option(field, text, allow)),
     ):  # fmt: skip
-        for i, text in enumerate(given):
-            item = _attempt(problems, partial(parse, f"{key}[{i}]", text))
-            if item is not None:
-                parsed[key].append(item)
+        items = [_attempt(problems, partial(parse, f"{key}[{i}]", text))
+                 for i, text in enumerate(given)]  # fmt: skip
+        # one refused: none is checked further (later ones' indexes would be off by one)
+        parsed[key] = items if None not in items else []
     for text in features:
         flag = _attempt(problems, partial(parse_feature_option, text))
         if flag is not None:

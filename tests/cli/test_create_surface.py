@@ -71,6 +71,9 @@ def test_create_without_the_surface_stores_the_old_shape(cli: Cli) -> None:
         (("--tag", "Prod"), "--tag: 'Prod' is not a PVE tag"),
         (("--nameserver", "dns.example"), "--nameserver: 'dns.example' is not an IP address"),
         (("--pool", "a pool"), "--pool: must be 1-64 letters"),
+        (("--nic", "bridge=vmbr7"), "has no bridge 'vmbr7'; its bridges: "),
+        (("--mount", "/data:2,storage=nvme"), "has no storage 'nvme'; storages that can: "),
+        (("--nic", "ip=dhcp,vlan=0", "--nic", "bridge=vmbr7"), "--nic: nics[0].vlan: must be"),
     ],
 )  # fmt: skip
 def test_a_bad_option_exits_2_naming_it(cli: Cli, args: tuple[str, ...], expected: str) -> None:
@@ -79,6 +82,15 @@ def test_a_bad_option_exits_2_naming_it(cli: Cli, args: tuple[str, ...], expecte
     assert result.exit_code == 2, result.output
     assert expected in one_line_error(result.stderr)
     assert result.stdout == ""
+
+
+def test_the_node_is_asked_for_further_bridges_and_volume_storages(cli: Cli) -> None:
+    result = cli("create", "-t", "debian-base", "--node", "sim", "-H", "bad-3",
+                 "--nic", "ip=dhcp", "--nic", "bridge=vmbr7", "--mount", "/data:2,storage=nvme")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result.stderr)
+    assert "--nic: nics[1].bridge: node " in line and "has no bridge 'vmbr7'" in line
+    assert "--mount: mounts[0].storage: node " in line and "has no storage 'nvme'" in line
 
 
 def test_every_bad_option_is_named_on_one_line(cli: Cli) -> None:
