@@ -4,6 +4,7 @@ option (no worker runs here)."""
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import pytest
@@ -42,6 +43,15 @@ def test_create_stores_every_option_of_the_surface(cli: Cli) -> None:
                               "acl": True}]  # fmt: skip
     assert stored.binds == [{"source": "/srv/shared/site", "path": "/mnt/site", "ro": True}]
     assert stored.features == {"nesting": True, "mknod": True}
+    shown = cli("show", result.stdout.strip(), "--no-live")
+    assert shown.exit_code == 0, shown.output
+    for line in ("eth0: ip6=2001:db8::10/64 gateway6=2001:db8::1 vlan=20 firewall",
+                 "eth1: ip=dhcp ip6=auto vlan=30 firewall", "eth2: ip6=2001:db8:1::5/64",
+                 "volume: /data 2 GiB (backup=1)",
+                 "volume: /srv/db 1 GiB (backup=0, quota=1, acl=1)",
+                 "bind mount: /srv/shared/site -> /mnt/site (read-only)",
+                 "features: nesting=1, mknod=1", "onboot: yes", "startup: order=2,up=30"):  # fmt: skip
+        assert line in re.sub(r":\s+", ": ", shown.stdout), shown.stdout
 
 
 def test_create_without_the_surface_stores_the_old_shape(cli: Cli) -> None:
