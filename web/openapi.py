@@ -365,8 +365,15 @@ SCHEMAS: dict[str, Any] = {
                   "description": "the data hooks it declares: kind -> script under hooks/"},
         "packages": _object({"apt": STRS, "pip": STRS, "npm": STRS}),
         "snapshot": NSTR, "health": {"oneOf": [{"type": "null"}, _object({
-            "type": {"enum": ["http", "https", "tcp"]}, "port": INT, "path": NSTR})]}},
-        optional=("files", "scripts", "hooks", "packages", "snapshot", "health"),
+            "type": {"enum": ["http", "https", "tcp"]}, "port": INT, "path": NSTR})]},
+        "network": _object({"ip6": NSTR, "firewall": BOOL, "nameserver": NSTR,
+                            "searchdomain": NSTR}),
+        "mounts": {"type": "array", "items": _surface()["mounts"]["items"],
+                   "description": "data volumes every container of it gets"},
+        "boot": _object({"onboot": {"type": ["boolean", "null"]}, "pool": NSTR,
+                         "startup": NSTR})},
+        optional=("files", "scripts", "hooks", "packages", "snapshot", "health", "network",
+                  "mounts", "boot"),
         description="files, scripts, hooks, packages, snapshot and health: in single reads"),
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
                           "invalid": {"type": "array", "items": _object({

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -148,3 +149,21 @@ def test_a_clone_the_source_cannot_give_is_refused_first(cli: Cli, surface: dict
     assert expected in one_line_error(result.stderr)
     with cli.factory() as session:
         assert session.scalar(select(func.count()).select_from(Container)) == 1
+
+
+def test_templates_show_lists_the_templates_surface_defaults(cli: Cli) -> None:
+    from tests.provisioner.templates.test_surface import TEMPLATE_TOML
+
+    root = Path(cli.env["PROVISIONER_TEMPLATES_DIR"]) / "store"
+    root.mkdir()
+    (root / "template.toml").write_text(TEMPLATE_TOML)
+    result = cli("templates", "show", "store")
+    assert result.exit_code == 0, result.output
+    shown = re.sub(r":\s+", ": ", result.stdout)
+    for line in ("network: ip6=auto firewall nameserver=198.18.0.1 searchdomain=example.com",
+                 "volume: /var/lib/store 4 GiB", "volume: /var/cache/store 1 GiB (no backup)",
+                 "onboot: yes", "pool: databases", "startup: order=3,up=20",
+                 "features: mknod"):  # fmt: skip
+        assert line in shown, result.stdout
+    stored = cli("create", "-t", "store", "--node", "sim", "-H", "store-1")
+    assert stored.exit_code == 0, stored.output

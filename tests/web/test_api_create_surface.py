@@ -168,3 +168,34 @@ def test_what_the_document_refuses_the_api_refuses(app: Flask, client: FlaskClie
     assert _create_schema(client, token).is_valid({**GOOD, **SURFACE})
     response = client.post("/api/containers", json=body, headers=bearer(token))
     assert response.status_code == 400, response.json
+
+
+def test_a_templates_surface_defaults_are_in_its_detail(settings: Settings, tmp_path: Any) -> None:
+    """GET /api/templates/<name> (held to the OpenAPI document by the checked client)."""
+    import shutil
+
+    from tests.conftest import ROOT
+    from tests.provisioner.templates.test_surface import TEMPLATE_TOML
+
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates_lxc" / "nginx", templates / "nginx")
+    (templates / "store").mkdir()
+    (templates / "store" / "template.toml").write_text(TEMPLATE_TOML)
+    app = create_app(dataclasses.replace(settings, templates_dir=templates), {"TESTING": True})
+    try:
+        app.test_client_class = CheckedClient
+        with db_session(app) as session:
+            users.create_user(session, "reader", "a long enough password")
+            _, token = users.create_api_token(session, "reader", "tests")
+        client = app.test_client()
+        body = client.get("/api/templates/store", headers=bearer(token)).json
+        assert body["network"] == {"ip6": "auto", "firewall": True, "nameserver": "198.18.0.1",
+                                   "searchdomain": "example.com"}  # fmt: skip
+        assert body["mounts"] == [{"path": "/var/lib/store", "size": 4, "backup": True},
+                                  {"path": "/var/cache/store", "size": 1, "backup": False}]  # fmt: skip
+        assert body["boot"] == {"onboot": True, "pool": "databases", "startup": "order=3,up=20"}
+        assert body["features"]["mknod"] is True
+        plain = client.get("/api/templates/nginx", headers=bearer(token)).json
+        assert plain["mounts"] == [] and plain["boot"]["onboot"] is None
+    finally:
+        app.extensions["provisioner"].close()
