@@ -178,6 +178,36 @@ def show(rt: Runtime, ref: str, no_live: bool, as_json: bool) -> None:
     print_fields(_show_fields(item))
 
 
+def _surface_fields(r: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """The create surface's settings a request asked for (absent when not)."""
+    eth0 = [f"{k}={r[k]}" for k in ("ip6", "gateway6", "vlan") if r.get(k) is not None]
+    if r.get("firewall"):
+        eth0.append("firewall")
+    if eth0:
+        yield "eth0", " ".join(eth0)
+    for n, nic in enumerate(r.get("nics") or [], 1):
+        yield f"eth{n}", " ".join(k if v is True else f"{k}={v}" for k, v in nic.items()
+                                  if v is not None and v is not False)  # fmt: skip
+    for key in ("nameserver", "searchdomain", "pool", "startup"):
+        if r.get(key):
+            yield key, str(r[key])
+    if r.get("onboot") is not None:
+        yield "onboot", "yes" if r["onboot"] else "no"
+    if r.get("tags"):
+        yield "tags", ", ".join(r["tags"])
+    for m in r.get("mounts") or []:
+        flags = [f"{k}={int(m[k])}" for k in ("backup", "quota", "acl") if k in m]
+        yield "volume", f"{m['path']} {m['size']} GiB" + (f" on {m['storage']}" if m.get("storage")
+                                                          else "") + f" ({', '.join(flags)})"  # fmt: skip
+    for b in r.get("binds") or []:
+        yield (
+            "bind mount",
+            f"{b['source']} -> {b['path']}" + (" (read-only)" if b.get("ro") else ""),
+        )
+    if r.get("features"):
+        yield "features", ", ".join(f"{k}={int(v)}" for k, v in r["features"].items())
+
+
 def _show_fields(i: dict[str, Any]) -> Iterator[tuple[str, str]]:
     r = i["request"]
     yield "id", i["id"]
@@ -217,6 +247,7 @@ def _show_fields(i: dict[str, Any]) -> Iterator[tuple[str, str]]:
     yield "network", " ".join(p for p in (
         f"ip={r['ip']}", r["gateway"] and f"gw={r['gateway']}", r["bridge"] and f"bridge={r['bridge']}",
         r["storage"] and f"storage={r['storage']}") if p)  # fmt: skip
+    yield from _surface_fields(r)
     for name, value in i["variables"].items():
         yield f"var {name}", str(value)
     for name in i["secret_variables"]:

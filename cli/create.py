@@ -8,8 +8,10 @@ row is stored and one job queued.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +47,13 @@ _OPTIONS = {"ip": "--ip", "gateway": "--gateway", "ssh_public_key": "--ssh-key",
             "swap": "--swap", "rootfs": "--disk", "net0": "--ip", "net0.ip": "--ip",
             "net0.gw": "--gateway", "net0.bridge": "--bridge",
             "ssh-public-keys": "--ssh-key", "password": "--password-stdin",
-            "environment": "--env", "owner": "--owner"}  # fmt: skip
+            "environment": "--env", "owner": "--owner", "ip6": "--ip6",
+            "gateway6": "--gateway6", "vlan": "--vlan", "firewall": "--firewall",
+            "nics": "--nic", "nameserver": "--nameserver", "searchdomain": "--searchdomain",
+            "tags": "--tag", "pool": "--pool", "onboot": "--onboot", "startup": "--startup",
+            "mounts": "--mount", "binds": "--bind", "features": "--feature",
+            "net0.ip6": "--ip6", "net0.gw6": "--gateway6", "net0.tag": "--vlan"}  # fmt: skip
+_BASE_FIELD = re.compile(r"[a-z_0-9]+")
 
 
 def parse_vars(pairs: tuple[str, ...], var_file: str | None = None) -> dict[str, str]:
@@ -100,8 +108,11 @@ def option_error(exc: ConfigError) -> BadInput:
                         "(see: provisioner templates validate)")  # fmt: skip
     message = exc.message
     field, sep, rest = message.partition(": ")
+    base = m.group(0) if (m := _BASE_FIELD.match(field)) else field
     if sep and field in _OPTIONS:
         message = f"{_OPTIONS[field]}: {rest}"
+    elif sep and base in _OPTIONS and field[len(base)] in "[.":  # nics[0].vlan: the --nic's vlan
+        message = f"{_OPTIONS[base]}: {field}: {rest}"
     elif message.startswith("invalid container parameters: "):
         param = message.removeprefix("invalid container parameters: ").split(":", 1)[0]
         if param in _OPTIONS:
@@ -125,6 +136,30 @@ def _attempt(problems: list[ConfigError], check: Callable[[], T]) -> T | None:
 def _refusal(problems: list[ConfigError]) -> BadInput:
     """Every problem of a request on one line, each naming its option."""
     return BadInput("; ".join(option_error(p).message for p in first_per_field(problems)))
+
+
+def _surface_options(problems: list[ConfigError], allow: tuple[str, ...], *,
+                     nics: tuple[str, ...], mounts: tuple[str, ...], binds: tuple[str, ...],
+                     features: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    """``--nic``, ``--mount``, ``--bind`` and ``--feature`` as the API's JSON
+    (``provisioner.templates.surface``); problems added, each naming its option."""
+    from provisioner.templates.mounts import parse_bind_option, parse_mount_option
+    from provisioner.templates.surface import parse_feature_option, parse_nic_option
+
+    parsed: dict[str, Any] = {"nics": [], "mounts": [], "binds": [], "features": {}}
+    for key, given, parse in (
+        ("nics", nics, parse_nic_option), ("mounts", mounts, parse_mount_option),
+        ("binds", binds, lambda field, text: parse_bind_option(field, text, allow)),
+    ):  # fmt: skip
+        items = [_attempt(problems, partial(parse, f"{key}[{i}]", text))
+                 for i, text in enumerate(given)]  # fmt: skip
+        # one refused: none is checked further (later ones' indexes would be off by one)
+        parsed[key] = items if None not in items else []
+    for text in features:
+        flag = _attempt(problems, partial(parse_feature_option, text))
+        if flag is not None:
+            parsed["features"][flag[0]] = flag[1]
+    return parsed
 
 
 def pick_node(session: Session, name: str | None) -> str:
@@ -160,6 +195,37 @@ def pick_node(session: Session, name: str | None) -> str:
 @click.option("--ip", default="dhcp", show_default=True,
               help="'dhcp' or an IPv4 address with prefix length, e.g. 198.18.0.170/24.")  # fmt: skip
 @click.option("--gateway", help="IPv4 gateway (with a static --ip).")
+@click.option("--ip6", help="IPv6 of eth0: 'auto' (SLAAC), 'dhcp' or an address with prefix "
+                            "length, e.g. 2001:db8::10/64 (default: the template's, else none).")  # fmt: skip
+@click.option("--gateway6", help="IPv6 gateway (with a static --ip6).")
+@click.option("--vlan", type=int, metavar="TAG", help="VLAN tag of eth0 (1-4094).")
+@click.option("--firewall/--no-firewall", default=None,
+              help="PVE's firewall flag on eth0 (default: the template's).")  # fmt: skip
+@click.option("--nic", "nics", multiple=True, metavar="KEY=VALUE,...",
+              help="A further interface, eth1, eth2, ... (repeatable, at most 7): "
+                   "bridge=, ip= (dhcp or address/prefix), gw=, ip6= (auto, dhcp or "
+                   "address/prefix), gw6=, vlan=, firewall=1; e.g. "
+                   "bridge=vmbr1,ip=dhcp,ip6=auto,vlan=20,firewall=1.")  # fmt: skip
+@click.option("--nameserver", metavar="IP[,IP]", help="DNS servers (default: the node's).")
+@click.option("--searchdomain", metavar="DOMAIN[,DOMAIN]", help="DNS search domains.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="A PVE tag besides the template's (repeatable).")  # fmt: skip
+@click.option("--pool", metavar="POOL", help="The PVE resource pool to add the container to.")
+@click.option("--onboot/--no-onboot", default=None,
+              help="Start the container when the node boots (default: the template's).")  # fmt: skip
+@click.option("--startup", metavar="order=N[,up=S][,down=S]",
+              help="Start order and delays on boot, e.g. order=2,up=30.")  # fmt: skip
+@click.option("--mount", "mounts", multiple=True,
+              metavar="/PATH:SIZE[,backup=0][,quota=1][,acl=1][,storage=NAME]",
+              help="A data volume (repeatable): mounted at /PATH, SIZE in GiB (2, 2G or 1T), "
+                   "on the root disk's storage unless storage= is given; backed up unless "
+                   "backup=0.")  # fmt: skip
+@click.option("--bind", "binds", multiple=True, metavar="/HOST/PATH:/PATH[,ro]",
+              help="Bind-mount a host directory (repeatable); only under "
+                   "PROVISIONER_BIND_MOUNT_ALLOW.")  # fmt: skip
+@click.option("--feature", "features", multiple=True, metavar="NAME=1|0",
+              help="Override a feature flag of the template (repeatable): nesting, keyctl, "
+                   "fuse, mknod.")  # fmt: skip
 @click.option("--ssh-key", "ssh_key_file", metavar="PATH",
               type=click.Path(exists=True, dir_okay=False, allow_dash=True),
               help="Authorized SSH public key(s) for root, from a file ('-': stdin).")  # fmt: skip
@@ -189,6 +255,10 @@ def pick_node(session: Session, name: str | None) -> str:
 def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: int | None,
            cores: int | None, memory: int | None, swap: int | None, disk: int | None,
            storage: str | None, bridge: str | None, ip: str, gateway: str | None,
+           ip6: str | None, gateway6: str | None, vlan: int | None, firewall: bool | None,
+           nics: tuple[str, ...], nameserver: str | None, searchdomain: str | None,
+           tags: tuple[str, ...], pool: str | None, onboot: bool | None, startup: str | None,
+           mounts: tuple[str, ...], binds: tuple[str, ...], features: tuple[str, ...],
            ssh_key_file: str | None, ssh_key_text: str | None, password_stdin: bool,
            variables: tuple[str, ...], var_file: str | None, on_failure: str,
            environment: str | None, owner: str | None, follow: bool, as_json: bool,
@@ -212,6 +282,9 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
       provisioner create -t nginx -H web2 --ip 198.18.0.170/24 --gateway 198.18.0.1 \\
           --ssh-key ~/.ssh/id_ed25519.pub --var site_title=Hello --follow --json
       provisioner create -t redis -H cache1 --var-file redis.vars --follow
+      provisioner create -t debian-base -H files1 --ip6 auto --vlan 20 \\
+          --nic bridge=vmbr1,ip=dhcp,ip6=auto,firewall=1 --mount /data:2G \\
+          --bind /srv/shared/site:/mnt/site,ro --feature nesting=1 --onboot
     """
     from cli.follow import follow_run
     from provisioner.node_facts import NodeFactsCache, node_fact_problems
@@ -236,13 +309,19 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
     password = (_attempt(problems, lambda: check_root_password(_read_password()))
                 if password_stdin else None)  # fmt: skip
     ip, gateway = network or ("dhcp", None)  # a placeholder when refused
+    surface = _surface_options(problems, rt.settings.bind_mount_allow, nics=nics,
+                               mounts=mounts, binds=binds, features=features)  # fmt: skip
     with rt.factory() as session:
         req = ProvisionRequest(template=template, node=pick_node(session, node),
                                hostname=hostname, vmid=vmid, cores=cores, memory=memory,
                                swap=swap, disk=disk, ip=ip, gateway=gateway, bridge=bridge,
                                storage=storage, ssh_public_key=keys, root_password=password,
                                variables=given_variables, failure_policy=on_failure,
-                               environment=environment, owner=owner)  # fmt: skip
+                               environment=environment, owner=owner, ip6=ip6,
+                               gateway6=gateway6, vlan=vlan, firewall=firewall,
+                               nameserver=nameserver, searchdomain=searchdomain,
+                               tags=list(tags), pool=pool, onboot=onboot, startup=startup,
+                               **surface)  # fmt: skip
         problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
                                        refused={field_of(p.message) or "" for p in problems})  # fmt: skip
         checked = _attempt(problems, lambda: check_request(session, rt.settings, req))

@@ -117,6 +117,13 @@ def templates_show(rt: Runtime, name: str, as_json: bool) -> None:
         *((f"packages {kind}", " ".join(names)) for kind, names in t["packages"].items() if names),
         ("snapshot", t["snapshot"] or "-"),
         ("health", f"{t['health']['type']} port {t['health']['port']}" if t["health"] else "-"),
+        *([("network", " ".join(k if v is True else f"{k}={v}"
+                                for k, v in t["network"].items() if v))]
+          if any(t["network"].values()) else []),
+        *(("volume", f"{m['path']} {m['size']} GiB" + ("" if m["backup"] else " (no backup)"))
+          for m in t["mounts"]),
+        *((key, {True: "yes", False: "no"}.get(value, str(value)))
+          for key, value in t["boot"].items() if value is not None),
     ])  # fmt: skip
     if t["variables"]:
         click.echo("")

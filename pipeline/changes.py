@@ -242,11 +242,13 @@ async def _apply(ctx: Context, owned: Owned, req: SetRequest, config: dict[str, 
 
 def _store(ctx: Context, req: SetRequest) -> None:
     """The record's request follows what was changed (shown by ``show``)."""
-    stored = StoredRequest.from_dict(ctx.container().request).to_dict()
-    for name in ("cores", "memory", "swap", "disk"):
-        if getattr(req, name) is not None:
-            stored[name] = getattr(req, name)
-    ctx.update(request=stored)
+    stored = StoredRequest.from_dict(ctx.container().request)
+    changed: dict[str, Any] = {name: getattr(req, name) for name in ("cores", "memory", "swap",
+                               "disk", "onboot") if getattr(req, name) is not None}  # fmt: skip
+    if req.tags is not None:  # the stored tags are those besides the template's
+        changed["tags"] = [t for t in req.tags
+                           if t != "provisioner" and t not in ctx.template.tags]  # fmt: skip
+    ctx.update(request=dataclasses.replace(stored, **changed).to_dict())
 
 
 async def set_settings(ctx: Context, params: dict[str, Any]) -> str:

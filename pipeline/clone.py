@@ -115,7 +115,8 @@ async def _own_settings(ctx: Context, request: CreateRequest, defaults: NodeDefa
     wanted = parse_net(str(params["net0"]))
     current = parse_net(str(config.get("net0", "")))
     changes: dict[str, object] = {}
-    if (current.ip, current.gw, current.bridge) != (wanted.ip, wanted.gw, wanted.bridge):
+    # everything of net0 but its MAC (kept: the clone's own) and PVE's type
+    if _without_mac(wanted.options) != _without_mac(current.options):
         hwaddr = f",hwaddr={current.hwaddr}" if current.hwaddr else ""
         changes["net0"] = f"{params['net0']}{hwaddr}"
     protect = ctx.container().environment == PROTECTED_ENVIRONMENT
@@ -126,6 +127,10 @@ async def _own_settings(ctx: Context, request: CreateRequest, defaults: NodeDefa
         ctx.step(f"giving CT {vmid} its own settings: {what}", 0.8)
         owned = await off_loop(ctx.owned)
         await off_loop(ctx.pve.put_config, owned, changes, digest=config.get("digest"))
+
+
+def _without_mac(options: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in options.items() if k not in ("hwaddr", "type")}
 
 
 async def _drop_snapshot(ctx: Context) -> None:

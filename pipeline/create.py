@@ -6,6 +6,8 @@ its claim on the vmid at once."""
 
 from __future__ import annotations
 
+import re
+
 from pipeline import clone
 from pipeline.context import Context, off_loop
 from provisioner.errors import PermanentError, TaskFailedError
@@ -48,12 +50,22 @@ def preflight(ctx: Context, params: dict[str, object], disk_gb: int) -> None:
     if storage.avail and storage.avail < disk_gb * (1 << 30):
         raise PermanentError(f"storage '{storage_name}' on node {node} has "
                              f"{storage.avail >> 30} GiB free, the container needs {disk_gb} GiB")  # fmt: skip
+    for key, value in params.items():  # the data volumes' storages (mp0...; not bind mounts)
+        name = str(value).split(":", 1)[0]
+        volume = re.fullmatch(r"mp\d+", key) and not name.startswith("/")
+        if volume and (name not in storages or "rootdir" not in storages[name].content):
+            raise PermanentError(f"{key}: storage '{name}' on node {node} does not exist or "
+                                     "does not hold container volumes",
+                                     hint="choose a storage with content type 'rootdir'")  # fmt: skip
     bridges = {b.name for b in ctx.pve.bridges()}
-    net0 = str(params.get("net0", ""))
-    bridge = next((p.split("=", 1)[1] for p in net0.split(",") if p.startswith("bridge=")), None)
-    if bridge and bridge not in bridges:
-        raise PermanentError(f"bridge '{bridge}' does not exist on node {node}",
-                             hint=f"available: {', '.join(sorted(bridges))}")  # fmt: skip
+    for key, value in params.items():  # net0, and the further interfaces
+        if not re.fullmatch(r"net\d+", key):
+            continue
+        parts = str(value).split(",")
+        bridge = next((p.split("=", 1)[1] for p in parts if p.startswith("bridge=")), None)
+        if bridge and bridge not in bridges:
+            raise PermanentError(f"bridge '{bridge}' ({key}) does not exist on node {node}",
+                                 hint=f"available: {', '.join(sorted(bridges))}")  # fmt: skip
     volid = str(params["ostemplate"])
     ctx.step(f"checking OS template {volid}", 0.1)
     if ctx.pve.ensure_template(volid.split(":", 1)[0], volid):

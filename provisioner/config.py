@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -108,6 +109,8 @@ class Settings:
     # attempt than waits; 10 s, 30 s, 2 min, 10 min, 30 min
     webhook_retry_intervals: tuple[int, ...] = (10, 30, 120, 600, 1800)
     webhook_timeout: float = 10.0  # one attempt: connecting, and waiting for the answer
+    # host path prefixes a container may bind-mount (docs/configuration.md); empty: none
+    bind_mount_allow: tuple[str, ...] = ()
     config_file: Path | None = None  # the TOML file the settings came from, if any
 
     def __repr__(self) -> str:
@@ -437,6 +440,25 @@ def _intervals(value: object, where: str) -> tuple[int, ...]:
     return tuple(parsed)
 
 
+def _path_prefixes(value: object, where: str) -> tuple[str, ...]:
+    """``/srv/shared:/mnt/data`` (or commas, or a TOML list): absolute host
+    directories, normalised; ``/`` alone is refused (the whole host)."""
+    items = value if isinstance(value, list) else re.split(r"[:,]", str(value))
+    prefixes: list[str] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        if not text.startswith("/") or ".." in text.split("/"):
+            raise ConfigError(f"{where} must list absolute host paths without '..' (separated by "
+                              f"':' or ','), got {text!r}")  # fmt: skip
+        normal = posixpath.normpath(text)
+        if normal in ("/", "//"):
+            raise ConfigError(f"{where} must not allow '/' (the whole host); list directories")
+        prefixes.append(normal)
+    return tuple(dict.fromkeys(prefixes))
+
+
 _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "data_dir": _path,
     "database_url": _database_url,
@@ -482,4 +504,5 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "public_url": _public_url,
     "webhook_retry_intervals": _intervals,
     "webhook_timeout": _positive_number,
+    "bind_mount_allow": _path_prefixes,
 }

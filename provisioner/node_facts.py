@@ -66,17 +66,35 @@ class Wanted:
     ip: str | None = None  # "dhcp" or address/prefix
     default_storage: bool = False  # the node's default, not the request's choice
     default_bridge: bool = False
+    # the further interfaces: (field, bridge, ip or None), e.g. ("nics[0]", "vmbr1", "dhcp")
+    nics: tuple[tuple[str, str, str | None], ...] = ()
+    # the data volumes that name a storage: (field, storage), e.g. ("mounts[1]", "fast")
+    volumes: tuple[tuple[str, str], ...] = ()
 
 
 def wanted_of(req: ProvisionRequest, node: Node, refused: Collection[str] = ()) -> Wanted:
     """The storage, bridge and address ``req`` gets on ``node`` (the node's
     defaults for what it leaves out), except fields in ``refused``."""
     defaults = node_defaults(node)
+
+    def items(name: str) -> list[tuple[str, dict[str, object]]]:
+        """The list's entries that are objects and not refused already."""
+        given = getattr(req, name)
+        if name in refused or not isinstance(given, list):
+            return []
+        return [(f"{name}[{i}]", item) for i, item in enumerate(given) if isinstance(item, dict)
+                and not any(r.startswith(f"{name}[{i}]") for r in refused)]  # fmt: skip
+
+    nics = tuple((field, str(nic.get("bridge") or defaults.bridge),
+                  ip if isinstance(ip := nic.get("ip", "dhcp"), str) else None)
+                 for field, nic in items("nics"))  # fmt: skip
+    volumes = tuple((field, storage) for field, mount in items("mounts")
+                    if isinstance(storage := mount.get("storage"), str) and storage)  # fmt: skip
     return Wanted(storage=None if "storage" in refused else req.storage or defaults.storage,
                   bridge=None if "bridge" in refused else req.bridge or defaults.bridge,
                   ip=None if "ip" in refused else req.ip,
                   default_storage=req.storage is None,
-                  default_bridge=req.bridge is None)  # fmt: skip
+                  default_bridge=req.bridge is None, nics=nics, volumes=volumes)  # fmt: skip
 
 
 def address_problem(ip: str, bridge: str, cidr: str | None) -> str | None:
@@ -109,11 +127,11 @@ def address_problem(ip: str, bridge: str, cidr: str | None) -> str | None:
     return None
 
 
-def _storage_problem(facts: NodeFacts, node: str, wanted: Wanted) -> str | None:
-    name = wanted.storage
+def _storage_problem(facts: NodeFacts, node: str, name: str | None,
+                     default: bool = False) -> str | None:  # fmt: skip
     if name is None:
         return None
-    which = f"storage {name!r}" + (" (the node's default)" if wanted.default_storage else "")
+    which = f"storage {name!r}" + (" (the node's default)" if default else "")
     able = sorted(n for n, content in facts.storages.items() if "rootdir" in content)
     can = f"storages that can: {', '.join(able)}" if able else "none of its storages can"
     if name not in facts.storages:
@@ -123,11 +141,11 @@ def _storage_problem(facts: NodeFacts, node: str, wanted: Wanted) -> str | None:
     return None
 
 
-def _bridge_problem(facts: NodeFacts, node: str, wanted: Wanted) -> str | None:
-    name = wanted.bridge
+def _bridge_problem(facts: NodeFacts, node: str, name: str | None,
+                    default: bool = False) -> str | None:  # fmt: skip
     if name is None or name in facts.bridges:
         return None
-    which = f"bridge {name!r}" + (" (the node's default)" if wanted.default_bridge else "")
+    which = f"bridge {name!r}" + (" (the node's default)" if default else "")
     known = ", ".join(sorted(facts.bridges)) or "none"
     return f"node {node} has no {which}; its bridges: {known}"
 
@@ -140,19 +158,26 @@ def fact_problems(facts: NodeFacts, node: str, wanted: Wanted) -> list[ConfigErr
         ``bridge``, ``ip``), also when the node's default is to blame.
     """
     problems: list[ConfigError] = []
-    storage = _storage_problem(facts, node, wanted)
+    storage = _storage_problem(facts, node, wanted.storage, wanted.default_storage)
     if storage:
         problems.append(ConfigError(f"storage: {storage}"))
-    bridge = _bridge_problem(facts, node, wanted)
-    if bridge:
-        problems.append(ConfigError(f"bridge: {bridge}"))
-    elif wanted.ip is not None and wanted.bridge is not None:
-        try:
-            address = address_problem(wanted.ip, wanted.bridge, facts.bridges[wanted.bridge])
-        except ValueError:  # refused by the request's own checks
-            address = None
-        if address:
-            problems.append(ConfigError(f"ip: {address} on node {node}"))
+    for field, name in wanted.volumes:
+        if problem := _storage_problem(facts, node, name):
+            problem = problem.replace("hold containers", "hold container volumes")
+            problems.append(ConfigError(f"{field}.storage: {problem}"))
+    interfaces = [("", wanted.bridge, wanted.ip, wanted.default_bridge)]
+    interfaces += [(f"{field}.", bridge, ip, False) for field, bridge, ip in wanted.nics]
+    for prefix, bridge_name, ip, default in interfaces:
+        bridge = _bridge_problem(facts, node, bridge_name, default)
+        if bridge:
+            problems.append(ConfigError(f"{prefix}bridge: {bridge}"))
+        elif ip is not None and bridge_name is not None:
+            try:
+                address = address_problem(ip, bridge_name, facts.bridges[bridge_name])
+            except ValueError:  # refused by the request's own checks
+                address = None
+            if address:
+                problems.append(ConfigError(f"{prefix}ip: {address} on node {node}"))
     return problems
 
 

@@ -54,9 +54,11 @@ _PVE_FIELDS = {
     "hostname": "hostname", "cores": "cores", "memory": "memory", "swap": "swap",
     "rootfs": "disk", "net0": "ip", "net0.ip": "ip", "net0.gw": "gateway",
     "net0.bridge": "bridge", "vmid": "vmid", "ssh-public-keys": "ssh_public_key",
-    "password": "root_password",
+    "password": "root_password", "net0.ip6": "ip6", "net0.gw6": "gateway6", "net0.tag": "vlan",
+    "net0.firewall": "firewall",
 }  # fmt: skip
-_FIELD_PREFIX = re.compile(r"([a-z_][\w.-]*): ")
+_FIELD_PREFIX = re.compile(r"([a-z_][\w.\[\]-]*): ")
+_PVE_NET = re.compile(r"net([1-9]\d*)(\.\w+)?")  # net1 is the request's nics[0]
 _VARIABLE = re.compile(r"variable '([^']+)'")
 
 
@@ -75,6 +77,10 @@ def field_of(message: str) -> str | None:
     name = m.group(1)
     if name == "rootfs" and "storage" in rest[m.end() :].lower():
         return "storage"
+    if (net := _PVE_NET.fullmatch(name)) is not None:
+        return f"nics[{int(net.group(1)) - 1}]{net.group(2) or ''}"
+    if re.fullmatch(r"mp\d+", name):
+        return "mounts"
     return _PVE_FIELDS.get(name, name)
 
 

@@ -51,6 +51,7 @@ from provisioner.templates.params import (
     NodeDefaults,
     build_create_params,
 )
+from provisioner.templates.surface import Surface
 from provisioner.templates.variables import resolve_variables
 from provisioner.webhooks import check_owner
 
@@ -96,14 +97,35 @@ def node_defaults(node: Node) -> NodeDefaults:
 
 
 def _create_request(asked: RequestSettings, hostname: str, keys: str | None,
-                    marker: str, environment: str | None = None) -> CreateRequest:  # fmt: skip
-    """The PVE-facing request of a request's settings."""
-    network = NetworkConfig(ip=asked.ip, gateway=asked.gateway, bridge=asked.bridge)
+                    marker: str, environment: str | None = None,
+                    surface: Surface | None = None) -> CreateRequest:  # fmt: skip
+    """The PVE-facing request of a request's settings; ``surface``: its create
+    surface checked already (``check_surface``), else read from ``asked`` as
+    stored (checked when it was submitted).
+
+    Raises:
+        InvalidRequest: a stored create surface option no longer passes.
+    """
+    if surface is None:
+        surface = Surface.from_json(asked.settings_json(), None)
+    network = NetworkConfig(ip=asked.ip, gateway=asked.gateway, bridge=asked.bridge,
+                            vlan=surface.vlan, ip6=surface.ip6, gateway6=surface.gateway6,
+                            firewall=surface.firewall)  # fmt: skip
     return CreateRequest(hostname=hostname, vmid=asked.vmid, cores=asked.cores,
                          memory=asked.memory, swap=asked.swap, disk=asked.disk,
                          network=network, storage=asked.storage, ssh_public_keys=keys,
-                         marker=marker,
+                         marker=marker, surface=surface,
                          protection=environment == PROTECTED_ENVIRONMENT)  # fmt: skip
+
+
+def check_surface(settings: Settings, asked: RequestSettings) -> Surface:
+    """The create surface of a new request, checked (bind mounts against
+    ``PROVISIONER_BIND_MOUNT_ALLOW``).
+
+    Raises:
+        InvalidRequest: every problem, each naming its field.
+    """
+    return Surface.from_json(asked.settings_json(), settings.bind_mount_allow)
 
 
 def stored_request(container: Container) -> StoredRequest:
@@ -140,6 +162,7 @@ class CheckedRequest:
     node: Node
     template: Template
     variables: dict[str, Any]
+    surface: Surface = field(default_factory=Surface)
 
 
 def _find_node(session: Session, name: str) -> Node:
@@ -186,16 +209,19 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
     attempt(lambda: check_environment(req.environment))
     attempt(lambda: check_owner(req.owner))
     template = attempt(lambda: load_named_template(settings, req.template))
+    surface = attempt(lambda: check_surface(settings, req))
     variables: dict[str, Any] | None = None
     if template is not None:
         variables = attempt(lambda: resolve_variables(template, req.variables))
-        if node is not None:
-            request = _create_request(req, req.hostname, req.ssh_public_key, _PLACEHOLDER_MARKER)
+        if node is not None and surface is not None:
+            request = _create_request(req, req.hostname, req.ssh_public_key,
+                                      _PLACEHOLDER_MARKER, surface=surface)  # fmt: skip
             attempt(lambda: build_create_params(request, template, node_defaults(node)))
     if problems:
         raise InvalidRequest(problems)
     assert node is not None and template is not None and variables is not None
-    return CheckedRequest(node, template, variables)
+    assert surface is not None
+    return CheckedRequest(node, template, variables, surface)
 
 
 def store_request(session: Session, box: SecretBox, req: ProvisionRequest,
@@ -214,7 +240,8 @@ def store_request(session: Session, box: SecretBox, req: ProvisionRequest,
                           environment=req.environment or None, owner=req.owner,
                           plan=req.plan)  # fmt: skip
     container.request = StoredRequest(
-        **req.settings_json(),  # the asked-for settings only: never the root password
+        # the asked-for settings only (never the root password), the surface as checked
+        **{**req.settings_json(), **checked.surface.to_json()},
         variables={k: v for k, v in variables.items() if k not in template.secret_names},
         secret_variables={k: box.encrypt(str(v), variable_aad(container.id, k))
                           for k, v in variables.items() if k in template.secret_names},
@@ -380,6 +407,39 @@ class CloneRequest:
     owner: str | None = None  # the clone's owner (who asks), as for a create
 
 
+def _check_clonable(source: Container) -> None:
+    """What of the source's create surface a clone cannot take.
+
+    Raises:
+        ActionRefused: the source has bind mounts (Proxmox VE refuses to
+            clone them: "unable to clone mountpoint 'mpN' (type bind)"), or
+            a further interface with a static address (the clone would
+            carry the same address).
+    """
+    from provisioner.request_checks import ActionRefused
+
+    surface = Surface.from_json(stored_request(source).settings_json(), None)
+    if surface.binds:
+        paths = ", ".join(b.source for b in surface.binds)
+        raise ActionRefused(f"{source.hostname} has bind mounts ({paths}): Proxmox VE cannot "
+                            "clone a container with bind mounts; its data volumes it can")  # fmt: skip
+    static = [f"eth{i}: {', '.join(n.static_addresses)}"
+              for i, n in enumerate(surface.nics, 1) if n.static_addresses]  # fmt: skip
+    if static:
+        raise ActionRefused(f"{source.hostname} has further interfaces with static addresses "
+                            f"({'; '.join(static)}): a clone would carry the same ones")  # fmt: skip
+
+
+def clone_settings(stored: StoredRequest, req: CloneRequest) -> dict[str, Any]:
+    """The settings a clone of ``stored`` asks for: the source's, with the
+    clone's network on eth0 (a static IPv6 of the source's is not copied)."""
+    static6 = stored.ip6 not in (None, "auto", "dhcp")
+    return {**stored.settings_json(), "vmid": None, "ip": req.ip, "gateway": req.gateway,
+            "bridge": req.bridge or stored.bridge, "storage": req.storage or stored.storage,
+            "ip6": None if static6 else stored.ip6,
+            "gateway6": None if static6 else stored.gateway6}  # fmt: skip
+
+
 def check_clone(session: Session, settings: Settings, source: Container,
                 req: CloneRequest) -> Template:  # fmt: skip
     """Check a clone request without storing anything.
@@ -394,6 +454,7 @@ def check_clone(session: Session, settings: Settings, source: Container,
         raise ActionRefused(f"only a ready container with a CT can be cloned; this one is "
                             f"{source.lifecycle.value}"
                             + ("" if source.vmid is not None else " and owns no CT"))  # fmt: skip
+    _check_clonable(source)
     problems: list[ConfigError] = []
     attempt = collector(problems)
 
@@ -405,11 +466,7 @@ def check_clone(session: Session, settings: Settings, source: Container,
                                     "(Proxmox VE's rule); leave it out or clone in full"))  # fmt: skip
     template = attempt(lambda: load_named_template(settings, source.template))
     if template is not None:
-        stored = stored_request(source)
-        asked = RequestSettings(**{**stored.settings_json(), "vmid": None, "ip": req.ip,
-                                   "gateway": req.gateway,
-                                   "bridge": req.bridge or stored.bridge,
-                                   "storage": req.storage or stored.storage})  # fmt: skip
+        asked = RequestSettings(**clone_settings(stored_request(source), req))
         request = _create_request(asked, req.hostname, None, _PLACEHOLDER_MARKER)
         attempt(lambda: build_create_params(request, template, node_defaults(source.node)))
     if problems:
@@ -450,11 +507,8 @@ def request_clone(session: Session, box: SecretBox, settings: Settings, redis: R
                           hostname=req.hostname, lifecycle=Lifecycle.PENDING,
                           failure_policy=FailurePolicy.KEEP, environment=req.environment,
                           source_id=source.id, owner=req.owner)  # fmt: skip
-    settings_json = {**stored.settings_json(), "vmid": None, "ip": req.ip,
-                     "gateway": req.gateway, "bridge": req.bridge or stored.bridge,
-                     "storage": req.storage or stored.storage}  # fmt: skip
     container.request = StoredRequest(
-        **settings_json,
+        **clone_settings(stored, req),
         variables={k: v for k, v in values.items() if k not in template.secret_names},
         secret_variables={k: box.encrypt(str(v), variable_aad(container.id, k))
                           for k, v in values.items() if k in template.secret_names},

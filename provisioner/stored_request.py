@@ -17,9 +17,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from provisioner.errors import PermanentError
+from provisioner.templates.surface import SURFACE_KEYS
 
 # Rows written before the version key existed have the same shape: version 1.
-STORED_REQUEST_VERSION = 1
+# Version 2 adds the create surface (SURFACE_SETTINGS); a row is written as
+# version 2 only when it asks for one of them, so that an older release,
+# which would drop them (a retry without the data volume), refuses it instead.
+STORED_REQUEST_VERSION = 2
+SURFACE_SETTINGS = SURFACE_KEYS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +40,18 @@ class RequestSettings:
         gateway: the IPv4 gateway of a static address.
         bridge, storage: the network bridge and the root disk's storage.
         ssh_public_key: public keys for root, one per line (not a secret).
+        ip6, gateway6, vlan, firewall: net0's IPv6 (``auto``, ``dhcp`` or a
+            static address with prefix), its gateway, VLAN tag and firewall flag.
+        nics: further interfaces (``provisioner.templates.surface.Nic``'s JSON).
+        nameserver, searchdomain: DNS, space-separated.
+        tags, pool: PVE tags (besides the template's) and resource pool.
+        onboot, startup: start on boot, and PVE's ``order=N[,up=S][,down=S]``.
+        mounts: storage-backed volumes (``MountPoint``'s JSON).
+        binds: bind mounts of host paths (``BindMount``'s JSON).
+        features: feature overrides, name -> on/off.
+
+    The create surface's settings (``SURFACE_SETTINGS``) are JSON as the API
+    takes them; ``provisioner.templates.surface.Surface.from_json`` checks them.
     """
 
     vmid: int | None = None
@@ -47,10 +64,31 @@ class RequestSettings:
     bridge: str | None = None
     storage: str | None = None
     ssh_public_key: str | None = None
+    ip6: str | None = None
+    gateway6: str | None = None
+    vlan: int | None = None
+    firewall: bool | None = None
+    nics: list[dict[str, Any]] = field(default_factory=list)
+    nameserver: str | None = None
+    searchdomain: str | None = None
+    tags: list[str] = field(default_factory=list)
+    pool: str | None = None
+    onboot: bool | None = None
+    startup: str | None = None
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    binds: list[dict[str, Any]] = field(default_factory=list)
+    features: dict[str, bool] = field(default_factory=dict)
 
     def settings_json(self) -> dict[str, Any]:
-        """The asked-for settings alone, in the order the views show them."""
-        return {f.name: getattr(self, f.name) for f in fields(RequestSettings)}
+        """The asked-for settings alone, in the order the views show them
+        (the create surface's only when asked for)."""
+        return {f.name: getattr(self, f.name) for f in fields(RequestSettings)
+                if f.name not in SURFACE_SETTINGS or getattr(self, f.name) not in (None, [], {})}  # fmt: skip
+
+    @property
+    def uses_surface(self) -> bool:
+        """Whether it asks for any option of the create surface (version 2)."""
+        return any(getattr(self, name) not in (None, [], {}) for name in SURFACE_SETTINGS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,17 +96,20 @@ class StoredRequest(RequestSettings):
     """A request as ``Container.request`` holds it.
 
     Attributes:
-        version: the shape of the stored JSON (``STORED_REQUEST_VERSION``).
         variables: the resolved template variables that are not secret.
         secret_variables: secret variable name -> its ciphertext token.
         clone: for a clone, ``{"source": <container id>, "full": bool}``:
             the create phase clones that container instead of creating one.
     """
 
-    version: int = STORED_REQUEST_VERSION
     variables: dict[str, Any] = field(default_factory=dict)
     secret_variables: dict[str, str] = field(default_factory=dict)
     clone: dict[str, Any] | None = None
+
+    @property
+    def version(self) -> int:
+        """The shape of its JSON: 2 with a create surface option, else 1."""
+        return 2 if self.uses_surface else 1
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON written to ``Container.request``."""

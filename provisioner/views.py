@@ -114,6 +114,10 @@ def template_json(template: Template, *, detail: bool = False) -> dict[str, Any]
             snapshot=template.snapshot.name if template.snapshot else None,
             health=({"type": str(template.health.kind), "port": template.health.port,
                      "path": template.health.path} if template.health else None),
+            network=vars(template.network).copy(),
+            mounts=[m.to_dict() for m in template.mounts],
+            boot={"onboot": template.onboot, "pool": template.pool,
+                  "startup": None if template.startup is None else str(template.startup)},
         )  # fmt: skip
     return body
 

@@ -264,6 +264,8 @@ ELSEWHERE = {
                     "tests/test_readme.py checks the scripts and options they name",
     "Client sandboxes": "tests/pipeline/test_sandboxes.py runs each line against a seeded live "
                         "site (its address and the fingerprint substituted)",
+    "Networks, volumes and bind mounts": "tests/cli/test_create_surface.py runs each line (no "
+                                         "worker: what it stores is checked)",
     "Webhooks": "tests/cli/test_webhooks.py runs each command with a URL and hook ids of its "
                 "own; tests/pipeline/test_webhooks_e2e.py delivers to a real receiver",
 }  # fmt: skip

@@ -187,6 +187,12 @@ class Body:
                            name)  # fmt: skip
         return value
 
+    def value(self, name: str) -> Any:
+        """The field as sent (None when absent), for a rule that checks it
+        whole (``provisioner.templates.surface``) and names its own fields."""
+        value = self._get(name, False)
+        return None if value is _MISSING else value
+
     def boolean(self, name: str, *, default: bool = False) -> bool:
         return self._collect(lambda: self._boolean(name, default), default)
 

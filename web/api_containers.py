@@ -42,6 +42,7 @@ from provisioner.requests import (
     request_action,
     request_container,
 )
+from provisioner.templates.surface import SURFACE_KEYS
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
 from web.auth import current_user
@@ -200,7 +201,16 @@ def _provision_request(body: Body) -> ProvisionRequest:
         failure_policy=body.choice("failure_policy", ("keep", "destroy"), default="keep"),
         environment=body.string("environment", max_length=32),
         owner=current_user().username,  # who asks owns it: their webhooks get its events
+        **_surface(body),
     )  # fmt: skip
+
+
+def _surface(body: Body) -> dict[str, Any]:
+    """The create surface's fields as sent: ``check_request`` checks them
+    (``provisioner.templates.surface``), each problem naming its field."""
+    empty: dict[str, Any] = {"nics": [], "tags": [], "mounts": [], "binds": [], "features": {}}
+    return {name: body.value(name) if body.value(name) is not None else empty.get(name)
+            for name in SURFACE_KEYS}  # fmt: skip
 
 
 def _check_node_facts(body: Body, req: ProvisionRequest) -> None:

@@ -15,6 +15,15 @@ from provisioner.events import EVENT_TYPES, MAX_SEQ, OUTCOMES
 from provisioner.phases import ALL_PHASES
 from provisioner.request_checks import TEMPLATE_NAME
 from provisioner.templates.model import HOOK_KINDS
+from provisioner.templates.mounts import MAX_BINDS, MAX_MOUNTS, MOUNT_SIZE_MAX, MOUNT_SIZE_MIN
+from provisioner.templates.surface import (
+    FEATURE_NAMES,
+    MAX_NICS,
+    MAX_TAGS,
+    SURFACE_KEYS,
+    VLAN_MAX,
+    VLAN_MIN,
+)
 from provisioner.webhooks import EVENTS, MAX_SECRET_LENGTH, MAX_URL_LENGTH, MIN_SECRET_LENGTH, PING
 from web.api import NAME_PATTERN, bp
 from web.api_containers import PRINTABLE
@@ -108,6 +117,56 @@ def _int(minimum: int, maximum: int, **extra: Any) -> dict[str, Any]:
     return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
 
 
+def _surface() -> dict[str, Any]:
+    """The create surface's fields (``provisioner.templates.surface``)."""
+    ip6 = _text(64, description="'auto' (SLAAC), 'dhcp' (DHCPv6) or 2001:db8::10/64")
+    vlan = _int(VLAN_MIN, VLAN_MAX, description="a VLAN tag")
+    nic = {"type": "object", "additionalProperties": False, "properties": {
+        "bridge": {**NAME, "description": "default: the node's"},
+        "ip": {"type": ["string", "null"], "maxLength": 64,
+               "description": "'dhcp' (default), 198.18.1.10/24, or null (no IPv4)"},
+        "gateway": _text(64), "ip6": ip6, "gateway6": _text(64), "vlan": vlan,
+        "firewall": BOOL}}  # fmt: skip
+    mount = {"type": "object", "additionalProperties": False, "required": ["path", "size"],
+             "properties": {
+        "path": _text(255, pattern="^/", description="where it is mounted: absolute, no '..', "
+                      "not a system directory (/, /etc, /usr, ...)"),
+        "size": {"oneOf": [_int(MOUNT_SIZE_MIN, MOUNT_SIZE_MAX),
+                           _text(16, pattern="^[0-9]+ *([GgTt]([Ii]?[Bb]?))?$")],
+                 "description": f"GiB ({MOUNT_SIZE_MIN}-{MOUNT_SIZE_MAX}), or '2G', '1T'"},
+        "storage": {**NAME, "description": "default: the root disk's"},
+        "backup": {**BOOL, "default": True}, "quota": {**BOOL, "default": False},
+        "acl": {**BOOL, "description": "default: the storage's"}}}  # fmt: skip
+    bind = {"type": "object", "additionalProperties": False, "required": ["source", "path"],
+            "properties": {
+        "source": _text(255, pattern="^/", description="a host directory under "
+                        "PROVISIONER_BIND_MOUNT_ALLOW (none by default)"),
+        "path": _text(255, pattern="^/"), "ro": {**BOOL, "default": False}}}  # fmt: skip
+    return {
+        "ip6": ip6, "gateway6": _text(64, description="an IPv6 address, with a static ip6"),
+        "vlan": vlan, "firewall": {**BOOL, "description": "PVE's firewall flag on eth0"},
+        "nics": {"type": "array", "maxItems": MAX_NICS, "items": nic,
+                 "description": "further interfaces: eth1, eth2, ..."},
+        "nameserver": _text(200, description="DNS servers, space- or comma-separated (at most 3)"),
+        "searchdomain": _text(400, description="DNS search domains, space- or comma-separated"),
+        "tags": {"type": "array", "maxItems": MAX_TAGS,
+                 "items": _text(64, pattern="^[a-z0-9_][a-z0-9_+.-]*$"),
+                 "description": "PVE tags besides the template's"},
+        "pool": _text(64, pattern="^[A-Za-z0-9_-]+$", description="a PVE resource pool"),
+        "onboot": {**BOOL, "description": "start on the node's boot (default: the template's)"},
+        "startup": _text(64, pattern="^[a-z]+=[0-9]+(,[a-z]+=[0-9]+)*$",
+                         description="order=N[,up=S][,down=S]"),
+        "mounts": {"type": "array", "maxItems": MAX_MOUNTS, "items": mount,
+                   "description": "data volumes (mp0, mp1, ...), never recreated by a resync"},
+        "binds": {"type": "array", "maxItems": MAX_BINDS, "items": bind,
+                  "description": "bind mounts of host directories; a container with one "
+                  "cannot be cloned"},
+        "features": {"type": "object", "additionalProperties": False,
+                     "properties": {name: BOOL for name in FEATURE_NAMES},
+                     "description": "overrides of the template's feature flags"},
+    }  # fmt: skip
+
+
 def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = (),
             description: str | None = None) -> dict[str, Any]:  # fmt: skip
     """An object with exactly these properties: all required but ``optional``."""
@@ -173,8 +232,10 @@ _CONTAINER = {
                 "bridge",
                 "storage",
                 "ssh_public_key",
+                *SURFACE_KEYS,
             )
-        }
+        },
+        optional=SURFACE_KEYS,
     ),
     "variables": {"type": "object", "description": "the non-secret variables"},
     "secret_variables": {**STRS, "description": "names only: values are never returned"},
@@ -304,8 +365,15 @@ SCHEMAS: dict[str, Any] = {
                   "description": "the data hooks it declares: kind -> script under hooks/"},
         "packages": _object({"apt": STRS, "pip": STRS, "npm": STRS}),
         "snapshot": NSTR, "health": {"oneOf": [{"type": "null"}, _object({
-            "type": {"enum": ["http", "https", "tcp"]}, "port": INT, "path": NSTR})]}},
-        optional=("files", "scripts", "hooks", "packages", "snapshot", "health"),
+            "type": {"enum": ["http", "https", "tcp"]}, "port": INT, "path": NSTR})]},
+        "network": _object({"ip6": NSTR, "firewall": BOOL, "nameserver": NSTR,
+                            "searchdomain": NSTR}),
+        "mounts": {"type": "array", "items": _surface()["mounts"]["items"],
+                   "description": "data volumes every container of it gets"},
+        "boot": _object({"onboot": {"type": ["boolean", "null"]}, "pool": NSTR,
+                         "startup": NSTR})},
+        optional=("files", "scripts", "hooks", "packages", "snapshot", "health", "network",
+                  "mounts", "boot"),
         description="files, scripts, hooks, packages, snapshot and health: in single reads"),
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
                           "invalid": {"type": "array", "items": _object({
@@ -338,7 +406,8 @@ SCHEMAS: dict[str, Any] = {
         "failure_policy": {"enum": ["keep", "destroy"]},
         "environment": _text(32, pattern="^[a-z][a-z0-9-]{0,31}$",
                              description="production (gets PVE's protection flag), "
-                                         "staging, development or another name")}},
+                                         "staging, development or another name"),
+        **_surface()}},
     "ContainerClone": _object({
         "hostname": _text(253, pattern="^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$"),
         "environment": _text(32, pattern="^[a-z][a-z0-9-]{0,31}$", default="staging"),

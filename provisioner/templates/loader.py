@@ -32,7 +32,8 @@ __all__ = ["load_all", "load_template", "validate_template", "validate_tree"]
 
 _TOP_KEYS = (
     "name", "description", "tags", "ostemplate", "unprivileged", "resources", "features",
-    "variables", "files", "scripts", "packages", "snapshot", "health", "hooks",
+    "variables", "files", "scripts", "packages", "snapshot", "health", "hooks", "network",
+    "mounts", "pool", "onboot", "startup",
 )  # fmt: skip
 _DEFAULT_SCRIPT_TIMEOUT = 600
 _DEFAULT_HOOK_TIMEOUT = 600
@@ -96,6 +97,7 @@ class _Reader(SectionReader):
             self.table(data, ("scripts",)), scripts
         )
         packages_table = self.table(data, ("packages",))
+        pool, onboot, startup = self.read_boot(data)
         return Template(
             name=name,
             path=self.dir,
@@ -105,6 +107,11 @@ class _Reader(SectionReader):
             unprivileged=self.get(data, ("unprivileged",), bool, True),
             resources=self.read_resources(self.table(data, ("resources",))),
             features=self.read_features(self.table(data, ("features",))),
+            network=self.read_network(self.table(data, ("network",))),
+            mounts=self.read_mounts(data),
+            pool=pool,
+            onboot=onboot,
+            startup=startup,
             variables=variables,
             files=self.read_files(self.get(data, ("files",), list, []), variables),
             scripts=script_list,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from provisioner.errors import ConfigError
 from provisioner.ssh.files import FilePolicy, FileSpec
+from provisioner.templates.mounts import MountPoint
+from provisioner.templates.surface import Startup, features_pve
 
 __all__ = [
     "HOOK_KINDS",
@@ -21,6 +23,7 @@ __all__ = [
     "HealthCheck",
     "HealthKind",
     "Hooks",
+    "NetworkDefaults",
     "Packages",
     "Problem",
     "Resources",
@@ -199,11 +202,28 @@ class Features:
     nesting: bool = False
     keyctl: bool = False
     fuse: bool = False
+    mknod: bool = False
 
     def as_pve(self) -> str | None:
         """PVE's ``features`` property string of the enabled flags, or None."""
-        enabled = [name for name in ("nesting", "keyctl", "fuse") if getattr(self, name)]
-        return ",".join(f"{name}=1" for name in enabled) or None
+        return features_pve(vars(self), {})
+
+
+@dataclass(frozen=True)
+class NetworkDefaults:
+    """``[network]``: defaults of the container's network a request may override.
+
+    Attributes:
+        ip6: net0's IPv6: None (none), ``auto`` (SLAAC), ``dhcp`` (a static
+            address is the request's: a template is shared).
+        firewall: PVE's firewall flag on net0.
+        nameserver, searchdomain: DNS (space-separated); None: the node's.
+    """
+
+    ip6: str | None = None
+    firewall: bool = False
+    nameserver: str | None = None
+    searchdomain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +281,11 @@ class Template:
     unprivileged: bool = True
     resources: Resources = field(default_factory=Resources)
     features: Features = field(default_factory=Features)
+    network: NetworkDefaults = field(default_factory=NetworkDefaults)
+    mounts: tuple[MountPoint, ...] = ()
+    pool: str | None = None
+    onboot: bool | None = None
+    startup: Startup | None = None
     variables: Mapping[str, Variable] = field(default_factory=dict)
     files: tuple[TemplateFile, ...] = ()
     scripts: tuple[Script, ...] = ()

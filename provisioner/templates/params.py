@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.templates.model import Template
+from provisioner.templates.mounts import check_mount_paths
+from provisioner.templates.surface import MAX_NICS, Surface, features_pve
 
 __all__ = [
     "MARKER_PREFIX",
@@ -44,12 +46,19 @@ class NetworkConfig:
         gateway: the IPv4 gateway (static addresses only).
         bridge: the bridge; the node default when None.
         vlan: an optional VLAN tag.
+        ip6: None (no IPv6, or the template's), ``auto`` (SLAAC), ``dhcp`` or
+            a static IPv6 address with prefix.
+        gateway6: the IPv6 gateway (static ip6 only).
+        firewall: PVE's firewall flag on the interface (None: the template's).
     """
 
     ip: str = "dhcp"
     gateway: str | None = None
     bridge: str | None = None
     vlan: int | None = None
+    ip6: str | None = None
+    gateway6: str | None = None
+    firewall: bool | None = None
 
     @property
     def is_dhcp(self) -> bool:
@@ -83,6 +92,8 @@ class CreateRequest:
         description: free text shown in PVE.
         marker: an id written into the description (see :func:`parse_marker`).
         protection: set PVE's protection flag (no destroy, no rollback).
+        surface: further interfaces, DNS, pool, start on boot, mount points,
+            bind mounts and feature overrides (checked: ``Surface.from_json``).
     """
 
     hostname: str
@@ -99,6 +110,7 @@ class CreateRequest:
     description: str | None = None
     marker: str | None = None
     protection: bool = False  # PVE's protection flag (production containers)
+    surface: Surface = field(default_factory=Surface)
 
 
 def marker_line(marker: str) -> str:
@@ -117,19 +129,65 @@ def _ostemplate(template: Template, node: NodeDefaults) -> str:
     return volid if ":" in volid else f"{node.template_storage}:vztmpl/{volid}"
 
 
-def _net0(network: NetworkConfig, node: NodeDefaults) -> str:
+def _net0(network: NetworkConfig, template: Template, node: NodeDefaults) -> str:
     if network.is_dhcp and network.gateway:
         raise ConfigError("net0: a gateway only applies to a static ip, not to ip=dhcp")
+    ip6 = network.ip6 or template.network.ip6
+    gateway6 = network.gateway6 if network.ip6 else None
+    firewall = network.firewall if network.firewall is not None else template.network.firewall
     parts = ["name=eth0", f"bridge={network.bridge or node.bridge}", f"ip={network.ip}"]
     if network.gateway:
         parts.append(f"gw={network.gateway}")
+    if ip6:
+        parts.append(f"ip6={ip6}")
+    if gateway6:
+        parts.append(f"gw6={gateway6}")
     if network.vlan is not None:
         parts.append(f"tag={network.vlan}")
+    if firewall:
+        parts.append("firewall=1")
     return ",".join(parts)
 
 
+def _mount_points(request: CreateRequest, template: Template, storage: str) -> dict[str, str]:
+    """``mp0``...: the template's volumes (a request's volume at the same path
+    replaces one), the request's, then its bind mounts."""
+    asked = request.surface.mounts
+    mounts = [m for m in template.mounts if m.path not in {a.path for a in asked}] + list(asked)
+    check_mount_paths(mounts, request.surface.binds)
+    values = [m.pve(storage) for m in mounts] + [b.pve() for b in request.surface.binds]
+    return {f"mp{i}": value for i, value in enumerate(values)}
+
+
+def _surface(request: CreateRequest, template: Template, storage: str,
+             node: NodeDefaults) -> dict[str, str | int]:  # fmt: skip
+    """The parameters of the create surface beyond ``net0`` (defaults from the template)."""
+    surface, defaults = request.surface, template.network
+    if len(surface.nics) > MAX_NICS:
+        raise ConfigError(f"nics: at most {MAX_NICS} further interfaces, got {len(surface.nics)}")
+    params: dict[str, str | int] = {f"net{i}": nic.pve(i, node.bridge)
+                                    for i, nic in enumerate(surface.nics, 1)}  # fmt: skip
+    nameserver = surface.nameserver or defaults.nameserver
+    searchdomain = surface.searchdomain or defaults.searchdomain
+    pool = surface.pool or template.pool
+    onboot = surface.onboot if surface.onboot is not None else template.onboot
+    startup = surface.startup or template.startup
+    if nameserver:
+        params["nameserver"] = nameserver
+    if searchdomain:
+        params["searchdomain"] = searchdomain
+    if pool:
+        params["pool"] = pool
+    if onboot is not None:
+        params["onboot"] = int(onboot)
+    if startup is not None:
+        params["startup"] = str(startup)
+    params.update(_mount_points(request, template, storage))
+    return params
+
+
 def _tags(template: Template, request: CreateRequest) -> str:
-    tags = dict.fromkeys(("provisioner", *template.tags, *request.tags))
+    tags = dict.fromkeys(("provisioner", *template.tags, *request.tags, *request.surface.tags))
     return ";".join(tags)
 
 
@@ -167,18 +225,20 @@ def build_create_params(
     if disk < 1:
         # PVE reads "<storage>:0" as "no size limit" on some storages; never what we want.
         raise ConfigError(f"rootfs: the disk size must be at least 1 GiB, got {disk}")
-    features = template.features.as_pve()
+    features = features_pve(vars(template.features), request.surface.features)
+    storage = request.storage or node_defaults.storage
     params: dict[str, str | int] = {
         "ostemplate": _ostemplate(template, node_defaults),
         "hostname": request.hostname,
         "cores": request.cores if request.cores is not None else res.cores,
         "memory": request.memory if request.memory is not None else res.memory,
         "swap": request.swap if request.swap is not None else res.swap,
-        "rootfs": f"{request.storage or node_defaults.storage}:{disk}",
-        "net0": _net0(request.network, node_defaults),
+        "rootfs": f"{storage}:{disk}",
+        "net0": _net0(request.network, template, node_defaults),
         "unprivileged": int(template.unprivileged),
         "tags": _tags(template, request),
         "description": _description(template, request),
+        **_surface(request, template, storage, node_defaults),
     }
     if features:
         params["features"] = features

@@ -12,27 +12,38 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from provisioner.errors import ConfigError
 from provisioner.ssh.files import FilePolicy
 from provisioner.templates import checks
 from provisioner.templates.model import (
     Features,
     HealthCheck,
     HealthKind,
+    NetworkDefaults,
     Resources,
     Snapshot,
     TemplateFile,
     Variable,
     VariableType,
 )
+from provisioner.templates.mounts import MAX_MOUNTS, MountPoint, check_mount_paths
 from provisioner.templates.render import check_jinja_source
 from provisioner.templates.report import TEMPLATE_FILE, TemplateReport
+from provisioner.templates.surface import (
+    FEATURE_NAMES,
+    Startup,
+    check_nameserver,
+    check_pool,
+    check_searchdomain,
+)
 from provisioner.templates.toml import KeyPath
 from provisioner.templates.variables import check_value
 
 __all__ = ["SectionReader"]
 
 _RESOURCE_BOUNDS = {"cores": (1, 8192), "memory": (16, None), "swap": (0, None), "disk": (1, None)}
-_FEATURES = ("nesting", "keyctl", "fuse")
+_FEATURES = FEATURE_NAMES
+_NETWORK_KEYS = ("ip6", "firewall", "nameserver", "searchdomain")
 # regenerate is common so that a non-secret variable gets the message that
 # explains it rather than "unknown key".
 _VARIABLE_COMMON = ("type", "description", "default", "required", "regenerate")
@@ -67,6 +78,54 @@ class SectionReader(TemplateReport):
     def read_features(self, table: dict[str, Any]) -> Features:
         self.unknown_keys(table, ("features",), _FEATURES)
         return Features(**{k: self.get(table, ("features", k), bool, False) for k in _FEATURES})
+
+    # --- network, mount points, boot ----------------------------------------------------------
+
+    def read_network(self, table: dict[str, Any]) -> NetworkDefaults:
+        self.unknown_keys(table, ("network",), _NETWORK_KEYS)
+        ip6 = self.get(table, ("network", "ip6"), str, "") or None
+        if ip6 not in (None, "auto", "dhcp"):
+            self.key(("network", "ip6"), f"network.ip6 must be 'auto' (SLAAC) or 'dhcp' (a static "
+                     f"address belongs to a request), got {ip6!r}")  # fmt: skip
+            ip6 = None
+        dns = {}
+        for key, check in (("nameserver", check_nameserver), ("searchdomain", check_searchdomain)):
+            try:
+                dns[key] = check(self.get(table, ("network", key), str, "") or None)
+            except ConfigError as exc:
+                self.key(("network", key), f"network.{exc.message}")
+        return NetworkDefaults(ip6=ip6, firewall=self.get(table, ("network", "firewall"), bool,
+                                                          False), **dns)  # fmt: skip
+
+    def read_mounts(self, data: dict[str, Any]) -> tuple[MountPoint, ...]:
+        entries = self.get(data, ("mounts",), list, [])
+        if len(entries) > MAX_MOUNTS:
+            self.key(("mounts",), f"mounts: at most {MAX_MOUNTS} volumes, got {len(entries)}")
+        mounts: list[MountPoint] = []
+        for i, entry in enumerate(entries[:MAX_MOUNTS]):
+            try:
+                mounts.append(MountPoint.from_dict(f"mounts[{i}]", entry))
+            except ConfigError as exc:
+                self.key(("mounts",), exc.message)
+        try:
+            check_mount_paths(mounts, ())
+        except ConfigError as exc:
+            self.key(("mounts",), exc.message)
+        return tuple(mounts)
+
+    def read_boot(self, data: dict[str, Any]) -> tuple[str | None, bool | None, Startup | None]:
+        """``pool``, ``onboot`` and ``startup`` (top-level keys)."""
+        pool, startup = None, None
+        try:
+            pool = check_pool(self.get(data, ("pool",), str, "") or None)
+        except ConfigError as exc:
+            self.key(("pool",), exc.message)
+        try:
+            startup = Startup.parse(self.get(data, ("startup",), str, "") or None)
+        except ConfigError as exc:
+            self.key(("startup",), exc.message)
+        onboot = self.get(data, ("onboot",), bool, False) if "onboot" in data else None
+        return pool, onboot, startup
 
     # --- variables -----------------------------------------------------------------------
 

@@ -186,7 +186,7 @@ def test_nginx_on_dhcp_end_to_end(page: Any, dash: Dashboard, console: list[str]
         expect(page.locator(f"#{field}")).to_have_value(default)  # nginx's defaults
     page.fill("#memory", "640")
     page.fill("#disk", "5")
-    page.click("details.advanced > summary")
+    page.click("#advanced > summary")
     page.check("input[name=failure_policy][value=destroy]")
     snap(page, "wizard-4-resources")
     next_step(page)
@@ -388,7 +388,7 @@ def test_inline_validation_blocks_next_and_creates_nothing(page: Any, dash: Dash
         step(page, "resources")
         page.click("#reset-resources")  # back to the template's defaults
         expect(error_of(page, field)).to_be_empty()
-    page.click("details.advanced > summary")
+    page.click("#advanced > summary")
     page.fill("#vmid", "42")
     next_step(page)
     expect(error_of(page, "vmid")).to_contain_text("VMID must be at least 100")
@@ -467,7 +467,7 @@ def test_a_refused_field_brings_the_user_back_to_it(page: Any, dash: Dashboard,
     page.fill("#hostname", "wiz-refused")
     next_step(page)
     step(page, "resources")
-    page.click("details.advanced > summary")
+    page.click("#advanced > summary")
     page.fill("#vmid", str(held_vmid))
     for _ in range(3):  # resources -> access -> variables -> review
         next_step(page)
@@ -476,7 +476,7 @@ def test_a_refused_field_brings_the_user_back_to_it(page: Any, dash: Dashboard,
     next_step(page)
 
     step(page, "resources")  # back where the VMID is
-    expect(page.locator("details.advanced")).to_have_attribute("open", "")
+    expect(page.locator("#advanced")).to_have_attribute("open", "")
     expect(error_of(page, "vmid")).to_contain_text(f"vmid {held_vmid} is already used")
     expect(page.locator("#vmid")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#vmid")).to_be_focused()
@@ -554,3 +554,65 @@ def test_variables_and_resources_follow_the_template(page: Any, dash: Dashboard)
     step(page, "variables")  # what was typed for redis is back
     expect(page.locator('[data-field="variables.maxmemory_mb"]')).to_have_value("4")
     expect(page.locator('[data-field="variables.maxmemory_policy"]')).to_have_value("allkeys-lfu")
+
+
+@pytest.mark.timeout(600)
+def test_the_advanced_options_post_the_apis_body(page: Any, dash: Dashboard) -> None:
+    """Interfaces, IPv6, VLAN, a volume and a feature flag: a refused field
+    (an interface's VLAN) brings the user back to it; the fixed request posts
+    the API's body (captured here, answered with a refusal: nothing is made)."""
+    before = container_count(page)
+    page.goto("/containers/new?template=nginx")
+    choose_node(page, dash)
+    next_step(page)
+    step(page, "network")
+    page.fill("#hostname", "wiz-advanced")
+    page.click("#advanced-network > summary")
+    page.fill("#ip6", "auto")
+    page.fill("#vlan", "20")
+    page.check("#firewall")
+    page.click("#add-nic")
+    page.fill('[data-field="nics[0].ip6"]', "auto")
+    page.fill('[data-field="nics[0].vlan"]', "5000")
+    next_step(page)
+    step(page, "resources")
+    page.click("#advanced > summary")
+    page.click("#add-mount")
+    page.fill('[data-field="mounts[0].path"]', "/data")
+    page.fill('[data-field="mounts[0].size"]', "2")
+    page.select_option("#feature-fuse", "1")
+    for _ in range(3):  # resources -> access -> variables -> review
+        next_step(page)
+    step(page, "review")
+    expect(page.locator('[data-review="network"]')).to_contain_text("VLAN tag")
+    expect(page.locator('[data-review="resources"]')).to_contain_text("/data (2 GiB)")
+    next_step(page)
+
+    step(page, "network")  # the server refused the interface's VLAN tag
+    expect(page.locator("#advanced-network")).to_have_attribute("open", "")
+    expect(error_of(page, "nics[0].vlan")).to_contain_text("must be a VLAN tag from 1 to 4094")
+    expect(page.locator('[data-field="nics[0].vlan"]')).to_be_focused()
+    snap(page, "wizard-error-server-nic-vlan")
+    assert container_count(page) == before
+
+    page.fill('[data-field="nics[0].vlan"]', "30")
+    posted: list[Any] = []
+
+    def refuse(route: Any) -> None:
+        posted.append(route.request.post_data_json)
+        route.fulfill(status=400, json={"error": "pool stop here", "field": "pool",
+                                        "errors": [{"field": "pool", "message": "pool stop here"}]})  # fmt: skip
+
+    page.route("**/api/containers", refuse)
+    page.click('#stepper [data-goto="review"]')
+    step(page, "review")
+    next_step(page)
+    step(page, "resources")
+    expect(error_of(page, "pool")).to_contain_text("pool stop here")
+    assert len(posted) == 1
+    body = posted[0]
+    assert (body["ip6"], body["vlan"], body["firewall"]) == ("auto", 20, True)
+    assert body["nics"] == [{"ip6": "auto", "vlan": 30, "firewall": False, "ip": None}]
+    assert body["mounts"] == [{"path": "/data", "size": 2, "backup": True}]
+    assert body["features"] == {"fuse": True}
+    assert "binds" not in body and "onboot" not in body

@@ -112,6 +112,7 @@ def test_every_field_but_config_file_has_a_variable() -> None:
             "web_host": "h",
             "web_cookie_secure": "yes",
             "public_url": "https://provisioner.example",
+            "bind_mount_allow": "/srv/shared:/mnt/data",
         }.items()
     }
     numeric = names - {n for n in names if env_var(n) in env}

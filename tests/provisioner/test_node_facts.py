@@ -88,6 +88,30 @@ def test_the_node_defaults_are_checked_and_blamed_on_the_field() -> None:
     assert wanted_of(given, node, refused={"storage", "ip"}) == Wanted(None, "y", None)
 
 
+def test_further_interfaces_and_volume_storages_are_checked_naming_their_field() -> None:
+    node = Node(name="pve1", pve_node="pve", default_storage="local-lvm", default_bridge="vmbr0")
+    req = ProvisionRequest(template="t", node="pve1", hostname="h", nics=[
+        {"bridge": "vmbr1", "ip": "dhcp"}, {"ip": "198.18.9.5/24"}, {"bridge": "vmbr7"},
+        {"ip": None, "ip6": "auto"}, "not an object"],
+        mounts=[{"path": "/data", "size": 2}, {"path": "/b", "size": 1, "storage": "local"},
+                {"path": "/c", "size": 1, "storage": "nvme"}])  # fmt: skip
+    wanted = wanted_of(req, node)
+    assert wanted.nics == (("nics[0]", "vmbr1", "dhcp"), ("nics[1]", "vmbr0", "198.18.9.5/24"),
+                           ("nics[2]", "vmbr7", "dhcp"), ("nics[3]", "vmbr0", None))  # fmt: skip
+    assert wanted.volumes == (("mounts[1]", "local"), ("mounts[2]", "nvme"))
+    assert _messages(fact_problems(FACTS, "pve1", wanted)) == [
+        "mounts[1].storage: storage 'local' on node pve1 cannot hold container volumes (no 'rootdir' "
+        "content); storages that can: local-lvm",
+        "mounts[2].storage: node pve1 has no storage 'nvme'; storages that can: local-lvm hold "
+        "container volumes",
+        "nics[1].ip: 198.18.9.5 is not in the subnet 198.18.4.0/24 of bridge vmbr0 on node pve1",
+        "nics[2].bridge: node pve1 has no bridge 'vmbr7'; its bridges: vmbr0, vmbr1, vnet9",
+    ]  # fmt: skip
+    # a field refused by the request's own checks is not blamed again
+    assert wanted_of(req, node, refused={"nics[1].ip", "mounts"}).nics[1][0] == "nics[2]"
+    assert wanted_of(req, node, refused={"nics[1].ip", "mounts"}).volumes == ()
+
+
 def test_bridges_carry_their_cidr_as_pve_gives_it() -> None:
     def cidr(**fields: str) -> str | None:
         return BridgeInfo.from_api({"iface": "vmbr0", **fields}).cidr

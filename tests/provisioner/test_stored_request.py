@@ -29,7 +29,7 @@ def test_a_stored_request_round_trips_through_json() -> None:
                            variables={"upgrade": False, "message": "line one\nline two"},
                            secret_variables={"db_password": "v1:k1:abc"})  # fmt: skip
     data = json.loads(json.dumps(stored.to_dict()))  # what the JSON column gives back
-    assert data["version"] == STORED_REQUEST_VERSION == 1
+    assert data["version"] == 1 and STORED_REQUEST_VERSION == 2
     assert StoredRequest.from_dict(data) == stored
 
 
@@ -49,13 +49,13 @@ def test_a_row_without_a_version_is_version_1() -> None:
 
 def test_missing_settings_take_their_defaults_and_unknown_keys_are_ignored() -> None:
     assert StoredRequest.from_dict(None) == StoredRequest.from_dict({}) == StoredRequest()
-    stored = StoredRequest.from_dict({"cores": 2, "features": ["nesting"], "variables": None})
+    stored = StoredRequest.from_dict({"cores": 2, "colour": ["blue"], "variables": None})
     assert stored == StoredRequest(cores=2)
     assert stored.ip == "dhcp" and stored.variables == {} and stored.secret_variables == {}
-    assert "features" not in stored.to_dict()
+    assert "colour" not in stored.to_dict()
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 0, "1", None])
 def test_a_version_this_release_does_not_know_is_refused(version: object) -> None:
     with pytest.raises(PermanentError, match=f"stored request: version {version!r} is not one"):
         StoredRequest.from_dict({**LEGACY_ROW, "version": version})

@@ -321,6 +321,7 @@
 
   function recheck(field) {
     if (checks[field]) setError(field, checks[field]());
+    else setError(field, null); // the server's message, from before the edit
   }
 
   // Re-check what the user is typing into only once it was flagged, or when
@@ -742,6 +743,86 @@
     return out;
   }
 
+  // --- the advanced options: repeatable rows (interfaces, volumes, bind mounts) ----------------------
+  // Each row's inputs carry data-field="nics[0].vlan" etc., the API's field
+  // names, so a refused request lands on the input (renumbered on removal).
+
+  const ROWS = {
+    nics: { box: "nic-rows", noun: "interface", fields: [
+      ["bridge", "Bridge", "text", "node's"], ["ip", "IPv4", "text", "dhcp"], ["ip6", "IPv6", "text", "none"],
+      ["vlan", "VLAN", "number", ""], ["firewall", "Firewall", "checkbox"]] },
+    mounts: { box: "mount-rows", noun: "volume", fields: [
+      ["path", "Path", "text", "/data"], ["size", "Size (GiB)", "number", "2"], ["backup", "Backed up", "checkbox", true]] },
+    binds: { box: "bind-rows", noun: "bind mount", fields: [
+      ["source", "Host path", "text", "/srv/www/site"], ["path", "Path", "text", "/mnt/site"], ["ro", "Read-only", "checkbox"]] },
+  };
+
+  function renumber(kind) {
+    [...$(ROWS[kind].box).children].forEach((row, i) => {
+      row.querySelectorAll("[data-key]").forEach((input) => {
+        input.dataset.field = `${kind}[${i}].${input.dataset.key}`;
+        input.id = `${kind}-${i}-${input.dataset.key}`;
+      });
+      row.querySelectorAll("[data-error-key]").forEach((box) => {
+        box.dataset.errorFor = `${kind}[${i}].${box.dataset.errorKey}`;
+      });
+      row.querySelector(".remove-row").setAttribute("aria-label", `Remove ${ROWS[kind].noun} ${i + 1}`);
+    });
+  }
+
+  function addRow(kind) {
+    const spec = ROWS[kind];
+    const row = el("div", { class: "row-fields form-grid" });
+    for (const [key, label, type, extra] of spec.fields) {
+      const input = type === "checkbox"
+        ? el("input", { type: "checkbox", "data-key": key, checked: extra === true })
+        : el("input", { type, "data-key": key, placeholder: extra, spellcheck: "false", class: type === "number" ? "num" : null });
+      row.append(el("div", { class: type === "checkbox" ? "field narrow" : "field" },
+        type === "checkbox" ? el("label", { class: "checkbox" }, input, ` ${label}`) : el("label", {}, label, input),
+        el("div", { class: "field-error", "data-error-key": key })));
+    }
+    row.append(el("button", { type: "button", class: "ghost small remove-row",
+      onclick: () => { row.remove(); renumber(kind); } }, "Remove"));
+    $(spec.box).append(row);
+    renumber(kind);
+    row.querySelector("input").focus();
+  }
+
+  function rowValues(kind) {
+    return [...$(ROWS[kind].box).children].map((row) => {
+      const out = {};
+      row.querySelectorAll("[data-key]").forEach((input) => {
+        const key = input.dataset.key;
+        if (input.type === "checkbox") out[key] = input.checked;
+        else if (input.value.trim() !== "") out[key] = input.type === "number" ? Number(input.value) : input.value.trim();
+      });
+      if (kind === "nics" && out.ip === undefined && out.ip6 !== undefined) out.ip = null; // IPv6 only
+      return out;
+    });
+  }
+
+  // The advanced options as the API takes them (only those given).
+  function advancedBody() {
+    const body = {};
+    for (const id of ["ip6", "gateway6", "nameserver", "searchdomain", "pool", "startup"]) {
+      if (value(id)) body[id] = value(id);
+    }
+    if (value("vlan")) body.vlan = Number(value("vlan"));
+    if ($("firewall").checked) body.firewall = true;
+    if (value("onboot")) body.onboot = value("onboot") === "1";
+    if (value("tags")) body.tags = value("tags").split(/[\s,]+/).filter(Boolean);
+    for (const kind of Object.keys(ROWS)) {
+      const rows = rowValues(kind);
+      if (rows.length) body[kind] = rows;
+    }
+    const features = {};
+    form.querySelectorAll("[data-feature]").forEach((select) => {
+      if (select.value) features[select.dataset.feature] = select.value === "1";
+    });
+    if (Object.keys(features).length) body.features = features;
+    return body;
+  }
+
   // --- step 7: review and create ---------------------------------------------------------------------------
 
   function requestBody() {
@@ -761,7 +842,7 @@
     if (value("vmid")) body.vmid = Number(value("vmid"));
     if (value("ssh_public_key")) body.ssh_public_key = value("ssh_public_key");
     if (customPassword()) body.root_password = $("root_password").value;
-    return body;
+    return { ...body, ...advancedBody() };
   }
 
   function reviewCard(title, step, rows) {
@@ -773,6 +854,9 @@
 
   function renderReview() {
     const t = state.template;
+    const adv = advancedBody();
+    const advancedRows = (...pairs) => pairs.filter(([key]) => adv[key] !== undefined)
+      .map(([key, label]) => [label, el("span", { class: "mono" }, String(adv[key]))]);
     const keys = parseKeys($("ssh_public_key").value).keys;
     const storage = state.storages.find((s) => s.name === $("storage").value);
     const vmid = value("vmid");
@@ -793,10 +877,20 @@
       reviewCard("Network", 2, [["Hostname", el("span", { class: "mono" }, value("hostname"))],
         ["Environment", value("environment") ? value("environment") + (value("environment") === "production" ? " (protected in Proxmox VE)" : "") : "none"],
         ["IPv4", isStatic() ? el("span", { class: "mono" }, value("ip")) : "DHCP"],
-        ...(isStatic() ? [["Gateway", value("gateway") ? el("span", { class: "mono" }, value("gateway")) : "none"]] : [])]),
+        ...(isStatic() ? [["Gateway", value("gateway") ? el("span", { class: "mono" }, value("gateway")) : "none"]] : []),
+        ...advancedRows(["ip6", "IPv6"], ["gateway6", "IPv6 gateway"], ["vlan", "VLAN tag"], ["nameserver", "DNS servers"],
+          ["searchdomain", "Search domains"]),
+        ...(adv.firewall ? [["Firewall", "on eth0"]] : []),
+        ...(adv.nics ? [["Further interfaces", adv.nics.map((n, i) => `eth${i + 1}: ${[n.bridge || "node's bridge", n.ip === null ? null : n.ip || "dhcp", n.ip6, n.vlan && `VLAN ${n.vlan}`, n.firewall && "firewall"].filter(Boolean).join(", ")}`).join("; ")]] : [])]),
       reviewCard("Resources", 3, [["CPU cores", value("cores")], ["Memory", `${value("memory")} MiB`],
         ["Swap", `${value("swap")} MiB`], ["Root disk", `${value("disk")} GiB`],
         ["VMID", vmid || "next free"],
+        ...(adv.mounts ? [["Data volumes", adv.mounts.map((m) => `${m.path} (${m.size} GiB${m.backup ? "" : ", no backup"})`).join(", ")]] : []),
+        ...(adv.binds ? [["Bind mounts", adv.binds.map((b) => `${b.source} → ${b.path}${b.ro ? " (read-only)" : ""}`).join(", ")]] : []),
+        ...(adv.features ? [["Features", Object.entries(adv.features).map(([k, on]) => `${k} ${on ? "on" : "off"}`).join(", ")]] : []),
+        ...(adv.onboot !== undefined ? [["Start on boot", adv.onboot ? "yes" : "no"]] : []),
+        ...advancedRows(["startup", "Startup"], ["pool", "Pool"]),
+        ...(adv.tags ? [["Tags", adv.tags.join(", ")]] : []),
         ["If it fails", checkedValue("failure_policy") === "destroy" ? "destroy the container" : "keep the container"]]),
       reviewCard("Access", 4, [
         ["SSH keys", keys.length ? el("span", {}, keys.map((k) => el("span", { class: "key-line" },
@@ -817,7 +911,8 @@
 
   function jumpToField(field, message) {
     let target = field;
-    if (!fieldEl(target) && target.startsWith("variables")) target = "variables";
+    // a part without an input of its own (variables.x, nics[1], startup.order): the whole field's
+    while (!fieldEl(target) && /[.[]/.test(target)) target = target.replace(/(\.[^.[\]]*|\[\d+\])$/, "");
     if (target === "ip" || target === "gateway") {
       form.querySelector('input[name="ipmode"][value="static"]').checked = true;
       syncIpMode();
@@ -1069,6 +1164,9 @@
       }
     });
     $("reset-resources").addEventListener("click", () => applyResourceDefaults(true));
+    $("add-nic").addEventListener("click", () => addRow("nics"));
+    $("add-mount").addEventListener("click", () => addRow("mounts"));
+    $("add-bind").addEventListener("click", () => addRow("binds"));
     $("ssh-file").addEventListener("change", uploadKey);
     syncIpMode();
     syncPasswordMode();
