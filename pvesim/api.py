@@ -271,7 +271,7 @@ async def get_lxc_config(node: Node, p: dict[str, Any], user: str) -> Any:
 
 @route("PUT", "/nodes/{node}/lxc/{vmid}/config")
 async def put_lxc_config(node: Node, p: dict[str, Any], user: str) -> Any:
-    await lxcops.put_config(node, p["vmid"], p)
+    await lxcops.put_config(node, p["vmid"], p, user)
     return None
 
 

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -19,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.pve.schema import format_property_string, load_api_schema
-from pvesim import network, runtime, templates
+from pvesim import network, perms, runtime, templates, volumes
 from pvesim.auth import Authenticator
 from pvesim.dhcp import DhcpServer, Lease
-from pvesim.errors import PveError
+from pvesim.errors import PveError, param_error
 from pvesim.faults import Faults
 from pvesim.guest import (
     HostKeyPool,
@@ -37,6 +38,7 @@ from pvesim.runtime import ContainerFs, RunningContainer
 from pvesim.state import ContainerRecord, StateStore
 from pvesim.storage_specs import STORAGES
 from pvesim.tasks import DURATIONS, Task, TaskFailed, TaskManager
+from pvesim.volumes import MountPoint
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,24 @@ def format_net(values: dict[str, str]) -> str:
     fmt = load_api_schema().param_schema("POST", "/nodes/{node}/lxc", "net0")
     assert fmt is not None
     return format_property_string(values, fmt=fmt["format"])
+
+
+def unique_tags(value: str) -> str:
+    """PVE::GuestHelpers::get_unique_tags with the default tag style (no
+    ``tag-style`` in datacenter.cfg): split on ``,``/``;``/spaces, sorted
+    case-insensitively, lower-cased, duplicates dropped, joined with ``;``."""
+    tags = [t for t in re.split(r"[,;\s\0]+", value) if t]
+    seen: list[str] = []
+    for tag in sorted(tags, key=str.lower):
+        if tag.lower() not in seen:
+            seen.append(tag.lower())
+    return ";".join(seen)
+
+
+def normalize_config(config: dict[str, Any]) -> None:
+    """What PVE::LXC::Config::update_pct_config rewrites as it stores a value."""
+    if "tags" in config:
+        config["tags"] = unique_tags(str(config["tags"]))
 
 
 def random_hwaddr() -> str:
@@ -303,23 +323,77 @@ class Node:
             raise PveError(500, f"volume '{volid}' does not exist")
         return path
 
+    def _create_mount_params(self, params: dict[str, Any], user: str) -> dict[str, MountPoint]:
+        """pve-container's create_vm before its task: a bare size in ``rootfs``
+        or ``mp[n]`` is a size on ``storage``; mount points need a rootfs; every
+        volume's storage must exist and hold container directories (a
+        parameter error on ``storage``); without any, ``storage:4`` (4 GiB)."""
+        storage = str(params.get("storage", "local"))
+        mps = {k: MountPoint.parse(k, volumes.with_default_storage(str(v), storage))
+               for k, v in params.items() if volumes.is_mount_key(k)}  # fmt: skip
+        if mps and "rootfs" not in mps:
+            raise PveError(500, "mount points configured, but 'rootfs' not set - aborting")
+        for mp in mps.values():
+            if mp.storage is not None:
+                self._check_rootdir_storage(mp.storage)
+            elif user != perms.ROOT:
+                raise PveError(500, "Only root can pass arbitrary filesystem paths.")
+        if not mps:
+            self._check_rootdir_storage(storage)
+            mps["rootfs"] = MountPoint.parse("rootfs", f"{storage}:4")  # "defaults to 4GB"
+        return mps
+
+    def _check_rootdir_storage(self, storage: str) -> None:
+        """create_vm's check_and_activate_storage."""
+        spec = STORAGES.get(storage)
+        if spec is None:
+            raise PveError(500, f"storage '{storage}' does not exist")
+        if "rootdir" not in spec.content:
+            raise param_error(
+                {"storage": f"storage '{storage}' does not support container directories"}
+            )
+
+    def _allocate_disks(self, vmid: int, mps: dict[str, MountPoint]) -> dict[str, str]:
+        """PVE::LXC::create_disks: each ``STORAGE:SIZE_GB`` becomes a new volume
+        (rootfs first, so it gets disk-0), its size written in the config as
+        ``size=``; bind mounts and existing volumes are written as given."""
+        out: dict[str, str] = {}
+        made: list[str] = []
+        try:
+            for key in volumes.mount_keys(mps):
+                mp = mps[key]
+                new = mp.new_size_gb
+                if new is None:
+                    out[key] = mp.format()
+                    continue
+                volid = volumes.free_disk_name(self.store.root, new[0], vmid, made)
+                if key != "rootfs":
+                    volumes.allocate(self.store.root, volid)
+                made.append(volid)
+                size_kb = int(new[1] * 1024) * 1024
+                out[key] = MountPoint(key, volid, mp.options).format(size=str(size_kb * 1024))
+        except Exception:
+            for volid in made:
+                volumes.free(self.store.root, volid)
+            raise
+        return out
+
     async def create(self, params: dict[str, Any], user: str) -> str:
         vmid = int(params["vmid"])
+        if vmid in self.containers:
+            raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
+        # create_vm's order: permissions, the template, then the storages
+        perms.check_ct_modify_config_perm(user, None, params, [], bool(params.get("unprivileged")))
+        tarball = self.template_file(str(params["ostemplate"]))
+        mps = self._create_mount_params(params, user)
         async with self.config_lock(vmid):
             if vmid in self.containers:
                 raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
-            storage = str(params.get("storage", "local"))
-            rootfs = split_property_string(str(params.get("rootfs", f"{storage}:4")), "volume")
-            volume = rootfs.pop("volume")
-            disk_storage, _, size = volume.partition(":")
-            self._check_storage(disk_storage, "rootdir")
-            tarball = self.template_file(str(params["ostemplate"]))
             config: dict[str, Any] = {k: config_value(v) for k, v in params.items()
-                                      if k not in _CREATE_ONLY}  # fmt: skip
-            config["rootfs"] = ",".join(
-                [f"{disk_storage}:vm-{vmid}-disk-0", *(f"{k}={v}" for k, v in rootfs.items()),
-                 f"size={size if size[-1:].isalpha() else size + 'G'}"]
-            )  # fmt: skip
+                                      if k not in _CREATE_ONLY
+                                      and not volumes.is_mount_key(k)}  # fmt: skip
+            normalize_config(config)
+            config.update(self._allocate_disks(vmid, mps))
             config.setdefault("hostname", f"CT{vmid}")
             config.setdefault("arch", "amd64")
             config.setdefault("ostype", "debian")
@@ -389,6 +463,7 @@ class Node:
             if net.bridge != API_BRIDGE:
                 raise TaskFailed(f"bridge '{net.bridge}' does not exist")
         self._check_static_ips(nets)
+        binds = self._mount_binds(task, vmid, rec.config)
         await task.sleep(DURATIONS["vzstart"])
         fs = self.fs(vmid)
         ns = self.net.netns(vmid)
@@ -400,7 +475,7 @@ class Node:
             root = await fs.mount()
             apply_start_config(root, {**rec.config, "vmid": vmid}, nets, self.net.egress)
             ct = await runtime.boot(fs, vmid, str(rec.config.get("hostname", f"CT{vmid}")), ns,
-                                    machine=f"{self.net.tag}-{vmid}")  # fmt: skip
+                                    machine=f"{self.net.tag}-{vmid}", binds=binds)  # fmt: skip
         except Exception:
             await network.delete_container_link(self.net, vmid)
             await fs.unmount()
@@ -409,6 +484,27 @@ class Node:
         watcher = asyncio.create_task(self._watch(ct))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+
+    def _mount_binds(self, task: Task, vmid: int, config: dict[str, Any]) -> list[runtime.Bind]:
+        """The ``mp[n]`` to mount at boot, in PVE's order (by path), as
+        PVE::LXC::__mountpoint_mount checks them in the pre-start hook: a bind
+        mount's host directory must exist ("directory '...' does not exist")
+        and the start then fails as vm_start reports a failed hook."""
+        binds = []
+        for mp in volumes.mount_points(config):
+            if mp.kind == "volume":
+                src = volumes.volume_dir(self.store.root, mp.volume)
+                problem = None if src.is_dir() else f"volume '{mp.volume}' does not exist"
+            elif mp.kind == "bind":
+                src = Path(mp.volume)
+                problem = None if src.is_dir() else f"directory '{mp.volume}' does not exist"
+            else:
+                src, problem = Path(mp.volume), "pvesim does not pass devices into containers"
+            if problem:
+                task.log(f"lxc-start: {vmid}: ../src/lxc/conf.c: run_buffer: {problem}")
+                raise TaskFailed(f"startup for container '{vmid}' failed")
+            binds.append(runtime.Bind(src, mp.path, mp.read_only))
+        return binds
 
     async def _watch(self, ct: RunningContainer) -> None:
         """When a container's nspawn ends (halted inside, killed), tidy up."""
@@ -496,6 +592,11 @@ class Node:
             await task.sleep(DURATIONS["vzdestroy"])
             await self._halt(vmid)
             task.log(f'Logical volume "vm-{vmid}-disk-0" successfully removed.')
+            # destroy_lxc_container frees every volume the CT owns (its mount
+            # points and unused disks); bind mounts are the host's and stay
+            for volid in volumes.owned_volumes(self.store.root, vmid):
+                volumes.free(self.store.root, volid)
+                task.log(f'Logical volume "{volid.split(":", 1)[1]}" successfully removed.')
             await self._forget(vmid)
 
         async def failed() -> None:
@@ -546,31 +647,24 @@ class Node:
             self._disk_cache[vmid] = cached
         return cached[1]
 
-    async def interfaces(self, vmid: int) -> list[dict[str, Any]]:
-        self.get(vmid)
-        ct = self._running_or_fail(vmid)
+    async def interfaces(self, vmid: int) -> list[dict[str, Any]] | None:
+        """pve-container's PVE::LXC::get_interfaces: ``ip --json a`` in the
+        container's network namespace; nothing (``null``) when no container
+        process is found - stopped, or no such CT.  ``inet``/``inet6`` hold
+        the last address of their family, as PVE's loop leaves them."""
+        ct = self.running.get(vmid)
+        if ct is None:
+            return None
         out = []
         for link in await network.netns_addresses(ct.netns):
+            entry: dict[str, Any] = {"name": link["ifname"]}
             addrs = []
-            inet = inet6 = None
             for a in link.get("addr_info", []):
-                kind = "inet" if a["family"] == "inet" else "inet6"
-                cidr = f"{a['local']}/{a['prefixlen']}"
-                if kind == "inet" and inet is None:
-                    inet = cidr
-                if kind == "inet6" and inet6 is None:
-                    inet6 = cidr
-                addrs.append({"ip-address": a["local"], "ip-address-type": kind,
+                entry[a["family"]] = f"{a['local']}/{a['prefixlen']}"
+                addrs.append({"ip-address-type": a["family"], "ip-address": a["local"],
                               "prefix": a["prefixlen"]})  # fmt: skip
-            entry: dict[str, Any] = {
-                "name": link["ifname"],
-                "hwaddr": link.get("address", "00:00:00:00:00:00"),
-            }
-            if inet:
-                entry["inet"] = inet
-            if inet6:
-                entry["inet6"] = inet6
-            entry["ip-addresses"] = addrs
+            hwaddr = link.get("address", "00:00:00:00:00:00")
+            entry.update({"ip-addresses": addrs, "hardware-address": hwaddr, "hwaddr": hwaddr})
             out.append(entry)
         return out
 

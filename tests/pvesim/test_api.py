@@ -131,8 +131,10 @@ def test_create_validation_errors(api: Any, params: dict[str, Any], errors: dict
 
 def test_handler_errors_are_500_with_pve_wording(api: Any) -> None:
     lxc = api.nodes("pve").lxc
-    expect_error(lambda: lxc.post(vmid=6101, ostemplate=TEMPLATE), 500,
-                 "storage 'local' does not support container directories")  # fmt: skip
+    # create_vm's check_and_activate_storage: raise_param_exc on 'storage'
+    err = expect_error(lambda: lxc.post(vmid=6101, ostemplate=TEMPLATE), 400,
+                       "Parameter verification failed.")  # fmt: skip
+    assert err.errors == {"storage": "storage 'local' does not support container directories"}
     expect_error(lambda: lxc.post(vmid=6101, ostemplate="local:vztmpl/nope.tar.zst",
                                   storage="local-lvm"), 500,
                  "volume 'local:vztmpl/nope.tar.zst' does not exist")  # fmt: skip

@@ -1,0 +1,197 @@
+"""The create surface of issue 19 against a real simulator: bare sizes,
+mount point volumes and bind mounts, tags, the interfaces of a stopped CT,
+and the root@pam-only rules an API token meets.  Shared simulator; vmids
+9500-9599, static addresses .100-.110 of its subnet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pvesim import perms
+from pvesim.errors import PveError
+from pvesim.node import unique_tags
+from pvesim.volumes import MountPoint, free_disk_name, with_default_storage
+from tests.pvesim.helpers import raw, ticket_api, token_api, token_header, wait_port, wait_task
+from tests.pvesim.test_containers import TEMPLATE, Containers, addr, ok, ssh
+
+# --- pure rules ----------------------------------------------------------
+
+
+def test_tags_sorted_unique_lowercase_as_get_unique_tags() -> None:
+    # PVE::GuestHelpers::get_unique_tags, default tag style: sorted with a
+    # case-insensitive compare, lower-cased, duplicates dropped, ';'-joined
+    assert unique_tags("web;Alpha;web,beta") == "alpha;beta;web"
+    assert unique_tags("B a b") == "a;b"
+
+
+def test_bare_size_takes_the_create_storage() -> None:
+    # API2::LXC create_vm: "allow to use simple numbers (add default storage)"
+    assert with_default_storage("4", "local-lvm") == "local-lvm:4"
+    assert with_default_storage("0.5", "local-lvm") == "local-lvm:0.5"
+    assert with_default_storage("local-lvm:8", "x") == "local-lvm:8"
+    assert with_default_storage("4,mp=/x", "local-lvm") == "4,mp=/x"
+
+
+def test_mount_point_printed_as_print_ct_mountpoint() -> None:
+    mp = MountPoint.parse("mp0", "local-lvm:2,quota=1,mp=/data,backup=1")
+    assert mp.kind == "volume" and mp.new_size_gb == ("local-lvm", 2.0)
+    assert MountPoint("mp0", "local-lvm:vm-101-disk-1", mp.options).format(size=str(2 << 30)) == (
+        "local-lvm:vm-101-disk-1,mp=/data,backup=1,quota=1,size=2G"
+    )
+    bind = MountPoint.parse("mp1", "/srv/x,ro=1,mp=/mnt/x")
+    assert bind.kind == "bind" and bind.read_only and bind.format() == "/srv/x,mp=/mnt/x,ro=1"
+    assert MountPoint.parse("mp2", "/dev/sdb1,mp=/m").kind == "device"
+
+
+def test_disk_names_continue_after_rootfs(tmp_path: Path) -> None:
+    # find_free_diskname: the lowest vm-VMID-disk-K free on the storage
+    assert free_disk_name(tmp_path, "local-lvm", 7, ["local-lvm:vm-7-disk-0"]) == (
+        "local-lvm:vm-7-disk-1"
+    )
+
+
+def test_root_only_rules_for_a_token() -> None:
+    # PVE::LXC::check_ct_modify_config_perm compares the user with 'root@pam';
+    # a token authenticates as root@pam!NAME
+    token = "root@pam!pvesim"
+    with pytest.raises(PveError) as exc:
+        perms.check_ct_modify_config_perm(token, None, {"mp0": "/srv,mp=/x"}, [], True)
+    assert exc.value.status == 403
+    assert exc.value.message == (
+        "Permission check failed (mount point type bind is only allowed for root@pam)"
+    )
+    with pytest.raises(PveError, match="except nesting"):
+        perms.check_ct_modify_config_perm(token, None, {"features": "nesting=1,keyctl=1"}, [], True)
+    with pytest.raises(PveError, match="privileged container"):
+        perms.check_ct_modify_config_perm(token, None, {"features": "nesting=1"}, [], False)
+    perms.check_ct_modify_config_perm(token, None, {"features": "nesting=1"}, [], True)
+    perms.check_ct_modify_config_perm(token, None, {"mp0": "local-lvm:1,mp=/d"}, [], False)
+    perms.check_ct_modify_config_perm("root@pam", None, {"mp0": "/srv,mp=/x"}, [], False)
+
+
+# --- against the simulator -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api(sim: dict[str, Any]) -> Any:
+    return token_api(sim)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@pytest.mark.integration
+def test_bare_rootfs_size_volume_mount_point_and_tags(
+    api: Any, sim: dict[str, Any], key: Path
+) -> None:
+    cts = Containers(api, sim, key)
+    ip = addr(sim, 100)
+    state = Path(sim["state_dir"])
+    try:
+        cts.create(9500, ip, rootfs="1", mp0="local-lvm:0.5,mp=/data,backup=1",
+                   tags="web;Alpha;web")  # fmt: skip
+        config = api.nodes("pve").lxc(9500).config.get()
+        assert config["rootfs"] == "local-lvm:vm-9500-disk-0,size=1G"
+        assert config["mp0"] == "local-lvm:vm-9500-disk-1,mp=/data,backup=1,size=512M"
+        assert config["tags"] == "alpha;web"
+        content = api.nodes("pve").storage("local-lvm").content.get(vmid=9500)
+        assert {c["volid"] for c in content} == {"local-lvm:vm-9500-disk-0",
+                                                 "local-lvm:vm-9500-disk-1"}  # fmt: skip
+        # a stopped CT's interfaces: PVE finds no process and returns nothing
+        status, _reason, body = raw(sim, "GET", "/nodes/pve/lxc/9500/interfaces",
+                                    headers=token_header(sim))  # fmt: skip
+        assert status == 200 and body == {"data": None}
+        cts.start(9500)
+        wait_port(ip, 22)
+        result = ssh(key, ip, "findmnt -n -o TARGET /data && echo kept > /data/file && sync")
+        assert result.returncode == 0 and result.stdout.split() == ["/data"], result.stderr
+        assert (state / "volumes/local-lvm/vm-9500-disk-1/file").read_text() == "kept\n"
+        # kept through reboot, stop/start and a config change
+        ok(api, api.nodes("pve").lxc(9500).status.reboot.post())
+        wait_port(ip, 22)
+        assert ssh(key, ip, "cat /data/file").stdout == "kept\n"
+        ok(api, api.nodes("pve").lxc(9500).status.stop.post())
+        api.nodes("pve").lxc(9500).config.put(memory=256, tags="b;A")
+        assert api.nodes("pve").lxc(9500).config.get()["tags"] == "a;b"
+        cts.start(9500)
+        wait_port(ip, 22)
+        assert ssh(key, ip, "cat /data/file").stdout == "kept\n"
+        # a full clone copies the volume to the clone's own disk-1
+        ok(api, api.nodes("pve").lxc(9500).status.stop.post())
+        cts.made.append(9501)
+        ok(api, api.nodes("pve").lxc(9500).clone.post(newid=9501, hostname="ct9501"))
+        clone = api.nodes("pve").lxc(9501).config.get()
+        assert clone["mp0"] == "local-lvm:vm-9501-disk-1,mp=/data,backup=1,size=512M"
+        assert (state / "volumes/local-lvm/vm-9501-disk-1/file").read_text() == "kept\n"
+        # destroy frees the volumes it owns
+        log = ok(api, api.nodes("pve").lxc(9501).delete())
+        assert 'Logical volume "vm-9501-disk-1" successfully removed.' in log
+        assert not (state / "volumes/local-lvm/vm-9501-disk-1").exists()
+        assert (state / "volumes/local-lvm/vm-9500-disk-1").exists()
+    finally:
+        cts.cleanup()
+    assert not (state / "volumes/local-lvm/vm-9500-disk-1").exists()
+
+
+@pytest.mark.integration
+def test_create_errors_as_pve(api: Any, sim: dict[str, Any]) -> None:
+    lxc = "/nodes/pve/lxc"
+
+    def post(**params: Any) -> tuple[int, str, Any]:
+        data = json.dumps({"vmid": 9510, "ostemplate": TEMPLATE, **params}).encode()
+        return raw(sim, "POST", lxc, data=data,
+                   headers={**token_header(sim), "Content-Type": "application/json"})  # fmt: skip
+
+    status, reason, _ = post(storage="local-lvm", mp0="local-lvm:1,mp=/data")
+    assert (status, reason) == (500, "mount points configured, but 'rootfs' not set - aborting")
+    status, _, body = post(storage="local")
+    assert status == 400
+    assert body["errors"] == {"storage": "storage 'local' does not support container directories"}
+    status, reason, _ = post(storage="nope", rootfs="4")
+    assert (status, reason) == (500, "storage 'nope' does not exist")
+    # a bind mount with root@pam's API token: the user is root@pam!pvesim
+    status, reason, _ = post(storage="local-lvm", rootfs="1", mp0="/tmp,mp=/mnt/x")
+    assert status == 403
+    assert reason == "Permission check failed (mount point type bind is only allowed for root@pam)"
+
+
+@pytest.mark.integration
+def test_bind_mount_as_root_at_pam(sim: dict[str, Any], key: Path, tmp_path: Path) -> None:
+    root = ticket_api(sim)  # root@pam with its password: bind mounts allowed
+    cts = Containers(root, sim, key)
+    ip = addr(sim, 101)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from-host").write_text("host\n")
+    try:
+        cts.create(9520, ip, rootfs="1", mp0=f"{shared},mp=/mnt/shared",
+                   mp1=f"{shared},mp=/mnt/ro,ro=1")  # fmt: skip
+        config = root.nodes("pve").lxc(9520).config.get()
+        assert config["mp0"] == f"{shared},mp=/mnt/shared"
+        assert config["mp1"] == f"{shared},mp=/mnt/ro,ro=1"
+        cts.start(9520)
+        wait_port(ip, 22)
+        result = ssh(key, ip, "cat /mnt/shared/from-host && echo ct > /mnt/shared/from-ct; "
+                              "touch /mnt/ro/x 2>/dev/null || echo read-only")  # fmt: skip
+        assert result.stdout.split() == ["host", "read-only"], result.stderr
+        assert (shared / "from-ct").read_text() == "ct\n"
+        # a bind mount cannot be cloned (clone_vm: "TODO: allow bind mounts?")
+        with pytest.raises(Exception, match="unable to clone mountpoint 'mp0' \\(type bind\\)"):
+            root.nodes("pve").lxc(9520).clone.post(newid=9521)
+        ok(root, root.nodes("pve").lxc(9520).status.stop.post())
+        # a missing host directory fails the start as PVE's pre-start hook does
+        root.nodes("pve").lxc(9520).config.put(mp0=f"{tmp_path}/gone,mp=/mnt/shared")
+        status = wait_task(root, "pve", root.nodes("pve").lxc(9520).status.start.post())
+        assert status["exitstatus"] == "startup for container '9520' failed"
+    finally:
+        cts.cleanup()
+    assert (shared / "from-host").exists()  # the host's directory stays
