@@ -240,6 +240,8 @@ class Node:
         return parse_nets(rec.config) if rec else []
 
     def _check_static_ips(self, nets: list[NetConfig]) -> None:
+        """Static addresses must lie in the simulator's subnets (IPv4 and the
+        IPv6 ULA), since it routes nothing else."""
         for net in nets:
             iface = net.static_interface
             if iface is None:
@@ -255,6 +257,21 @@ class Node:
                 )
             if net.gw and ipaddress.ip_address(net.gw) not in self.net.subnet:
                 raise TaskFailed(f"net{net.index}: gateway {net.gw} is outside {self.net.subnet}")
+        sub6 = self.net.subnet6
+        for net in nets:
+            iface6 = net.static_interface6
+            if iface6 is not None and (iface6.ip not in sub6 or iface6.ip in (
+                sub6.network_address, self.net.gateway6,
+            )):  # fmt: skip
+                raise TaskFailed(
+                    f"net{net.index}: address {net.ip6} is not usable on this simulator: "
+                    f"{API_BRIDGE} serves {sub6} (gateway {self.net.gateway6}) and "
+                    "pvesim routes nothing outside its own subnet"
+                )
+            if net.gw6:
+                gw6 = ipaddress.IPv6Address(net.gw6)
+                if gw6 not in sub6 and not gw6.is_link_local:
+                    raise TaskFailed(f"net{net.index}: gateway {net.gw6} is outside {sub6}")
 
     # DHCP ------------------------------------------------------------------
     def _vmid_for_mac(self, mac: str) -> tuple[int, NetConfig] | None:

@@ -187,7 +187,8 @@ def test_network_lists_the_bridge(api: Any, sim: dict[str, Any]) -> None:
     # netmask (the prefix length) split from it; every interface has method and method6
     assert {k: bridges[0][k] for k in ("cidr", "address", "netmask", "method", "method6")} == {
         "cidr": f"{sim['gateway']}/{prefix}", "address": sim["gateway"], "netmask": prefix,
-        "method": "static", "method6": "manual"}  # fmt: skip
+        "method": "static", "method6": "static"}  # fmt: skip
+    assert bridges[0]["cidr6"] == f"{sim['gateway6']}/64"
     assert api.nodes("pve").network.get(type="any_bridge") == bridges
     assert api.nodes("pve").network.get(type="eth") == []
 

@@ -5,8 +5,11 @@ and the root@pam-only rules an API token meets.  Shared simulator; vmids
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +198,95 @@ def test_bind_mount_as_root_at_pam(sim: dict[str, Any], key: Path, tmp_path: Pat
     finally:
         cts.cleanup()
     assert (shared / "from-host").exists()  # the host's directory stays
+
+
+def v6(sim: dict[str, Any], host: int) -> str:
+    return str(ipaddress.ip_network(sim["subnet6"]).network_address + host)
+
+
+def netns(sim: dict[str, Any], vmid: int) -> str:
+    return f"{sim['bridge']}-{vmid}"
+
+
+@pytest.mark.integration
+def test_ipv6_second_interface_resolv_and_options(api: Any, sim: dict[str, Any], key: Path) -> None:
+    cts = Containers(api, sim, key)
+    ip, ip6 = addr(sim, 102), v6(sim, 0x102)
+    try:
+        cts.create(
+            9530, ip, rootfs="1", nameserver="198.18.0.53 fd00::53", searchdomain="example.test",
+            onboot=1, startup="order=2,up=30", features="nesting=1", unprivileged=1,
+        )  # fmt: skip
+        ct = api.nodes("pve").lxc(9530)
+        net0 = ct.config.get()["net0"]
+        hwaddr = net0.split("hwaddr=")[1].split(",")[0]
+        ct.config.put(
+            net0=f"name=eth0,bridge=vmbr0,firewall=1,gw={sim['gateway']},hwaddr={hwaddr},"
+            f"ip={ip}/24,ip6={ip6}/64,gw6={sim['gateway6']},type=veth",
+            net1="name=eth1,bridge=vmbr0,ip=manual,ip6=auto,tag=5",
+        )
+        config = ct.config.get()
+        assert config["net0"] == (
+            f"name=eth0,bridge=vmbr0,firewall=1,gw={sim['gateway']},gw6={sim['gateway6']},"
+            f"hwaddr={hwaddr},ip={ip}/24,ip6={ip6}/64,type=veth"
+        )
+        assert config["net1"].startswith("name=eth1,bridge=vmbr0,hwaddr=BC:24:11:")
+        assert config["net1"].endswith(",ip=manual,ip6=auto,tag=5,type=veth")
+        assert (config["onboot"], config["startup"], config["features"]) == (
+            1, "order=2,up=30", "nesting=1")  # fmt: skip
+        cts.start(9530)
+        wait_port(ip, 22)
+        result = ssh(key, ip, "cat /etc/resolv.conf; cat /etc/network/interfaces; "
+                              "ip -6 route show default")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "search example.test\nnameserver 198.18.0.53\nnameserver fd00::53\n" in out
+        # PVE::LXC::Setup::Debian::setup_network
+        assert (
+            f"auto eth0\niface eth0 inet static\n\taddress {ip}/24\n\tgateway {sim['gateway']}\n\n"
+            f"iface eth0 inet6 static\n\taddress {ip6}/64\n\tgateway {sim['gateway6']}\n\n"
+            "auto eth1\niface eth1 inet manual\n\niface eth1 inet6 auto\n"
+        ) in out
+        assert f"default via {sim['gateway6']} dev eth0" in out
+        # the static address answers on the bridge (sshd, from the host)
+        socket.create_connection((ip6, 22), timeout=10).close()
+        ifaces = {i["name"]: i for i in ct.interfaces.get()}
+        eth0 = ifaces["eth0"]
+        assert {a["ip-address"] for a in eth0["ip-addresses"] if a["ip-address-type"] == "inet6"
+                } >= {ip6}  # fmt: skip
+        assert eth0["hardware-address"] == eth0["hwaddr"] == hwaddr.lower()
+        assert "inet6" in eth0  # PVE: the last inet6 address listed (the link-local)
+        # net1 comes up (a link-local address); its port sits on VLAN 5's bridge
+        # (PVE's vmbr0v5 on a bridge that is not VLAN-aware)
+        assert any(a["ip-address"].startswith("fe80:") for a in ifaces["eth1"]["ip-addresses"])
+        index = sim["bridge"].removeprefix("pvesim")
+        master = Path(f"/sys/class/net/vp{index}x9530i1/master").resolve().name
+        assert master == f"{sim['bridge']}v5"
+    finally:
+        cts.cleanup()
+
+
+@pytest.mark.integration
+def test_vlan_tag_isolates(api: Any, sim: dict[str, Any], key: Path) -> None:
+    cts = Containers(api, sim, key)
+    a, b, c = addr(sim, 104), addr(sim, 105), addr(sim, 106)
+    try:
+        for vmid, ip, tag in ((9531, a, ",tag=5"), (9532, b, ",tag=5"), (9533, c, "")):
+            cts.create(vmid, rootfs="1",
+                       net0=f"name=eth0,bridge=vmbr0,ip={ip}/24,gw={sim['gateway']}{tag}")  # fmt: skip
+            cts.start(vmid)
+        wait_port(c, 22)
+
+        def reaches(vmid: int, target: str) -> bool:
+            probe = f"import socket; socket.create_connection(('{target}', 22), timeout=3)"
+            return subprocess.run(["ip", "netns", "exec", netns(sim, vmid), "python3", "-c", probe],
+                                  capture_output=True).returncode == 0  # fmt: skip
+
+        deadline = time.monotonic() + 30
+        while not reaches(9531, b) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert reaches(9531, b)  # the same VLAN
+        assert not reaches(9531, c)  # an untagged container: VLAN 1
+        assert not reaches(9533, b)
+    finally:
+        cts.cleanup()
