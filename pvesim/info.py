@@ -102,6 +102,7 @@ def cluster_resources(node: Node, kind: str | None) -> list[dict[str, Any]]:
                 "disk": st["disk"], "maxdisk": st["maxdisk"], "uptime": st["uptime"],
                 "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
                 **({"tags": st["tags"]} if "tags" in st else {}),
+                **({"pool": pool} if (pool := node.pools.pool_of(vmid)) else {}),
                 **({"lock": st["lock"]} if "lock" in st else {}),
             })  # fmt: skip
     if kind in (None, "storage"):

@@ -148,6 +148,9 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
     lvmthin rule), and never to another storage."""
     newid = int(params["newid"])
     snapname = params.get("snapname")
+    pool = str(params["pool"]) if params.get("pool") else None
+    if pool:
+        node.pools.check_exists(pool)
     async with node.config_lock(vmid):
         src = node.get(vmid)
         storage = params.get("storage")
@@ -232,6 +235,8 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
             await dest_fs.unmount()
         node.set_lock(new, None)
         node.set_lock(src, None)
+        if pool:
+            node.pools.add_vm(newid, pool)
 
     async def failed() -> None:
         node.set_lock(src, None)

@@ -34,6 +34,7 @@ from pvesim.guest import (
     split_property_string,
 )
 from pvesim.network import SimNetwork
+from pvesim.pools import Pools
 from pvesim.runtime import ContainerFs, RunningContainer
 from pvesim.state import ContainerRecord, StateStore
 from pvesim.storage_specs import STORAGES
@@ -121,6 +122,7 @@ class Node:
         self._dhcp: DhcpServer | None = None
         self.started_at = time.time()
         self.auth = Authenticator(self.store.credentials())
+        self.pools = Pools(self.store)
         self.host_keys = HostKeyPool(state_dir / "keypool")
         self.ssl_fingerprint = ""
 
@@ -397,9 +399,12 @@ class Node:
 
     async def create(self, params: dict[str, Any], user: str) -> str:
         vmid = int(params["vmid"])
+        pool = str(params["pool"]) if params.get("pool") else None
+        if pool:
+            self.pools.check_exists(pool)
         if vmid in self.containers:
             raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
-        # create_vm's order: permissions, the template, then the storages
+        # create_vm's order: pool, permissions, the template, then the storages
         perms.check_ct_modify_config_perm(user, None, params, [], bool(params.get("unprivileged")))
         tarball = self.template_file(str(params["ostemplate"]))
         mps = self._create_mount_params(params, user)
@@ -449,6 +454,8 @@ class Node:
             for line in lines:
                 task.log(line)
             self.set_lock(rec, None)
+            if pool:
+                self.pools.add_vm(vmid, pool)
             if start_after:
                 await self._start_body(task, vmid)
 
@@ -614,6 +621,7 @@ class Node:
             for volid in volumes.owned_volumes(self.store.root, vmid):
                 volumes.free(self.store.root, volid)
                 task.log(f'Logical volume "{volid.split(":", 1)[1]}" successfully removed.')
+            self.pools.remove_vm(vmid)  # remove_vm_access
             await self._forget(vmid)
 
         async def failed() -> None:

@@ -290,3 +290,30 @@ def test_vlan_tag_isolates(api: Any, sim: dict[str, Any], key: Path) -> None:
         assert not reaches(9533, b)
     finally:
         cts.cleanup()
+
+
+@pytest.mark.integration
+def test_pools_as_pve(api: Any, sim: dict[str, Any], key: Path) -> None:
+    cts = Containers(api, sim, key)
+    status, reason, _ = raw(sim, "POST", "/nodes/pve/lxc", headers={
+        **token_header(sim), "Content-Type": "application/json"}, data=json.dumps(
+        {"vmid": 9540, "ostemplate": TEMPLATE, "storage": "local-lvm", "pool": "nope19"}).encode())  # fmt: skip
+    # PVE::RPCEnvironment::check_pool_exist raises a permission error
+    assert (status, reason) == (403, "Permission check failed (pool 'nope19' does not exist)")
+    api.pools.post(poolid="web19", comment="issue 19")
+    try:
+        assert {"poolid": "web19", "comment": "issue 19"} in api.pools.get()
+        cts.create(9540, rootfs="1", pool="web19")
+        assert "pool" not in api.nodes("pve").lxc(9540).config.get()  # user.cfg, not the CT's
+        [pool] = api.pools.get(poolid="web19")
+        assert [m["id"] for m in pool["members"]] == ["lxc/9540"]
+        resources = {r["id"]: r for r in api.cluster.resources.get(type="vm")}
+        assert resources["lxc/9540"]["pool"] == "web19"
+        with pytest.raises(Exception, match="pool 'web19' is not empty \\(contains VM 9540\\)"):
+            api.pools.delete(poolid="web19")
+        cts.cleanup()
+        assert api.pools.get(poolid="web19")[0]["members"] == []  # a destroy leaves the pool
+    finally:
+        cts.cleanup()
+        api.pools.delete(poolid="web19")
+    assert all(p["poolid"] != "web19" for p in api.pools.get())
