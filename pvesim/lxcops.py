@@ -26,7 +26,7 @@ from pvesim.node import (
 )
 from pvesim.runtime import copy_tree
 from pvesim.state import ContainerRecord
-from pvesim.tasks import DURATIONS, Task
+from pvesim.tasks import DURATIONS, Task, TaskFailed
 
 if TYPE_CHECKING:
     from pvesim.node import Node
@@ -86,7 +86,7 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any], user: str) -
                                           str(rec.config.get("unprivileged", "0")) == "1")  # fmt: skip
         config = dict(rec.config)
         for key in deletes:
-            _delete_option(node, config, key)
+            _delete_option(node, rec, config, key)
         normalize_config(changes)
         for key in sorted(changes):
             value = changes[key]
@@ -104,10 +104,11 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any], user: str) -
         node.save(rec)
 
 
-def _delete_option(node: Node, config: dict[str, Any], key: str) -> None:
+def _delete_option(node: Node, rec: ContainerRecord, config: dict[str, Any], key: str) -> None:
     """vmconfig_apply_pending's deletes: a volume mount point becomes an
     ``unused[n]`` disk; deleting an ``unused[n]`` frees its volume
-    (delete_mountpoint_volume)."""
+    (delete_mountpoint_volume) unless the config or a snapshot still uses
+    it (is_volume_in_use with snapshots)."""
     value = config.pop(key, None)
     if value is None:
         return
@@ -116,7 +117,9 @@ def _delete_option(node: Node, config: dict[str, Any], key: str) -> None:
         if mp.kind == "volume":
             volumes.add_unused(config, mp.volume)
     elif key.startswith("unused"):
-        volumes.free(node.store.root, str(value))
+        in_use = [config, *(snap["config"] for snap in rec.snapshots.values())]
+        if not any(str(value) in volumes.referenced_volumes(c) for c in in_use):
+            volumes.free(node.store.root, str(value))
 
 
 def _apply_mountpoint(node: Node, vmid: int, config: dict[str, Any], key: str, value: str) -> str:
@@ -226,8 +229,10 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         await copy_tree(upper, dest_fs.upper)
         for key, src_vol, dest_vol in copies:
             task.log(f"create {kind} {key} ({src_vol})")
-            await copy_tree(volumes.volume_dir(node.store.root, src_vol),
-                            volumes.volume_dir(node.store.root, dest_vol))  # fmt: skip
+            saved = _snapshot_volume(node, vmid, str(snapname), src_vol) if snapname else None
+            source = saved if saved and saved.is_dir() else volumes.volume_dir(node.store.root,
+                                                                                 src_vol)  # fmt: skip
+            await copy_tree(source, volumes.volume_dir(node.store.root, dest_vol))
         root = await dest_fs.mount()
         try:
             clear_machine_id(root)
@@ -370,9 +375,16 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
 
     async def body(task: Task) -> None:
         task.log(f"create snapshot '{snapname}'")
+        # __snapshot_prepare's has_feature('snapshot'): a bind mount has none
+        if any(mp.kind != "volume" for mp in volumes.mount_points(rec.config)):
+            raise TaskFailed("snapshot feature is not available")
         await task.sleep(DURATIONS["vzsnapshot"])
         fs = node.fs(vmid)
         await fs.copy_upper_to(fs.root / "snapshots" / snapname / "upper")
+        # every volume mount point is snapshotted with the rootfs
+        for mp in volumes.mount_points(rec.config):
+            await copy_tree(volumes.volume_dir(node.store.root, mp.volume),
+                            _snapshot_volume(node, vmid, snapname, mp.volume))  # fmt: skip
         config = {k: v for k, v in rec.config.items() if k != "lock"}
         rec.snapshots[snapname] = {"config": config, "snaptime": int(time.time()),
                                    "description": description,
@@ -384,6 +396,12 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
         node.set_lock(rec, None)
 
     return node.tasks.start("vzsnapshot", str(vmid), user, body, on_error=failed)
+
+
+def _snapshot_volume(node: Node, vmid: int, snapname: str, volume: str) -> Path:
+    """Where a snapshot keeps its copy of a mount point volume."""
+    storage, _, volname = volume.partition(":")
+    return node.fs(vmid).root / "snapshots" / snapname / "volumes" / storage / volname
 
 
 def _snap(node: Node, vmid: int, snapname: str) -> tuple[ContainerRecord, dict[str, Any]]:
@@ -435,6 +453,10 @@ async def rollback(node: Node, vmid: int, snapname: str, start: bool, user: str)
             await node._halt(vmid)
         fs = node.fs(vmid)
         await fs.replace_upper_from(fs.root / "snapshots" / snapname / "upper")
+        for mp in volumes.mount_points(snap["config"]):
+            saved = _snapshot_volume(node, vmid, snapname, mp.volume)
+            if saved.is_dir():
+                await copy_tree(saved, volumes.volume_dir(node.store.root, mp.volume))
         # pve-guest-common's __snapshot_copy_config copies all but the
         # description (and the lock, digest, snapshot keys): the CT keeps its own
         kept = {k: v for k, v in snap["config"].items() if k != "description"}

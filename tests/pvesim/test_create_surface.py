@@ -317,3 +317,44 @@ def test_pools_as_pve(api: Any, sim: dict[str, Any], key: Path) -> None:
         cts.cleanup()
         api.pools.delete(poolid="web19")
     assert all(p["poolid"] != "web19" for p in api.pools.get())
+
+
+@pytest.mark.integration
+def test_snapshots_cover_mount_point_volumes(
+    api: Any, sim: dict[str, Any], key: Path, tmp_path: Path
+) -> None:
+    cts = Containers(api, sim, key)
+    vol = Path(sim["state_dir"]) / "volumes/local-lvm/vm-9550-disk-1"
+    try:
+        cts.create(9550, rootfs="1", mp0="local-lvm:1,mp=/data")
+        (vol / "file").write_text("before\n")
+        ct = api.nodes("pve").lxc(9550)
+        ok(api, ct.snapshot.post(snapname="s1"))
+        (vol / "file").write_text("after\n")
+        ok(api, ct.snapshot("s1").rollback.post())
+        assert (vol / "file").read_text() == "before\n"
+        # a clone from the snapshot gets the volume as it was then
+        (vol / "file").write_text("after\n")
+        cts.made.append(9551)
+        ok(api, ct.clone.post(newid=9551, snapname="s1"))
+        clone_vol = Path(sim["state_dir"]) / "volumes/local-lvm/vm-9551-disk-1"
+        assert (clone_vol / "file").read_text() == "before\n"
+        # a bind mount has no snapshot feature (has_feature in __snapshot_prepare)
+        root = ticket_api(sim)
+        root.nodes("pve").lxc(9550).config.put(mp1=f"{tmp_path},mp=/mnt/host")
+        status = wait_task(api, "pve", ct.snapshot.post(snapname="s2"))
+        assert status["exitstatus"] == "snapshot feature is not available"
+        # deleting a volume mount point leaves an unused disk; deleting that
+        # frees it once no snapshot uses it (is_volume_in_use)
+        ct.config.put(delete="mp0")
+        assert ct.config.get()["unused0"] == "local-lvm:vm-9550-disk-1"
+        ct.config.put(delete="unused0")
+        assert vol.exists()  # snapshot s1 still has it
+        ct.config.put(mp0="local-lvm:1,mp=/more")
+        assert ct.config.get()["mp0"].startswith("local-lvm:vm-9550-disk-2,mp=/more,")
+        ok(api, ct.snapshot("s1").delete())
+        ct.config.put(delete="mp0")
+        ct.config.put(delete="unused0")
+        assert not (vol.parent / "vm-9550-disk-2").exists()
+    finally:
+        cts.cleanup()
