@@ -248,7 +248,7 @@ async def setup_network(net: SimNetwork) -> None:
     await _iptables("-A", "POSTROUTING", "-s", str(net.subnet), "!", "-d", str(net.subnet),
                     "!", "-o", br, "-j", "MASQUERADE", *tag, table="nat")  # fmt: skip
     # IPv6 stays on the bridge: containers reach each other, the host answers
-    # ICMPv6 (neighbour discovery, ping) and nothing else; nothing is routed
+    # ICMPv6 (neighbour discovery, ping) and DHCPv6, nothing else; nothing is routed
     reject6 = ["-j", "REJECT", "--reject-with", "icmp6-adm-prohibited"]
     await _iptables("-N", fwd, v6=True)
     await _iptables("-N", inp, v6=True)
@@ -256,6 +256,7 @@ async def setup_network(net: SimNetwork) -> None:
     await _iptables("-A", fwd, "-i", f"{br}v+", "-o", f"{br}v+", "-j", "ACCEPT", v6=True)
     await _iptables("-A", fwd, *reject6, v6=True)
     await _iptables("-A", inp, "-p", "ipv6-icmp", "-j", "ACCEPT", v6=True)
+    await _iptables("-A", inp, "-p", "udp", "--dport", "547", "-j", "ACCEPT", v6=True)  # DHCPv6
     await _iptables("-A", inp, *established, v6=True)
     await _iptables("-A", inp, *reject6, v6=True)
     await _iptables("-I", "FORWARD", "-i", br, "-j", fwd, *tag, v6=True)

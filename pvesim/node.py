@@ -23,6 +23,7 @@ from provisioner.pve.schema import format_property_string, load_api_schema
 from pvesim import network, perms, runtime, templates, volumes
 from pvesim.auth import Authenticator
 from pvesim.dhcp import DhcpServer, Lease
+from pvesim.dhcp6 import Dhcp6Server
 from pvesim.errors import PveError, param_error
 from pvesim.faults import Faults
 from pvesim.guest import (
@@ -120,6 +121,7 @@ class Node:
         self._watchers: set[asyncio.Task[None]] = set()
         self._disk_cache: dict[int, tuple[float, int]] = {}
         self._dhcp: DhcpServer | None = None
+        self._dhcp6: Dhcp6Server | None = None
         self.started_at = time.time()
         self.auth = Authenticator(self.store.credentials())
         self.pools = Pools(self.store)
@@ -141,6 +143,8 @@ class Node:
         self._dhcp = DhcpServer(self.net.bridge, str(self.net.gateway), self._lease_for,
                                 delay_for=self._delay_for, on_lease=self._on_lease)  # fmt: skip
         await self._dhcp.start()
+        self._dhcp6 = Dhcp6Server(self.net.bridge, self._address6_for)
+        await self._dhcp6.start()
         self._publish_standard_template()
         self.host_keys.refill()
 
@@ -154,6 +158,8 @@ class Node:
                              return_exceptions=True)  # fmt: skip
         if self._dhcp is not None:
             await self._dhcp.stop()
+        if self._dhcp6 is not None:
+            await self._dhcp6.stop()
         await self.host_keys.close()
         await network.cleanup_network(self.net.index)
 
@@ -304,6 +310,17 @@ class Node:
         rec = self.containers[found[0]]
         return Lease(ip=ip, prefix_len=self.net.subnet.prefixlen, router=str(self.net.gateway),
                      dns=[], lease_time=3600, hostname=str(rec.config.get("hostname", "")))  # fmt: skip
+
+    def _address6_for(self, mac: str) -> str | None:
+        """DHCPv6 for a running container's ``ip6=dhcp`` interface: an address
+        of the IPv6 subnet fixed by the MAC (::d:XXXX:XXXX from its last three
+        bytes), so it stays the same across restarts."""
+        for vmid in self.running:
+            for net in self._nets_of(vmid):
+                if net.hwaddr and net.hwaddr.lower() == mac and net.ip6 == "dhcp":
+                    low = int(mac.replace(":", "")[6:], 16)
+                    return str(self.net.subnet6.network_address + (0xD << 32) + low)
+        return None
 
     def _prune_leases(self) -> None:
         """Drop the leases of MAC addresses no container has any more."""

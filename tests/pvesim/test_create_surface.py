@@ -358,3 +358,49 @@ def test_snapshots_cover_mount_point_volumes(
         assert not (vol.parent / "vm-9550-disk-2").exists()
     finally:
         cts.cleanup()
+
+
+def test_dhcp6_reply_carries_the_clients_ia() -> None:
+    from pvesim import dhcp6
+
+    duid = b"\x00\x01\x00\x01\x2c\x00\x00\x00" + bytes.fromhex("bc24112b8eed")
+    ia = b"\x00\x00\x00\x07" + b"\x00" * 8
+    solicit = bytes([dhcp6.SOLICIT]) + b"abc" + dhcp6._opt(1, duid) + dhcp6._opt(3, ia)
+    msg = dhcp6.parse_message(solicit)
+    assert dhcp6.mac_of_duid(duid) == "bc:24:11:2b:8e:ed"
+    assert dhcp6.mac_of_link_local("fe80::be24:11ff:fe2b:8eed%eth0") == "bc:24:11:2b:8e:ed"
+    reply = dhcp6.build_reply(msg, b"\x00\x03\x00\x01" + b"\x02" * 6, "fd00::d:2b:8eed")
+    assert reply is not None and reply[0] == dhcp6.ADVERTISE and reply[1:4] == b"abc"
+    back = dhcp6.parse_message(reply)
+    ia_na = back.option(dhcp6.OPT_IA_NA)
+    assert ia_na is not None and ia_na[:4] == b"\x00\x00\x00\x07"
+    [(code, value)] = dhcp6.parse_options(ia_na[12:])
+    assert code == dhcp6.OPT_IAADDR
+    assert ipaddress.IPv6Address(value[:16]) == ipaddress.IPv6Address("fd00::d:2b:8eed")
+
+
+@pytest.mark.integration
+def test_ip6_dhcp_gets_an_address(api: Any, sim: dict[str, Any], key: Path) -> None:
+    cts = Containers(api, sim, key)
+    ip = addr(sim, 107)
+    try:
+        cts.create(9560, rootfs="1",
+                   net0=f"name=eth0,bridge=vmbr0,ip={ip}/24,gw={sim['gateway']},ip6=dhcp")  # fmt: skip
+        cts.start(9560)
+        # without a DHCPv6 answer ifupdown would hold the network (and SSH) back
+        assert wait_port(ip, 22) < 30
+        deadline = time.monotonic() + 30
+        subnet6 = ipaddress.ip_network(sim["subnet6"])
+        found: list[str] = []
+        while not found and time.monotonic() < deadline:
+            eth0 = {i["name"]: i for i in api.nodes("pve").lxc(9560).interfaces.get()}["eth0"]
+            found = [a["ip-address"] for a in eth0["ip-addresses"]
+                     if ipaddress.ip_address(a["ip-address"]) in subnet6]  # fmt: skip
+            time.sleep(0.5)
+        # ::d:XXXX:XXXX, the low bytes of its MAC
+        assert (
+            found
+            and int(ipaddress.ip_address(found[0])) - int(subnet6.network_address) >> 32 == 0xD
+        )
+    finally:
+        cts.cleanup()
