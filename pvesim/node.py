@@ -36,6 +36,7 @@ from pvesim.guest import (
 )
 from pvesim.network import SimNetwork
 from pvesim.pools import Pools
+from pvesim.ra import RouterAdvertiser
 from pvesim.runtime import ContainerFs, RunningContainer
 from pvesim.state import ContainerRecord, StateStore
 from pvesim.storage_specs import STORAGES
@@ -122,6 +123,7 @@ class Node:
         self._disk_cache: dict[int, tuple[float, int]] = {}
         self._dhcp: DhcpServer | None = None
         self._dhcp6: Dhcp6Server | None = None
+        self._ra: RouterAdvertiser | None = None
         self.started_at = time.time()
         self.auth = Authenticator(self.store.credentials())
         self.pools = Pools(self.store)
@@ -145,6 +147,8 @@ class Node:
         await self._dhcp.start()
         self._dhcp6 = Dhcp6Server(self.net.bridge, self._address6_for)
         await self._dhcp6.start()
+        self._ra = RouterAdvertiser(self.net.bridge, self.net.subnet6, self._wants_ra)
+        await self._ra.start()
         self._publish_standard_template()
         self.host_keys.refill()
 
@@ -160,6 +164,8 @@ class Node:
             await self._dhcp.stop()
         if self._dhcp6 is not None:
             await self._dhcp6.stop()
+        if self._ra is not None:
+            await self._ra.stop()
         await self.host_keys.close()
         await network.cleanup_network(self.net.index)
 
@@ -321,6 +327,11 @@ class Node:
                     low = int(mac.replace(":", "")[6:], 16)
                     return str(self.net.subnet6.network_address + (0xD << 32) + low)
         return None
+
+    def _wants_ra(self, mac: str) -> bool:
+        """Router advertisements go to running ``ip6=auto`` interfaces only."""
+        return any(net.hwaddr and net.hwaddr.lower() == mac and net.ip6 == "auto"
+                   for vmid in self.running for net in self._nets_of(vmid))  # fmt: skip
 
     def _prune_leases(self) -> None:
         """Drop the leases of MAC addresses no container has any more."""

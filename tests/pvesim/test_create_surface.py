@@ -404,3 +404,29 @@ def test_ip6_dhcp_gets_an_address(api: Any, sim: dict[str, Any], key: Path) -> N
         )
     finally:
         cts.cleanup()
+
+
+@pytest.mark.integration
+def test_ip6_auto_forms_a_slaac_address(api: Any, sim: dict[str, Any], key: Path) -> None:
+    cts = Containers(api, sim, key)
+    ip = addr(sim, 108)
+    try:
+        cts.create(9570, rootfs="1",
+                   net0=f"name=eth0,bridge=vmbr0,ip={ip}/24,gw={sim['gateway']},ip6=auto")  # fmt: skip
+        cts.start(9570)
+        wait_port(ip, 22)
+        subnet6 = ipaddress.ip_network(sim["subnet6"])
+        deadline = time.monotonic() + 30
+        found: list[str] = []
+        while not found and time.monotonic() < deadline:
+            eth0 = {i["name"]: i for i in api.nodes("pve").lxc(9570).interfaces.get()}["eth0"]
+            found = [a["ip-address"] for a in eth0["ip-addresses"]
+                     if ipaddress.ip_address(a["ip-address"]) in subnet6]  # fmt: skip
+            time.sleep(0.5)
+        # the EUI-64 address from the simulator's prefix (RFC 4862)
+        mac = eth0["hardware-address"].split(":")
+        eui = f"{int(mac[0], 16) ^ 2:02x}{mac[1]}:{mac[2]}ff:fe{mac[3]}:{mac[4]}{mac[5]}"
+        iid = int(ipaddress.IPv6Address("::" + eui))
+        assert found == [str(ipaddress.IPv6Address(int(subnet6.network_address) + iid))]
+    finally:
+        cts.cleanup()
