@@ -151,6 +151,41 @@ class Node:
         await self._ra.start()
         self._publish_standard_template()
         self.host_keys.refill()
+        if any(str(rec.config.get("onboot", "0")) == "1" for rec in self.containers.values()):
+            self.tasks.start("startall", "", "root@pam", self._start_all)
+
+    async def _start_all(self, task: Task) -> None:
+        """What pve-guests does at node boot (pve-manager's Nodes::startall):
+        the ``onboot`` containers by ``startup`` order (none: last), then vmid,
+        each in a ``vzstart`` task, waiting ``up`` seconds after it; a group of
+        one order finishes before the next starts."""
+        groups: dict[int, list[tuple[int, int | None]]] = {}
+        for vmid, rec in self.containers.items():
+            if str(rec.config.get("onboot", "0")) != "1":
+                continue
+            startup = split_property_string(str(rec.config.get("startup", "")), "order")
+            order = int(startup["order"]) if "order" in startup else 2**63 - 1  # LONG_MAX
+            groups.setdefault(order, []).append(
+                (vmid, int(startup["up"]) if "up" in startup else None)
+            )
+        for order in sorted(groups):
+            upids = []
+            for vmid, up in sorted(groups[order]):
+                if vmid in self.running:
+                    continue
+                task.log(f"Starting CT {vmid}")
+                try:
+                    upids.append(await self.start(vmid, "root@pam"))
+                except PveError as exc:
+                    task.warn(f"Starting CT {vmid} failed: {exc.message}")
+                    continue
+                if up:
+                    task.log(f"Waiting for {up} seconds (startup delay)")
+                    await task.sleep(up)
+            for upid in upids:
+                record = await self.tasks.wait(upid)
+                if record.exitstatus != "OK":
+                    task.warn(f"Starting CT {upid.split(':')[6]} failed: {record.exitstatus}")
 
     async def shutdown(self) -> None:
         """Stop every container, the DHCP server and remove the network."""

@@ -430,3 +430,37 @@ def test_ip6_auto_forms_a_slaac_address(api: Any, sim: dict[str, Any], key: Path
         assert found == [str(ipaddress.IPv6Address(int(subnet6.network_address) + iid))]
     finally:
         cts.cleanup()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_onboot_containers_start_with_the_simulator(tmp_path: Path) -> None:
+    from tests.conftest import start_simulator, stop_simulator
+
+    state = tmp_path / "state"
+    proc, info = start_simulator(state)
+    try:
+        api = token_api(info)
+        for vmid, extra in ((301, {"startup": "order=2"}), (302, {"startup": "order=1,up=1"}),
+                            (303, {}), (304, {"onboot": 0})):  # fmt: skip
+            params = {"onboot": 1, **extra}
+            ok(api, api.nodes("pve").lxc.post(vmid=vmid, ostemplate=TEMPLATE, storage="local-lvm",
+                                              rootfs="1", **params))  # fmt: skip
+    finally:
+        assert stop_simulator(proc) == 0
+    proc, info = start_simulator(state)
+    try:
+        api = token_api(info)
+        [task] = api.nodes("pve").tasks.get(typefilter="startall", source="all")
+        log = [line["t"] for line in api.nodes("pve").tasks(task["upid"]).log.get()]
+        status = wait_task(api, "pve", task["upid"])
+        assert status["exitstatus"] == "OK", log
+        log = [line["t"] for line in api.nodes("pve").tasks(task["upid"]).log.get()]
+        # pve-manager's startall: by startup order (none: last), then vmid
+        assert [line for line in log if line.startswith(("Starting", "Waiting"))] == [
+            "Starting CT 302", "Waiting for 1 seconds (startup delay)",
+            "Starting CT 301", "Starting CT 303"]  # fmt: skip
+        running = {c["vmid"]: c["status"] for c in api.nodes("pve").lxc.get()}
+        assert running == {301: "running", 302: "running", 303: "running", 304: "stopped"}
+    finally:
+        assert stop_simulator(proc) == 0
