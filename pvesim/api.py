@@ -194,6 +194,31 @@ async def get_resources(node: Node, p: dict[str, Any], user: str) -> Any:
     return info.cluster_resources(node, p.get("type"))
 
 
+@route("GET", "/pools")
+async def get_pools(node: Node, p: dict[str, Any], user: str) -> Any:
+    if not p.get("poolid"):
+        return node.pools.index()
+    resources = info.cluster_resources(node, None)
+    guests = [r for r in resources if r["type"] == "lxc"]
+    storages = [r for r in resources if r["type"] == "storage"]
+    return node.pools.read(str(p["poolid"]), p.get("type"), guests, storages)
+
+
+@route("POST", "/pools")
+async def post_pool(node: Node, p: dict[str, Any], user: str) -> Any:
+    node.pools.create(str(p["poolid"]), p.get("comment"))
+
+
+@route("PUT", "/pools")
+async def put_pool(node: Node, p: dict[str, Any], user: str) -> Any:
+    node.pools.update(str(p["poolid"]), p)
+
+
+@route("DELETE", "/pools")
+async def delete_pool(node: Node, p: dict[str, Any], user: str) -> Any:
+    node.pools.delete(str(p["poolid"]))
+
+
 @route("GET", "/cluster/nextid")
 async def get_nextid(node: Node, p: dict[str, Any], user: str) -> Any:
     return info.nextid(node, p.get("vmid"))
@@ -271,7 +296,7 @@ async def get_lxc_config(node: Node, p: dict[str, Any], user: str) -> Any:
 
 @route("PUT", "/nodes/{node}/lxc/{vmid}/config")
 async def put_lxc_config(node: Node, p: dict[str, Any], user: str) -> Any:
-    await lxcops.put_config(node, p["vmid"], p)
+    await lxcops.put_config(node, p["vmid"], p, user)
     return None
 
 

@@ -54,6 +54,9 @@ class NetConfig:
     ip: str | None  # "dhcp", "manual" or CIDR
     gw: str | None
     mtu: int | None
+    ip6: str | None = None  # "auto", "dhcp", "manual" or CIDR
+    gw6: str | None = None
+    tag: int | None = None  # the VLAN of the bridge port
 
     @classmethod
     def parse(cls, index: int, value: str) -> NetConfig:
@@ -66,6 +69,9 @@ class NetConfig:
             ip=kv.get("ip"),
             gw=kv.get("gw"),
             mtu=int(kv["mtu"]) if "mtu" in kv else None,
+            ip6=kv.get("ip6"),
+            gw6=kv.get("gw6"),
+            tag=int(kv["tag"]) if "tag" in kv else None,
         )
 
     @property
@@ -78,24 +84,36 @@ class NetConfig:
             return None
         return ipaddress.IPv4Interface(self.ip)
 
+    @property
+    def static_interface6(self) -> ipaddress.IPv6Interface | None:
+        if self.ip6 in (None, "auto", "dhcp", "manual"):
+            return None
+        return ipaddress.IPv6Interface(self.ip6)
+
+
+def _iface_section(name: str, family: str, method: str | None, gw: str | None) -> list[str]:
+    if method is None:  # "no address => no iface line"
+        return []
+    if method in ("dhcp", "manual", "auto"):
+        return [f"iface {name} {family} {method}", ""]
+    lines = [f"iface {name} {family} static", f"\taddress {method}"]
+    if gw:
+        lines.append(f"\tgateway {gw}")
+    return [*lines, ""]
+
 
 def render_interfaces(nets: list[NetConfig]) -> str:
-    """``/etc/network/interfaces`` as PVE writes it for Debian."""
-    lines = ["auto lo", "iface lo inet loopback", ""]
-    for net in nets:
-        if net.ip is None:
+    """``/etc/network/interfaces`` as PVE::LXC::Setup::Debian::setup_network
+    writes it for Debian >= 10: per interface (sorted by name) ``auto``, the
+    ``inet`` section, then the ``inet6`` one (``static`` with the CIDR as
+    ``address`` and the ``gateway``, or ``dhcp``/``auto``/``manual``)."""
+    lines = ["auto lo", "iface lo inet loopback", "iface lo inet6 loopback", ""]
+    for net in sorted(nets, key=lambda n: n.name):
+        if net.ip is None and net.ip6 is None:
             continue
         lines.append(f"auto {net.name}")
-        if net.is_dhcp:
-            lines.append(f"iface {net.name} inet dhcp")
-        elif net.ip == "manual":
-            lines.append(f"iface {net.name} inet manual")
-        else:
-            lines.append(f"iface {net.name} inet static")
-            lines.append(f"\taddress {net.ip}")
-            if net.gw:
-                lines.append(f"\tgateway {net.gw}")
-        lines.append("")
+        lines += _iface_section(net.name, "inet", net.ip, net.gw)
+        lines += _iface_section(net.name, "inet6", net.ip6, net.gw6)
     return "\n".join(lines)
 
 

@@ -102,6 +102,7 @@ def cluster_resources(node: Node, kind: str | None) -> list[dict[str, Any]]:
                 "disk": st["disk"], "maxdisk": st["maxdisk"], "uptime": st["uptime"],
                 "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
                 **({"tags": st["tags"]} if "tags" in st else {}),
+                **({"pool": pool} if (pool := node.pools.pool_of(vmid)) else {}),
                 **({"lock": st["lock"]} if "lock" in st else {}),
             })  # fmt: skip
     if kind in (None, "storage"):
@@ -134,10 +135,13 @@ def network_list(node: Node, kind: str | None) -> list[dict[str, Any]]:
     net = node.net
     return [{
         "iface": "vmbr0", "type": "bridge", "active": 1, "autostart": 1, "method": "static",
-        "method6": "manual", "families": ["inet"], "bridge_ports": "", "bridge_stp": "off", "bridge_fd": "0",
+        "method6": "static", "families": ["inet", "inet6"], "bridge_ports": "", "bridge_stp": "off",
+        "bridge_fd": "0",
         "address": str(net.gateway), "netmask": str(net.subnet.prefixlen),
-        "cidr": f"{net.gateway}/{net.subnet.prefixlen}", "priority": 3,
-        "comments": f"pvesim bridge {net.bridge} ({net.subnet})\n",
+        "cidr": f"{net.gateway}/{net.subnet.prefixlen}",
+        "address6": str(net.gateway6), "netmask6": str(net.subnet6.prefixlen),
+        "cidr6": f"{net.gateway6}/{net.subnet6.prefixlen}", "priority": 3,
+        "comments": f"pvesim bridge {net.bridge} ({net.subnet}, {net.subnet6})\n",
     }]  # fmt: skip
 
 

@@ -13,12 +13,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pvesim import perms, volumes
 from pvesim.errors import PveError, param_error
 from pvesim.guest import split_property_string
-from pvesim.node import config_digest, config_value, format_net, net_keys, random_hwaddr
+from pvesim.node import (
+    config_digest,
+    config_value,
+    format_net,
+    net_keys,
+    normalize_config,
+    random_hwaddr,
+)
 from pvesim.runtime import copy_tree
 from pvesim.state import ContainerRecord
-from pvesim.tasks import DURATIONS, Task
+from pvesim.tasks import DURATIONS, Task, TaskFailed
 
 if TYPE_CHECKING:
     from pvesim.node import Node
@@ -53,7 +61,7 @@ def pending(node: Node, vmid: int) -> list[dict[str, Any]]:
             if not isinstance(value, dict | list)]  # fmt: skip
 
 
-async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
+async def put_config(node: Node, vmid: int, params: dict[str, Any], user: str) -> None:
     async with node.config_lock(vmid):
         rec = node.get(vmid)
         if not params.get("skiplock"):
@@ -74,10 +82,16 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
             errors[key] = f"unable to delete and set the same option '{key}'"
         if errors:
             raise param_error(errors)
+        perms.check_ct_modify_config_perm(user, rec.config, changes, deletes,
+                                          str(rec.config.get("unprivileged", "0")) == "1")  # fmt: skip
         config = dict(rec.config)
         for key in deletes:
-            config.pop(key, None)
-        for key, value in changes.items():
+            _delete_option(node, rec, config, key)
+        normalize_config(changes)
+        for key in sorted(changes):
+            value = changes[key]
+            if volumes.is_mount_key(key):
+                value = _apply_mountpoint(node, vmid, config, key, str(value))
             if key.startswith("net") and key[3:].isdigit():
                 kv = split_property_string(str(value))
                 if "hwaddr" not in kv:
@@ -90,6 +104,46 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any]) -> None:
         node.save(rec)
 
 
+def _delete_option(node: Node, rec: ContainerRecord, config: dict[str, Any], key: str) -> None:
+    """vmconfig_apply_pending's deletes: a volume mount point becomes an
+    ``unused[n]`` disk; deleting an ``unused[n]`` frees its volume
+    (delete_mountpoint_volume) unless the config or a snapshot still uses
+    it (is_volume_in_use with snapshots)."""
+    value = config.pop(key, None)
+    if value is None:
+        return
+    if volumes.is_mount_key(key):
+        mp = volumes.MountPoint.parse(key, str(value))
+        if mp.kind == "volume":
+            volumes.add_unused(config, mp.volume)
+    elif key.startswith("unused"):
+        in_use = [config, *(snap["config"] for snap in rec.snapshots.values())]
+        if not any(str(value) in volumes.referenced_volumes(c) for c in in_use):
+            volumes.free(node.store.root, str(value))
+
+
+def _apply_mountpoint(node: Node, vmid: int, config: dict[str, Any], key: str, value: str) -> str:
+    """apply_pending_mountpoint: ``STORAGE:SIZE_GB`` allocates a new volume
+    (create_disks); a replaced volume becomes an ``unused[n]`` disk."""
+    mp = volumes.MountPoint.parse(key, value)
+    new = mp.new_size_gb
+    if new is not None:
+        node._check_rootdir_storage(new[0])
+        volid = volumes.free_disk_name(node.store.root, new[0], vmid,
+                                       volumes.referenced_volumes(config))  # fmt: skip
+        volumes.allocate(node.store.root, volid)
+        size_kb = int(new[1] * 1024) * 1024
+        mp = volumes.MountPoint(key, volid, mp.options)
+        value = mp.format(size=str(size_kb * 1024))
+    else:
+        value = mp.format()
+    if key in config:
+        old = volumes.MountPoint.parse(key, str(config[key]))
+        if old.kind == "volume" and old.volume != mp.volume:
+            volumes.add_unused(config, old.volume)
+    return value
+
+
 async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str:
     """``POST .../clone`` as pve-container's ``clone_vm``: the source holds
     ``lock: disk`` until the copy is done; a full clone of a running CT only
@@ -97,6 +151,9 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
     lvmthin rule), and never to another storage."""
     newid = int(params["newid"])
     snapname = params.get("snapname")
+    pool = str(params["pool"]) if params.get("pool") else None
+    if pool:
+        node.pools.check_exists(pool)
     async with node.config_lock(vmid):
         src = node.get(vmid)
         storage = params.get("storage")
@@ -110,6 +167,13 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         if snapname and snapname not in src.snapshots:
             raise PveError(500, f"snapshot '{snapname}' does not exist")
         volume = split_property_string(str(src.config["rootfs"]), "volume")["volume"]
+        # clone_vm walks the options sorted ("mp0" before "rootfs"): a bind
+        # mount point fails first ("TODO: allow bind mounts?")
+        src_cfg = src.snapshots[snapname]["config"] if snapname else src.config
+        for key in sorted(k for k in src_cfg if volumes.is_mount_key(k)):
+            mp = volumes.MountPoint.parse(key, str(src_cfg[key]))
+            if mp.kind != "volume":
+                raise PveError(500, f"unable to clone mountpoint '{mp.key}' (type {mp.kind})")
         if full and vmid in node.running and not snapname:
             raise PveError(
                 500, "Full clone of a running container is only possible from a snapshot"
@@ -118,7 +182,9 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
             raise PveError(500, f"Linked clone feature for '{volume}' is not available")
         base_cfg = dict(src.snapshots[snapname]["config"] if snapname else src.config)
         dropped = ("lock", "parent", "snaptime", "snapstate", "pending", "template")
-        config = {k: v for k, v in base_cfg.items() if k not in dropped}
+        config = {k: v for k, v in base_cfg.items()
+                  if k not in dropped and not k.startswith("unused")}  # fmt: skip
+
         if params.get("hostname"):
             config["hostname"] = params["hostname"]
         if params.get("description"):
@@ -134,6 +200,17 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         config["rootfs"] = ",".join(
             [rootfs.pop("volume"), *(f"{k}={v}" for k, v in rootfs.items())]
         )
+        # every volume mount point is copied (full) or thin-cloned (linked)
+        # to a new volume of the clone, numbered on after its rootfs
+        copies: list[tuple[str, str, str]] = []
+        taken = [f"{target}:vm-{newid}-disk-0"]
+        for mp in volumes.mount_points(config):
+            mp_target = str(storage or mp.storage)
+            node._check_storage(mp_target, "rootdir")
+            volid = volumes.free_disk_name(node.store.root, mp_target, newid, taken)
+            taken.append(volid)
+            copies.append((mp.key, mp.volume, volid))
+            config[mp.key] = volumes.MountPoint(mp.key, volid, mp.options).format()
         config["lock"] = "create"
         new = ContainerRecord(vmid=newid, config=config)
         node.save(new)
@@ -150,6 +227,12 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         upper = src_fs.root / "snapshots" / str(snapname) / "upper" if snapname else src_fs.upper
         dest_fs.upper.rmdir()
         await copy_tree(upper, dest_fs.upper)
+        for key, src_vol, dest_vol in copies:
+            task.log(f"create {kind} {key} ({src_vol})")
+            saved = _snapshot_volume(node, vmid, str(snapname), src_vol) if snapname else None
+            source = saved if saved and saved.is_dir() else volumes.volume_dir(node.store.root,
+                                                                                 src_vol)  # fmt: skip
+            await copy_tree(source, volumes.volume_dir(node.store.root, dest_vol))
         root = await dest_fs.mount()
         try:
             clear_machine_id(root)
@@ -157,9 +240,13 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
             await dest_fs.unmount()
         node.set_lock(new, None)
         node.set_lock(src, None)
+        if pool:
+            node.pools.add_vm(newid, pool)
 
     async def failed() -> None:
         node.set_lock(src, None)
+        for _key, _src_vol, dest_vol in copies:
+            volumes.free(node.store.root, dest_vol)
         await node._forget(newid)
 
     return node.tasks.start("vzclone", str(vmid), user, body, on_error=failed,
@@ -288,9 +375,16 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
 
     async def body(task: Task) -> None:
         task.log(f"create snapshot '{snapname}'")
+        # __snapshot_prepare's has_feature('snapshot'): a bind mount has none
+        if any(mp.kind != "volume" for mp in volumes.mount_points(rec.config)):
+            raise TaskFailed("snapshot feature is not available")
         await task.sleep(DURATIONS["vzsnapshot"])
         fs = node.fs(vmid)
         await fs.copy_upper_to(fs.root / "snapshots" / snapname / "upper")
+        # every volume mount point is snapshotted with the rootfs
+        for mp in volumes.mount_points(rec.config):
+            await copy_tree(volumes.volume_dir(node.store.root, mp.volume),
+                            _snapshot_volume(node, vmid, snapname, mp.volume))  # fmt: skip
         config = {k: v for k, v in rec.config.items() if k != "lock"}
         rec.snapshots[snapname] = {"config": config, "snaptime": int(time.time()),
                                    "description": description,
@@ -302,6 +396,12 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
         node.set_lock(rec, None)
 
     return node.tasks.start("vzsnapshot", str(vmid), user, body, on_error=failed)
+
+
+def _snapshot_volume(node: Node, vmid: int, snapname: str, volume: str) -> Path:
+    """Where a snapshot keeps its copy of a mount point volume."""
+    storage, _, volname = volume.partition(":")
+    return node.fs(vmid).root / "snapshots" / snapname / "volumes" / storage / volname
 
 
 def _snap(node: Node, vmid: int, snapname: str) -> tuple[ContainerRecord, dict[str, Any]]:
@@ -353,6 +453,10 @@ async def rollback(node: Node, vmid: int, snapname: str, start: bool, user: str)
             await node._halt(vmid)
         fs = node.fs(vmid)
         await fs.replace_upper_from(fs.root / "snapshots" / snapname / "upper")
+        for mp in volumes.mount_points(snap["config"]):
+            saved = _snapshot_volume(node, vmid, snapname, mp.volume)
+            if saved.is_dir():
+                await copy_tree(saved, volumes.volume_dir(node.store.root, mp.volume))
         # pve-guest-common's __snapshot_copy_config copies all but the
         # description (and the lock, digest, snapshot keys): the CT keeps its own
         kept = {k: v for k, v in snap["config"].items() if k != "description"}

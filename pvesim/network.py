@@ -22,6 +22,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,16 @@ class SimNetwork:
     @property
     def gateway(self) -> ipaddress.IPv4Address:
         return next(self.subnet.hosts())
+
+    @property
+    def subnet6(self) -> ipaddress.IPv6Network:
+        """A ULA /64 of this instance's own (RFC 4193 space, so it clashes with
+        nothing routed): fd70:7673:696d:INDEX::/64."""
+        return ipaddress.IPv6Network(f"fd70:7673:696d:{self.index:x}::/64")
+
+    @property
+    def gateway6(self) -> ipaddress.IPv6Address:
+        return self.subnet6.network_address + 1
 
     @property
     def tag(self) -> str:
@@ -186,8 +197,8 @@ def apt_mirror_hosts(sources_dir: Path = Path("/etc/apt")) -> list[str]:
     return hosts
 
 
-async def _iptables(*args: str, table: str = "filter", check: bool = True) -> str:
-    return await run("iptables", "-w", "-t", table, *args, check=check)
+async def _iptables(*args: str, table: str = "filter", check: bool = True, v6: bool = False) -> str:
+    return await run("ip6tables" if v6 else "iptables", "-w", "-t", table, *args, check=check)
 
 
 def _chains(index: int) -> tuple[str, str]:
@@ -205,6 +216,8 @@ async def setup_network(net: SimNetwork) -> None:
     await cleanup_network(net.index)
     await run("ip", "link", "add", net.bridge, "type", "bridge")
     await run("ip", "addr", "add", f"{net.gateway}/{net.subnet.prefixlen}", "dev", net.bridge)
+    await run("ip", "-6", "addr", "add", f"{net.gateway6}/{net.subnet6.prefixlen}", "dev",
+              net.bridge, "nodad")  # fmt: skip
     await run("ip", "link", "set", net.bridge, "up")
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
     fwd, inp = _chains(net.index)
@@ -214,6 +227,9 @@ async def setup_network(net: SimNetwork) -> None:
     await _iptables("-N", fwd)
     await _iptables("-N", inp)
     await _iptables("-A", fwd, "-i", br, "-o", br, "-j", "ACCEPT")
+    # a VLAN's own bridge (see vlan_bridge): the host has no address there,
+    # so nothing is routed in or out; its frames pass FORWARD (br_netfilter)
+    await _iptables("-A", fwd, "-i", f"{br}v+", "-o", f"{br}v+", "-j", "ACCEPT")
     await _iptables("-A", fwd, "-o", br, *established)
     for ip in sorted(set(net.egress.values())):
         await _iptables("-A", fwd, "-i", br, "-d", ip, "-p", "tcp", "-m", "multiport",
@@ -224,10 +240,29 @@ async def setup_network(net: SimNetwork) -> None:
     await _iptables("-A", inp, *established)
     await _iptables("-A", inp, *reject)
     await _iptables("-I", "FORWARD", "-i", br, "-j", fwd, *tag)
+    await _iptables("-I", "FORWARD", "-i", f"{br}v+", "-j", fwd, *tag)
     await _iptables("-I", "FORWARD", "-o", br, "-j", fwd, *tag)
     await _iptables("-I", "INPUT", "-i", br, "-j", inp, *tag)
-    await _iptables("-A", "POSTROUTING", "-s", str(net.subnet), "!", "-o", br,
-                    "-j", "MASQUERADE", *tag, table="nat")  # fmt: skip
+    # not within the subnet: frames bridged on a VLAN's bridge pass here too
+    # (br_netfilter) and must keep their addresses
+    await _iptables("-A", "POSTROUTING", "-s", str(net.subnet), "!", "-d", str(net.subnet),
+                    "!", "-o", br, "-j", "MASQUERADE", *tag, table="nat")  # fmt: skip
+    # IPv6 stays on the bridge: containers reach each other, the host answers
+    # ICMPv6 (neighbour discovery, ping) and DHCPv6, nothing else; nothing is routed
+    reject6 = ["-j", "REJECT", "--reject-with", "icmp6-adm-prohibited"]
+    await _iptables("-N", fwd, v6=True)
+    await _iptables("-N", inp, v6=True)
+    await _iptables("-A", fwd, "-i", br, "-o", br, "-j", "ACCEPT", v6=True)
+    await _iptables("-A", fwd, "-i", f"{br}v+", "-o", f"{br}v+", "-j", "ACCEPT", v6=True)
+    await _iptables("-A", fwd, *reject6, v6=True)
+    await _iptables("-A", inp, "-p", "ipv6-icmp", "-j", "ACCEPT", v6=True)
+    await _iptables("-A", inp, "-p", "udp", "--dport", "547", "-j", "ACCEPT", v6=True)  # DHCPv6
+    await _iptables("-A", inp, *established, v6=True)
+    await _iptables("-A", inp, *reject6, v6=True)
+    await _iptables("-I", "FORWARD", "-i", br, "-j", fwd, *tag, v6=True)
+    await _iptables("-I", "FORWARD", "-i", f"{br}v+", "-j", fwd, *tag, v6=True)
+    await _iptables("-I", "FORWARD", "-o", br, "-j", fwd, *tag, v6=True)
+    await _iptables("-I", "INPUT", "-i", br, "-j", inp, *tag, v6=True)
 
 
 async def cleanup_network(index: int) -> None:
@@ -242,20 +277,21 @@ async def cleanup_network(index: int) -> None:
     links = await run("ip", "-j", "link", "show", check=False)
     for link in json.loads(links or "[]"):
         name = link.get("ifname", "")
-        if name.startswith(f"vp{index}x") or name == tag:
+        if name.startswith(f"vp{index}x") or name == tag or re.fullmatch(rf"{tag}v\d+", name):
             await run("ip", "link", "delete", name, check=False)
-    for table in ("filter", "nat"):
-        listing = await _iptables("-S", table=table, check=False)
+    for v6, table in ((False, "filter"), (False, "nat"), (True, "filter")):
+        listing = await _iptables("-S", table=table, check=False, v6=v6)
         for line in listing.splitlines():
             words = [w.strip('"') for w in line.split()]
             if words[:1] == ["-A"] and "--comment" in words and tag in words:
                 try:
-                    await _iptables("-D", *words[1:], table=table)
+                    await _iptables("-D", *words[1:], table=table, v6=v6)
                 except CommandError as exc:
                     log.warning("could not remove iptables rule %s: %s", line, exc)
-    for chain in _chains(index):
-        await _iptables("-F", chain, check=False)
-        await _iptables("-X", chain, check=False)
+    for v6 in (False, True):
+        for chain in _chains(index):
+            await _iptables("-F", chain, check=False, v6=v6)
+            await _iptables("-X", chain, check=False, v6=v6)
 
 
 def _veth_name(net: SimNetwork, vmid: int, index: int) -> str:
@@ -282,8 +318,32 @@ async def create_container_link(net: SimNetwork, vmid: int, nets: list[NetConfig
         if cfg.mtu:
             await run("ip", "-n", ns, "link", "set", cfg.name, "mtu", str(cfg.mtu))
             await run("ip", "link", "set", veth, "mtu", str(cfg.mtu))
-        await run("ip", "link", "set", veth, "master", net.bridge, "up")
+        # "drop link local address (it can't be used when on a bridge anyway)"
+        Path(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6").write_text("1\n")
+        bridge = await vlan_bridge(net, cfg.tag) if cfg.tag else net.bridge
+        await run("ip", "link", "set", veth, "master", bridge, "up")
     return ns
+
+
+async def vlan_bridge(net: SimNetwork, tag: int) -> str:
+    """The bridge of VLAN ``tag``, made on first use.
+
+    PVE on a bridge that is not VLAN-aware (its default) plugs a tagged port
+    into ``vmbr0v{tag}``, a bridge of its own whose uplink is the VLAN
+    device ``{port}.{tag}`` (pve-common's PVE::Network::activate_bridge_vlan).
+    The simulator's kernel may lack 802.1Q and bridge VLAN filtering, and
+    its bridge has no physical port, so ``pvesim{index}v{tag}`` is that
+    bridge without the uplink: containers in one VLAN reach each other and
+    nothing else (not the gateway, DHCP or other VLANs), as on a PVE node
+    whose VLAN is not routed.
+    """
+    name = f"{net.bridge}v{tag}"
+    if not Path(f"/sys/class/net/{name}").exists():
+        # two starts may race to make it: either one's bridge will do
+        await run("ip", "link", "add", name, "type", "bridge", check=False)
+        Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1\n")
+        await run("ip", "link", "set", name, "up")
+    return name
 
 
 async def delete_container_link(net: SimNetwork, vmid: int) -> None:

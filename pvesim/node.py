@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.pve.schema import format_property_string, load_api_schema
-from pvesim import network, runtime, templates
+from pvesim import network, perms, runtime, templates, volumes
 from pvesim.auth import Authenticator
 from pvesim.dhcp import DhcpServer, Lease
-from pvesim.errors import PveError
+from pvesim.dhcp6 import Dhcp6Server
+from pvesim.errors import PveError, param_error
 from pvesim.faults import Faults
 from pvesim.guest import (
     HostKeyPool,
@@ -33,10 +35,13 @@ from pvesim.guest import (
     split_property_string,
 )
 from pvesim.network import SimNetwork
+from pvesim.pools import Pools
+from pvesim.ra import RouterAdvertiser
 from pvesim.runtime import ContainerFs, RunningContainer
 from pvesim.state import ContainerRecord, StateStore
 from pvesim.storage_specs import STORAGES
 from pvesim.tasks import DURATIONS, Task, TaskFailed, TaskManager
+from pvesim.volumes import MountPoint
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,24 @@ def format_net(values: dict[str, str]) -> str:
     fmt = load_api_schema().param_schema("POST", "/nodes/{node}/lxc", "net0")
     assert fmt is not None
     return format_property_string(values, fmt=fmt["format"])
+
+
+def unique_tags(value: str) -> str:
+    """PVE::GuestHelpers::get_unique_tags with the default tag style (no
+    ``tag-style`` in datacenter.cfg): split on ``,``/``;``/spaces, sorted
+    case-insensitively, lower-cased, duplicates dropped, joined with ``;``."""
+    tags = [t for t in re.split(r"[,;\s\0]+", value) if t]
+    seen: list[str] = []
+    for tag in sorted(tags, key=str.lower):
+        if tag.lower() not in seen:
+            seen.append(tag.lower())
+    return ";".join(seen)
+
+
+def normalize_config(config: dict[str, Any]) -> None:
+    """What PVE::LXC::Config::update_pct_config rewrites as it stores a value."""
+    if "tags" in config:
+        config["tags"] = unique_tags(str(config["tags"]))
 
 
 def random_hwaddr() -> str:
@@ -99,8 +122,11 @@ class Node:
         self._watchers: set[asyncio.Task[None]] = set()
         self._disk_cache: dict[int, tuple[float, int]] = {}
         self._dhcp: DhcpServer | None = None
+        self._dhcp6: Dhcp6Server | None = None
+        self._ra: RouterAdvertiser | None = None
         self.started_at = time.time()
         self.auth = Authenticator(self.store.credentials())
+        self.pools = Pools(self.store)
         self.host_keys = HostKeyPool(state_dir / "keypool")
         self.ssl_fingerprint = ""
 
@@ -119,8 +145,47 @@ class Node:
         self._dhcp = DhcpServer(self.net.bridge, str(self.net.gateway), self._lease_for,
                                 delay_for=self._delay_for, on_lease=self._on_lease)  # fmt: skip
         await self._dhcp.start()
+        self._dhcp6 = Dhcp6Server(self.net.bridge, self._address6_for)
+        await self._dhcp6.start()
+        self._ra = RouterAdvertiser(self.net.bridge, self.net.subnet6, self._wants_ra)
+        await self._ra.start()
         self._publish_standard_template()
         self.host_keys.refill()
+        if any(str(rec.config.get("onboot", "0")) == "1" for rec in self.containers.values()):
+            self.tasks.start("startall", "", "root@pam", self._start_all)
+
+    async def _start_all(self, task: Task) -> None:
+        """What pve-guests does at node boot (pve-manager's Nodes::startall):
+        the ``onboot`` containers by ``startup`` order (none: last), then vmid,
+        each in a ``vzstart`` task, waiting ``up`` seconds after it; a group of
+        one order finishes before the next starts."""
+        groups: dict[int, list[tuple[int, int | None]]] = {}
+        for vmid, rec in self.containers.items():
+            if str(rec.config.get("onboot", "0")) != "1":
+                continue
+            startup = split_property_string(str(rec.config.get("startup", "")), "order")
+            order = int(startup["order"]) if "order" in startup else 2**63 - 1  # LONG_MAX
+            groups.setdefault(order, []).append(
+                (vmid, int(startup["up"]) if "up" in startup else None)
+            )
+        for order in sorted(groups):
+            upids = []
+            for vmid, up in sorted(groups[order]):
+                if vmid in self.running:
+                    continue
+                task.log(f"Starting CT {vmid}")
+                try:
+                    upids.append(await self.start(vmid, "root@pam"))
+                except PveError as exc:
+                    task.warn(f"Starting CT {vmid} failed: {exc.message}")
+                    continue
+                if up:
+                    task.log(f"Waiting for {up} seconds (startup delay)")
+                    await task.sleep(up)
+            for upid in upids:
+                record = await self.tasks.wait(upid)
+                if record.exitstatus != "OK":
+                    task.warn(f"Starting CT {upid.split(':')[6]} failed: {record.exitstatus}")
 
     async def shutdown(self) -> None:
         """Stop every container, the DHCP server and remove the network."""
@@ -132,6 +197,10 @@ class Node:
                              return_exceptions=True)  # fmt: skip
         if self._dhcp is not None:
             await self._dhcp.stop()
+        if self._dhcp6 is not None:
+            await self._dhcp6.stop()
+        if self._ra is not None:
+            await self._ra.stop()
         await self.host_keys.close()
         await network.cleanup_network(self.net.index)
 
@@ -220,6 +289,8 @@ class Node:
         return parse_nets(rec.config) if rec else []
 
     def _check_static_ips(self, nets: list[NetConfig]) -> None:
+        """Static addresses must lie in the simulator's subnets (IPv4 and the
+        IPv6 ULA), since it routes nothing else."""
         for net in nets:
             iface = net.static_interface
             if iface is None:
@@ -235,6 +306,21 @@ class Node:
                 )
             if net.gw and ipaddress.ip_address(net.gw) not in self.net.subnet:
                 raise TaskFailed(f"net{net.index}: gateway {net.gw} is outside {self.net.subnet}")
+        sub6 = self.net.subnet6
+        for net in nets:
+            iface6 = net.static_interface6
+            if iface6 is not None and (iface6.ip not in sub6 or iface6.ip in (
+                sub6.network_address, self.net.gateway6,
+            )):  # fmt: skip
+                raise TaskFailed(
+                    f"net{net.index}: address {net.ip6} is not usable on this simulator: "
+                    f"{API_BRIDGE} serves {sub6} (gateway {self.net.gateway6}) and "
+                    "pvesim routes nothing outside its own subnet"
+                )
+            if net.gw6:
+                gw6 = ipaddress.IPv6Address(net.gw6)
+                if gw6 not in sub6 and not gw6.is_link_local:
+                    raise TaskFailed(f"net{net.index}: gateway {net.gw6} is outside {sub6}")
 
     # DHCP ------------------------------------------------------------------
     def _vmid_for_mac(self, mac: str) -> tuple[int, NetConfig] | None:
@@ -265,6 +351,22 @@ class Node:
         rec = self.containers[found[0]]
         return Lease(ip=ip, prefix_len=self.net.subnet.prefixlen, router=str(self.net.gateway),
                      dns=[], lease_time=3600, hostname=str(rec.config.get("hostname", "")))  # fmt: skip
+
+    def _address6_for(self, mac: str) -> str | None:
+        """DHCPv6 for a running container's ``ip6=dhcp`` interface: an address
+        of the IPv6 subnet fixed by the MAC (::d:XXXX:XXXX from its last three
+        bytes), so it stays the same across restarts."""
+        for vmid in self.running:
+            for net in self._nets_of(vmid):
+                if net.hwaddr and net.hwaddr.lower() == mac and net.ip6 == "dhcp":
+                    low = int(mac.replace(":", "")[6:], 16)
+                    return str(self.net.subnet6.network_address + (0xD << 32) + low)
+        return None
+
+    def _wants_ra(self, mac: str) -> bool:
+        """Router advertisements go to running ``ip6=auto`` interfaces only."""
+        return any(net.hwaddr and net.hwaddr.lower() == mac and net.ip6 == "auto"
+                   for vmid in self.running for net in self._nets_of(vmid))  # fmt: skip
 
     def _prune_leases(self) -> None:
         """Drop the leases of MAC addresses no container has any more."""
@@ -303,23 +405,80 @@ class Node:
             raise PveError(500, f"volume '{volid}' does not exist")
         return path
 
+    def _create_mount_params(self, params: dict[str, Any], user: str) -> dict[str, MountPoint]:
+        """pve-container's create_vm before its task: a bare size in ``rootfs``
+        or ``mp[n]`` is a size on ``storage``; mount points need a rootfs; every
+        volume's storage must exist and hold container directories (a
+        parameter error on ``storage``); without any, ``storage:4`` (4 GiB)."""
+        storage = str(params.get("storage", "local"))
+        mps = {k: MountPoint.parse(k, volumes.with_default_storage(str(v), storage))
+               for k, v in params.items() if volumes.is_mount_key(k)}  # fmt: skip
+        if mps and "rootfs" not in mps:
+            raise PveError(500, "mount points configured, but 'rootfs' not set - aborting")
+        for mp in mps.values():
+            if mp.storage is not None:
+                self._check_rootdir_storage(mp.storage)
+            elif user != perms.ROOT:
+                raise PveError(500, "Only root can pass arbitrary filesystem paths.")
+        if not mps:
+            self._check_rootdir_storage(storage)
+            mps["rootfs"] = MountPoint.parse("rootfs", f"{storage}:4")  # "defaults to 4GB"
+        return mps
+
+    def _check_rootdir_storage(self, storage: str) -> None:
+        """create_vm's check_and_activate_storage."""
+        spec = STORAGES.get(storage)
+        if spec is None:
+            raise PveError(500, f"storage '{storage}' does not exist")
+        if "rootdir" not in spec.content:
+            raise param_error(
+                {"storage": f"storage '{storage}' does not support container directories"}
+            )
+
+    def _allocate_disks(self, vmid: int, mps: dict[str, MountPoint]) -> dict[str, str]:
+        """PVE::LXC::create_disks: each ``STORAGE:SIZE_GB`` becomes a new volume
+        (rootfs first, so it gets disk-0), its size written in the config as
+        ``size=``; bind mounts and existing volumes are written as given."""
+        out: dict[str, str] = {}
+        made: list[str] = []
+        try:
+            for key in volumes.mount_keys(mps):
+                mp = mps[key]
+                new = mp.new_size_gb
+                if new is None:
+                    out[key] = mp.format()
+                    continue
+                volid = volumes.free_disk_name(self.store.root, new[0], vmid, made)
+                if key != "rootfs":
+                    volumes.allocate(self.store.root, volid)
+                made.append(volid)
+                size_kb = int(new[1] * 1024) * 1024
+                out[key] = MountPoint(key, volid, mp.options).format(size=str(size_kb * 1024))
+        except Exception:
+            for volid in made:
+                volumes.free(self.store.root, volid)
+            raise
+        return out
+
     async def create(self, params: dict[str, Any], user: str) -> str:
         vmid = int(params["vmid"])
+        pool = str(params["pool"]) if params.get("pool") else None
+        if pool:
+            self.pools.check_exists(pool)
+        if vmid in self.containers:
+            raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
+        # create_vm's order: pool, permissions, the template, then the storages
+        perms.check_ct_modify_config_perm(user, None, params, [], bool(params.get("unprivileged")))
+        tarball = self.template_file(str(params["ostemplate"]))
+        mps = self._create_mount_params(params, user)
         async with self.config_lock(vmid):
             if vmid in self.containers:
                 raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
-            storage = str(params.get("storage", "local"))
-            rootfs = split_property_string(str(params.get("rootfs", f"{storage}:4")), "volume")
-            volume = rootfs.pop("volume")
-            disk_storage, _, size = volume.partition(":")
-            self._check_storage(disk_storage, "rootdir")
-            tarball = self.template_file(str(params["ostemplate"]))
             config: dict[str, Any] = {k: config_value(v) for k, v in params.items()
-                                      if k not in _CREATE_ONLY}  # fmt: skip
-            config["rootfs"] = ",".join(
-                [f"{disk_storage}:vm-{vmid}-disk-0", *(f"{k}={v}" for k, v in rootfs.items()),
-                 f"size={size if size[-1:].isalpha() else size + 'G'}"]
-            )  # fmt: skip
+                                      if k not in _CREATE_ONLY
+                                      and not volumes.is_mount_key(k)}  # fmt: skip
+            normalize_config(config)
+            config.update(self._allocate_disks(vmid, mps))
             config.setdefault("hostname", f"CT{vmid}")
             config.setdefault("arch", "amd64")
             config.setdefault("ostype", "debian")
@@ -358,6 +517,8 @@ class Node:
             for line in lines:
                 task.log(line)
             self.set_lock(rec, None)
+            if pool:
+                self.pools.add_vm(vmid, pool)
             if start_after:
                 await self._start_body(task, vmid)
 
@@ -389,6 +550,7 @@ class Node:
             if net.bridge != API_BRIDGE:
                 raise TaskFailed(f"bridge '{net.bridge}' does not exist")
         self._check_static_ips(nets)
+        binds = self._mount_binds(task, vmid, rec.config)
         await task.sleep(DURATIONS["vzstart"])
         fs = self.fs(vmid)
         ns = self.net.netns(vmid)
@@ -400,7 +562,7 @@ class Node:
             root = await fs.mount()
             apply_start_config(root, {**rec.config, "vmid": vmid}, nets, self.net.egress)
             ct = await runtime.boot(fs, vmid, str(rec.config.get("hostname", f"CT{vmid}")), ns,
-                                    machine=f"{self.net.tag}-{vmid}")  # fmt: skip
+                                    machine=f"{self.net.tag}-{vmid}", binds=binds)  # fmt: skip
         except Exception:
             await network.delete_container_link(self.net, vmid)
             await fs.unmount()
@@ -409,6 +571,27 @@ class Node:
         watcher = asyncio.create_task(self._watch(ct))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+
+    def _mount_binds(self, task: Task, vmid: int, config: dict[str, Any]) -> list[runtime.Bind]:
+        """The ``mp[n]`` to mount at boot, in PVE's order (by path), as
+        PVE::LXC::__mountpoint_mount checks them in the pre-start hook: a bind
+        mount's host directory must exist ("directory '...' does not exist")
+        and the start then fails as vm_start reports a failed hook."""
+        binds = []
+        for mp in volumes.mount_points(config):
+            if mp.kind == "volume":
+                src = volumes.volume_dir(self.store.root, mp.volume)
+                problem = None if src.is_dir() else f"volume '{mp.volume}' does not exist"
+            elif mp.kind == "bind":
+                src = Path(mp.volume)
+                problem = None if src.is_dir() else f"directory '{mp.volume}' does not exist"
+            else:
+                src, problem = Path(mp.volume), "pvesim does not pass devices into containers"
+            if problem:
+                task.log(f"lxc-start: {vmid}: ../src/lxc/conf.c: run_buffer: {problem}")
+                raise TaskFailed(f"startup for container '{vmid}' failed")
+            binds.append(runtime.Bind(src, mp.path, mp.read_only))
+        return binds
 
     async def _watch(self, ct: RunningContainer) -> None:
         """When a container's nspawn ends (halted inside, killed), tidy up."""
@@ -496,6 +679,12 @@ class Node:
             await task.sleep(DURATIONS["vzdestroy"])
             await self._halt(vmid)
             task.log(f'Logical volume "vm-{vmid}-disk-0" successfully removed.')
+            # destroy_lxc_container frees every volume the CT owns (its mount
+            # points and unused disks); bind mounts are the host's and stay
+            for volid in volumes.owned_volumes(self.store.root, vmid):
+                volumes.free(self.store.root, volid)
+                task.log(f'Logical volume "{volid.split(":", 1)[1]}" successfully removed.')
+            self.pools.remove_vm(vmid)  # remove_vm_access
             await self._forget(vmid)
 
         async def failed() -> None:
@@ -546,31 +735,24 @@ class Node:
             self._disk_cache[vmid] = cached
         return cached[1]
 
-    async def interfaces(self, vmid: int) -> list[dict[str, Any]]:
-        self.get(vmid)
-        ct = self._running_or_fail(vmid)
+    async def interfaces(self, vmid: int) -> list[dict[str, Any]] | None:
+        """pve-container's PVE::LXC::get_interfaces: ``ip --json a`` in the
+        container's network namespace; nothing (``null``) when no container
+        process is found - stopped, or no such CT.  ``inet``/``inet6`` hold
+        the last address of their family, as PVE's loop leaves them."""
+        ct = self.running.get(vmid)
+        if ct is None:
+            return None
         out = []
         for link in await network.netns_addresses(ct.netns):
+            entry: dict[str, Any] = {"name": link["ifname"]}
             addrs = []
-            inet = inet6 = None
             for a in link.get("addr_info", []):
-                kind = "inet" if a["family"] == "inet" else "inet6"
-                cidr = f"{a['local']}/{a['prefixlen']}"
-                if kind == "inet" and inet is None:
-                    inet = cidr
-                if kind == "inet6" and inet6 is None:
-                    inet6 = cidr
-                addrs.append({"ip-address": a["local"], "ip-address-type": kind,
+                entry[a["family"]] = f"{a['local']}/{a['prefixlen']}"
+                addrs.append({"ip-address-type": a["family"], "ip-address": a["local"],
                               "prefix": a["prefixlen"]})  # fmt: skip
-            entry: dict[str, Any] = {
-                "name": link["ifname"],
-                "hwaddr": link.get("address", "00:00:00:00:00:00"),
-            }
-            if inet:
-                entry["inet"] = inet
-            if inet6:
-                entry["inet6"] = inet6
-            entry["ip-addresses"] = addrs
+            hwaddr = link.get("address", "00:00:00:00:00:00")
+            entry.update({"ip-addresses": addrs, "hardware-address": hwaddr, "hwaddr": hwaddr})
             out.append(entry)
         return out
 

@@ -114,6 +114,22 @@ class ContainerFs:
         return total
 
 
+@dataclass(frozen=True)
+class Bind:
+    """A host directory mounted into the container at boot (a mount point)."""
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+    def nspawn_arg(self) -> str:
+        def esc(p: str) -> str:
+            return p.replace("\\", "\\\\").replace(":", "\\:")
+
+        opt = "--bind-ro" if self.read_only else "--bind"
+        return f"{opt}={esc(str(self.source))}:{esc(self.target)}:norbind"
+
+
 @dataclass
 class RunningContainer:
     """A booted container: its nspawn process and its PID 1."""
@@ -158,7 +174,12 @@ def _container_init(nspawn_pid: int) -> int | None:
 
 
 async def boot(
-    fs: ContainerFs, vmid: int, hostname: str, netns: str, machine: str
+    fs: ContainerFs,
+    vmid: int,
+    hostname: str,
+    netns: str,
+    machine: str,
+    binds: list[Bind] | None = None,
 ) -> RunningContainer:
     """Start systemd in the container; return once its PID 1 runs.
 
@@ -176,6 +197,7 @@ async def boot(
             "--resolv-conf=off", "--timezone=off", "--link-journal=no",
             # its own network namespace: ifupdown and dhclient configure eth0
             "--capability=CAP_NET_ADMIN",
+            *(b.nspawn_arg() for b in binds or []),
             stdin=asyncio.subprocess.DEVNULL, stdout=console, stderr=console,
             start_new_session=True,
         )  # fmt: skip

@@ -137,6 +137,8 @@ async def serve(opts: ServeOptions, ready_out: object = sys.stdout) -> None:
             "bridge": net.bridge,
             "subnet": str(net.subnet),
             "gateway": str(net.gateway),
+            "subnet6": str(net.subnet6),
+            "gateway6": str(net.gateway6),
             "pid": os.getpid(),
         }
         write_json(opts.state_dir / "pvesim.json", ready, mode=0o600)

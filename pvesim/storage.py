@@ -18,9 +18,10 @@ import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from pvesim import templates
+from pvesim import templates, volumes
 from pvesim.errors import PveError
 from pvesim.guest import size_to_bytes, split_property_string
+from pvesim.state import ContainerRecord
 from pvesim.storage_specs import STORAGES, StorageSpec, get_spec
 from pvesim.tasks import DURATIONS, Task, TaskFailed
 
@@ -85,7 +86,25 @@ def list_content(node: Node, name: str, params: dict[str, Any]) -> list[dict[str
             out.append({"volid": rootfs["volume"], "content": "rootdir", "format": "raw",
                         "vmid": ct_vmid, "size": size_to_bytes(rootfs.get("size", "4G")),
                         "used": node.fs(ct_vmid).disk_used(), "ctime": int(node.started_at)})  # fmt: skip
+        # mount point volumes and unused disks (rootfs is listed above)
+        for volid in sorted(set(volumes.owned_volumes(node.store.root, vmid) if vmid is not None
+                                else _all_volumes(node))):  # fmt: skip
+            if not volid.startswith(f"{name}:"):
+                continue
+            owner = int(volid.split(":", 1)[1].split("-")[1])
+            sizes = {volumes.MountPoint.parse(k, str(v)).volume:
+                     split_property_string(str(v), "volume").get("size", "0")
+                     for k, v in node.containers.get(owner, ContainerRecord(owner, {})).config.items()
+                     if volumes.is_mount_key(k)}  # fmt: skip
+            path = volumes.volume_dir(node.store.root, volid)
+            out.append({"volid": volid, "content": "rootdir", "format": "raw", "vmid": owner,
+                        "size": size_to_bytes(sizes.get(volid, "0")),
+                        "used": volumes.disk_used(path), "ctime": int(path.stat().st_ctime)})  # fmt: skip
     return out
+
+
+def _all_volumes(node: Node) -> list[str]:
+    return [v for vmid in node.containers for v in volumes.owned_volumes(node.store.root, vmid)]
 
 
 def aplinfo() -> list[dict[str, Any]]:

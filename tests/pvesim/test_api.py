@@ -131,8 +131,10 @@ def test_create_validation_errors(api: Any, params: dict[str, Any], errors: dict
 
 def test_handler_errors_are_500_with_pve_wording(api: Any) -> None:
     lxc = api.nodes("pve").lxc
-    expect_error(lambda: lxc.post(vmid=6101, ostemplate=TEMPLATE), 500,
-                 "storage 'local' does not support container directories")  # fmt: skip
+    # create_vm's check_and_activate_storage: raise_param_exc on 'storage'
+    err = expect_error(lambda: lxc.post(vmid=6101, ostemplate=TEMPLATE), 400,
+                       "Parameter verification failed.")  # fmt: skip
+    assert err.errors == {"storage": "storage 'local' does not support container directories"}
     expect_error(lambda: lxc.post(vmid=6101, ostemplate="local:vztmpl/nope.tar.zst",
                                   storage="local-lvm"), 500,
                  "volume 'local:vztmpl/nope.tar.zst' does not exist")  # fmt: skip
@@ -185,7 +187,8 @@ def test_network_lists_the_bridge(api: Any, sim: dict[str, Any]) -> None:
     # netmask (the prefix length) split from it; every interface has method and method6
     assert {k: bridges[0][k] for k in ("cidr", "address", "netmask", "method", "method6")} == {
         "cidr": f"{sim['gateway']}/{prefix}", "address": sim["gateway"], "netmask": prefix,
-        "method": "static", "method6": "manual"}  # fmt: skip
+        "method": "static", "method6": "static"}  # fmt: skip
+    assert bridges[0]["cidr6"] == f"{sim['gateway6']}/64"
     assert api.nodes("pve").network.get(type="any_bridge") == bridges
     assert api.nodes("pve").network.get(type="eth") == []
 
