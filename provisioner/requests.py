@@ -26,6 +26,7 @@ from provisioner.changes import PROTECTED_ENVIRONMENT, check_environment
 from provisioner.config import Settings
 from provisioner.errors import ConfigError, InvalidRequest
 from provisioner.models import (
+    AuthKind,
     Container,
     FailurePolicy,
     Lifecycle,
@@ -193,6 +194,42 @@ def collector(problems: list[ConfigError]) -> Callable[[Callable[[], T]], T | No
     return attempt
 
 
+ROOT_LOGIN = "root@pam"
+
+
+def check_root_only(node: Node, template: Template, surface: Surface) -> None:
+    """PVE's root-only create options (pve-container's
+    ``check_ct_modify_config_perm``): bind mounts, and feature flags other
+    than ``nesting`` (any flag on a privileged container), only for the user
+    ``root@pam`` itself.  An API token, even root@pam's, signs in as
+    ``root@pam!NAME`` and is refused with a 403 in the create: refused here
+    first, naming the field.
+
+    Raises:
+        InvalidRequest: ``binds`` and/or ``features``, saying what the node needs.
+    """
+    if node.auth_kind == AuthKind.PASSWORD and node.pve_user == ROOT_LOGIN:
+        return
+    signs_in = (f"{node.pve_user}!{node.token_name} (an API token)"
+                if node.auth_kind == AuthKind.TOKEN else node.pve_user)  # fmt: skip
+    needs = (f"node {node.name} signs in as {signs_in}; register it with root@pam's password "
+             "(provisioner nodes add --user root@pam --password-stdin) to use them")  # fmt: skip
+    problems: list[ConfigError] = []
+    if surface.binds:
+        problems.append(ConfigError(f"binds: Proxmox VE allows bind mounts only to root@pam "
+                                    f"signed in with its password; {needs}"))  # fmt: skip
+    enabled = {name for name, on in {**vars(template.features), **surface.features}.items()
+               if on}  # fmt: skip
+    beyond = sorted(enabled - {"nesting"}) if template.unprivileged else sorted(enabled)
+    if beyond:
+        what = ("feature flags of a privileged container" if not template.unprivileged
+                else "feature flags other than nesting")  # fmt: skip
+        problems.append(ConfigError(f"features: Proxmox VE allows {what} ({', '.join(beyond)}) "
+                                    f"only to root@pam signed in with its password; {needs}"))  # fmt: skip
+    if problems:
+        raise InvalidRequest(problems)
+
+
 def check_request(session: Session, settings: Settings, req: ProvisionRequest) -> CheckedRequest:
     """Check a request without storing anything: the node exists, the
     template loads, the variables resolve and the PVE create parameters pass
@@ -217,6 +254,10 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
             request = _create_request(req, req.hostname, req.ssh_public_key,
                                       _PLACEHOLDER_MARKER, surface=surface)  # fmt: skip
             attempt(lambda: build_create_params(request, template, node_defaults(node)))
+            try:
+                check_root_only(node, template, surface)
+            except InvalidRequest as exc:
+                problems.extend(exc.problems)
     if problems:
         raise InvalidRequest(problems)
     assert node is not None and template is not None and variables is not None

@@ -1,7 +1,8 @@
 """The create surface end to end (issue 19), on the simulator with a real
-worker: a container with two interfaces (eth0 with a static IPv6, eth1
-VLAN-tagged, a static address in the simulator's subnet: it routes no other), a 2 GiB data volume and a bind mount of an allowed host
-directory provisions to ready; PVE's config holds what was asked; the
+worker: a container with two interfaces (eth0 with a static IPv6 in the
+simulator's /64, eth1 VLAN-tagged with a static address in its IPv4 subnet:
+it routes no other), a 2 GiB data volume and a bind mount of an allowed host
+directory (the node signed in as root@pam, as PVE requires) provisions to ready; PVE's config holds what was asked; the
 volume's data survives a resync (checksum before and after), and the
 volume is the same one (not recreated).
 """
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from provisioner.models import Lifecycle
+from provisioner.db import session_scope
+from provisioner.models import AuthKind, Lifecycle, Node
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import set_node_secret
 from tests.pipeline.conftest import NODE, Stack, api_client, module_stack
 from tests.pipeline.test_changes import terminal_after
 from tests.pipeline.test_ownership import pve_client
@@ -46,6 +51,13 @@ def surface_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
                       {"PROVISIONER_BIND_MOUNT_ALLOW": str(shared)}) as stack:  # fmt: skip
         # the API's app is built on the stack's settings, the workers on its env
         stack.settings = dataclasses.replace(stack.settings, bind_mount_allow=(str(shared),))
+        # PVE lets only root@pam itself set a bind mount, not an API token
+        # (root@pam!NAME): the node signs in with root@pam's password
+        box = load_secret_box(stack.settings.secret_key, stack.settings.secret_key_file)
+        with session_scope(stack.factory) as session:
+            node = session.scalars(select(Node).where(Node.name == NODE)).one()
+            node.auth_kind, node.pve_user, node.token_name = AuthKind.PASSWORD, sim["user"], None
+            set_node_secret(box, node, sim["password"])
         yield stack
 
 
@@ -60,9 +72,12 @@ def test_two_interfaces_a_volume_and_a_bind_mount_provision_and_survive_a_resync
 ) -> None:
     prefix = ipaddress.ip_network(surface_stack.sim["subnet"]).prefixlen
     eth1 = f"{surface_stack.address(ETH1_HOST)}/{prefix}"
+    subnet6 = ipaddress.ip_network(surface_stack.sim["subnet6"])
+    ip6 = f"{subnet6.network_address + 0x1910}/{subnet6.prefixlen}"
+    gateway6 = surface_stack.sim["gateway6"]
     answer = api("POST", "/containers", {
         "template": "lines", "node": NODE, "hostname": "surface-1", "variables": {"count": 1},
-        "ip6": "fd00:19::10/64", "gateway6": "fd00:19::1",
+        "ip6": ip6, "gateway6": gateway6,
         "nics": [{"ip": eth1, "vlan": 20, "firewall": True}],
         "mounts": [{"path": "/data", "size": 2}],
         "binds": [{"source": f"{shared}/site", "path": "/mnt/site", "ro": True}],
@@ -78,7 +93,7 @@ def test_two_interfaces_a_volume_and_a_bind_mount_provision_and_survive_a_resync
     # PVE's config: what was asked, the volume as PVE writes it back
     with pve_client(surface_stack) as pve:
         config = pve.get_config(done.vmid)
-    assert "ip6=fd00:19::10/64" in config["net0"] and "gw6=fd00:19::1" in config["net0"]
+    assert f"ip6={ip6}" in config["net0"] and f"gw6={gateway6}" in config["net0"]
     assert "tag=20" in config["net1"] and "firewall=1" in config["net1"]
     assert config["mp0"].startswith(f"local-lvm:vm-{done.vmid}-disk-")
     assert "mp=/data" in config["mp0"] and "size=2G" in config["mp0"]
@@ -88,7 +103,7 @@ def test_two_interfaces_a_volume_and_a_bind_mount_provision_and_survive_a_resync
     # inside: both interfaces with their addresses, the volume's size, the host's file
     inside = ssh_run(surface_stack, done, "ip -o addr show; df -BM --output=size /data | tail -1; "
                                           "cat /mnt/site/hello.txt")  # fmt: skip
-    assert "fd00:19::10/64" in inside
+    assert ip6 in inside
     assert "eth1" in inside and eth1 in inside
     assert "from the host" in inside
     assert any(line.strip().rstrip("M").isdigit() and 1800 <= int(line.strip().rstrip("M"))

@@ -198,3 +198,35 @@ def test_generated_secrets_are_the_secret_variables_left_out() -> None:
     assert generated_secrets(template, {"db_password": "d" * 32}, resolved) == {
         "admin_password": "a" * 24}  # fmt: skip
     assert generated_secrets(template, {"admin_password": "x", "db_password": "y"}, resolved) == {}
+
+
+def test_root_only_options_need_root_at_pam_signed_in_with_its_password() -> None:
+    # pve-container's check_ct_modify_config_perm compares the user with
+    # root@pam; an API token is root@pam!NAME there, so PVE refuses it
+    import dataclasses
+
+    from provisioner.errors import InvalidRequest
+    from provisioner.models import AuthKind
+    from provisioner.requests import check_root_only
+    from provisioner.templates.loader import load_template
+    from provisioner.templates.mounts import BindMount
+    from provisioner.templates.surface import Surface
+
+    template = load_template(Path(__file__).parents[2] / "templates_lxc" / "nginx")
+    token = Node(name="pve1", auth_kind=AuthKind.TOKEN, pve_user="root@pam", token_name="ci")
+    password = Node(name="pve1", auth_kind=AuthKind.PASSWORD, pve_user="root@pam")
+    other = Node(name="pve1", auth_kind=AuthKind.PASSWORD, pve_user="ops@pve")
+    binds = Surface(binds=(BindMount("/srv/shared/site", "/mnt/site"),))
+    fuse = Surface(features={"fuse": True, "nesting": True})
+    check_root_only(token, template, Surface(features={"nesting": True}))  # nesting: anyone
+    check_root_only(password, template, dataclasses.replace(binds, features=fuse.features))
+    with pytest.raises(InvalidRequest) as refused:
+        check_root_only(token, template, dataclasses.replace(binds, features=fuse.features))
+    messages = [p.message for p in refused.value.problems]
+    assert [m.split(":", 1)[0] for m in messages] == ["binds", "features"]
+    assert "root@pam!ci (an API token)" in messages[0] and "(fuse)" in messages[1]
+    with pytest.raises(InvalidRequest, match="signs in as ops@pve"):
+        check_root_only(other, template, binds)
+    privileged = dataclasses.replace(template, unprivileged=False)
+    with pytest.raises(InvalidRequest, match=r"privileged container \(nesting\)"):
+        check_root_only(token, privileged, Surface())
