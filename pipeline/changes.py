@@ -32,6 +32,7 @@ from provisioner.changes import (
 from provisioner.errors import ConfigError, PermanentError, ProvisionError
 from provisioner.models import utcnow
 from provisioner.pve.types import Owned, SnapshotInfo
+from provisioner.request_checks import bind_mount_paths
 from provisioner.stored_request import StoredRequest
 
 log = logging.getLogger(__name__)
@@ -160,13 +161,25 @@ async def begin_safe_change(ctx: Context, action: str, on_failure: str,
     ct = ctx.container()
     found = SafeChange.from_dict(ct.safe_change)
     if found is not None:
-        ctx.log(f"resuming the {found.action}; its safety snapshot is '{found.snapshot}'")
+        ctx.log(
+            f"resuming the {found.action}; its safety snapshot is '{found.snapshot}'"
+            if found.snapshot
+            else f"resuming the {found.action} (without a safety snapshot)"
+        )
         return found
     change = SafeChange(action=action, snapshot=auto_snapshot_name(action, utcnow()),
                         on_failure=on_failure, lifecycle=ct.lifecycle.value,
                         finished_phases=list(ct.finished_phases),
                         finished_scripts=list(ct.finished_scripts),
                         running=await _running(ctx), operation=ctx.operation_id)  # fmt: skip
+    binds = bind_mount_paths(ct)
+    if binds and on_failure != "rollback":  # rollback was refused when asked for
+        change = dataclasses.replace(change, snapshot="")
+        ctx.update(safe_change=change.to_dict())
+        ctx.warn(f"no safety snapshot before the {action}: Proxmox VE cannot snapshot a "
+                 f"container with bind mounts ({', '.join(binds)}); a failure keeps the "
+                 "container as it leaves it (on_failure=keep)")  # fmt: skip
+        return change
     # recorded first: a run that dies during the snapshot task finds its name
     ctx.update(safe_change=change.to_dict())
     await take_snapshot(ctx, change.snapshot, f"automatic, before a {action} (lxc-provisioner)",
@@ -195,8 +208,10 @@ async def undo_safe_change(ctx: Context, change: SafeChange, failure: str) -> st
     the snapshot was never taken)."""
     if change.on_failure != "rollback":
         ctx.update(safe_change=None)
+        held = (f"snapshot '{change.snapshot}' holds it as it was" if change.snapshot
+                else "no snapshot was taken")  # fmt: skip
         ctx.warn(f"{failure}; keeping the container as the failed {change.action} left it "
-                 f"(on_failure=keep); snapshot '{change.snapshot}' holds it as it was")  # fmt: skip
+                 f"(on_failure=keep); {held}")  # fmt: skip
         return None
     if change.snapshot not in {s.name for s in await snapshots(ctx)}:
         ctx.update(safe_change=None)

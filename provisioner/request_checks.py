@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from provisioner.errors import ConfigError, PermanentError
 from provisioner.models import Container, Lifecycle, Node
 from provisioner.ssh.public_keys import first_bad_line
+from provisioner.stored_request import StoredRequest
 
 # Which lifecycles allow which action.
 ACTIONS: dict[str, frozenset[Lifecycle]] = {
@@ -217,3 +218,38 @@ def check_action(container: Container, action: str) -> None:
     if action in CT_ACTIONS and container.vmid is None:
         raise ActionRefused(f"cannot {action}: this record owns no container in Proxmox VE "
                             "(retry creates one; destroy removes the record)")  # fmt: skip
+
+
+# the actions whose run takes a snapshot: asked for, or a safe change's safety snapshot
+SNAPSHOTTING = ("snapshot", "resync", "set", "sync", "promote")
+
+
+def bind_mount_paths(container: Container) -> list[str]:
+    """Where the container's bind mounts are mounted (its stored request)."""
+    if not container.request:
+        return []
+    return [str(b.get("path")) for b in StoredRequest.from_dict(container.request).binds]
+
+
+def check_snapshot_possible(container: Container, action: str,
+                            params: dict[str, object] | None) -> None:  # fmt: skip
+    """Proxmox VE cannot snapshot a container with a bind mount (pve-container's
+    ``has_feature('snapshot')`` finds no storage behind a host path: "snapshot
+    feature is not available"), so neither a snapshot nor a change that
+    would roll back to its safety snapshot can run there.
+
+    Raises:
+        ActionRefused: naming the bind mounts and, for a change, the way on
+            (``on_failure=keep``: the change runs without a safety snapshot).
+    """
+    binds = bind_mount_paths(container) if action in SNAPSHOTTING else []
+    if not binds:
+        return
+    why = (f"Proxmox VE cannot snapshot a container with bind mounts "
+           f"({', '.join(binds)})")  # fmt: skip
+    if action == "snapshot":
+        raise ActionRefused(f"cannot snapshot: {why}")
+    if (params or {}).get("on_failure", "rollback") == "rollback":
+        raise ActionRefused(f"cannot {action} with on_failure=rollback: {why}, so there would be "
+                            "no safety snapshot to roll back to; ask with on_failure=keep "
+                            f"(CLI: --on-failure keep) to {action} without one")  # fmt: skip

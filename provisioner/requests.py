@@ -35,7 +35,7 @@ from provisioner.models import (
     new_container_id,
 )
 from provisioner.queue import enqueue, enqueue_action
-from provisioner.request_checks import check_action, check_vmid_free
+from provisioner.request_checks import check_action, check_snapshot_possible, check_vmid_free
 from provisioner.secrets.box import SecretBox
 from provisioner.secrets.generate import generate_password, generate_ssh_keypair
 from provisioner.secrets.vault import (
@@ -404,6 +404,7 @@ def request_action(session: Session, settings: Settings, redis: Redis, container
         RedisError: Redis is away; nothing is stored.
     """
     check_action(container, action)
+    check_snapshot_possible(container, action, params)
     after = max(container.next_seq - 1, 0)
     operation = None
     if params is not None:

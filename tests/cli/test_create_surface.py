@@ -11,13 +11,40 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from provisioner.models import Container, Lifecycle
+from provisioner.db import session_scope
+from provisioner.models import AuthKind, Container, Lifecycle, Node
+from provisioner.secrets.keyfile import load_secret_box
+from provisioner.secrets.vault import set_node_secret
 from provisioner.stored_request import StoredRequest
 from tests.cli.conftest import Cli
 from tests.cli.test_containers import one_line_error
 
 
+def sign_in_as_root(cli: Cli) -> None:
+    """Make node "sim" sign in with root@pam's password: PVE lets only root@pam
+    itself set bind mounts and feature flags other than nesting."""
+    box = load_secret_box(cli.settings.secret_key, cli.settings.secret_key_file)
+    with session_scope(cli.factory) as session:
+        node = session.scalars(select(Node).where(Node.name == "sim")).one()
+        node.auth_kind, node.pve_user, node.token_name = AuthKind.PASSWORD, "root@pam", None
+        set_node_secret(box, node, cli.sim["password"])
+
+
+def test_root_only_options_through_a_token_are_refused_naming_them(cli: Cli) -> None:
+    result = cli("create", "-t", "debian-base", "--node", "sim", "-H", "token-1",
+                 "--bind", "/srv/shared/site:/mnt/site", "--feature", "fuse=1",
+                 PROVISIONER_BIND_MOUNT_ALLOW="/srv/shared")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result.stderr)
+    assert "--bind: Proxmox VE allows bind mounts only to root@pam signed in" in line
+    assert "--feature: Proxmox VE allows feature flags other than nesting (fuse)" in line
+    assert "(an API token)" in line
+    with cli.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Container)) == 0
+
+
 def test_create_stores_every_option_of_the_surface(cli: Cli) -> None:
+    sign_in_as_root(cli)
     result = cli("create", "-t", "debian-base", "--node", "sim", "-H", "files-1",
                  "--ip6", "2001:db8::10/64", "--gateway6", "2001:db8::1", "--vlan", "20",
                  "--firewall", "--nic", "ip=dhcp,ip6=auto,vlan=30,firewall=1",
@@ -118,6 +145,7 @@ def test_the_documented_example_is_accepted(cli: Cli) -> None:
     """docs/cli.md, "Networks, volumes and bind mounts": its lines, run."""
     from tests.test_readme_run import shell_blocks, shell_lines
 
+    sign_in_as_root(cli)
     lines = [line for block in shell_blocks("Networks, volumes and bind mounts")
              for line in shell_lines(block)]  # fmt: skip
     assert lines
@@ -153,6 +181,8 @@ def test_a_clone_the_source_cannot_give_is_refused_first(cli: Cli, surface: dict
 
 def test_templates_show_lists_the_templates_surface_defaults(cli: Cli) -> None:
     from tests.provisioner.templates.test_surface import TEMPLATE_TOML
+
+    sign_in_as_root(cli)  # the template's mknod is root@pam's
 
     root = Path(cli.env["PROVISIONER_TEMPLATES_DIR"]) / "store"
     root.mkdir()

@@ -230,3 +230,24 @@ def test_root_only_options_need_root_at_pam_signed_in_with_its_password() -> Non
     privileged = dataclasses.replace(template, unprivileged=False)
     with pytest.raises(InvalidRequest, match=r"privileged container \(nesting\)"):
         check_root_only(token, privileged, Surface())
+
+
+def test_a_container_with_a_bind_mount_is_never_snapshotted() -> None:
+    # PVE's has_feature('snapshot') fails for a host path ("snapshot feature
+    # is not available"): a snapshot, or a change that would roll back to its
+    # safety snapshot, is refused first; a change that keeps its failure runs
+    from provisioner.request_checks import ActionRefused, check_snapshot_possible
+
+    request = StoredRequest(binds=[{"source": "/srv/shared/site", "path": "/mnt/site"}])
+    ct = Container(id="c" * 36, hostname="b1", lifecycle=Lifecycle.READY, vmid=101,
+                   request=request.to_dict())  # fmt: skip
+    with pytest.raises(ActionRefused, match=r"cannot snapshot: .*bind mounts \(/mnt/site\)"):
+        check_snapshot_possible(ct, "snapshot", {"name": "s1"})
+    for action in ("resync", "set"):
+        with pytest.raises(ActionRefused, match="ask with on_failure=keep"):
+            check_snapshot_possible(ct, action, {"on_failure": "rollback"})
+        check_snapshot_possible(ct, action, {"on_failure": "keep"})
+    check_snapshot_possible(ct, "start", None)
+    plain = Container(id="d" * 36, hostname="p1", lifecycle=Lifecycle.READY, vmid=102,
+                      request=StoredRequest().to_dict())  # fmt: skip
+    check_snapshot_possible(plain, "snapshot", {"name": "s1"})

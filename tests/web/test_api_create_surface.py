@@ -12,10 +12,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
+from sqlalchemy import select
 
 from provisioner import users
 from provisioner.config import Settings
-from provisioner.models import Container
+from provisioner.models import AuthKind, Container, Node
+from provisioner.secrets.vault import set_node_secret
 from provisioner.stored_request import StoredRequest
 from provisioner.templates import mounts, surface
 from tests.web.conftest import OFFLINE_NODE, bearer, count_containers, db_session
@@ -38,11 +40,33 @@ SURFACE: dict[str, Any] = {
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Flask]:
-    """The app with one allowed bind-mount prefix, /srv/shared."""
+    """The app with one allowed bind-mount prefix, /srv/shared; the node
+    signs in as root@pam with its password (PVE's rule for bind mounts)."""
     allowed = dataclasses.replace(settings, bind_mount_allow=("/srv/shared",))
     app = create_app(allowed, {"TESTING": True})
+    with db_session(app) as session:
+        node = session.scalars(select(Node).where(Node.name == OFFLINE_NODE)).one()
+        node.auth_kind, node.pve_user, node.token_name = AuthKind.PASSWORD, "root@pam", None
+        set_node_secret(app.extensions["provisioner"].box, node, "root password")
     yield app
     app.extensions["provisioner"].close()
+
+
+def test_root_only_options_through_a_token_are_a_400_naming_them(settings: Settings) -> None:
+    allowed = dataclasses.replace(settings, bind_mount_allow=("/srv/shared",))
+    app = create_app(allowed, {"TESTING": True})
+    try:
+        with db_session(app) as session:
+            users.create_user(session, "root-only", "a long password 1", is_admin=True)
+            _, secret = users.create_api_token(session, "root-only", "t")
+        response = app.test_client().post("/api/containers", json={**GOOD, **SURFACE},
+                                          headers=bearer(secret))  # fmt: skip
+        assert response.status_code == 400, response.json
+        fields = {e["field"] for e in response.json["errors"]}
+        assert fields == {"binds", "features"}, response.json
+        assert count_containers(app) == 0
+    finally:
+        app.extensions["provisioner"].close()
 
 
 def test_every_option_is_stored_normalised(app: Flask, client: FlaskClient, token: str) -> None:
