@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ NEW_DISK_RE = re.compile(r"([^:\s]+):(\d+(?:\.\d+)?)")
 # the create's `storage`
 BARE_SIZE_RE = re.compile(r"\d+(?:\.\d+)?")
 _MP_KEY = re.compile(r"mp(\d+)")
+log = logging.getLogger(__name__)
 
 
 def is_mount_key(key: str) -> bool:
@@ -222,9 +224,18 @@ async def _unmount_dir(path: Path) -> None:
     else:
         await run("umount", "-l", str(target), check=False)
     image = path / "disk.raw"
-    if image.exists():
-        for dev in await _loop_devices(image):
+    if not image.exists():
+        return
+    # the loop device of a ``mount -o loop`` goes with its last user (autoclear),
+    # which the kernel may finish a moment after the umount (or the CT) ends
+    for _ in range(50):
+        devs = await _loop_devices(image)
+        if not devs:
+            return
+        for dev in devs:
             await run("losetup", "-d", dev, check=False)
+        await asyncio.sleep(0.1)
+    log.warning("loop devices of %s still attached", image)
 
 
 async def free(state_root: Path, volume: str) -> None:
@@ -309,6 +320,7 @@ async def restore_image(state_root: Path, volume: str, src: Path) -> None:
     path = volume_dir(state_root, volume)
     (path / "mnt").mkdir(parents=True, exist_ok=True)
     await copy_image(src, path / "disk.raw")
+    (path / "grow").unlink(missing_ok=True)  # the copy's file system fits its image
 
 
 async def resize(state_root: Path, volume: str, size: int) -> list[str]:
