@@ -195,6 +195,7 @@ async def mount(state_root: Path, volume: str) -> Path:
         if not image.is_file():
             raise FileNotFoundError(f"volume '{volume}' does not exist")
         target.mkdir(exist_ok=True)
+        await settle(image)  # the last run's mount fully released
         if (image.parent / "grow").exists():  # resized while mounted (resize)
             await _grow_offline(image)
         await run("mount", "-o", "loop", str(image), str(target))
@@ -207,12 +208,19 @@ async def _loop_devices(image: Path) -> list[str]:
 
 
 async def unmount(state_root: Path, volume: str) -> None:
-    """Unmount the volume (lazily if still busy after 5 s) and detach every
-    loop device on its image."""
+    """Unmount the volume (lazily if still busy after 5 s) and detach its
+    loop devices (see ``_unmount_dir``)."""
     await _unmount_dir(volume_dir(state_root, volume))
 
 
-async def _unmount_dir(path: Path) -> None:
+async def _unmount_dir(path: Path, wait: float = 0.0) -> None:
+    """Unmount ``path/mnt`` and detach the loop devices of ``path/disk.raw``.
+
+    A ``mount -o loop`` device goes with its last user (autoclear): when a
+    container stops, the kernel may release its mount of the volume (and
+    write the file system's last blocks) some seconds later; ``losetup -d``
+    of a busy device only marks it.  Whatever uses the image next waits for
+    that first (``settle``); ``wait`` does so here."""
     target = path / "mnt"
     for _ in range(50):
         if not _is_mounted(target):
@@ -224,18 +232,28 @@ async def _unmount_dir(path: Path) -> None:
     else:
         await run("umount", "-l", str(target), check=False)
     image = path / "disk.raw"
-    if not image.exists():
-        return
-    # the loop device of a ``mount -o loop`` goes with its last user (autoclear),
-    # which the kernel may finish a moment after the umount (or the CT) ends
-    for _ in range(50):
+    if image.exists():
+        for dev in await _loop_devices(image):
+            await run("losetup", "-d", dev, check=False)
+        if wait:
+            await settle(image, wait)
+
+
+async def settle(image: Path, timeout: float = 60.0) -> bool:
+    """Wait until no loop device is attached to ``image`` (the kernel has let
+    go of a stopped container's mount), so the image can be copied, checked
+    or mounted again safely."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
         devs = await _loop_devices(image)
         if not devs:
-            return
+            return True
+        if asyncio.get_running_loop().time() > deadline:
+            log.warning("%s is still attached to %s", image, ", ".join(devs))
+            return False
         for dev in devs:
             await run("losetup", "-d", dev, check=False)
         await asyncio.sleep(0.1)
-    log.warning("loop devices of %s still attached", image)
 
 
 async def free(state_root: Path, volume: str) -> None:
@@ -255,7 +273,7 @@ async def unmount_all(state_root: Path) -> None:
     for storage in sorted(base.iterdir()):
         for path in sorted(storage.iterdir()):
             with contextlib.suppress(OSError, CommandError):
-                await _unmount_dir(path)
+                await _unmount_dir(path, wait=10.0)
 
 
 def disk_used(state_root: Path, volume: str) -> int:
@@ -304,8 +322,12 @@ async def save_image(state_root: Path, volume: str, dest: Path) -> None:
     """Copy a volume's image to ``dest`` (a snapshot's or a clone's copy),
     frozen while copied if it is mounted."""
     mounted = mount_dir(state_root, volume)
-    await copy_image(image_path(state_root, volume), dest,
-                     mounted if _is_mounted(mounted) else None)  # fmt: skip
+    image = image_path(state_root, volume)
+    if _is_mounted(mounted):
+        await copy_image(image, dest, mounted)
+    else:
+        await settle(image)
+        await copy_image(image, dest)
 
 
 async def clone_volume(state_root: Path, src: str, dest: str) -> None:
@@ -319,6 +341,8 @@ async def restore_image(state_root: Path, volume: str, src: Path) -> None:
     volume); the volume must not be mounted."""
     path = volume_dir(state_root, volume)
     (path / "mnt").mkdir(parents=True, exist_ok=True)
+    if (path / "disk.raw").exists():
+        await settle(path / "disk.raw")
     await copy_image(src, path / "disk.raw")
     (path / "grow").unlink(missing_ok=True)  # the copy's file system fits its image
 
@@ -336,6 +360,7 @@ async def resize(state_root: Path, volume: str, size: int) -> list[str]:
     await asyncio.to_thread(os.truncate, image, size)
     devs = await _loop_devices(image) if is_mounted(state_root, volume) else []
     if not devs:
+        await settle(image)
         return await _grow_offline(image)
     for dev in devs:
         await run("losetup", "--set-capacity", dev)

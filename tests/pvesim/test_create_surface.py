@@ -98,20 +98,30 @@ def vol_write(vol: Path, name: str, text: str, tmp_path: Path) -> None:
     assert vol_read(vol, name) == text
 
 
-def volume_mounts(state: Path) -> list[str]:
-    """The host's mounts and loop devices of the simulator's volumes."""
+def volume_mounts(state: Path, loops: bool = True) -> list[str]:
+    """The host's mounts (and loop devices) of the simulator's volumes."""
     base = str(state.resolve() / "volumes")
     mounts = [line for line in Path("/proc/self/mounts").read_text().splitlines()
               if base in line]  # fmt: skip
-    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-    return mounts + [line for line in loops.splitlines() if base in line]
+    if not loops:
+        return mounts
+    devs = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return mounts + [line for line in devs.splitlines() if base in line]
 
 
-def assert_no_volume_mounts(state: Path, vmid: int | None = None) -> None:
-    left = volume_mounts(state)
-    if vmid is not None:
-        left = [line for line in left if f"/vm-{vmid}-disk-" in line]
-    assert left == []
+def assert_no_volume_mounts(state: Path, vmid: int | None = None, timeout: float = 60) -> None:
+    """No mount at once; no loop device once the kernel has let go of the
+    stopped CT's mount (autoclear), which can take some seconds."""
+
+    def left(loops: bool) -> list[str]:
+        found = volume_mounts(state, loops)
+        return [line for line in found if vmid is None or f"/vm-{vmid}-disk-" in line]
+
+    assert left(loops=False) == []
+    deadline = time.monotonic() + timeout
+    while left(loops=True) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left(loops=True) == []
 
 
 def df_mib(key: Path, ip: str, path: str) -> int:
@@ -271,7 +281,7 @@ def test_volume_mounts_cleaned_at_stop_and_after_a_crash(tmp_path: Path) -> None
         assert len(volume_mounts(state)) == 2  # the mount and its loop device
     finally:
         assert stop_simulator(proc) == 0
-    assert volume_mounts(state) == []
+    assert_no_volume_mounts(state)
     proc, info = start_simulator(state)
     try:
         api = token_api(info)
@@ -285,14 +295,14 @@ def test_volume_mounts_cleaned_at_stop_and_after_a_crash(tmp_path: Path) -> None
             proc.stdout.close()
     proc, info = start_simulator(state)
     try:
-        assert volume_mounts(state) == []
+        assert_no_volume_mounts(state)
         api = token_api(info)
         ok(api, api.nodes("pve").lxc(310).status.start.post())
         ok(api, api.nodes("pve").lxc(310).delete(force=1))
-        assert volume_mounts(state) == []
+        assert_no_volume_mounts(state)
     finally:
         assert stop_simulator(proc) == 0
-    assert volume_mounts(state) == []
+    assert_no_volume_mounts(state)
 
 
 @pytest.mark.integration
