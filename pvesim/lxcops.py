@@ -24,6 +24,7 @@ from pvesim.node import (
     normalize_config,
     random_hwaddr,
 )
+from pvesim.proc import CommandError
 from pvesim.runtime import copy_tree
 from pvesim.state import ContainerRecord
 from pvesim.tasks import DURATIONS, Task, TaskFailed
@@ -86,12 +87,12 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any], user: str) -
                                           str(rec.config.get("unprivileged", "0")) == "1")  # fmt: skip
         config = dict(rec.config)
         for key in deletes:
-            _delete_option(node, rec, config, key)
+            await _delete_option(node, rec, config, key)
         normalize_config(changes)
         for key in sorted(changes):
             value = changes[key]
             if volumes.is_mount_key(key):
-                value = _apply_mountpoint(node, vmid, config, key, str(value))
+                value = await _apply_mountpoint(node, vmid, config, key, str(value))
             if key.startswith("net") and key[3:].isdigit():
                 kv = split_property_string(str(value))
                 if "hwaddr" not in kv:
@@ -104,7 +105,9 @@ async def put_config(node: Node, vmid: int, params: dict[str, Any], user: str) -
         node.save(rec)
 
 
-def _delete_option(node: Node, rec: ContainerRecord, config: dict[str, Any], key: str) -> None:
+async def _delete_option(
+    node: Node, rec: ContainerRecord, config: dict[str, Any], key: str
+) -> None:
     """vmconfig_apply_pending's deletes: a volume mount point becomes an
     ``unused[n]`` disk; deleting an ``unused[n]`` frees its volume
     (delete_mountpoint_volume) unless the config or a snapshot still uses
@@ -119,10 +122,12 @@ def _delete_option(node: Node, rec: ContainerRecord, config: dict[str, Any], key
     elif key.startswith("unused"):
         in_use = [config, *(snap["config"] for snap in rec.snapshots.values())]
         if not any(str(value) in volumes.referenced_volumes(c) for c in in_use):
-            volumes.free(node.store.root, str(value))
+            await volumes.free(node.store.root, str(value))
 
 
-def _apply_mountpoint(node: Node, vmid: int, config: dict[str, Any], key: str, value: str) -> str:
+async def _apply_mountpoint(
+    node: Node, vmid: int, config: dict[str, Any], key: str, value: str
+) -> str:
     """apply_pending_mountpoint: ``STORAGE:SIZE_GB`` allocates a new volume
     (create_disks); a replaced volume becomes an ``unused[n]`` disk."""
     mp = volumes.MountPoint.parse(key, value)
@@ -131,8 +136,8 @@ def _apply_mountpoint(node: Node, vmid: int, config: dict[str, Any], key: str, v
         node._check_rootdir_storage(new[0])
         volid = volumes.free_disk_name(node.store.root, new[0], vmid,
                                        volumes.referenced_volumes(config))  # fmt: skip
-        volumes.allocate(node.store.root, volid)
         size_kb = int(new[1] * 1024) * 1024
+        await volumes.allocate(node.store.root, volid, size_kb * 1024)
         mp = volumes.MountPoint(key, volid, mp.options)
         value = mp.format(size=str(size_kb * 1024))
     else:
@@ -229,10 +234,12 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
         await copy_tree(upper, dest_fs.upper)
         for key, src_vol, dest_vol in copies:
             task.log(f"create {kind} {key} ({src_vol})")
+            # the snapshot's copy of the image, or the (unmounted) volume's own
             saved = _snapshot_volume(node, vmid, str(snapname), src_vol) if snapname else None
-            source = saved if saved and saved.is_dir() else volumes.volume_dir(node.store.root,
-                                                                                 src_vol)  # fmt: skip
-            await copy_tree(source, volumes.volume_dir(node.store.root, dest_vol))
+            if saved is not None and saved.is_file():
+                await volumes.restore_image(node.store.root, dest_vol, saved)
+            else:
+                await volumes.clone_volume(node.store.root, src_vol, dest_vol)
         root = await dest_fs.mount()
         try:
             clear_machine_id(root)
@@ -246,7 +253,7 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
     async def failed() -> None:
         node.set_lock(src, None)
         for _key, _src_vol, dest_vol in copies:
-            volumes.free(node.store.root, dest_vol)
+            await volumes.free(node.store.root, dest_vol)
         await node._forget(newid)
 
     return node.tasks.start("vzclone", str(vmid), user, body, on_error=failed,
@@ -339,6 +346,15 @@ async def resize(node: Node, vmid: int, params: dict[str, Any], user: str) -> st
                      f"({size // _EXTENT} extents) to {new / (1 << 30):.2f} GiB "
                      f"({new // _EXTENT} extents).")  # fmt: skip
             task.log(f"  Logical volume {lv} successfully resized.")
+            # the file system grows with its volume (online if mounted)
+            kind = volumes.MountPoint.parse(disk, str(rec.config[disk])).kind
+            if disk != "rootfs" and kind == "volume":
+                try:
+                    lines = await volumes.resize(node.store.root, mp["volume"], new)
+                except CommandError as exc:
+                    raise TaskFailed(f"resizing the file system failed: {exc}") from exc
+                for line in lines:
+                    task.log(line)
             mp["size"] = format_size(new)
             config = dict(rec.config)
             config[disk] = ",".join([mp.pop("volume"), *(f"{k}={v}" for k, v in mp.items())])
@@ -381,10 +397,11 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
         await task.sleep(DURATIONS["vzsnapshot"])
         fs = node.fs(vmid)
         await fs.copy_upper_to(fs.root / "snapshots" / snapname / "upper")
-        # every volume mount point is snapshotted with the rootfs
+        # every volume mount point is snapshotted with the rootfs: its image
+        # copied (a running CT's file system frozen meanwhile)
         for mp in volumes.mount_points(rec.config):
-            await copy_tree(volumes.volume_dir(node.store.root, mp.volume),
-                            _snapshot_volume(node, vmid, snapname, mp.volume))  # fmt: skip
+            await volumes.save_image(node.store.root, mp.volume,
+                                     _snapshot_volume(node, vmid, snapname, mp.volume))  # fmt: skip
         config = {k: v for k, v in rec.config.items() if k != "lock"}
         rec.snapshots[snapname] = {"config": config, "snaptime": int(time.time()),
                                    "description": description,
@@ -399,7 +416,7 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
 
 
 def _snapshot_volume(node: Node, vmid: int, snapname: str, volume: str) -> Path:
-    """Where a snapshot keeps its copy of a mount point volume."""
+    """Where a snapshot keeps its copy of a mount point volume's image."""
     storage, _, volname = volume.partition(":")
     return node.fs(vmid).root / "snapshots" / snapname / "volumes" / storage / volname
 
@@ -455,8 +472,9 @@ async def rollback(node: Node, vmid: int, snapname: str, start: bool, user: str)
         await fs.replace_upper_from(fs.root / "snapshots" / snapname / "upper")
         for mp in volumes.mount_points(snap["config"]):
             saved = _snapshot_volume(node, vmid, snapname, mp.volume)
-            if saved.is_dir():
-                await copy_tree(saved, volumes.volume_dir(node.store.root, mp.volume))
+            if saved.is_file():
+                await volumes.unmount(node.store.root, mp.volume)
+                await volumes.restore_image(node.store.root, mp.volume, saved)
         # pve-guest-common's __snapshot_copy_config copies all but the
         # description (and the lock, digest, snapshot keys): the CT keeps its own
         kept = {k: v for k, v in snap["config"].items() if k != "description"}

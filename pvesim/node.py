@@ -121,6 +121,8 @@ class Node:
         self._timers: dict[asyncio.Task[None], Any] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._disk_cache: dict[int, tuple[float, int]] = {}
+        # the volumes loop-mounted for a running container, unmounted when it stops
+        self._volume_mounts: dict[int, list[str]] = {}
         self._dhcp: DhcpServer | None = None
         self._dhcp6: Dhcp6Server | None = None
         self._ra: RouterAdvertiser | None = None
@@ -140,6 +142,8 @@ class Node:
             rec = self.containers[vmid]
             if rec.lock in ("create", "destroyed"):  # half-made or half-removed
                 await self._forget(vmid)
+        # the loop mounts of volumes whose containers were running
+        await volumes.unmount_all(self.store.root)
         await network.setup_network(self.net)
         self.store.save("network", {"index": self.net.index, "subnet": str(self.net.subnet)})
         self._dhcp = DhcpServer(self.net.bridge, str(self.net.gateway), self._lease_for,
@@ -195,6 +199,7 @@ class Node:
         self._timers.clear()
         await asyncio.gather(*(self._halt(vmid) for vmid in list(self.running)),
                              return_exceptions=True)  # fmt: skip
+        await volumes.unmount_all(self.store.root)
         if self._dhcp is not None:
             await self._dhcp.stop()
         if self._dhcp6 is not None:
@@ -435,10 +440,11 @@ class Node:
                 {"storage": f"storage '{storage}' does not support container directories"}
             )
 
-    def _allocate_disks(self, vmid: int, mps: dict[str, MountPoint]) -> dict[str, str]:
+    async def _allocate_disks(self, vmid: int, mps: dict[str, MountPoint]) -> dict[str, str]:
         """PVE::LXC::create_disks: each ``STORAGE:SIZE_GB`` becomes a new volume
         (rootfs first, so it gets disk-0), its size written in the config as
-        ``size=``; bind mounts and existing volumes are written as given."""
+        ``size=``; bind mounts and existing volumes are written as given.  A
+        mount point's volume is an ext4 image of that size (volumes.allocate)."""
         out: dict[str, str] = {}
         made: list[str] = []
         try:
@@ -449,14 +455,14 @@ class Node:
                     out[key] = mp.format()
                     continue
                 volid = volumes.free_disk_name(self.store.root, new[0], vmid, made)
-                if key != "rootfs":
-                    volumes.allocate(self.store.root, volid)
-                made.append(volid)
                 size_kb = int(new[1] * 1024) * 1024
+                if key != "rootfs":
+                    await volumes.allocate(self.store.root, volid, size_kb * 1024)
+                made.append(volid)
                 out[key] = MountPoint(key, volid, mp.options).format(size=str(size_kb * 1024))
         except Exception:
             for volid in made:
-                volumes.free(self.store.root, volid)
+                await volumes.free(self.store.root, volid)
             raise
         return out
 
@@ -478,7 +484,7 @@ class Node:
                                       if k not in _CREATE_ONLY
                                       and not volumes.is_mount_key(k)}  # fmt: skip
             normalize_config(config)
-            config.update(self._allocate_disks(vmid, mps))
+            config.update(await self._allocate_disks(vmid, mps))
             config.setdefault("hostname", f"CT{vmid}")
             config.setdefault("arch", "amd64")
             config.setdefault("ostype", "debian")
@@ -523,6 +529,10 @@ class Node:
                 await self._start_body(task, vmid)
 
         async def failed() -> None:
+            # create_vm's error path destroys the disks it made (destroy_disks)
+            for volid in volumes.referenced_volumes(config):
+                if volid.split(":", 1)[-1].startswith(f"vm-{vmid}-"):
+                    await volumes.free(self.store.root, volid)
             await self._forget(vmid)
 
         return self.tasks.start("vzcreate", str(vmid), user, body, on_error=failed)
@@ -557,7 +567,13 @@ class Node:
         for net in nets:
             if net.hwaddr and self._dhcp is not None:
                 self._dhcp.forget(net.hwaddr.lower())  # a new boot waits for its lease again
+        mounted = self._volume_mounts.setdefault(vmid, [])
         try:
+            # each volume's file system is loop-mounted, then bind-mounted in
+            for mp in volumes.mount_points(rec.config):
+                if mp.kind == "volume" and mp.volume not in mounted:
+                    await volumes.mount(self.store.root, mp.volume)
+                    mounted.append(mp.volume)
             await network.create_container_link(self.net, vmid, nets)
             root = await fs.mount()
             apply_start_config(root, {**rec.config, "vmid": vmid}, nets, self.net.egress)
@@ -566,6 +582,7 @@ class Node:
         except Exception:
             await network.delete_container_link(self.net, vmid)
             await fs.unmount()
+            await self._unmount_volumes(vmid)
             raise
         self.running[vmid] = ct
         watcher = asyncio.create_task(self._watch(ct))
@@ -580,8 +597,9 @@ class Node:
         binds = []
         for mp in volumes.mount_points(config):
             if mp.kind == "volume":
-                src = volumes.volume_dir(self.store.root, mp.volume)
-                problem = None if src.is_dir() else f"volume '{mp.volume}' does not exist"
+                src = volumes.mount_dir(self.store.root, mp.volume)
+                exists = volumes.image_path(self.store.root, mp.volume).is_file()
+                problem = None if exists else f"volume '{mp.volume}' does not exist"
             elif mp.kind == "bind":
                 src = Path(mp.volume)
                 problem = None if src.is_dir() else f"directory '{mp.volume}' does not exist"
@@ -602,7 +620,15 @@ class Node:
         await network.delete_container_link(self.net, ct.vmid)
         if ct.vmid in self.containers:
             await self.fs(ct.vmid).unmount()
+        await self._unmount_volumes(ct.vmid)
         ct.exited.set()
+
+    async def _unmount_volumes(self, vmid: int) -> None:
+        for volid in self._volume_mounts.pop(vmid, []):
+            try:
+                await volumes.unmount(self.store.root, volid)
+            except Exception:
+                log.exception("unmounting volume %s of CT %d", volid, vmid)
 
     async def _halt(self, vmid: int) -> None:
         ct = self.running.get(vmid)
@@ -682,7 +708,7 @@ class Node:
             # destroy_lxc_container frees every volume the CT owns (its mount
             # points and unused disks); bind mounts are the host's and stay
             for volid in volumes.owned_volumes(self.store.root, vmid):
-                volumes.free(self.store.root, volid)
+                await volumes.free(self.store.root, volid)
                 task.log(f'Logical volume "{volid.split(":", 1)[1]}" successfully removed.')
             self.pools.remove_vm(vmid)  # remove_vm_access
             await self._forget(vmid)

@@ -99,7 +99,8 @@ def list_content(node: Node, name: str, params: dict[str, Any]) -> list[dict[str
             path = volumes.volume_dir(node.store.root, volid)
             out.append({"volid": volid, "content": "rootdir", "format": "raw", "vmid": owner,
                         "size": size_to_bytes(sizes.get(volid, "0")),
-                        "used": volumes.disk_used(path), "ctime": int(path.stat().st_ctime)})  # fmt: skip
+                        "used": volumes.disk_used(node.store.root, volid),
+                        "ctime": int(path.stat().st_ctime)})  # fmt: skip
     return out
 
 

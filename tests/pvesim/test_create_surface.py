@@ -80,6 +80,56 @@ def test_root_only_rules_for_a_token() -> None:
 # --- against the simulator -----------------------------------------------
 
 
+def vol_read(vol: Path, name: str) -> str:
+    """A file of a stopped CT's volume, read from its ext4 image (debugfs)."""
+    out = subprocess.run(["debugfs", "-R", f"cat /{name}", str(vol / "disk.raw")],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return out.stdout
+
+
+def vol_write(vol: Path, name: str, text: str, tmp_path: Path) -> None:
+    """Write a file into a stopped CT's volume image (debugfs -w)."""
+    src = tmp_path / "vol_write.src"
+    src.write_text(text)
+    cmds = tmp_path / "vol_write.cmds"
+    cmds.write_text(f"rm /{name}\nwrite {src} /{name}\n")
+    subprocess.run(["debugfs", "-w", "-f", str(cmds), str(vol / "disk.raw")],
+                   capture_output=True, check=True)  # fmt: skip
+    assert vol_read(vol, name) == text
+
+
+def volume_mounts(state: Path, loops: bool = True) -> list[str]:
+    """The host's mounts (and loop devices) of the simulator's volumes."""
+    base = str(state.resolve() / "volumes")
+    mounts = [line for line in Path("/proc/self/mounts").read_text().splitlines()
+              if base in line]  # fmt: skip
+    if not loops:
+        return mounts
+    devs = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return mounts + [line for line in devs.splitlines() if base in line]
+
+
+def assert_no_volume_mounts(state: Path, vmid: int | None = None, timeout: float = 60) -> None:
+    """No mount at once; no loop device once the kernel has let go of the
+    stopped CT's mount (autoclear), which can take some seconds."""
+
+    def left(loops: bool) -> list[str]:
+        found = volume_mounts(state, loops)
+        return [line for line in found if vmid is None or f"/vm-{vmid}-disk-" in line]
+
+    assert left(loops=False) == []
+    deadline = time.monotonic() + timeout
+    while left(loops=True) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left(loops=True) == []
+
+
+def df_mib(key: Path, ip: str, path: str) -> int:
+    result = ssh(key, ip, f"df -BM --output=size {path} | tail -1")
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip().removesuffix("M"))
+
+
 @pytest.fixture(scope="module")
 def api(sim: dict[str, Any]) -> Any:
     return token_api(sim)
@@ -117,7 +167,8 @@ def test_bare_rootfs_size_volume_mount_point_and_tags(
         wait_port(ip, 22)
         result = ssh(key, ip, "findmnt -n -o TARGET /data && echo kept > /data/file && sync")
         assert result.returncode == 0 and result.stdout.split() == ["/data"], result.stderr
-        assert (state / "volumes/local-lvm/vm-9500-disk-1/file").read_text() == "kept\n"
+        # the volume's file system is loop-mounted on the host while the CT runs
+        assert (state / "volumes/local-lvm/vm-9500-disk-1/mnt/file").read_text() == "kept\n"
         # kept through reboot, stop/start and a config change
         ok(api, api.nodes("pve").lxc(9500).status.reboot.post())
         wait_port(ip, 22)
@@ -134,7 +185,7 @@ def test_bare_rootfs_size_volume_mount_point_and_tags(
         ok(api, api.nodes("pve").lxc(9500).clone.post(newid=9501, hostname="ct9501"))
         clone = api.nodes("pve").lxc(9501).config.get()
         assert clone["mp0"] == "local-lvm:vm-9501-disk-1,mp=/data,backup=1,size=512M"
-        assert (state / "volumes/local-lvm/vm-9501-disk-1/file").read_text() == "kept\n"
+        assert vol_read(state / "volumes/local-lvm/vm-9501-disk-1", "file") == "kept\n"
         # destroy frees the volumes it owns
         log = ok(api, api.nodes("pve").lxc(9501).delete())
         assert 'Logical volume "vm-9501-disk-1" successfully removed.' in log
@@ -143,6 +194,115 @@ def test_bare_rootfs_size_volume_mount_point_and_tags(
     finally:
         cts.cleanup()
     assert not (state / "volumes/local-lvm/vm-9500-disk-1").exists()
+    assert_no_volume_mounts(state)
+
+
+@pytest.mark.integration
+def test_volumes_are_sized_ext4_file_systems(
+    api: Any, sim: dict[str, Any], key: Path, tmp_path: Path
+) -> None:
+    """A volume is an ext4 file system of the volume's size, as on LVM-thin:
+    ``df`` in the CT shows that size, writing past it fails with ENOSPC, and
+    resize grows it; nothing stays mounted or attached once it is gone."""
+    cts = Containers(api, sim, key)
+    ip = addr(sim, 110)
+    state = Path(sim["state_dir"])
+    vol = state / "volumes/local-lvm/vm-9580-disk-1"
+    ct = api.nodes("pve").lxc(9580)
+    try:
+        cts.create(9580, ip, rootfs="1", mp0="local-lvm:2,mp=/data",
+                   mp1="local-lvm:0.5,mp=/small")  # fmt: skip
+        assert ct.config.get()["mp0"] == "local-lvm:vm-9580-disk-1,mp=/data,size=2G"
+        # a sparse image: the storage counts what it holds, not its size
+        content = {c["volid"]: c for c in api.nodes("pve").storage("local-lvm").content.get(vmid=9580)}  # fmt: skip
+        entry = content["local-lvm:vm-9580-disk-1"]
+        assert entry["size"] == 2 << 30 and 0 < entry["used"] < 256 << 20
+        assert_no_volume_mounts(state, 9580)  # mounted only while the CT runs
+        cts.start(9580)
+        wait_port(ip, 22)
+        assert 1800 <= df_mib(key, ip, "/data") <= 2048
+        assert 400 <= df_mib(key, ip, "/small") <= 512
+        assert ssh(key, ip, "findmnt -n -o FSTYPE /data").stdout.strip() == "ext4"
+        full = ssh(key, ip, "dd if=/dev/zero of=/small/big bs=1M count=600 2>&1; sync")
+        assert "No space left on device" in full.stdout, full.stdout
+        assert ssh(key, ip, "rm /small/big && echo kept > /data/file && sync").returncode == 0
+        # a snapshot of the running CT (its file systems frozen while copied)
+        ok(api, ct.snapshot.post(snapname="s1"))
+        assert ssh(key, ip, "echo changed > /data/file && sync").returncode == 0
+        ok(api, ct.status.stop.post())
+        assert_no_volume_mounts(state, 9580)
+        ok(api, ct.snapshot("s1").rollback.post())
+        assert vol_read(vol, "file") == "kept\n"
+        ok(api, ct.resize.put(disk="mp0", size="3G"))  # offline: e2fsck, resize2fs
+        cts.start(9580)
+        wait_port(ip, 22)
+        assert 2800 <= df_mib(key, ip, "/data") <= 3072
+        assert ssh(key, ip, "cat /data/file").stdout == "kept\n"
+        # resize of a running CT's volume: the host refuses an online resize2fs
+        # without CAP_SYS_RESOURCE, so it may take effect at the next start
+        ok(api, ct.resize.put(disk="mp1", size="+512M"))
+        assert ct.config.get()["mp1"] == "local-lvm:vm-9580-disk-2,mp=/small,size=1G"
+        ok(api, ct.status.reboot.post())
+        wait_port(ip, 22)
+        assert 900 <= df_mib(key, ip, "/small") <= 1024
+        ok(api, ct.status.stop.post())
+        # a full clone copies the images
+        cts.made.append(9581)
+        ok(api, ct.clone.post(newid=9581, hostname="ct9581"))
+        assert vol_read(state / "volumes/local-lvm/vm-9581-disk-1", "file") == "kept\n"
+        ok(api, api.nodes("pve").lxc(9581).delete())
+        assert not (state / "volumes/local-lvm/vm-9581-disk-1").exists()
+        # a volume deleted from a running CT stays mounted in it until it stops
+        ok(api, ct.snapshot("s1").delete())  # it uses the volume too
+        cts.start(9580)
+        ct.config.put(delete="mp1")
+        ct.config.put(delete="unused0")
+        assert not (state / "volumes/local-lvm/vm-9580-disk-2").exists()
+        ok(api, ct.delete(force=1))
+        assert not vol.exists()
+    finally:
+        cts.cleanup()
+    assert_no_volume_mounts(state, 9580)
+    assert_no_volume_mounts(state, 9581)
+
+
+def test_volume_mounts_cleaned_at_stop_and_after_a_crash(tmp_path: Path) -> None:
+    """``pvesim`` stop unmounts the running CTs' volumes; a start after a
+    killed simulator unmounts and detaches what it left."""
+    from tests.conftest import start_simulator, stop_simulator
+
+    state = tmp_path / "state"
+    proc, info = start_simulator(state)
+    try:
+        api = token_api(info)
+        ok(api, api.nodes("pve").lxc.post(vmid=310, ostemplate=TEMPLATE, storage="local-lvm",
+                                          rootfs="1", mp0="local-lvm:0.5,mp=/data"))  # fmt: skip
+        ok(api, api.nodes("pve").lxc(310).status.start.post())
+        assert len(volume_mounts(state)) == 2  # the mount and its loop device
+    finally:
+        assert stop_simulator(proc) == 0
+    assert_no_volume_mounts(state)
+    proc, info = start_simulator(state)
+    try:
+        api = token_api(info)
+        ok(api, api.nodes("pve").lxc(310).status.start.post())
+        assert len(volume_mounts(state)) == 2
+        proc.kill()
+        proc.wait()
+        assert len(volume_mounts(state)) == 2
+    finally:
+        if proc.stdout:
+            proc.stdout.close()
+    proc, info = start_simulator(state)
+    try:
+        assert_no_volume_mounts(state)
+        api = token_api(info)
+        ok(api, api.nodes("pve").lxc(310).status.start.post())
+        ok(api, api.nodes("pve").lxc(310).delete(force=1))
+        assert_no_volume_mounts(state)
+    finally:
+        assert stop_simulator(proc) == 0
+    assert_no_volume_mounts(state)
 
 
 @pytest.mark.integration
@@ -327,18 +487,18 @@ def test_snapshots_cover_mount_point_volumes(
     vol = Path(sim["state_dir"]) / "volumes/local-lvm/vm-9550-disk-1"
     try:
         cts.create(9550, rootfs="1", mp0="local-lvm:1,mp=/data")
-        (vol / "file").write_text("before\n")
+        vol_write(vol, "file", "before\n", tmp_path)
         ct = api.nodes("pve").lxc(9550)
         ok(api, ct.snapshot.post(snapname="s1"))
-        (vol / "file").write_text("after\n")
+        vol_write(vol, "file", "after\n", tmp_path)
         ok(api, ct.snapshot("s1").rollback.post())
-        assert (vol / "file").read_text() == "before\n"
+        assert vol_read(vol, "file") == "before\n"
         # a clone from the snapshot gets the volume as it was then
-        (vol / "file").write_text("after\n")
+        vol_write(vol, "file", "after\n", tmp_path)
         cts.made.append(9551)
         ok(api, ct.clone.post(newid=9551, snapname="s1"))
         clone_vol = Path(sim["state_dir"]) / "volumes/local-lvm/vm-9551-disk-1"
-        assert (clone_vol / "file").read_text() == "before\n"
+        assert vol_read(clone_vol, "file") == "before\n"
         # a bind mount has no snapshot feature (has_feature in __snapshot_prepare)
         root = ticket_api(sim)
         root.nodes("pve").lxc(9550).config.put(mp1=f"{tmp_path},mp=/mnt/host")
