@@ -256,7 +256,7 @@ def test_set_changes_in_place(env_stack: Stack, api: Callable[..., Any], ct: str
     config = pve_client(stack).get_config(record.vmid or 0)
     assert (config["cores"], config["memory"], config["swap"]) == (2, 384, 64)
     assert "size=3G" in config["rootfs"] and config["onboot"] == 1
-    assert config["tags"] == "provisioner;web;blue"
+    assert config["tags"] == "blue;provisioner;web"  # PVE stores tags sorted (get_unique_tags)
     assert config["description"].startswith("the shop's staging site\n")
     assert f"lxc-provisioner-id: {ct}" in config["description"]  # still ours
     after_set = stack.container(ct)
