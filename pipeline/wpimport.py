@@ -292,9 +292,16 @@ class SiteCopy:
         return {s: t for s, t in rows}
 
     def _record(self, kind: str, source_id: int, target_id: int) -> None:
+        """Note the sandbox's id of an item (again: a media item uploaded anew)."""
         with session_scope(self.ctx.factory) as session:
-            session.add(SandboxItem(container_id=self.ctx.container_id, kind=kind,
-                                    source_id=source_id, target_id=target_id))  # fmt: skip
+            row = session.scalars(select(SandboxItem).where(
+                SandboxItem.container_id == self.ctx.container_id, SandboxItem.kind == kind,
+                SandboxItem.source_id == source_id)).one_or_none()  # fmt: skip
+            if row is None:
+                session.add(SandboxItem(container_id=self.ctx.container_id, kind=kind,
+                                        source_id=source_id, target_id=target_id))  # fmt: skip
+            else:
+                row.target_id = target_id
 
     def _write_settings(self, target: WpClient, settings: Mapping[str, Any],
                         progress: Progress) -> None:  # fmt: skip
@@ -389,31 +396,50 @@ class SiteCopy:
         source_id = int(item["id"])
         size = int((item.get("media_details") or {}).get("filesize") or 0)
         slug = str(item.get("slug") or "")
-        if source_id in ids["media"]:
-            found = target.get(f"/wp/v2/media/{ids['media'][source_id]}", context="edit")
+        recorded = ids["media"].get(source_id)
+        if recorded is not None:
+            found = target.get(f"/wp/v2/media/{recorded}", context="edit")
+        else:  # written by an import that stopped before recording it, or not at all
+            found = target.find_slug("/wp/v2/media", slug) if slug else None
+        found = self._complete(target, source_id, slug, size, found)
+        if found is not None:
             self._bytes(progress, size)
         else:
-            found = target.find_slug("/wp/v2/media", slug) if slug else None
-            if found is not None:  # written by an import that stopped before recording it
-                self._bytes(progress, size)
-            else:
-                url = str(item.get("source_url") or "")
-                try:
-                    data = source.download(url, self.media_max_bytes,
-                                           lambda n: self._bytes(progress, n))  # fmt: skip
-                except (MediaMissing, MediaTooLarge) as exc:
-                    self._skip(f"media #{source_id} {slug!r}: {exc.message}")
-                    with self._lock:
-                        progress.items_done += 1
-                        progress.bytes_total = max(0, progress.bytes_total - size)
-                    return
-                found = self._upload(target, item, data)
+            url = str(item.get("source_url") or "")
+            try:
+                data = source.download(url, self.media_max_bytes,
+                                       lambda n: self._bytes(progress, n))  # fmt: skip
+            except (MediaMissing, MediaTooLarge) as exc:
+                self._skip(f"media #{source_id} {slug!r}: {exc.message}")
+                with self._lock:
+                    progress.items_done += 1
+                    progress.bytes_total = max(0, progress.bytes_total - size)
+                return
+            found = self._upload(target, item, data)
+        if recorded != int(found["id"]):
             ids["media"][source_id] = int(found["id"])
             self._record("media", source_id, int(found["id"]))
         urls.add_media(item, found)
         with self._lock:
             progress.items_done += 1
         self._report(progress)
+
+    def _complete(self, target: WpClient, source_id: int, slug: str, size: int,
+                  found: Mapping[str, Any] | None) -> Mapping[str, Any] | None:  # fmt: skip
+        """``found``, the sandbox's copy of a media item an earlier attempt
+        wrote, if it is whole; otherwise it is deleted and None returned (to
+        be uploaded again).  A run killed mid-upload can leave WordPress an
+        item of the bytes that arrived: its file size then differs from the
+        live site's (WordPress records both in ``media_details.filesize``)."""
+        if found is None or not size:
+            return found
+        has = int((found.get("media_details") or {}).get("filesize") or 0)
+        if has == size:
+            return found
+        self.ctx.warn(f"media #{source_id} {slug!r}: the sandbox holds {has} of its {size} "
+                      "bytes (an earlier attempt stopped mid-upload): uploading it again")  # fmt: skip
+        target.delete("/wp/v2/media", int(found["id"]))
+        return None
 
     def _upload(self, target: WpClient, item: Mapping[str, Any], data: bytes) -> dict[str, Any]:
         """Upload a file and set its fields in the same call (the slug first

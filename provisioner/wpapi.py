@@ -254,6 +254,10 @@ class WpClient:
             "Content-Disposition": f'attachment; filename="{safe}"'})  # fmt: skip
         return _json(resp, "/wp/v2/media")
 
+    def delete(self, route: str, item_id: int) -> None:
+        """Delete an item for good (``force``: media have no trash)."""
+        self.request("DELETE", f"{route}/{item_id}", params={"force": "true"})
+
     def find_slug(self, route: str, slug: str, **params: Any) -> dict[str, Any] | None:
         """The item of ``route`` with ``slug`` (any status), or None."""
         found = self.get(route, slug=slug, context="edit", **params)
