@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +22,7 @@ from cli.containers import label
 from cli.follow import follow_options
 from cli.output import echo_err, echo_json, read_stdin, short_id, stdin_line
 from cli.runtime import BadInput, Conflict, Runtime, Unreachable, pass_runtime
-from provisioner.errors import ConfigError, InvalidRequest
+from provisioner.errors import ConfigError, gather
 from provisioner.models import Node
 from provisioner.request_checks import (
     TEMPLATE_NAME,
@@ -122,17 +121,6 @@ def option_error(exc: ConfigError) -> BadInput:
     return BadInput(message + (f" ({exc.hint})" if exc.hint else ""))
 
 
-def _attempt(problems: list[ConfigError], check: Callable[[], T]) -> T | None:
-    """``check()``, or None with its problems added to ``problems``."""
-    try:
-        return check()
-    except InvalidRequest as exc:
-        problems.extend(exc.problems)
-    except ConfigError as exc:
-        problems.append(exc)
-    return None
-
-
 def _refusal(problems: list[ConfigError]) -> BadInput:
     """Every problem of a request on one line, each naming its option."""
     return BadInput("; ".join(option_error(p).message for p in first_per_field(problems)))
@@ -151,12 +139,12 @@ def _surface_options(problems: list[ConfigError], allow: tuple[str, ...], *,
         ("nics", nics, parse_nic_option), ("mounts", mounts, parse_mount_option),
         ("binds", binds, lambda field, text: parse_bind_option(field, text, allow)),
     ):  # fmt: skip
-        items = [_attempt(problems, partial(parse, f"{key}[{i}]", text))
+        items = [gather(problems, partial(parse, f"{key}[{i}]", text))
                  for i, text in enumerate(given)]  # fmt: skip
         # one refused: none is checked further (later ones' indexes would be off by one)
         parsed[key] = items if None not in items else []
     for text in features:
-        flag = _attempt(problems, partial(parse_feature_option, text))
+        flag = gather(problems, partial(parse_feature_option, text))
         if flag is not None:
             parsed["features"][flag[0]] = flag[1]
     return parsed
@@ -299,14 +287,14 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
     if not TEMPLATE_NAME.fullmatch(template):
         raise BadInput(f"--template: no template named {template!r}")
     problems: list[ConfigError] = []
-    network = _attempt(problems, lambda: check_network(ip.strip(), gateway))
+    network = gather(problems, lambda: check_network(ip.strip(), gateway))
     if network is None:  # the address alone is still checked against the node
-        network = _attempt([], lambda: check_network(ip.strip(), None))
-    _attempt(problems, lambda: check_name("storage", storage))
-    _attempt(problems, lambda: check_name("bridge", bridge))
-    keys = _attempt(problems, lambda: _read_ssh_keys(ssh_key_file, ssh_key_text))
+        network = gather([], lambda: check_network(ip.strip(), None))
+    gather(problems, lambda: check_name("storage", storage))
+    gather(problems, lambda: check_name("bridge", bridge))
+    keys = gather(problems, lambda: _read_ssh_keys(ssh_key_file, ssh_key_text))
     given_variables = parse_vars(variables, var_file)
-    password = (_attempt(problems, lambda: check_root_password(_read_password()))
+    password = (gather(problems, lambda: check_root_password(_read_password()))
                 if password_stdin else None)  # fmt: skip
     ip, gateway = network or ("dhcp", None)  # a placeholder when refused
     surface = _surface_options(problems, rt.settings.bind_mount_allow, nics=nics,
@@ -324,7 +312,7 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
                                **surface)  # fmt: skip
         problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
                                        refused={field_of(p.message) or "" for p in problems})  # fmt: skip
-        checked = _attempt(problems, lambda: check_request(session, rt.settings, req))
+        checked = gather(problems, lambda: check_request(session, rt.settings, req))
         if problems or checked is None:
             raise _refusal(problems)
         try:

@@ -8,7 +8,10 @@ phase and the cause, and never carry a secret.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar, overload
+
+T = TypeVar("T")
 
 
 class ProvisionError(Exception):
@@ -56,6 +59,24 @@ class InvalidRequest(ConfigError):
             raise ValueError("an InvalidRequest needs at least one problem")
         super().__init__(message or "; ".join(p.message for p in flat))
         self.problems = flat
+
+
+@overload
+def gather(problems: list[ConfigError], check: Callable[[], T]) -> T | None: ...
+@overload
+def gather(problems: list[ConfigError], check: Callable[[], T], fallback: T) -> T: ...
+def gather(problems: list[ConfigError], check: Callable[[], T],
+           fallback: T | None = None) -> T | None:  # fmt: skip
+    """``check()``, or ``fallback`` with its problem (an ``InvalidRequest``'s
+    problems) added to ``problems``: every problem of a request is found
+    before it is refused."""
+    try:
+        return check()
+    except InvalidRequest as exc:
+        problems.extend(exc.problems)
+    except ConfigError as exc:
+        problems.append(exc)
+    return fallback
 
 
 class PveApiError(ProvisionError):

@@ -10,7 +10,6 @@ starts with the field it blames (``"ip: ..."``), or an
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 
@@ -21,6 +20,7 @@ from provisioner.errors import ConfigError, PermanentError
 from provisioner.models import Container, Lifecycle, Node
 from provisioner.ssh.public_keys import first_bad_line
 from provisioner.stored_request import StoredRequest
+from provisioner.templates.surface import check_ip4
 
 # Which lifecycles allow which action.
 ACTIONS: dict[str, frozenset[Lifecycle]] = {
@@ -106,8 +106,9 @@ class ActionRefused(PermanentError):
 
 
 def check_network(ip: str, gateway: str | None) -> tuple[str, str | None]:
-    """``ip`` is ``dhcp`` or an IPv4 address with its prefix length; a
-    gateway only goes with a static address.  An empty ``ip`` is dhcp.
+    """eth0's IPv4: ``dhcp`` (also for an empty ``ip``) or an address with
+    its prefix length; a gateway only goes with a static address
+    (``check_ip4``'s rules, a further interface's).
 
     Returns:
         The (ip, gateway) to store.
@@ -115,23 +116,9 @@ def check_network(ip: str, gateway: str | None) -> tuple[str, str | None]:
     Raises:
         ConfigError: ``ip: ...`` or ``gateway: ...``.
     """
-    ip = ip or "dhcp"
-    if ip != "dhcp":
-        try:
-            if "/" not in ip:
-                raise ValueError("no prefix length")
-            ipaddress.IPv4Interface(ip)
-        except ValueError:
-            raise ConfigError(f"ip: must be 'dhcp' or an IPv4 address with its prefix length "
-                              f"(198.18.0.10/24), got {ip!r}") from None  # fmt: skip
-    if gateway is not None:
-        if ip == "dhcp":
-            raise ConfigError("gateway: only applies to a static ip, not to ip=dhcp")
-        try:
-            ipaddress.IPv4Address(gateway)
-        except ValueError:
-            raise ConfigError(f"gateway: must be an IPv4 address, got {gateway!r}") from None
-    return ip, gateway
+    checked, gateway = check_ip4("", ip or "dhcp", gateway)
+    assert checked is not None
+    return checked, gateway
 
 
 def check_ssh_public_keys(text: str | None) -> str | None:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.changes import PROTECTED_ENVIRONMENT, check_environment
 from provisioner.config import Settings
-from provisioner.errors import ConfigError, InvalidRequest
+from provisioner.errors import ConfigError, InvalidRequest, gather
 from provisioner.models import (
     AuthKind,
     Container,
@@ -185,11 +185,7 @@ def collector(problems: list[ConfigError]) -> Callable[[Callable[[], T]], T | No
     ``problems`` (every problem of a request is reported at once)."""
 
     def attempt(check: Callable[[], T]) -> T | None:
-        try:
-            return check()
-        except ConfigError as exc:
-            problems.append(exc)
-            return None
+        return gather(problems, check)
 
     return attempt
 
@@ -254,10 +250,7 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
             request = _create_request(req, req.hostname, req.ssh_public_key,
                                       _PLACEHOLDER_MARKER, surface=surface)  # fmt: skip
             attempt(lambda: build_create_params(request, template, node_defaults(node)))
-            try:
-                check_root_only(node, template, surface)
-            except InvalidRequest as exc:
-                problems.extend(exc.problems)
+            attempt(lambda: check_root_only(node, template, surface))
     if problems:
         raise InvalidRequest(problems)
     assert node is not None and template is not None and variables is not None

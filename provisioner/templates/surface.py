@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from provisioner.errors import ConfigError, InvalidRequest
+from provisioner.errors import ConfigError, InvalidRequest, gather
 from provisioner.templates import checks
 from provisioner.templates.fields import (
     read_flag,
@@ -424,13 +424,7 @@ class Surface:
         problems: list[ConfigError] = []
 
         def attempt(check: Callable[[], T], fallback: T) -> T:
-            try:
-                return check()
-            except InvalidRequest as exc:
-                problems.extend(exc.problems)
-            except ConfigError as exc:
-                problems.append(exc)
-            return fallback
+            return gather(problems, check, fallback)
 
         def each(name: str, limit: int, read: Callable[[str, object], U]) -> tuple[U, ...]:
             items: list[object] = attempt(lambda: read_list(name, data.get(name), limit), [])

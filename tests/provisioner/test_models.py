@@ -441,19 +441,26 @@ def test_session_scope_commits_or_rolls_back(factory: sessionmaker[Session]) -> 
         assert session.scalars(select(Node.name)).all() == ["kept"]
 
 
-def test_a_locked_sqlite_database_names_who_holds_its_write_lock(tmp_path: Path) -> None:
-    # a busy timeout that runs out says which process held the writer's lock
-    path = tmp_path / "held.db"
+def lock_holder(path: Path, then: str) -> tuple[Engine, subprocess.Popen[str]]:
+    """A database at ``path`` (one table) and another process holding its
+    write lock (``BEGIN IMMEDIATE``) that runs ``then``, then waits for stdin."""
     engine = db.make_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], "
-         "isolation_level=None); c.execute('BEGIN IMMEDIATE'); c.execute('INSERT INTO t "
-         "VALUES (1)'); print('held', flush=True); sys.stdin.read()", str(path)],
+        [sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
+         "isolation_level=None); c.execute('BEGIN IMMEDIATE'); print('held', flush=True); "
+         f"{then}sys.stdin.read()", str(path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return engine, holder
+
+
+def test_a_locked_sqlite_database_names_who_holds_its_write_lock(tmp_path: Path) -> None:
+    # a busy timeout that runs out says which process held the writer's lock
+    path = tmp_path / "held.db"
+    engine, holder = lock_holder(path, "c.execute('INSERT INTO t VALUES (1)'); ")
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         holders = db.sqlite_lock_holders(str(path))
         assert len(holders) == 1 and holders[0].startswith(f"pid {holder.pid} (")
         assert "BEGIN IMMEDIATE" in holders[0]
@@ -469,16 +476,8 @@ def test_a_begin_that_waited_out_the_busy_timeout_waits_once_more(
         caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 400)
     path = tmp_path / "slow.db"
-    engine = db.make_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
-         "isolation_level=None); c.execute('BEGIN IMMEDIATE'); print('held', flush=True); "
-         "time.sleep(0.6); c.execute('COMMIT'); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    engine, holder = lock_holder(path, "time.sleep(0.6); c.execute('COMMIT'); ")
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         with engine.begin() as conn:  # the first wait runs out, the second gets it
             conn.exec_driver_sql("INSERT INTO t VALUES (2)")
     finally:
