@@ -66,6 +66,13 @@ def preflight(ctx: Context, params: dict[str, object], disk_gb: int) -> None:
         if bridge and bridge not in bridges:
             raise PermanentError(f"bridge '{bridge}' ({key}) does not exist on node {node}",
                                  hint=f"available: {', '.join(sorted(bridges))}")  # fmt: skip
+    pool = params.get("pool")
+    if pool:
+        pools = ctx.pve.pools()
+        if pool not in pools:
+            raise PermanentError(f"pool '{pool}' does not exist (or this node's login cannot "
+                                 "see it: Pool.Audit)",
+                                 hint=f"pools: {', '.join(sorted(pools)) or 'none'}")  # fmt: skip
     volid = str(params["ostemplate"])
     ctx.step(f"checking OS template {volid}", 0.1)
     if ctx.pve.ensure_template(volid.split(":", 1)[0], volid):

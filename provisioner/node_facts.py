@@ -1,10 +1,10 @@
 """A request checked against what its node has, at submit: the storage
-exists and holds containers (``rootdir``), the bridge exists, and a static
+exists and holds containers (``rootdir``), the bridge exists, a static
 address lies inside the bridge's subnet (not its network, broadcast or the
-node's own address).  The API and the CLI both call
+node's own address), and the resource pool exists.  The API and the CLI both call
 :func:`node_fact_problems`; the create phase's pre-flight stays the last word.
 
-The facts (``GET /nodes/{node}/storage`` and ``/network``, through
+The facts (``GET /nodes/{node}/storage``, ``/network`` and ``/pools``, through
 ``PveClient``) are kept in the process for ``FACTS_TTL`` seconds: a burst of
 requests asks the node once.  A refusal is never based on cached facts
 alone: facts from the cache that would refuse a request are read again
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioner.errors import ConfigError, ProvisionError
+from provisioner.errors import ConfigError, ProvisionError, PvePermanentError
 from provisioner.models import Node
 from provisioner.nodes import connection_for
 from provisioner.pve.client import PveClient
@@ -46,14 +46,18 @@ READ_TIMEOUT = 15.0
 @dataclass(frozen=True)
 class NodeFacts:
     """What a node offers containers: storages with their content types,
-    bridges with their CIDR (the node's address/prefix; None without one)."""
+    bridges with their CIDR (the node's address/prefix; None without one),
+    and the cluster's resource pools the login may see (None: not known)."""
 
     storages: Mapping[str, frozenset[str]]
     bridges: Mapping[str, str | None]
+    pools: frozenset[str] | None = None
 
     @classmethod
-    def of(cls, storages: Iterable[StorageInfo], bridges: Iterable[BridgeInfo]) -> NodeFacts:
-        return cls({s.name: s.content for s in storages}, {b.name: b.cidr for b in bridges})
+    def of(cls, storages: Iterable[StorageInfo], bridges: Iterable[BridgeInfo],
+           pools: Iterable[str] | None = None) -> NodeFacts:  # fmt: skip
+        return cls({s.name: s.content for s in storages}, {b.name: b.cidr for b in bridges},
+                   None if pools is None else frozenset(pools))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Wanted:
     nics: tuple[tuple[str, str, str | None], ...] = ()
     # the data volumes that name a storage: (field, storage), e.g. ("mounts[1]", "fast")
     volumes: tuple[tuple[str, str], ...] = ()
+    pool: str | None = None
 
 
 def wanted_of(req: ProvisionRequest, node: Node, refused: Collection[str] = ()) -> Wanted:
@@ -94,7 +99,8 @@ def wanted_of(req: ProvisionRequest, node: Node, refused: Collection[str] = ()) 
                   bridge=None if "bridge" in refused else req.bridge or defaults.bridge,
                   ip=None if "ip" in refused else req.ip,
                   default_storage=req.storage is None,
-                  default_bridge=req.bridge is None, nics=nics, volumes=volumes)  # fmt: skip
+                  default_bridge=req.bridge is None, nics=nics, volumes=volumes,
+                  pool=None if "pool" in refused else req.pool or None)  # fmt: skip
 
 
 def address_problem(ip: str, bridge: str, cidr: str | None) -> str | None:
@@ -150,12 +156,23 @@ def _bridge_problem(facts: NodeFacts, node: str, name: str | None,
     return f"node {node} has no {which}; its bridges: {known}"
 
 
+def _pool_problem(facts: NodeFacts, node: str, pool: str | None) -> str | None:
+    if pool is None or facts.pools is None or pool in facts.pools:
+        return None
+    known = ", ".join(sorted(facts.pools)) or "none"
+    # GET /pools lists only the pools the login has Pool.Audit on
+    return (
+        f"the cluster of node {node} has no pool {pool!r} that this node's login can see; "
+        f"its pools: {known}"
+    )
+
+
 def fact_problems(facts: NodeFacts, node: str, wanted: Wanted) -> list[ConfigError]:
     """Every problem of ``wanted`` on a node with ``facts`` (pure).
 
     Returns:
         ``ConfigError``s naming the field a user would change (``storage``,
-        ``bridge``, ``ip``), also when the node's default is to blame.
+        ``bridge``, ``ip``, ``pool``), also when the node's default is to blame.
     """
     problems: list[ConfigError] = []
     storage = _storage_problem(facts, node, wanted.storage, wanted.default_storage)
@@ -178,6 +195,8 @@ def fact_problems(facts: NodeFacts, node: str, wanted: Wanted) -> list[ConfigErr
                 address = None
             if address:
                 problems.append(ConfigError(f"{prefix}ip: {address} on node {node}"))
+    if pool := _pool_problem(facts, node, wanted.pool):
+        problems.append(ConfigError(f"pool: {pool}"))
     return problems
 
 
@@ -242,7 +261,7 @@ def node_fact_problems(session: Session, box: SecretBox, req: ProvisionRequest,
             or a new ``PveClient``).
 
     Returns:
-        ``ConfigError``s naming ``storage``, ``bridge`` or ``ip``; none when
+        ``ConfigError``s naming ``storage``, ``bridge``, ``ip`` or ``pool``; none when
         the node is unknown (``check_request`` says so) or cannot be asked.
     """
     node = session.scalars(select(Node).where(Node.name == req.node)).one_or_none()
@@ -261,7 +280,14 @@ def node_fact_problems(session: Session, box: SecretBox, req: ProvisionRequest,
 
     def read() -> NodeFacts:
         with lend(connection) as client:
-            return NodeFacts.of(client.storages(), client.bridges())
+            storages, bridges = client.storages(), client.bridges()
+            try:
+                pools: list[str] | None = client.pools()
+            except PvePermanentError as exc:  # a login that may not list pools
+                log.info("node %s: its pools cannot be listed (%s); the create checks the "
+                         "pool", name, exc)  # fmt: skip
+                pools = None
+            return NodeFacts.of(storages, bridges, pools)
 
     try:
         return checked_facts(cache, connection, name, wanted, read)

@@ -268,6 +268,11 @@ class PveClient:
         found = self._request("GET", self._node_path("network"), {"type": "any_bridge"})
         return [BridgeInfo.from_api(b) for b in found]
 
+    def pools(self) -> list[str]:
+        """The cluster's resource pools this login may see (``GET /pools``
+        lists those it has ``Pool.Audit`` on)."""
+        return [str(p["poolid"]) for p in self._request("GET", "/pools") or []]
+
     def templates(self, storage: str) -> list[TemplateInfo]:
         """OS templates (``vztmpl``) on ``storage``."""
         found = self._request("GET", self._node_path("storage", storage, "content"),

@@ -8,11 +8,15 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from pipeline.context import off_loop
+from pipeline.context import Context, off_loop
+from pipeline.create import preflight
 from pipeline.finalize import parse_listening
+from provisioner.errors import PermanentError
+from provisioner.pve.types import BridgeInfo, StorageInfo
 from tests.certs import self_signed
 
 SS_TULNP = """\
@@ -128,3 +132,46 @@ def test_an_https_health_check_takes_the_containers_own_certificate(https_server
     plain = HealthCheck(HealthKind.HTTP, https_server, "/wp-json/")
     problem = _probe("127.0.0.1", plain)
     assert problem is not None and problem.startswith(f"GET http://127.0.0.1:{https_server}/")
+
+
+class _PreflightPve:
+    """What ``preflight`` asks the node, answered as a node with one pool."""
+
+    connection = type("Conn", (), {"node": "pve"})()
+
+    def version(self) -> dict[str, str]:
+        return {"version": "8.2"}
+
+    def storages(self) -> list[StorageInfo]:
+        return [StorageInfo.from_api({"storage": "local-lvm", "content": "rootdir,images"})]
+
+    def bridges(self) -> list[BridgeInfo]:
+        return [BridgeInfo.from_api({"iface": "vmbr0"})]
+
+    def pools(self) -> list[str]:
+        return ["web"]
+
+    def ensure_template(self, storage: str, volid: str) -> bool:
+        return False
+
+
+class _PreflightCtx:
+    pve = _PreflightPve()
+
+    def step(self, message: str, progress: float) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+def test_preflight_refuses_a_pool_the_node_does_not_have() -> None:
+    """PVE's create_vm checks the pool first (check_pool_exist): the
+    pre-flight says so before the create, naming the pools there are."""
+    params: dict[str, object] = {"rootfs": "local-lvm:8", "net0": "name=eth0,bridge=vmbr0",
+                                 "ostemplate": "local:vztmpl/debian.tar.zst"}  # fmt: skip
+    ctx = cast(Context, _PreflightCtx())
+    preflight(ctx, {**params, "pool": "web"}, 8)
+    with pytest.raises(PermanentError, match="pool 'db' does not exist") as refused:
+        preflight(ctx, {**params, "pool": "db"}, 8)
+    assert refused.value.hint == "pools: web"

@@ -112,6 +112,21 @@ def test_further_interfaces_and_volume_storages_are_checked_naming_their_field()
     assert wanted_of(req, node, refused={"nics[1].ip", "mounts"}).volumes == ()
 
 
+def test_the_pool_must_be_one_the_login_sees() -> None:
+    node = Node(name="pve1", pve_node="pve", default_storage="local-lvm", default_bridge="vmbr0")
+    req = ProvisionRequest(template="t", node="pve1", hostname="h", pool="customers")
+    wanted = wanted_of(req, node)
+    assert wanted.pool == "customers" and wanted_of(req, node, refused={"pool"}).pool is None
+    with_pools = NodeFacts(FACTS.storages, FACTS.bridges, frozenset({"web", "db"}))
+    assert _messages(fact_problems(with_pools, "pve1", wanted)) == [
+        "pool: the cluster of node pve1 has no pool 'customers' that this node's login can see; "
+        "its pools: db, web"]  # fmt: skip
+    assert fact_problems(NodeFacts(FACTS.storages, FACTS.bridges, frozenset({"customers"})),
+                         "pve1", wanted) == []  # fmt: skip
+    assert fact_problems(FACTS, "pve1", wanted) == []  # pools not known: the create checks it
+    assert wanted_of(ProvisionRequest(template="t", node="pve1", hostname="h"), node).pool is None
+
+
 def test_bridges_carry_their_cidr_as_pve_gives_it() -> None:
     def cidr(**fields: str) -> str | None:
         return BridgeInfo.from_api({"iface": "vmbr0", **fields}).cidr

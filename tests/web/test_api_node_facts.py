@@ -86,6 +86,7 @@ def test_the_storage_bridge_and_address_must_exist_on_the_node(
         ({"ip": f"{net.network_address}/{net.prefixlen}"}, "ip", "is the network address"),
         ({"ip": f"{net.broadcast_address}/{net.prefixlen}"}, "ip", "is the broadcast address"),
         ({"ip": f"{sim['gateway']}/{net.prefixlen}"}, "ip", "is the node's own address"),
+        ({"pool": "nope"}, "pool", f"the cluster of node {NODE} has no pool 'nope'"),
     ):  # fmt: skip
         response = _post(client, token, **fields)
         assert response.status_code == 400, (fields, response.json)
