@@ -8,6 +8,7 @@ for the module.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import Counter
 from typing import Any
@@ -24,6 +25,7 @@ from tests.pvesim.helpers import admin
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 LIVE = 20_000  # ms: a few polls of the list
+ETH1_HOST = 118  # below the simulator's DHCP pool, apart from other suites' static addresses
 
 
 @pytest.fixture(scope="module")
@@ -343,8 +345,16 @@ def test_the_detail_page_of_a_failed_container_explains_the_error(
 def test_the_detail_page_follows_a_run_then_destroys_the_container(
     page: Any, dash: Dashboard
 ) -> None:
+    """The run followed live; the overview lists the create surface asked
+    for (IPv6, a further interface on a VLAN, a volume, DNS, tags, start on
+    boot); the destroy takes the container with its volume."""
+    prefix = ipaddress.ip_network(dash.stack.sim["subnet"]).prefixlen
+    eth1 = f"{dash.stack.address(ETH1_HOST)}/{prefix}"
     # enough lines that the run is still going when the page opens
-    cid = dash.stack.submit("lines", "detail-destroy", variables={"count": 8000})
+    cid = dash.stack.submit("lines", "detail-destroy", variables={"count": 8000}, ip6="auto",
+                            nics=[{"ip": eth1, "vlan": 20, "firewall": True}],
+                            mounts=[{"path": "/data", "size": 1, "backup": False}],
+                            searchdomain="example.test", tags=["browser"], onboot=False)  # fmt: skip
     page.goto(f"/containers/{cid}#timeline")
     page.evaluate("window.__same_page = true")
     expect(page.locator("#status-badge")).to_have_text(re.compile("pending|creating"))
@@ -356,6 +366,14 @@ def test_the_detail_page_follows_a_run_then_destroys_the_container(
     ct = dash.stack.container(cid)
     assert ct.lifecycle == Lifecycle.READY and ct.vmid is not None
     assert pve_exists(dash, ct.vmid)
+    page.get_by_role("tab", name="Overview").click()
+    details = page.locator("#details")
+    for term, text in (("eth0", "IPv6 auto"), ("eth1", f"node's bridge, {eth1}, VLAN 20, firewall"),
+                       ("Volume", "/data · 1 GiB · not backed up"), ("DNS", "example.test"),
+                       ("Tags", "browser"), ("Start on boot", "no")):  # fmt: skip
+        value = details.locator("dt", has_text=term).locator("xpath=following-sibling::dd[1]")
+        expect(value).to_have_text(text)
+    shot(page, "container-create-surface")
 
     page.locator('#ct-actions button[data-action="destroy"]').click()
     dialog = page.locator("dialog.confirm")

@@ -572,6 +572,10 @@ def test_the_advanced_options_post_the_apis_body(page: Any, dash: Dashboard) -> 
     page.fill("#vlan", "20")
     page.check("#firewall")
     page.click("#add-nic")
+    nic_bridge = page.locator('[data-field="nics[0].bridge"]')  # the node's bridges to choose
+    expect(nic_bridge.locator("option").first).to_have_text("The node's default")
+    expect(nic_bridge.locator('option[value="vmbr0"]')).to_have_count(1)
+    nic_bridge.select_option("vmbr0")
     page.fill('[data-field="nics[0].ip6"]', "auto")
     page.fill('[data-field="nics[0].vlan"]', "5000")
     next_step(page)
@@ -612,7 +616,8 @@ def test_the_advanced_options_post_the_apis_body(page: Any, dash: Dashboard) -> 
     assert len(posted) == 1
     body = posted[0]
     assert (body["ip6"], body["vlan"], body["firewall"]) == ("auto", 20, True)
-    assert body["nics"] == [{"ip6": "auto", "vlan": 30, "firewall": False, "ip": None}]
+    assert body["nics"] == [{"bridge": "vmbr0", "ip6": "auto", "vlan": 30, "firewall": False,
+                             "ip": None}]  # fmt: skip
     assert body["mounts"] == [{"path": "/data", "size": 2, "backup": True}]
     assert body["features"] == {"fuse": True}
     assert "binds" not in body and "onboot" not in body

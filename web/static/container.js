@@ -225,6 +225,7 @@
       ...(r.binds || []).map((b) => ["Bind mount", el("span", { class: "mono" }, `${b.source} → ${b.path}${b.ro ? " (read-only)" : ""}`)]),
       r.features && ["Features", Object.entries(r.features).map(([k, on]) => `${k} ${on ? "on" : "off"}`).join(", ")],
       r.onboot !== undefined && ["Start on boot", `${r.onboot ? "yes" : "no"}${r.startup ? ` (${r.startup})` : ""}`],
+      r.tags?.length && ["Tags", r.tags.join(", ")],
       r.pool && ["Pool", r.pool],
       ["Attempts", String(ct.attempts)],
       ["On failure", ct.failure_policy === "destroy" ? "destroy the container" : "keep it for inspection"],

@@ -528,6 +528,7 @@
         value: b.name,
         text: `${b.name}${b.cidr ? ` — ${b.cidr}` : ""}${b.active ? "" : " (inactive)"}`,
       })), [keep.bridge, node.default_bridge]);
+      $("nic-rows").querySelectorAll("select[data-key=bridge]").forEach((select) => fillNicBridge(select, select.value));
     } else {
       bridge.replaceChildren(el("option", { value: "" }, "Not available"));
       setError("bridge", `Cannot list the bridges of ${name}: ${bridges.reason.message}`);
@@ -749,7 +750,7 @@
 
   const ROWS = {
     nics: { box: "nic-rows", noun: "interface", fields: [
-      ["bridge", "Bridge", "text", "node's"], ["ip", "IPv4", "text", "dhcp"], ["ip6", "IPv6", "text", "none"],
+      ["bridge", "Bridge", "bridge"], ["ip", "IPv4", "text", "dhcp"], ["ip6", "IPv6", "text", "none"],
       ["vlan", "VLAN", "number", ""], ["firewall", "Firewall", "checkbox"]] },
     mounts: { box: "mount-rows", noun: "volume", fields: [
       ["path", "Path", "text", "/data"], ["size", "Size (GiB)", "number", "2"], ["backup", "Backed up", "checkbox", true]] },
@@ -774,9 +775,10 @@
     const spec = ROWS[kind];
     const row = el("div", { class: "row-fields form-grid" });
     for (const [key, label, type, extra] of spec.fields) {
-      const input = type === "checkbox"
-        ? el("input", { type: "checkbox", "data-key": key, checked: extra === true })
-        : el("input", { type, "data-key": key, placeholder: extra, spellcheck: "false", class: type === "number" ? "num" : null });
+      let input;
+      if (type === "checkbox") input = el("input", { type: "checkbox", "data-key": key, checked: extra === true });
+      else if (type === "bridge") fillNicBridge(input = el("select", { "data-key": key }), "");
+      else input = el("input", { type, "data-key": key, placeholder: extra, spellcheck: "false", class: type === "number" ? "num" : null });
       row.append(el("div", { class: type === "checkbox" ? "field narrow" : "field" },
         type === "checkbox" ? el("label", { class: "checkbox" }, input, ` ${label}`) : el("label", {}, label, input),
         el("div", { class: "field-error", "data-error-key": key })));
@@ -785,7 +787,13 @@
       onclick: () => { row.remove(); renumber(kind); } }, "Remove"));
     $(spec.box).append(row);
     renumber(kind);
-    row.querySelector("input").focus();
+    row.querySelector("input, select").focus();
+  }
+
+  // A further interface's bridge: the node's default, or one of the bridges it has.
+  function fillNicBridge(select, keep) {
+    fillSelect(select, [{ value: "", text: "The node's default" },
+      ...state.bridges.map((b) => ({ value: b.name, text: `${b.name}${b.cidr ? ` — ${b.cidr}` : ""}` }))], [keep]);
   }
 
   function rowValues(kind) {
