@@ -129,3 +129,50 @@ def test_two_interfaces_a_volume_and_a_bind_mount_provision_and_survive_a_resync
     with pve_client(surface_stack) as pve:
         again = pve.get_config(done.vmid)
     assert again["mp0"].split(",")[0] == volume and again["mp1"] == config["mp1"]
+
+
+def test_a_volume_keeps_its_data_through_a_change_of_options_and_into_a_clone(
+    surface_stack: Stack, api: Callable[..., Any]
+) -> None:
+    """A change of options with a restart keeps the volume (same volume,
+    same checksum); a full clone gets a volume of its own with the same
+    data, and the source's is left as it was."""
+    answer = api("POST", "/containers", {
+        "template": "lines", "node": NODE, "hostname": "surface-2", "variables": {"count": 1},
+        "mounts": [{"path": "/data", "size": 1}],
+    })  # fmt: skip
+    assert answer.status_code == 201, answer.json
+    cid: str = answer.json["id"]
+    MADE.append(cid)
+    done = surface_stack.wait(cid, timeout=500)
+    assert done.lifecycle == Lifecycle.READY, done.error_message
+    with pve_client(surface_stack) as pve:
+        volume = pve.get_config(done.vmid)["mp0"].split(",")[0]
+    before = ssh_run(surface_stack, done, f"head -c 2000000 /dev/urandom > {DATA_FILE} && sync "
+                                          f"&& sha256sum {DATA_FILE}")  # fmt: skip
+
+    after_seq = surface_stack.container(cid).next_seq - 1
+    change = api("PATCH", f"/containers/{cid}", {"memory": 768, "tags": ["surface"],
+                                                  "restart": True})  # fmt: skip
+    assert change.status_code == 202, change.json
+    end = terminal_after(surface_stack, cid, after_seq, timeout=300)
+    assert end.type == "complete", end.message
+    changed = surface_stack.wait(cid)
+    assert ssh_run(surface_stack, changed, f"sha256sum {DATA_FILE}") == before
+    with pve_client(surface_stack) as pve:
+        config = pve.get_config(done.vmid)
+    assert config["mp0"].split(",")[0] == volume and config["memory"] == 768
+
+    clone = api("POST", f"/containers/{cid}/clone", {"hostname": "surface-2-copy", "full": True})
+    assert clone.status_code == 201, clone.json
+    copy_id: str = clone.json["id"]
+    MADE.append(copy_id)
+    copy = surface_stack.wait(copy_id, timeout=500)
+    assert copy.lifecycle == Lifecycle.READY, copy.error_message
+    assert copy.vmid is not None and copy.vmid != done.vmid
+    with pve_client(surface_stack) as pve:
+        copy_volume = pve.get_config(copy.vmid)["mp0"].split(",")[0]
+        assert pve.get_config(done.vmid)["mp0"].split(",")[0] == volume
+    assert copy_volume != volume and copy_volume.endswith(f"vm-{copy.vmid}-disk-1")
+    assert ssh_run(surface_stack, copy, f"sha256sum {DATA_FILE}") == before
+    assert ssh_run(surface_stack, changed, f"sha256sum {DATA_FILE}") == before
