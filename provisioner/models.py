@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -152,6 +153,11 @@ class Node(Base):
     default_bridge: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    # placement: the PVE cluster it belongs to (None: standalone), no new
+    # containers while in maintenance, a cap of containers (None: none)
+    cluster: Mapped[str | None] = mapped_column(String(64))
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    max_containers: Mapped[int | None] = mapped_column(Integer)
 
     containers: Mapped[list[Container]] = relationship(back_populates="node")
 
@@ -221,6 +227,8 @@ class Container(Base):
     plan: Mapped[str] = mapped_column(String(16), default="provision", server_default="provision")
     # who asked for it: the dashboard or API user, or the CLI's --owner (None: an operator)
     owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    # an anti-affinity group: placement keeps its members on different nodes
+    spread_group: Mapped[str | None] = mapped_column(String(64), index=True)
 
     node: Mapped[Node] = relationship(back_populates="containers")
     # passive_deletes: the database's ON DELETE CASCADE removes the events,

@@ -30,15 +30,15 @@ def test_db_upgrade_creates_the_default_sqlite_database(tmp_path: Path) -> None:
     db_file = tmp_path / "data" / "provisioner.db"
     result = run("db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"database sqlite:///{db_file} upgraded from revision none to 0005\n"
+    assert result.stdout == f"database sqlite:///{db_file} upgraded from revision none to 0006\n"
     with sqlite3.connect(db_file) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0005",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0006",)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"nodes", "containers", "container_events", "leases", "users"} <= tables
 
     again = run("db", "upgrade")
     assert again.exit_code == 0
-    assert again.stdout == f"database sqlite:///{db_file} is up to date (revision 0005)\n"
+    assert again.stdout == f"database sqlite:///{db_file} is up to date (revision 0006)\n"
 
 
 def test_db_upgrade_uses_the_config_file(tmp_path: Path) -> None:

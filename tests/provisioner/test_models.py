@@ -71,9 +71,9 @@ def make_container(session: Session, node: Node, **kw: Any) -> Container:
 def test_upgrade_from_empty_creates_the_schema(db_url: str) -> None:
     assert db.current_revision(db_url) is None
     db.upgrade(db_url)
-    assert db.current_revision(db_url) == db.head_revision() == "0005"
+    assert db.current_revision(db_url) == db.head_revision() == "0006"
     db.upgrade(db_url)  # a second run changes nothing
-    assert db.current_revision(db_url) == "0005"
+    assert db.current_revision(db_url) == "0006"
     engine = db.make_engine(db_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -198,7 +198,7 @@ def test_migration_0002_gives_stored_terminal_events_their_outcome(db_url: str) 
     finally:
         engine.dispose()
     db.upgrade(db_url)
-    assert db.current_revision(db_url) == "0005"
+    assert db.current_revision(db_url) == "0006"
 
 
 def test_unknown_revision_in_database_is_a_permanent_error(db_url: str) -> None:
