@@ -224,6 +224,10 @@ def _show_fields(i: dict[str, Any]) -> Iterator[tuple[str, str]]:
     elif i["pve_error"]:
         yield "status", f"{'unknown' if i['owns_container'] else 'no container'}: {i['pve_error']}"
     yield "node", i["node"]
+    if i.get("placement"):
+        yield "placement", i["placement"]["reasons"]
+    if i.get("spread_group"):
+        yield "spread group", i["spread_group"]
     yield "template", i["template"]
     if i.get("environment"):
         yield "environment", i["environment"]

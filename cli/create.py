@@ -12,9 +12,10 @@ import re
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from cli.output import echo_err, echo_json, read_stdin, short_id, stdin_line
 from cli.runtime import BadInput, Conflict, Runtime, Unreachable, pass_runtime
 from provisioner.errors import ConfigError, gather
 from provisioner.models import Node
+from provisioner.placement import AUTO
 from provisioner.request_checks import (
     TEMPLATE_NAME,
     ActionRefused,
@@ -35,6 +37,10 @@ from provisioner.request_checks import (
     first_per_field,
 )
 from provisioner.views import container_json
+
+if TYPE_CHECKING:
+    from provisioner.placing import Placed
+    from provisioner.requests import ProvisionRequest, RequestedContainer
 
 T = TypeVar("T")
 
@@ -151,22 +157,52 @@ def _surface_options(problems: list[ConfigError], allow: tuple[str, ...], *,
 
 
 def pick_node(session: Session, name: str | None) -> str:
+    """The node asked for: the one named, ``auto`` (placement), or when none
+    is named the only node, else ``auto``."""
     names = list(session.scalars(select(Node.name).order_by(Node.name)))
+    if not names:
+        raise BadInput("--node: no node is registered (add one: provisioner nodes add)")
     if name is None:
-        if len(names) == 1:
-            return names[0]
-        if not names:
-            raise BadInput("--node: no node is registered (add one: provisioner nodes add)")
-        raise BadInput(f"--node: choose one of {', '.join(names)}")
+        return names[0] if len(names) == 1 else AUTO
+    if name == AUTO:
+        return name
     if name not in names:
         known = ", ".join(names) or "none; add one: provisioner nodes add"
         raise BadInput(f"--node: no node named {name!r} (known: {known})")
     return name
 
 
+def _request(rt: Runtime, session: Session, req: ProvisionRequest, placed: Placed | None,
+             problems: list[ConfigError]) -> RequestedContainer:  # fmt: skip
+    """Check the request against its node and as a whole, then store and queue it.
+
+    Raises:
+        BadInput, Conflict: every problem found (nothing is stored).
+    """
+    from provisioner.node_facts import NodeFactsCache, node_fact_problems
+    from provisioner.requests import check_request, request_container
+
+    problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
+                                   refused={field_of(p.message) or "" for p in problems})  # fmt: skip
+    checked = gather(problems, lambda: check_request(session, rt.settings, req))
+    if problems or checked is None:
+        raise _refusal(problems)
+    try:
+        return request_container(session, rt.box, rt.settings, rt.redis, req, checked,
+                                 container_id=placed.container_id if placed else None,
+                                 placement=placed.to_json() if placed else None)  # fmt: skip
+    except ActionRefused as exc:
+        raise Conflict(f"--{exc.message}") from None
+    except ConfigError as exc:
+        raise option_error(exc) from None
+
+
 @click.command("create")
 @click.option("--template", "-t", required=True, help="Template name (provisioner templates ls).")
-@click.option("--node", "-n", help="Node name (default: the only node).")
+@click.option("--node", "-n", help="Node name, or 'auto' to place it on the node with the most "
+                                   "room (default: the only node, else auto).")  # fmt: skip
+@click.option("--spread", metavar="GROUP",
+              help="An anti-affinity group: placement puts its members on different nodes.")  # fmt: skip
 @click.option("--hostname", "-H", required=True, help="The container's hostname.")
 @click.option(
     "--vmid", type=click.IntRange(100, 999_999_999), help="VMID (default: PVE's next free one)."
@@ -249,8 +285,8 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
            mounts: tuple[str, ...], binds: tuple[str, ...], features: tuple[str, ...],
            ssh_key_file: str | None, ssh_key_text: str | None, password_stdin: bool,
            variables: tuple[str, ...], var_file: str | None, on_failure: str,
-           environment: str | None, owner: str | None, follow: bool, as_json: bool,
-           timeout: float | None) -> None:  # fmt: skip
+           environment: str | None, owner: str | None, spread: str | None, follow: bool,
+           as_json: bool, timeout: float | None) -> None:  # fmt: skip
     """Request a container: validate everything, store it, queue its run.
 
     \b
@@ -275,8 +311,9 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
           --bind /srv/shared/site:/mnt/site,ro --feature nesting=1 --onboot
     """
     from cli.follow import follow_run
-    from provisioner.node_facts import NodeFactsCache, node_fact_problems
-    from provisioner.requests import ProvisionRequest, check_request, request_container
+    from provisioner.placing import place_request, release
+    from provisioner.requests import ProvisionRequest
+    from provisioner.reservations import Reservations
 
     rt.settings  # noqa: B018  # a broken configuration is refused before stdin is read
     readers = [name for name, reads in (("--password-stdin", password_stdin),
@@ -309,22 +346,29 @@ def create(rt: Runtime, template: str, node: str | None, hostname: str, vmid: in
                                gateway6=gateway6, vlan=vlan, firewall=firewall,
                                nameserver=nameserver, searchdomain=searchdomain,
                                tags=list(tags), pool=pool, onboot=onboot, startup=startup,
-                               **surface)  # fmt: skip
-        problems += node_fact_problems(session, rt.box, req, NodeFactsCache(),
-                                       refused={field_of(p.message) or "" for p in problems})  # fmt: skip
-        checked = gather(problems, lambda: check_request(session, rt.settings, req))
-        if problems or checked is None:
-            raise _refusal(problems)
+                               spread=spread, **surface)  # fmt: skip
         try:
-            requested = request_container(session, rt.box, rt.settings, rt.redis, req, checked)
-        except ActionRefused as exc:
-            raise Conflict(f"--{exc.message}") from None
-        except ConfigError as exc:
-            raise option_error(exc) from None
+            req, placed = place_request(session, rt.box, rt.settings, Reservations(rt.redis), req)
+        except ConfigError as exc:  # no node fits: said with what else is wrong
+            raise _refusal([*problems, exc]) from None
+        except RedisError as exc:
+            raise Unreachable(f"--node auto: placement needs Redis, which failed: {exc}") from None
+        requested = None
+        try:
+            requested = _request(rt, session, req, placed, problems)
+        finally:
+            if placed is not None and requested is None:  # refused: the node is not held
+                release(rt.redis, placed.container_id)
         ct, job_id, generated = requested.container, requested.job_id, requested.root_password
         cid, name = ct.id, label(ct)
         submitted: dict[str, Any] = {"id": cid, "job_id": job_id,
                                      "container": container_json(ct, req.node)}  # fmt: skip
+        if placed is not None:
+            submitted["placement"] = placed.to_json()
+    if placed is not None:
+        echo_err(placed.reasons)
+        if placed.warning:
+            echo_err(f"warning: {placed.warning}")
     warning = requested.queue_warning(with_cause=True)
     if warning is not None:  # the row is pending: a worker's recovery loop queues it later
         submitted["warning"] = warning

@@ -23,6 +23,7 @@ from cli.output import echo_json, human_bytes, print_table, stdin_line
 from cli.runtime import BadInput, Conflict, NotFound, Runtime, Unreachable, pass_runtime
 from provisioner.errors import ConfigError, ProvisionError
 from provisioner.models import AuthKind, Container, Lifecycle, Node
+from provisioner.placement import AUTO
 from provisioner.pve.parse import format_fingerprint, normalize_fingerprint, normalize_host
 from provisioner.request_checks import NAME, check_name
 from provisioner.views import node_json
@@ -184,6 +185,8 @@ def nodes_add(rt: Runtime, name: str, host: str, port: int, pve_node: str | None
 
     if not NAME.fullmatch(name):
         raise BadInput(f"NAME: must be 1-64 letters, digits and '_.-', got {name!r}")
+    if name == AUTO:
+        raise BadInput(f"NAME: {AUTO!r} is what a request names to be placed: choose another")
     try:
         host = normalize_host(host)
     except ValueError as exc:

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import click
+from sqlalchemy import select
 
 from cli.containers import find_container, label
 from cli.create import parse_vars, pick_node
@@ -20,6 +21,8 @@ from cli.follow import follow_options
 from cli.output import echo_err, echo_json, print_table, short_id, stdin_line
 from cli.runtime import BadInput, CliFailure, Runtime, Unreachable, pass_runtime
 from provisioner.errors import ConfigError, InvalidRequest
+from provisioner.models import Node
+from provisioner.placement import AUTO
 from provisioner.request_checks import first_per_field
 from provisioner.sandboxes import format_duration
 
@@ -105,8 +108,12 @@ def create(rt: Runtime, source_url: str, client: str, user: str, app_password_st
     password = _read_app_password()
     given = parse_vars(variables)
     with rt.factory() as session:
+        chosen = pick_node(session, node)
+        if chosen == AUTO:  # a sandbox names its node (as the API's POST /api/sandboxes)
+            names = ", ".join(session.scalars(select(Node.name).order_by(Node.name)))
+            raise BadInput(f"--node: choose one of {names}")
         req = SandboxRequest(source_url=source_url, client=client, user=user,
-                             app_password=password, node=pick_node(session, node), ttl=ttl,
+                             app_password=password, node=chosen, ttl=ttl,
                              owner=owner, new=new, ca_file=ca_file, fingerprint=fingerprint,
                              hostname=hostname, variables=given)  # fmt: skip
         try:

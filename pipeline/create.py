@@ -85,7 +85,12 @@ async def run(ctx: Context) -> None:
         node = session.get(Node, ct.node_id)
         assert node is not None
         request, defaults = create_request_of(ct, node)
-    if StoredRequest.from_dict(ct.request).clone is not None:
+    stored = StoredRequest.from_dict(ct.request)
+    if stored.placement and ct.attempts <= 1:  # --node auto: where, and why (once)
+        ctx.step(str(stored.placement.get("reasons", f"placed on {node.name}")), 0.0)
+        if stored.placement.get("warning"):
+            ctx.warn(str(stored.placement["warning"]))
+    if stored.clone is not None:
         if ct.vmid is None and ct.attempts > 1:
             found = await off_loop(_find_own, ctx)
             if found is not None:

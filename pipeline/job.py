@@ -40,6 +40,7 @@ from provisioner.models import Container, FailurePolicy, Lifecycle, Node, Operat
 from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs
 from provisioner.phases import plan_named
+from provisioner.placing import release
 from provisioner.requests import load_named_template, stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.templates.variables import secret_values
@@ -381,6 +382,7 @@ async def _provisioning(ctx: Context, action: str, keeper: lease.LeaseKeeper) ->
     ready = f"CT {ctx.read_vmid()} is ready at {ip}"
     ctx.events.publish("complete", ready, phase="finalize", percent=100, outcome="ready")
     ctx.update(lifecycle=Lifecycle.READY, current_phase=None, finished_at=utcnow())
+    release(ctx.redis, ctx.container_id)  # what placement reserved is now used
     notify_or_warn(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "ready", ready,
                    box=ctx.box)  # fmt: skip
     return f"ready at {ip}"
@@ -446,6 +448,7 @@ async def _fail(ctx: Context, exc: Exception) -> None:
             ctx.update(lifecycle=final, finished_at=utcnow())
         else:
             ctx.update(lifecycle=final)
+        release(ctx.redis, ctx.container_id)
         notify_or_warn(ctx.factory, ctx.redis, ctx.settings, ctx.container_id, "error", text,
                            box=ctx.box)  # fmt: skip
 

@@ -111,6 +111,9 @@ class Settings:
     webhook_timeout: float = 10.0  # one attempt: connecting, and waiting for the answer
     # host path prefixes a container may bind-mount (docs/configuration.md); empty: none
     bind_mount_allow: tuple[str, ...] = ()
+    # when every node that fits holds a member of a request's spread group:
+    # refuse the request (True) or place it where the group has the fewest (False)
+    spread_strict: bool = True
     config_file: Path | None = None  # the TOML file the settings came from, if any
 
     def __repr__(self) -> str:
@@ -505,4 +508,5 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "webhook_retry_intervals": _intervals,
     "webhook_timeout": _positive_number,
     "bind_mount_allow": _path_prefixes,
+    "spread_strict": _flag,
 }

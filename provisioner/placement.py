@@ -14,14 +14,35 @@ says why, naming each node left out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from provisioner.errors import ConfigError
+
+AUTO = "auto"  # the node a request names to have it placed
 GIB = 1 << 30
 MIB = 1 << 20
 
 # how much each counts in a candidate's score (fractions of the node free)
 MEMORY_WEIGHT, DISK_WEIGHT, CPU_WEIGHT = 0.5, 0.25, 0.25
+
+
+SPREAD_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_spread(group: str | None) -> str | None:
+    """A spread group's name, or None.
+
+    Raises:
+        ConfigError: ``spread: ...``.
+    """
+    if group is None or group == "":
+        return None
+    if not isinstance(group, str) or not SPREAD_GROUP.fullmatch(group):
+        raise ConfigError(f"spread: 1-64 letters, digits and '_.-', starting with a letter or "
+                          f"digit; got {group!r}")  # fmt: skip
+    return group
 
 
 @dataclass(frozen=True)
@@ -152,7 +173,8 @@ def _gib(n: int) -> str:
 
 def place(candidates: Sequence[Candidate], usage: Mapping[str, NodeUsage], ask: Ask,
           in_flight: Mapping[str, InFlight] | None = None,
-          members: Mapping[str, int] | None = None, *, strict_spread: bool = True) -> Placement:  # fmt: skip
+          members: Mapping[str, int] | None = None, *, strict_spread: bool = True,
+          down: Mapping[str, str] | None = None) -> Placement:  # fmt: skip
     """The best node for ``ask``.
 
     Args:
@@ -161,12 +183,16 @@ def place(candidates: Sequence[Candidate], usage: Mapping[str, NodeUsage], ask: 
         strict_spread: when every node that fits already holds a member of
             the spread group, refuse (True) or place anyway on one holding
             the fewest, with a warning (False).
+        down: why a candidate's cluster could not be asked, by name.
     """
     in_flight = in_flight or {}
     members = members or {}
     skipped: dict[str, str] = {}
     fits: list[tuple[Candidate, NodeUsage, int, int]] = []
     for cand in sorted(candidates, key=lambda c: c.name):
+        if down and cand.name in down:
+            skipped[cand.name] = f"unreachable ({down[cand.name]})"
+            continue
         why, free_mem, free_disk = _fit(cand, usage.get(cand.pve_node), ask,
                                         in_flight.get(cand.name, InFlight()))  # fmt: skip
         if why:

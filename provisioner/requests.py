@@ -34,6 +34,7 @@ from provisioner.models import (
     Operation,
     new_container_id,
 )
+from provisioner.placement import check_spread
 from provisioner.queue import enqueue, enqueue_action
 from provisioner.request_checks import check_action, check_snapshot_possible, check_vmid_free
 from provisioner.secrets.box import SecretBox
@@ -77,6 +78,7 @@ class ProvisionRequest(RequestSettings):
     environment: str | None = None  # production gets PVE's protection flag
     owner: str | None = None  # who asks (the API's user, the CLI's --owner)
     plan: str = "provision"  # the phases its runs go through (provisioner.phases.PLANS)
+    spread: str | None = None  # an anti-affinity group: placement keeps members apart
 
 
 def load_named_template(settings: Settings, name: str) -> Template:
@@ -241,6 +243,7 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
     attempt(lambda: _check_failure_policy(req.failure_policy))
     attempt(lambda: check_environment(req.environment))
     attempt(lambda: check_owner(req.owner))
+    attempt(lambda: check_spread(req.spread))
     template = attempt(lambda: load_named_template(settings, req.template))
     surface = attempt(lambda: check_surface(settings, req))
     variables: dict[str, Any] | None = None
@@ -259,26 +262,31 @@ def check_request(session: Session, settings: Settings, req: ProvisionRequest) -
 
 
 def store_request(session: Session, box: SecretBox, req: ProvisionRequest,
-                  checked: CheckedRequest) -> Container:  # fmt: skip
+                  checked: CheckedRequest, *, container_id: str | None = None,
+                  placement: Mapping[str, str] | None = None) -> Container:  # fmt: skip
     """Store a checked request as a pending container (not committed): its
     secrets encrypted, a generated SSH key pair and root password (unless given).
+    ``container_id``: the id placement reserved for it (else a new one);
+    ``placement``: the placement's node and reasons (``Placed.to_json``).
 
     Raises:
         ConfigError: the create parameters fail PVE's schema with the
             generated values (not expected once checked).
     """
     node, template, variables = checked.node, checked.template, checked.variables
-    container = Container(id=new_container_id(), node=node, template=template.name,
-                          hostname=req.hostname, lifecycle=Lifecycle.PENDING,
+    container = Container(id=container_id or new_container_id(), node=node,
+                          template=template.name, hostname=req.hostname,
+                          lifecycle=Lifecycle.PENDING,
                           failure_policy=FailurePolicy(req.failure_policy),
                           environment=req.environment or None, owner=req.owner,
-                          plan=req.plan)  # fmt: skip
+                          plan=req.plan, spread_group=req.spread or None)  # fmt: skip
     container.request = StoredRequest(
         # the asked-for settings only (never the root password), the surface as checked
         **{**req.settings_json(), **checked.surface.to_json()},
         variables={k: v for k, v in variables.items() if k not in template.secret_names},
         secret_variables={k: box.encrypt(str(v), variable_aad(container.id, k))
                           for k, v in variables.items() if k in template.secret_names},
+        placement=dict(placement) if placement else None,
     ).to_dict()  # fmt: skip
     private_key, public_key = generate_ssh_keypair(f"lxc-provisioner@{req.hostname}")
     container.ssh_public_key = public_key
@@ -333,7 +341,9 @@ class RequestedContainer:
 
 def request_container(session: Session, box: SecretBox, settings: Settings, redis: Redis,
                       req: ProvisionRequest, checked: CheckedRequest,
-                      attach: Callable[[Container], None] | None = None) -> RequestedContainer:  # fmt: skip
+                      attach: Callable[[Container], None] | None = None, *,
+                      container_id: str | None = None,
+                      placement: Mapping[str, str] | None = None) -> RequestedContainer:  # fmt: skip
     """Store a checked request as a pending container, commit it, and queue
     its run: what the CLI's ``create`` and ``POST /api/containers`` share
     (and a sandbox's, whose ``attach`` adds its row in the same commit).
@@ -347,7 +357,8 @@ def request_container(session: Session, box: SecretBox, settings: Settings, redi
     """
     check_vmid_free(session, req.node, req.vmid)
     try:
-        container = store_request(session, box, req, checked)
+        container = store_request(session, box, req, checked, container_id=container_id,
+                                  placement=placement)  # fmt: skip
         if attach is not None:
             attach(container)
     except ConfigError:

@@ -100,11 +100,14 @@ class StoredRequest(RequestSettings):
         secret_variables: secret variable name -> its ciphertext token.
         clone: for a clone, ``{"source": <container id>, "full": bool}``:
             the create phase clones that container instead of creating one.
+        placement: for a request placed by ``--node auto``, ``{"node",
+            "reasons", "warning"?}``: the create phase says it first.
     """
 
     variables: dict[str, Any] = field(default_factory=dict)
     secret_variables: dict[str, str] = field(default_factory=dict)
     clone: dict[str, Any] | None = None
+    placement: dict[str, Any] | None = None
 
     @property
     def version(self) -> int:
@@ -118,6 +121,8 @@ class StoredRequest(RequestSettings):
                 "secret_variables": dict(self.secret_variables)}  # fmt: skip
         if self.clone is not None:
             data["clone"] = dict(self.clone)
+        if self.placement is not None:
+            data["placement"] = dict(self.placement)
         return data
 
     @classmethod
@@ -139,7 +144,8 @@ class StoredRequest(RequestSettings):
                 hint="upgrade the provisioner to the release that wrote it",
             )
         settings = {f.name: data[f.name] for f in fields(RequestSettings) if f.name in data}
-        clone = data.get("clone")
+        clone, placement = data.get("clone"), data.get("placement")
         return cls(**settings, variables=dict(data.get("variables") or {}),
                    secret_variables=dict(data.get("secret_variables") or {}),
-                   clone=dict(clone) if isinstance(clone, dict) else None)  # fmt: skip
+                   clone=dict(clone) if isinstance(clone, dict) else None,
+                   placement=dict(placement) if isinstance(placement, dict) else None)  # fmt: skip

@@ -55,6 +55,8 @@ def container_json(ct: Container, node_name: str) -> dict[str, Any]:
         "started_at": iso(ct.started_at), "finished_at": iso(ct.finished_at),
         "environment": ct.environment, "source_id": ct.source_id, "owner": ct.owner,
         "change_in_flight": dict(ct.safe_change) if ct.safe_change else None,
+        "spread_group": ct.spread_group,
+        "placement": dict(stored.placement) if stored and stored.placement else None,
     }  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, jsonify, request
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +25,7 @@ from provisioner.live import NodeStatus, claims, merge, wants_status
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.node_facts import node_fact_problems
 from provisioner.nodes import connection_for
+from provisioner.placing import Placed, place_request, release
 from provisioner.pve.http import PveConnection
 from provisioner.queue import ActionPending
 from provisioner.request_checks import (
@@ -42,6 +44,7 @@ from provisioner.requests import (
     request_action,
     request_container,
 )
+from provisioner.reservations import Reservations
 from provisioner.templates.surface import SURFACE_KEYS
 from web.api import ApiError, Body, bp, config_error, json_body, query_int
 from web.api_nodes import quick
@@ -186,7 +189,7 @@ def _provision_request(body: Body) -> ProvisionRequest:
     return ProvisionRequest(
         template=body.string("template", required=True, max_length=128, pattern=TEMPLATE_NAME,
                              what="a template name") or "",
-        node=body.string("node", required=True, max_length=64) or "",
+        node=body.string("node", max_length=64) or "",  # none: the only node, else auto
         hostname=body.string("hostname", required=True, max_length=253) or "",
         vmid=body.integer("vmid", minimum=100, maximum=999_999_999),
         cores=body.integer("cores", minimum=1, maximum=8192),
@@ -201,6 +204,7 @@ def _provision_request(body: Body) -> ProvisionRequest:
         failure_policy=body.choice("failure_policy", ("keep", "destroy"), default="keep"),
         environment=body.string("environment", max_length=32),
         owner=current_user().username,  # who asks owns it: their webhooks get its events
+        spread=body.string("spread", max_length=64),
         **_surface(body),
     )  # fmt: skip
 
@@ -248,20 +252,51 @@ def _checked(body: Body, req: ProvisionRequest) -> CheckedRequest:
     return checked
 
 
+def _place(body: Body, req: ProvisionRequest) -> tuple[ProvisionRequest, Placed | None]:
+    """The request with its node (``provisioner.placing``: the only node when
+    it names none, the node placement chooses for ``auto``, reserved)."""
+    res = resources()
+    try:
+        return place_request(get_db(), res.box, res.settings, Reservations(get_redis()), req,
+                             lend=res.pve.client,
+                             connect_timeout=res.settings.web_pve_connect_timeout,
+                             read_timeout=res.settings.web_pve_read_timeout)  # fmt: skip
+    except ConfigError as exc:
+        error = config_error(exc)
+        body.refuse(error.field or "node", error.message)
+        body.finish()
+        raise AssertionError("finish() raises") from exc
+    except RedisError as exc:
+        raise ApiError(
+            503,
+            f"placement needs Redis, which failed: {exc}",
+            hint="name a node, or retry when Redis is back",
+        ) from None
+
+
 @bp.route("/containers", methods=["POST"])
 def create_container() -> tuple[Response, int]:
     """Validate, store and enqueue a container.  201 with its id, the
     websocket URL of its events, and (once, here only) a generated root password."""
     body = Body(json_body())
-    req = _provision_request(body)
-    checked = _checked(body, req)
+    req, placed = _place(body, _provision_request(body))
     res = resources()
+    stored = False
     try:
-        requested = request_container(get_db(), res.box, res.settings, get_redis(), req, checked)
-    except ActionRefused as exc:
-        raise _rule_error(exc, 409) from None
-    except ConfigError as exc:
-        raise config_error(exc) from None
+        checked = _checked(body, req)
+        try:
+            requested = request_container(
+                get_db(), res.box, res.settings, get_redis(), req, checked,
+                container_id=placed.container_id if placed else None,
+                placement=placed.to_json() if placed else None)  # fmt: skip
+        except ActionRefused as exc:
+            raise _rule_error(exc, 409) from None
+        except ConfigError as exc:
+            raise config_error(exc) from None
+        stored = True
+    finally:
+        if placed is not None and not stored:  # refused: the node is not held for it
+            release(get_redis(), placed.container_id)
     return created(requested, req.node)
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
 from provisioner.nodes import connection_for, container_counts
+from provisioner.placement import AUTO
 from provisioner.pve.client import PveClient
 from provisioner.pve.http import PasswordAuth, PveConnection, TokenAuth
 from provisioner.pve.parse import format_fingerprint, normalize_fingerprint, normalize_host
@@ -192,6 +193,8 @@ def add_node() -> tuple[Response, int]:
     require_admin()
     body = Body(json_body())
     name = body.name("name", required=True)
+    if name == AUTO:
+        body.refuse("name", f"{AUTO!r} is what a request names to be placed: choose another name")
     read = _connection_from(body)
     default_storage = body.name("default_storage")
     default_bridge = body.name("default_bridge")

@@ -254,6 +254,12 @@ _CONTAINER = {
         "type": ["object", "null"],
         "description": "a change under way and its safety snapshot (resync, set, sync, promote)",
     },
+    "spread_group": {**NSTR, "description": "its anti-affinity group (spread)"},
+    "placement": {
+        "type": ["object", "null"],
+        "description": "for a request placed by node 'auto': the node, the reasons (each "
+        "node left out and why) and a warning when its spread group could not be kept apart",
+    },
     "events_url": STR,
     "pve": {
         "oneOf": [
@@ -378,11 +384,16 @@ SCHEMAS: dict[str, Any] = {
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
                           "invalid": {"type": "array", "items": _object({
                               "name": STR, "problems": STRS})}}),
-    "ContainerCreate": {"type": "object", "required": ["template", "node", "hostname"],
+    "ContainerCreate": {"type": "object", "required": ["template", "hostname"],
                         "additionalProperties": False, "properties": {
         "template": _text(128, pattern=f"^{TEMPLATE_NAME.pattern}$",
                           description="a template's name (GET /api/templates)"),
-        "node": _text(64, minLength=1, description="a node's name (GET /api/nodes)"),
+        "node": _text(64, minLength=1, description="a node's name (GET /api/nodes), or 'auto': "
+                      "placed on the node with the most room; absent: the only node, else "
+                      "auto"),
+        "spread": _text(64, pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                        description="an anti-affinity group: placement puts its members on "
+                                    "different nodes"),
         "hostname": _text(253, pattern="^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
                           description="a DNS host name (labels of letters, digits and '-')"),
         "vmid": _int(100, 999_999_999, description="chosen by the node when absent"),

@@ -258,6 +258,11 @@ class PveClient:
         """The cluster's nodes with their free CPU and memory."""
         return [NodeInfo.from_api(n) for n in self._request("GET", "/nodes")]
 
+    def cluster_resources(self) -> list[dict[str, Any]]:
+        """Every node, guest and storage of the cluster with its usage
+        (``GET /cluster/resources``), as placement reads it."""
+        return [dict(r) for r in self._request("GET", "/cluster/resources") or []]
+
     def storages(self, content: str | None = None) -> list[StorageInfo]:
         """This node's storages, optionally only those holding ``content``."""
         found = self._request("GET", self._node_path("storage"), {"content": content})

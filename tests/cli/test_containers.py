@@ -270,16 +270,29 @@ def test_a_vmid_in_use_is_a_conflict(cli: Cli) -> None:
     assert "--vmid: 9171 is already used by container" in one_line_error(result.stderr)
 
 
-def test_the_only_node_is_the_default_and_several_need_a_choice(cli: Cli) -> None:
+def test_the_only_node_is_the_default_and_with_several_it_is_placed(cli: Cli) -> None:
     assert cli("create", "-t", "nginx", "-H", "only-node").exit_code == 0
     secret = cli.sim["token_secret"]
     added = cli("nodes", "add", "other", "--host", "127.0.0.1", "--port", "9",
                 "--pve-node", "pve", "--token-id", "a@pve!b", "--token-secret-stdin",
                 "--no-test", input=secret + "\n")  # fmt: skip
     assert added.exit_code == 0, added.output
-    result = cli("create", "-t", "nginx", "-H", "two-nodes")
-    assert result.exit_code == 2
-    assert "--node: choose one of other, sim" in one_line_error(result.stderr)
+    result = cli("create", "-t", "nginx", "-H", "two-nodes", "--spread", "web")
+    assert result.exit_code == 0, result.output
+    assert "placed on sim: " in result.stderr
+    assert "other skipped: unreachable (" in result.stderr
+    shown = cli("show", result.stdout.strip())
+    assert re.search(r"placement:\s+placed on sim: ", shown.stdout), shown.stdout
+    assert re.search(r"spread group:\s+web\n", shown.stdout)
+    refused = cli("create", "-t", "nginx", "-H", "two-nodes-2", "--spread", "web")
+    assert refused.exit_code == 2
+    assert one_line_error(refused.stderr).startswith("error: --node: no node fits; other skipped: "
+                                                     "unreachable (")  # fmt: skip
+    assert "every node that fits holds a member of spread group 'web': sim (1)" in refused.stderr
+    placing = cli("create", "-t", "nginx", "-H", "auto-no-redis", "--node", "auto",
+                  REDIS_URL="redis://127.0.0.1:1/0")  # fmt: skip
+    assert placing.exit_code == 4
+    assert "--node auto: placement needs Redis" in one_line_error(placing.stderr)
 
 
 def test_unreachable_redis_keeps_the_request(cli: Cli) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from provisioner.db import session_scope
 from provisioner.models import AuthKind, Lifecycle, Node
+from provisioner.reservations import Reservations
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import set_node_secret
 from tests.pipeline.conftest import NODE, Stack, api_client, module_stack
@@ -176,3 +177,20 @@ def test_a_volume_keeps_its_data_through_a_change_of_options_and_into_a_clone(
     assert copy_volume != volume and copy_volume.endswith(f"vm-{copy.vmid}-disk-1")
     assert ssh_run(surface_stack, copy, f"sha256sum {DATA_FILE}") == before
     assert ssh_run(surface_stack, changed, f"sha256sum {DATA_FILE}") == before
+
+
+def test_a_request_for_auto_is_placed_said_first_and_released_when_ready(
+    surface_stack: Stack, api: Callable[..., Any]
+) -> None:
+    answer = api("POST", "/containers", {"template": "lines", "node": "auto",
+                                         "hostname": "placed-1", "variables": {"count": 1}})  # fmt: skip
+    assert answer.status_code == 201, answer.json
+    cid: str = answer.json["id"]
+    MADE.append(cid)
+    assert answer.json["container"]["placement"]["node"] == NODE
+    done = surface_stack.wait(cid, timeout=500)
+    assert done.lifecycle == Lifecycle.READY, done.error_message
+    events = api("GET", f"/containers/{cid}/events").json["events"]
+    first = next(e for e in events if e["phase"] == "create")
+    assert first["type"] == "step" and first["message"].startswith(f"placed on {NODE}: ")
+    assert Reservations(surface_stack.redis).node_of(cid) is None  # used now: released

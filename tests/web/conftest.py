@@ -209,3 +209,17 @@ def serve(app: Flask) -> Iterator[LiveServer]:
 def live_server(app: Flask) -> Iterator[LiveServer]:
     with serve(app) as server:
         yield server
+
+
+def add_sim_node(app: Flask, sim: dict[str, Any], name: str, port: int | None = None,
+                  **columns: Any) -> None:  # fmt: skip
+    """The simulator under another name (other defaults, or a closed port)."""
+    res = app.extensions["provisioner"]
+    host, sim_port = sim["url"].split("//")[1].split("/")[0].rsplit(":", 1)
+    user, token_name = sim["token_id"].split("!")
+    with db_session(app) as session:
+        node = Node(name=name, host=host, port=port or int(sim_port), pve_node=sim["node"],
+                    auth_kind=AuthKind.TOKEN, pve_user=user, token_name=token_name,
+                    secret_ciphertext="", ca_file=sim["cafile"], **columns)  # fmt: skip
+        set_node_secret(res.box, node, sim["token_secret"])
+        session.add(node)

@@ -14,12 +14,11 @@ from flask.testing import FlaskClient
 from rq import Queue
 from sqlalchemy import func, select
 
-from provisioner.models import AuthKind, Container, Node
+from provisioner.models import Container, Node
 from provisioner.node_facts import NodeFacts
 from provisioner.nodes import connection_for
-from provisioner.secrets.vault import set_node_secret
 from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
-from tests.web.conftest import bearer, closed_port, db_session
+from tests.web.conftest import add_sim_node, bearer, closed_port, db_session
 from web.app import create_app
 
 pytestmark = [pytest.mark.integration]
@@ -44,20 +43,6 @@ def app(facts_stack: Stack) -> Iterator[Flask]:
 @pytest.fixture
 def token(app: Flask) -> str:
     return admin_token(app.extensions["provisioner"].factory)
-
-
-def _add_sim_node(app: Flask, sim: dict[str, Any], name: str, port: int | None = None,
-                  **columns: Any) -> None:  # fmt: skip
-    """The simulator under another name (other defaults, or a closed port)."""
-    res = app.extensions["provisioner"]
-    host, sim_port = sim["url"].split("//")[1].split("/")[0].rsplit(":", 1)
-    user, token_name = sim["token_id"].split("!")
-    with db_session(app) as session:
-        node = Node(name=name, host=host, port=port or int(sim_port), pve_node=sim["node"],
-                    auth_kind=AuthKind.TOKEN, pve_user=user, token_name=token_name,
-                    secret_ciphertext="", ca_file=sim["cafile"], **columns)  # fmt: skip
-        set_node_secret(res.box, node, sim["token_secret"])
-        session.add(node)
 
 
 def _count(app: Flask) -> int:
@@ -116,7 +101,7 @@ def test_every_problem_with_the_node_at_once(app: Flask, client: FlaskClient, to
 
 def test_the_nodes_defaults_are_checked_too(app: Flask, client: FlaskClient, token: str,
                                            sim: dict[str, Any]) -> None:  # fmt: skip
-    _add_sim_node(app, sim, "odd-defaults", default_storage="local", default_bridge="vmbr5")
+    add_sim_node(app, sim, "odd-defaults", default_storage="local", default_bridge="vmbr5")
     response = _post(client, token, node="odd-defaults")
     assert response.status_code == 400
     errors = {e["field"]: e["message"] for e in response.json["errors"]}
@@ -128,7 +113,7 @@ def test_the_nodes_defaults_are_checked_too(app: Flask, client: FlaskClient, tok
 
 def test_an_unreachable_node_refuses_nothing_at_submit(app: Flask, client: FlaskClient,
                                                       token: str, sim: dict[str, Any]) -> None:  # fmt: skip
-    _add_sim_node(app, sim, "down", port=closed_port())
+    add_sim_node(app, sim, "down", port=closed_port())
     response = _post(client, token, node="down", bridge="vmbr9", ip="192.0.2.10/24")
     assert response.status_code == 201, response.json  # the create phase's pre-flight decides
     assert response.json["container"]["request"]["bridge"] == "vmbr9"

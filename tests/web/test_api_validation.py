@@ -31,7 +31,7 @@ def _queued(settings: Settings) -> int:
 
 @pytest.mark.parametrize(("change", "field", "status"), [
     ({"template": None}, "template", 400),
-    ({"node": None}, "node", 400),
+    ({"node": 42}, "node", 400),  # left out: the only node (else "auto": placement)
     ({"hostname": None}, "hostname", 400),
     ({"hostname": 42}, "hostname", 400),
     ({"hostname": ""}, "hostname", 400),
@@ -101,8 +101,7 @@ def test_every_field_error_of_a_container_request_at_once(app: Flask, client: Fl
     assert count_containers(app) == 0 and _queued(settings) == 0
     # a body whose only fault is a placeholder's consequence is not blamed twice
     missing = client.post("/api/containers", headers=bearer(token), json={"cores": 0})
-    assert [e["field"] for e in missing.json["errors"]] == ["template", "node", "hostname",
-                                                            "cores"]  # fmt: skip
+    assert [e["field"] for e in missing.json["errors"]] == ["template", "hostname", "cores"]
 
 
 def test_bodies_that_are_not_json_objects(app: Flask, client: FlaskClient, token: str) -> None:

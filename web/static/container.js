@@ -206,6 +206,8 @@
           : ct.pve_error ? "unavailable"
           : !liveLoaded ? "loading…" : ct.vmid === null ? "not created in PVE yet" : "–")],
       ["Node", el("a", { href: "/nodes" }, ct.node)],
+      ct.placement && ["Placement", el("span", { id: "ct-placement", class: "small-text" }, ct.placement.reasons)],
+      ct.spread_group && ["Spread group", ct.spread_group],
       ["Template", el("a", { href: `/templates/${encodeURIComponent(ct.template)}` }, ct.template)],
       ["Owner", ct.owner ? el("span", { id: "ct-owner", title: "the webhooks of this user get its events" }, ct.owner) : null],
       ["VMID", ct.vmid !== null && ct.owns_container ? el("span", { class: "mono" }, String(ct.vmid))
