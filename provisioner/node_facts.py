@@ -35,6 +35,7 @@ from provisioner.pve.http import PveConnection
 from provisioner.pve.types import BridgeInfo, StorageInfo
 from provisioner.requests import ProvisionRequest, node_defaults
 from provisioner.secrets.box import SecretBox
+from provisioner.templates.surface import check_pool
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,16 @@ def wanted_of(req: ProvisionRequest, node: Node, refused: Collection[str] = ()) 
                   ip=None if "ip" in refused else req.ip,
                   default_storage=req.storage is None,
                   default_bridge=req.bridge is None, nics=nics, volumes=volumes,
-                  pool=None if "pool" in refused else req.pool or None)  # fmt: skip
+                  pool=None if "pool" in refused else _pool(req.pool))  # fmt: skip
+
+
+def _pool(pool: object) -> str | None:
+    """A pool to look for on the node; None when there is none, or when it is
+    malformed (the request's own checks say so)."""
+    try:
+        return check_pool(pool) if isinstance(pool, str) else None
+    except ConfigError:
+        return None
 
 
 def address_problem(ip: str, bridge: str, cidr: str | None) -> str | None:

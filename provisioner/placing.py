@@ -121,6 +121,46 @@ def spread_members(session: Session, group: str | None) -> dict[str, int]:
     return {name: int(count) for name, count in rows}
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What a placement decides on, read from the database and the nodes."""
+
+    candidates: list[Candidate]
+    usage: dict[str, NodeUsage]
+    down: dict[str, str]
+    members: dict[str, int]
+
+
+def _inputs(session: Session, box: SecretBox, ask: Ask, lend: Lender, connect_timeout: float,
+            read_timeout: float) -> _Inputs:  # fmt: skip
+    nodes = list(session.scalars(select(Node).order_by(Node.name)))
+    if not nodes:
+        raise ConfigError("node: no node is registered (add one: provisioner nodes add)")
+    members = spread_members(session, ask.spread)
+    candidates = [Candidate(name=n.name, pve_node=n.name, maintenance=n.maintenance,
+                            max_containers=n.max_containers, default_storage=n.default_storage)
+                  for n in nodes]  # fmt: skip
+    session.commit()  # no transaction while the nodes are asked
+    usage, down = read_usage(nodes, box, lend=lend, connect_timeout=connect_timeout,
+                             read_timeout=read_timeout)  # fmt: skip
+    usage = {name: dataclasses.replace(u, node=name) for name, u in usage.items()}
+    return _Inputs(candidates, usage, down, members)
+
+
+def preview(session: Session, box: SecretBox, reservations: Reservations, ask: Ask, *,
+            lend: Lender = PveClient, strict_spread: bool = True,
+            connect_timeout: float = CONNECT_TIMEOUT,
+            read_timeout: float = READ_TIMEOUT) -> Placement:  # fmt: skip
+    """Where ``ask`` would go now, reserving nothing (the wizard's review).
+
+    Raises:
+        ConfigError: no node is registered.
+    """
+    got = _inputs(session, box, ask, lend, connect_timeout, read_timeout)
+    return place(got.candidates, got.usage, ask, reservations.in_flight(), got.members,
+                 strict_spread=strict_spread, down=got.down)  # fmt: skip
+
+
 def choose(session: Session, box: SecretBox, reservations: Reservations, ask: Ask, *,
            lend: Lender = PveClient, strict_spread: bool = True,
            connect_timeout: float = CONNECT_TIMEOUT,
@@ -131,20 +171,10 @@ def choose(session: Session, box: SecretBox, reservations: Reservations, ask: As
     Raises:
         ConfigError: ``node: no node fits; ...`` naming each node's reason.
     """
-    nodes = list(session.scalars(select(Node).order_by(Node.name)))
-    if not nodes:
-        raise ConfigError("node: no node is registered (add one: provisioner nodes add)")
-    members = spread_members(session, ask.spread)
-    candidates = [Candidate(name=n.name, pve_node=n.name, maintenance=n.maintenance,
-                            max_containers=n.max_containers, default_storage=n.default_storage)
-                  for n in nodes]  # fmt: skip
-    session.commit()
-    usage, down = read_usage(nodes, box, lend=lend, connect_timeout=connect_timeout,
-                             read_timeout=read_timeout)  # fmt: skip
-    usage = {name: dataclasses.replace(u, node=name) for name, u in usage.items()}
+    got = _inputs(session, box, ask, lend, connect_timeout, read_timeout)
     with reservations.placing():
-        placement: Placement = place(candidates, usage, ask, reservations.in_flight(), members,
-                                     strict_spread=strict_spread, down=down)  # fmt: skip
+        placement = place(got.candidates, got.usage, ask, reservations.in_flight(), got.members,
+                          strict_spread=strict_spread, down=got.down)  # fmt: skip
         if placement.node is None:
             raise ConfigError(f"node: {placement.reasons}")
         container_id = new_container_id()

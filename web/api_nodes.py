@@ -16,21 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from flask import Response, jsonify, request
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
 from provisioner.nodes import connection_for, container_counts
-from provisioner.placement import AUTO
+from provisioner.placement import AUTO, check_spread
+from provisioner.placing import ask_of, preview
 from provisioner.pve.client import PveClient
 from provisioner.pve.http import PasswordAuth, PveConnection, TokenAuth
 from provisioner.pve.parse import format_fingerprint, normalize_fingerprint, normalize_host
 from provisioner.request_checks import NAME
+from provisioner.requests import ProvisionRequest, load_named_template
+from provisioner.reservations import Reservations
 from provisioner.secrets.vault import set_node_secret
 from provisioner.views import node_json
 from web.api import ApiError, Body, bp, json_body, require_admin, upstream
-from web.resources import get_db, resources
+from web.resources import get_db, get_redis, resources
 
 # PVE's storage content types (pve-storage-content)
 STORAGE_CONTENT = ("rootdir", "images", "vztmpl", "iso", "backup", "snippets", "import")
@@ -309,3 +313,39 @@ def node_resources(name: str) -> Response:
                     "cpu_usage": info.cpu_usage, "free_cpu": info.free_cpu,
                     "memory_total": info.memory_total, "memory_used": info.memory_used,
                     "free_memory": info.free_memory})  # fmt: skip
+
+
+@bp.route("/placement", methods=["POST"])
+def placement_preview() -> Response:
+    """Where a request would be placed now (``"node": "auto"``), with each
+    node's reason; nothing is reserved (the wizard's review step)."""
+    body = Body(json_body())
+    template_name = body.string("template", max_length=128)
+    req = ProvisionRequest(template=template_name or "", node=AUTO, hostname="preview",
+                           memory=body.integer("memory", minimum=16, maximum=64 * 1024 * 1024),
+                           disk=body.integer("disk", minimum=1, maximum=128 * 1024),
+                           storage=body.name("storage"), spread=body.string("spread", max_length=64),
+                           mounts=[m for m in body.value("mounts") or [] if isinstance(m, dict)])  # fmt: skip
+    try:
+        check_spread(req.spread)
+    except ConfigError as exc:
+        body.refuse("spread", exc.message)
+    body.finish()
+    res = resources()
+    template = None
+    if template_name:
+        try:
+            template = load_named_template(res.settings, template_name)
+        except ConfigError as exc:
+            raise ApiError(400, exc.message, "template") from None
+    try:
+        got = preview(get_db(), res.box, Reservations(get_redis()), ask_of(req, template),
+                      lend=res.pve.client, strict_spread=res.settings.spread_strict,
+                      connect_timeout=res.settings.web_pve_connect_timeout,
+                      read_timeout=res.settings.web_pve_read_timeout)  # fmt: skip
+    except ConfigError as exc:
+        raise ApiError(409, exc.message, "node") from None
+    except RedisError as exc:
+        raise ApiError(503, f"placement needs Redis, which failed: {exc}") from None
+    return jsonify({"node": got.node, "reasons": got.reasons, "warning": got.warning,
+                    "skipped": dict(got.skipped)})  # fmt: skip

@@ -384,6 +384,17 @@ SCHEMAS: dict[str, Any] = {
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
                           "invalid": {"type": "array", "items": _object({
                               "name": STR, "problems": STRS})}}),
+    "PlacementAsk": _object({
+        "template": _text(128, description="its resources are the defaults"),
+        "memory": _int(16, 64 * 1024 * 1024, description="MiB"),
+        "disk": _int(1, 128 * 1024, description="GiB"), "storage": NAME,
+        "spread": _text(64, pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
+        "mounts": {"type": "array", "items": {"type": "object"}}},
+        optional=("template", "memory", "disk", "storage", "spread", "mounts")),
+    "Placement": _object({
+        "node": NSTR, "reasons": STR, "warning": NSTR,
+        "skipped": {"type": "object", "additionalProperties": STR,
+                    "description": "each node left out, and why"}}),
     "ContainerCreate": {"type": "object", "required": ["template", "hostname"],
                         "additionalProperties": False, "properties": {
         "template": _text(128, pattern=f"^{TEMPLATE_NAME.pattern}$",
@@ -573,6 +584,10 @@ PATHS: dict[str, Any] = {
     "/api/nodes/{name}/resources": {"parameters": [NODE], "get": _op(
         "Free CPU and memory", "nodes", _json(_ref("Resources"), "resources"),
         extra={**_NOT_FOUND, **_UPSTREAM})},
+    "/api/placement": {"post": _op(
+        "Where a request would be placed now (node auto); nothing is reserved", "nodes",
+        _json(_ref("Placement"), "the node it would get (null: none fits) and why"),
+        body="PlacementAsk", extra={"409": {"$ref": "#/components/responses/Conflict"}})},
     "/api/templates": {"get": _op("List container templates", "templates",
                                   _json(_ref("Templates"), "the templates"))},
     "/api/templates/{name}": {

@@ -21,13 +21,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from playwright.sync_api import expect
+from sqlalchemy import delete
 
 from provisioner.errors import PveApiError
-from provisioner.models import Container, Lifecycle, Node, new_container_id
+from provisioner.models import AuthKind, Container, Lifecycle, Node, new_container_id
 from provisioner.nodes import client_for
 from provisioner.secrets.keyfile import load_secret_box
-from provisioner.secrets.vault import container_root_password
+from provisioner.secrets.vault import container_root_password, set_node_secret
 from tests.browser.conftest import Dashboard, doc_shot, shot
+from tests.web.conftest import closed_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -621,3 +623,60 @@ def test_the_advanced_options_post_the_apis_body(page: Any, dash: Dashboard) -> 
     assert body["mounts"] == [{"path": "/data", "size": 2, "backup": True}]
     assert body["features"] == {"fuse": True}
     assert "binds" not in body and "onboot" not in body
+
+
+@pytest.fixture
+def down_node(dash: Dashboard) -> Iterator[str]:
+    """A second node, registered with the simulator's login on a port where
+    nothing answers: the wizard then offers automatic placement."""
+    sim = dash.stack.sim
+    box = load_secret_box(dash.stack.settings.secret_key, dash.stack.settings.secret_key_file)
+    user, token_name = sim["token_id"].split("!")
+    with dash.stack.factory() as session:
+        node = Node(name="wiz-down", host="127.0.0.1", port=closed_port(), pve_node=sim["node"],
+                    auth_kind=AuthKind.TOKEN, pve_user=user, token_name=token_name,
+                    secret_ciphertext="", ca_file=sim["cafile"])  # fmt: skip
+        set_node_secret(box, node, sim["token_secret"])
+        session.add(node)
+        session.commit()
+    yield "wiz-down"
+    with dash.stack.factory() as session:
+        session.execute(delete(Node).where(Node.name == "wiz-down"))
+        session.commit()
+
+
+def test_with_several_nodes_the_wizard_places_automatically(page: Any, dash: Dashboard,
+                                                           down_node: str) -> None:  # fmt: skip
+    """ "Automatic (recommended)" is offered and chosen; the node's default
+    storage and bridge follow; the review says where it would go now and
+    why; the request posts node "auto" without a storage or a bridge."""
+    page.goto("/containers/new?template=nginx")
+    step(page, "node")
+    auto = page.locator('.choice-card[data-node="auto"]')
+    expect(auto).to_contain_text("Automatic (recommended)")
+    expect(auto.locator("input")).to_be_checked()
+    expect(page.locator("#storage")).to_be_disabled()
+    expect(page.locator("#storage")).to_have_text("The chosen node's default")
+    next_step(page)
+    step(page, "network")
+    page.fill("#hostname", "wiz-auto")
+    for _ in range(4):  # network -> resources -> access -> variables -> review
+        next_step(page)
+    step(page, "review")
+    choice = page.locator("#auto-choice")
+    expect(choice).to_contain_text(dash.node)
+    expect(choice).to_contain_text(f"{down_node} skipped: unreachable")
+    snap(page, "wizard-review-automatic")
+    posted: list[Any] = []
+
+    def refuse(route: Any) -> None:
+        posted.append(route.request.post_data_json)
+        route.fulfill(status=400, json={"error": "node: no node fits", "field": "node",
+                                        "errors": [{"field": "node", "message": "node: no node fits"}]})  # fmt: skip
+
+    page.route("**/api/containers", refuse)
+    next_step(page)
+    step(page, "node")
+    expect(error_of(page, "node")).to_contain_text("no node fits")
+    assert len(posted) == 1
+    assert posted[0]["node"] == "auto" and "storage" not in posted[0] and "bridge" not in posted[0]

@@ -13,11 +13,24 @@ from sqlalchemy import func, select
 
 from provisioner.db import session_scope
 from provisioner.models import AuthKind, Container, Lifecycle, Node
+from provisioner.nodes import client_for
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import set_node_secret
 from provisioner.stored_request import StoredRequest
 from tests.cli.conftest import Cli
 from tests.cli.test_containers import one_line_error
+
+
+@pytest.fixture(autouse=True)
+def pools(cli: Cli) -> None:
+    """The resource pools these requests name exist on the simulator (a
+    pool is checked at submit, against GET /pools)."""
+    box = load_secret_box(cli.settings.secret_key, cli.settings.secret_key_file)
+    with cli.factory() as session:
+        node = session.scalars(select(Node).where(Node.name == "sim")).one()
+        with client_for(node, box) as pve:
+            for pool in {"customers", "databases"} - set(pve.pools()):
+                pve._request("POST", "/pools", {"poolid": pool})
 
 
 def sign_in_as_root(cli: Cli) -> None:

@@ -111,6 +111,7 @@ def test_every_field_but_config_file_has_a_variable() -> None:
             "log_level": "ERROR",
             "web_host": "h",
             "web_cookie_secure": "yes",
+            "spread_strict": "no",
             "public_url": "https://provisioner.example",
             "bind_mount_allow": "/srv/shared:/mnt/data",
         }.items()

@@ -159,3 +159,27 @@ def test_a_node_cannot_be_named_auto(client: FlaskClient, token: str,
         "name": "auto", "host": "127.0.0.1", "token_id": sim["token_id"],
         "secret": sim["token_secret"], "verify": False})  # fmt: skip
     assert response.status_code == 400 and response.json["field"] == "name"
+
+
+def test_the_preview_says_where_it_would_go_and_reserves_nothing(
+        app: Flask, client: FlaskClient, token: str, reservations: Reservations) -> None:  # fmt: skip
+    held = _held(reservations)
+    _maintenance(app, NODE)
+    try:
+        got = client.post("/api/placement", headers=bearer(token),
+                          json={"template": "nginx", "memory": 256, "disk": 2})  # fmt: skip
+    finally:
+        _maintenance(app)
+    assert got.status_code == 200, got.json
+    assert got.json["node"] in ("sim-b", "sim-c") and got.json["warning"] is None
+    assert got.json["skipped"] == {NODE: "maintenance"}
+    assert got.json["reasons"].startswith(f"placed on {got.json['node']}: ")
+    assert _held(reservations) == held
+    huge = client.post("/api/placement", headers=bearer(token), json={"memory": 64 * 1024 * 1024})
+    assert huge.status_code == 200 and huge.json["node"] is None
+    assert huge.json["reasons"].startswith("no node fits; ")
+    bad = client.post("/api/placement", headers=bearer(token),
+                      json={"spread": "a b", "template": "nope"})  # fmt: skip
+    assert bad.status_code == 400 and bad.json["field"] == "spread"
+    unknown = client.post("/api/placement", headers=bearer(token), json={"template": "nope"})
+    assert unknown.status_code == 400 and unknown.json["field"] == "template"

@@ -16,6 +16,7 @@
   const STEPS = ["template", "node", "network", "resources", "access", "variables", "review"];
   const REVIEW = STEPS.length - 1;
   const RESOURCES = ["cores", "memory", "swap", "disk"];
+  const AUTO = "auto"; // the node placement chooses (provisioner.placement.AUTO)
   const NUMBERS = {
     cores: { label: "CPU cores", min: 1, max: 8192, unit: "" },
     memory: { label: "Memory", min: 16, max: 64 * 1024 * 1024, unit: " MiB" },
@@ -254,13 +255,13 @@
       return state.nodes.length ? "Choose the node to run it on" : "There is no node yet: add one on the Nodes page first";
     },
     storage: () => {
-      if (!state.node) return null;
+      if (!state.node || state.node === AUTO) return null;
       if (state.loadingPlacement) return `Still loading the storages of ${state.node}…`;
       if (!state.storages.length) return `Node ${state.node} offers no storage for container disks`;
       return $("storage").value ? null : "Choose a storage for the root disk";
     },
     bridge: () => {
-      if (!state.node) return null;
+      if (!state.node || state.node === AUTO) return null;
       if (state.loadingPlacement) return `Still loading the bridges of ${state.node}…`;
       if (!state.bridges.length) return `Node ${state.node} has no network bridge`;
       return $("bridge").value ? null : "Choose a network bridge";
@@ -423,12 +424,29 @@
         el("a", { class: "button primary", href: "/nodes" }, "Add a node")));
       return;
     }
-    box.replaceChildren(...state.nodes.map(nodeCard));
+    const several = state.nodes.length > 1;
+    box.replaceChildren(...(several ? [autoCard()] : []), ...state.nodes.map(nodeCard));
     state.nodes.forEach((n) => loadNodeInfo(n.name));
-    if (state.nodes.length === 1) {
-      box.querySelector("input").checked = true;
-      selectNode(state.nodes[0].name);
+    if (!state.node || !box.querySelector(`[data-node="${CSS.escape(state.node)}"]`)) {
+      box.querySelector("input").checked = true; // the only node, or automatic placement
+      selectNode(several ? AUTO : state.nodes[0].name);
     }
+  }
+
+  // Several nodes: placement chooses one (the request's node "auto"), with the
+  // node's default storage and bridge; the review says where it would go now.
+  function autoCard() {
+    const input = el("input", { type: "radio", name: "node", value: AUTO, class: "visually-hidden" });
+    input.addEventListener("change", () => selectNode(AUTO));
+    const card = el("label", { class: "card choice-card node-card", "data-node": AUTO },
+      input,
+      el("span", { class: "choice-check", "aria-hidden": "true" }),
+      el("span", { class: "choice-title" }, "Automatic (recommended)"),
+      el("span", { class: "choice-desc" }, "The node with the most free memory and disk, skipping nodes in maintenance; " +
+        "it gets that node's default storage and bridge."),
+      el("span", { class: "choice-meta" }, el("span", {}, `${plural(state.nodes.length, "node")} to choose from`)));
+    card.addEventListener("dblclick", () => next());
+    return card;
   }
 
   async function loadNodeInfo(name) {
@@ -494,6 +512,7 @@
   }
 
   async function loadPlacement(name) {
+    if (name === AUTO) return autoPlacement();
     const token = ++state.placementToken;
     const node = state.nodes.find((n) => n.name === name);
     const storage = $("storage");
@@ -539,6 +558,40 @@
     }
     updateBridgeHint();
     updateResourceHints();
+  }
+
+  function autoPlacement() {
+    ++state.placementToken; // a node's details still loading are not wanted now
+    state.loadingPlacement = false;
+    state.storages = [];
+    state.bridges = [];
+    for (const field of ["storage", "bridge"]) setError(field, null);
+    form.querySelectorAll(".placement .load-failed").forEach((e) => e.remove());
+    for (const id of ["storage", "bridge"]) {
+      $(id).replaceChildren(el("option", { value: "" }, "The chosen node's default"));
+      $(id).disabled = true;
+    }
+    $("nic-rows").querySelectorAll("select[data-key=bridge]").forEach((select) => fillNicBridge(select, ""));
+    updateBridgeHint();
+    updateResourceHints();
+    return Promise.resolve();
+  }
+
+  // Where the request would go now (POST /api/placement reserves nothing).
+  async function previewPlacement(box) {
+    const body = { template: state.template.name };
+    for (const field of ["memory", "disk"]) if (/^[0-9]+$/.test(value(field))) body[field] = Number(value(field));
+    const adv = advancedBody();
+    if (adv.mounts) body.mounts = adv.mounts;
+    box.replaceChildren(el("span", { class: "muted" }, "asking the nodes…"));
+    try {
+      const got = await api("POST", "/api/placement", body);
+      box.replaceChildren(got.node
+        ? el("span", {}, el("strong", {}, got.node), el("span", { class: "muted small-text" }, ` — ${got.reasons.replace(/^placed on [^:]+: /, "")}`))
+        : el("span", { class: "field-error" }, got.reasons), ...(got.warning ? [el("div", { class: "small-text" }, got.warning)] : []));
+    } catch (e) {
+      box.replaceChildren(el("span", { class: "muted" }, `cannot ask now (${e.message}); the node is chosen when you create`));
+    }
   }
 
   function fillSelect(select, options, preferred) {
@@ -837,8 +890,6 @@
     const body = {
       template: state.template.name,
       node: state.node,
-      storage: $("storage").value,
-      bridge: $("bridge").value,
       hostname: value("hostname"),
       ip: isStatic() ? value("ip") : "dhcp",
       failure_policy: checkedValue("failure_policy"),
@@ -846,6 +897,7 @@
     };
     for (const field of RESOURCES) body[field] = Number(value(field));
     if (isStatic() && value("gateway")) body.gateway = value("gateway");
+    for (const id of ["storage", "bridge"]) if ($(id).value) body[id] = $(id).value;
     if (value("environment")) body.environment = value("environment");
     if (value("vmid")) body.vmid = Number(value("vmid"));
     if (value("ssh_public_key")) body.ssh_public_key = value("ssh_public_key");
@@ -879,7 +931,7 @@
     $("review").replaceChildren(
       reviewCard("Template", 0, [["Template", el("strong", {}, t.name)], ["Description", t.description],
         ["OS image", el("span", { class: "mono small-text" }, t.ostemplate)]]),
-      reviewCard("Placement", 1, [["Node", state.node],
+      reviewCard("Placement", 1, [["Node", state.node === AUTO ? el("span", { id: "auto-choice" }) : state.node],
         ["Storage", storage ? `${storage.name} (${bytes(storage.avail)} free)` : $("storage").value],
         ["Bridge", $("bridge").value]]),
       reviewCard("Network", 2, [["Hostname", el("span", { class: "mono" }, value("hostname"))],
@@ -906,6 +958,7 @@
         ["Root password", customPassword() ? "set by you" : "generated, shown once after creation"]]),
       reviewCard("Variables", 5, vars.length ? vars : [["Variables", "none"]]),
     );
+    if (state.node === AUTO) previewPlacement($("auto-choice"));
   }
 
   function setBusy(busy) {
@@ -1013,7 +1066,7 @@
     const t = state.template;
     switch (STEPS[i]) {
       case "template": return t ? t.name : "";
-      case "node": return state.node ? [state.node, $("storage").value].filter(Boolean).join(" · ") : "";
+      case "node": return state.node === AUTO ? "automatic" : state.node ? [state.node, $("storage").value].filter(Boolean).join(" · ") : "";
       case "network": return isStatic() ? value("ip") : value("hostname") ? "DHCP" : "";
       case "resources": return value("cores") ? `${plural(Number(value("cores")), "core")} · ${value("memory")} MiB` : "";
       case "access": {
