@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from provisioner.pve.schema import ApiSchema, ParameterError, load_api_schema
-from pvesim import info, lxcops, storage, tasks
+from pvesim import ct_template, info, lxcops, storage, tasks
 from pvesim.auth import Authenticator, AuthError
 from pvesim.errors import PveError, param_error
 from pvesim.faults import HttpFault, TaskFault
@@ -234,6 +234,16 @@ async def get_network(node: Node, p: dict[str, Any], user: str) -> Any:
 
 
 # --- storage ------------------------------------------------------------------
+@route("GET", "/storage")
+async def get_datacenter_storages(node: Node, p: dict[str, Any], user: str) -> Any:
+    return storage.datacenter_storages(p.get("type"))
+
+
+@route("GET", "/storage/{storage}")
+async def get_storage_config(node: Node, p: dict[str, Any], user: str) -> Any:
+    return storage.read_storage(str(p["storage"]))
+
+
 @route("GET", "/nodes/{node}/storage")
 async def get_storages(node: Node, p: dict[str, Any], user: str) -> Any:
     return storage.list_storages(node, p)
@@ -355,6 +365,17 @@ async def lxc_interfaces(node: Node, p: dict[str, Any], user: str) -> Any:
 @route("POST", "/nodes/{node}/lxc/{vmid}/clone")
 async def lxc_clone(node: Node, p: dict[str, Any], user: str) -> Any:
     return await lxcops.clone(node, p["vmid"], p, user)
+
+
+@route("POST", "/nodes/{node}/lxc/{vmid}/template")
+async def lxc_template(node: Node, p: dict[str, Any], user: str) -> Any:
+    await ct_template.convert(node, p["vmid"], user)
+    return None
+
+
+@route("GET", "/nodes/{node}/lxc/{vmid}/feature")
+async def lxc_feature(node: Node, p: dict[str, Any], user: str) -> Any:
+    return ct_template.has_feature(node, p["vmid"], str(p["feature"]), p.get("snapname"))
 
 
 @route("GET", "/nodes/{node}/lxc/{vmid}/snapshot")

@@ -19,7 +19,7 @@ from pvesim.upid import Upid, split_tokenid
 DURATIONS = {"vzcreate": 4.0, "vzstart": 1.5, "vzstop": 1.0, "vzshutdown": 2.0,
              "vzreboot": 3.0, "vzdestroy": 1.5, "vzclone": 4.0, "vzclone-linked": 0.5,
              "vzsnapshot": 1.0,
-             "vzdelsnapshot": 0.5, "vzrollback": 1.5, "download": 3.0, "resize": 1.0}  # fmt: skip
+             "vzdelsnapshot": 0.5, "vzrollback": 1.5, "vztemplate": 0.5, "download": 3.0, "resize": 1.0}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
