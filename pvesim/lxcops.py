@@ -390,6 +390,9 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
         node.set_lock(rec, "snapshot")
 
     async def body(task: Task) -> None:
+        # pve-guest-common __snapshot_prepare, in the vzsnapshot task
+        if str(rec.config.get("template", "")) == "1":
+            raise TaskFailed("you can't take a snapshot if it's a template")
         task.log(f"create snapshot '{snapname}'")
         # __snapshot_prepare's has_feature('snapshot'): a bind mount has none
         if any(mp.kind != "volume" for mp in volumes.mount_points(rec.config)):

@@ -553,6 +553,9 @@ class Node:
 
     async def _start_body(self, task: Task, vmid: int) -> None:
         rec = self.get(vmid)
+        # PVE::API2::LXC::Status vm_start, in the task: first of all
+        if str(rec.config.get("template", "")) == "1":
+            raise TaskFailed("you can't start a CT if it's a template")
         if vmid in self.running:
             raise TaskFailed(f"CT {vmid} already running")
         nets = parse_nets(rec.config)
