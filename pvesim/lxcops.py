@@ -294,7 +294,11 @@ async def _hotplug_pending(
         if opt not in selection:
             continue
         if opt.startswith("unused"):
-            await _delete_option(node, rec, config, opt)
+            try:
+                await _delete_option(node, rec, config, opt)
+            except Exception as exc:
+                errors[opt] = f"unable to hotplug {opt}: {_error_text(exc)}"
+                continue
         elif opt in _FASTPLUG | {"swap", "cpulimit", "cpuunits"} or re.fullmatch(r"net\d", opt):
             config.pop(opt, None)
         else:
