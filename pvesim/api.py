@@ -305,7 +305,7 @@ async def delete_lxc(node: Node, p: dict[str, Any], user: str) -> Any:
 
 @route("GET", "/nodes/{node}/lxc/{vmid}/config")
 async def get_lxc_config(node: Node, p: dict[str, Any], user: str) -> Any:
-    return lxcops.get_config(node, p["vmid"], p.get("snapshot"))
+    return lxcops.get_config(node, p["vmid"], p.get("snapshot"), bool(p.get("current")))
 
 
 @route("PUT", "/nodes/{node}/lxc/{vmid}/config")
