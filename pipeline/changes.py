@@ -277,12 +277,15 @@ async def set_settings(ctx: Context, params: dict[str, Any]) -> str:
         req = dataclasses.replace(req, disk=None)  # grown before the worker died
     _check_live(req, config)  # against the CT as it is now, before any write
     change = None
+    waiting = ""
     if req.resources:
         change = await begin_safe_change(ctx, "set", req.on_failure, 0.1)
         config = await off_loop(ctx.pve.get_config, vmid)  # the snapshot changed the digest
     try:
         owned = await off_loop(ctx.owned)
         await _apply(ctx, owned, req, config)
+        # PVE keeps what it cannot hot-plug into a running CT pending until the
+        # next start (vmconfig_hotplug_pending): said in an event and the result
         pending = pending_changes(await off_loop(ctx.pve.pending, vmid))
         if pending:
             waiting = ", ".join(f"{k}={v}" if v is not None else f"{k} (removed)"
@@ -308,7 +311,8 @@ async def set_settings(ctx: Context, params: dict[str, Any]) -> str:
     _store(ctx, req)
     if change is not None:
         await end_safe_change(ctx, change)
-    return "changed " + ", ".join(req.changed()) + (" and restarted" if req.restart else "")
+    later = f"; pending until the next restart: {waiting}" if waiting and not req.restart else ""
+    return "changed " + ", ".join(req.changed()) + (" and restarted" if req.restart else later)
 
 
 async def _restart(ctx: Context, owned: Owned) -> None:

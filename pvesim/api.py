@@ -16,11 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from provisioner.pve.schema import ApiSchema, ParameterError, load_api_schema
-from pvesim import info, lxcops, storage
+from pvesim import ct_template, info, lxcops, storage, tasks
 from pvesim.auth import Authenticator, AuthError
 from pvesim.errors import PveError, param_error
 from pvesim.faults import HttpFault, TaskFault
 from pvesim.node import Node
+from pvesim.upid import parse_upid
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ async def api_entry(request: web.Request) -> web.Response:
         data = await HANDLERS[(method, template)](node, clean, user)
     except PveError as exc:
         return error_response(exc.status, exc.message, exc.errors)
-    if isinstance(data, TaskLog):
+    if isinstance(data, Counted):
         return json_response({"data": data.lines, "total": data.total})
     if isinstance(data, web.Response):
         return data
@@ -150,7 +151,10 @@ def _default_fault_message(status: int) -> str:
     return "injected failure (pvesim)"
 
 
-class TaskLog:
+class Counted:
+    """A list answered with PVE's ``total`` result attribute
+    (``$rpcenv->set_result_attrib('total', ...)``) beside ``data``."""
+
     def __init__(self, lines: list[dict[str, Any]], total: int) -> None:
         self.lines, self.total = lines, total
 
@@ -230,6 +234,16 @@ async def get_network(node: Node, p: dict[str, Any], user: str) -> Any:
 
 
 # --- storage ------------------------------------------------------------------
+@route("GET", "/storage")
+async def get_datacenter_storages(node: Node, p: dict[str, Any], user: str) -> Any:
+    return storage.datacenter_storages(p.get("type"))
+
+
+@route("GET", "/storage/{storage}")
+async def get_storage_config(node: Node, p: dict[str, Any], user: str) -> Any:
+    return storage.read_storage(str(p["storage"]))
+
+
 @route("GET", "/nodes/{node}/storage")
 async def get_storages(node: Node, p: dict[str, Any], user: str) -> Any:
     return storage.list_storages(node, p)
@@ -291,7 +305,7 @@ async def delete_lxc(node: Node, p: dict[str, Any], user: str) -> Any:
 
 @route("GET", "/nodes/{node}/lxc/{vmid}/config")
 async def get_lxc_config(node: Node, p: dict[str, Any], user: str) -> Any:
-    return lxcops.get_config(node, p["vmid"], p.get("snapshot"))
+    return lxcops.get_config(node, p["vmid"], p.get("snapshot"), bool(p.get("current")))
 
 
 @route("PUT", "/nodes/{node}/lxc/{vmid}/config")
@@ -353,6 +367,17 @@ async def lxc_clone(node: Node, p: dict[str, Any], user: str) -> Any:
     return await lxcops.clone(node, p["vmid"], p, user)
 
 
+@route("POST", "/nodes/{node}/lxc/{vmid}/template")
+async def lxc_template(node: Node, p: dict[str, Any], user: str) -> Any:
+    await ct_template.convert(node, p["vmid"], user)
+    return None
+
+
+@route("GET", "/nodes/{node}/lxc/{vmid}/feature")
+async def lxc_feature(node: Node, p: dict[str, Any], user: str) -> Any:
+    return ct_template.has_feature(node, p["vmid"], str(p["feature"]), p.get("snapname"))
+
+
 @route("GET", "/nodes/{node}/lxc/{vmid}/snapshot")
 async def lxc_snapshots(node: Node, p: dict[str, Any], user: str) -> Any:
     return lxcops.list_snapshots(node, p["vmid"])
@@ -393,51 +418,29 @@ async def lxc_rollback(node: Node, p: dict[str, Any], user: str) -> Any:
 
 
 # --- tasks --------------------------------------------------------------------
-def _task_entry(rec: Any) -> dict[str, Any]:
-    out = {"upid": rec.upid, "node": rec.node, "pid": rec.pid, "pstart": rec.pstart,
-           "starttime": rec.starttime, "type": rec.type, "id": rec.id, "user": rec.user}  # fmt: skip
-    if rec.status == "stopped":
-        out["status"] = rec.exitstatus
-        out["endtime"] = rec.endtime
-    return out
-
-
 def _task(node: Node, upid: str) -> Any:
+    """PVE::API2::Tasks: a UPID that does not parse, or whose task has no
+    log file, is a parameter error - also what a real node answers in the
+    moment before a new task's log exists."""
+    try:
+        parse_upid(upid)
+    except ValueError:
+        raise param_error({"upid": "unable to parse worker upid"}) from None
     rec = node.tasks.tasks.get(upid)
     if rec is None:
-        # also what a real node answers in the moment before a new task's
-        # status file exists
-        raise param_error({"upid": f"no such task '{upid}'"})
+        raise param_error({"upid": "no such task"})
     return rec
 
 
 @route("GET", "/nodes/{node}/tasks")
 async def list_tasks(node: Node, p: dict[str, Any], user: str) -> Any:
-    recs = list(reversed(list(node.tasks.tasks.values())))
-    source = p.get("source", "archive")
-    if source == "active":
-        recs = [r for r in recs if r.status == "running"]
-    elif source == "archive":
-        recs = [r for r in recs if r.status == "stopped"]
-    if p.get("vmid") is not None:
-        recs = [r for r in recs if r.id == str(p["vmid"])]
-    if p.get("typefilter"):
-        recs = [r for r in recs if r.type == p["typefilter"]]
-    if p.get("userfilter"):
-        recs = [r for r in recs if p["userfilter"] in r.user]
-    if p.get("errors"):
-        recs = [r for r in recs if r.status == "stopped" and r.exitstatus != "OK"]
-    if p.get("since") is not None:
-        recs = [r for r in recs if r.starttime >= int(p["since"])]
-    if p.get("until") is not None:
-        recs = [r for r in recs if r.starttime <= int(p["until"])]
-    start, limit = int(p.get("start", 0)), int(p.get("limit", 50))
-    return [_task_entry(r) for r in recs[start : start + limit]]
+    total, entries = tasks.list_tasks(list(node.tasks.tasks.values()), p)
+    return Counted(entries, total)
 
 
 @route("GET", "/nodes/{node}/tasks/{upid}")
 async def task_index(node: Node, p: dict[str, Any], user: str) -> Any:
-    _task(node, p["upid"])
+    # upid_index checks nothing
     return [{"name": "log"}, {"name": "status"}]
 
 
@@ -450,21 +453,23 @@ async def stop_task(node: Node, p: dict[str, Any], user: str) -> Any:
 
 @route("GET", "/nodes/{node}/tasks/{upid}/status")
 async def task_status(node: Node, p: dict[str, Any], user: str) -> Any:
-    rec = _task(node, p["upid"])
-    out = _task_entry(rec)
-    out["status"] = rec.status
-    if rec.status == "stopped":
-        out["exitstatus"] = rec.exitstatus
-    return out
+    return tasks.task_status(_task(node, p["upid"]))
 
 
 @route("GET", "/nodes/{node}/tasks/{upid}/log")
 async def task_log(node: Node, p: dict[str, Any], user: str) -> Any:
-    rec = _task(node, p["upid"])
-    start, limit = int(p.get("start", 0)), int(p.get("limit", 50))
-    lines = rec.log or ["no content"]
-    chunk = [{"n": i + 1, "t": t} for i, t in enumerate(lines)][start : start + limit]
-    return TaskLog(chunk, len(lines))
+    """read_task_log: PVE::Tools::dump_logfile of the task's log file (a
+    well-formed UPID without one reads as PVE's ``unable to open file`` line)."""
+    upid = str(p["upid"])
+    try:
+        parse_upid(upid)
+    except ValueError:
+        raise param_error({"upid": "unable to parse worker upid"}) from None
+    rec = node.tasks.tasks.get(upid)
+    if rec is None:
+        return Counted([{"n": 1, "t": "unable to open file - No such file or directory"}], 1)
+    total, lines = tasks.dump_log(rec.log, int(p.get("start") or 0), int(p.get("limit", 50)))
+    return Counted(lines, total)
 
 
 # --- the admin API (outside /api2/json) ---------------------------------------

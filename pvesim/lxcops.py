@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from provisioner.pve.schema import load_api_schema
 from pvesim import perms, volumes
+from pvesim.ctconfig import stored_description
 from pvesim.errors import PveError, param_error
 from pvesim.guest import split_property_string
 from pvesim.node import (
@@ -27,82 +29,353 @@ from pvesim.node import (
 from pvesim.proc import CommandError
 from pvesim.runtime import copy_tree
 from pvesim.state import ContainerRecord
+from pvesim.storage_specs import STORAGES
 from pvesim.tasks import DURATIONS, Task, TaskFailed
 
 if TYPE_CHECKING:
     from pvesim.node import Node
 
-# parameters of PUT config that steer the call instead of being config keys
-_PUT_CONTROL = {"node", "vmid", "delete", "digest", "revert"}
-# keys PUT may not change (PVE: "unable to modify read-only option")
-_READ_ONLY = {"rootfs", "arch", "unprivileged"}
+_CONFIG_PATH = "/nodes/{node}/lxc/{vmid}/config"
+# update_vm's parameters that steer the call instead of being config keys
+_PUT_CONTROL = {"node", "vmid", "digest", "delete", "revert"}
+# PVE::LXC::Config's $LXC_FASTPLUG_OPTIONS: applied to a running CT at once
+_FASTPLUG = {"description", "onboot", "startup", "protection", "hostname", "hookscript",
+             "cores", "tags", "lock"}  # fmt: skip
+_MODIFIED = "detected modified configuration - file changed by other user? Try again."
 
 
-def get_config(node: Node, vmid: int, snapshot: str | None) -> dict[str, Any]:
+def option_exists(key: str) -> bool:
+    """PVE::LXC::Config->option_exists: a key of $confdesc (update_vm's
+    config properties, plus ``parent`` and ``snaptime``)."""
+    if key in _PUT_CONTROL:
+        return False
+    schema = load_api_schema().param_schema("PUT", _CONFIG_PATH, key)
+    return schema is not None or key in ("parent", "snaptime")
+
+
+def _split_list(value: Any) -> list[str]:
+    """PVE::Tools::split_list: ``,`` ``;`` and spaces separate."""
+    return [item for item in re.split(r"[,;\s]+", str(value or "")) if item]
+
+
+def _pending_deletes(rec: ContainerRecord) -> list[str]:
+    """AbstractConfig parse_pending_delete (pvesim never sets ``force``)."""
+    return [d.removeprefix("!") for d in _split_list(rec.pending.get("delete"))]
+
+
+def _set_pending_deletes(rec: ContainerRecord, keys: list[str]) -> None:
+    """AbstractConfig print_pending_delete: sorted, joined with ``,``."""
+    if keys:
+        rec.pending["delete"] = ",".join(sorted(set(keys)))
+    else:
+        rec.pending.pop("delete", None)
+
+
+def record_digest(rec: ContainerRecord) -> str:
+    """The digest of the config file: its ``[pve:pending]`` section too."""
+    if not rec.pending:
+        return config_digest(rec.config)
+    pending = {f"[pve:pending] {k}": v for k, v in rec.pending.items()}
+    return config_digest({**rec.config, **pending})
+
+
+def get_config(
+    node: Node, vmid: int, snapshot: str | None, current: bool = False
+) -> dict[str, Any]:
+    """``GET .../config`` as pve-container's vm_config: a snapshot's config,
+    or load_current_config: the pending values taken in and the pending
+    deletes gone unless ``current`` is set."""
+    if snapshot and current:
+        msg = "cannot use 'snapshot' parameter with 'current'"
+        raise param_error({"snapshot": msg, "current": msg})
     rec = node.get(vmid)
     if snapshot:
         snap = rec.snapshots.get(snapshot)
         if snap is None:
             raise PveError(500, f"snapshot '{snapshot}' does not exist")
         config = dict(snap["config"])
-    else:
-        config = dict(rec.config)
-    config["digest"] = config_digest(config)
+        config["digest"] = config_digest(config)
+        return config
+    config = dict(rec.config)
+    if not current:
+        config.update({k: v for k, v in rec.pending.items() if k != "delete"})
+        for key in _pending_deletes(rec):
+            config.pop(key, None)
+    config["digest"] = record_digest(rec)
     return config
 
 
 def pending(node: Node, vmid: int) -> list[dict[str, Any]]:
     """``GET .../pending`` as pve-container's vm_pending answers it
-    (PVE::GuestHelpers::config_with_pending_array): every plain config key
-    with its value, the digest included.  Every option pvesim lets a PUT
-    change is one PVE applies at once (hot-plugged on a running CT), so
-    nothing is ever pending here."""
-    config = get_config(node, vmid, None)
-    return [{"key": key, "value": value} for key, value in config.items()
-            if not isinstance(value, dict | list)]  # fmt: skip
+    (PVE::GuestHelpers::config_with_pending_array): every current key with
+    its ``value`` (the digest too), ``pending`` where a new value waits for
+    the next start, ``delete: 1`` where it is to be deleted; then the
+    pending keys not set yet, then deletes of unset keys (``delete: 2``:
+    the function tests the parsed hash, always true)."""
+    rec = node.get(vmid)
+    config = {**rec.config, "digest": record_digest(rec)}
+    waiting = {k: v for k, v in rec.pending.items() if k != "delete"}
+    deletes = _pending_deletes(rec)
+    out: list[dict[str, Any]] = []
+    for key, value in config.items():
+        if isinstance(value, dict | list):
+            continue
+        item: dict[str, Any] = {"key": key, "value": value}
+        if key in waiting:
+            item["pending"] = waiting.pop(key)
+        if key in deletes:
+            deletes.remove(key)
+            item["delete"] = 1
+        out.append(item)
+    out.extend({"key": key, "pending": value} for key, value in waiting.items())
+    out.extend({"key": key, "delete": 2} for key in deletes)
+    return out
+
+
+def _check_protection(rec: ContainerRecord, msg: str) -> None:
+    """AbstractConfig check_protection."""
+    if str(rec.config.get("protection", "0")) == "1":
+        raise PveError(500, f"{msg} - protection mode enabled")
 
 
 async def put_config(node: Node, vmid: int, params: dict[str, Any], user: str) -> None:
+    """``PUT .../config`` as pve-container's update_vm and
+    PVE::LXC::Config::update_pct_config: every change goes to the pending
+    section first; a stopped CT takes it at once (vmconfig_apply_pending),
+    a running one only what vmconfig_hotplug_pending can plug in, the rest
+    waits for the next start."""
+    digest = params.get("digest")
+    rest = {k: v for k, v in params.items() if k not in ("node", "vmid", "digest")}
+    if not rest:
+        raise PveError(500, "no options specified")
+    deletes = _split_list(rest.pop("delete", None))
+    reverts = _split_list(rest.pop("revert", None))
+    changes = {k: config_value(v) for k, v in rest.items()}
     async with node.config_lock(vmid):
         rec = node.get(vmid)
-        if not params.get("skiplock"):
-            node.check_lock(rec)
-        digest = params.get("digest")
-        if digest and digest != config_digest(rec.config):
-            raise PveError(
-                500, "detected modified configuration - file changed by other user? Try again."
-            )
-        changes = {k: v for k, v in params.items() if k not in _PUT_CONTROL | {"skiplock"}}
-        deletes = [d for d in str(params.get("delete", "")).replace(";", ",").split(",") if d]
-        errors = {}
-        for key in [*changes, *deletes]:
-            if key in _READ_ONLY and (key in deletes or changes.get(key) != rec.config.get(key)):
-                errors[key] = "unable to modify read-only option"
-        overlap = set(changes) & set(deletes)
-        for key in overlap:
-            errors[key] = f"unable to delete and set the same option '{key}'"
-        if errors:
+        node.check_lock(rec)
+        if digest and digest != record_digest(rec):
+            raise PveError(500, _MODIFIED)
+        unprivileged = str(rec.config.get("unprivileged", "0")) == "1"
+        perms.check_ct_modify_config_perm(user, rec.config, {}, [*deletes, *reverts],
+                                          unprivileged)  # fmt: skip
+        for opt in reverts:
+            if not option_exists(opt):
+                raise param_error({"revert": f"unknown option '{opt}'"})
+            if opt in changes:
+                raise param_error(
+                    {"revert": f"you can't use '-{opt}' and '-revert {opt}' at the same time"}
+                )
+        for opt in deletes:
+            if not option_exists(opt):
+                raise param_error({"delete": f"unknown option '{opt}'"})
+            if opt in changes:  # sic: PVE's message lacks a quote
+                raise param_error(
+                    {"delete": f"you can't use '-{opt}' and -delete {opt}' at the same time"}
+                )
+            if opt in reverts:
+                both = f"you can't use '-delete {opt}' and '-revert {opt}' at the same time"
+                raise param_error({"delete": both})
+        perms.check_ct_modify_config_perm(user, rec.config, changes, [], unprivileged)
+        old_pending = dict(rec.pending)
+        try:
+            errors = await _update_pct_config(node, rec, changes, deletes, reverts)
+        except BaseException:
+            rec.pending = old_pending
+            raise
+        if errors:  # "don't write to config if we get any errors"
+            rec.pending = old_pending
             raise param_error(errors)
-        perms.check_ct_modify_config_perm(user, rec.config, changes, deletes,
-                                          str(rec.config.get("unprivileged", "0")) == "1")  # fmt: skip
-        config = dict(rec.config)
-        for key in deletes:
-            await _delete_option(node, rec, config, key)
-        normalize_config(changes)
-        for key in sorted(changes):
-            value = changes[key]
-            if volumes.is_mount_key(key):
-                value = await _apply_mountpoint(node, vmid, config, key, str(value))
-            if key.startswith("net") and key[3:].isdigit():
-                kv = split_property_string(str(value))
-                if "hwaddr" not in kv:
-                    old = split_property_string(str(config.get(key, "")))
-                    kv["hwaddr"] = old.get("hwaddr") or random_hwaddr()
-                kv.setdefault("type", "veth")
-                value = format_net(kv)
-            config[key] = config_value(value)
-        rec.config = config
         node.save(rec)
+
+
+async def _update_pct_config(
+    node: Node, rec: ContainerRecord, changes: dict[str, Any], deletes: list[str],
+    reverts: list[str],
+) -> dict[str, str]:  # fmt: skip
+    """PVE::LXC::Config::update_pct_config on ``rec`` (its config replaced
+    only if every step succeeds); returns the hot-plug/apply errors."""
+    vmid = rec.vmid
+    for opt in reverts:
+        rec.pending.pop(opt, None)
+        _set_pending_deletes(rec, [d for d in _pending_deletes(rec) if d != opt])
+    modified: set[str] = set()
+    for opt in deletes:
+        if opt not in rec.config and opt not in rec.pending:
+            continue  # PVE warns "cannot delete '...' - not set in current configuration!"
+        modified.add(opt)
+        if opt in ("memory", "rootfs", "ostype"):
+            raise PveError(500, f"unable to delete required option '{opt}'")
+        if re.fullmatch(r"(unused|mp)\d+", opt):
+            _check_protection(rec, f"can't remove CT {vmid} drive '{opt}'")
+        elif opt == "unprivileged":
+            raise PveError(500, f"unable to delete read-only option: '{opt}'")
+        _set_pending_deletes(rec, [*_pending_deletes(rec), opt])
+    normalize_config(changes)
+    if "description" in changes:  # as the config file will hold it ("": none)
+        changes["description"] = stored_description(str(changes["description"])) or ""
+    for opt in sorted(changes):
+        modified.add(opt)
+        value = changes[opt]
+        if volumes.is_mount_key(opt):
+            _check_protection(rec, f"can't update CT {vmid} drive '{opt}'")
+            mp = volumes.MountPoint.parse(opt, str(value))
+            if mp.storage is not None:
+                spec = STORAGES.get(mp.storage)
+                if spec is None:
+                    raise PveError(500, f"storage '{mp.storage}' does not exist")
+                if "rootdir" not in spec.content:
+                    raise PveError(500, f"storage '{mp.storage}' does not allow content "
+                                        "type 'rootdir' (Container)")  # fmt: skip
+        elif opt == "unprivileged":
+            raise PveError(500, f"unable to modify read-only option: '{opt}'")
+        rec.pending[opt] = value
+        _set_pending_deletes(rec, [d for d in _pending_deletes(rec) if d != opt])
+    _cleanup_pending(rec, rec.config)
+    errors: dict[str, str] = {}
+    config = dict(rec.config)
+    if vmid in node.running:
+        await _hotplug_pending(node, rec, config, modified, errors)
+    else:
+        await _apply_pending(node, rec, config, modified, errors)
+    if not errors:
+        rec.config = config
+    return errors
+
+
+def _cleanup_pending(rec: ContainerRecord, config: dict[str, Any]) -> None:
+    """AbstractConfig cleanup_pending: a pending value equal to the current
+    one, and a pending delete of an unset key, are dropped."""
+    for opt in [k for k in rec.pending if k != "delete"]:
+        if opt in config and str(rec.pending[opt]) == str(config[opt]):
+            del rec.pending[opt]
+    _set_pending_deletes(rec, [d for d in _pending_deletes(rec) if d in config])
+
+
+def _set_option(config: dict[str, Any], key: str, value: Any) -> None:
+    """A value into the config; an empty description is none (the config
+    file writes it as no comment lines)."""
+    if key == "description" and value == "":
+        config.pop(key, None)
+    else:
+        config[key] = value
+
+
+def _net_value(config: dict[str, Any], key: str, value: Any) -> str:
+    """parse_lxc_network + print_lxc_network: a generated ``hwaddr`` (the
+    current one kept) and ``type=veth``."""
+    kv = split_property_string(str(value))
+    if "hwaddr" not in kv:
+        old = split_property_string(str(config.get(key, "")))
+        kv["hwaddr"] = old.get("hwaddr") or random_hwaddr()
+    kv.setdefault("type", "veth")
+    return format_net(kv)
+
+
+def _error_text(exc: Exception) -> str:
+    return exc.message if isinstance(exc, PveError) else str(exc)
+
+
+async def _hotplug_pending(
+    node: Node, rec: ContainerRecord, config: dict[str, Any], selection: set[str],
+    errors: dict[str, str],
+) -> None:  # fmt: skip
+    """PVE::LXC::Config::vmconfig_hotplug_pending on a running CT: the fast-
+    plug options; deleting them, ``unused[n]`` (its volume freed),
+    ``swap``, ``cpulimit``, ``cpuunits`` and ``net[0-9]``; setting
+    ``cpulimit``, ``cpuunits``, ``memory``, ``swap``, ``net[n]`` and a new
+    ``mp[n]`` or ``dev[n]``.  Everything else stays pending ("skip").
+    pvesim changes the config only: the running nspawn keeps its limits,
+    links and mounts until the next start."""
+    for opt in sorted(k for k in rec.pending if k != "delete"):
+        if opt in selection and opt in _FASTPLUG:
+            _set_option(config, opt, rec.pending.pop(opt))
+    for opt in sorted(_pending_deletes(rec)):
+        if opt not in selection:
+            continue
+        if opt.startswith("unused"):
+            try:
+                await _delete_option(node, rec, config, opt)
+            except Exception as exc:
+                errors[opt] = f"unable to hotplug {opt}: {_error_text(exc)}"
+                continue
+        elif opt in _FASTPLUG | {"swap", "cpulimit", "cpuunits"} or re.fullmatch(r"net\d", opt):
+            config.pop(opt, None)
+        else:
+            continue  # skip non-hotpluggable opts
+        _set_pending_deletes(rec, [d for d in _pending_deletes(rec) if d != opt])
+    for opt in sorted(k for k in rec.pending if k != "delete"):
+        if opt not in selection:
+            continue
+        value = rec.pending[opt]
+        try:
+            if re.fullmatch(r"net\d+", opt):
+                value = _net_value(config, opt, value)
+            elif re.fullmatch(r"(mp|dev)\d+", opt):
+                if opt in config:
+                    continue  # don't try to hotplug over an existing mp/dev
+                if opt.startswith("mp"):
+                    value = await _apply_mountpoint(node, rec.vmid, config, opt, str(value))
+            elif opt not in ("cpulimit", "cpuunits", "memory", "swap"):
+                continue  # skip non-hotpluggable
+        except Exception as exc:
+            errors[opt] = f"unable to hotplug {opt}: {_error_text(exc)}"
+            continue
+        _set_option(config, opt, value)
+        del rec.pending[opt]
+
+
+async def _apply_pending(
+    node: Node, rec: ContainerRecord, config: dict[str, Any], selection: set[str] | None,
+    errors: dict[str, str],
+) -> None:  # fmt: skip
+    """PVE::LXC::Config::vmconfig_apply_pending (a stopped CT): every
+    pending delete (a volume mount point becomes ``unused[n]``, an
+    ``unused[n]`` volume is freed), then every pending value (a new
+    ``mp[n]`` volume allocated, ``net[n]`` completed)."""
+
+    def add_error(opt: str, exc: Exception) -> None:
+        errors[opt] = f"unable to apply pending change {opt} : {_error_text(exc)}"
+
+    for opt in sorted(_pending_deletes(rec)):
+        if selection is not None and opt not in selection:
+            continue
+        try:
+            await _delete_option(node, rec, config, opt)
+        except Exception as exc:
+            add_error(opt, exc)
+            continue
+        _set_pending_deletes(rec, [d for d in _pending_deletes(rec) if d != opt])
+    _cleanup_pending(rec, config)
+    for opt in sorted(k for k in rec.pending if k != "delete"):
+        if selection is not None and opt not in selection:
+            continue
+        value = rec.pending[opt]
+        try:
+            if re.fullmatch(r"mp\d+", opt):
+                value = await _apply_mountpoint(node, rec.vmid, config, opt, str(value))
+            elif re.fullmatch(r"net\d+", opt):
+                value = _net_value(config, opt, value)
+        except Exception as exc:
+            add_error(opt, exc)
+            continue
+        _set_option(config, opt, value)
+        del rec.pending[opt]
+
+
+async def apply_pending(node: Node, vmid: int) -> list[str]:
+    """Pending changes at a start (PVE::LXC::vm_start: "apply pending
+    changes while starting") and after a stop (lxc-pve-poststop-hook): all
+    of them, written; returns the warnings (PVE warns and goes on)."""
+    rec = node.containers.get(vmid)
+    if rec is None or not rec.pending:
+        return []
+    errors: dict[str, str] = {}
+    config = dict(rec.config)
+    await _apply_pending(node, rec, config, None, errors)
+    rec.config = config
+    node.save(rec)
+    return list(errors.values())
 
 
 async def _delete_option(
@@ -110,9 +383,9 @@ async def _delete_option(
 ) -> None:
     """vmconfig_apply_pending's deletes: a volume mount point becomes an
     ``unused[n]`` disk; deleting an ``unused[n]`` frees its volume
-    (delete_mountpoint_volume) unless the config or a snapshot still uses
-    it (is_volume_in_use with snapshots)."""
-    value = config.pop(key, None)
+    (delete_mountpoint_volume) unless the config, a pending change or a
+    snapshot still uses it (is_volume_in_use with snapshots and pending)."""
+    value = config.get(key)
     if value is None:
         return
     if volumes.is_mount_key(key):
@@ -120,9 +393,11 @@ async def _delete_option(
         if mp.kind == "volume":
             volumes.add_unused(config, mp.volume)
     elif key.startswith("unused"):
-        in_use = [config, *(snap["config"] for snap in rec.snapshots.values())]
+        others = {k: v for k, v in config.items() if k != key}
+        in_use = [others, rec.pending, *(snap["config"] for snap in rec.snapshots.values())]
         if not any(str(value) in volumes.referenced_volumes(c) for c in in_use):
             await volumes.free(node.store.root, str(value))
+    config.pop(key, None)
 
 
 async def _apply_mountpoint(
@@ -192,8 +467,10 @@ async def clone(node: Node, vmid: int, params: dict[str, Any], user: str) -> str
 
         if params.get("hostname"):
             config["hostname"] = params["hostname"]
-        if params.get("description"):
-            config["description"] = params["description"]
+        if params.get("description"):  # as the config file keeps it (none: no lines)
+            config["description"] = stored_description(str(params["description"]))
+            if config["description"] is None:
+                del config["description"]
         for key in net_keys(config):
             kv = split_property_string(str(config[key]))
             kv["hwaddr"] = random_hwaddr()  # PVE gives a clone new MAC addresses
@@ -318,10 +595,8 @@ async def resize(node: Node, vmid: int, params: dict[str, Any], user: str) -> st
         rec = node.get(vmid)
         node.check_lock(rec)
         digest = params.get("digest")
-        if digest and digest != config_digest(rec.config):
-            raise PveError(
-                500, "detected modified configuration - file changed by other user? Try again."
-            )
+        if digest and digest != record_digest(rec):
+            raise PveError(500, _MODIFIED)
         if disk not in rec.config:  # pvesim has no mount points (docs/pvesim.md)
             raise param_error({"disk": f"CT {vmid} has no mount point '{disk}'"})
         mp = split_property_string(str(rec.config[disk]), "volume")
@@ -390,6 +665,9 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
         node.set_lock(rec, "snapshot")
 
     async def body(task: Task) -> None:
+        # pve-guest-common __snapshot_prepare, in the vzsnapshot task
+        if str(rec.config.get("template", "")) == "1":
+            raise TaskFailed("you can't take a snapshot if it's a template")
         task.log(f"create snapshot '{snapname}'")
         # __snapshot_prepare's has_feature('snapshot'): a bind mount has none
         if any(mp.kind != "volume" for mp in volumes.mount_points(rec.config)):
@@ -404,7 +682,8 @@ async def snapshot(node: Node, vmid: int, snapname: str, description: str, user:
                                      _snapshot_volume(node, vmid, snapname, mp.volume))  # fmt: skip
         config = {k: v for k, v in rec.config.items() if k != "lock"}
         rec.snapshots[snapname] = {"config": config, "snaptime": int(time.time()),
-                                   "description": description,
+                                   # a comment-line description, as config descriptions
+                                   "description": stored_description(description) or "",
                                    "parent": rec.config.get("parent")}  # fmt: skip
         rec.config["parent"] = snapname
         node.set_lock(rec, None)
@@ -481,6 +760,7 @@ async def rollback(node: Node, vmid: int, snapname: str, start: bool, user: str)
         if "description" in rec.config:
             kept["description"] = rec.config["description"]
         rec.config = {**kept, "parent": snapname, "lock": "rollback"}
+        rec.pending = {}  # __snapshot_apply_config keeps no pending section
         node.set_lock(rec, None)
         if start:
             await node._start_body(task, vmid)
@@ -502,6 +782,6 @@ def snapshot_config(node: Node, vmid: int, snapname: str) -> dict[str, Any]:
 
 async def update_snapshot(node: Node, vmid: int, snapname: str, description: str | None) -> None:
     rec, snap = _snap(node, vmid, snapname)
-    if description is not None:
-        snap["description"] = description
+    if description is not None:  # stored as comment lines (see put_config)
+        snap["description"] = stored_description(description) or ""
     node.save(rec)

@@ -15,12 +15,12 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from provisioner.pve.schema import format_property_string, load_api_schema
-from pvesim import network, perms, runtime, templates, volumes
+from pvesim import ctconfig, network, perms, runtime, templates, volumes
 from pvesim.auth import Authenticator
 from pvesim.dhcp import DhcpServer, Lease
 from pvesim.dhcp6 import Dhcp6Server
@@ -102,6 +102,10 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+async def _nothing_pending(vmid: int) -> list[str]:
+    return []
+
+
 class Node:
     """One simulated PVE node and everything on it."""
 
@@ -131,6 +135,9 @@ class Node:
         self.pools = Pools(self.store)
         self.host_keys = HostKeyPool(state_dir / "keypool")
         self.ssl_fingerprint = ""
+        # applies a CT's pending config changes (lxcops.apply_pending, set by
+        # the server: lxcops builds on this module); returns the warnings
+        self.apply_pending: Callable[[int], Awaitable[list[str]]] = _nothing_pending
 
     # lifecycle of the simulator itself -----------------------------------
     async def startup(self) -> None:
@@ -474,7 +481,8 @@ class Node:
         if vmid in self.containers:
             raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
         # create_vm's order: pool, permissions, the template, then the storages
-        perms.check_ct_modify_config_perm(user, None, params, [], bool(params.get("unprivileged")))
+        perms.check_ct_modify_config_perm(user, None, params, [],
+                                          bool(params.get("unprivileged", True)))  # fmt: skip
         tarball = self.template_file(str(params["ostemplate"]))
         mps = self._create_mount_params(params, user)
         async with self.config_lock(vmid):
@@ -487,7 +495,7 @@ class Node:
             config.update(await self._allocate_disks(vmid, mps))
             config.setdefault("hostname", f"CT{vmid}")
             config.setdefault("arch", "amd64")
-            config.setdefault("ostype", "debian")
+            ctconfig.create_defaults(config, params)
             for key in net_keys(config):
                 kv = split_property_string(str(config[key]))
                 if "hwaddr" not in kv:
@@ -515,6 +523,8 @@ class Node:
             self._check_static_ips(parse_nets(config))
             root = await fs.mount()
             try:
+                for line in ctconfig.detect_ostype(root, config):
+                    task.log(line)  # Setup->new warns
                 lines = await apply_create_config(root, str(config["hostname"]),
                                                   password and str(password),
                                                   keys and str(keys), self.host_keys)  # fmt: skip
@@ -522,6 +532,7 @@ class Node:
                 await fs.unmount()
             for line in lines:
                 task.log(line)
+            ctconfig.finish_create(config, vmid)
             self.set_lock(rec, None)
             if pool:
                 self.pools.add_vm(vmid, pool)
@@ -552,9 +563,14 @@ class Node:
         return self.tasks.start("vzstart", str(vmid), user, body)
 
     async def _start_body(self, task: Task, vmid: int) -> None:
-        rec = self.get(vmid)
+        # PVE::API2::LXC::Status vm_start, in the task: first of all
+        if str(self.get(vmid).config.get("template", "")) == "1":
+            raise TaskFailed("you can't start a CT if it's a template")
         if vmid in self.running:
             raise TaskFailed(f"CT {vmid} already running")
+        for line in await self.apply_pending(vmid):  # vm_start applies them
+            task.log(line)
+        rec = self.get(vmid)
         nets = parse_nets(rec.config)
         for net in nets:
             if net.bridge != API_BRIDGE:
@@ -621,6 +637,8 @@ class Node:
         if ct.vmid in self.containers:
             await self.fs(ct.vmid).unmount()
         await self._unmount_volumes(ct.vmid)
+        for line in await self.apply_pending(ct.vmid):  # as the poststop hook does
+            log.warning("CT %d: %s", ct.vmid, line)
         ct.exited.set()
 
     async def _unmount_volumes(self, vmid: int) -> None:

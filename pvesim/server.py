@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pvesim import network, templates
+from pvesim import lxcops, network, templates
 from pvesim.api import create_app
 from pvesim.node import Node
 from pvesim.proc import CommandError
@@ -106,6 +107,7 @@ async def serve(opts: ServeOptions, ready_out: object = sys.stdout) -> None:
         raise ServeError(str(exc)) from None
     net.egress = network.resolve_egress(egress_names)
     node = Node(opts.state_dir, opts.node, net, opts.time_scale, opts.dhcp_delay)
+    node.apply_pending = functools.partial(lxcops.apply_pending, node)
     tls = ensure_certificates(opts.state_dir, opts.host, opts.node)
     node.ssl_fingerprint = tls.fingerprint()
     if not templates.template_path().exists():

@@ -55,6 +55,9 @@ class ContainerRecord:
     vmid: int
     config: dict[str, Any]
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the config file's [pve:pending] section: changes waiting for the next
+    # start (PVE::LXC::Config vmconfig_hotplug_pending), "delete" a list
+    pending: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lock(self) -> str | None:
@@ -122,7 +125,10 @@ class StateStore:
         for path in sorted((self.root / "lxc").glob("*.json")):
             data = read_json(path)
             rec = ContainerRecord(
-                vmid=int(data["vmid"]), config=data["config"], snapshots=data["snapshots"]
+                vmid=int(data["vmid"]),
+                config=data["config"],
+                snapshots=data["snapshots"],
+                pending=data.get("pending", {}),
             )
             out[rec.vmid] = rec
         return out

@@ -22,7 +22,7 @@ from pvesim import templates, volumes
 from pvesim.errors import PveError
 from pvesim.guest import size_to_bytes, split_property_string
 from pvesim.state import ContainerRecord
-from pvesim.storage_specs import STORAGES, StorageSpec, get_spec
+from pvesim.storage_specs import STORAGES, StorageSpec, get_spec, storage_cfg
 from pvesim.tasks import DURATIONS, Task, TaskFailed
 
 if TYPE_CHECKING:
@@ -55,6 +55,49 @@ def list_storages(node: Node, params: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         out.append(storage_entry(node, spec))
     return out
+
+
+def storage_config(spec: StorageSpec) -> dict[str, Any]:
+    """pve-storage PVE::API2::Storage::Config's ``$api_storage_config``: the
+    storage.cfg section with ``storage``, the file's ``digest`` and the
+    content list encoded again (encode_value: the content types joined by
+    commas - in hash order on PVE, sorted here)."""
+    out: dict[str, Any] = {k: v for k, v in spec.options}
+    out.update({"storage": spec.name, "type": spec.type, "content": ",".join(sorted(spec.content)),
+                "digest": hashlib.sha1(storage_cfg().encode()).hexdigest()})  # fmt: skip
+    return out
+
+
+def datacenter_storages(storage_type: str | None) -> list[dict[str, Any]]:
+    """``GET /storage`` - PVE::API2::Storage::Config index: every storage of
+    the datacenter's storage.cfg, only those of ``type`` if given (PVE lists
+    them in hash order; sorted by name here)."""
+    return [storage_config(spec) for name, spec in sorted(STORAGES.items())
+            if not storage_type or spec.type == storage_type]  # fmt: skip
+
+
+def read_storage(name: str) -> dict[str, Any]:
+    """``GET /storage/{storage}`` - PVE::API2::Storage::Config read: one
+    storage's section (``storage 'x' does not exist`` for another name)."""
+    return storage_config(get_spec(name))
+
+
+def volume_has_feature(feature: str, volid: str, snapname: str | None = None) -> bool:
+    """PVE::Storage::volume_has_feature for pvesim's volumes: a path (a bind
+    or device mount) has none; an LVM-thin volume has LvmThinPlugin's
+    features for ``snap`` (with a snapshot name), ``base`` (a ``base-``
+    volume) or ``current``."""
+    if volid.startswith("/"):
+        return False
+    storage, _, volname = volid.partition(":")
+    spec = get_spec(storage)
+    if spec.type != "lvmthin":
+        return False
+    features = {"snapshot": {"current"}, "clone": {"base", "snap"}, "template": {"current"},
+                "copy": {"base", "current", "snap"}, "sparseinit": {"base", "current"},
+                "rename": {"current"}}  # fmt: skip
+    key = "snap" if snapname else "base" if volname.startswith("base-") else "current"
+    return key in features.get(feature, set())
 
 
 def storage_status(node: Node, name: str) -> dict[str, Any]:

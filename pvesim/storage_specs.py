@@ -6,7 +6,7 @@ so the node can check a create's storage without importing the API side.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pvesim.errors import PveError
 
@@ -16,13 +16,27 @@ class StorageSpec:
     name: str
     type: str
     content: tuple[str, ...]
+    # the section's other keys in storage.cfg, in the file's order
+    options: tuple[tuple[str, str], ...] = field(default=())
 
 
-# PVE's defaults after installation on ext4: a dir storage and an LVM-thin pool
+# PVE's defaults after installation on ext4: a dir storage and an LVM-thin
+# pool, as the installer writes them into /etc/pve/storage.cfg
 STORAGES = {
-    "local": StorageSpec("local", "dir", ("backup", "iso", "vztmpl")),
-    "local-lvm": StorageSpec("local-lvm", "lvmthin", ("images", "rootdir")),
-}
+    "local": StorageSpec("local", "dir", ("backup", "iso", "vztmpl"),
+                         (("path", "/var/lib/vz"), ("content", "iso,vztmpl,backup"))),
+    "local-lvm": StorageSpec("local-lvm", "lvmthin", ("images", "rootdir"),
+                             (("thinpool", "data"), ("vgname", "pve"),
+                              ("content", "rootdir,images"))),
+}  # fmt: skip
+
+
+def storage_cfg() -> str:
+    """The text of /etc/pve/storage.cfg (its SHA-1 is the config's digest)."""
+    return "".join(
+        f"{spec.type}: {spec.name}\n" + "".join(f"\t{k} {v}\n" for k, v in spec.options) + "\n"
+        for spec in STORAGES.values()
+    )
 
 
 def get_spec(name: str) -> StorageSpec:

@@ -11,9 +11,22 @@ from dataclasses import dataclass
 
 _UPID_RE = re.compile(
     r"^UPID:(?P<node>[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):(?P<pid>[0-9A-Fa-f]{8}):"
-    r"(?P<pstart>[0-9A-Fa-f]{8,9}):(?P<starttime>[0-9A-Fa-f]{8}):(?P<type>[^:\s]+):"
-    r"(?P<id>[^:\s]*):(?P<user>[^:\s]+):$"
+    r"(?P<pstart>[0-9A-Fa-f]{8,9}):(?P<starttime>[0-9A-Fa-f]{8}):(?P<type>[^:\s/]+):"
+    r"(?P<id>[^:\s/]*):(?P<user>[^:\s/]+):$"
 )
+
+
+# PVE::AccessControl's $token_full_regex: (user@realm)!tokenid, with
+# PVE::Auth::Plugin's $user_regex and $realm_regex (a token's name is a realm_regex)
+_REALM = r"[A-Za-z][A-Za-z0-9\.\-_]+"
+_TOKEN_FULL_RE = re.compile(rf"^((?:[^\s:/]+)@(?:{_REALM}))!({_REALM})$")
+
+
+def split_tokenid(user: str) -> tuple[str, str] | None:
+    """PVE::AccessControl::split_tokenid: ``root@pam!name`` is ``("root@pam",
+    "name")``; a plain user id is None."""
+    m = _TOKEN_FULL_RE.match(user)
+    return (m[1], m[2]) if m else None
 
 
 @dataclass(frozen=True)

@@ -133,20 +133,30 @@ def owned_volumes(state_root: Path, vmid: int) -> list[str]:
     base = state_root / "volumes"
     if base.is_dir():
         for storage in sorted(base.iterdir()):
-            for vol in sorted(storage.glob(f"vm-{vmid}-disk-*")):
-                out.append(f"{storage.name}:{vol.name}")
+            for vol in sorted(storage.iterdir()):
+                # LvmThinPlugin list_images: vm-VMID-* and (a template's) base-VMID-*
+                if re.match(rf"(vm|base)-{vmid}-disk-\d+$", vol.name):
+                    out.append(f"{storage.name}:{vol.name}")
     return out
 
 
 def free_disk_name(state_root: Path, storage: str, vmid: int, taken: Iterable[str] = ()) -> str:
     """PVE::Storage::Plugin::find_free_diskname: the lowest ``vm-VMID-disk-K``
     not used on that storage (``taken`` names volumes not made yet)."""
-    used = {v.split(":", 1)[-1] for v in owned_volumes(state_root, vmid)
-            if v.startswith(f"{storage}:")} | {v.split(":", 1)[-1] for v in taken}  # fmt: skip
+    # get_next_vm_diskname counts a base-VMID-disk-K as taken too
+    names = [v.split(":", 1)[-1] for v in owned_volumes(state_root, vmid)
+             if v.startswith(f"{storage}:")] + [v.split(":", 1)[-1] for v in taken]  # fmt: skip
+    used = {int(m[1]) for n in names if (m := re.fullmatch(r"(?:vm|base)-\d+-disk-(\d+)", n))}
     k = 0
-    while f"vm-{vmid}-disk-{k}" in used:
+    while k in used:
         k += 1
     return f"{storage}:vm-{vmid}-disk-{k}"
+
+
+def rename_volume(state_root: Path, src: str, dest: str) -> None:
+    """Rename a volume (LvmThinPlugin create_base's ``lvrename``); it must
+    not be in use."""
+    volume_dir(state_root, src).rename(volume_dir(state_root, dest))
 
 
 def image_path(state_root: Path, volume: str) -> Path:

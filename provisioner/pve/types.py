@@ -214,5 +214,8 @@ class SnapshotInfo:
 
     @classmethod
     def from_api(cls, d: Mapping[str, Any]) -> SnapshotInfo:
-        return cls(name=str(d["name"]), description=str(d.get("description", "")),
+        # PVE reads a description back from comment lines, each ending with a
+        # newline (PVE::LXC::Config::parse_pct_config): shown without the last
+        description = str(d.get("description") or "").removesuffix("\n")
+        return cls(name=str(d["name"]), description=description,
                    snaptime=_int(d.get("snaptime")), parent=d.get("parent"))  # fmt: skip

@@ -30,7 +30,7 @@ from tests.cli.conftest import run
 from tests.pipeline.conftest import NODE, Stack, api_client, module_stack
 from tests.pipeline.test_ownership import pve_client, tasks_on
 from tests.pipeline.test_templates_e2e import ssh_run
-from tests.pvesim.helpers import admin
+from tests.pvesim.helpers import admin, token_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 TEMPLATES = Path(__file__).parent / "templates"
@@ -264,6 +264,16 @@ def test_set_changes_in_place(env_stack: Stack, api: Callable[..., Any], ct: str
     assert state(stack, ct) == before  # not recreated: the data is there
     again = run(stack, "set", ct, "--disk", "3")
     assert again.returncode == 2 and "the same as the disk now" in again.stderr
+    # what PVE cannot hot-plug into the running CT waits for its next start
+    # (vmconfig_hotplug_pending); set says so in a warning and its result
+    lxc = token_api(stack.sim).nodes(stack.sim["node"]).lxc(record.vmid)
+    lxc.config.put(searchdomain="example.org")
+    try:
+        end = act(stack, api, "PATCH", f"/containers/{ct}", {"onboot": False})
+        assert (end.type, end.outcome) == ("complete", "done"), end.message
+        assert end.message.endswith("; pending until the next restart: searchdomain=example.org")
+    finally:
+        lxc.config.put(revert="searchdomain")
 
 
 def test_protection_refuses_destroy_and_rollback(

@@ -281,3 +281,29 @@ def test_task_listing_and_log_paging(api: Any) -> None:
     assert api.nodes("pve").tasks(upid).log.get(start=1, limit=1) == full[1:2]
     expect_error(lambda: api.nodes("pve").tasks("UPID:pve:00000001:00000001:00000001:vzstart:1:root@pam:").status.get(),
                  400, "Parameter verification failed.")  # fmt: skip
+
+
+def test_task_log_limit_zero_total_and_a_tokens_user(api: Any, sim: dict[str, Any]) -> None:
+    """PVE::API2::Tasks read_task_log (PVE::Tools::dump_logfile: ``limit=0``
+    reads to the end, ``total`` counts every line, a ``start`` past the end
+    gives none), node_tasks (``total``) and read_task_status
+    (``$convert_token_task``: a token's task shows ``user`` and ``tokenid``)."""
+    upid = (
+        api.nodes("pve")
+        .storage("local")("download-url")
+        .post(url="http://192.0.2.10/x.tar.zst", content="vztmpl", filename="x.tar.zst")
+    )
+    status = wait_task(api, "pve", upid)
+    assert (status["user"], status["tokenid"]) == ("root@pam", sim["token_id"].split("!")[1])
+    assert "endtime" not in status
+    path = f"/nodes/pve/tasks/{urllib.parse.quote(upid)}/log"
+    _, _, full = raw(sim, "GET", f"{path}?limit=0", headers=token_header(sim))
+    assert full["data"][-1]["t"].startswith("TASK ERROR:")
+    assert full["total"] == len(full["data"]) >= 2
+    _, _, past = raw(sim, "GET", f"{path}?start=1000", headers=token_header(sim))
+    assert past["data"] == [] and past["total"] == full["total"]
+    _, _, listed = raw(sim, "GET", "/nodes/pve/tasks?limit=0&typefilter=download",
+                       headers=token_header(sim))  # fmt: skip
+    assert listed["data"] == [] and listed["total"] >= 1
+    mine = api.nodes("pve").tasks.get(typefilter="download", limit=1)[0]
+    assert mine["upid"] == upid and mine["tokenid"] == status["tokenid"]

@@ -243,19 +243,91 @@ def test_nextid_race_loser_gets_already_exists(cts: Containers, api: Any) -> Non
 
 
 def test_config_put_digest_delete_and_read_only(cts: Containers, api: Any) -> None:
-    cts.create(8050, "dhcp", memory=256)
+    """PUT config as pve-container's update_vm and update_pct_config, the
+    create defaults as create_vm and PVE::LXC::Setup write them, and a
+    description as write_pct_config/parse_pct_config keep it (comment lines,
+    each read back with a newline)."""
+    log = cts.create(8050, "dhcp", ostype="ubuntu")
+    # create_vm: unprivileged defaults to 1, memory ||= 512, swap //= 512;
+    # Setup->new stores the detected type over the given one, with a warning
+    assert "got unexpected ostype (debian != ubuntu)" in log
     ct = api.nodes("pve").lxc(8050)
     config = ct.config.get()
+    assert (config["memory"], config["swap"], config["unprivileged"]) == (512, 512, 1)
+    assert config["ostype"] == "debian"
     ct.config.put(memory=1024, description="web server", digest=config["digest"])
     config = ct.config.get()
-    assert config["memory"] == 1024 and config["description"] == "web server"
+    assert config["memory"] == 1024 and config["description"] == "web server\n"
+    ct.config.put(description="a\r\n\nb: 100%\n\n")  # trailing empty lines are lost
+    assert ct.config.get()["description"] == "a\r\n\nb: 100%\n"
     with pytest.raises(ResourceException, match="detected modified configuration"):
         ct.config.put(memory=512, digest="0" * 40)
     ct.config.put(delete="description")
     assert "description" not in ct.config.get()
+    ct.config.put(description="")  # no comment lines: no description
+    assert "description" not in ct.config.get()
     with pytest.raises(ResourceException) as info:
         ct.config.put(onboot="yes")
     assert info.value.errors == {"onboot": "type check ('boolean') failed - got 'yes'"}
+
+    def refused(**params: Any) -> tuple[int, str, Any]:
+        with pytest.raises(ResourceException) as info:
+            ct.config.put(**params)
+        return info.value.status_code, info.value.content, info.value.errors
+
+    digest = ct.config.get()["digest"]
+    assert refused(digest=digest) == (500, "no options specified", None)
+    assert refused(delete="bogus")[2] == {"delete": "unknown option 'bogus'"}
+    assert refused(delete="memory", memory=256)[2] == {
+        "delete": "you can't use '-memory' and -delete memory' at the same time"}  # fmt: skip
+    assert refused(revert="cores", cores=2)[2] == {
+        "revert": "you can't use '-cores' and '-revert cores' at the same time"}  # fmt: skip
+    assert refused(unprivileged=1)[:2] == (500, "unable to modify read-only option: 'unprivileged'")
+    assert refused(delete="unprivileged")[:2] == (
+        500, "unable to delete read-only option: 'unprivileged'")  # fmt: skip
+    assert refused(delete="memory")[:2] == (500, "unable to delete required option 'memory'")
+    ct.config.put(arch="amd64", delete="searchdomain")  # allowed; an unset key is only warned of
+    config = ct.config.get()
+    assert config["arch"] == "amd64" and config["memory"] == 1024
+    assert ct.pending.get() and not [e for e in ct.pending.get() if "pending" in e]
+
+
+def test_pending_changes_of_a_running_container(cts: Containers, api: Any) -> None:
+    """PVE::LXC::Config::update_pct_config writes every change to the
+    pending section; on a running CT vmconfig_hotplug_pending applies the
+    fast-plug options, memory, swap, cpulimit, cpuunits and net[n], the rest
+    waits: GET config shows it (``current=1`` does not), GET pending lists
+    it (config_with_pending_array), ``revert`` drops it, and the
+    lxc-pve-poststop-hook (vmconfig_apply_pending) applies it at the stop."""
+    cts.create(8090, "dhcp", start=1, nameserver="192.0.2.53")
+    ct = api.nodes("pve").lxc(8090)
+    before = ct.config.get()
+    ct.config.put(memory=768, hostname="renamed", cores=2, searchdomain="example.org",
+                  delete="nameserver")  # fmt: skip
+    config = ct.config.get()
+    assert (config["memory"], config["hostname"], config["cores"]) == (768, "renamed", 2)
+    assert config["searchdomain"] == "example.org" and "nameserver" not in config
+    assert config["digest"] != before["digest"]
+    current = ct.config.get(current=1)
+    assert current["memory"] == 768 and "searchdomain" not in current
+    assert current["nameserver"] == "192.0.2.53"
+    pending = {e["key"]: e for e in ct.pending.get()}
+    assert pending["searchdomain"] == {"key": "searchdomain", "pending": "example.org"}
+    assert pending["nameserver"] == {"key": "nameserver", "value": "192.0.2.53", "delete": 1}
+    assert pending["memory"] == {"key": "memory", "value": 768}
+    ct.config.put(revert="searchdomain")
+    assert "searchdomain" not in ct.config.get()
+    assert "searchdomain" not in {e["key"] for e in ct.pending.get()}
+    ct.config.put(ostype="unmanaged")
+    assert ct.config.get(current=1)["ostype"] == "debian"
+    ok(api, ct.status.stop.post())
+    config = ct.config.get(current=1)
+    assert config["ostype"] == "unmanaged" and "nameserver" not in config
+    assert not [e for e in ct.pending.get() if "pending" in e or "delete" in e]
+    with pytest.raises(ResourceException) as info:
+        ct.config.get(snapshot="first", current=1)
+    assert info.value.errors == {"snapshot": "cannot use 'snapshot' parameter with 'current'",
+                                 "current": "cannot use 'snapshot' parameter with 'current'"}  # fmt: skip
 
 
 def test_clone_snapshot_and_rollback(
@@ -268,7 +340,7 @@ def test_clone_snapshot_and_rollback(
     ct = api.nodes("pve").lxc(8060)
     ok(api, ct.snapshot.post(snapname="first", description="before change"))
     snaps = {s["name"]: s for s in ct.snapshot.get()}
-    assert snaps["first"]["description"] == "before change"
+    assert snaps["first"]["description"] == "before change\n"  # a comment line
     assert snaps["current"]["parent"] == "first"
     with pytest.raises(ResourceException, match="snapshot name 'first' already used"):
         ct.snapshot.post(snapname="first")
@@ -280,9 +352,9 @@ def test_clone_snapshot_and_rollback(
     # the config comes back but for the description, which PVE keeps
     # (pve-guest-common's AbstractConfig::__snapshot_copy_config skips it)
     config = ct.config.get()
-    assert config["description"] == "after the snapshot" and config.get("memory") != 384
+    assert config["description"] == "after the snapshot\n" and config.get("memory") != 384
     # GET .../pending as pve-container's vm_pending: every plain key with its
-    # value (nothing pvesim sets is pending: PVE hot-applies them)
+    # value (the rollback's stop applied what was pending)
     pending = {e["key"]: e for e in ct.pending.get()}
     assert pending["hostname"]["value"] == config["hostname"] and "digest" in pending
     assert not [e for e in pending.values() if "pending" in e or "delete" in e]

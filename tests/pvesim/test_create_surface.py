@@ -252,10 +252,17 @@ def test_volumes_are_sized_ext4_file_systems(
         assert vol_read(state / "volumes/local-lvm/vm-9581-disk-1", "file") == "kept\n"
         ok(api, api.nodes("pve").lxc(9581).delete())
         assert not (state / "volumes/local-lvm/vm-9581-disk-1").exists()
-        # a volume deleted from a running CT stays mounted in it until it stops
+        # deleting a running CT's mount point is pending (vmconfig_hotplug_pending
+        # skips mp[n]): at the stop it becomes unused0, whose delete frees it
         ok(api, ct.snapshot("s1").delete())  # it uses the volume too
         cts.start(9580)
         ct.config.put(delete="mp1")
+        assert {"key": "mp1", "value": ct.config.get(current=1)["mp1"], "delete": 1} in (
+            ct.pending.get())  # fmt: skip
+        ct.config.put(delete="unused0")  # not set yet: only warned of
+        assert (state / "volumes/local-lvm/vm-9580-disk-2").exists()
+        ok(api, ct.status.stop.post())
+        assert ct.config.get()["unused0"] == "local-lvm:vm-9580-disk-2"
         ct.config.put(delete="unused0")
         assert not (state / "volumes/local-lvm/vm-9580-disk-2").exists()
         ok(api, ct.delete(force=1))

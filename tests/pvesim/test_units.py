@@ -11,6 +11,7 @@ import pytest
 
 from pvesim.api import merge_property_errors
 from pvesim.auth import Authenticator, AuthError, Credentials
+from pvesim.ctconfig import create_defaults, detect_ostype, stored_description
 from pvesim.faults import Faults, HttpFault, TaskFault
 from pvesim.guest import (
     NetConfig,
@@ -231,3 +232,38 @@ def test_task_durations_follow_the_time_scale(scale: float, tmp_path: Path) -> N
     took = time.monotonic() - started
     expected = DURATIONS["vzcreate"] * scale
     assert expected <= took < expected + 0.5
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ("web server", "web server\n"), ("a\n\nb\n\n", "a\n\nb\n"), ("\nx", "\nx\n"),
+    ("100% ok: \u00e9", "100% ok: \u00e9\n"), ("", None), ("\n\n", None),
+])  # fmt: skip
+def test_descriptions_as_the_config_file_keeps_them(given: str, stored: str | None) -> None:
+    """PVE::LXC::Config::write_pct_config writes ``#`` lines (Perl's split
+    drops trailing empty fields, encode_text round-trips), parse_pct_config
+    appends a newline to each."""
+    assert stored_description(given) == stored
+
+
+def test_create_defaults_and_the_detected_ostype(tmp_path: Path) -> None:
+    """create_vm: ``unprivileged`` defaults to 1 and is written only when
+    true; PVE::LXC::Setup->new's autodetect_type (os-release ID, aliases,
+    marker files) and the plugin's ``$conf->{ostype}`` over the given one."""
+    config: dict[str, object] = {"unprivileged": 0}
+    create_defaults(config, {"unprivileged": False})
+    assert "unprivileged" not in config
+    create_defaults(config, {})
+    assert config["unprivileged"] == 1
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text('NAME="Rocky"\nID="rocky"\n')
+    config = {"ostype": "debian"}
+    assert detect_ostype(tmp_path, config) == ["got unexpected ostype (centos != debian)"]
+    assert config["ostype"] == "centos"
+    config = {"ostype": "unmanaged"}
+    assert detect_ostype(tmp_path, config) == [] and config["ostype"] == "unmanaged"
+    (tmp_path / "etc/os-release").write_text("ID=plan9\n")
+    (tmp_path / "etc/debian_version").write_text("12.7\n")
+    config = {}
+    assert detect_ostype(tmp_path, config) == [
+        "unknown ID 'plan9' in /etc/os-release file, trying fallback detection"]  # fmt: skip
+    assert config["ostype"] == "debian"

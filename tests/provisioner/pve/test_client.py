@@ -333,7 +333,7 @@ def test_locked_container_is_transient(sim: dict[str, Any], client: PveClient,
     assert "lock" in str(info.value.hint)
     assert client.wait_unlocked(vmid, timeout=30, poll=0.2).lock is None
     client.put_config(own(client, vmid), {"description": "after the lock"})
-    assert client.get_config(vmid)["description"] == "after the lock"
+    assert client.get_config(vmid)["description"] == "after the lock\n"  # a comment line
 
 
 @pytest.mark.timeout(60)
@@ -659,7 +659,7 @@ def test_lifecycle(sim: dict[str, Any], client: PveClient,
     client.put_config(own(client, vmid), {"description": "made by test_pve", "onboot": False})
     client.put_config(own(client, vmid), {}, delete=["onboot"])
     config = client.get_config(vmid)
-    assert config["description"] == "made by test_pve" and "onboot" not in config
+    assert config["description"] == "made by test_pve\n" and "onboot" not in config
 
     client.wait_for_task(client.start(own(client, vmid)))
     status = client.status(vmid)
@@ -675,7 +675,7 @@ def test_lifecycle(sim: dict[str, Any], client: PveClient,
     client.wait_for_task(client.snapshot_rollback(own(client, vmid), "base", start=True))
     # the rest of the config comes back; the description stays as it is now, as in
     # PVE (pve-guest-common's __snapshot_copy_config skips it)
-    assert client.get_config(vmid)["description"] == "changed"
+    assert client.get_config(vmid)["description"] == "changed\n"
     assert client.status(vmid).running
     client.wait_for_task(client.snapshot_delete(own(client, vmid), "base"))
     assert client.snapshots(vmid) == []
