@@ -16,12 +16,13 @@ class StorageSpec:
     name: str
     type: str
     content: tuple[str, ...]
+    vgname: str | None = None  # an LVM storage's volume group
 
 
 # PVE's defaults after installation on ext4: a dir storage and an LVM-thin pool
 STORAGES = {
     "local": StorageSpec("local", "dir", ("backup", "iso", "vztmpl")),
-    "local-lvm": StorageSpec("local-lvm", "lvmthin", ("images", "rootdir")),
+    "local-lvm": StorageSpec("local-lvm", "lvmthin", ("images", "rootdir"), "pve"),
 }
 
 

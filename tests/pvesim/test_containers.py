@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from proxmoxer import ResourceException
 
-from tests.pvesim.helpers import task_log, ticket_api, token_api, wait_port, wait_task
+from tests.pvesim.helpers import (
+    task_log,
+    ticket_api,
+    token_api,
+    wait_port,
+    wait_start_after_create,
+    wait_task,
+)
 
 pytestmark = pytest.mark.integration
 TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
@@ -68,7 +75,11 @@ class Containers:
                   "hostname": f"ct{vmid}", "net0": net,
                   "ssh-public-keys": self.key.with_suffix(".pub").read_text(), **extra}  # fmt: skip
         self.made.append(vmid)
-        return ok(self.api, self.api.nodes("pve").lxc.post(**params))
+        upid = self.api.nodes("pve").lxc.post(**params)
+        log = ok(self.api, upid)
+        if extra.get("start"):  # a separate vzstart task, as on PVE
+            assert wait_start_after_create(self.api, "pve", upid)["exitstatus"] == "OK"
+        return log
 
     def start(self, vmid: int) -> None:
         ok(self.api, self.api.nodes("pve").lxc(vmid).status.start.post())
