@@ -201,6 +201,30 @@ def test_two_containers_serve_on_the_same_port(
             assert resp.read().decode().strip() == f"hello from {vmid}"
 
 
+@pytest.mark.parametrize(("vmid", "disks", "volname"), [
+    (8031, {"rootfs": "local-lvm:8G"}, "8G"),
+    (8032, {"rootfs": "local-lvm:1", "mp0": "local-lvm:1G,mp=/data"}, "1G"),
+])  # fmt: skip
+def test_a_volume_size_with_a_unit_fails_the_create(
+    cts: Containers, api: Any, sim: dict[str, Any], vmid: int, disks: dict[str, str],
+    volname: str,
+) -> None:  # fmt: skip
+    """PVE::LXC::create_disks allocates only ``STORAGE:SIZE_IN_GiB``
+    ($NEW_DISK_RE): ``local-lvm:8G`` is taken for an existing volume, and
+    mount_all's activate_volumes (LvmThinPlugin activate_lv) fails the task:
+    "no such logical volume pve/8G"; create_vm's error path removes the
+    disks it made and the config."""
+    cts.made.append(vmid)
+    upid = api.nodes("pve").lxc.post(vmid=vmid, ostemplate=TEMPLATE, **disks)
+    status = wait_task(api, "pve", upid)
+    assert status["exitstatus"] == (
+        f"unable to create CT {vmid} - no such logical volume pve/{volname}"
+    )
+    with pytest.raises(ResourceException, match="does not exist"):
+        api.nodes("pve").lxc(vmid).config.get()
+    assert not list((Path(sim["state_dir"]) / "volumes").glob(f"*/vm-{vmid}-*"))
+
+
 def test_static_address_outside_the_subnet_fails_the_create(cts: Containers, api: Any) -> None:
     upid = api.nodes("pve").lxc.post(vmid=8030, ostemplate=TEMPLATE, storage="local-lvm",
                                      net0="name=eth0,bridge=vmbr0,ip=10.1.2.3/24")  # fmt: skip

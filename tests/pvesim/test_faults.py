@@ -26,6 +26,7 @@ from tests.pvesim.helpers import (
     token_api,
     token_header,
     wait_port,
+    wait_start_after_create,
     wait_task,
 )
 
@@ -490,6 +491,48 @@ def test_file_lock_makes_config_update_time_out(
     lxc.config.put(description="file-unlocked")
     assert time.monotonic() - put_at < 2
     assert lxc.config.get()["description"] == "file-unlocked"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(40)
+def test_file_lock_fails_a_stop_in_its_task(sim: dict[str, Any], api: Any, ct: Container) -> None:
+    """PVE::API2::LXC::Status vm_stop forks its task at once; the task's
+    lock_config waits lock_file_full's 10 s for the flock (logging "trying
+    to acquire lock...") and ends "can't lock file '...' - got timeout"."""
+    node = sim["node"]
+    ensure_running(api, sim, ct)
+    admin(sim, "lock", {"vmid": ct.vmid, "kind": "file", "seconds": 12})
+    posted = time.monotonic()
+    upid = api.nodes(node).lxc(ct.vmid).status.stop.post()
+    assert time.monotonic() - posted < 2
+    status = wait_task(api, node, upid)
+    message = f"can't lock file '/run/lock/lxc/pve-config-{ct.vmid}.lock' - got timeout"
+    assert status["exitstatus"] == message
+    assert 9.5 <= time.monotonic() - posted <= 12
+    assert task_log(api, node, upid) == ["trying to acquire lock...", f"TASK ERROR: {message}"]
+    assert ct_status(api, sim, ct.vmid)["status"] == "running"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_create_start_is_its_own_task_and_a_failed_start_keeps_the_ct(
+    sim: dict[str, Any], api: Any, disposable: Callable[[int], int]
+) -> None:
+    """PVE::API2::LXC create_vm's worker ends OK and, with ``start=1``,
+    calls PVE::API2::LXC::Status->vm_start: a separate ``vzstart`` task;
+    when it fails the container stays (stopped)."""
+    node = sim["node"]
+    vmid = disposable(7002)
+    # a bridge that does not exist: the create is fine, the start fails
+    net0 = "name=eth0,bridge=vmbr9,ip=dhcp"
+    upid = str(api.nodes(node).lxc.post(vmid=vmid, ostemplate=TEMPLATE, storage="local-lvm",
+                                        net0=net0, start=1))  # fmt: skip
+    assert wait_start_after_create(api, node, upid)["exitstatus"] == (
+        "bridge 'vmbr9' does not exist"
+    )
+    assert wait_task(api, node, upid)["exitstatus"] == "OK"
+    assert ct_status(api, sim, vmid)["status"] == "stopped"
+    assert "lock" not in api.nodes(node).lxc(vmid).config.get()
 
 
 # --- 4. DHCP delay ----------------------------------------------------------------
