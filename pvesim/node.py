@@ -261,6 +261,14 @@ class Node:
         timeout").  In a ``task`` a busy lock logs lock_file_full's "trying to
         acquire lock..." (and " OK" once it has it), as a worker's STDERR
         lands in its task log."""
+        lock = await self._take_file_lock(vmid, task)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def _take_file_lock(self, vmid: int, task: Task | None = None) -> asyncio.Lock:
+        """Acquire the config flock (see ``config_lock``); the caller releases it."""
         lock = self._file_locks.setdefault(vmid, asyncio.Lock())
         waited = lock.locked()
         if waited and task is not None:
@@ -273,10 +281,7 @@ class Node:
             ) from None
         if waited and task is not None:
             task.log(" OK")
-        try:
-            yield
-        finally:
-            lock.release()
+        return lock
 
     @contextlib.asynccontextmanager
     async def task_config_lock(self, task: Task, vmid: int) -> AsyncIterator[ContainerRecord]:
@@ -497,7 +502,19 @@ class Node:
         perms.check_ct_modify_config_perm(user, None, params, [], bool(params.get("unprivileged")))
         tarball = self.template_file(str(params["ostemplate"]))
         mps = self._create_mount_params(params, user)
-        async with self.config_lock(vmid):
+        # create_vm's worker holds the config flock for its whole run
+        # (lock_config($vmid, $code)): taken here, handed to the task, so a
+        # start posted meanwhile waits for it ("trying to acquire lock...")
+        flock = await self._take_file_lock(vmid)
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                flock.release()
+
+        try:
             if vmid in self.containers:
                 raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
             config: dict[str, Any] = {k: config_value(v) for k, v in params.items()
@@ -517,6 +534,9 @@ class Node:
             config["lock"] = "create"
             rec = ContainerRecord(vmid=vmid, config=config)
             self.save(rec)
+        except BaseException:
+            release()
+            raise
         password = params.get("password")
         keys = params.get("ssh-public-keys")
         start_after = bool(params.get("start"))
@@ -546,17 +566,22 @@ class Node:
             self.set_lock(rec, None)
             if pool:
                 self.pools.add_vm(vmid, pool)
+            release()
             if start_after:
                 starter = asyncio.create_task(self._start_after_create(task.upid, vmid, user))
                 self._watchers.add(starter)
                 starter.add_done_callback(self._watchers.discard)
 
         async def failed() -> None:
-            # create_vm's error path destroys the disks it made (destroy_disks)
-            for volid in volumes.referenced_volumes(config):
-                if volid.split(":", 1)[-1].startswith(f"vm-{vmid}-"):
-                    await volumes.free(self.store.root, volid)
-            await self._forget(vmid)
+            # create_vm's error path (still under the flock) destroys the
+            # disks it made (destroy_disks) and the config
+            try:
+                for volid in volumes.referenced_volumes(config):
+                    if volid.split(":", 1)[-1].startswith(f"vm-{vmid}-"):
+                        await volumes.free(self.store.root, volid)
+                await self._forget(vmid)
+            finally:
+                release()
 
         return self.tasks.start("vzcreate", str(vmid), user, body, on_error=failed)
 

@@ -59,7 +59,7 @@ UPID = "UPID:pve:00007221:00056CC9:6B043370:vzcreate:5999:root@pam!pvesim:"
         (501, "Method 'GET /nodes/pve/foo' not implemented", False),
         (500, "CT is locked (create)", True),
         (500, "CT is locked (backup)", True),
-        (500, "can't lock file '/run/lock/lxc/pve-config-104.conf' - got timeout", True),
+        (500, "can't lock file '/run/lock/lxc/pve-config-104.lock' - got timeout", True),
         (500, "injected failure (pvesim)", True),
         (502, "Bad Gateway", True),
         (503, "Service Unavailable", True),
