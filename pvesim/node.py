@@ -537,12 +537,13 @@ class Node:
         except BaseException:
             release()
             raise
+        made = {key for key, mp in mps.items() if mp.new_size_gb is not None}
         password = params.get("password")
         keys = params.get("ssh-public-keys")
         start_after = bool(params.get("start"))
 
         async def body(task: Task) -> None:
-            self._check_given_volumes(vmid, config)
+            self._check_given_volumes(vmid, config, made)
             task.log(f"extracting archive '/var/lib/vz/template/cache/{tarball.name}'")
             started = time.monotonic()
             base = await asyncio.to_thread(templates.ensure_base, tarball)
@@ -585,20 +586,21 @@ class Node:
 
         return self.tasks.start("vzcreate", str(vmid), user, body, on_error=failed)
 
-    def _check_given_volumes(self, vmid: int, config: dict[str, Any]) -> None:
+    def _check_given_volumes(self, vmid: int, config: dict[str, Any], made: set[str]) -> None:
         """create_vm's worker: create_disks keeps a volume that is not
         ``STORAGE:SIZE_IN_GiB`` (``$NEW_DISK_RE``, so ``local-lvm:8G`` too) as
         an existing volume; mount_all's activate_volumes then fails on one
         that does not exist (LvmThinPlugin's activate_lv: "no such logical
         volume pve/8G"; a dir storage's parse_volname: "unable to parse
         directory volume name '8G'"), and the task ends "unable to create
-        CT N - ..." (the CT and the disks it made are removed)."""
+        CT N - ..." (the CT and the disks it made are removed).  ``made``:
+        the mount point keys create_disks allocated."""
         rootfs_volumes = {str(rec.config.get("rootfs", "")).split(",", 1)[0]
                           for rec in self.containers.values() if rec.vmid != vmid}  # fmt: skip
         for key in volumes.mount_keys(config):
             mp = MountPoint.parse(key, str(config[key]))
-            if mp.kind != "volume" or mp.volname.startswith(f"vm-{vmid}-"):
-                continue  # what create_disks made (or a bind mount)
+            if mp.kind != "volume" or key in made:
+                continue
             if mp.volume in rootfs_volumes or self._volume_exists(mp.volume):
                 continue
             spec = STORAGES.get(str(mp.storage))
