@@ -36,8 +36,9 @@ class TransientError(ProvisionError):
 
 
 class PermanentError(ProvisionError):
-    """Retrying will not help: validation, 4xx, a task's TASK ERROR, a
-    script's non-zero exit, a host key mismatch."""
+    """Retrying will not help: validation, 4xx, a task's TASK ERROR (but a
+    lock's: ``TaskLockedError``), a script's non-zero exit, a host key
+    mismatch."""
 
 
 class ConfigError(PermanentError):
@@ -108,6 +109,15 @@ class TaskFailedError(PermanentError):
         self.upid = upid
         self.exitstatus = exitstatus
         self.log_tail = log_tail or []
+
+
+class TaskLockedError(TaskFailedError, TransientError):
+    """A task that failed on another holder's lock: PVE's start, stop and
+    shutdown check the config lock inside their task (``TASK ERROR: CT is
+    locked (backup)``, or the config file's flock timing out), so unlike
+    other task errors it is worth retrying once the lock is gone."""
+
+    transient = True
 
 
 class SshError(ProvisionError):

@@ -261,19 +261,44 @@ class Node:
             raise PveError(500, f"CT is locked ({rec.lock})")
 
     @contextlib.asynccontextmanager
-    async def config_lock(self, vmid: int) -> AsyncIterator[None]:
-        """PVE's flock on the config file, with its 10 s timeout."""
-        lock = self._file_locks.setdefault(vmid, asyncio.Lock())
-        try:
-            await asyncio.wait_for(lock.acquire(), FILE_LOCK_TIMEOUT)
-        except TimeoutError:
-            raise PveError(
-                500, f"can't lock file '/run/lock/lxc/pve-config-{vmid}.conf' - got timeout"
-            ) from None
+    async def config_lock(self, vmid: int, task: Task | None = None) -> AsyncIterator[None]:
+        """PVE's flock on the config file (PVE::LXC::Config config_file_lock:
+        ``/run/lock/lxc/pve-config-VMID.lock``), with lock_config's 10 s
+        timeout (PVE::Tools lock_file_full: "can't lock file '...' - got
+        timeout").  In a ``task`` a busy lock logs lock_file_full's "trying to
+        acquire lock..." (and " OK" once it has it), as a worker's STDERR
+        lands in its task log."""
+        lock = await self._take_file_lock(vmid, task)
         try:
             yield
         finally:
             lock.release()
+
+    async def _take_file_lock(self, vmid: int, task: Task | None = None) -> asyncio.Lock:
+        """Acquire the config flock (see ``config_lock``); the caller releases it."""
+        lock = self._file_locks.setdefault(vmid, asyncio.Lock())
+        waited = lock.locked()
+        if waited and task is not None:
+            task.log("trying to acquire lock...")
+        try:
+            await asyncio.wait_for(lock.acquire(), FILE_LOCK_TIMEOUT)
+        except TimeoutError:
+            raise PveError(
+                500, f"can't lock file '/run/lock/lxc/pve-config-{vmid}.lock' - got timeout"
+            ) from None
+        if waited and task is not None:
+            task.log(" OK")
+        return lock
+
+    @contextlib.asynccontextmanager
+    async def task_config_lock(self, task: Task, vmid: int) -> AsyncIterator[ContainerRecord]:
+        """A worker's ``PVE::LXC::Config->lock_config`` then ``load_config``:
+        a busy flock or a missing config ends the task with PVE's message."""
+        try:
+            async with self.config_lock(vmid, task):
+                yield self.get(vmid)
+        except PveError as exc:
+            raise TaskFailed(exc.message) from None
 
     def save(self, rec: ContainerRecord) -> None:
         self.containers[rec.vmid] = rec
@@ -485,7 +510,19 @@ class Node:
                                           bool(params.get("unprivileged", True)))  # fmt: skip
         tarball = self.template_file(str(params["ostemplate"]))
         mps = self._create_mount_params(params, user)
-        async with self.config_lock(vmid):
+        # create_vm's worker holds the config flock for its whole run
+        # (lock_config($vmid, $code)): taken here, handed to the task, so a
+        # start posted meanwhile waits for it ("trying to acquire lock...")
+        flock = await self._take_file_lock(vmid)
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                flock.release()
+
+        try:
             if vmid in self.containers:
                 raise PveError(500, f"CT {vmid} already exists on node '{self.name}'")
             config: dict[str, Any] = {k: config_value(v) for k, v in params.items()
@@ -505,11 +542,16 @@ class Node:
             config["lock"] = "create"
             rec = ContainerRecord(vmid=vmid, config=config)
             self.save(rec)
+        except BaseException:
+            release()
+            raise
+        made = {key for key, mp in mps.items() if mp.new_size_gb is not None}
         password = params.get("password")
         keys = params.get("ssh-public-keys")
         start_after = bool(params.get("start"))
 
         async def body(task: Task) -> None:
+            self._check_given_volumes(vmid, config, made)
             task.log(f"extracting archive '/var/lib/vz/template/cache/{tarball.name}'")
             started = time.monotonic()
             base = await asyncio.to_thread(templates.ensure_base, tarball)
@@ -536,29 +578,100 @@ class Node:
             self.set_lock(rec, None)
             if pool:
                 self.pools.add_vm(vmid, pool)
+            release()
             if start_after:
-                await self._start_body(task, vmid)
+                starter = asyncio.create_task(self._start_after_create(task.upid, vmid, user))
+                self._watchers.add(starter)
+                starter.add_done_callback(self._watchers.discard)
 
         async def failed() -> None:
-            # create_vm's error path destroys the disks it made (destroy_disks)
-            for volid in volumes.referenced_volumes(config):
-                if volid.split(":", 1)[-1].startswith(f"vm-{vmid}-"):
-                    await volumes.free(self.store.root, volid)
-            await self._forget(vmid)
+            # create_vm's error path (still under the flock) destroys the
+            # disks it made (destroy_disks) and the config
+            try:
+                for volid in volumes.referenced_volumes(config):
+                    if volid.split(":", 1)[-1].startswith(f"vm-{vmid}-"):
+                        await volumes.free(self.store.root, volid)
+                await self._forget(vmid)
+            finally:
+                release()
 
         return self.tasks.start("vzcreate", str(vmid), user, body, on_error=failed)
 
+    def _check_given_volumes(self, vmid: int, config: dict[str, Any], made: set[str]) -> None:
+        """create_vm's worker: create_disks keeps a volume that is not
+        ``STORAGE:SIZE_IN_GiB`` (``$NEW_DISK_RE``, so ``local-lvm:8G`` too) as
+        an existing volume; mount_all's activate_volumes then fails on one
+        that does not exist (LvmThinPlugin's activate_lv: "no such logical
+        volume pve/8G"; a dir storage's parse_volname: "unable to parse
+        directory volume name '8G'"), and the task ends "unable to create
+        CT N - ..." (the CT and the disks it made are removed).  ``made``:
+        the mount point keys create_disks allocated."""
+        rootfs_volumes = {str(rec.config.get("rootfs", "")).split(",", 1)[0]
+                          for rec in self.containers.values() if rec.vmid != vmid}  # fmt: skip
+        for key in volumes.mount_keys(config):
+            mp = MountPoint.parse(key, str(config[key]))
+            if mp.kind != "volume" or key in made:
+                continue
+            if mp.volume in rootfs_volumes or self._volume_exists(mp.volume):
+                continue
+            spec = STORAGES.get(str(mp.storage))
+            if spec is not None and spec.type == "lvmthin":
+                problem = f"no such logical volume {spec.vgname}/{mp.volname}"
+            elif re.fullmatch(r"\d+/\S+", mp.volname):
+                problem = f"volume '{mp.volume}' does not exist"
+            else:
+                problem = f"unable to parse directory volume name '{mp.volname}'"
+            raise TaskFailed(f"unable to create CT {vmid} - {problem}")
+
+    def _volume_exists(self, volume: str) -> bool:
+        try:
+            return volumes.volume_dir(self.store.root, volume).is_dir()
+        except ValueError:
+            return False
+
+    async def _start_after_create(self, create_upid: str, vmid: int, user: str) -> None:
+        """create_vm's worker calls ``PVE::API2::LXC::Status->vm_start`` once
+        the CT is made: a separate ``vzstart`` task, while the ``vzcreate``
+        task ends OK; a failed start keeps the container."""
+        record = await self.tasks.wait(create_upid)
+        status = record.exitstatus or ""
+        if not (status == "OK" or status.startswith("WARNINGS")):
+            return
+        try:
+            await self.start(vmid, user)
+        except PveError as exc:
+            log.warning("start after creating CT %d: %s", vmid, exc.message)
+
     # start/stop --------------------------------------------------------------
+    @staticmethod
+    def _check_skiplock(user: str, skiplock: bool) -> None:
+        """vm_start / vm_stop: ``raise_param_exc({ skiplock => "Only root may
+        use this option." })`` unless the user is root@pam (a token is not)."""
+        if skiplock and user != perms.ROOT:
+            raise param_error({"skiplock": "Only root may use this option."})
+
+    def _check_power_lock(self, rec: ContainerRecord, skiplock: bool) -> None:
+        """In the task, vm_start / vm_stop: ``check_lock`` unless skiplock or
+        the lock is ``mounted`` (``has_lock($conf, 'mounted')``)."""
+        if rec.lock and rec.lock != "mounted" and not skiplock:
+            raise TaskFailed(f"CT is locked ({rec.lock})")
+
     async def start(self, vmid: int, user: str, skiplock: bool = False) -> str:
-        async with self.config_lock(vmid):
-            rec = self.get(vmid)
-            if not skiplock:
-                self.check_lock(rec)
-            if vmid in self.running:
-                raise PveError(500, f"CT {vmid} already running")
+        """PVE::API2::LXC::Status vm_start: before the task only the skiplock
+        permission and "CT N already running"; the ``vzstart`` task then takes
+        the config flock (lock_config), loads the config (a missing CT fails
+        the task: "Configuration file ... does not exist"), refuses a
+        template and checks the lock (``CT is locked (backup)``)."""
+        self._check_skiplock(user, skiplock)
+        if vmid in self.running:
+            raise PveError(500, f"CT {vmid} already running")
 
         async def body(task: Task) -> None:
-            await self._start_body(task, vmid)
+            async with self.task_config_lock(task, vmid) as rec:
+                if str(rec.config.get("template", "0")) == "1":
+                    raise TaskFailed("you can't start a CT if it's a template")
+                self._check_power_lock(rec, skiplock)
+                await self._start_body(task, vmid)
 
         return self.tasks.start("vzstart", str(vmid), user, body)
 
@@ -662,25 +775,32 @@ class Node:
         return ct
 
     async def stop(self, vmid: int, user: str, skiplock: bool = False) -> str:
-        async with self.config_lock(vmid):
-            rec = self.get(vmid)
-            if not skiplock:
-                self.check_lock(rec)
-            self._running_or_fail(vmid)
+        """PVE::API2::LXC::Status vm_stop: "CT N not running" before the task
+        (a missing CT too: check_running needs no config); the ``vzstop``
+        task takes the flock, loads the config and checks the lock as
+        vm_start does, then kills the container."""
+        self._check_skiplock(user, skiplock)
+        self._running_or_fail(vmid)
 
         async def body(task: Task) -> None:
-            await task.sleep(DURATIONS["vzstop"])
-            await self._halt(vmid)
+            async with self.task_config_lock(task, vmid) as rec:
+                self._check_power_lock(rec, skiplock)
+                await task.sleep(DURATIONS["vzstop"])
+                await self._halt(vmid)
 
         return self.tasks.start("vzstop", str(vmid), user, body)
 
     async def shutdown_ct(self, vmid: int, user: str, timeout: int, force_stop: bool) -> str:
-        async with self.config_lock(vmid):
-            self.check_lock(self.get(vmid))
-            self._running_or_fail(vmid)
+        """PVE::API2::LXC::Status vm_shutdown: "CT N not running" before the
+        task; the ``vzshutdown`` task takes the flock, loads the config and
+        always checks the lock (no skiplock, no exception for ``mounted``)."""
+        self._running_or_fail(vmid)
 
         async def body(task: Task) -> None:
-            await self._clean_halt(task, vmid, timeout, force_stop)
+            async with self.task_config_lock(task, vmid) as rec:
+                if rec.lock:
+                    raise TaskFailed(f"CT is locked ({rec.lock})")
+                await self._clean_halt(task, vmid, timeout, force_stop)
 
         return self.tasks.start("vzshutdown", str(vmid), user, body)
 
@@ -697,13 +817,20 @@ class Node:
         await ct.exited.wait()
 
     async def reboot(self, vmid: int, user: str, timeout: int) -> str:
-        async with self.config_lock(vmid):
-            self.check_lock(self.get(vmid))
-            self._running_or_fail(vmid)
+        """PVE::API2::LXC::Status vm_reboot: "VM N not running" before the
+        task; the ``vzreboot`` task (PVE::LXC::vm_reboot) takes the flock,
+        ends at once if the CT is no longer running, else stops it (killing
+        it after ``timeout``) and starts it.  It never checks the lock."""
+        if vmid not in self.running:
+            raise PveError(500, f"VM {vmid} not running")
 
         async def body(task: Task) -> None:
-            await self._clean_halt(task, vmid, timeout, True)
-            await self._start_body(task, vmid)
+            async with self.task_config_lock(task, vmid):
+                if vmid not in self.running:
+                    return
+                await self._clean_halt(task, vmid, timeout, True)
+                self.get(vmid)  # load_config
+                await self._start_body(task, vmid)
 
         return self.tasks.start("vzreboot", str(vmid), user, body)
 

@@ -18,6 +18,7 @@ class StorageSpec:
     content: tuple[str, ...]
     # the section's other keys in storage.cfg, in the file's order
     options: tuple[tuple[str, str], ...] = field(default=())
+    vgname: str | None = None  # an LVM storage's volume group
 
 
 # PVE's defaults after installation on ext4: a dir storage and an LVM-thin
@@ -27,7 +28,7 @@ STORAGES = {
                          (("path", "/var/lib/vz"), ("content", "iso,vztmpl,backup"))),
     "local-lvm": StorageSpec("local-lvm", "lvmthin", ("images", "rootdir"),
                              (("thinpool", "data"), ("vgname", "pve"),
-                              ("content", "rootdir,images"))),
+                              ("content", "rootdir,images")), vgname="pve"),
 }  # fmt: skip
 
 

@@ -170,6 +170,7 @@ class PveClient:
 
         Raises:
             TaskFailedError: the task ended in ``TASK ERROR`` (with the log tail).
+            TaskLockedError: (a transient TaskFailedError) it failed on a lock.
             PveTransientError: still running at the timeout, or the node unreachable.
             PvePermanentError: not a UPID, or its status cannot be read.
         """

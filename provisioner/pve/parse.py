@@ -84,6 +84,14 @@ _PERMANENT_MARKERS = (
 )  # fmt: skip
 
 
+def is_lock_failure(message: str) -> bool:
+    """Whether a failure is another holder's lock: PVE's check_lock ("CT is
+    locked (backup)") or lock_file_full's 10 s timeout ("can't lock file
+    '...' - got timeout"), as a call's 500 or a task's error."""
+    text = message.lower()
+    return any(m in text for m in _LOCK_MARKERS)
+
+
 def is_transient_failure(status: int, message: str) -> bool:
     """Whether a failed PVE call may succeed when retried.
 
@@ -94,7 +102,7 @@ def is_transient_failure(status: int, message: str) -> bool:
     if status < 500:
         return False
     text = message.lower()
-    if any(m in text for m in _LOCK_MARKERS):
+    if is_lock_failure(text):
         return True
     if status == 501:
         return False
@@ -108,7 +116,7 @@ def failure_hint(status: int, message: str) -> str | None:
         return "check the API token (user@realm!name and secret) or the user's password"
     if status == 403:
         return "the token or user lacks a privilege on this path (see docs/proxmox.md)"
-    if any(m in text for m in _LOCK_MARKERS):
+    if is_lock_failure(text):
         return "another operation holds the container's lock; retry when it has finished"
     if status == 501:
         return "this PVE version does not offer the endpoint"

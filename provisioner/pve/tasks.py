@@ -2,8 +2,10 @@
 
 A task's status answers 400 for a moment right after it starts, its log
 reads as one ``no content`` line until it writes something, and a stopped
-task ends in ``OK``, ``WARNINGS: N`` (success) or the error text.  Every
-call goes through the client's one request method.
+task ends in ``OK``, ``WARNINGS: N`` (success) or the error text.  An
+error that is another holder's lock (PVE's start, stop and shutdown check
+the config lock inside their task) is transient.  Every call goes through
+the client's one request method.
 """
 
 from __future__ import annotations
@@ -15,8 +17,19 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from provisioner.errors import PvePermanentError, PveTransientError, TaskFailedError
-from provisioner.pve.parse import Upid, parse_exitstatus, parse_upid
+from provisioner.errors import (
+    PvePermanentError,
+    PveTransientError,
+    TaskFailedError,
+    TaskLockedError,
+)
+from provisioner.pve.parse import (
+    Upid,
+    failure_hint,
+    is_lock_failure,
+    parse_exitstatus,
+    parse_upid,
+)
 from provisioner.pve.types import PveCalls, TaskResult
 
 log = logging.getLogger(__name__)
@@ -88,6 +101,10 @@ def wait_for_task(client: PveCalls, upid: str, timeout: float = 600.0, poll: flo
                         "; ".join(reader.warnings) or exitstatus)  # fmt: skip
         return TaskResult(upid=task.text, exitstatus=exitstatus, warnings=warnings,
                           warning_lines=tuple(reader.warnings))  # fmt: skip
+    if is_lock_failure(exitstatus):  # PVE's power tasks check the lock in the task
+        raise TaskLockedError(f"{task.describe()} failed: {exitstatus}", upid=task.text,
+                              exitstatus=exitstatus, log_tail=list(reader.tail),
+                              hint=failure_hint(500, exitstatus))  # fmt: skip
     raise TaskFailedError(f"{task.describe()} failed: {exitstatus}", upid=task.text,
                           exitstatus=exitstatus, log_tail=list(reader.tail))  # fmt: skip
 

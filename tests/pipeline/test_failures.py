@@ -254,13 +254,17 @@ def test_transient_http_errors_are_retried(stack: Stack, cleanup: Callable[[str]
 # --- 3. a lock held during the start phase ---------------------------------------
 
 
-def test_config_lock_held_after_start_is_waited_for(stack: Stack,
-                                                    cleanup: Callable[[str], str]) -> None:  # fmt: skip
-    """A 'backup' lock appears while the start task runs: the start phase
-    waits for it to clear before it goes on."""
+def test_a_start_blocked_by_a_lock_is_retried(stack: Stack,
+                                              cleanup: Callable[[str], str]) -> None:  # fmt: skip
+    """A 'backup' lock appears between the start's POST and its task's lock
+    check (PVE::API2::LXC::Status vm_start checks the lock inside the
+    ``vzstart`` task): the task ends ``CT is locked (backup)``, a transient
+    failure shown as a retry warning; the retried start phase waits for the
+    lock to clear and the container ends ready."""
     vmid = free_vmid(stack)
     api = token_api(stack.sim)
     node = stack.sim["node"]
+    # the delay runs before the task's work, so before its lock check
     admin(stack.sim, "task", {"type": "vzstart", "vmid": vmid, "delay": 3})
     stack.start_workers(1)
     cid = cleanup(stack.submit("lines", "lock-wait", vmid=vmid, variables={"count": 3}))
@@ -272,9 +276,42 @@ def test_config_lock_held_after_start_is_waited_for(stack: Stack,
     ct = stack.wait(cid, timeout=180)
     assert ct.lifecycle == Lifecycle.READY, diagnose(stack, cid)
     events = all_events(stack, cid)
+    warnings = retry_warnings(events)
+    assert len(warnings) == 1, [e.message for e in events if e.type == "warning"]
+    assert warnings[0].phase == "start" and "CT is locked (backup)" in warnings[0].message
+    failed = api.nodes(node).tasks.get(vmid=vmid, typefilter="vzstart", errors=1)
+    assert [t["status"] for t in failed] == ["CT is locked (backup)"]
     # the start phase went on only once the lock was gone
     assert step_time(events, "waiting for the container's address") >= injected + 6 - 0.05
     assert events[-1].type == "complete"
+
+
+def test_a_stop_blocked_by_a_lock_is_retried(stack: Stack,
+                                             cleanup: Callable[[str], str]) -> None:  # fmt: skip
+    """The stop action on a locked container: PVE::API2::LXC::Status
+    vm_stop's task fails ``CT is locked (backup)`` (transient); the action
+    retries it and the container ends stopped."""
+    vmid = free_vmid(stack)
+    api = token_api(stack.sim)
+    node = stack.sim["node"]
+    stack.start_workers(1)
+    cid = cleanup(stack.submit("lines", "lock-stop", vmid=vmid, variables={"count": 1}))
+    assert stack.wait(cid, timeout=180).lifecycle == Lifecycle.READY, diagnose(stack, cid)
+    before = len(all_events(stack, cid))
+    admin(stack.sim, "lock", {"vmid": vmid, "lock": "backup", "seconds": 3})
+    stack.enqueue(cid, "stop")
+
+    def ended() -> list[Event] | None:
+        events = all_events(stack, cid)
+        done = len(events) > before and events[-1].type in ("complete", "error")
+        return events[before:] if done else None
+
+    wait_until(ended, "the stop action ended", stack)
+    events = ended() or []
+    assert events[-1].type == "complete", [(e.type, e.message) for e in events]
+    warnings = retry_warnings(events)
+    assert warnings and all("CT is locked (backup)" in w.message for w in warnings), warnings
+    assert api.nodes(node).lxc(vmid).status.current.get()["status"] == "stopped"
 
 
 def test_config_file_lock_during_start_is_retried(stack: Stack,

@@ -44,6 +44,25 @@ def wait_task(api: Any, node: str, upid: str, timeout: float = 120) -> dict[str,
     raise TimeoutError(f"task {upid} still running after {timeout}s")
 
 
+def wait_start_after_create(api: Any, node: str, create_upid: str,
+                            timeout: float = 120) -> dict[str, Any]:  # fmt: skip
+    """The ``vzstart`` task a ``start=1`` create launches once its own task
+    has ended OK (PVE::API2::LXC create_vm calls Status->vm_start); waits for
+    it to stop and returns its status."""
+    create = wait_task(api, node, create_upid, timeout)
+    assert create["exitstatus"] == "OK", create
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [t for t in api.nodes(node).tasks.get(source="all", vmid=create["id"],
+                                                      typefilter="vzstart",
+                                                      since=create["starttime"])
+                 if t["upid"] != create_upid]  # fmt: skip
+        if found:
+            return wait_task(api, node, found[0]["upid"], timeout)
+        time.sleep(0.05)
+    raise TimeoutError(f"no vzstart task after {create_upid}")
+
+
 def task_log(api: Any, node: str, upid: str) -> list[str]:
     return [e["t"] for e in api.nodes(node).tasks(upid).log.get(limit=10000)]
 

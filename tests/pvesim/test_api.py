@@ -138,8 +138,10 @@ def test_handler_errors_are_500_with_pve_wording(api: Any) -> None:
     expect_error(lambda: lxc.post(vmid=6101, ostemplate="local:vztmpl/nope.tar.zst",
                                   storage="local-lvm"), 500,
                  "volume 'local:vztmpl/nope.tar.zst' does not exist")  # fmt: skip
-    expect_error(lambda: lxc(6101).status.start.post(), 500,
+    expect_error(lambda: lxc(6101).config.get(), 500,
                  "Configuration file 'nodes/pve/lxc/6101.conf' does not exist")  # fmt: skip
+    # PVE::API2::LXC::Status vm_stop: check_running, before any task
+    expect_error(lambda: lxc(6101).status.stop.post(), 500, "CT 6101 not running")
 
 
 def test_error_body_shape(sim: dict[str, Any]) -> None:

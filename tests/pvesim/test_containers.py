@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from proxmoxer import ResourceException
 
-from tests.pvesim.helpers import task_log, ticket_api, token_api, wait_port, wait_task
+from tests.pvesim.helpers import (
+    task_log,
+    ticket_api,
+    token_api,
+    wait_port,
+    wait_start_after_create,
+    wait_task,
+)
 
 pytestmark = pytest.mark.integration
 TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
@@ -68,7 +75,11 @@ class Containers:
                   "hostname": f"ct{vmid}", "net0": net,
                   "ssh-public-keys": self.key.with_suffix(".pub").read_text(), **extra}  # fmt: skip
         self.made.append(vmid)
-        return ok(self.api, self.api.nodes("pve").lxc.post(**params))
+        upid = self.api.nodes("pve").lxc.post(**params)
+        log = ok(self.api, upid)
+        if extra.get("start"):  # a separate vzstart task, as on PVE
+            assert wait_start_after_create(self.api, "pve", upid)["exitstatus"] == "OK"
+        return log
 
     def start(self, vmid: int) -> None:
         ok(self.api, self.api.nodes("pve").lxc(vmid).status.start.post())
@@ -190,6 +201,30 @@ def test_two_containers_serve_on_the_same_port(
             assert resp.read().decode().strip() == f"hello from {vmid}"
 
 
+@pytest.mark.parametrize(("vmid", "disks", "volname"), [
+    (8035, {"rootfs": "local-lvm:8G"}, "8G"),
+    (8036, {"rootfs": "local-lvm:1", "mp0": "local-lvm:1G,mp=/data"}, "1G"),
+])  # fmt: skip
+def test_a_volume_size_with_a_unit_fails_the_create(
+    cts: Containers, api: Any, sim: dict[str, Any], vmid: int, disks: dict[str, str],
+    volname: str,
+) -> None:  # fmt: skip
+    """PVE::LXC::create_disks allocates only ``STORAGE:SIZE_IN_GiB``
+    ($NEW_DISK_RE): ``local-lvm:8G`` is taken for an existing volume, and
+    mount_all's activate_volumes (LvmThinPlugin activate_lv) fails the task:
+    "no such logical volume pve/8G"; create_vm's error path removes the
+    disks it made and the config."""
+    cts.made.append(vmid)
+    upid = api.nodes("pve").lxc.post(vmid=vmid, ostemplate=TEMPLATE, **disks)
+    status = wait_task(api, "pve", upid)
+    assert status["exitstatus"] == (
+        f"unable to create CT {vmid} - no such logical volume pve/{volname}"
+    )
+    with pytest.raises(ResourceException, match="does not exist"):
+        api.nodes("pve").lxc(vmid).config.get()
+    assert not list((Path(sim["state_dir"]) / "volumes").glob(f"*/vm-{vmid}-*"))
+
+
 def test_static_address_outside_the_subnet_fails_the_create(cts: Containers, api: Any) -> None:
     upid = api.nodes("pve").lxc.post(vmid=8030, ostemplate=TEMPLATE, storage="local-lvm",
                                      net0="name=eth0,bridge=vmbr0,ip=10.1.2.3/24")  # fmt: skip
@@ -215,11 +250,16 @@ def test_existing_vmid_and_the_create_lock(cts: Containers, api: Any, sim: dict[
     upid = lxc.post(vmid=8040, ostemplate=TEMPLATE, storage="local-lvm")
     with pytest.raises(ResourceException, match=r"CT 8040 already exists on node 'pve'"):
         lxc.post(vmid=8040, ostemplate=TEMPLATE, storage="local-lvm")
-    with pytest.raises(ResourceException, match=r"CT is locked \(create\)"):
-        lxc(8040).status.start.post()
+    # vm_start checks the lock in its task (PVE::API2::LXC::Status), under
+    # the config flock that create_vm's task holds for its whole run: the
+    # start waits for the flock, then finds the create lock gone
+    start = lxc(8040).status.start.post()
     assert lxc(8040).status.current.get()["lock"] == "create"
     assert api.nodes("pve").tasks(upid).status.get()["status"] == "running"
+    assert api.nodes("pve").tasks(start).status.get()["status"] == "running"
     ok(api, upid)
+    assert ok(api, start)[:2] == ["trying to acquire lock...", " OK"]
+    assert lxc(8040).status.current.get()["status"] == "running"
     assert "lock" not in lxc(8040).config.get()
 
 

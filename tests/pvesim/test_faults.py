@@ -26,6 +26,7 @@ from tests.pvesim.helpers import (
     token_api,
     token_header,
     wait_port,
+    wait_start_after_create,
     wait_task,
 )
 
@@ -386,25 +387,31 @@ def test_task_warnings_end_in_warnings_n(sim: dict[str, Any], api: Any, ct: Cont
 
 # --- 3. locks ---------------------------------------------------------------------
 @pytest.mark.integration
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 def test_config_lock_blocks_until_released(sim: dict[str, Any], api: Any, ct: Container) -> None:
+    """PVE::API2::LXC::Status vm_stop and vm_shutdown check the lock in
+    their task (lock_config, load_config, check_lock): a UPID at once, then
+    ``TASK ERROR: CT is locked (backup)``; vm_start does the same for a
+    stopped CT; vm_reboot (PVE::LXC::vm_reboot) never checks it; a config
+    update (update_vm) refuses with 500 before any task."""
     node = sim["node"]
     ensure_running(api, sim, ct)
     lxc = api.nodes(node).lxc(ct.vmid)
-    held = 4.0
+    held = 8.0
     started = time.monotonic()
     admin(sim, "lock", {"vmid": ct.vmid, "lock": "backup", "seconds": held})
     assert ct_status(api, sim, ct.vmid)["lock"] == "backup"
     assert lxc.config.get()["lock"] == "backup"
-    calls: dict[str, Callable[[], Any]] = {
-        "stop": lambda: lxc.status.stop.post(),
-        "start": lambda: lxc.status.start.post(),
-        "shutdown": lambda: lxc.status.shutdown.post(),
-        "config": lambda: lxc.config.put(description="while-locked"),
-    }
-    for name, call in calls.items():
-        exc = api_error(call)
-        assert (name, exc.status_code, exc.content) == (name, 500, "CT is locked (backup)")
+    for name, call in {"stop": lxc.status.stop.post, "shutdown": lxc.status.shutdown.post}.items():
+        upid = call()
+        status = wait_task(api, node, upid)
+        assert (name, status["exitstatus"]) == (name, "CT is locked (backup)")
+        assert task_log(api, node, upid)[-1] == "TASK ERROR: CT is locked (backup)"
+    exc = api_error(lambda: lxc.config.put(description="while-locked"))
+    assert (exc.status_code, exc.content) == (500, "CT is locked (backup)")
+    assert ct_status(api, sim, ct.vmid)["status"] == "running"
+    run_ok(api, sim, lxc.status.reboot.post())  # the lock does not stop a reboot
+    assert ct_status(api, sim, ct.vmid)["lock"] == "backup"
     # all of that happened while the lock was certainly held
     assert time.monotonic() - started < held - 0.5
     assert lxc.config.get().get("description") != "while-locked"
@@ -418,9 +425,43 @@ def test_config_lock_blocks_until_released(sim: dict[str, Any], api: Any, ct: Co
     assert lxc.config.get()["description"] == "after-lock\n"
     run_ok(api, sim, lxc.status.stop.post())
     assert ct_status(api, sim, ct.vmid)["status"] == "stopped"
+    admin(sim, "lock", {"vmid": ct.vmid, "lock": "backup", "seconds": 3})
+    upid = lxc.status.start.post()
+    assert wait_task(api, node, upid)["exitstatus"] == "CT is locked (backup)"
+    assert ct_status(api, sim, ct.vmid)["status"] == "stopped"
+    while ct_status(api, sim, ct.vmid).get("lock"):
+        time.sleep(0.1)
     run_ok(api, sim, lxc.status.start.post())
     assert ct_status(api, sim, ct.vmid)["status"] == "running"
     wait_port(ct.ip, 22, timeout=60)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_power_actions_check_before_their_task(sim: dict[str, Any], api: Any) -> None:
+    """What PVE::API2::LXC::Status refuses before forking a task: skiplock
+    from anyone but root@pam (a token is not: raise_param_exc "Only root may
+    use this option."), stop/shutdown of a CT that is not running ("CT N not
+    running", check_running needs no config), reboot likewise ("VM N not
+    running").  A start of a missing CT gets a UPID: its task fails in
+    load_config ("Configuration file '...' does not exist")."""
+    node = sim["node"]
+    lxc = api.nodes(node).lxc(7998)
+    for call in (lambda: lxc.status.start.post(skiplock=1),
+                 lambda: lxc.status.stop.post(skiplock=1)):  # fmt: skip
+        exc = api_error(call)
+        assert exc.status_code == 400
+        assert exc.errors == {"skiplock": "Only root may use this option."}
+    for name, call, message in (("stop", lxc.status.stop.post, "CT 7998 not running"),
+                                ("shutdown", lxc.status.shutdown.post, "CT 7998 not running"),
+                                ("reboot", lxc.status.reboot.post, "VM 7998 not running")):  # fmt: skip
+        exc = api_error(call)
+        assert (name, exc.status_code, exc.content) == (name, 500, message)
+    upid = lxc.status.start.post()
+    assert ":vzstart:7998:" in upid
+    assert wait_task(api, node, upid)["exitstatus"] == (
+        f"Configuration file 'nodes/{node}/lxc/7998.conf' does not exist"
+    )
 
 
 @pytest.mark.integration
@@ -440,7 +481,7 @@ def test_file_lock_makes_config_update_time_out(
     waited = time.monotonic() - put_at
     assert exc.status_code == 500
     assert exc.content == (
-        f"can't lock file '/run/lock/lxc/pve-config-{ct.vmid}.conf' - got timeout"
+        f"can't lock file '/run/lock/lxc/pve-config-{ct.vmid}.lock' - got timeout"
     )
     assert 9.5 <= waited <= 12, waited
     assert lxc.config.get().get("description") != "file-locked"
@@ -450,6 +491,48 @@ def test_file_lock_makes_config_update_time_out(
     lxc.config.put(description="file-unlocked")
     assert time.monotonic() - put_at < 2
     assert lxc.config.get()["description"] == "file-unlocked\n"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(40)
+def test_file_lock_fails_a_stop_in_its_task(sim: dict[str, Any], api: Any, ct: Container) -> None:
+    """PVE::API2::LXC::Status vm_stop forks its task at once; the task's
+    lock_config waits lock_file_full's 10 s for the flock (logging "trying
+    to acquire lock...") and ends "can't lock file '...' - got timeout"."""
+    node = sim["node"]
+    ensure_running(api, sim, ct)
+    admin(sim, "lock", {"vmid": ct.vmid, "kind": "file", "seconds": 12})
+    posted = time.monotonic()
+    upid = api.nodes(node).lxc(ct.vmid).status.stop.post()
+    assert time.monotonic() - posted < 2
+    status = wait_task(api, node, upid)
+    message = f"can't lock file '/run/lock/lxc/pve-config-{ct.vmid}.lock' - got timeout"
+    assert status["exitstatus"] == message
+    assert 9.5 <= time.monotonic() - posted <= 12
+    assert task_log(api, node, upid) == ["trying to acquire lock...", f"TASK ERROR: {message}"]
+    assert ct_status(api, sim, ct.vmid)["status"] == "running"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_create_start_is_its_own_task_and_a_failed_start_keeps_the_ct(
+    sim: dict[str, Any], api: Any, disposable: Callable[[int], int]
+) -> None:
+    """PVE::API2::LXC create_vm's worker ends OK and, with ``start=1``,
+    calls PVE::API2::LXC::Status->vm_start: a separate ``vzstart`` task;
+    when it fails the container stays (stopped)."""
+    node = sim["node"]
+    vmid = disposable(7002)
+    # a bridge that does not exist: the create is fine, the start fails
+    net0 = "name=eth0,bridge=vmbr9,ip=dhcp"
+    upid = str(api.nodes(node).lxc.post(vmid=vmid, ostemplate=TEMPLATE, storage="local-lvm",
+                                        net0=net0, start=1))  # fmt: skip
+    assert wait_start_after_create(api, node, upid)["exitstatus"] == (
+        "bridge 'vmbr9' does not exist"
+    )
+    assert wait_task(api, node, upid)["exitstatus"] == "OK"
+    assert ct_status(api, sim, vmid)["status"] == "stopped"
+    assert "lock" not in api.nodes(node).lxc(vmid).config.get()
 
 
 # --- 4. DHCP delay ----------------------------------------------------------------

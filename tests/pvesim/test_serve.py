@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, start_simulator, stop_simulator
-from tests.pvesim.helpers import token_api, wait_port, wait_task
+from tests.pvesim.helpers import token_api, wait_port, wait_start_after_create, wait_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the simulator needs root")
@@ -88,7 +88,7 @@ def test_restart_keeps_state_and_cleans_up(tmp_path: Path) -> None:
         upid = api.nodes("pve").lxc.post(vmid=300, ostemplate="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
                                          storage="local-lvm", hostname="keepme",
                                          net0=f"name=eth0,bridge=vmbr0,ip={ip}/24", start=1)  # fmt: skip
-        assert wait_task(api, "pve", upid)["exitstatus"] == "OK"
+        assert wait_start_after_create(api, "pve", upid)["exitstatus"] == "OK"
         wait_port(ip, 22)
         before = host_state(tag)
         assert before["bridge"] and before["netns"] == [f"{tag}-300"] and before["rules"]
@@ -142,7 +142,7 @@ def test_a_crashed_run_is_cleaned_up_at_the_next_start(tmp_path: Path) -> None:
     upid = api.nodes("pve").lxc.post(vmid=301, ostemplate="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
                                      storage="local-lvm", net0=f"name=eth0,bridge=vmbr0,ip={ip}/24",
                                      start=1)  # fmt: skip
-    assert wait_task(api, "pve", upid)["exitstatus"] == "OK"
+    assert wait_start_after_create(api, "pve", upid)["exitstatus"] == "OK"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     if proc.stdout:

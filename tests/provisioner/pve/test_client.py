@@ -27,6 +27,7 @@ from provisioner.errors import (
     PvePermanentError,
     PveTransientError,
     TaskFailedError,
+    TaskLockedError,
     TransientError,
 )
 from provisioner.pve.client import PveClient
@@ -327,8 +328,14 @@ def test_locked_container_is_transient(sim: dict[str, Any], client: PveClient,
     vmid = disposable(5002)
     client.wait_for_task(client.create_container(tiny(vmid)))
     admin(sim, "lock", {"vmid": vmid, "lock": "backup", "seconds": 3})
+    # the start's task checks the lock (PVE::API2::LXC::Status vm_start)
+    with pytest.raises(TaskLockedError) as locked:
+        client.wait_for_task(client.start(own(client, vmid)))
+    assert locked.value.transient and locked.value.exitstatus == "CT is locked (backup)"
+    assert "lock" in str(locked.value.hint)
+    # a config update checks it before any task (update_vm)
     with pytest.raises(PveTransientError) as info:
-        client.start(own(client, vmid))
+        client.put_config(own(client, vmid), {"description": "while locked"})
     assert info.value.pve_message == "CT is locked (backup)"
     assert "lock" in str(info.value.hint)
     assert client.wait_unlocked(vmid, timeout=30, poll=0.2).lock is None

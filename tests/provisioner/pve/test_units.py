@@ -16,6 +16,8 @@ from provisioner.errors import (
     PvePermanentError,
     PveTransientError,
     TaskFailedError,
+    TaskLockedError,
+    TransientError,
 )
 from provisioner.pve import tasks as pve_tasks
 from provisioner.pve.client import PveClient
@@ -57,7 +59,7 @@ UPID = "UPID:pve:00007221:00056CC9:6B043370:vzcreate:5999:root@pam!pvesim:"
         (501, "Method 'GET /nodes/pve/foo' not implemented", False),
         (500, "CT is locked (create)", True),
         (500, "CT is locked (backup)", True),
-        (500, "can't lock file '/run/lock/lxc/pve-config-104.conf' - got timeout", True),
+        (500, "can't lock file '/run/lock/lxc/pve-config-104.lock' - got timeout", True),
         (500, "injected failure (pvesim)", True),
         (502, "Bad Gateway", True),
         (503, "Service Unavailable", True),
@@ -332,6 +334,25 @@ def test_warnings_are_success_and_reported(caplog: pytest.LogCaptureFixture) -> 
     assert (result.clean, result.warnings, result.exitstatus) == (False, 1, "WARNINGS: 1")
     assert result.warning_lines == ("WARN: systemd 252 detected, features missing",)
     assert "1 warning(s)" in caplog.text and "systemd 252" in caplog.text
+
+
+@pytest.mark.parametrize("error", [
+    "CT is locked (backup)",
+    "can't lock file '/run/lock/lxc/pve-config-5999.lock' - got timeout",
+])  # fmt: skip
+def test_a_task_failed_on_a_lock_is_transient(error: str) -> None:
+    """PVE::API2::LXC::Status vm_start / vm_stop / vm_shutdown check the
+    lock inside their task (lock_config, then check_lock): such a task error
+    clears by itself, so it is a transient TaskLockedError (still a
+    TaskFailedError, with the log tail)."""
+    task = FakeTask([([], None), ([f"TASK ERROR: {error}"], error)])
+    with pytest.raises(TaskLockedError) as info:
+        ScriptedClient(task).wait_for_task(UPID, timeout=30, poll=0.01)
+    exc = info.value
+    assert isinstance(exc, TaskFailedError) and isinstance(exc, TransientError)
+    assert exc.transient and exc.exitstatus == error
+    assert exc.log_tail == [f"TASK ERROR: {error}"]
+    assert "lock" in str(exc.hint)
 
 
 def test_task_error_carries_the_log_tail() -> None:
