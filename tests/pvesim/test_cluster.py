@@ -1,0 +1,264 @@
+"""``pvesim serve --nodes 3``: a simulated Proxmox VE cluster, seen through
+each node's API as PVE answers it.  The module runs a cluster of its own."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, start_simulator, stop_simulator
+from tests.pvesim.helpers import admin, raw, token_api, token_header, wait_port, wait_task
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the simulator needs root"),
+]
+TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+PVESIM = str(ROOT / ".venv/bin/pvesim")
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="pvesim-cluster-") as tmp:
+        state = Path(tmp) / "state"
+        proc, info = start_simulator(state, "--nodes", "3", "--node-memory", "4096,8192,2048",
+                                     "--node-cores", "2,4,1")  # fmt: skip
+        info["state_dir"] = str(state)
+        try:
+            yield info
+        finally:
+            stop_simulator(proc)
+
+
+def via(sim: dict[str, Any], node: str) -> dict[str, Any]:
+    """The connection info for one node's own API."""
+    entry = next(n for n in sim["nodes"] if n["node"] == node)
+    return {**sim, "url": entry["url"], "admin_url": entry["admin_url"]}
+
+
+def served_fingerprint(url: str, cafile: str) -> str:
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = False
+    with socket.create_connection((host, int(port)), timeout=10) as sock,\
+            ctx.wrap_socket(sock) as tls:  # fmt: skip
+        der = tls.getpeercert(binary_form=True)
+    assert der
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, 64, 2))
+
+
+def create(api: Any, node: str, vmid: int, start: bool = False) -> str:
+    upid = api.nodes(node).lxc.post(vmid=vmid, ostemplate=TEMPLATE, storage="local-lvm",
+                                    hostname=f"cl-{vmid}", start=int(start),
+                                    net0="name=eth0,bridge=vmbr0,ip=dhcp")  # fmt: skip
+    assert wait_task(api, node, upid)["exitstatus"] == "OK"
+    return str(upid)
+
+
+def lease_of(api: Any, node: str, vmid: int, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for iface in api.nodes(node).lxc(vmid).interfaces.get() or []:
+            for addr in iface.get("ip-addresses", []):
+                if iface["name"] == "eth0" and addr["ip-address-type"] == "inet":
+                    return str(addr["ip-address"])
+        time.sleep(0.2)
+    raise TimeoutError(f"CT {vmid} got no address")
+
+
+def test_each_node_has_its_own_listener_and_certificate(cluster: dict[str, Any]) -> None:
+    """PVE::API2::Certificates info (proxyto node) lists the node's own
+    pve-ssl.pem beside the cluster CA; every node's pveproxy serves its own
+    certificate, and the readiness line lists each node's URL and fingerprint."""
+    assert [n["node"] for n in cluster["nodes"]] == ["pve1", "pve2", "pve3"]
+    assert len({n["url"] for n in cluster["nodes"]}) == 3
+    assert len({n["fingerprint"] for n in cluster["nodes"]}) == 3
+    api = token_api(cluster)
+    for entry in cluster["nodes"]:
+        assert served_fingerprint(entry["url"], cluster["cafile"]) == entry["fingerprint"]
+        certs = api.nodes(entry["node"]).certificates.info.get()
+        assert [c["filename"] for c in certs] == ["pve-root-ca.pem", "pve-ssl.pem"]
+        assert certs[1]["fingerprint"] == entry["fingerprint"]
+        assert certs[1]["pem"].startswith("-----BEGIN CERTIFICATE-----")
+        assert certs[0]["fingerprint"] == api.nodes("pve1").certificates.info.get()[0][
+            "fingerprint"]  # fmt: skip  # one cluster CA
+
+
+def test_cluster_status_lists_the_cluster_and_every_node(cluster: dict[str, Any]) -> None:
+    """PVE::API2::ClusterConfig status (GET /cluster/status): a ``cluster``
+    entry from get_clinfo (name, nodes, quorate, version) and a ``node`` entry
+    per member (name, nodeid, ip, online, level, ``local`` for the node that
+    answers)."""
+    for answering in ("pve1", "pve3"):
+        entries = token_api(via(cluster, answering)).cluster.status.get()
+        head = entries[0]
+        assert head["type"] == "cluster" and head["id"] == "cluster"
+        assert head["nodes"] == 3 and head["quorate"] == 1 and head["name"]
+        nodes = {e["name"]: e for e in entries[1:]}
+        assert set(nodes) == {"pve1", "pve2", "pve3"}
+        assert [nodes[n]["nodeid"] for n in ("pve1", "pve2", "pve3")] == [1, 2, 3]
+        assert all(e["online"] == 1 and e["type"] == "node" for e in nodes.values())
+        assert [n for n, e in nodes.items() if e["local"]] == [answering]
+        ips = {n["node"]: n["ip"] for n in cluster["nodes"]}
+        assert all(nodes[n]["ip"] == ips[n] for n in nodes)
+
+
+def test_nodes_report_their_own_size(cluster: dict[str, Any]) -> None:
+    """PVE::API2::Nodes index: extract_node_stats for every node (status,
+    cpu, maxcpu, mem, maxmem, uptime) plus get_node_fingerprint."""
+    nodes = {n["node"]: n for n in token_api(cluster).nodes.get()}
+    assert {n: (e["maxmem"], e["maxcpu"]) for n, e in nodes.items()} == {
+        "pve1": (4096 * MIB, 2), "pve2": (8192 * MIB, 4), "pve3": (2048 * MIB, 1)}  # fmt: skip
+    for entry in cluster["nodes"]:
+        got = nodes[entry["node"]]
+        assert got["status"] == "online" and got["ssl_fingerprint"] == entry["fingerprint"]
+        assert 0 < got["mem"] < got["maxmem"] and 0 <= got["cpu"] <= 1 and got["uptime"] >= 0
+    status = token_api(cluster).nodes("pve2").status.get()
+    assert status["memory"]["total"] == 8192 * MIB and status["cpuinfo"]["cpus"] == 4
+
+
+def test_a_call_for_another_node_is_handled_there(cluster: dict[str, Any]) -> None:
+    """PVE::HTTPServer rest_handler proxies a ``proxyto => 'node'`` call to
+    the named node: a container created through pve1 for pve2 lives on pve2
+    (its UPID names pve2), and any node's API reads it."""
+    api1, api3 = token_api(cluster), token_api(via(cluster, "pve3"))
+    upid = create(api1, "pve2", 3100)
+    assert upid.split(":")[1] == "pve2"
+    assert api3.nodes("pve2").lxc(3100).config.get()["hostname"] == "cl-3100"
+    assert api3.nodes("pve2").tasks(upid).status.get()["exitstatus"] == "OK"
+    assert [c["vmid"] for c in api3.nodes("pve1").lxc.get()] == []
+    status, reason, _ = raw(cluster, "GET", "/nodes/pve1/lxc/3100/config",
+                            headers=token_header(cluster))  # fmt: skip
+    assert (status, reason) == (500, "Configuration file 'nodes/pve1/lxc/3100.conf' does not exist")
+
+
+def test_an_unknown_node_fails_its_hostname_lookup(cluster: dict[str, Any]) -> None:
+    """PVE::Cluster::remote_node_ip for a name outside the nodelist: the
+    proxy's address lookup fails."""
+    status, reason, body = raw(cluster, "GET", "/nodes/pve9/status",
+                               headers=token_header(cluster))  # fmt: skip
+    assert status == 500
+    assert reason == ("hostname lookup 'pve9' failed - failed to get address info for: pve9: "
+                      "Name or service not known")  # fmt: skip
+    assert body["data"] is None
+
+
+def test_vmids_are_unique_across_the_cluster(cluster: dict[str, Any]) -> None:
+    """PVE::Cluster::check_vmid_unused in create_vm and clone_vm ("CT N
+    already exists on node 'X'") and PVE::API2::Cluster nextid read the
+    cluster-wide vmlist."""
+    api = token_api(cluster)
+    create(api, "pve3", 3200)
+    status, reason, _ = raw(cluster, "POST", "/nodes/pve1/lxc", headers=token_header(cluster),
+                            data=f"vmid=3200&ostemplate={TEMPLATE}&storage=local-lvm".encode())  # fmt: skip
+    assert (status, reason) == (500, "CT 3200 already exists on node 'pve3'")
+    status, _, body = raw(
+        cluster, "GET", "/cluster/nextid?vmid=3200", headers=token_header(cluster)
+    )
+    assert status == 400 and body["errors"] == {"vmid": "VM 3200 already exists"}
+    assert int(api.cluster.nextid.get()) not in {
+        r["vmid"] for r in api.cluster.resources.get(type="vm")}  # fmt: skip
+    status, reason, _ = raw(cluster, "POST", "/nodes/pve3/lxc/3200/clone",
+                            headers=token_header(cluster), data=b"newid=3100")  # fmt: skip
+    assert (status, reason) == (500, "CT 3100 already exists on node 'pve2'")
+
+
+def test_resources_cover_every_node(cluster: dict[str, Any]) -> None:
+    """PVE::API2::Cluster resources: guests of all nodes (node field set),
+    one ``node`` entry per node, each storage once per node (storage.cfg
+    holds ``local`` and ``local-lvm`` for all nodes, not shared), and the
+    ``type`` filter."""
+    api = token_api(via(cluster, "pve2"))
+    create(api, "pve1", 3300)
+    everything = api.cluster.resources.get()
+    guests = {r["vmid"]: r["node"] for r in everything if r["type"] == "lxc"}
+    assert guests[3300] == "pve1" and guests[3100] == "pve2"
+    assert sorted(r["node"] for r in everything if r["type"] == "node") == ["pve1", "pve2", "pve3"]
+    storages = sorted(r["id"] for r in everything if r["type"] == "storage")
+    assert storages == sorted(f"storage/{n}/{s}" for n in ("pve1", "pve2", "pve3")
+                              for s in ("local", "local-lvm"))  # fmt: skip
+    assert all(r["shared"] == 0 for r in everything if r["type"] == "storage")
+    assert {r["type"] for r in api.cluster.resources.get(type="node")} == {"node"}
+    assert {r["type"] for r in api.cluster.resources.get(type="vm")} == {"lxc"}
+
+
+def test_containers_of_all_nodes_share_one_network(cluster: dict[str, Any]) -> None:
+    """A cluster's vmbr0 is one L2 segment: containers on different nodes get
+    distinct addresses of one subnet and reach each other; a node's memory
+    use grows by what its running container uses (its cgroup)."""
+    api = token_api(cluster)
+    before = {n["node"]: n["mem"] for n in api.nodes.get()}
+    create(api, "pve2", 3400, start=True)
+    create(api, "pve3", 3401, start=True)
+    ip_a, ip_b = lease_of(api, "pve2", 3400), lease_of(api, "pve3", 3401)
+    assert ip_a != ip_b
+    prefix = cluster["subnet"].rsplit(".", 1)[0]
+    assert ip_a.startswith(prefix) and ip_b.startswith(prefix)
+    wait_port(ip_a, 22)
+    wait_port(ip_b, 22)
+    ns = f"{cluster['bridge']}-3400"
+    done = subprocess.run(["ip", "netns", "exec", ns, "bash", "-c",
+                           f"exec 3<>/dev/tcp/{ip_b}/22 && head -c 4 <&3"],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.stdout == "SSH-", done.stderr
+    after = {n["node"]: n["mem"] for n in api.nodes.get()}
+    assert after["pve2"] > before["pve2"] and after["pve1"] == before["pve1"]
+
+
+def test_an_offline_node(cluster: dict[str, Any]) -> None:
+    """A node cut off from the cluster: its pveproxy cannot be reached,
+    PVE::APIServer::AnyEvent proxy_request answers AnyEvent::HTTP's 595 with
+    an empty body, /cluster/status and /nodes show it offline
+    (extract_node_stats), /cluster/resources its guests ``unknown``
+    (extract_vm_stats without RRD data); its containers keep running, and
+    everything returns when it does."""
+    api = token_api(cluster)
+    create(api, "pve3", 3500, start=True)
+    pve3 = next(n for n in cluster["nodes"] if n["node"] == "pve3")
+    host, port = pve3["url"].split("//")[1].split("/")[0].rsplit(":", 1)
+    subprocess.run([PVESIM, "fault", "node-offline", "--state-dir", cluster["state_dir"],
+                    "--node", "pve3"], check=True, timeout=30)  # fmt: skip
+    try:
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5).close()
+        status, reason, body = raw(cluster, "GET", "/nodes/pve3/lxc",
+                                   headers=token_header(cluster))  # fmt: skip
+        assert (status, reason, body) == (
+            595,
+            "Errors during connection establishment, proxy handshake: No route to host",
+            {},
+        )
+        member = next(e for e in api.cluster.status.get() if e.get("name") == "pve3")
+        assert member["online"] == 0
+        node = next(n for n in api.nodes.get() if n["node"] == "pve3")
+        assert node["status"] == "offline" and "mem" not in node and node["maxmem"] == 2048 * MIB
+        guests = {r["vmid"]: r for r in api.cluster.resources.get(type="vm")}
+        assert guests[3500]["status"] == "unknown" and guests[3500]["node"] == "pve3"
+        assert guests[3401]["status"] == "unknown"
+        assert guests[3400]["status"] == "running"
+        assert api.cluster.status.get()[0]["quorate"] == 1  # 2 of 3 votes
+        wait_port(lease_of(api, "pve2", 3400), 22)  # the rest of the cluster carries on
+    finally:
+        admin(cluster, "node-online", {"node": "pve3"})
+    assert api.nodes("pve3").lxc(3500).status.current.get()["status"] == "running"
+    assert served_fingerprint(pve3["url"], cluster["cafile"]) == pve3["fingerprint"]
+    admin(cluster, "node-offline", {"node": "pve2", "seconds": 1})
+    assert raw(cluster, "GET", "/nodes/pve2/status", headers=token_header(cluster))[0] == 595
+    deadline = time.monotonic() + 20
+    while raw(cluster, "GET", "/nodes/pve2/status", headers=token_header(cluster))[0] != 200:
+        assert time.monotonic() < deadline, "pve2 did not come back"
+        time.sleep(0.2)
