@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from provisioner.pve.schema import ApiSchema, load_api_schema
-from pvesim import api, info, network, server, storage, templates
+from pvesim import api, info, migrate, network, server, storage, templates
 from pvesim.dhcp import Lease
 from pvesim.errors import PveError, param_error
 from pvesim.network import SimNetwork
@@ -191,6 +191,11 @@ class Cluster:
     schema: ApiSchema | None = None
     _timers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
+    @property
+    def quorate(self) -> bool:
+        """Corosync's votequorum with one vote a node: a majority online."""
+        return len(self.nodes) - len(self.offline) > len(self.nodes) // 2
+
     # --- the shared vmid space ---------------------------------------------
     def owner_of_vmid(self, vmid: int) -> ClusterNode | None:
         for node in self.nodes.values():
@@ -336,6 +341,16 @@ class Cluster:
             self.check_vmid_unused(int(p["newid"]))  # PVE::API2::LXC clone_vm
             return await api.HANDLERS[("POST", "/nodes/{node}/lxc/{vmid}/clone")](node, p, user)
 
+        async def migrate_ct(node: Node, p: dict[str, Any], user: str) -> Any:
+            # migrate_vm: check_cfs_quorum, check_node_exists, remote_node_ip
+            if not self.quorate:
+                raise PveError(500, "cluster not ready - no quorum?")
+            target = self.nodes.get(str(p["target"]))
+            if target is None:
+                raise PveError(500, f"no such cluster node '{p['target']}'")
+            return await migrate.migrate(node, target, target.spec.host,
+                                         target.name not in self.offline, p, user)  # fmt: skip
+
         async def pools(node: Node, p: dict[str, Any], user: str) -> Any:
             if not p.get("poolid"):
                 return node.pools.index()
@@ -353,6 +368,7 @@ class Cluster:
             ("GET", "/nodes/{node}/status"): node_status,
             ("POST", "/nodes/{node}/lxc/{vmid}/clone"): clone,
             ("GET", "/pools"): pools,
+            ("POST", "/nodes/{node}/lxc/{vmid}/migrate"): migrate_ct,
         }
 
     def usage(self, node: ClusterNode) -> dict[str, Any]:
@@ -400,10 +416,9 @@ class Cluster:
     def status(self, receiving: Node) -> list[dict[str, Any]]:
         """PVE::API2::ClusterConfig status (GET /cluster/status): the
         ``cluster`` entry (get_clinfo) and one ``node`` entry per member."""
-        online = len(self.nodes) - len(self.offline)
         out: list[dict[str, Any]] = [{
             "type": "cluster", "id": "cluster", "name": CLUSTER_NAME, "nodes": len(self.nodes),
-            "version": len(self.nodes), "quorate": int(online > len(self.nodes) // 2),
+            "version": len(self.nodes), "quorate": int(self.quorate),
         }]  # fmt: skip
         for nodeid, node in enumerate(self.nodes.values(), start=1):
             out.append({
@@ -510,6 +525,23 @@ _EXTRA_SCHEMA: dict[str, dict[str, Any]] = {
             "node": {"type": "string", "format": "pve-node", "description": "The cluster node name."},
         }},
     }},
+    # pve-container's PVE/API2/LXC.pm migrate_vm
+    "/nodes/{node}/lxc/{vmid}/migrate": {"POST": {
+        "name": "migrate_vm", "allowtoken": 1, "protected": 1, "proxyto": "node",
+        "permissions": {"check": ["perm", "/vms/{vmid}", ["VM.Migrate"]]},
+        "parameters": {"additionalProperties": 0, "properties": {
+            "node": {"type": "string", "format": "pve-node"},
+            "vmid": {"type": "integer", "format": "pve-vmid", "minimum": 100,
+                     "maximum": 999999999},
+            "target": {"type": "string", "format": "pve-node"},
+            "target-storage": {"type": "string", "optional": 1},
+            "online": {"type": "boolean", "optional": 1},
+            "restart": {"type": "boolean", "optional": 1},
+            "timeout": {"type": "integer", "optional": 1, "default": 180},
+            "bwlimit": {"type": "number", "optional": 1, "minimum": "0"},
+        }},
+        "returns": {"type": "string"},
+    }},
 }  # fmt: skip
 
 
@@ -586,9 +618,11 @@ async def serve_cluster(opts: ServeOptions, ready_out: object = sys.stdout) -> N
                 raise server.ServeError(f"setting up the simulator's host network failed: "
                                         f"{exc}") from None  # fmt: skip
             started.append(node)
-        for node in cluster.nodes.values():
-            await cluster.listen(node)
         first = next(iter(cluster.nodes.values()))
+        for node in cluster.nodes.values():
+            # the one DHCP server: a starting container re-arms its MAC there
+            node._dhcp = first._dhcp
+            await cluster.listen(node)
         creds = first.auth.creds
 
         def url(spec: NodeSpec, path: str) -> str:

@@ -262,3 +262,125 @@ def test_an_offline_node(cluster: dict[str, Any]) -> None:
     while raw(cluster, "GET", "/nodes/pve2/status", headers=token_header(cluster))[0] != 200:
         assert time.monotonic() < deadline, "pve2 did not come back"
         time.sleep(0.2)
+
+
+# --- migration ------------------------------------------------------------------
+def migrate(api: Any, node: str, vmid: int, **params: Any) -> dict[str, Any]:
+    upid = api.nodes(node).lxc(vmid).migrate.post(**params)
+    assert upid.split(":")[1] == node and upid.split(":")[5] == "vzmigrate"
+    status = wait_task(api, node, upid)
+    lines = [e["t"] for e in api.nodes(node).tasks(upid).log.get(limit=10000)]
+    assert lines[-1] == ("TASK OK" if status["exitstatus"] == "OK"
+                         else f"TASK ERROR: {status['exitstatus']}")  # fmt: skip
+    return {"exitstatus": status["exitstatus"], "log": lines[:-1], "upid": upid}
+
+
+def messages(lines: list[str]) -> list[str]:
+    """The log lines without AbstractMigrate's timestamp prefix."""
+    return [line[20:] if line[:4].isdigit() else line for line in lines]
+
+
+def test_migrating_a_stopped_container(cluster: dict[str, Any]) -> None:
+    """PVE::LXC::Migrate (on PVE::AbstractMigrate migrate): a ``vzmigrate``
+    task on the source node; phase1 sets ``lock: migrate``, copies each local
+    volume to the target's storage (rootfs and mount points) and moves the
+    config to the target node (move_config_to_node); final_cleanup unlocks;
+    the log's lines carry a timestamp."""
+    api = token_api(cluster)
+    upid = api.nodes("pve1").lxc.post(vmid=3600, ostemplate=TEMPLATE, storage="local-lvm",
+                                      hostname="cl-3600", rootfs="local-lvm:4", mp0="local-lvm:1,mp=/data")  # fmt: skip
+    assert wait_task(api, "pve1", upid)["exitstatus"] == "OK"
+    done = migrate(token_api(via(cluster, "pve3")), "pve1", 3600, target="pve2")
+    assert done["exitstatus"] == "OK", done["log"]
+    text = messages(done["log"])
+    ip = next(n["ip"] for n in cluster["nodes"] if n["node"] == "pve2")
+    assert text[0] == f"starting migration of CT 3600 to node 'pve2' ({ip})"
+    assert "found local volume 'local-lvm:vm-3600-disk-0' (in current VM config)" in text
+    assert "volume 'local-lvm:vm-3600-disk-1' is 'local-lvm:vm-3600-disk-1' on the target" in text
+    assert text[-2:] == ["start final cleanup", text[-1]]
+    assert text[-1].startswith("migration finished successfully (duration 00:00:")
+    assert done["log"][0][:4].isdigit() and done["log"][0][10] == " "
+    config = api.nodes("pve2").lxc(3600).config.get()
+    assert config["mp0"].startswith("local-lvm:vm-3600-disk-1,") and "lock" not in config
+    status, reason, _ = raw(cluster, "GET", "/nodes/pve1/lxc/3600/config",
+                            headers=token_header(cluster))  # fmt: skip
+    assert (status, reason) == (500, "Configuration file 'nodes/pve1/lxc/3600.conf' does not exist")
+    assert {r["vmid"]: r["node"] for r in api.cluster.resources.get(type="vm")}[3600] == "pve2"
+    volids = {c["volid"] for c in api.nodes("pve2").storage("local-lvm").content.get()}
+    assert "local-lvm:vm-3600-disk-1" in volids
+    assert "local-lvm:vm-3600-disk-1" not in {
+        c["volid"] for c in api.nodes("pve1").storage("local-lvm").content.get()}  # fmt: skip
+    upid = api.nodes("pve2").lxc(3600).status.start.post()
+    assert wait_task(api, "pve2", upid)["exitstatus"] == "OK"
+
+
+def test_a_running_container_needs_restart_mode(cluster: dict[str, Any]) -> None:
+    """PVE::API2::LXC migrate_vm refuses a running CT without ``online`` or
+    ``restart`` before any task; with ``online`` PVE::LXC::Migrate prepare
+    dies ("lxc live migration is currently not implemented") and
+    AbstractMigrate ends the task in "migration aborted"."""
+    api = token_api(cluster)
+    create(api, "pve1", 3700, start=True)
+    status, reason, _ = raw(cluster, "POST", "/nodes/pve1/lxc/3700/migrate",
+                            headers=token_header(cluster), data=b"target=pve2")  # fmt: skip
+    assert (status, reason) == (
+        500,
+        "can't migrate running container without --online or --restart",
+    )
+    done = migrate(api, "pve1", 3700, target="pve2", online=1)
+    assert done["exitstatus"] == "migration aborted"
+    assert messages(done["log"])[-1].startswith("ERROR: migration aborted (duration 00:00:")
+    assert done["log"][-1].endswith(": lxc live migration is currently not implemented")
+    assert api.nodes("pve1").lxc(3700).status.current.get()["status"] == "running"
+
+
+def test_restart_mode_moves_a_running_container(cluster: dict[str, Any]) -> None:
+    """PVE::LXC::Migrate in restart mode: prepare shuts the CT down
+    (vm_stop with the ``timeout``), phase1 moves it, final_cleanup starts it
+    on the target ("start container on target node"); its MAC, and so its
+    address on the one network, stay."""
+    api = token_api(cluster)
+    ip = lease_of(api, "pve1", 3700)
+    done = migrate(api, "pve1", 3700, target="pve3", restart=1, timeout=30)
+    assert done["exitstatus"] == "OK", done["log"]
+    text = messages(done["log"])
+    assert text[0] == "shutdown CT 3700"
+    assert text.index("start final cleanup") < text.index("start container on target node")
+    assert api.nodes("pve3").lxc(3700).status.current.get()["status"] == "running"
+    assert lease_of(api, "pve3", 3700) == ip
+    wait_port(ip, 22)
+
+
+def test_migration_refusals(cluster: dict[str, Any]) -> None:
+    """migrate_vm: ``target is local node.`` (400), check_node_exists ("no
+    such cluster node"), check_storage_access_migrate for
+    ``target-storage``; in the task, prepare's check_lock and its ssh test of
+    an unreachable target ("Can't connect to destination address using
+    public key")."""
+    api = token_api(cluster)
+    create(api, "pve2", 3800)
+    headers = token_header(cluster)
+    status, _, body = raw(cluster, "POST", "/nodes/pve2/lxc/3800/migrate", headers=headers,
+                          data=b"target=pve2")  # fmt: skip
+    assert status == 400 and body["errors"] == {"target": "target is local node."}
+    status, reason, _ = raw(cluster, "POST", "/nodes/pve2/lxc/3800/migrate", headers=headers,
+                            data=b"target=pve7")  # fmt: skip
+    assert (status, reason) == (500, "no such cluster node 'pve7'")
+    status, reason, _ = raw(cluster, "POST", "/nodes/pve2/lxc/3800/migrate", headers=headers,
+                            data=b"target=pve1&target-storage=local")  # fmt: skip
+    assert (status, reason) == (500, "storage 'local' does not support CT rootdirs")
+    admin(cluster, "lock", {"vmid": 3800, "seconds": 30, "lock": "backup"})
+    try:
+        done = migrate(api, "pve2", 3800, target="pve1")
+        assert done["exitstatus"] == "migration aborted"
+        assert done["log"][-1].endswith(": CT is locked (backup)")
+    finally:
+        admin(cluster, "faults", method="DELETE")
+    admin(cluster, "node-offline", {"node": "pve3"})
+    try:
+        done = migrate(api, "pve2", 3800, target="pve3")
+        assert done["exitstatus"] == "migration aborted"
+        assert done["log"][-1].endswith(": Can't connect to destination address using public key")
+    finally:
+        admin(cluster, "node-online", {"node": "pve3"})
+    assert api.nodes("pve2").lxc(3800).config.get()["hostname"] == "cl-3800"
