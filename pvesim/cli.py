@@ -104,6 +104,12 @@ def serve_cmd(listen: str, state_dir: Path, node_name: str, time_scale: float,
               egress_hosts: tuple[str, ...], nodes: int, node_names: str | None,
               node_memory: str | None, node_cores: str | None) -> None:  # fmt: skip
     """Serve the PVE API; print one JSON line with the credentials once ready."""
+    if nodes > 1 and node_name != "pve":
+        raise click.UsageError("--node names the one node; a cluster's are --node-names")
+    if nodes == 1 and (node_names or node_memory or node_cores):
+        raise click.UsageError(
+            "--node-names, --node-memory and --node-cores need --nodes 2 or more"
+        )
     try:
         host, port = parse_listen(listen)
         opts = ServeOptions(host=host, port=port, state_dir=state_dir.resolve(),

@@ -384,3 +384,31 @@ def test_migration_refusals(cluster: dict[str, Any]) -> None:
     finally:
         admin(cluster, "node-online", {"node": "pve3"})
     assert api.nodes("pve2").lxc(3800).config.get()["hostname"] == "cl-3800"
+
+
+def test_a_restarted_cluster_keeps_its_nodes(tmp_path: Path) -> None:
+    """A cluster restarted on its state dir keeps each node's containers,
+    certificate (so its fingerprint) and the one set of credentials, as a
+    rebooted PVE cluster keeps /etc/pve; names and sizes come from the
+    options (``--node-names``)."""
+    state = tmp_path / "state"
+    args = ("--nodes", "2", "--node-names", "alpha,beta", "--node-memory", "2048")
+    proc, first = start_simulator(state, *args)
+    try:
+        assert [n["node"] for n in first["nodes"]] == ["alpha", "beta"]
+        create(token_api(first), "beta", 3900)
+    finally:
+        assert stop_simulator(proc) == 0
+    proc, second = start_simulator(state, *args)
+    try:
+        assert [n["fingerprint"] for n in second["nodes"]] == [
+            n["fingerprint"] for n in first["nodes"]]  # fmt: skip
+        assert second["token_secret"] == first["token_secret"]
+        api = token_api(second)
+        assert api.nodes("beta").lxc(3900).config.get()["hostname"] == "cl-3900"
+        assert [n["maxmem"] for n in api.nodes.get()] == [2048 * MIB, 2048 * MIB]
+    finally:
+        assert stop_simulator(proc) == 0
+    bad = subprocess.run([PVESIM, "serve", "--state-dir", str(state), "--nodes", "2",
+                          "--node", "x"], capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert bad.returncode == 2 and "--node-names" in bad.stderr
