@@ -175,8 +175,7 @@ async def _migrate_locked(task: Task, source: Node, target: Node, target_ip: str
     _log(task, f"starting migration of CT {vmid} to node '{target.name}' ({target_ip})")
     source.set_lock(rec, "migrate")
     try:
-        for volid, _ in moves:
-            _log(task, f"found local volume '{volid}' (in current VM config)")
+        _check_volumes(task, rec, moves)
         for volid, new_volid in moves:
             await _move_volume(source, target, vmid, volid, new_volid)
             _log(task, f"volume '{volid}' is '{new_volid}' on the target")
@@ -194,14 +193,18 @@ async def _migrate_locked(task: Task, source: Node, target: Node, target_ip: str
         source.containers.pop(vmid, None)
         source.store.delete_container(vmid)
     except Exception as exc:
-        _log(task, str(exc), "err")
+        # AbstractMigrate: the error, phase1_cleanup, final_cleanup (unlock;
+        # restart mode starts the CT again where it was)
+        message = exc.message if isinstance(exc, PveError) else str(exc)
+        _log(task, message, "err")
         _log(task, "aborting phase 1 - cleanup resources")
+        _log(task, "start final cleanup")
         if vmid in source.containers:
             source.set_lock(rec, None)
             if restart and was_running:
                 _log(task, "start container on source node")
                 await source._start_body(task, vmid)
-        raise TaskFailed(str(exc)) from None
+        raise TaskFailed(message) from None
 
     # --- phase3 frees the source's copies: here they were moved
     # --- final_cleanup
@@ -215,6 +218,31 @@ async def _migrate_locked(task: Task, source: Node, target: Node, target_ip: str
             _log(task, f"command 'pct start {vmid}' failed: {record.exitstatus}", "err")
             return True
     return False
+
+
+def _check_volumes(task: Task, rec: Any, moves: list[tuple[str, str]]) -> None:
+    """PVE::LXC::Migrate phase1's volume scan: every local volume found, in
+    the config or only in snapshots; a snapshot on a storage that cannot
+    carry it (all but zfspool and btrfs; here lvmthin) makes the volume
+    non-migratable and the migration fail."""
+    found = {volid: "in current VM config" for volid, _ in moves}
+    errors: dict[str, str] = {}
+    for entry in rec.snapshots.values():
+        snap = entry.get("config", {})
+        for key in volumes.mount_keys(snap):
+            mp = volumes.MountPoint.parse(key, str(snap[key]))
+            if mp.kind != "volume":
+                continue
+            found.setdefault(mp.volume, "referenced by snapshot(s)")
+            spec = STORAGES.get(mp.storage or "")
+            if spec is None or spec.type not in ("zfspool", "btrfs"):
+                errors.setdefault(mp.volume, "non-migratable snapshot exists")
+    for volid in sorted(found):
+        _log(task, f"found local volume '{volid}' ({found[volid]})")
+    for volid in sorted(errors):
+        _log(task, f"can't migrate local volume '{volid}': {errors[volid]}", "warn")
+    if errors:
+        raise TaskFailed("can't migrate CT - check log")
 
 
 async def _move_volume(source: Node, target: Node, vmid: int, volid: str, new_volid: str) -> None:

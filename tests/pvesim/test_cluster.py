@@ -384,6 +384,18 @@ def test_migration_refusals(cluster: dict[str, Any]) -> None:
     finally:
         admin(cluster, "node-online", {"node": "pve3"})
     assert api.nodes("pve2").lxc(3800).config.get()["hostname"] == "cl-3800"
+    upid = api.nodes("pve2").lxc(3800).snapshot.post(snapname="before")
+    assert wait_task(api, "pve2", upid)["exitstatus"] == "OK"
+    done = migrate(api, "pve2", 3800, target="pve1")
+    assert done["exitstatus"] == "migration aborted"
+    text = messages(done["log"])
+    volid = "local-lvm:vm-3800-disk-0"
+    assert f"can't migrate local volume '{volid}': non-migratable snapshot exists" in text
+    assert text[-4:-1] == ["ERROR: can't migrate CT - check log",
+                           "aborting phase 1 - cleanup resources", "start final cleanup"]  # fmt: skip
+    assert text[-1].startswith("ERROR: migration aborted (duration 00:00:")
+    assert text[-1].endswith("): can't migrate CT - check log")
+    assert "lock" not in api.nodes("pve2").lxc(3800).config.get()
 
 
 def test_a_restarted_cluster_keeps_its_nodes(tmp_path: Path) -> None:
