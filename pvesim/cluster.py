@@ -190,6 +190,7 @@ class Cluster:
     runners: dict[str, web.AppRunner] = field(default_factory=dict)
     schema: ApiSchema | None = None
     _timers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _closing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     @property
     def quorate(self) -> bool:
@@ -259,7 +260,9 @@ class Cluster:
             timer.cancel()
         self.offline.add(name)
         # the call may have come in on that very listener: close it after answering
-        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.close(name)))
+        runner = self.runners.pop(name, None)
+        if runner is not None:
+            self._closing[name] = asyncio.create_task(runner.cleanup())
         if seconds:
 
             async def back() -> None:
@@ -275,6 +278,8 @@ class Cluster:
         if (timer := self._timers.pop(name, None)) is not None:
             timer.cancel()
         if name in self.offline:
+            if (closing := self._closing.pop(name, None)) is not None:
+                await closing
             await self.close(name)
             self.offline.discard(name)
             await self.listen(self.nodes[name])
@@ -664,6 +669,8 @@ async def serve_cluster(opts: ServeOptions, ready_out: object = sys.stdout) -> N
             timer.cancel()
         for name in list(cluster.runners):
             await cluster.close(name)
+        for closing in cluster._closing.values():
+            await closing
         # the first node owns the network: it goes last
         for node in reversed(started):
             await node.shutdown()
