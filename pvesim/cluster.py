@@ -151,7 +151,21 @@ class ClusterNode(Node):
 
     def _lease_for(self, mac: str) -> Lease | None:
         owner = self._owner_of(mac)
-        return Node._lease_for(owner, mac) if owner is not None else None
+        if owner is None:
+            return None
+        if mac not in self.leases:
+            # the first free address of the pool, past every node's static ones
+            self._prune_leases()
+            used = set(self.leases.values())
+            used |= {str(net.static_interface.ip) for node in self.cluster.nodes.values()
+                     for vmid in node.containers for net in node._nets_of(vmid)
+                     if net.static_interface}  # fmt: skip
+            free = [a for a in self.net.dhcp_pool() if str(a) not in used]
+            if not free:
+                return None
+            self.leases[mac] = str(free[0])
+            owner.store.save("leases", self.leases)
+        return Node._lease_for(owner, mac)
 
     def _delay_for(self, mac: str) -> float:
         owner = self._owner_of(mac)

@@ -4,6 +4,7 @@ each node's API as PVE answers it.  The module runs a cluster of its own."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import socket
 import ssl
@@ -405,13 +406,26 @@ def test_a_restarted_cluster_keeps_its_nodes(tmp_path: Path) -> None:
     """A cluster restarted on its state dir keeps each node's containers,
     certificate (so its fingerprint) and the one set of credentials, as a
     rebooted PVE cluster keeps /etc/pve; names and sizes come from the
-    options (``--node-names``)."""
+    options (``--node-names``). On the one network, DHCP skips a static
+    address set on any node."""
     state = tmp_path / "state"
     args = ("--nodes", "2", "--node-names", "alpha,beta", "--node-memory", "2048")
     proc, first = start_simulator(state, *args)
     try:
         assert [n["node"] for n in first["nodes"]] == ["alpha", "beta"]
-        create(token_api(first), "beta", 3900)
+        api = token_api(first)
+        create(api, "beta", 3900)
+        # the DHCP pool's first address, taken statically on the other node
+        net = ipaddress.ip_network(first["subnet"])
+        hosts = list(net.hosts())
+        pool_first = hosts[len(hosts) // 2]
+        upid = api.nodes("alpha").lxc.post(
+            vmid=3901, ostemplate=TEMPLATE, storage="local-lvm",
+            net0=f"name=eth0,bridge=vmbr0,ip={pool_first}/{net.prefixlen},gw={first['gateway']}")  # fmt: skip
+        assert wait_task(api, "alpha", upid)["exitstatus"] == "OK"
+        upid = api.nodes("beta").lxc(3900).status.start.post()
+        assert wait_task(api, "beta", upid)["exitstatus"] == "OK"
+        assert lease_of(api, "beta", 3900) == str(pool_first + 1)
     finally:
         assert stop_simulator(proc) == 0
     proc, second = start_simulator(state, *args)
