@@ -29,6 +29,11 @@ Handler = Callable[[Node, dict[str, Any], str], Awaitable[Any]]
 HANDLERS: dict[tuple[str, str], Handler] = {}
 NODE_KEY: web.AppKey[Node] = web.AppKey("node", Node)
 SCHEMA_KEY: web.AppKey[ApiSchema] = web.AppKey("schema", ApiSchema)
+# set by pvesim.cluster when serving several nodes: its handlers (added to and
+# replacing HANDLERS), the proxying of /nodes/{node}/... and its admin actions
+HANDLERS_KEY: web.AppKey[dict[tuple[str, str], Handler]] = web.AppKey("handlers", dict)
+RESOLVE_KEY: web.AppKey[Callable[[Node, str], Node]] = web.AppKey("resolve")
+ADMIN_KEY: web.AppKey[Callable[..., Awaitable[Any]]] = web.AppKey("admin")
 
 
 def route(method: str, template: str) -> Callable[[Handler], Handler]:
@@ -105,9 +110,10 @@ async def api_entry(request: web.Request) -> web.Response:
     auth = node.auth
     path = "/" + request.match_info["path"].strip("/")
     method = request.method
+    handlers = request.app.get(HANDLERS_KEY, HANDLERS)
     try:
         found = schema.match(method, path)
-        if found is None or (method, found[0]) not in HANDLERS:
+        if found is None or (method, found[0]) not in handlers:
             raise PveError(501, f"Method '{method} {path}' not implemented")
         template, path_params = found
         params = await _params(request)
@@ -123,9 +129,14 @@ async def api_entry(request: web.Request) -> web.Response:
         except ParameterError as exc:
             raise param_error(merge_property_errors(exc.errors)) from exc
         if "node" in clean:
-            info.check_node(node, str(clean["node"]))
-        data = await HANDLERS[(method, template)](node, clean, user)
+            if RESOLVE_KEY in request.app:  # a cluster: the named node handles it
+                node = request.app[RESOLVE_KEY](node, str(clean["node"]))
+            else:
+                info.check_node(node, str(clean["node"]))
+        data = await handlers[(method, template)](node, clean, user)
     except PveError as exc:
+        if getattr(exc, "empty_body", False):  # a failed proxy: no body (pvesim.cluster)
+            return web.Response(status=exc.status, reason=_reason(exc.message))
         return error_response(exc.status, exc.message, exc.errors)
     if isinstance(data, Counted):
         return json_response({"data": data.lines, "total": data.total})
@@ -482,7 +493,8 @@ async def admin_entry(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
         if not isinstance(body, dict):
             raise PveError(400, "the body must be a JSON object")
-        result = await _admin(node, request.method, action, body)
+        admin = request.app.get(ADMIN_KEY, _admin)
+        result = await admin(node, request.method, action, body)
     except PveError as exc:
         return error_response(exc.status, exc.message, exc.errors)
     except (ValueError, TypeError, KeyError) as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from pvesim import templates
+from pvesim.cluster import serve_cluster
 from pvesim.server import ServeError, ServeOptions, parse_listen, serve
 
 DEFAULT_STATE = Path("/var/lib/pvesim")
@@ -79,17 +80,45 @@ def main(verbose: bool) -> None:
     help="A host containers may reach on TCP 80/443 (repeatable; default: the "
     "host's Debian mirrors and the PyPI and npm registries).",
 )
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Serve a cluster of this many nodes (pve1..pveN), each on its own address.",
+)
+@click.option("--node-names", default=None, help="The cluster's node names, comma-separated.")
+@click.option(
+    "--node-memory",
+    default=None,
+    help="Each cluster node's memory in MiB: one value, or one per node comma-separated "
+    "(default: the host's).",
+)
+@click.option(
+    "--node-cores",
+    default=None,
+    help="Each cluster node's cores: one value, or one per node (default: the host's).",
+)
 def serve_cmd(listen: str, state_dir: Path, node_name: str, time_scale: float,
               dhcp_delay: float, bridge_index: int | None, subnet: str | None,
-              egress_hosts: tuple[str, ...]) -> None:  # fmt: skip
+              egress_hosts: tuple[str, ...], nodes: int, node_names: str | None,
+              node_memory: str | None, node_cores: str | None) -> None:  # fmt: skip
     """Serve the PVE API; print one JSON line with the credentials once ready."""
+    if nodes > 1 and node_name != "pve":
+        raise click.UsageError("--node names the one node; a cluster's are --node-names")
+    if nodes == 1 and (node_names or node_memory or node_cores):
+        raise click.UsageError(
+            "--node-names, --node-memory and --node-cores need --nodes 2 or more"
+        )
     try:
         host, port = parse_listen(listen)
         opts = ServeOptions(host=host, port=port, state_dir=state_dir.resolve(),
                             node=node_name, time_scale=time_scale, dhcp_delay=dhcp_delay,
                             bridge_index=bridge_index, subnet=subnet,
-                            egress_hosts=egress_hosts or None)  # fmt: skip
-        asyncio.run(serve(opts))
+                            egress_hosts=egress_hosts or None, nodes=nodes,
+                            node_names=node_names, node_memory=node_memory,
+                            node_cores=node_cores)  # fmt: skip
+        asyncio.run(serve(opts) if nodes == 1 else serve_cluster(opts))
     except ServeError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -116,19 +145,24 @@ def _admin(state_dir: Path, method: str, action: str, body: dict[str, Any] | Non
     except FileNotFoundError:
         raise click.ClickException(f"no simulator is running with state dir {state_dir}") from None
     ctx = ssl.create_default_context(cafile=info["cafile"])
-    req = urllib.request.Request(
-        f"{info['admin_url']}/{action}", method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"PVEAPIToken={info['token_id']}={info['token_secret']}",
-                 "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
-            return json.loads(resp.read())["data"]
-    except urllib.error.HTTPError as exc:
-        raise click.ClickException(f"{exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"cannot reach the simulator: {exc.reason}") from None
+    # a cluster's admin API is on every node: the next one if a node is offline
+    urls = [info["admin_url"], *(n["admin_url"] for n in info.get("nodes", [])[1:])]
+    for i, url in enumerate(urls):
+        req = urllib.request.Request(
+            f"{url}/{action}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"PVEAPIToken={info['token_id']}={info['token_secret']}",
+                     "Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+                return json.loads(resp.read())["data"]
+        except urllib.error.HTTPError as exc:
+            raise click.ClickException(f"{exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            if i == len(urls) - 1:
+                raise click.ClickException(f"cannot reach the simulator: {exc.reason}") from None
+    return None
 
 
 state_opt = click.option(
@@ -237,6 +271,26 @@ def fault_ssh_refuse(state_dir: Path, vmid: int, seconds: float) -> None:
 def fault_ssh_drop(state_dir: Path, vmid: int) -> None:
     """Drop a container's SSH connections now."""
     click.echo(json.dumps(_admin(state_dir, "POST", "ssh-drop", {"vmid": vmid})))
+
+
+@fault.command("node-offline")
+@state_opt
+@click.option("--node", required=True, help="The cluster node to take offline.")
+@click.option(
+    "--seconds", type=click.FloatRange(min=0), default=None, help="Come back after SECONDS."
+)
+def fault_node_offline(state_dir: Path, node: str, seconds: float | None) -> None:
+    """Take a cluster node offline: its API refuses connections, calls proxied
+    to it fail with 595, the cluster shows it offline (its containers run on)."""
+    _admin(state_dir, "POST", "node-offline", {"node": node, "seconds": seconds})
+
+
+@fault.command("node-online")
+@state_opt
+@click.option("--node", required=True, help="The cluster node to bring back.")
+def fault_node_online(state_dir: Path, node: str) -> None:
+    """Bring an offline cluster node back."""
+    _admin(state_dir, "POST", "node-online", {"node": node})
 
 
 @fault.command("list")

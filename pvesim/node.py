@@ -138,6 +138,8 @@ class Node:
         # applies a CT's pending config changes (lxcops.apply_pending, set by
         # the server: lxcops builds on this module); returns the warnings
         self.apply_pending: Callable[[int], Awaitable[list[str]]] = _nothing_pending
+        # False on a cluster's further nodes (pvesim.cluster): one bridge and DHCP for all
+        self.owns_network = True
 
     # lifecycle of the simulator itself -----------------------------------
     async def startup(self) -> None:
@@ -151,6 +153,14 @@ class Node:
                 await self._forget(vmid)
         # the loop mounts of volumes whose containers were running
         await volumes.unmount_all(self.store.root)
+        if self.owns_network:
+            await self._network_up()
+        self._publish_standard_template()
+        self.host_keys.refill()
+        if any(str(rec.config.get("onboot", "0")) == "1" for rec in self.containers.values()):
+            self.tasks.start("startall", "", "root@pam", self._start_all)
+
+    async def _network_up(self) -> None:
         await network.setup_network(self.net)
         self.store.save("network", {"index": self.net.index, "subnet": str(self.net.subnet)})
         self._dhcp = DhcpServer(self.net.bridge, str(self.net.gateway), self._lease_for,
@@ -160,10 +170,6 @@ class Node:
         await self._dhcp6.start()
         self._ra = RouterAdvertiser(self.net.bridge, self.net.subnet6, self._wants_ra)
         await self._ra.start()
-        self._publish_standard_template()
-        self.host_keys.refill()
-        if any(str(rec.config.get("onboot", "0")) == "1" for rec in self.containers.values()):
-            self.tasks.start("startall", "", "root@pam", self._start_all)
 
     async def _start_all(self, task: Task) -> None:
         """What pve-guests does at node boot (pve-manager's Nodes::startall):
@@ -214,7 +220,8 @@ class Node:
         if self._ra is not None:
             await self._ra.stop()
         await self.host_keys.close()
-        await network.cleanup_network(self.net.index)
+        if self.owns_network:
+            await network.cleanup_network(self.net.index)
 
     def _publish_standard_template(self) -> None:
         src = templates.template_path()

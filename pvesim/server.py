@@ -41,6 +41,11 @@ class ServeOptions:
     bridge_index: int | None = None
     subnet: str | None = None
     egress_hosts: tuple[str, ...] | None = None  # None = the defaults
+    # a cluster (pvesim.cluster.serve_cluster): the nodes, their names, MiB and cores
+    nodes: int = 1
+    node_names: str | None = None
+    node_memory: str | None = None
+    node_cores: str | None = None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
