@@ -16,7 +16,7 @@ import click
 from cli.actions import ON_FAILURE_HELP, queue_action
 from cli.containers import find_container, label
 from cli.follow import follow_options
-from cli.output import echo_json, print_table
+from cli.output import echo_err, echo_json, print_table
 from cli.runtime import BadInput, CliFailure, Conflict, Runtime, Unreachable, pass_runtime
 from provisioner.changes import (
     SetRequest,
@@ -357,3 +357,38 @@ COMMANDS += [
                      "for the source, and its health check; any failure rolls the source back, "
                      "so it is never left half-promoted."),
 ]  # fmt: skip
+
+
+@click.command("migrate")
+@click.argument("ref", metavar="ID")
+@click.option("--to", "to", required=True, metavar="NODE|auto",
+              help="The node of its cluster to move it to, or 'auto': the node placement "
+                   "chooses.")  # fmt: skip
+@follow_options("queued", '"action", "id", "job_id", "after"')
+@pass_runtime
+def migrate_command(rt: Runtime, ref: str, to: str, follow: bool, as_json: bool,
+                    timeout: float | None) -> None:  # fmt: skip
+    """Move a container to another node of its Proxmox VE cluster, without
+    recreating it: a stopped one offline, a running one in restart mode
+    (shut down, its local volumes copied, started on the target).  The
+    record follows it; a running one is reached again over SSH."""
+    from redis.exceptions import RedisError
+
+    from provisioner.placing import move_params
+
+    with rt.factory() as session:
+        ct = find_container(session, ref)
+        try:
+            params, reasons = move_params(session, rt.box, rt.settings, rt.redis, ct, to)
+        except ConfigError as exc:
+            raise BadInput(f"--{exc.message}") from None
+        except RedisError as exc:
+            raise Unreachable(f"--to auto: placement needs Redis, which failed: {exc}") from None
+        cid = ct.id
+    if reasons:
+        echo_err(reasons)
+    queue_action(rt, cid, "migrate", follow=follow, as_json=as_json, timeout=timeout,
+                 params=params)  # fmt: skip
+
+
+COMMANDS.append(migrate_command)

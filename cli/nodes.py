@@ -118,8 +118,9 @@ def _auth(token_id: str | None, user: str | None, token_secret_stdin: bool,
         raise BadInput(f"{flag}: {exc}") from None
 
 
-def _discover(connection: PveConnection, name: str) -> tuple[dict[str, Any], str]:
-    """Connect; return the PVE version and the node name inside PVE.
+def _discover(connection: PveConnection, name: str) -> tuple[dict[str, Any], str, str | None]:
+    """Connect; return the PVE version, the node name inside PVE and its
+    cluster's name (None: a standalone node).
 
     Raises:
         Unreachable: the node cannot be reached, trusted or logged in to.
@@ -131,16 +132,17 @@ def _discover(connection: PveConnection, name: str) -> tuple[dict[str, Any], str
         with PveClient(quick(connection)) as client:
             version = client.version()
             names = sorted(n.name for n in client.nodes())
+            cluster = client.cluster_name()
     except ProvisionError as exc:
         raise Unreachable(f"cannot use node {name!r}: {exc}") from None
     if not connection.node:
         if len(names) != 1:
             raise BadInput(f"--pve-node: the cluster has nodes {', '.join(names)}: choose one")
-        return version, names[0]
+        return version, names[0], cluster
     if connection.node not in names:
         raise BadInput(f"--pve-node: {connection.node!r} is not in the cluster (it has "
                        f"{', '.join(names) or 'no nodes'})")  # fmt: skip
-    return version, connection.node
+    return version, connection.node, cluster
 
 
 @click.group("nodes")
@@ -219,8 +221,9 @@ def nodes_add(rt: Runtime, name: str, host: str, port: int, pve_node: str | None
     except ConfigError as exc:
         raise BadInput(exc.message) from None
     version: dict[str, Any] | None = None
+    cluster = None
     if not no_test:
-        version, pve_node = _discover(connection, name)
+        version, pve_node, cluster = _discover(connection, name)
     elif not pve_node:
         raise BadInput("--pve-node is required with --no-test")
     is_token = isinstance(auth, TokenAuth)
@@ -230,7 +233,7 @@ def nodes_add(rt: Runtime, name: str, host: str, port: int, pve_node: str | None
         pve_user=auth.token_id.split("!")[0] if isinstance(auth, TokenAuth) else auth.user,
         token_name=auth.token_id.split("!", 1)[1] if isinstance(auth, TokenAuth) else None,
         secret_ciphertext="", ca_file=ca_path, fingerprint=fingerprint, tls_insecure=insecure,
-        default_storage=default_storage, default_bridge=default_bridge,
+        default_storage=default_storage, default_bridge=default_bridge, cluster=cluster,
     )  # fmt: skip
     set_node_secret(rt.box, node, auth.secret if isinstance(auth, TokenAuth) else auth.password)
     with rt.factory() as session:
@@ -244,6 +247,9 @@ def nodes_add(rt: Runtime, name: str, host: str, port: int, pve_node: str | None
     click.echo(f"node {name} added: {host}:{port}, PVE node {pve_node}, "
                f"{'token ' + (node.token_id or '') if is_token else 'user ' + node.pve_user}, "
                f"trust {connection.trust} ({tested})")  # fmt: skip
+    if cluster:
+        click.echo(f"node {name} is in cluster {cluster}: provisioner nodes peers {name} lists its "
+                   "other nodes, and --add registers them", err=True)  # fmt: skip
 
 
 # -- ls, test, rm ------------------------------------------------------------------
@@ -300,7 +306,10 @@ def nodes_ls(rt: Runtime, no_live: bool, as_json: bool) -> None:
         live = item["live"]
         if live is None:
             return ("unreachable" if item["live_error"] else "-"), "-", "-"
-        return (("online" if live["online"] else "offline"), f"{live['free_cpu']:g}/{live['cpus']}",
+        state = ("online" if live["online"] else "offline") + (
+            ", maintenance" if item["maintenance"] else ""
+        )
+        return (state, f"{live['free_cpu']:g}/{live['cpus']}",
                 f"{human_bytes(live['free_memory'])}/{human_bytes(live['memory_total'])}")  # fmt: skip
 
     print_table(("NAME", "HOST", "PVE NODE", "AUTH", "TRUST", "CONTAINERS", "STATUS",
@@ -311,6 +320,110 @@ def nodes_ls(rt: Runtime, no_live: bool, as_json: bool) -> None:
     for item in items:
         if item["live_error"]:
             click.echo(f"warning: node {item['name']}: {item['live_error']}", err=True)
+
+
+@nodes.command("peers")
+@click.argument("name")
+@click.option("--add", "add", is_flag=True,
+              help="Register the ones not registered yet, each under its PVE name, with this "
+                   "node's login and its certificate fingerprint pinned.")  # fmt: skip
+@click.option("--yes", is_flag=True, help="Take the fingerprints shown without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@pass_runtime
+def nodes_peers(rt: Runtime, name: str, add: bool, yes: bool, as_json: bool) -> None:
+    """The other nodes of a node's Proxmox VE cluster: name, address,
+    certificate fingerprint (read through this node's trusted connection)
+    and whether it is registered; --add registers the rest after you
+    confirm their fingerprints."""
+    from provisioner.nodes import add_peers, cluster_peers
+
+    with rt.factory() as session:
+        node = find_node(session, name)
+        try:
+            cluster, peers = cluster_peers(session, rt.box, node)
+        except ProvisionError as exc:
+            raise Unreachable(f"node {name}: {exc}") from None
+        if as_json and not add:
+            echo_json({"cluster": cluster, "peers": [p.to_json() for p in peers]})
+            return
+        if cluster is None:
+            click.echo(f"node {name} is a standalone node (no cluster)")
+            return
+        print_table(("NAME", "ADDRESS", "ONLINE", "FINGERPRINT", "REGISTERED"),
+                    [(p.name, p.ip, "yes" if p.online else "no", p.fingerprint or "-",
+                      p.registered or "-") for p in peers])  # fmt: skip
+        new = [p for p in peers if not p.registered]
+        if not add:
+            if new:
+                click.echo(f"register them: provisioner nodes peers {name} --add", err=True)
+            return
+        if not new:
+            click.echo(f"every node of cluster {cluster} is registered")
+            return
+        missing = [p.name for p in new if not p.fingerprint]
+        if missing:
+            raise Unreachable(f"node {name} reports no certificate fingerprint for "
+                              f"{', '.join(missing)}")  # fmt: skip
+        if not yes:
+            if not sys.stdin.isatty():
+                raise BadInput("--add: confirm the fingerprints above with --yes (stdin is not "
+                               "a terminal)")  # fmt: skip
+            if not click.confirm(f"register {', '.join(p.name for p in new)} with node {name}'s "
+                                 "login, trusting the fingerprints above?", default=False):  # fmt: skip
+                raise BadInput("--add: not confirmed; nothing registered")
+        try:
+            added = add_peers(session, rt.box, node, {p.name: p.fingerprint or "" for p in new})
+        except ConfigError as exc:
+            raise Conflict(exc.message.removeprefix("nodes: ")) from None
+        except ProvisionError as exc:
+            raise Unreachable(f"node {name}: {exc}") from None
+        session.commit()
+        names = [n.name for n in added]
+    if as_json:
+        echo_json({"cluster": cluster, "added": names})
+        return
+    click.echo(f"registered {', '.join(names)} (cluster {cluster})")
+
+
+@nodes.command("drain")
+@click.argument("name")
+@click.option("--no-move", is_flag=True,
+              help="Only mark it in maintenance (placement skips it); move nothing.")  # fmt: skip
+@pass_runtime
+def nodes_drain(rt: Runtime, name: str, no_move: bool) -> None:
+    """Put a node in maintenance (new requests are placed elsewhere) and
+    move its containers to other nodes of its cluster, one at a time, each
+    a migrate run with its events (provisioner logs ID --follow)."""
+    from provisioner import drain
+    from provisioner.nodes import container_counts
+
+    with rt.factory() as session:
+        node = find_node(session, name)
+        if no_move:
+            node.maintenance = True
+            session.commit()
+            click.echo(f"node {name} is in maintenance; its "
+                       f"{container_counts(session).get(node.id, 0)} container(s) stay")  # fmt: skip
+            return
+        try:
+            moving = drain.start(session, rt.redis, rt.settings, node)
+        except ConfigError as exc:
+            raise Conflict(exc.message.removeprefix("node: ")) from None
+        click.echo(f"node {name} is in maintenance; moving {len(moving)} container(s), one at "
+                   "a time: " + (", ".join(c.hostname for c in moving) or "none"))  # fmt: skip
+
+
+@nodes.command("undrain")
+@click.argument("name")
+@pass_runtime
+def nodes_undrain(rt: Runtime, name: str) -> None:
+    """End a node's maintenance: placement uses it again, a drain stops
+    after the move under way."""
+    with rt.factory() as session:
+        node = find_node(session, name)
+        node.maintenance = False
+        session.commit()
+    click.echo(f"node {name} is schedulable again")
 
 
 @nodes.command("test")

@@ -26,14 +26,20 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline import changes, create, deploy, finalize, refresh, scripts, start, wpimport
+from pipeline import changes, create, deploy, finalize, migrate, refresh, scripts, start, wpimport
 from pipeline.context import Context, off_loop
-from provisioner import lease
+from provisioner import drain, lease
 from provisioner.backoff import Backoff
 from provisioner.changes import SafeChange, check_on_failure
 from provisioner.config import Settings
 from provisioner.db import make_engine, session_factory, session_scope
-from provisioner.errors import CommandFailedError, PermanentError, ProvisionError, TransientError
+from provisioner.errors import (
+    CommandFailedError,
+    NodeUnreachableError,
+    PermanentError,
+    ProvisionError,
+    TransientError,
+)
 from provisioner.events import EventPublisher, latest_seq, stored_events
 from provisioner.logsafe import setup_logging
 from provisioner.models import Container, FailurePolicy, Lifecycle, Node, Operation, utcnow
@@ -84,15 +90,38 @@ def progress_saver(redis: Redis, events: EventPublisher) -> Callable[[str, int],
 async def _retrying(ctx: Context, name: str, step: Callable[[], Awaitable[T]],
                     keeper: lease.LeaseKeeper) -> T:  # fmt: skip
     """Run ``step``, retrying transient errors with backoff (up to the
-    settings' attempts), as long as the lease is ours."""
+    settings' attempts), as long as the lease is ours.  A node that cannot
+    be reached at all is waited for instead (``node_wait``), said once
+    when the wait begins and once when it answers again."""
     backoff = Backoff(base=ctx.settings.retry_base_delay, factor=2.0,
                       cap=ctx.settings.retry_max_delay, jitter=0.5)  # fmt: skip
     attempt = 1
+    waiting_since: float | None = None  # the node cannot be reached: wait for it
+    waits = 0
     while True:
         if keeper.lost.is_set():
             raise LeaseLost(ctx.container_id)
         try:
-            return await step()
+            result = await step()
+            if waiting_since is not None:
+                ctx.step(f"node {ctx.pve.connection.node} answers again after "
+                         f"{time.monotonic() - waiting_since:.0f}s; going on")  # fmt: skip
+            return result
+        except NodeUnreachableError as exc:
+            await ctx.close()
+            now = time.monotonic()
+            if waiting_since is None:
+                waiting_since = now
+                ctx.warn(f"{exc}: waiting up to {ctx.settings.node_wait:.0f}s for node "
+                         f"{ctx.pve.connection.node} to answer, then going on where the run "
+                         "stopped")  # fmt: skip
+            elif now - waiting_since >= ctx.settings.node_wait:
+                raise PermanentError(f"{name}: node {ctx.pve.connection.node} did not answer "
+                                     f"for {now - waiting_since:.0f}s; last error: {exc}",
+                                     hint="bring the node back (or drain it), then retry") from exc  # fmt: skip
+            waits = min(waits + 1, 30)
+            await asyncio.sleep(min(backoff.delay(waits, random.random()),
+                                    ctx.settings.retry_max_delay))  # fmt: skip
         except TransientError as exc:
             await ctx.close()  # a broken SSH session is reopened next time
             if attempt >= ctx.settings.retry_max_attempts:
@@ -248,7 +277,9 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
         return f"nothing to do: the container is {ct.lifecycle.value}"
     if action in ("provision", "retry", "resync"):
         return await _provisioning(ctx, action, keeper)
-    if action in changes.RUNS or action in ("sync", "promote"):
+    if action == "migrate" and ctx.params.get("drain"):
+        return await _drain_move(ctx, keeper)
+    if action in changes.RUNS or action in ("sync", "promote", "migrate"):
         return await _change(ctx, action, keeper)
     ctx.phase = (ct.current_phase or "finalize") if action == "destroy" else "finalize"
     if action == "destroy":
@@ -275,16 +306,39 @@ async def _execute(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     return f"{action} done"
 
 
+async def _drain_move(ctx: Context, keeper: lease.LeaseKeeper) -> str:
+    """A drain's move (``provisioner.drain``): however it ends, the drain's
+    next step is queued; a move that failed is noted, so the drain skips
+    that container.  A run whose lease is lost goes on elsewhere, and that
+    run queues the step."""
+    node = str(ctx.params["drain"])
+    try:
+        done = await _change(ctx, "migrate", keeper)
+    except LeaseLost:
+        raise
+    except Exception:
+        drain.note_failed(ctx.redis, node, ctx.container_id)
+        drain.enqueue_step(ctx.redis, ctx.settings, node)
+        raise
+    drain.enqueue_step(ctx.redis, ctx.settings, node)
+    return done
+
+
 async def _change(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     """A day-two change (snapshot, rollback, delete-snapshot, set): the
     guard, then the change; the lifecycle stays as it is."""
     ctx.phase = "finalize"
     try:
+        if action == "migrate":  # an earlier attempt may have moved it already
+            await _retrying(ctx, "finding the container",
+                            lambda: migrate.follow_moved(ctx, ctx.params), keeper)  # fmt: skip
         lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
         if lost is not None:
             raise lost
         if action in ("sync", "promote"):
             done = await refresh.refresh(ctx, action)
+        elif action == "migrate":
+            done = await migrate.migrate(ctx, ctx.params)
         else:
             done = await changes.RUNS[action](ctx, ctx.params)
     except LeaseLost:

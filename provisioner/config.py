@@ -69,6 +69,7 @@ class Settings:
     ssh_connect_timeout: float = 180.0  # until SSH answers after start
     ip_timeout: float = 120.0  # until DHCP gives the container an address
     task_timeout: float = 600.0  # until a PVE task stops
+    node_wait: float = 900.0  # a run waits this long for an unreachable node, then fails
     # the safety snapshots (auto-*) a container keeps after changes that worked
     auto_snapshots_keep: int = 3
     # client sandboxes (docs/sandboxes.md): their life, limits (0: none) and import
@@ -479,6 +480,7 @@ _PARSERS: dict[str, Callable[[object, str], Any]] = {
     "ssh_connect_timeout": _positive_number,
     "ip_timeout": _positive_number,
     "task_timeout": _positive_number,
+    "node_wait": _positive_number,
     "auto_snapshots_keep": _count,
     "sandbox_ttl": _positive_number,
     "sandbox_warn_before": _seconds_or_zero,

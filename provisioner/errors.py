@@ -96,6 +96,13 @@ class PveTransientError(PveApiError, TransientError):
     """A PVE call that may succeed when retried."""
 
 
+class NodeUnreachableError(PveTransientError):
+    """The node cannot be reached at all: the connection is refused or times
+    out, or a cluster node answers 595 for it (its proxy cannot reach it).
+    A run waits for the node (``PROVISIONER_NODE_WAIT``) rather than
+    spending its retries."""
+
+
 class PvePermanentError(PveApiError, PermanentError):
     """A PVE call that will fail the same way again."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from redis import Redis
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.config import Settings
 from provisioner.errors import ConfigError, ProvisionError
+from provisioner.migration import check_target
 from provisioner.models import Container, Lifecycle, Node, new_container_id
 from provisioner.node_facts import CONNECT_TIMEOUT, READ_TIMEOUT, Lender
 from provisioner.nodes import connection_for
@@ -43,6 +44,7 @@ from provisioner.pve.client import PveClient
 from provisioner.requests import ProvisionRequest, load_named_template
 from provisioner.reservations import Reservations
 from provisioner.secrets.box import SecretBox
+from provisioner.stored_request import StoredRequest
 from provisioner.templates.model import Resources, Template
 from provisioner.templates.mounts import parse_size
 
@@ -132,10 +134,15 @@ class _Inputs:
 
 
 def _inputs(session: Session, box: SecretBox, ask: Ask, lend: Lender, connect_timeout: float,
-            read_timeout: float) -> _Inputs:  # fmt: skip
-    nodes = list(session.scalars(select(Node).order_by(Node.name)))
+            read_timeout: float, among: Callable[[Node], bool] | None = None) -> _Inputs:  # fmt: skip
+    nodes = [n for n in session.scalars(select(Node).order_by(Node.name))
+             if among is None or among(n)]  # fmt: skip
     if not nodes:
-        raise ConfigError("node: no node is registered (add one: provisioner nodes add)")
+        raise ConfigError(
+            "node: no node is registered (add one: provisioner nodes add)"
+            if among is None
+            else "to: no other node of its cluster is registered"
+        )
     members = spread_members(session, ask.spread)
     candidates = [Candidate(name=n.name, pve_node=n.name, maintenance=n.maintenance,
                             max_containers=n.max_containers, default_storage=n.default_storage)
@@ -149,14 +156,15 @@ def _inputs(session: Session, box: SecretBox, ask: Ask, lend: Lender, connect_ti
 
 def preview(session: Session, box: SecretBox, reservations: Reservations, ask: Ask, *,
             lend: Lender = PveClient, strict_spread: bool = True,
-            connect_timeout: float = CONNECT_TIMEOUT,
-            read_timeout: float = READ_TIMEOUT) -> Placement:  # fmt: skip
-    """Where ``ask`` would go now, reserving nothing (the wizard's review).
+            connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+            among: Callable[[Node], bool] | None = None) -> Placement:  # fmt: skip
+    """Where ``ask`` would go now, reserving nothing (the wizard's review; a
+    move's target, ``among`` the nodes of the container's cluster).
 
     Raises:
-        ConfigError: no node is registered.
+        ConfigError: no node is registered (or none ``among``).
     """
-    got = _inputs(session, box, ask, lend, connect_timeout, read_timeout)
+    got = _inputs(session, box, ask, lend, connect_timeout, read_timeout, among)
     return place(got.candidates, got.usage, ask, reservations.in_flight(), got.members,
                  strict_spread=strict_spread, down=got.down)  # fmt: skip
 
@@ -234,3 +242,59 @@ def release(redis: Redis, container_id: str) -> None:
         Reservations(redis).release(container_id)
     except RedisError as exc:
         log.warning("the reservation of %s is left to expire: %s", container_id, exc)
+
+
+def move_target(session: Session, box: SecretBox, reservations: Reservations, ct: Container,
+                source: Node, settings: Settings, *, lend: Lender = PveClient,
+                connect_timeout: float = CONNECT_TIMEOUT,
+                read_timeout: float = READ_TIMEOUT) -> Placement:  # fmt: skip
+    """Where a container on ``source`` would move now (``--to auto``, a
+    drain): placement among the other nodes of its cluster, by what the
+    container asked for (its memory, disk and volumes, its spread group).
+
+    Raises:
+        ConfigError: ``to: ...`` its node is in no cluster, or no other
+            node of it is registered.
+    """
+    if not source.cluster:
+        raise ConfigError(f"to: node {source.name} is in no cluster: there is nowhere to move to")
+    stored = StoredRequest.from_dict(ct.request)
+    try:
+        template: Template | None = load_named_template(settings, ct.template)
+    except ConfigError:
+        template = None
+    req = ProvisionRequest(template=ct.template, node=AUTO, hostname=ct.hostname,
+                           memory=stored.memory, disk=stored.disk, storage=stored.storage,
+                           mounts=list(stored.mounts), spread=ct.spread_group)  # fmt: skip
+    cluster, here = source.cluster, source.id
+    return preview(session, box, reservations, ask_of(req, template), lend=lend,
+                   strict_spread=settings.spread_strict, connect_timeout=connect_timeout,
+                   read_timeout=read_timeout,
+                   among=lambda n: n.cluster == cluster and n.id != here)  # fmt: skip
+
+
+def move_params(session: Session, box: SecretBox, settings: Settings, redis: Redis,
+                ct: Container, to: str, *, lend: Lender = PveClient,
+                connect_timeout: float = CONNECT_TIMEOUT,
+                read_timeout: float = READ_TIMEOUT) -> tuple[dict[str, str], str | None]:  # fmt: skip
+    """The ``migrate`` operation's parameters for moving ``ct`` to ``to`` (a
+    node's name, or ``auto``), and for ``auto`` the placement's reasons.
+
+    Raises:
+        ConfigError: ``to: ...`` no such node, not in its cluster, in
+            maintenance, or (``auto``) no node fits.
+    """
+    source = session.get(Node, ct.node_id)
+    assert source is not None
+    if to == AUTO:
+        got = move_target(session, box, Reservations(redis), ct, source, settings, lend=lend,
+                          connect_timeout=connect_timeout, read_timeout=read_timeout)  # fmt: skip
+        if got.node is None:
+            raise ConfigError(f"to: {got.reasons}")
+        return {"to": got.node}, got.reasons
+    target = session.scalars(select(Node).where(Node.name == to)).one_or_none()
+    if target is None:
+        known = ", ".join(session.scalars(select(Node.name).order_by(Node.name)))
+        raise ConfigError(f"to: no node named {to!r} (known: {known})")
+    check_target(source, target)
+    return {"to": target.name}, None

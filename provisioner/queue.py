@@ -19,9 +19,11 @@ from provisioner.errors import TransientError
 
 JOB_FUNCTION = "pipeline.job.run"
 ACTIONS = ("provision", "retry", "resync", "destroy", "start", "stop", "reboot",
-           "snapshot", "rollback", "delete-snapshot", "set", "sync", "promote")  # fmt: skip
+           "snapshot", "rollback", "delete-snapshot", "set", "sync", "promote",
+           "migrate")  # fmt: skip
 # the actions whose parameters are an Operation row (the job carries its id)
-OPERATIONS = ("resync", "snapshot", "rollback", "delete-snapshot", "set", "sync", "promote")
+OPERATIONS = ("resync", "snapshot", "rollback", "delete-snapshot", "set", "sync", "promote",
+              "migrate")  # fmt: skip
 
 
 def provisioning_queue(redis: Redis, settings: Settings) -> Queue:

@@ -34,6 +34,7 @@ ACTIONS: dict[str, frozenset[Lifecycle]] = {
     "rollback": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
     "delete-snapshot": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
     "set": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
+    "migrate": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
     # a sync runs on the clone; a promote on the clone's source
     "sync": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
     "promote": frozenset({Lifecycle.READY, Lifecycle.ERROR}),
@@ -41,7 +42,7 @@ ACTIONS: dict[str, frozenset[Lifecycle]] = {
 POWER_ACTIONS = ("start", "stop", "reboot")
 # the actions that need the record's CT (a record that owns none is refused)
 CT_ACTIONS = (*POWER_ACTIONS, "resync", "snapshot", "rollback", "delete-snapshot", "set", "sync",
-              "promote")  # fmt: skip
+              "promote", "migrate")  # fmt: skip
 MIN_ROOT_PASSWORD = 8  # PVE takes 5; the wizard, the API and the CLI all ask for 8
 MAX_ROOT_PASSWORD = 256
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # nodes, storages, bridges

@@ -149,6 +149,8 @@ def node_json(node: Node, containers: int | None = None) -> dict[str, Any]:
         "auth": str(node.auth_kind), "user": node.pve_user, "token_id": node.token_id,
         "ca_file": node.ca_file, "fingerprint": node.fingerprint, "insecure": node.tls_insecure,
         "default_storage": node.default_storage, "default_bridge": node.default_bridge,
+        "cluster": node.cluster, "maintenance": bool(node.maintenance),
+        "max_containers": node.max_containers,
         "created_at": node.created_at.isoformat(),
     }  # fmt: skip
     if containers is not None:

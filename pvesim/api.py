@@ -204,6 +204,14 @@ async def get_node_status(node: Node, p: dict[str, Any], user: str) -> Any:
     return info.node_status(node)
 
 
+@route("GET", "/cluster/status")
+async def get_cluster_status(node: Node, p: dict[str, Any], user: str) -> Any:
+    """PVE::API2::ClusterConfig status of a standalone node: no ``cluster``
+    entry, its own ``node`` entry (a cluster's is pvesim.cluster's)."""
+    return [{"type": "node", "id": f"node/{node.name}", "name": node.name, "nodeid": 0,
+             "ip": "127.0.0.1", "local": 1, "online": 1, "level": ""}]  # fmt: skip
+
+
 @route("GET", "/cluster/resources")
 async def get_resources(node: Node, p: dict[str, Any], user: str) -> Any:
     return info.cluster_resources(node, p.get("type"))

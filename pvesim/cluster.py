@@ -242,7 +242,7 @@ class Cluster:
     def app_for(self, node: ClusterNode) -> web.Application:
         app = api.create_app(node)
         if self.schema is None:
-            self.schema = cluster_schema()
+            self.schema = load_api_schema()
         app[api.SCHEMA_KEY] = self.schema
         app[api.HANDLERS_KEY] = {**api.HANDLERS, **self.handlers()}
         app[api.RESOLVE_KEY] = self.resolve
@@ -529,44 +529,6 @@ def certificate_info(tls: TlsFiles) -> list[dict[str, Any]]:
             "public-key-bits": getattr(key, "key_size", 0),
         })  # fmt: skip
     return out
-
-
-# PVE 9.1's API description of the cluster endpoints pvesim adds (from
-# pve-manager's PVE/API2/ClusterConfig.pm status, PVE/API2/Certificates.pm info)
-_EXTRA_SCHEMA: dict[str, dict[str, Any]] = {
-    "/cluster/status": {"GET": {
-        "name": "getstatus", "allowtoken": 1, "permissions": {"check": ["perm", "/", ["Sys.Audit"]]},
-        "parameters": {"additionalProperties": 0, "properties": {}},
-    }},
-    "/nodes/{node}/certificates/info": {"GET": {
-        "name": "info", "allowtoken": 1, "permissions": {"user": "all"}, "proxyto": "node",
-        "parameters": {"additionalProperties": 0, "properties": {
-            "node": {"type": "string", "format": "pve-node", "description": "The cluster node name."},
-        }},
-    }},
-    # pve-container's PVE/API2/LXC.pm migrate_vm
-    "/nodes/{node}/lxc/{vmid}/migrate": {"POST": {
-        "name": "migrate_vm", "allowtoken": 1, "protected": 1, "proxyto": "node",
-        "permissions": {"check": ["perm", "/vms/{vmid}", ["VM.Migrate"]]},
-        "parameters": {"additionalProperties": 0, "properties": {
-            "node": {"type": "string", "format": "pve-node"},
-            "vmid": {"type": "integer", "format": "pve-vmid", "minimum": 100,
-                     "maximum": 999999999},
-            "target": {"type": "string", "format": "pve-node"},
-            "target-storage": {"type": "string", "optional": 1},
-            "online": {"type": "boolean", "optional": 1},
-            "restart": {"type": "boolean", "optional": 1},
-            "timeout": {"type": "integer", "optional": 1, "default": 180},
-            "bwlimit": {"type": "number", "optional": 1, "minimum": "0"},
-        }},
-        "returns": {"type": "string"},
-    }},
-}  # fmt: skip
-
-
-def cluster_schema() -> ApiSchema:
-    base = load_api_schema()
-    return ApiSchema({**base._data, **_EXTRA_SCHEMA})
 
 
 def make_cluster(state_dir: Path, specs: list[NodeSpec], net: SimNetwork, time_scale: float,

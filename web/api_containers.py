@@ -25,7 +25,7 @@ from provisioner.live import NodeStatus, claims, merge, wants_status
 from provisioner.models import CONTAINER_ID, Container, ContainerEvent, Lifecycle, Node
 from provisioner.node_facts import node_fact_problems
 from provisioner.nodes import connection_for
-from provisioner.placing import Placed, place_request, release
+from provisioner.placing import Placed, move_params, place_request, release
 from provisioner.pve.http import PveConnection
 from provisioner.queue import ActionPending
 from provisioner.request_checks import (
@@ -391,6 +391,28 @@ def queue(ct: Container, action: str, params: dict[str, Any] | None,
     if queued.operation_id is not None:
         body["operation"] = queued.operation_id
     return jsonify(body), 202
+
+
+@bp.route("/containers/<container_id>/migrate", methods=["POST"])
+def migrate_container(container_id: str) -> tuple[Response, int]:
+    """Move a container to another node of its cluster: ``{"to": NODE |
+    "auto"}``; 202 as for an action (``placement``: why, for ``auto``)."""
+    ct, _node = find_container(container_id)
+    body = Body(json_body())
+    to = body.name("to", required=True)
+    body.finish()
+    assert to is not None
+    res = resources()
+    try:
+        params, reasons = move_params(get_db(), res.box, res.settings, get_redis(), ct, to,
+                                      lend=res.pve.client,
+                                      connect_timeout=res.settings.web_pve_connect_timeout,
+                                      read_timeout=res.settings.web_pve_read_timeout)  # fmt: skip
+    except ConfigError as exc:
+        raise config_error(exc) from None
+    except RedisError as exc:
+        raise ApiError(503, f"placement needs Redis, which failed: {exc}") from None
+    return queue(ct, "migrate", params, **({"placement": reasons} if reasons else {}))
 
 
 @bp.route("/containers/<container_id>/actions/<any(start,stop,reboot,destroy,retry,resync):action>",

@@ -20,9 +20,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from provisioner import drain
 from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
-from provisioner.nodes import connection_for, container_counts
+from provisioner.nodes import add_peers, cluster_peers, connection_for, container_counts
 from provisioner.placement import AUTO, check_spread
 from provisioner.placing import ask_of, preview
 from provisioner.pve.client import PveClient
@@ -163,11 +164,13 @@ def _failed_field(exc: ProvisionError, columns: dict[str, Any]) -> str:
 
 
 def _discover(connection: PveConnection, columns: dict[str, Any]) -> dict[str, Any]:
-    """Connect; return the version; settle ``pve_node`` from the cluster's nodes."""
+    """Connect; return the version; settle ``pve_node`` from the cluster's
+    nodes, and ``cluster`` (its name; None for a standalone node)."""
     try:
         with PveClient(quick(connection)) as client:
             version = client.version()
             names = sorted(n.name for n in client.nodes())
+            columns["cluster"] = client.cluster_name()
     except ProvisionError as exc:
         raise ApiError(400, f"cannot use the node: {exc}", _failed_field(exc, columns)) from None
     if columns["pve_node"] is None:
@@ -262,6 +265,80 @@ def test_node(name: str) -> Response:
         status = next((n for n in client.nodes() if n.name == client.node), None)
     return jsonify({"ok": True, "version": version,
                     "online": status.online if status else False})  # fmt: skip
+
+
+@bp.route("/nodes/<name>/peers")
+def node_peers(name: str) -> Response:
+    """The other nodes of the node's cluster, with their addresses and
+    certificate fingerprints (read through this node), and which are
+    registered."""
+    node = find_node(name)
+    with upstream(f"node {name}"):
+        cluster, peers = cluster_peers(get_db(), resources().box, node, lend=resources().pve.client)
+    return jsonify({"cluster": cluster, "peers": [p.to_json() for p in peers]})
+
+
+@bp.route("/nodes/<name>/peers", methods=["POST"])
+def add_node_peers(name: str) -> tuple[Response, int]:
+    """Register peers of the node (administrators): ``{"add": [{"name",
+    "fingerprint"}]}``, each fingerprint the one the caller confirmed (it
+    must still be the one the node reports)."""
+    require_admin()
+    body = Body(json_body())
+    wanted = body.value("add")
+    if not isinstance(wanted, list) or not wanted or not all(
+            isinstance(w, dict) and isinstance(w.get("name"), str)
+            and isinstance(w.get("fingerprint"), str) for w in wanted):  # fmt: skip
+        body.refuse("add", "a list of {name, fingerprint}: the peers to register, each with the "
+                           "fingerprint you confirmed")  # fmt: skip
+    body.finish()
+    node = find_node(name)
+    session = get_db()
+    try:
+        with upstream(f"node {name}"):
+            added = add_peers(session, resources().box, node,
+                              {str(w["name"]): str(w["fingerprint"]) for w in wanted},
+                              lend=resources().pve.client)  # fmt: skip
+    except ConfigError as exc:
+        session.rollback()
+        raise ApiError(409, exc.message.removeprefix("nodes: "), "add") from None
+    session.commit()
+    counts = container_counts(session)
+    return jsonify({"cluster": node.cluster,
+                    "added": [node_json(n, counts.get(n.id, 0)) for n in added]}), 201  # fmt: skip
+
+
+@bp.route("/nodes/<name>/drain", methods=["POST"])
+def drain_node(name: str) -> tuple[Response, int]:
+    """Put the node in maintenance and move its containers away, one at a
+    time (administrators); ``{"move": false}`` only marks it.  202 with the
+    containers to move."""
+    require_admin()
+    body = Body(json_body() if request.content_length else {})
+    move = body.boolean("move", default=True)
+    body.finish()
+    node = find_node(name)
+    session = get_db()
+    if not move:
+        node.maintenance = True
+        session.commit()
+        return jsonify({"node": name, "maintenance": True, "moving": []}), 202
+    try:
+        moving = drain.start(session, get_redis(), resources().settings, node)
+    except ConfigError as exc:
+        raise ApiError(409, exc.message.removeprefix("node: "), "node") from None
+    return jsonify({"node": name, "maintenance": True,
+                    "moving": [{"id": c.id, "hostname": c.hostname} for c in moving]}), 202  # fmt: skip
+
+
+@bp.route("/nodes/<name>/undrain", methods=["POST"])
+def undrain_node(name: str) -> Response:
+    """End the node's maintenance (administrators)."""
+    require_admin()
+    node = find_node(name)
+    node.maintenance = False
+    get_db().commit()
+    return jsonify({"node": name, "maintenance": False})
 
 
 @bp.route("/nodes/<name>/storages")

@@ -191,6 +191,9 @@ _NODE = {
     "insecure": BOOL,
     "default_storage": NSTR,
     "default_bridge": NSTR,
+    "cluster": {**NSTR, "description": "its Proxmox VE cluster (null: a standalone node)"},
+    "maintenance": {**BOOL, "description": "placement skips it; a drain moves its containers"},
+    "max_containers": {**NINT, "description": "placement's cap of guests (null: none)"},
     "created_at": STR,
     "containers": {**INT, "description": "containers on the node, destroyed ones not counted"},
 }
@@ -384,6 +387,17 @@ SCHEMAS: dict[str, Any] = {
     "Templates": _object({"templates": {"type": "array", "items": _ref("Template")},
                           "invalid": {"type": "array", "items": _object({
                               "name": STR, "problems": STRS})}}),
+    "ContainerMigrate": _object({"to": _text(64, minLength=1, description="a node of the "
+                                              "container's cluster, or 'auto'")}),
+    "Peers": _object({"cluster": NSTR, "peers": {"type": "array", "items": _object({
+        "name": STR, "ip": STR, "online": BOOL, "fingerprint": NSTR, "registered": NSTR})}}),
+    "PeersAdd": _object({"add": {"type": "array", "minItems": 1, "items": _object({
+        "name": STR, "fingerprint": STR})}}),
+    "PeersAdded": _object({"cluster": NSTR, "added": {"type": "array", "items": _ref("Node")}}),
+    "DrainAsk": _object({"move": {**BOOL, "description": "false: only the maintenance mark"}},
+                        optional=("move",)),
+    "Drain": _object({"node": STR, "maintenance": BOOL, "moving": {
+        "type": "array", "items": _object({"id": STR, "hostname": STR})}}),
     "PlacementAsk": _object({
         "template": _text(128, description="its resources are the defaults"),
         "memory": _int(16, 64 * 1024 * 1024, description="MiB"),
@@ -500,8 +514,10 @@ SCHEMAS: dict[str, Any] = {
                        "more": BOOL}),
     "Job": _object({"job_id": STR, "action": STR, "container": STR, "events_url": STR,
                     "operation": {**STR, "description": "the change's parameters, stored"},
-                    "loses": {**STR, "description": "a rollback: what it loses"}},
-                   optional=("operation", "loses")),
+                    "loses": {**STR, "description": "a rollback: what it loses"},
+                    "placement": {**STR, "description": "a move to 'auto': the node chosen "
+                                  "and why"}},
+                   optional=("operation", "loses", "placement")),
     "Resync": _object({"on_failure": ON_FAILURE_SCHEMA}, optional=("on_failure",),
                       description="only for the action resync (optional)"),
     "Refresh": _object({"on_failure": ON_FAILURE_SCHEMA,
@@ -571,6 +587,25 @@ PATHS: dict[str, Any] = {
         "Connect and return the PVE version", "nodes",
         _json(_ref("NodeTest"), "reachable"),
         extra={**_NOT_FOUND, **_UPSTREAM})},
+    "/api/nodes/{name}/peers": {
+        "parameters": [NODE],
+        "get": _op("The other nodes of its cluster, with their fingerprints", "nodes",
+                   _json(_ref("Peers"), "the cluster and its other nodes"),
+                   extra={**_NOT_FOUND, **_UPSTREAM}),
+        "post": _op("Register peers whose fingerprints the caller confirmed (administrators)",
+                    "nodes", _json(_ref("PeersAdded"), "registered"), status="201",
+                    body="PeersAdd", extra={**_NOT_FOUND, **_UPSTREAM, **_ADMIN,
+                                            "409": {"$ref": "#/components/responses/Conflict"}}),
+    },
+    "/api/nodes/{name}/drain": {"parameters": [NODE], "post": _op(
+        "Maintenance, and move its containers away one at a time (administrators)", "nodes",
+        _json(_ref("Drain"), "in maintenance; the moves are queued one after another"),
+        status="202", body="DrainAsk",
+        extra={**_NOT_FOUND, **_ADMIN, "409": {"$ref": "#/components/responses/Conflict"}})},
+    "/api/nodes/{name}/undrain": {"parameters": [NODE], "post": _op(
+        "End the maintenance (administrators)", "nodes",
+        _json(_object({"node": STR, "maintenance": BOOL}), "schedulable again"),
+        extra={**_NOT_FOUND, **_ADMIN})},
     "/api/nodes/{name}/storages": {"parameters": [NODE], "get": _op(
         "The node's storages", "nodes", _json(_ref("Storages"), "storages"),
         params=[_query("content", "only storages holding this content (rootdir, vztmpl)", STR)],
@@ -608,6 +643,10 @@ PATHS: dict[str, Any] = {
                     "queued; follow events_url"), status="201", body="ContainerCreate",
                     extra={"409": {"$ref": "#/components/responses/Conflict"}}),
     },
+    "/api/containers/{id}/migrate": {"parameters": [CONTAINER], "post": _op(
+        "Move a container to another node of its cluster (a run)", "containers",
+        _json(_ref("Job"), "queued"), status="202", body="ContainerMigrate",
+        extra={**_NOT_FOUND, "409": {"$ref": "#/components/responses/Conflict"}})},
     "/api/containers/{id}": {"parameters": [CONTAINER], "get": _op(
         "One container with its live status", "containers",
         _json(_ref("Container"), "the container"), extra=_NOT_FOUND),

@@ -26,7 +26,13 @@ import requests
 from proxmoxer.backends.https import JsonSerializer
 from proxmoxer.core import ProxmoxResource, ResourceException
 
-from provisioner.errors import ConfigError, PveApiError, PvePermanentError, PveTransientError
+from provisioner.errors import (
+    ConfigError,
+    NodeUnreachableError,
+    PveApiError,
+    PvePermanentError,
+    PveTransientError,
+)
 from provisioner.pve.http import (
     PveConnection,
     TicketAuth,
@@ -144,7 +150,10 @@ class PveClient:
                    errors: dict[str, str]) -> PveApiError:  # fmt: skip
         m = re.match(r"/nodes/([^/]+)", path)
         text = describe_failure(m[1] if m else self.node, call, status, message, errors)
-        cls = PveTransientError if is_transient_failure(status, message) else PvePermanentError
+        cls: type[PveApiError] = PveTransientError if is_transient_failure(status, message) \
+            else PvePermanentError  # fmt: skip
+        if status == 595:  # a cluster node's proxy cannot reach the node the call is for
+            cls = NodeUnreachableError
         return cls(text, status=status, pve_message=message, errors=errors,
                    hint=failure_hint(status, message))  # fmt: skip
 
@@ -258,6 +267,17 @@ class PveClient:
     def nodes(self) -> list[NodeInfo]:
         """The cluster's nodes with their free CPU and memory."""
         return [NodeInfo.from_api(n) for n in self._request("GET", "/nodes")]
+
+    def cluster_status(self) -> list[dict[str, Any]]:
+        """``GET /cluster/status``: a ``cluster`` entry (name, quorate, ...)
+        when the node is in a cluster, and a ``node`` entry per node (name,
+        ip, online, local)."""
+        return [dict(e) for e in self._request("GET", "/cluster/status") or []]
+
+    def cluster_name(self) -> str | None:
+        """The node's PVE cluster, or None for a standalone node."""
+        return next((str(e["name"]) for e in self.cluster_status()
+                     if e.get("type") == "cluster" and e.get("name")), None)  # fmt: skip
 
     def cluster_resources(self) -> list[dict[str, Any]]:
         """Every node, guest and storage of the cluster with its usage
@@ -389,6 +409,16 @@ class PveClient:
         return str(self._request("POST", self._owned(ct, "clone"), {
             "newid": newid, "hostname": hostname, "full": full, "storage": storage,
             "snapname": snapname, "description": description,
+        }))  # fmt: skip
+
+    def migrate(self, ct: Owned, target: str, *, restart: bool = False,
+                timeout: int | None = None, target_storage: str | None = None) -> str:  # fmt: skip
+        """Move the container to node ``target`` of this node's cluster; a
+        running one in restart mode (shut down, moved, started there).
+        Returns the UPID of the ``vzmigrate`` task (on this node)."""
+        return str(self._request("POST", self._owned(ct, "migrate"), {
+            "target": target, "restart": restart or None, "timeout": timeout,
+            "target-storage": target_storage,
         }))  # fmt: skip
 
     def snapshots(self, vmid: int) -> list[SnapshotInfo]:

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 import requests
 from proxmoxer.backends.https import ProxmoxHTTPAuthBase, ProxmoxHttpSession
 
-from provisioner.errors import ConfigError, PveApiError, PvePermanentError, PveTransientError
+from provisioner.errors import (
+    ConfigError,
+    NodeUnreachableError,
+    PveApiError,
+    PvePermanentError,
+    PveTransientError,
+)
 from provisioner.pve.parse import (
     clean_errors,
     describe_failure,
@@ -274,13 +280,17 @@ def tls_failure(c: PveConnection, call: str, exc: requests.exceptions.SSLError) 
 
 
 def network_failure(c: PveConnection, method: str, call: str, exc: Exception) -> PveTransientError:
-    """Refused, reset, unreachable or timed out: transient."""
+    """Refused, reset, unreachable or timed out: transient; no connection
+    at all is the node being unreachable."""
     where = f"{call} on node {c.node} ({c.host}:{c.port})"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return PveTransientError(f"{where}: no connection within {c.connect_timeout:g}s")
+        return NodeUnreachableError(f"{where}: no connection within {c.connect_timeout:g}s")
     if isinstance(exc, requests.exceptions.ReadTimeout):
         hint = None if method == "GET" else "the request may have been carried out anyway"
         return PveTransientError(f"{where}: no answer within {c.read_timeout:g}s", hint=hint)
+    if isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(
+            exc, requests.exceptions.SSLError):  # fmt: skip
+        return NodeUnreachableError(f"{where}: connection failed ({_short_reason(exc)})")
     return PveTransientError(f"{where}: connection failed ({_short_reason(exc)})")
 
 

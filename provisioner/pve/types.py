@@ -78,6 +78,7 @@ class NodeInfo:
     max_cpu: int
     memory_used: int
     memory_total: int
+    ssl_fingerprint: str | None = None  # its certificate's SHA-256 (AB:CD:...)
 
     @property
     def free_cpu(self) -> float:
@@ -92,7 +93,8 @@ class NodeInfo:
     def from_api(cls, d: Mapping[str, Any]) -> NodeInfo:
         return cls(name=str(d["node"]), online=d.get("status") == "online",
                    cpu_usage=_float(d.get("cpu")), max_cpu=_int(d.get("maxcpu")),
-                   memory_used=_int(d.get("mem")), memory_total=_int(d.get("maxmem")))  # fmt: skip
+                   memory_used=_int(d.get("mem")), memory_total=_int(d.get("maxmem")),
+                   ssl_fingerprint=str(d["ssl_fingerprint"]) if d.get("ssl_fingerprint") else None)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,18 @@ def test_add_the_simulator_again_then_remove_it(page: Any, dash: Dashboard) -> N
     expect(card.locator('[data-resource="memory"]')).to_contain_text("free")
     page.reload()  # stored for real
     expect(node_card(page, "sim-again")).to_be_visible()
+    expect(node_card(page, "sim-again")).to_contain_text("standalone")
+
+    # maintenance: a standalone node's containers stay; placement skips it
+    node_card(page, "sim-again").get_by_role("button", name="Drain…").click()
+    dialog = page.locator("dialog.confirm")
+    expect(dialog).to_contain_text("it is in no cluster, so its containers stay where they are")
+    dialog.get_by_role("button", name="Maintenance only").click()
+    expect(node_card(page, "sim-again").locator(".node-maintenance")).to_have_text("maintenance")
+    expect(page.locator("#toasts .toast-ok").last).to_contain_text("sim-again is in maintenance")
+    node_card(page, "sim-again").get_by_role("button", name="End maintenance").click()
+    expect(node_card(page, "sim-again").locator(".node-maintenance")).to_have_count(0)
+    expect(node_card(page, "sim-again").get_by_role("button", name="Drain…")).to_be_visible()
 
     node_card(page, "sim-again").get_by_role("button", name="Remove").click()
     dialog = page.locator("dialog.confirm")

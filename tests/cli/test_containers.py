@@ -584,3 +584,26 @@ def test_a_bug_is_one_line_and_its_traceback_is_on_request() -> None:
         "for the traceback, and please report it)"]  # fmt: skip
     debug = CliRunner().invoke(group, ["boom"], env={"PROVISIONER_DEBUG": "1"})
     assert isinstance(debug.exception, ZeroDivisionError)
+
+
+def test_migrate_and_drain_refuse_what_cannot_be_done_and_mark_maintenance(cli: Cli) -> None:
+    """A standalone node: nowhere to move to (the cluster e2e tests in
+    tests/pipeline/test_cluster_e2e.py move for real)."""
+    cid = cli.add_container(hostname="stays", vmid=9301, lifecycle=Lifecycle.READY)
+    same = cli("migrate", cid, "--to", "sim")
+    assert same.exit_code == 2 and "--to: the container is on node sim already" in same.stderr
+    unknown = cli("migrate", cid, "--to", "nowhere")
+    assert unknown.exit_code == 2 and "--to: no node named 'nowhere'" in unknown.stderr
+    auto = cli("migrate", cid, "--to", "auto")
+    assert auto.exit_code == 2
+    assert "--to: node sim is in no cluster: there is nowhere to move to" in auto.stderr
+    drained = cli("nodes", "drain", "sim")
+    assert drained.exit_code == 5 and "sim is in no cluster" in drained.stderr
+    marked = cli("nodes", "drain", "sim", "--no-move")
+    assert marked.exit_code == 0 and "node sim is in maintenance" in marked.stdout
+    listed = cli("nodes", "ls")
+    assert "online, maintenance" in listed.stdout, listed.output
+    refused = cli("create", "-t", "nginx", "-H", "while-drained", "--node", "auto")
+    assert refused.exit_code == 2 and "sim skipped: maintenance" in refused.stderr
+    assert cli("nodes", "undrain", "sim").exit_code == 0
+    assert "maintenance" not in cli("nodes", "ls").stdout

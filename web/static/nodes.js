@@ -28,6 +28,7 @@
     const pairs = [
       ["Address", el("span", { class: "mono" }, `${n.host}:${n.port}`)],
       ["PVE node", el("span", { class: "mono" }, n.pve_node)],
+      ["Cluster", n.cluster ? el("span", { class: "mono node-cluster" }, n.cluster) : el("span", { class: "muted" }, "standalone")],
       ["Authentication", n.auth === "token" ? el("span", {}, "API token ", el("span", { class: "mono small-text" }, n.token_id)) : el("span", {}, "password of ", el("span", { class: "mono small-text" }, n.user))],
       ["TLS", trust(n)],
       ["Defaults", el("span", {}, "storage ", el("span", { class: "mono" }, n.default_storage || "local-lvm"), ", bridge ", el("span", { class: "mono" }, n.default_bridge || "vmbr0"))],
@@ -37,10 +38,14 @@
     const status = el("span", { class: "badge badge-neutral node-status", "data-status": "checking" }, el("span", { class: "spinner" }), "checking");
     const testButton = el("button", { type: "button", class: "secondary small", "data-action": "test" }, "Test connection");
     const removeButton = config.is_admin ? el("button", { type: "button", class: "danger small", "data-action": "remove" }, "Remove") : null;
+    // maintenance: placement skips the node; a drain also moves its containers away
+    const drainButton = config.is_admin ? el("button", { type: "button", class: "secondary small", "data-action": n.maintenance ? "undrain" : "drain" },
+      n.maintenance ? "End maintenance" : "Drain…") : null;
+    const maintenance = n.maintenance ? el("span", { class: "badge badge-warn node-maintenance", title: "new containers are placed on other nodes" }, "maintenance") : null;
     const node = el("article", { class: "card node-card", "data-node": n.name },
       el("div", { class: "card-header" },
-        el("div", { class: "row node-title" }, el("h2", {}, n.name), status, el("span", { class: "muted small-text node-version" })),
-        el("div", { class: "button-group" }, testButton, removeButton)),
+        el("div", { class: "row node-title" }, el("h2", {}, n.name), status, maintenance, el("span", { class: "muted small-text node-version" })),
+        el("div", { class: "button-group" }, testButton, drainButton, removeButton)),
       el("div", { class: "node-error" }),
       el("div", { class: "node-body" },
         el("div", { class: "node-info" }, dl),
@@ -50,6 +55,7 @@
       el("div", { class: "node-storages" }, el("h3", {}, "Storages"), el("p", { class: "muted small-text" }, el("span", { class: "spinner" }), " loading…")));
     testButton.addEventListener("click", () => test(n, node, true));
     if (removeButton) removeButton.addEventListener("click", () => remove(n, removeButton));
+    if (drainButton) drainButton.addEventListener("click", () => (n.maintenance ? undrain(n, drainButton) : drain(n, drainButton)));
     return node;
   }
 
@@ -150,6 +156,39 @@
       await load();
     } catch (e) {
       toast(`Cannot remove ${n.name}: ${e.message}`, "error");
+    } finally {
+      button.removeAttribute("aria-busy");
+    }
+  }
+
+  async function drain(n, button) {
+    const moves = n.cluster
+      ? `its ${n.containers === 1 ? "container moves" : `${n.containers} containers move`} to other nodes of cluster ${n.cluster}, one at a time (each a run you can follow on its page)`
+      : "it is in no cluster, so its containers stay where they are";
+    const ok = await confirmDialog(`Drain ${n.name}?`,
+      `New containers are placed on other nodes while ${n.name} is in maintenance, and ${moves}. A running container is shut down for its move and started on the new node.`,
+      n.cluster ? "Drain" : "Maintenance only", false);
+    if (!ok) return;
+    button.setAttribute("aria-busy", "true");
+    try {
+      const r = await api("POST", path(n.name, "/drain"), n.cluster ? {} : { move: false });
+      toast(`${n.name} is in maintenance${r.moving.length ? `; moving ${r.moving.map((m) => m.hostname).join(", ")}` : ""}`, "ok");
+      await load();
+    } catch (e) {
+      toast(`Cannot drain ${n.name}: ${e.message}`, "error");
+    } finally {
+      button.removeAttribute("aria-busy");
+    }
+  }
+
+  async function undrain(n, button) {
+    button.setAttribute("aria-busy", "true");
+    try {
+      await api("POST", path(n.name, "/undrain"));
+      toast(`${n.name} takes new containers again`, "ok");
+      await load();
+    } catch (e) {
+      toast(`Cannot end the maintenance of ${n.name}: ${e.message}`, "error");
     } finally {
       button.removeAttribute("aria-busy");
     }
