@@ -295,13 +295,15 @@ def add_node_peers(name: str) -> tuple[Response, int]:
     node = find_node(name)
     session = get_db()
     try:
-        with upstream(f"node {name}"):
-            added = add_peers(session, resources().box, node,
-                              {str(w["name"]): str(w["fingerprint"]) for w in wanted},
-                              lend=resources().pve.client)  # fmt: skip
-    except ConfigError as exc:
+        added = add_peers(session, resources().box, node,
+                          {str(w["name"]): str(w["fingerprint"]) for w in wanted},
+                          lend=resources().pve.client)  # fmt: skip
+    except ConfigError as exc:  # a refusal (ConfigError is a ProvisionError too: first)
         session.rollback()
         raise ApiError(409, exc.message.removeprefix("nodes: "), "add") from None
+    except ProvisionError as exc:
+        session.rollback()
+        raise ApiError(502, f"node {name}: {exc}", transient=exc.transient) from None
     session.commit()
     counts = container_counts(session)
     return jsonify({"cluster": node.cluster,

@@ -34,6 +34,7 @@ pytestmark = [
 ]
 MADE: list[str] = []
 DATA_FILE = "/data/payload.bin"
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def cluster_stack(cluster_sim: dict[str, Any],
     """Node "sim" is the cluster's first node; the other two are found
     through it and registered with their fingerprints confirmed (the API's
     peers), as an operator would."""
-    with module_stack(cluster_sim, tmp_path_factory, "cluster", MADE) as stack:
+    with module_stack(cluster_sim, tmp_path_factory, "cluster", MADE, [TEMPLATES]) as stack:
         with api_client(stack) as call:
             found = call("GET", f"/nodes/{NODE}/peers")
             assert found.status_code == 200, found.json

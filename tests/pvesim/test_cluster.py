@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, start_simulator, stop_simulator
-from tests.pvesim.helpers import admin, raw, token_api, token_header, wait_port, wait_task
+from tests.pvesim.helpers import (
+    admin,
+    raw,
+    token_api,
+    token_header,
+    wait_port,
+    wait_start_after_create,
+    wait_task,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -65,7 +73,10 @@ def create(api: Any, node: str, vmid: int, start: bool = False) -> str:
     upid = api.nodes(node).lxc.post(vmid=vmid, ostemplate=TEMPLATE, storage="local-lvm",
                                     hostname=f"cl-{vmid}", start=int(start),
                                     net0="name=eth0,bridge=vmbr0,ip=dhcp")  # fmt: skip
-    assert wait_task(api, node, upid)["exitstatus"] == "OK"
+    if start:  # create_vm starts it in a vzstart task of its own, once the create ended OK
+        assert wait_start_after_create(api, node, upid)["exitstatus"] == "OK"
+    else:
+        assert wait_task(api, node, upid)["exitstatus"] == "OK"
     return str(upid)
 
 
