@@ -74,6 +74,7 @@ def test_answers_are_held_to_the_document() -> None:
     node = {"name": "n", "host": "h", "port": 8006, "pve_node": "pve", "auth": "token",
             "user": "root@pam", "token_id": "root@pam!x", "ca_file": None, "fingerprint": None,
             "insecure": False, "default_storage": None, "default_bridge": None,
+            "cluster": None, "maintenance": False, "max_containers": None,
             "created_at": "2026-12-02T00:00:00+00:00", "containers": 0}  # fmt: skip
     assert problem("GET", "/api/nodes", 200, "application/json", {"nodes": [node]}) is None
     assert problem("GET", "/api/nodes", 200, "application/json",
