@@ -194,13 +194,17 @@ async def _power(ctx: Context, action: str) -> None:
 async def _guard(ctx: Context) -> NotOurs | None:
     """The ownership guard, before a run does anything else: a record whose
     CT is gone or someone else's is marked as owning none, and no PVE write
-    is made.  Returns what was lost, if anything."""
+    is made; a CT gone from its node but found, ours, on another registered
+    node of its cluster (moved outside the provisioner) is followed there.
+    Returns what was lost, if anything."""
     if ctx.container().vmid is None:
         return None
     try:
         await off_loop(ctx.owned)
         return None
     except NotOurs as lost:
+        if lost.gone and await migrate.follow_elsewhere(ctx):
+            return None  # moved within its cluster: the record follows it
         log.warning("container %s: %s", ctx.container_id, lost.message)
         ctx.disown()
         return lost
@@ -329,9 +333,6 @@ async def _change(ctx: Context, action: str, keeper: lease.LeaseKeeper) -> str:
     guard, then the change; the lifecycle stays as it is."""
     ctx.phase = "finalize"
     try:
-        if action == "migrate":  # an earlier attempt may have moved it already
-            await _retrying(ctx, "finding the container",
-                            lambda: migrate.follow_moved(ctx, ctx.params), keeper)  # fmt: skip
         lost = await _retrying(ctx, "the ownership check", lambda: _guard(ctx), keeper)
         if lost is not None:
             raise lost

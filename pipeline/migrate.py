@@ -8,7 +8,9 @@ ours there through the target's own API, and a running one's address is
 read again and reached over SSH with the host key pinned at provisioning.
 
 A run that dies after PVE moved the CT and before the record followed is
-resumed by :func:`follow_moved`: the CT is found, ours, on the target.
+resumed by the ownership guard: the CT gone from its node is looked for
+in the cluster (:func:`follow_elsewhere`) and found, ours, on the target;
+so is one that someone moved outside the provisioner.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from pipeline.context import Context, off_loop
-from provisioner.errors import ConfigError, PermanentError
+from provisioner.errors import ConfigError, PermanentError, ProvisionError
 from provisioner.migration import check_target
 from provisioner.models import Container, Node
 from provisioner.nodes import client_for
@@ -49,31 +51,6 @@ def _follow(ctx: Context, target: Node) -> None:
     ctx.update(node_id=target.id)
     old, ctx.pve = ctx.pve, client_for(target, ctx.box)
     old.close()
-
-
-async def follow_moved(ctx: Context, params: dict[str, Any]) -> bool:
-    """Before the guard of a resumed ``migrate`` run: when the CT is no
-    longer on the record's node but is, ours, on the target, the record
-    follows it (an earlier attempt died between PVE's move and saving it).
-    Returns whether it did."""
-    source, target = _nodes(ctx, str(params["to"]))
-    if source.id == target.id:
-        return False
-    vmid = ctx.read_vmid()
-    try:
-        await off_loop(prove, ctx.pve, ctx.container_id, vmid)
-        return False  # still where the record says
-    except NotOurs as lost:
-        if lost.other is not None:
-            return False  # someone else's CT there: the guard says so
-    with client_for(target, ctx.box) as pve:
-        try:
-            await off_loop(prove, pve, ctx.container_id, vmid)
-        except NotOurs:
-            return False
-    ctx.warn(f"CT {vmid} is on node {target.name} already (moved by an earlier attempt)")
-    _follow(ctx, target)
-    return True
 
 
 async def migrate(ctx: Context, params: dict[str, Any]) -> str:
@@ -109,3 +86,41 @@ async def _reachable(ctx: Context, pve: PveClient, vmid: int) -> None:
     ctx.update(ip=ip)
     session = await ctx.ssh()
     ctx.step(f"address {ip}; SSH is up ({session.host_key_fingerprint})", 0.9)
+
+
+async def follow_elsewhere(ctx: Context) -> bool:
+    """The record's CT is gone from its node: when ``/cluster/resources``
+    places it on another registered node of the same cluster and it proves
+    ours there (someone moved it, in PVE's web UI or with ``pct migrate``),
+    the record follows it.  Returns whether it did."""
+    vmid = ctx.read_vmid()
+    with ctx.factory() as session:
+        ct = session.get(Container, ctx.container_id)
+        assert ct is not None
+        source = session.get(Node, ct.node_id)
+        assert source is not None
+        if not source.cluster:
+            return False
+        peers = {n.pve_node: n for n in session.scalars(
+            select(Node).where(Node.cluster == source.cluster, Node.id != source.id))}  # fmt: skip
+        session.expunge_all()
+    if not peers:
+        return False
+    try:
+        found = await off_loop(ctx.pve.cluster_resources)
+    except ProvisionError:
+        return False  # the cluster cannot say: the guard decides on what it knows
+    where = next((str(r.get("node")) for r in found
+                  if r.get("type") == "lxc" and r.get("vmid") == vmid), None)  # fmt: skip
+    target = peers.get(where or "")
+    if target is None:
+        return False
+    with client_for(target, ctx.box) as pve:
+        try:
+            await off_loop(prove, pve, ctx.container_id, vmid)
+        except (NotOurs, ProvisionError):
+            return False
+    ctx.warn(f"CT {vmid} is on node {target.name} now (moved outside the provisioner); the "
+             "record follows it")  # fmt: skip
+    _follow(ctx, target)
+    return True

@@ -5,8 +5,9 @@ operator's marks (maintenance, caps, spread groups).
 A node is a candidate when it is online, not in maintenance, under its cap
 of containers, has the storage the request needs for containers, and has
 the memory and disk the request asks for after what is already committed
-to it (the configured memory of its guests, or the memory in use if that
-is more) and what requests in flight have reserved.  The candidates are
+to it (what the host uses beside its guests plus the configured memory of
+its guests, or the memory in use if that is more) and what requests in
+flight have reserved.  The candidates are
 ranked by free memory first, then free disk, then CPU load; equal nodes go
 to the one with fewer guests, so a burst spreads evenly.  Every choice
 says why, naming each node left out.
@@ -72,13 +73,18 @@ class NodeUsage:
     maxcpu: int
     cpu: float  # 0..1 of all its CPUs
     committed_mem: int = 0  # the configured memory of its guests, bytes
+    guest_mem: int = 0  # the memory its running guests use now, bytes
     guests: int = 0
     running: int = 0
     storages: Mapping[str, StorageUsage] = field(default_factory=dict)
 
     @property
     def mem_taken(self) -> int:
-        return max(self.mem, self.committed_mem)
+        """The node's memory as if every guest used all it may: what the
+        host itself uses plus its guests' configured memory (never less
+        than what is in use now).  A container that is ready counts what it
+        was given, as it did while its reservation held it."""
+        return max(self.mem, self.mem - self.guest_mem + self.committed_mem)
 
 
 def usage_of(resources: Iterable[Mapping[str, object]]) -> dict[str, NodeUsage]:
@@ -107,6 +113,7 @@ def usage_of(resources: Iterable[Mapping[str, object]]) -> dict[str, NodeUsage]:
             mem=_int(item.get("mem")), maxcpu=_int(item.get("maxcpu")),
             cpu=_float(item.get("cpu")),
             committed_mem=sum(_int(g.get("maxmem")) for g in mine if not _int(g.get("template"))),
+            guest_mem=sum(_int(g.get("mem")) for g in mine if g.get("status") == "running"),
             guests=sum(1 for g in mine if not _int(g.get("template"))),
             running=sum(1 for g in mine if g.get("status") == "running"),
             storages=storages.get(name, {}))  # fmt: skip

@@ -25,7 +25,7 @@ from tests.conftest import start_simulator, stop_simulator
 from tests.pipeline.conftest import NODE, Stack, api_client, module_stack
 from tests.pipeline.test_changes import terminal_after
 from tests.pipeline.test_templates_e2e import ssh_run
-from tests.pvesim.helpers import admin
+from tests.pvesim.helpers import admin, token_api, wait_task
 
 pytestmark = [
     pytest.mark.integration,
@@ -243,3 +243,31 @@ def test_a_run_waits_for_its_node_to_come_back(
     (waiting,) = [e for e in events if e["type"] == "warning"]
     assert f"waiting up to 900s for node {third} to answer" in waiting["message"]
     assert [e for e in events if e["type"] == "step" and "answers again" in e["message"]]
+
+
+def test_a_container_moved_outside_the_provisioner_is_followed(
+    cluster_stack: Stack, api: Callable[..., Any], cluster_sim: dict[str, Any]
+) -> None:
+    """Someone migrates the CT in PVE itself: the next run's guard finds it,
+    ours, on the other node of the cluster and the record follows it
+    (rather than taking it for gone)."""
+    first, second = cluster_sim["nodes"][0]["node"], cluster_sim["nodes"][1]["node"]
+    cid = _submit(api, "wanderer", node=NODE)
+    done = cluster_stack.wait(cid, timeout=500)
+    assert done.lifecycle == Lifecycle.READY and done.vmid is not None
+    pve = token_api(cluster_sim)
+    upid = pve.nodes(first).lxc(done.vmid).migrate.post(target=second, restart=1)
+    assert wait_task(pve, first, upid, 120)["exitstatus"] == "OK"
+    after = cluster_stack.container(cid).next_seq - 1
+    stopped = api("POST", f"/containers/{cid}/actions/stop")
+    assert stopped.status_code == 202, stopped.json
+    end = terminal_after(cluster_stack, cid, after, timeout=300)
+    assert end.type == "complete", end.message
+    assert _node_of(cluster_stack, cid) == second
+    ct = cluster_stack.container(cid)
+    assert ct.vmid == done.vmid and ct.lifecycle == Lifecycle.READY
+    events = api("GET", f"/containers/{cid}/events?after={after}").json["events"]
+    assert any(e["type"] == "warning" and e["message"] == (
+        f"CT {done.vmid} is on node {second} now (moved outside the provisioner); the record "
+        "follows it") for e in events)  # fmt: skip
+    assert pve.nodes(second).lxc(done.vmid).status.current.get()["status"] == "stopped"

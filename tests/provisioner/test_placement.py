@@ -80,7 +80,19 @@ def test_committed_memory_counts_when_it_is_more_than_the_memory_in_use() -> Non
     assert place(cands("pve1", "pve2"), usage, SMALL).node == "pve2"
     big = Ask(memory=3072, disk=4)
     assert place(cands("pve1"), usage, big).skipped["pve1"] == (
-        "2.0 GiB memory free, needs 3.0 GiB")  # fmt: skip
+        "1.0 GiB memory free, needs 3.0 GiB")  # fmt: skip
+
+
+def test_a_ready_container_counts_what_it_was_given_not_what_it_uses() -> None:
+    """pve1 runs a container given 4 GiB that uses 50 MiB now; pve2 runs
+    nothing: the next goes to pve2, as it would have while the first was in
+    flight (its reservation then counted its 4 GiB)."""
+    base, used = 1 * GIB, 50 * (1 << 20)
+    one = NodeUsage("pve1", True, 16 * GIB, base + used, 8, 0.05, committed_mem=4 * GIB,
+                    guest_mem=used, guests=1, running=1, storages=node("x").storages)  # fmt: skip
+    two = NodeUsage("pve2", True, 16 * GIB, base, 8, 0.05, storages=node("x").storages)
+    assert one.mem_taken == base + 4 * GIB
+    assert place(cands("pve1", "pve2"), {"pve1": one, "pve2": two}, SMALL).node == "pve2"
 
 
 def test_reservations_in_flight_spread_a_burst_over_equal_nodes() -> None:
@@ -141,7 +153,8 @@ def test_usage_is_read_from_cluster_resources_as_pve_reports_it() -> None:
         {"id": "node/pve1", "type": "node", "node": "pve1", "status": "online",
          "maxmem": 16 * GIB, "mem": 2 * GIB, "maxcpu": 8, "cpu": 0.25},
         {"id": "node/pve2", "type": "node", "node": "pve2", "status": "offline"},
-        {"id": "lxc/100", "type": "lxc", "node": "pve1", "status": "running", "maxmem": GIB},
+        {"id": "lxc/100", "type": "lxc", "node": "pve1", "status": "running", "maxmem": GIB,
+         "mem": GIB // 4},
         {"id": "lxc/101", "type": "lxc", "node": "pve1", "status": "stopped",
          "maxmem": 2 * GIB},
         {"id": "lxc/900", "type": "lxc", "node": "pve1", "status": "stopped", "template": 1,
@@ -158,6 +171,7 @@ def test_usage_is_read_from_cluster_resources_as_pve_reports_it() -> None:
     assert (one.online, one.maxmem, one.mem, one.maxcpu, one.cpu) == (True, 16 * GIB, 2 * GIB,
                                                                       8, 0.25)  # fmt: skip
     assert (one.committed_mem, one.guests, one.running) == (3 * GIB, 2, 1)
+    assert one.guest_mem == GIB // 4 and one.mem_taken == 2 * GIB - GIB // 4 + 3 * GIB
     assert one.storages["local-lvm"].avail == 90 * GIB and not one.storages["local-lvm"].shared
     assert one.storages["nfs"].shared and not one.storages["nfs"].active
     assert not usage["pve2"].online and usage["pve2"].guests == 1
