@@ -7,9 +7,9 @@ of containers, has the storage the request needs for containers, and has
 the memory and disk the request asks for after what is already committed
 to it (what the host uses beside its guests plus the configured memory of
 its guests, or the memory in use if that is more) and what requests in
-flight have reserved.  The candidates are
-ranked by free memory first, then free disk, then CPU load; equal nodes go
-to the one with fewer guests, so a burst spreads evenly.  Every choice
+flight have reserved.  The candidates are ranked with busy CPUs last, then
+by free memory, then free disk (each to the percent); equal nodes go to the
+one with fewer guests, so a burst spreads evenly.  Every choice
 says why, naming each node left out.
 """
 
@@ -25,8 +25,10 @@ AUTO = "auto"  # the node a request names to have it placed
 GIB = 1 << 30
 MIB = 1 << 20
 
-# how much each counts in a candidate's score (fractions of the node free)
-MEMORY_WEIGHT, DISK_WEIGHT, CPU_WEIGHT = 0.5, 0.25, 0.25
+# a node whose CPUs are this busy (0..1 of all of them) is chosen only when
+# every other that fits is too: pvestatd's figure, an average over seconds
+CPU_BUSY = 0.8
+NEAR = 0.01  # shares of memory or disk this close count as equal
 
 
 SPREAD_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -224,18 +226,32 @@ def place(candidates: Sequence[Candidate], usage: Mapping[str, NodeUsage], ask: 
     if not fits:
         return Placement(None, _explain(None, skipped, None), skipped)
 
-    def score(entry: tuple[Candidate, NodeUsage, int, int]) -> tuple[float, int, str]:
-        cand, use, free_mem, free_disk = entry
-        total_disk = use.storages[_storage(cand, ask)].total or 1
-        value = (MEMORY_WEIGHT * free_mem / (use.maxmem or 1)
-                 + DISK_WEIGHT * free_disk / total_disk + CPU_WEIGHT * (1 - min(use.cpu, 1.0)))  # fmt: skip
-        return (-round(value, 3), use.guests + in_flight.get(cand.name, InFlight()).count,
-                cand.name)  # fmt: skip
-
-    best, use, free_mem, _ = min(fits, key=score)
+    best, use, free_mem = _rank(fits, ask, in_flight)
     chosen = (f"{best.name}: {_gib(free_mem - ask.memory * MIB)} free after it, "
               f"{use.running} running, CPU {use.cpu:.0%}")  # fmt: skip
     return Placement(best.name, _explain(chosen, skipped, warning), skipped, warning)
+
+
+def _rank(fits: list[tuple[Candidate, NodeUsage, int, int]], ask: Ask,
+          in_flight: Mapping[str, InFlight]) -> tuple[Candidate, NodeUsage, int]:  # fmt: skip
+    """The best of the nodes that fit: busy CPUs last; then the most free
+    memory, then free disk, each as a share of the node's and within a
+    percent of the best (so that noise does not decide); then the fewest
+    guests with those in flight, so that equal nodes take turns."""
+    pool = [f for f in fits if f[1].cpu < CPU_BUSY] or fits
+
+    def share(f: tuple[Candidate, NodeUsage, int, int], disk: bool) -> float:
+        cand, use, free_mem, free_disk = f
+        if disk:
+            return free_disk / (use.storages[_storage(cand, ask)].total or 1)
+        return free_mem / (use.maxmem or 1)
+
+    for disk in (False, True):
+        top = max(share(f, disk) for f in pool)
+        pool = [f for f in pool if share(f, disk) >= top - NEAR]
+    cand, use, free_mem, _ = min(pool, key=lambda f: (
+        f[1].guests + in_flight.get(f[0].name, InFlight()).count, f[0].name))  # fmt: skip
+    return cand, use, free_mem
 
 
 def _storage(cand: Candidate, ask: Ask) -> str:

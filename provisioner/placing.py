@@ -34,6 +34,7 @@ from provisioner.placement import (
     AUTO,
     Ask,
     Candidate,
+    InFlight,
     NodeUsage,
     Placement,
     check_spread,
@@ -154,6 +155,19 @@ def _inputs(session: Session, box: SecretBox, ask: Ask, lend: Lender, connect_ti
     return _Inputs(candidates, usage, down, members)
 
 
+def _in_flight(session: Session, reservations: Reservations) -> dict[str, InFlight]:
+    """The reservations of requests whose CT does not exist yet: once it
+    does, the cluster's resources count its configured memory and disk."""
+
+    def created(ids: set[str]) -> set[str]:
+        found = set(session.scalars(select(Container.id).where(
+            Container.id.in_(ids), Container.vmid.is_not(None))))  # fmt: skip
+        session.commit()  # no transaction left open
+        return found
+
+    return reservations.in_flight(created)
+
+
 def preview(session: Session, box: SecretBox, reservations: Reservations, ask: Ask, *,
             lend: Lender = PveClient, strict_spread: bool = True,
             connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
@@ -165,7 +179,7 @@ def preview(session: Session, box: SecretBox, reservations: Reservations, ask: A
         ConfigError: no node is registered (or none ``among``).
     """
     got = _inputs(session, box, ask, lend, connect_timeout, read_timeout, among)
-    return place(got.candidates, got.usage, ask, reservations.in_flight(), got.members,
+    return place(got.candidates, got.usage, ask, _in_flight(session, reservations), got.members,
                  strict_spread=strict_spread, down=got.down)  # fmt: skip
 
 
@@ -181,7 +195,8 @@ def choose(session: Session, box: SecretBox, reservations: Reservations, ask: As
     """
     got = _inputs(session, box, ask, lend, connect_timeout, read_timeout)
     with reservations.placing():
-        placement = place(got.candidates, got.usage, ask, reservations.in_flight(), got.members,
+        placement = place(got.candidates, got.usage, ask, _in_flight(session, reservations),
+                          got.members,
                           strict_spread=strict_spread, down=got.down)  # fmt: skip
         if placement.node is None:
             raise ConfigError(f"node: {placement.reasons}")

@@ -55,12 +55,21 @@ class Reservations:
         raw = self.redis.hget(self.key, container_id)
         return None if raw is None else str(json.loads(raw)["node"])
 
-    def in_flight(self) -> dict[str, InFlight]:
-        """What each node has reserved now; expired entries are removed."""
+    def in_flight(
+        self, exclude: Callable[[set[str]], set[str]] | None = None
+    ) -> dict[str, InFlight]:
+        """What each node has reserved now; expired entries are removed.
+        ``exclude`` names, among the reserved container ids, those that no
+        longer count (their CT exists: the cluster counts it itself)."""
         now = self.clock()
         out: dict[str, InFlight] = {}
         expired = []
-        for cid, raw in self.redis.hgetall(self.key).items():
+        entries = {(c.decode() if isinstance(c, bytes) else str(c)): raw
+                   for c, raw in self.redis.hgetall(self.key).items()}  # fmt: skip
+        skip = exclude(set(entries)) if exclude is not None and entries else set()
+        for cid, raw in entries.items():
+            if cid in skip:
+                continue
             try:
                 entry = json.loads(raw)
                 node, memory, disk = str(entry["node"]), int(entry["memory"]), int(entry["disk"])

@@ -102,15 +102,17 @@ def _submit(api: Callable[..., Any], hostname: str, **fields: Any) -> str:
     return cid
 
 
-def test_requests_for_auto_spread_over_the_nodes_not_in_maintenance(
+def test_a_burst_for_auto_spreads_over_the_nodes_not_in_maintenance(
     cluster_stack: Stack, api: Callable[..., Any], cluster_sim: dict[str, Any]
 ) -> None:
     third = cluster_sim["nodes"][2]["node"]
     _maintenance(cluster_stack, third)
+    cluster_stack.stop_workers()  # a burst: all four in flight at once, none created yet
     try:
         cids = [_submit(api, f"spread-{i}", node="auto") for i in range(4)]
     finally:
         _maintenance(cluster_stack)
+        cluster_stack.start_workers(1)
     for cid in cids:
         assert cluster_stack.wait(cid, timeout=500).lifecycle == Lifecycle.READY
     placed = Counter(_node_of(cluster_stack, cid) for cid in cids)

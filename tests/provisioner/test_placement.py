@@ -175,3 +175,11 @@ def test_usage_is_read_from_cluster_resources_as_pve_reports_it() -> None:
     assert one.storages["local-lvm"].avail == 90 * GIB and not one.storages["local-lvm"].shared
     assert one.storages["nfs"].shared and not one.storages["nfs"].active
     assert not usage["pve2"].online and usage["pve2"].guests == 1
+
+
+def test_a_busy_node_comes_last_and_small_differences_do_not_decide() -> None:
+    usage = {"pve1": node("pve1", mem=1, cpu=0.9), "pve2": node("pve2", mem=4, cpu=0.3)}
+    assert place(cands("pve1", "pve2"), usage, SMALL).node == "pve2"  # pve1's CPUs are busy
+    # 20 MiB more in use on pve1, one guest fewer: under a percent, so the guests decide
+    even = {"pve1": node("pve1", mem=2.02, guests=1), "pve2": node("pve2", mem=2, guests=2)}
+    assert place(cands("pve1", "pve2"), even, SMALL).node == "pve1"

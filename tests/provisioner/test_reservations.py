@@ -75,3 +75,11 @@ def test_concurrent_placements_under_the_lock_spread_over_equal_nodes(
     counts = Counter(chosen)
     assert len(chosen) == 20 and max(counts.values()) - min(counts.values()) <= 1
     assert sum(f.count for f in reservations.in_flight().values()) == 20
+
+
+def test_reservations_whose_container_exists_can_be_left_out(reservations: Reservations) -> None:
+    reservations.reserve("made", "pve1", 512, 4)
+    reservations.reserve("pending", "pve1", 256, 2)
+    assert reservations.in_flight(lambda ids: {i for i in ids if i == "made"}) == {
+        "pve1": InFlight(256, 2, 1)}  # fmt: skip
+    assert reservations.in_flight()["pve1"].count == 2  # still held until ready or error
