@@ -156,16 +156,19 @@ def _inputs(session: Session, box: SecretBox, ask: Ask, lend: Lender, connect_ti
 
 
 def _in_flight(session: Session, reservations: Reservations) -> dict[str, InFlight]:
-    """The reservations of requests whose CT does not exist yet: once it
-    does, the cluster's resources count its configured memory and disk."""
+    """The reservations of requests still waiting for their CT: once it
+    exists, the cluster's resources count its configured memory and disk;
+    a reservation whose request is gone, ended or not this database's
+    (a Redis shared with another deployment) does not count at all."""
 
-    def created(ids: set[str]) -> set[str]:
-        found = set(session.scalars(select(Container.id).where(
-            Container.id.in_(ids), Container.vmid.is_not(None))))  # fmt: skip
+    def settled(ids: set[str]) -> set[str]:
+        waiting = set(session.scalars(select(Container.id).where(
+            Container.id.in_(ids), Container.vmid.is_(None),
+            Container.lifecycle.in_((Lifecycle.PENDING, Lifecycle.CREATING)))))  # fmt: skip
         session.commit()  # no transaction left open
-        return found
+        return ids - waiting
 
-    return reservations.in_flight(created)
+    return reservations.in_flight(settled)
 
 
 def preview(session: Session, box: SecretBox, reservations: Reservations, ask: Ask, *,
