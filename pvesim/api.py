@@ -441,14 +441,20 @@ def _task(node: Node, upid: str) -> Any:
     """PVE::API2::Tasks: a UPID that does not parse, or whose task has no
     log file, is a parameter error - also what a real node answers in the
     moment before a new task's log exists."""
+    rec = _parsed_task(node, upid)
+    if rec is None:
+        raise param_error({"upid": "no such task"})
+    return rec
+
+
+def _parsed_task(node: Node, upid: str) -> Any:
+    """The task of a UPID that parses (None: no such task); a UPID that does
+    not parse is PVE's ``unable to parse worker upid``."""
     try:
         parse_upid(upid)
     except ValueError:
         raise param_error({"upid": "unable to parse worker upid"}) from None
-    rec = node.tasks.tasks.get(upid)
-    if rec is None:
-        raise param_error({"upid": "no such task"})
-    return rec
+    return node.tasks.tasks.get(upid)
 
 
 @route("GET", "/nodes/{node}/tasks")
@@ -479,12 +485,7 @@ async def task_status(node: Node, p: dict[str, Any], user: str) -> Any:
 async def task_log(node: Node, p: dict[str, Any], user: str) -> Any:
     """read_task_log: PVE::Tools::dump_logfile of the task's log file (a
     well-formed UPID without one reads as PVE's ``unable to open file`` line)."""
-    upid = str(p["upid"])
-    try:
-        parse_upid(upid)
-    except ValueError:
-        raise param_error({"upid": "unable to parse worker upid"}) from None
-    rec = node.tasks.tasks.get(upid)
+    rec = _parsed_task(node, str(p["upid"]))
     if rec is None:
         return Counted([{"n": 1, "t": "unable to open file - No such file or directory"}], 1)
     total, lines = tasks.dump_log(rec.log, int(p.get("start") or 0), int(p.get("limit", 50)))
