@@ -28,7 +28,21 @@ chown root:redis /etc/redis/provisioner-bind.conf
 chmod 0640 /etc/redis/provisioner-bind.conf
 
 echo "==> restarting redis-server" >&2
-systemctl restart redis-server
+# At the clone's first boot Redis could not bind the source's address, and
+# systemd's restarts may have used up the unit's start limit: clear that,
+# and give a restart that still fails two more tries before showing why.
+systemctl reset-failed redis-server 2>/dev/null || true
+for attempt in 1 2 3; do
+    if systemctl restart redis-server; then
+        break
+    fi
+    if [[ ${attempt} -eq 3 ]]; then
+        journalctl -u redis-server -n 15 --no-pager >&2 || true
+        exit 1
+    fi
+    sleep 2
+    systemctl reset-failed redis-server 2>/dev/null || true
+done
 export REDISCLI_AUTH="${TPL_REDIS_PASSWORD}"
 for attempt in $(seq 1 60); do
     if [[ "$(redis-cli -h "${address}" ping 2>/dev/null || true)" == "PONG" ]]; then
