@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from redis.exceptions import RedisError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -320,6 +321,51 @@ def nodes_ls(rt: Runtime, no_live: bool, as_json: bool) -> None:
     for item in items:
         if item["live_error"]:
             click.echo(f"warning: node {item['name']}: {item['live_error']}", err=True)
+
+
+@nodes.command("usage")
+@click.option("--json", "as_json", is_flag=True, help='Print {"nodes": [...]} as JSON.')
+@pass_runtime
+def nodes_usage(rt: Runtime, as_json: bool) -> None:
+    """Every node's load as placement sees it, one line each: CPU, memory
+    in use and what its guests may take, its default storage, guests
+    (running of all, and the cap), requests in flight, maintenance."""
+    from provisioner.placing import cluster_view
+    from provisioner.reservations import Reservations
+
+    with rt.factory() as session:
+        try:
+            items = cluster_view(session, rt.box, Reservations(rt.redis), connect_timeout=3.0,
+                                 read_timeout=10.0)  # fmt: skip
+        except RedisError as exc:
+            raise Unreachable(f"the requests in flight are in Redis, which failed: {exc}") from None
+    if as_json:
+        echo_json({"nodes": items})
+        return
+
+    def share(used: int | float | None, total: int | float | None) -> str:
+        return "-" if used is None or not total else f"{used / total:.0%}"
+
+    def row(i: dict[str, Any]) -> tuple[str, ...]:
+        status = i["status"] + (", maintenance" if i["maintenance"] else "")
+        if i["memory_total"] is None:
+            return (i["name"], i["cluster"] or "-", status, "-", "-", "-", "-", "-",
+                    str(i["in_flight"]))  # fmt: skip
+        cap = f" (cap {i['max_containers']})" if i["max_containers"] is not None else ""
+        return (i["name"], i["cluster"] or "-", status,
+                f"{i['cpu']:.0%} of {i['cpus']}",
+                f"{share(i['memory_used'], i['memory_total'])} of "
+                f"{human_bytes(i['memory_total'])}",
+                share(i["memory_committed"], i["memory_total"]),
+                f"{i['storage']} {share(i['disk_used'], i['disk_total'])} of "
+                f"{human_bytes(i['disk_total'])}" if i["disk_total"] else f"{i['storage']} -",
+                f"{i['running']}/{i['guests']}{cap}", str(i["in_flight"]))  # fmt: skip
+
+    print_table(("NAME", "CLUSTER", "STATUS", "CPU", "MEMORY", "COMMITTED", "STORAGE",
+                 "RUNNING/GUESTS", "IN FLIGHT"), [row(i) for i in items])  # fmt: skip
+    for item in items:
+        if item["problem"]:
+            click.echo(f"warning: node {item['name']}: {item['problem']}", err=True)
 
 
 @nodes.command("peers")

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -29,9 +30,10 @@ from provisioner.errors import ConfigError, ProvisionError
 from provisioner.migration import check_target
 from provisioner.models import Container, Lifecycle, Node, new_container_id
 from provisioner.node_facts import CONNECT_TIMEOUT, READ_TIMEOUT, Lender
-from provisioner.nodes import connection_for
+from provisioner.nodes import connection_for, container_counts
 from provisioner.placement import (
     AUTO,
+    MIB,
     Ask,
     Candidate,
     InFlight,
@@ -184,6 +186,50 @@ def preview(session: Session, box: SecretBox, reservations: Reservations, ask: A
     got = _inputs(session, box, ask, lend, connect_timeout, read_timeout, among)
     return place(got.candidates, got.usage, ask, _in_flight(session, reservations), got.members,
                  strict_spread=strict_spread, down=got.down)  # fmt: skip
+
+
+def cluster_view(session: Session, box: SecretBox, reservations: Reservations, *,
+                 lend: Lender = PveClient, connect_timeout: float = CONNECT_TIMEOUT,
+                 read_timeout: float = READ_TIMEOUT) -> list[dict[str, Any]]:  # fmt: skip
+    """Every registered node's load as placement sees it, in one view (the
+    Nodes page's cluster usage, ``provisioner nodes usage``, ``GET
+    /api/cluster``): its cluster's ``/cluster/resources`` read once per
+    cluster, the memory its guests may take, its default storage, and
+    what requests placed on it and still waiting for their CT reserve.
+
+    ``status`` is ``online``, ``offline`` (its cluster says so),
+    ``unreachable`` (no node of its cluster answered: ``problem`` says
+    why) or ``unknown`` (its cluster does not list it).
+    """
+    nodes = list(session.scalars(select(Node).order_by(Node.name)))
+    counts = container_counts(session)
+    marks = [(n.name, n.cluster, n.pve_node, n.maintenance, n.max_containers,
+              n.default_storage or "local-lvm", counts.get(n.id, 0)) for n in nodes]  # fmt: skip
+    flight = _in_flight(session, reservations) if nodes else {}
+    session.commit()  # no transaction while the nodes are asked
+    usage, down = read_usage(nodes, box, lend=lend, connect_timeout=connect_timeout,
+                             read_timeout=read_timeout)  # fmt: skip
+    out = []
+    for name, cluster, pve_node, maintenance, cap, storage, ours in marks:
+        use, reserved = usage.get(name), flight.get(name, InFlight())
+        store = use.storages.get(storage) if use else None
+        status = ("unreachable" if name in down else "unknown" if use is None
+                  else "online" if use.online else "offline")  # fmt: skip
+        out.append({
+            "name": name, "cluster": cluster, "pve_node": pve_node, "maintenance": maintenance,
+            "max_containers": cap, "containers": ours, "status": status,
+            "problem": down.get(name),
+            "cpu": use.cpu if use else None, "cpus": use.maxcpu if use else None,
+            "memory_used": use.mem if use else None,
+            "memory_committed": use.mem_taken if use else None,
+            "memory_total": use.maxmem if use else None,
+            "storage": storage,
+            "disk_used": store.used if store else None,
+            "disk_total": store.total if store else None,
+            "guests": use.guests if use else None, "running": use.running if use else None,
+            "in_flight": reserved.count, "in_flight_memory": reserved.memory * MIB,
+        })  # fmt: skip
+    return out
 
 
 def choose(session: Session, box: SecretBox, reservations: Reservations, ask: Ask, *,

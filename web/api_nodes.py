@@ -25,7 +25,7 @@ from provisioner.errors import ConfigError, ProvisionError, PveApiError
 from provisioner.models import AuthKind, Container, Node
 from provisioner.nodes import add_peers, cluster_peers, connection_for, container_counts
 from provisioner.placement import AUTO, check_spread
-from provisioner.placing import ask_of, preview
+from provisioner.placing import ask_of, cluster_view, preview
 from provisioner.pve.client import PveClient
 from provisioner.pve.http import PasswordAuth, PveConnection, TokenAuth
 from provisioner.pve.parse import format_fingerprint, normalize_fingerprint, normalize_host
@@ -392,6 +392,21 @@ def node_resources(name: str) -> Response:
                     "cpu_usage": info.cpu_usage, "free_cpu": info.free_cpu,
                     "memory_total": info.memory_total, "memory_used": info.memory_used,
                     "free_memory": info.free_memory})  # fmt: skip
+
+
+@bp.route("/cluster")
+def cluster_usage() -> Response:
+    """Every node's load as placement sees it, in one view: CPU, memory
+    (used, and what its guests may take), its default storage, guests and
+    requests in flight, maintenance (the Nodes page's cluster usage)."""
+    res = resources()
+    try:
+        nodes = cluster_view(get_db(), res.box, Reservations(get_redis()), lend=res.pve.client,
+                             connect_timeout=res.settings.web_pve_connect_timeout,
+                             read_timeout=res.settings.web_pve_read_timeout)  # fmt: skip
+    except RedisError as exc:
+        raise ApiError(503, f"the requests in flight are in Redis, which failed: {exc}") from None
+    return jsonify({"nodes": nodes})
 
 
 @bp.route("/placement", methods=["POST"])

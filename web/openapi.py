@@ -398,6 +398,18 @@ SCHEMAS: dict[str, Any] = {
                         optional=("move",)),
     "Drain": _object({"node": STR, "maintenance": BOOL, "moving": {
         "type": "array", "items": _object({"id": STR, "hostname": STR})}}),
+    "ClusterUsage": _object({"nodes": {"type": "array", "items": _object({
+        "name": STR, "cluster": NSTR, "pve_node": STR, "maintenance": BOOL,
+        "max_containers": NINT, "containers": {**INT, "description": "ours, not destroyed"},
+        "status": {"enum": ["online", "offline", "unreachable", "unknown"]},
+        "problem": {**NSTR, "description": "why its cluster could not be asked"},
+        "cpu": {**NNUM, "description": "0..1 of all its CPUs"}, "cpus": NINT,
+        "memory_used": NINT, "memory_committed": {**NINT, "description": "bytes its guests "
+                                                  "may take: what placement counts"},
+        "memory_total": NINT, "storage": {**STR, "description": "its default storage"},
+        "disk_used": NINT, "disk_total": NINT, "guests": NINT, "running": NINT,
+        "in_flight": {**INT, "description": "requests placed on it, waiting for their CT"},
+        "in_flight_memory": {**INT, "description": "bytes they reserve"}})}}),
     "PlacementAsk": _object({
         "template": _text(128, description="its resources are the defaults"),
         "memory": _int(16, 64 * 1024 * 1024, description="MiB"),
@@ -619,6 +631,9 @@ PATHS: dict[str, Any] = {
     "/api/nodes/{name}/resources": {"parameters": [NODE], "get": _op(
         "Free CPU and memory", "nodes", _json(_ref("Resources"), "resources"),
         extra={**_NOT_FOUND, **_UPSTREAM})},
+    "/api/cluster": {"get": _op(
+        "Every node's load as placement sees it", "nodes",
+        _json(_ref("ClusterUsage"), "one entry per registered node"))},
     "/api/placement": {"post": _op(
         "Where a request would be placed now (node auto); nothing is reserved", "nodes",
         _json(_ref("Placement"), "the node it would get (null: none fits) and why"),

@@ -161,6 +161,14 @@ def test_the_nodes_page_shows_the_node_its_resources_and_tests_it(
     expect(card.locator(".node-bridges .tag").first).to_be_visible()
     expect(card).to_contain_text("root@pam!pvesim")
     expect(card).not_to_contain_text(dash.stack.sim["token_secret"])
+    # the cluster usage: one row per node, with bars
+    row = page.locator(f'#cluster-usage-rows tr[data-node="{dash.node}"]')
+    expect(row.locator(".cluster-status")).to_have_text("online")
+    expect(row.locator(".meter")).to_have_count(3)
+    expect(row).to_contain_text(re.compile(r"% of \d+ cores"))
+    expect(row).to_contain_text("committed of")
+    expect(row).to_contain_text(re.compile(r"local-lvm: .* free of"))
+    expect(row).to_contain_text("running of")
     shot(page, "nodes")
 
     card.get_by_role("button", name="Test connection").click()
@@ -243,6 +251,9 @@ def test_add_the_simulator_again_then_remove_it(page: Any, dash: Dashboard) -> N
     dialog.get_by_role("button", name="Maintenance only").click()
     expect(node_card(page, "sim-again").locator(".node-maintenance")).to_have_text("maintenance")
     expect(page.locator("#toasts .toast-ok").last).to_contain_text("sim-again is in maintenance")
+    expect(page.locator('#cluster-usage-rows tr[data-node="sim-again"]')).to_contain_text(
+        "maintenance"
+    )
     node_card(page, "sim-again").get_by_role("button", name="End maintenance").click()
     expect(node_card(page, "sim-again").locator(".node-maintenance")).to_have_count(0)
     expect(node_card(page, "sim-again").get_by_role("button", name="Drain…")).to_be_visible()

@@ -603,6 +603,14 @@ def test_migrate_and_drain_refuse_what_cannot_be_done_and_mark_maintenance(cli: 
     assert marked.exit_code == 0 and "node sim is in maintenance" in marked.stdout
     listed = cli("nodes", "ls")
     assert "online, maintenance" in listed.stdout, listed.output
+    usage = cli("nodes", "usage")
+    assert usage.exit_code == 0, usage.output
+    (row,) = [line for line in usage.stdout.splitlines() if line.startswith("sim ")]
+    assert "online, maintenance" in row and "local-lvm" in row and "% of" in row, row
+    (item,) = [n for n in json.loads(cli("nodes", "usage", "--json").stdout)["nodes"]
+               if n["name"] == "sim"]  # fmt: skip
+    assert item["name"] == "sim" and item["maintenance"] and item["status"] == "online"
+    assert item["memory_total"] > 0 and item["cpus"] > 0 and item["disk_total"] > 0, item
     refused = cli("create", "-t", "nginx", "-H", "while-drained", "--node", "auto")
     assert refused.exit_code == 2 and "sim skipped: maintenance" in refused.stderr
     assert cli("nodes", "undrain", "sim").exit_code == 0

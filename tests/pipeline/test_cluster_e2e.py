@@ -110,6 +110,13 @@ def test_a_burst_for_auto_spreads_over_the_nodes_not_in_maintenance(
     cluster_stack.stop_workers()  # a burst: all four in flight at once, none created yet
     try:
         cids = [_submit(api, f"spread-{i}", node="auto") for i in range(4)]
+        # the cluster view shows the burst in flight where it was placed
+        view = {n["name"]: n for n in api("GET", "/cluster").json["nodes"]}
+        assert {n["status"] for n in view.values()} == {"online"}, view
+        assert view[third]["maintenance"] and view[third]["in_flight"] == 0
+        assert sorted(n["in_flight"] for n in view.values()) == [0, 2, 2], view
+        assert all(0 < n["memory_committed"] <= n["memory_total"] and n["cpus"] > 0
+                   and n["disk_total"] > 0 for n in view.values()), view  # fmt: skip
     finally:
         _maintenance(cluster_stack)
         cluster_stack.start_workers(1)
@@ -238,6 +245,9 @@ def test_a_run_waits_for_its_node_to_come_back(
     admin(cluster_sim, "node-offline", {"node": third, "seconds": 8})
     preview = api("POST", "/placement", {"template": "lines"})
     assert preview.json["skipped"][third].startswith(("offline", "unreachable")), preview.json
+    view = {n["name"]: n for n in api("GET", "/cluster").json["nodes"]}
+    assert view[third]["status"] in ("offline", "unreachable"), view[third]
+    assert [n["status"] for name, n in view.items() if name != third] == ["online", "online"]
     cid = _submit(api, "patient", node=third)
     ct = cluster_stack.wait(cid, timeout=300)
     assert ct.lifecycle == Lifecycle.READY, ct.error_message

@@ -153,6 +153,49 @@ def test_an_unreachable_node_is_skipped_with_its_error(app: Flask, client: Flask
     assert "sim-down skipped: unreachable (" in response.json["error"]
 
 
+def test_the_cluster_view_shows_each_node_its_load_and_what_is_in_flight(
+        app: Flask, client: FlaskClient, token: str, sim: dict[str, Any],
+        reservations: Reservations) -> None:  # fmt: skip
+    """GET /api/cluster: one entry per node; a request accepted and not yet
+    created is in flight on its node; maintenance is shown; a node whose
+    cluster cannot be asked is unreachable with the reason."""
+
+    def view() -> dict[str, Any]:
+        answer = client.get("/api/cluster", headers=bearer(token))
+        assert answer.status_code == 200, answer.json
+        return {n["name"]: n for n in answer.json["nodes"]}
+
+    _maintenance(app, "sim-c")
+    add_sim_node(app, sim, "sim-down", port=closed_port())
+    try:
+        before = view()  # earlier tests' requests stay pending (no workers)
+        placed = _post(client, token, hostname="in-flight")
+        assert placed.status_code == 201, placed.json
+        nodes = view()
+    finally:
+        _maintenance(app)
+        with db_session(app) as session:
+            session.execute(Node.__table__.delete().where(Node.name == "sim-down"))
+    assert sorted(nodes) == [NODE, "sim-b", "sim-c", "sim-down"]
+    chosen = placed.json["placement"]["node"]
+    added = {name: n["in_flight"] - before[name]["in_flight"] for name, n in nodes.items()}
+    assert added == {name: int(name == chosen) for name in nodes}
+    assert nodes[chosen]["in_flight_memory"] > before[chosen]["in_flight_memory"]
+    assert nodes["sim-c"]["maintenance"] and nodes["sim-c"]["status"] == "online"
+    assert chosen != "sim-c" and not nodes[NODE]["maintenance"]
+    for name in (NODE, "sim-b", "sim-c"):
+        n = nodes[name]
+        assert n["status"] == "online" and n["problem"] is None
+        assert n["cpus"] > 0 and 0 <= n["cpu"] <= 1
+        assert 0 < n["memory_used"] <= n["memory_committed"] <= n["memory_total"], n
+        assert n["storage"] == "local-lvm" and 0 <= n["disk_used"] < n["disk_total"]
+        assert n["guests"] >= n["running"] >= 0
+    down = nodes["sim-down"]
+    assert down["status"] == "unreachable" and down["problem"] and down["cpu"] is None
+    reservations.release(placed.json["id"])
+    assert client.get("/api/cluster").status_code == 401
+
+
 def test_a_node_cannot_be_named_auto(client: FlaskClient, token: str,
                                      sim: dict[str, Any]) -> None:  # fmt: skip
     response = client.post("/api/nodes", headers=bearer(token), json={

@@ -4,7 +4,7 @@
 // and shows the API's errors next to the field they name.
 "use strict";
 (function () {
-  const { api, el, bytes, toast, confirmDialog, showFieldError, clearFieldErrors } = window.App;
+  const { api, el, bytes, toast, confirmDialog, showFieldError, clearFieldErrors, poller } = window.App;
   const config = JSON.parse(document.getElementById("nodes-config").textContent);
   const list = document.getElementById("nodes");
   const path = (name, rest) => `/api/nodes/${encodeURIComponent(name)}${rest || ""}`;
@@ -194,6 +194,44 @@
     }
   }
 
+  // --- cluster usage: every node in one table (GET /api/cluster) -----------------------------------
+  const usageBox = document.getElementById("cluster-usage");
+  const usageRows = document.getElementById("cluster-usage-rows");
+  const usageState = document.getElementById("cluster-usage-state");
+  let usagePoll = null; // started last; load() refreshes it after a change
+  const STATUS_KIND = { online: "ok", offline: "warn", unreachable: "error", unknown: "neutral" };
+
+  function usageCell(used, total, text) {
+    if (used == null || !total) return el("td", { class: "usage-cell muted small-text" }, "—");
+    return el("td", { class: "usage-cell" }, meter(used, total), el("span", { class: "small-text" }, text));
+  }
+
+  function usageRow(n) {
+    const memText = n.memory_total ? `${bytes(n.memory_used)} used, ${bytes(n.memory_committed)} committed of ${bytes(n.memory_total)}` : "";
+    const cap = n.max_containers != null ? ` (cap ${n.max_containers})` : "";
+    return el("tr", { "data-node": n.name, "data-status": n.status },
+      el("td", {}, el("strong", {}, n.name), n.cluster ? el("span", { class: "muted small-text" }, ` ${n.cluster}`) : null),
+      el("td", {}, el("span", { class: `badge badge-${STATUS_KIND[n.status] || "neutral"} cluster-status`, title: n.problem || "" }, n.status),
+        n.maintenance ? el("span", { class: "badge badge-warn", title: "new containers are placed on other nodes" }, "maintenance") : null),
+      usageCell(n.cpu == null ? null : n.cpu * n.cpus, n.cpus, n.cpu == null ? "" : `${Math.round(n.cpu * 100)}% of ${n.cpus} cores`),
+      // the bar is what placement counts: the memory its guests may take
+      usageCell(n.memory_committed, n.memory_total, memText),
+      usageCell(n.disk_used, n.disk_total, n.disk_total ? `${n.storage}: ${bytes(n.disk_total - n.disk_used)} free of ${bytes(n.disk_total)}` : ""),
+      el("td", { class: "num" }, n.guests == null ? "—" : `${n.running} running of ${n.guests}${cap}`),
+      el("td", { class: "num" }, n.in_flight ? `${n.in_flight} (${bytes(n.in_flight_memory)})` : "0"));
+  }
+
+  async function clusterUsage() {
+    try {
+      const data = await api("GET", "/api/cluster");
+      usageBox.hidden = data.nodes.length === 0;
+      usageRows.replaceChildren(...data.nodes.map(usageRow));
+      usageState.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    } catch (e) {
+      usageState.textContent = `cannot refresh: ${e.message}`;
+    }
+  }
+
   // --- the list -------------------------------------------------------------------------------
   async function load() {
     let data;
@@ -221,6 +259,7 @@
       return node;
     });
     list.replaceChildren(...cards);
+    if (usagePoll) usagePoll.now();
   }
 
   // --- the add form --------------------------------------------------------------------------
@@ -300,4 +339,5 @@
   }
 
   load();
+  usagePoll = poller(clusterUsage, 15000);
 })();
