@@ -164,6 +164,24 @@ def admin_token(factory: Any, username: str = "ops") -> str:
     return secret
 
 
+def register_sim(settings: Settings, sim: dict[str, Any]) -> None:
+    """Register the simulator as node "sim" (token auth) in the settings' database."""
+    box = load_secret_box(settings.secret_key, settings.secret_key_file)
+    user, token_name = sim["token_id"].split("!")
+    host, port = sim["url"].split("//")[1].split("/")[0].rsplit(":", 1)
+    engine = db.make_engine(settings.database_url)
+    try:
+        with session_scope(db.session_factory(engine)) as session:
+            node = Node(name=NODE, host=host, port=int(port), pve_node=sim["node"],
+                        auth_kind=AuthKind.TOKEN, pve_user=user, token_name=token_name,
+                        secret_ciphertext="", ca_file=sim["cafile"], default_storage="local-lvm",
+                        default_bridge="vmbr0")  # fmt: skip
+            set_node_secret(box, node, sim["token_secret"])
+            session.add(node)
+    finally:
+        engine.dispose()
+
+
 def build_stack(sim: dict[str, Any], redis_url: str, data: Path,
                 extra_templates: list[Path] | None = None) -> Stack:  # fmt: skip
     """A database, settings and the simulator registered as node "sim";
@@ -193,16 +211,7 @@ def build_stack(sim: dict[str, Any], redis_url: str, data: Path,
     }
     settings = Settings.from_env(environ=env)
     db.upgrade(settings.database_url)
-    box = load_secret_box(settings.secret_key, settings.secret_key_file)
-    user, token_name = sim["token_id"].split("!")
-    host, port = sim["url"].split("//")[1].split("/")[0].rsplit(":", 1)
-    with session_scope(db.session_factory(db.make_engine(settings.database_url))) as session:
-        node = Node(name=NODE, host=host, port=int(port), pve_node=sim["node"],
-                    auth_kind=AuthKind.TOKEN, pve_user=user, token_name=token_name,
-                    secret_ciphertext="", ca_file=sim["cafile"], default_storage="local-lvm",
-                    default_bridge="vmbr0")  # fmt: skip
-        set_node_secret(box, node, sim["token_secret"])
-        session.add(node)
+    register_sim(settings, sim)
     logs = data / "logs"
     logs.mkdir()
     return Stack(env=env, settings=settings, sim=sim, redis=Redis.from_url(redis_url),
