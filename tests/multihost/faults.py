@@ -246,6 +246,7 @@ def redis_master_lost(cluster: Cluster, runs: int = 2) -> FaultRow:
     recovered = wait_going_on(cluster, before, t0)
     wait_ready(cluster, cids)
     checks = check_runs(cluster, submitted)
+    group.restart(old)  # back as the new master's replica
     return row("Redis master lost", checks, recovered, t0,
                f"failover {old} -> {new} in {failover:.1f} s")  # fmt: skip
 

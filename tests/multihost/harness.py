@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner import db
 from provisioner.config import Settings
 from provisioner.models import Container, Node
+from provisioner.redis_url import redis_client
 from provisioner.nodes import client_for
 from provisioner.secrets.keyfile import load_secret_box
 from tests.conftest import ROOT
@@ -514,5 +515,5 @@ def destroy_all(cluster: Cluster) -> None:
 
 
 def _client_redis(settings: Settings) -> Redis:
-    """A client of the shared Redis."""
-    return Redis.from_url(settings.redis_url)
+    """A client of the shared Redis (following the master behind Sentinel)."""
+    return redis_client(settings.redis_url)
