@@ -1,9 +1,8 @@
 """Faults across hosts: two hosts on this machine (tests/multihost/harness.py:
 each laid out by scripts/install-systemd, two workers, a web process and
 the scheduler), one PostgreSQL, one Redis behind Sentinel (a master, a
-replica, three sentinels) when tests/redis_sentinel.py is there (else a
-plain Redis, and no Redis-master fault), the simulator, haproxy in front of
-the web processes.  Prints the fault table: the outcome, the time to
+replica, three sentinels: tests/redis_sentinel.py), the simulator, haproxy
+in front of the web processes.  Prints the fault table: the outcome, the time to
 recover, the time to the last run ready, duplicates (PVE containers beyond
 one per request, seqs seen twice), contiguous seqs (the database and the
 stream equal; for the browser, the page's log too).
@@ -19,19 +18,18 @@ lost (kill -9).  Takes about five minutes.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pipeline_overhead import start_redis
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import start_simulator, stop_simulator
 from tests.multihost import faults
 from tests.multihost.harness import destroy_all, start_cluster
 from tests.postgres import start_postgres
+from tests.redis_sentinel import start_sentinel_group
 
 FAULTS = ("web-lost", "host-lost", "redis-master-lost", "postgres-restarted")
 
@@ -46,24 +44,14 @@ def main() -> None:
                         "default: %(default)s, the product's)")  # fmt: skip
     args = parser.parse_args()
     wanted = args.only or list(FAULTS)
-    sentinel_module = importlib.util.find_spec("tests.redis_sentinel")
     rows: list[faults.FaultRow] = []
     with tempfile.TemporaryDirectory(prefix="bench-multihost-") as tmp:
         work = Path(tmp)
-        group, redis_proc = None, None
-        if sentinel_module is not None:
-            from tests.redis_sentinel import start_sentinel_group
-
-            group = start_sentinel_group(work / "sentinel")
-            redis_url = group.url
-        else:
-            print("tests/redis_sentinel.py is missing: a plain Redis, no Redis-master fault",
-                  file=sys.stderr)  # fmt: skip
-            redis_proc, redis_url = start_redis(work)
+        group = start_sentinel_group(work / "sentinel")
         sim_proc, info = start_simulator(work / "sim")
         postgres = start_postgres(work / "pg")
         try:
-            with start_cluster(work, info, redis_url, postgres, sentinel=group,
+            with start_cluster(work, info, group.url, postgres, sentinel=group,
                                lease=(args.lease, args.lease / 5)) as cluster:  # fmt: skip
                 try:
                     if "web-lost" in wanted:
@@ -80,7 +68,7 @@ def main() -> None:
                         print(rows[-1], file=sys.stderr)
                         cluster.hosts["a"].start()  # the host comes back
                         cluster.wait_web()
-                    if "redis-master-lost" in wanted and group is not None:
+                    if "redis-master-lost" in wanted:
                         rows.append(faults.redis_master_lost(cluster, runs=2))
                         print(rows[-1], file=sys.stderr)
                     if "postgres-restarted" in wanted:
@@ -93,11 +81,7 @@ def main() -> None:
         finally:
             postgres.stop()
             stop_simulator(sim_proc)
-            if group is not None:
-                group.stop()
-            if redis_proc is not None:
-                redis_proc.kill()
-                redis_proc.wait()
+            group.stop()
     print(f"\ntwo hosts x 2 workers, lease {args.lease:g} s, runs of 'lines' "
           f"{faults.SLOW} (the browser's: {faults.WATCHED})\n")  # fmt: skip
     print(faults.HEADER)

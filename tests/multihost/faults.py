@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -160,12 +161,17 @@ def row(fault: str, checks: list[RunCheck], recover_s: float, t0: float,
                     all(c.contiguous and c.converged for c in checks), detail.lstrip("; "))  # fmt: skip
 
 
-def leases_of(cluster: Cluster, host: Host) -> list[str]:
-    """The runs whose lease a work horse of ``host`` holds (holder host:pid:…)."""
-    horses = {str(p) for p in host.horses()}
+def leases_of(cluster: Cluster, host: Host | None = None) -> list[str]:
+    """The runs whose lease a process of ``host`` holds (holder
+    ``host:pid:...``; the work horse's pid), or anyone when None."""
+    pids = {str(p) for p in host.pids()} if host is not None else None
     with cluster.client.factory() as session:
         holders = session.execute(select(Lease.container_id, Lease.holder)).all()
-    return [cid for cid, holder in holders if holder.split(":")[1] in horses]
+    return [cid for cid, holder in holders if pids is None or holder.split(":")[1] in pids]
+
+
+def event_time(event: Event) -> float:
+    return datetime.fromisoformat(event.ts.replace("Z", "+00:00")).timestamp()
 
 
 def wait_lines(cluster: Cluster, cids: list[str], at_least: int, timeout: float = 180) -> None:
@@ -193,22 +199,31 @@ def host_lost(cluster: Cluster, victim: str = "a", runs: int = 4) -> FaultRow:
     submitted = submit_runs(cluster, runs, f"lost-{victim}")
     deadline = time.monotonic() + 120
     held: list[str] = []
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # until the victim's workers all run one, or all are taken
         held = leases_of(cluster, host)
-        if len(held) >= len(host.workers):
+        if len(held) >= len(host.workers) or len(leases_of(cluster)) >= runs:
             break
         time.sleep(0.1)
     if not held:
         raise RuntimeError(f"host {victim}'s workers never took a run\n{cluster.logs()}")
     wait_lines(cluster, held, 50)
-    before = last_seqs(cluster, held)
     t0 = time.time()
     killed = host.kill()
-    recovered = wait_going_on(cluster, before, t0)
     wait_ready(cluster, list(submitted))
     checks = check_runs(cluster, submitted)
-    return row(f"host {victim} lost", checks, recovered, t0,
-               f"{len(killed)} processes killed, {len(held)} runs taken over")  # fmt: skip
+    # per run taken over: the recovering event (noticed), then its next one
+    # (the new attempt going on, on the other host)
+    noticed, going_on = [], []
+    for cid in held:
+        events = stored_events(cluster.client.factory, cid, 0)
+        at = next((i for i, e in enumerate(events) if e.type == "recovering"), None)
+        if at is None or at + 1 >= len(events):
+            raise AssertionError(f"{cid}: no recovering event followed by the new attempt's")
+        noticed.append(event_time(events[at]) - t0)
+        going_on.append(event_time(events[at + 1]) - t0)
+    return row(f"host {victim} lost", checks, max(going_on), t0,
+               f"{len(killed)} processes killed, {len(held)} runs taken over, noticed after "
+               f"{max(noticed):.1f} s (lease {cluster.client.settings.lease_duration:g} s)")  # fmt: skip
 
 
 def postgres_restarted(cluster: Cluster, runs: int = 2) -> FaultRow:

@@ -47,8 +47,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner import db
 from provisioner.config import Settings
 from provisioner.models import Container, Node
-from provisioner.redis_url import redis_client
 from provisioner.nodes import client_for
+from provisioner.redis_url import redis_client
 from provisioner.secrets.keyfile import load_secret_box
 from tests.conftest import ROOT
 from tests.pipeline.conftest import NODE, Stack, destroy_ours, register_sim
