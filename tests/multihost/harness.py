@@ -138,6 +138,7 @@ class Host:
     web_port: int
     env: dict[str, str]
     services: list[Service] = field(default_factory=list)
+    migrate: Service | None = None  # provisioner-migrate.service: a one-shot step
 
     @property
     def log_dir(self) -> Path:
@@ -153,12 +154,6 @@ class Host:
     @property
     def workers(self) -> list[Service]:
         return [s for s in self.services if s.unit.startswith("provisioner-worker@")]
-
-    def run_migration(self, argv: list[str], cwd: Path) -> None:
-        done = subprocess.run(argv, cwd=cwd, env=self.env, capture_output=True, text=True,
-                              timeout=120, check=False)  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"host {self.name}: {MIGRATE_UNIT} failed: {done.stderr[-2000:]}")
 
     def start(self, unit: str | None = None) -> None:
         """Start every service not running (or only ``unit``), as systemd's
@@ -236,7 +231,6 @@ def install_host(root: Path, name: str, settings: dict[str, str], workers: int) 
         f.write(f"\n# host {name}, written by tests/multihost/harness.py\n")
         f.writelines(f"{k}={v}\n" for k, v in settings.items())
     host = Host(name, root, env_file, data_dir, int(settings["PROVISIONER_WEB_PORT"]), {})
-    migrate: tuple[list[str], Path] | None = None
     for path in sorted(units.glob("*.service")):
         unit = unit_settings(path.read_text())
         # what systemd gives a service: a plain environment, the unit's
@@ -250,16 +244,34 @@ def install_host(root: Path, name: str, settings: dict[str, str], workers: int) 
         host.env = env  # the same for every unit
         argv, cwd = unit_words(unit["ExecStart"][0]), Path(unit["WorkingDirectory"][0])
         if path.name == MIGRATE_UNIT:
-            migrate = (argv, cwd)
+            host.migrate = Service(path.name, argv, cwd)
         elif "@." in path.name:  # a template unit: instances 1..N (workers), else one
             count = workers if path.name.startswith("provisioner-worker@") else 1
             host.services += [Service(path.name.replace("@.", f"@{i}."), argv, cwd)
                               for i in range(1, count + 1)]  # fmt: skip
         else:
             host.services.append(Service(path.name, argv, cwd))
-    assert migrate is not None, f"install-systemd wrote no {MIGRATE_UNIT}"
-    host.run_migration(*migrate)
+    assert host.migrate is not None, f"install-systemd wrote no {MIGRATE_UNIT}"
     return host
+
+
+def migrate_together(hosts: list[Host]) -> None:
+    """Every host's migrate unit at once, as they boot together (the schema
+    upgrade takes a PostgreSQL advisory lock).
+
+    Raises:
+        RuntimeError: one failed (with its output).
+    """
+    procs = [(h, subprocess.Popen(h.migrate.argv, cwd=h.migrate.cwd, env=h.env,  # type: ignore[union-attr]
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+             for h in hosts]  # fmt: skip
+    failed = []
+    for host, proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            failed.append(f"host {host.name}: {MIGRATE_UNIT} failed: {out[-2000:]}")
+    if failed:
+        raise RuntimeError("\n".join(failed))
 
 
 # -- haproxy ------------------------------------------------------------------------
@@ -480,10 +492,11 @@ def start_cluster(work: Path, sim: dict[str, Any], redis_url: str, postgres: Pos
     started: list[Host] = []
     client: Client | None = None
     try:
-        for name in hosts:  # each migrates the schema, as its migrate unit would
+        for name in hosts:
             started.append(install_host(work / f"host-{name}", name,
                                         {**common, "PROVISIONER_WEB_HOST": "127.0.0.1",
                                          "PROVISIONER_WEB_PORT": str(ports[name])}, workers))  # fmt: skip
+        migrate_together(started)
         settings = Settings.from_env(environ={**started[0].env})
         register_sim(settings, sim)
         client = Client(env=started[0].env, settings=settings, sim=sim,
