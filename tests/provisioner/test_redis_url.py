@@ -19,6 +19,7 @@ from provisioner.redis_url import (
     parse_sentinel_url,
     redis_client,
 )
+from provisioner.rq_config import rq_settings
 
 FORM = "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]"
 
@@ -137,3 +138,13 @@ def test_a_sentinel_client_follows_the_master_with_the_callers_options() -> None
         assert master_address(client) is None  # not connected yet
     finally:
         client.close()
+
+
+def test_rq_settings_for_rqs_command_line() -> None:
+    assert rq_settings("redis://h:6379/2") == {"REDIS_URL": "redis://h:6379/2"}
+    got = rq_settings("redis+sentinel://:pw@h1:1,h2:2/svc/3?sentinel_password=sp")
+    assert got == {"SENTINEL": {
+        "INSTANCES": [("h1", 1), ("h2", 2)], "MASTER_NAME": "svc", "DB": 3, "USERNAME": None,
+        "PASSWORD": "pw", "SOCKET_TIMEOUT": 5.0, "SSL": False,
+        "SENTINEL_KWARGS": {"socket_timeout": 5.0, "ssl": False, "password": "sp"},
+    }}  # fmt: skip
