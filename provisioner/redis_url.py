@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # redis is imported by the commands that use it only (cli/mai
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_QUERY = ("sentinel_username", "sentinel_password")
+SENTINEL_TIMEOUT = 5.0  # seconds, for a client that sets no timeout of its own
 _MASTER_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
@@ -179,10 +180,13 @@ def redis_client(url: str, **options: Any) -> Redis:
     if not is_sentinel_url(url):
         return Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
-    timeouts = {
-        k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")
+    # a sentinel answers at once or is down: never wait long for one, even
+    # for a client without timeouts of its own (RQ's)
+    sentinel_kwargs: dict[str, Any] = {
+        name: options.get(name) or SENTINEL_TIMEOUT
+        for name in ("socket_timeout", "socket_connect_timeout")
     }
-    sentinel_kwargs: dict[str, Any] = {**timeouts, "ssl": target.ssl}
+    sentinel_kwargs["ssl"] = target.ssl
     if target.sentinel_username:
         sentinel_kwargs["username"] = target.sentinel_username
     if target.sentinel_password:

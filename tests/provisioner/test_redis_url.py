@@ -148,3 +148,16 @@ def test_rq_settings_for_rqs_command_line() -> None:
         "PASSWORD": "pw", "SOCKET_TIMEOUT": 5.0, "SSL": False,
         "SENTINEL_KWARGS": {"socket_timeout": 5.0, "ssl": False, "password": "sp"},
     }}  # fmt: skip
+
+
+def test_the_sentinels_are_never_waited_for_long() -> None:
+    """RQ's client sets no timeout: the sentinels still get one."""
+    client = redis_client("redis+sentinel://127.0.0.1:1/svc")
+    try:
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        sentinel = pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
+        assert (sentinel["socket_timeout"], sentinel["socket_connect_timeout"]) == (5.0, 5.0)
+        assert pool.connection_kwargs.get("socket_timeout") is None  # RQ sets the master's
+    finally:
+        client.close()
