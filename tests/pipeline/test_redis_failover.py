@@ -112,5 +112,7 @@ def test_a_run_survives_a_master_killed_mid_run(failover_stack: Stack, group: Se
     assert [e["seq"] for e in follower.events] == list(range(1, len(stored) + 1))
     assert follower.events == stored
     assert follower.closed_after_terminal, (follower.errors, follower.events[-3:])
-    print(f"\nmaster killed in scripts: failed over in {failed_over_in:.1f} s, "
-          f"{follower.connections} websocket connection(s)")
+    print(
+        f"\nmaster killed in scripts: failed over in {failed_over_in:.1f} s, "
+        f"{follower.connections} websocket connection(s)"
+    )
