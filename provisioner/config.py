@@ -410,10 +410,7 @@ def _redis_url(value: object, where: str) -> str:
     try:
         check_redis_url(url)
     except RedisUrlError as exc:
-        raise ConfigError(
-            f"{where} is not a usable Redis URL: {exc}; got {redact_url(url)!r}",
-            hint="see REDIS_URL in docs/configuration.md",
-        ) from None
+        raise ConfigError(f"{where} {exc}, got {redact_url(url)!r}") from None
     return url
 
 

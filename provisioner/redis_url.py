@@ -30,11 +30,16 @@ if TYPE_CHECKING:  # redis is imported by the commands that use it only (cli/mai
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_QUERY = ("sentinel_username", "sentinel_password")
+SENTINEL_TIMEOUT = 5.0  # seconds, for a client that sets no timeout of its own
 _MASTER_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
+SENTINEL_FORM = "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]"
+
+
 class RedisUrlError(ValueError):
-    """A malformed ``REDIS_URL``; the message never holds a password."""
+    """A malformed ``REDIS_URL``; the message (which follows the setting's
+    name: "REDIS_URL must be ...") never holds a password."""
 
 
 @dataclass(frozen=True)
@@ -81,20 +86,20 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         username = unquote(user) or None
         password = unquote(secret) if colon else None  # USER@ alone: as redis-py reads it
     sentinels = tuple(_host_port(item) for item in hosts.split(","))
+    path = path.rstrip("/")  # .../MASTER_NAME/ as .../MASTER_NAME
     parts = [unquote(p) for p in path.split("/")] if path else []
     if not parts or not parts[0]:
-        raise RedisUrlError("the master name is missing (/MASTER_NAME[/DB] after the hosts)")
+        raise RedisUrlError("the master name is missing after the hosts")
     if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise RedisUrlError("the path must be /MASTER_NAME or /MASTER_NAME/DB (DB a number)")
+        raise RedisUrlError("the path must be /MASTER_NAME or /MASTER_NAME/DB with a numeric DB")
     if not _MASTER_NAME.fullmatch(parts[0]):
         raise RedisUrlError(f"the master name may only hold letters, digits and '_.:-', "
                             f"got {parts[0]!r}")  # fmt: skip
     options: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if key not in SENTINEL_QUERY:
-            raise RedisUrlError(
-                f"unknown query parameter {key!r} (known: {', '.join(SENTINEL_QUERY)})"
-            )
+            known = " and ".join(SENTINEL_QUERY)
+            raise RedisUrlError(f"unknown query parameter {key!r}: only {known} are known")
         options[key] = value
     return SentinelTarget(
         sentinels=sentinels, master_name=parts[0], db=int(parts[1]) if len(parts) == 2 else 0,
@@ -111,9 +116,13 @@ def _host_port(item: str) -> tuple[str, int]:
         host, port = port, ""
     host = host.strip("[]")
     if not host:
-        raise RedisUrlError(f"a sentinel must be HOST:PORT, got {item!r}")
+        raise RedisUrlError(
+            "the sentinel list has an empty entry"
+            if not item.strip()
+            else f"sentinel {item!r} has no host"
+        )
     if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise RedisUrlError(f"a sentinel must be HOST:PORT with a TCP port (1-65535), got {item!r}")
+        raise RedisUrlError(f"sentinel {item!r} must be HOST:PORT with a TCP port 1-65535")
     return host, int(port)
 
 
@@ -121,14 +130,17 @@ def check_redis_url(url: str) -> None:
     """Refuse a ``REDIS_URL`` no client could be made from.
 
     Raises:
-        RedisUrlError: what is wrong (never showing a password).
+        RedisUrlError: what is wrong, as "must be ..." (never showing a password).
     """
     scheme = url.partition("://")[0].lower()
     if scheme in SENTINEL_SCHEMES:
-        parse_sentinel_url(url)
+        try:
+            parse_sentinel_url(url)
+        except RedisUrlError as exc:
+            raise RedisUrlError(f"must be a Sentinel URL {SENTINEL_FORM}: {exc}") from None
     elif urlsplit(url).scheme not in PLAIN_SCHEMES:
         raise RedisUrlError(
-            "it must be a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL"
+            "must be a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL"
         )
 
 
@@ -168,10 +180,13 @@ def redis_client(url: str, **options: Any) -> Redis:
     if not is_sentinel_url(url):
         return Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
-    timeouts = {
-        k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")
+    # a sentinel answers at once or is down: never wait long for one, even
+    # for a client without timeouts of its own (RQ's)
+    sentinel_kwargs: dict[str, Any] = {
+        name: options.get(name) or SENTINEL_TIMEOUT
+        for name in ("socket_timeout", "socket_connect_timeout")
     }
-    sentinel_kwargs: dict[str, Any] = {**timeouts, "ssl": target.ssl}
+    sentinel_kwargs["ssl"] = target.ssl
     if target.sentinel_username:
         sentinel_kwargs["username"] = target.sentinel_username
     if target.sentinel_password:

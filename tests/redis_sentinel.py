@@ -108,6 +108,25 @@ class SentinelGroup:
         raise TimeoutError(f"no failover from port {old_port} within {timeout:g} s "
                            f"(logs in {self.workdir})")  # fmt: skip
 
+    def cut_replication(self) -> list[int]:
+        """Freeze every replica (SIGSTOP) and drop its link on the master:
+        what the master takes from now on no replica has, as when
+        asynchronous replication loses the newest writes at a failover.
+        :meth:`resume_replicas` lets them run again.  Returns their ports."""
+        master = self.master_port()
+        replicas = [p for p, proc in self.servers.items() if p != master and proc.poll() is None]
+        for port in replicas:
+            os.kill(self.servers[port].pid, signal.SIGSTOP)
+        with Redis(port=master, socket_timeout=2) as r:
+            r.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        return replicas
+
+    def resume_replicas(self) -> None:
+        """Undo :meth:`cut_replication`'s SIGSTOP."""
+        for proc in self.servers.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+
     def restart(self, port: int) -> None:
         """Start again a redis-server the group killed, as a replica of the
         current master (the sentinels would make it one anyway)."""
@@ -129,6 +148,7 @@ class SentinelGroup:
         """Stop every process the group started (by PID)."""
         for proc in [*self.sentinels, *self.servers.values()]:
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a frozen replica (cut_replication)
                 proc.terminate()
         for proc in [*self.sentinels, *self.servers.values()]:
             try:
