@@ -44,12 +44,16 @@ class PostgresServer:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _ctl(self, *args: str, timeout: float = 90) -> None:
-        done = subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin() / "pg_ctl"),
-                               "-D", str(self.data), *args],
-                              capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+        # output to a file, not a pipe: a server started by pg_ctl would hold
+        # a pipe open, and reading it would wait for the server's end
+        with open(self.root / "pg_ctl.log", "ab") as out:
+            done = subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin() / "pg_ctl"),
+                                   "-D", str(self.data), *args], stdin=subprocess.DEVNULL,
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+                                  check=False)  # fmt: skip
         if done.returncode != 0:
             log = (self.root / "server.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"pg_ctl {args[-1]} failed: {done.stderr.strip()}\n{log}")
+            raise RuntimeError(f"pg_ctl {args[-1]} failed (status {done.returncode}): {log}")
 
     def start(self) -> None:
         self._ctl("-l", str(self.root / "server.log"), "-w", "-t", "60", "-o",
@@ -59,7 +63,7 @@ class PostgresServer:
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every connection is cut, the server
         is back when it returns."""
-        self._ctl("-w", "-t", "60", "-m", "fast", "restart")
+        self._ctl("-l", str(self.root / "server.log"), "-w", "-t", "60", "-m", "fast", "restart")
 
     def stop(self) -> None:
         self._ctl("-w", "-m", "fast", "stop")

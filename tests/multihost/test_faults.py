@@ -5,9 +5,8 @@ simulator, haproxy in front of the web processes.  The faults across hosts
 (tests/multihost/faults.py) must end with every run ready, one PVE
 container each, seqs contiguous and the stream equal to the database.
 
-The Redis master's loss needs Sentinel: bench/multihost_faults.py runs it
-with the other three (and prints the fault table); here the PostgreSQL
-restart is `long` (scripts/test-long)."""
+The Redis master's loss needs a Sentinel group: bench/multihost_faults.py
+runs it with the other three and prints the fault table."""
 
 from __future__ import annotations
 
@@ -82,6 +81,5 @@ def test_host_b_takes_over_the_runs_of_host_a_killed_whole(cluster: Cluster) -> 
     cluster.wait_web()
 
 
-@pytest.mark.long
 def test_runs_go_on_across_a_postgresql_restart(cluster: Cluster) -> None:
     assert_row(faults.postgres_restarted(cluster, runs=2), 2)
