@@ -1,7 +1,7 @@
-"""A PostgreSQL server of a test's or bench's own, started as scripts/test
-starts its one: Debian's newest ``initdb``/``pg_ctl`` run as the postgres
-user, trust authentication, a free loopback port, its socket in the work
-directory, no fsync.  It can be restarted (``pg_ctl restart -m fast``) as a
+"""A PostgreSQL server of a test's or bench's own (and scripts/test's:
+``python -m tests.postgres start DIR``): Debian's newest ``initdb``/``pg_ctl``
+run as the postgres user, trust authentication, a free loopback port, its
+socket in its directory, no fsync.  It can be restarted (``pg_ctl restart -m fast``) as a
 fault.  Needs root (to become postgres)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +95,25 @@ def start_postgres(root: Path) -> PostgresServer:
     server = PostgresServer(root, port)
     server.start()
     return server
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.postgres start DIR`` (prints the URL) or ``stop DIR``:
+    scripts/test's PostgreSQL."""
+    if len(argv) != 2 or argv[0] not in ("start", "stop"):
+        print("usage: python -m tests.postgres start|stop DIR", file=sys.stderr)
+        return 2
+    root = Path(argv[1])
+    try:
+        if argv[0] == "start":
+            print(start_postgres(root).url)
+        else:
+            PostgresServer(root, 0).stop()
+    except RuntimeError as exc:
+        print(f"tests.postgres: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
