@@ -5,8 +5,10 @@ simulator, haproxy in front of the web processes.  The faults across hosts
 (tests/multihost/faults.py) must end with every run ready, one PVE
 container each, seqs contiguous and the stream equal to the database.
 
-The Redis master's loss needs a Sentinel group: bench/multihost_faults.py
-runs it with the other three and prints the fault table."""
+The hosts' Redis is a Sentinel group of the module's own (a master, a
+replica, three sentinels), so that its master can be lost too;
+bench/multihost_faults.py runs the same faults with the product's lease
+and prints the fault table."""
 
 from __future__ import annotations
 
@@ -22,23 +24,23 @@ from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.multihost import faults
 from tests.multihost.harness import Cluster, destroy_all, start_cluster
 from tests.postgres import start_postgres
+from tests.redis_sentinel import start_sentinel_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 
 @pytest.fixture(scope="module")
 def cluster(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
     if os.geteuid() != 0:
         pytest.skip("the hosts' PostgreSQL runs as postgres: needs root (run scripts/test)")
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy is missing (scripts/setup installs it)")
     work = tmp_path_factory.mktemp("multihost")
-    postgres = start_postgres(work / "pg")
+    group = start_sentinel_group(work / "sentinel")
+    postgres = None
     try:
-        with start_cluster(work, sim, redis_url, postgres) as running:
+        postgres = start_postgres(work / "pg")
+        with start_cluster(work, sim, group.url, postgres, sentinel=group) as running:
             try:
                 yield running
             finally:
@@ -46,7 +48,9 @@ def cluster(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> It
                     host.stop()
                 destroy_all(running)
     finally:
-        postgres.stop()
+        if postgres is not None:
+            postgres.stop()
+        group.stop()
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +87,7 @@ def test_host_b_takes_over_the_runs_of_host_a_killed_whole(cluster: Cluster) -> 
 
 def test_runs_go_on_across_a_postgresql_restart(cluster: Cluster) -> None:
     assert_row(faults.postgres_restarted(cluster, runs=2), 2)
+
+
+def test_runs_go_on_when_the_redis_master_dies_and_sentinel_fails_over(cluster: Cluster) -> None:
+    assert_row(faults.redis_master_lost(cluster, runs=2), 2)
