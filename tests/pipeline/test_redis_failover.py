@@ -71,7 +71,7 @@ def test_a_run_survives_a_master_killed_mid_run(failover_stack: Stack, group: Se
     stack = failover_stack
     hostname = f"failover-{uuid.uuid4().hex[:6]}"
     token = admin_token(stack.factory)
-    cid = stack.submit("lines", hostname, variables={"count": 4000, "pause_ms": 200})
+    cid = stack.submit("lines", hostname, variables={"count": 6000, "pause_ms": 200})
     stack.made.append(cid)  # type: ignore[attr-defined]
     with serve(app) as server:
         follower = Follower(f"{server.ws}/ws/containers/{cid}/events", token)

@@ -174,6 +174,10 @@ def test_clients_follow_a_failover_and_the_stream_is_repaired(
         new = group.wait_failover(old)
         assert new == replica
         publisher.publish("step", "after", phase="start")
+        deadline = time.monotonic() + 20  # the outbox's retries reach the new master
+        while publisher.redis_down:
+            assert time.monotonic() < deadline, "the events were not delivered after the failover"
+            time.sleep(0.1)
         publisher.publish("complete", "done", outcome="ready")
         publisher.close()
 
