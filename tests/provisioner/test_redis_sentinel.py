@@ -27,9 +27,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner import db
 from provisioner.events import Event, EventPublisher, EventReader, channel, stream_key
 from provisioner.redis_url import master_address, redis_client
+from provisioner.worker import ProvisioningWorker
 from tests.conftest import ROOT
 from tests.provisioner.conftest import make_container
 from tests.redis_sentinel import SentinelGroup, start_sentinel_group
+
+
+class QuickWorker(SimpleWorker):
+    """RQ's worker in this process, whose command listener stops at once
+    (as ``provisioner worker``'s: RQ's own may wait a minute)."""
+
+    subscribe = ProvisioningWorker.subscribe
 
 
 def shout(text: str) -> str:
@@ -76,7 +84,7 @@ def test_queue_worker_stream_and_pubsub_through_sentinel(
 
         queue = Queue(f"sentinel-{uuid.uuid4().hex[:6]}", connection=client)
         job = queue.enqueue(shout, "through sentinel")
-        assert SimpleWorker([queue], connection=client).work(burst=True)
+        assert QuickWorker([queue], connection=client).work(burst=True)
         job.refresh()
         assert job.return_value() == "THROUGH SENTINEL"
         queue.enqueue(shout, "waiting")
