@@ -176,6 +176,8 @@ def test_clients_follow_a_failover_and_the_stream_is_repaired(
             assert group.kill_master() == old
         finally:
             group.resume_replicas()
+        with Redis(port=replica) as lagging:  # not promoted yet (that takes a second)
+            assert stream_seqs(lagging, cid)[-1] == 20
         for i in range(10):  # during the failover: they wait in the outbox
             publisher.publish("log", f"during {i}", stream="stdout")
             time.sleep(0.1)
