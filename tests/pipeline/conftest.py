@@ -30,6 +30,7 @@ from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs, prove
 from provisioner.pve.client import PveClient
 from provisioner.queue import enqueue
+from provisioner.redis_url import redis_client
 from provisioner.requests import ProvisionRequest, submit
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import set_node_secret
@@ -205,7 +206,7 @@ def build_stack(sim: dict[str, Any], redis_url: str, data: Path,
         session.add(node)
     logs = data / "logs"
     logs.mkdir()
-    return Stack(env=env, settings=settings, sim=sim, redis=Redis.from_url(redis_url),
+    return Stack(env=env, settings=settings, sim=sim, redis=redis_client(redis_url),
                  log_dir=logs)  # fmt: skip
 
 
