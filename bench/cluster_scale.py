@@ -144,6 +144,34 @@ def clean(info: dict[str, object]) -> None:
             wait_task(api, node, api.nodes(node).lxc(ct["vmid"]).delete(force=1, purge=1))
 
 
+# worker count, seconds, latencies, containers per node, peak (RSS, PSS) per worker,
+# CPU seconds of the product, of the simulator's API, of the whole machine
+Row = tuple[int, float, list[float], Counter[str], dict[int, tuple[int, int]], float, float, float]
+
+
+def report(row: Row, base: Row, containers: int) -> None:
+    """One worker count's figures, against the first count measured."""
+    n_workers, total, latencies, nodes, peak, ours, sim_cpu, busy = row
+    cores = os.cpu_count() or 1
+    speed = base[1] / total
+    linear = n_workers / base[0]
+    rss = [r / 1024 for r, _ in peak.values()]
+    pss = [p / 1024 for _, p in peak.values()]
+    print(f"  {n_workers:2d} worker(s): all ready in {total:6.1f}s  "
+          f"{containers / total * 60:5.1f} containers/min  speed-up x{speed:.2f} "
+          f"({speed / linear:.2f} of linear)  submit->ready median "
+          f"{statistics.median(latencies):5.1f}s p99 {pct(latencies, 0.99):5.1f}s")  # fmt: skip
+    print(f"      spread {dict(sorted(nodes.items()))} (max-min "
+          f"{max(nodes.values()) - min(nodes.values())})  worker peak RSS median "
+          f"{statistics.median(rss):.0f} MiB max {max(rss):.0f}, PSS median "
+          f"{statistics.median(pss):.0f} MiB max {max(pss):.0f}")  # fmt: skip
+    print(f"      CPU: machine {busy:6.1f}s busy of {total * cores:6.1f}s "
+          f"({busy / (total * cores):.0%}); simulator API {sim_cpu:5.1f}s, product (workers "
+          f"and horses) {ours:5.1f}s, the rest (containers booting, Redis) "
+          f"{busy - sim_cpu - ours:6.1f}s; product per container "
+          f"{ours / containers:.2f}s", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--containers", type=int, default=60)
@@ -151,7 +179,9 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--nodes", type=int, default=3)
     args = parser.parse_args()
-    rows = []
+    rows: list[Row] = []
+    print(f"cluster scale: {args.containers} containers ('overhead' template, node auto) on "
+          f"{args.nodes} simulated nodes, time scale {args.time_scale:g}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         work = Path(tmp)
         redis_proc, redis_url = start_redis(work)
@@ -189,33 +219,13 @@ def main() -> None:
                 busy = machine_busy() - busy0
                 rows.append((n_workers, total, latencies, nodes, dict(sampler.peak), ours, sim_cpu,
                              busy))  # fmt: skip
+                report(rows[-1], rows[0], args.containers)
                 stack.stop_workers()
                 clean(info)
         finally:
             stop_simulator(sim_proc)
             redis_proc.terminate()
             redis_proc.wait()
-    base_workers, base_total = rows[0][0], rows[0][1]
-    print(f"cluster scale: {args.containers} containers ('overhead' template, node auto) on "
-          f"{args.nodes} simulated nodes, time scale {args.time_scale:g}")  # fmt: skip
-    cores = os.cpu_count() or 1
-    for n_workers, total, latencies, nodes, peak, ours, sim_cpu, busy in rows:
-        speed = base_total / total
-        linear = n_workers / base_workers
-        rss = [r / 1024 for r, _ in peak.values()]
-        pss = [p / 1024 for _, p in peak.values()]
-        print(f"  {n_workers:2d} worker(s): all ready in {total:6.1f}s  "
-              f"{args.containers / total * 60:5.1f} containers/min  speed-up x{speed:.2f} "
-              f"({speed / linear:.2f} of linear)  submit->ready median "
-              f"{statistics.median(latencies):5.1f}s p99 {pct(latencies, 0.99):5.1f}s")  # fmt: skip
-        print(f"      spread {dict(sorted(nodes.items()))} (max-min {max(nodes.values()) - min(nodes.values())})  "
-              f"worker peak RSS median {statistics.median(rss):.0f} MiB max {max(rss):.0f}, "
-              f"PSS median {statistics.median(pss):.0f} MiB max {max(pss):.0f}")  # fmt: skip
-        print(f"      CPU: machine {busy:6.1f}s busy of {total * cores:6.1f}s "
-              f"({busy / (total * cores):.0%}); simulator API {sim_cpu:5.1f}s, product (workers "
-              f"and horses) {ours:5.1f}s, the rest (containers booting, Redis) "
-              f"{busy - sim_cpu - ours:6.1f}s; product per container "
-              f"{ours / args.containers:.2f}s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ def connection_for(node: Node, box: SecretBox) -> PveConnection:
         auth = TokenAuth(node.token_id, secret)
     else:
         auth = PasswordAuth(node.pve_user, secret)
+    # the cluster's nodes share one vmid allocation lock (provisioner.pve.vmid)
     return PveConnection(host=node.host, port=node.port, node=node.pve_node, auth=auth,
                          ca_file=node.ca_file, fingerprint=node.fingerprint,
-                         insecure=node.tls_insecure)  # fmt: skip
+                         insecure=node.tls_insecure, cluster=node.cluster)  # fmt: skip
 
 
 def client_for(node: Node, box: SecretBox) -> PveClient:

@@ -15,11 +15,9 @@ proxied to it fail as pveproxy's do, and the cluster views show it offline.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
-import signal
 import ssl
 import sys
 import time
@@ -40,7 +38,7 @@ from pvesim.network import SimNetwork
 from pvesim.node import Node
 from pvesim.proc import CommandError
 from pvesim.server import ServeOptions
-from pvesim.state import StateStore, write_json
+from pvesim.state import StateStore
 from pvesim.storage_specs import STORAGES
 from pvesim.tls import TlsFiles, ensure_certificates
 
@@ -189,9 +187,16 @@ class ClusterNode(Node):
 
     async def create(self, params: dict[str, Any], user: str) -> str:
         # PVE::API2::LXC create_vm: PVE::Cluster::check_vmid_unused (the vmid
-        # space is the cluster's, /etc/pve/.vmlist)
-        self.cluster.check_vmid_unused(int(params["vmid"]))
-        return await super().create(params, user)
+        # space is the cluster's, /etc/pve/.vmlist); pmxcfs refuses a config
+        # for a vmid another node has, so two creates of one vmid on two
+        # nodes at once leave one: claimed here until the config exists
+        vmid = int(params["vmid"])
+        self.cluster.check_vmid_unused(vmid)
+        self.cluster.creating[vmid] = self.name
+        try:
+            return await super().create(params, user)
+        finally:
+            del self.cluster.creating[vmid]
 
 
 @dataclass
@@ -201,6 +206,7 @@ class Cluster:
     nodes: dict[str, ClusterNode]
     tls: dict[str, TlsFiles]
     offline: set[str] = field(default_factory=set)
+    creating: dict[int, str] = field(default_factory=dict)  # vmid -> node, until its config exists
     runners: dict[str, web.AppRunner] = field(default_factory=dict)
     schema: ApiSchema | None = None
     _timers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -221,8 +227,9 @@ class Cluster:
     def check_vmid_unused(self, vmid: int) -> None:
         """PVE::Cluster::check_vmid_unused."""
         owner = self.owner_of_vmid(vmid)
-        if owner is not None:
-            raise PveError(500, f"CT {vmid} already exists on node '{owner.name}'")
+        name = owner.name if owner is not None else self.creating.get(vmid)
+        if name is not None:
+            raise PveError(500, f"CT {vmid} already exists on node '{name}'")
 
     # --- proxying -----------------------------------------------------------
     def resolve(self, receiving: Node, name: str) -> Node:
@@ -490,7 +497,7 @@ class Cluster:
 
     def nextid(self, vmid: int | None) -> str:
         """PVE::API2::Cluster nextid over the cluster's vmlist."""
-        taken = {v for node in self.nodes.values() for v in node.containers}
+        taken = {v for node in self.nodes.values() for v in node.containers} | set(self.creating)
         if vmid is not None:
             if vmid in taken:
                 raise param_error({"vmid": f"VM {vmid} already exists"})
@@ -604,42 +611,18 @@ async def serve_cluster(opts: ServeOptions, ready_out: object = sys.stdout) -> N
             # the one DHCP server: a starting container re-arms its MAC there
             node._dhcp = first._dhcp
             await cluster.listen(node)
-        creds = first.auth.creds
-
-        def url(spec: NodeSpec, path: str) -> str:
-            host = f"[{spec.host}]" if ":" in spec.host else spec.host
-            return f"https://{host}:{spec.port}{path}"
-
         ready = {
-            "url": url(first.spec, "/api2/json"),
-            "cafile": str(cluster.tls[first.name].cafile),
-            "fingerprint": first.ssl_fingerprint,
-            "node": first.name,
-            "user": creds.user,
-            "password": creds.password,
-            "token_id": creds.token_id,
-            "token_secret": creds.token_secret,
-            "admin_url": url(first.spec, "/pvesim"),
-            "bridge": net.bridge,
-            "subnet": str(net.subnet),
-            "gateway": str(net.gateway),
-            "subnet6": str(net.subnet6),
-            "gateway6": str(net.gateway6),
-            "pid": os.getpid(),
+            **server.ready_info(first, first.spec.host, first.spec.port,
+                                str(cluster.tls[first.name].cafile), net),
             "cluster": CLUSTER_NAME,
-            "nodes": [{"node": n.name, "ip": n.spec.host, "url": url(n.spec, "/api2/json"),
-                       "admin_url": url(n.spec, "/pvesim"), "fingerprint": n.ssl_fingerprint,
-                       "memory": n.spec.memory, "cores": n.spec.cores}
+            "nodes": [{"node": n.name, "ip": n.spec.host,
+                       "url": server.node_url(n.spec.host, n.spec.port, "/api2/json"),
+                       "admin_url": server.node_url(n.spec.host, n.spec.port, "/pvesim"),
+                       "fingerprint": n.ssl_fingerprint, "memory": n.spec.memory,
+                       "cores": n.spec.cores}
                       for n in cluster.nodes.values()],
         }  # fmt: skip
-        write_json(opts.state_dir / "pvesim.json", ready, mode=0o600)
-        print(json.dumps(ready), file=ready_out, flush=True)  # type: ignore[call-overload]
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("stopping: halting containers and removing the network")
+        await server.announce_and_wait(opts.state_dir, ready, ready_out)
     finally:
         for timer in cluster._timers.values():
             timer.cancel()

@@ -96,6 +96,48 @@ def check_root() -> None:
         )
 
 
+def node_url(host: str, port: int, path: str) -> str:
+    """``https://host:port/path``, an IPv6 host in brackets."""
+    return f"https://[{host}]:{port}{path}" if ":" in host else f"https://{host}:{port}{path}"
+
+
+def ready_info(node: Node, host: str, port: int, cafile: str,
+               net: network.SimNetwork) -> dict[str, object]:  # fmt: skip
+    """What ``pvesim.json`` and the ready line say of a node listening on
+    ``host:port``: its API, credentials and the containers' network."""
+    creds = node.auth.creds
+    return {
+        "url": node_url(host, port, "/api2/json"),
+        "cafile": cafile,
+        "fingerprint": node.ssl_fingerprint,
+        "node": node.name,
+        "user": creds.user,
+        "password": creds.password,
+        "token_id": creds.token_id,
+        "token_secret": creds.token_secret,
+        "admin_url": node_url(host, port, "/pvesim"),
+        "bridge": net.bridge,
+        "subnet": str(net.subnet),
+        "gateway": str(net.gateway),
+        "subnet6": str(net.subnet6),
+        "gateway6": str(net.gateway6),
+        "pid": os.getpid(),
+    }
+
+
+async def announce_and_wait(state_dir: Path, ready: dict[str, object], ready_out: object) -> None:
+    """Write ``pvesim.json`` (0600: it holds the credentials), print the
+    ready line, and wait for SIGINT or SIGTERM."""
+    write_json(state_dir / "pvesim.json", ready, mode=0o600)
+    print(json.dumps(ready), file=ready_out, flush=True)  # type: ignore[call-overload]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: halting containers and removing the network")
+
+
 async def serve(opts: ServeOptions, ready_out: object = sys.stdout) -> None:
     """Run until SIGINT/SIGTERM."""
     check_root()
@@ -129,33 +171,8 @@ async def serve(opts: ServeOptions, ready_out: object = sys.stdout) -> None:
         runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, opts.host, opts.port, ssl_context=ctx).start()
-        creds = node.auth.creds
-        host = f"[{opts.host}]" if ":" in opts.host else opts.host
-        ready = {
-            "url": f"https://{host}:{opts.port}/api2/json",
-            "cafile": str(tls.cafile),
-            "fingerprint": node.ssl_fingerprint,
-            "node": opts.node,
-            "user": creds.user,
-            "password": creds.password,
-            "token_id": creds.token_id,
-            "token_secret": creds.token_secret,
-            "admin_url": f"https://{host}:{opts.port}/pvesim",
-            "bridge": net.bridge,
-            "subnet": str(net.subnet),
-            "gateway": str(net.gateway),
-            "subnet6": str(net.subnet6),
-            "gateway6": str(net.gateway6),
-            "pid": os.getpid(),
-        }
-        write_json(opts.state_dir / "pvesim.json", ready, mode=0o600)
-        print(json.dumps(ready), file=ready_out, flush=True)  # type: ignore[call-overload]
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("stopping: halting containers and removing the network")
+        ready = ready_info(node, opts.host, opts.port, str(tls.cafile), net)
+        await announce_and_wait(opts.state_dir, ready, ready_out)
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from redis import Redis
 
-from provisioner.events import EventReader
+from provisioner.events import EventReader, stream_key, stream_seq
 from provisioner.models import Lifecycle
 from provisioner.redis_url import redis_client
 from tests.pipeline.conftest import Stack, admin_token, build_stack
@@ -71,7 +72,7 @@ def test_a_run_survives_a_master_killed_mid_run(failover_stack: Stack, group: Se
     stack = failover_stack
     hostname = f"failover-{uuid.uuid4().hex[:6]}"
     token = admin_token(stack.factory)
-    cid = stack.submit("lines", hostname, variables={"count": 4000, "pause_ms": 200})
+    cid = stack.submit("lines", hostname, variables={"count": 6000, "pause_ms": 200})
     stack.made.append(cid)  # type: ignore[attr-defined]
     with serve(app) as server:
         follower = Follower(f"{server.ws}/ws/containers/{cid}/events", token)
@@ -81,13 +82,18 @@ def test_a_run_survives_a_master_killed_mid_run(failover_stack: Stack, group: Se
             assert time.monotonic() < deadline, stack.worker_logs()[-3000:]
             time.sleep(0.05)
         old = group.master_port()
-        group.cut_replication()
+        (replica,) = group.cut_replication()
         try:
             time.sleep(0.5)  # lines the old master takes and the replica never gets
+            with Redis(port=old) as master:
+                old_last = stream_seq(master.xrevrange(stream_key(cid), count=1)[0][0])
             killed_at = time.monotonic()
             assert group.kill_master() == old
         finally:
             group.resume_replicas()
+        with Redis(port=replica) as lagging:  # not promoted yet (that takes a second)
+            top = lagging.xrevrange(stream_key(cid), count=1)
+            assert stream_seq(top[0][0]) < old_last  # it lacks the newest events
         new = group.wait_failover(old)
         failed_over_in = time.monotonic() - killed_at
         ct = stack.wait(cid, timeout=180)

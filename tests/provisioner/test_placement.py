@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from provisioner.models import AuthKind, Node
+from provisioner.nodes import connection_for
 from provisioner.placement import (
     GIB,
     Ask,
@@ -17,6 +19,8 @@ from provisioner.placement import (
     place,
     usage_of,
 )
+from provisioner.secrets.box import SecretBox
+from provisioner.secrets.vault import set_node_secret
 
 LVM = frozenset({"rootdir", "images"})
 
@@ -183,3 +187,16 @@ def test_a_busy_node_comes_last_and_small_differences_do_not_decide() -> None:
     # 20 MiB more in use on pve1, one guest fewer: under a percent, so the guests decide
     even = {"pve1": node("pve1", mem=2.02, guests=1), "pve2": node("pve2", mem=2, guests=2)}
     assert place(cands("pve1", "pve2"), even, SMALL).node == "pve1"
+
+
+def test_the_nodes_of_one_cluster_share_one_vmid_lock(box: SecretBox) -> None:
+    """Two nodes of a cluster serialise vmid allocation under one Redis lock
+    (their vmids are the cluster's); a standalone node has a lock of its own."""
+    locks = []
+    for name, host, cluster in (("a", "10.0.0.1", "lab"), ("b", "10.0.0.2", "lab"),
+                                ("c", "10.0.0.3", None)):  # fmt: skip
+        row = Node(name=name, host=host, port=8006, pve_node=name, auth_kind=AuthKind.TOKEN,
+                   pve_user="root@pam", token_name="p", cluster=cluster)  # fmt: skip
+        set_node_secret(box, row, "00000000-0000-0000-0000-000000000000")
+        locks.append(connection_for(row, box).cluster_id)
+    assert locks == ["lab", "lab", "10.0.0.3:8006"]

@@ -27,9 +27,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioner import db
 from provisioner.events import Event, EventPublisher, EventReader, channel, stream_key
 from provisioner.redis_url import master_address, redis_client
+from provisioner.worker import ProvisioningWorker
 from tests.conftest import ROOT
 from tests.provisioner.conftest import make_container
 from tests.redis_sentinel import SentinelGroup, start_sentinel_group
+
+
+class QuickWorker(SimpleWorker):
+    """RQ's worker in this process, whose command listener stops at once
+    (as ``provisioner worker``'s: RQ's own may wait a minute)."""
+
+    subscribe = ProvisioningWorker.subscribe
 
 
 def shout(text: str) -> str:
@@ -76,7 +84,7 @@ def test_queue_worker_stream_and_pubsub_through_sentinel(
 
         queue = Queue(f"sentinel-{uuid.uuid4().hex[:6]}", connection=client)
         job = queue.enqueue(shout, "through sentinel")
-        assert SimpleWorker([queue], connection=client).work(burst=True)
+        assert QuickWorker([queue], connection=client).work(burst=True)
         job.refresh()
         assert job.return_value() == "THROUGH SENTINEL"
         queue.enqueue(shout, "waiting")
@@ -168,12 +176,18 @@ def test_clients_follow_a_failover_and_the_stream_is_repaired(
             assert group.kill_master() == old
         finally:
             group.resume_replicas()
+        with Redis(port=replica) as lagging:  # not promoted yet (that takes a second)
+            assert stream_seqs(lagging, cid)[-1] == 20
         for i in range(10):  # during the failover: they wait in the outbox
             publisher.publish("log", f"during {i}", stream="stdout")
             time.sleep(0.1)
         new = group.wait_failover(old)
         assert new == replica
         publisher.publish("step", "after", phase="start")
+        deadline = time.monotonic() + 20  # the outbox's retries reach the new master
+        while publisher.redis_down:
+            assert time.monotonic() < deadline, "the events were not delivered after the failover"
+            time.sleep(0.1)
         publisher.publish("complete", "done", outcome="ready")
         publisher.close()
 

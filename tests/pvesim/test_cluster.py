@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,25 @@ def test_vmids_are_unique_across_the_cluster(cluster: dict[str, Any]) -> None:
     status, reason, _ = raw(cluster, "POST", "/nodes/pve3/lxc/3200/clone",
                             headers=token_header(cluster), data=b"newid=3201")  # fmt: skip
     assert (status, reason) == (500, "CT 3201 already exists on node 'pve2'")
+
+
+def test_one_vmid_created_on_two_nodes_at_once_is_created_once(cluster: dict[str, Any]) -> None:
+    """pmxcfs refuses a config for a vmid another node holds
+    (create_and_lock_config), so of two creates of one vmid on two nodes
+    at the same moment one fails, even before either config is written."""
+    body = f"vmid=3250&ostemplate={TEMPLATE}&storage=local-lvm".encode()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda node: raw(cluster, "POST", f"/nodes/{node}/lxc",
+                                                 headers=token_header(cluster), data=body),
+                                ["pve1", "pve2"]))  # fmt: skip
+    refused = [reason for status, reason, _ in answers if status == 500]
+    assert len(refused) == 1 and refused[0].startswith("CT 3250 already exists on node"), answers
+    api = token_api(cluster)
+    for status, _, answer in answers:
+        if status == 200:
+            wait_task(api, answer["data"].split(":")[1], answer["data"])
+    owners = [r["node"] for r in api.cluster.resources.get(type="vm") if r["vmid"] == 3250]
+    assert len(owners) == 1, owners
 
 
 def test_resources_cover_every_node(cluster: dict[str, Any]) -> None:

@@ -177,7 +177,7 @@ def test_the_cluster_view_shows_each_node_its_load_and_what_is_in_flight(
         with db_session(app) as session:
             session.execute(Node.__table__.delete().where(Node.name == "sim-down"))
     assert sorted(nodes) == [NODE, "sim-b", "sim-c", "sim-down"]
-    chosen = placed.json["placement"]["node"]
+    chosen = placed.json["container"]["node"]
     added = {name: n["in_flight"] - before[name]["in_flight"] for name, n in nodes.items()}
     assert added == {name: int(name == chosen) for name in nodes}
     assert nodes[chosen]["in_flight_memory"] > before[chosen]["in_flight_memory"]
