@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.multihost.harness import haproxy_config, install_host, read_env_file, unit_words
+from tests.multihost.balancer import haproxy_config
+from tests.multihost.harness import install_host, read_env_file, unit_words
 
 
 def test_a_host_runs_what_its_generated_units_run(tmp_path: Path) -> None:
