@@ -97,6 +97,13 @@ class Balancer:
         return {r["svname"]: r["status"] for r in rows
                 if r["pxname"] == "web" and r["svname"] not in ("FRONTEND", "BACKEND")}  # fmt: skip
 
+    def set_state(self, server: str, state: str) -> None:
+        """Take a backend server out of rotation (``maint``; its open
+        connections stay) or put it back (``ready``)."""
+        answer = self.command(f"set server web/{server} state {state}").strip()
+        if answer:
+            raise RuntimeError(f"haproxy: set server web/{server} state {state}: {answer}")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
