@@ -330,9 +330,11 @@ def web_lost(cluster: Cluster, browser: Any, victim: str = "a") -> FaultRow:
         page_ok = (seqs == list(range(1, last + 1))
                    and printed(rows) == [f"line {i}" for i in range(1, WATCHED["count"] + 1)])  # fmt: skip
         checks = check_runs(cluster, submitted)
-        how = {True: f"its stream reopened through host {other}",
-               None: "the run ended before its stream could be seen",
-               False: f"NO stream open through host {other} (the page polled?)"}[reopened]
+        how = {
+            True: f"its stream reopened through host {other}",
+            None: "the run ended before its stream could be seen",
+            False: f"NO stream open through host {other} (the page polled?)",
+        }[reopened]
         result = row("web process lost", checks, recovered, t0,
                      f"web of host {victim} killed with {shown} lines shown, {how}; "
                      f"the page: {len(seqs)} lines, seqs 1..{last} "
