@@ -6,7 +6,8 @@ after); ``keep``; ``set`` in place; protection; and the ownership guard
 before every new action.
 
 One container of the ``stateful`` test template serves the module, in
-order: each test leaves it ready for the next.
+order: each test leaves it ready for the next.  The module runs on SQLite,
+then on PostgreSQL (a stack and a container of each).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from provisioner.requests import request_action
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import container_root_password, container_ssh_private_key
 from tests.cli.conftest import run
+from tests.databases import BOTH
 from tests.pipeline.conftest import NODE, Stack, api_client, module_stack
 from tests.pipeline.test_ownership import pve_client, tasks_on
 from tests.pipeline.test_templates_e2e import ssh_run
 from tests.pvesim.helpers import admin, token_api
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600), BOTH]
 TEMPLATES = Path(__file__).parent / "templates"
 MADE: list[str] = []
 STATE = ("sha256sum /srv/app/health.txt /etc/app/app.ini; "
@@ -41,9 +43,10 @@ STATE = ("sha256sum /srv/app/health.txt /etc/app/app.ini; "
 
 
 @pytest.fixture(scope="module")
-def env_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def env_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
+              db_backend: str) -> Iterator[Stack]:  # fmt: skip
     with module_stack(sim, tmp_path_factory, "changes", MADE, [TEMPLATES],
-                      {"PROVISIONER_AUTO_SNAPSHOTS_KEEP": "1"}) as stack:  # fmt: skip
+                      {"PROVISIONER_AUTO_SNAPSHOTS_KEEP": "1"}, db_backend) as stack:  # fmt: skip
         yield stack
 
 
