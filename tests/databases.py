@@ -30,6 +30,11 @@ PG_URL_ENV = "TEST_DATABASE_URL"
 # The PostgreSQL subset: a module's ``pytestmark`` (or a test's mark) that
 # runs its tests on both backends; their ids end in [sqlite] / [postgresql].
 BOTH = pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+# A module whose tests share one module-scoped stack in order, and run only
+# some of them on PostgreSQL, marks each of its tests BOTH or SQLITE_ONLY:
+# pytest then runs the [sqlite] ones, then the [postgresql] ones, each
+# group in the file's order, on a stack of its backend.
+SQLITE_ONLY = pytest.mark.parametrize("db_backend", BACKENDS[:1], indirect=True)
 
 
 def pg_server_url() -> str:

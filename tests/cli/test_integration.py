@@ -23,7 +23,6 @@ from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import container_root_password
 from tests.cli.conftest import Cli, Stack, run
 from tests.cli.test_keys import file_keys, keyed_by_file
-from tests.databases import BOTH
 from tests.pipeline.test_failures import pve_vmids, ssh_run
 from tests.pvesim.helpers import host_port
 
@@ -103,7 +102,6 @@ def test_create_follow_serves_the_page_then_stop_start_destroy(
     assert "cannot start a container that is destroyed" in again.stderr
 
 
-@BOTH
 def test_a_failed_run_exits_nonzero_and_retry_fixes_it(
         stack: Stack, cleanup: Callable[[str], str]) -> None:  # fmt: skip
     stack.start_workers(1)
