@@ -305,13 +305,16 @@ class EventPublisher:
         """Publish one event: the database at once (or batched, for log
         lines), then Redis.  Only a database failure raises.
 
-        Messages pass through the secret redactor first.  A terminal event
-        says how the run ended (``outcome``, one of ``OUTCOMES``).
+        Messages pass through the secret redactor first, and a NUL becomes
+        U+FFFD (PostgreSQL refuses NUL in text; a script may well print one).
+        A terminal event says how the run ended (``outcome``, one of
+        ``OUTCOMES``).
         """
         with self._lock:
             event = Event(seq=self._next_seq, container=self.container_id, type=type,
-                          message=redact(message), phase=phase, percent=percent, stream=stream,
-                          script=script, outcome=outcome)  # fmt: skip
+                          message=redact(message).replace("\0", "\ufffd"), phase=phase,
+                          percent=percent, stream=stream, script=script,
+                          outcome=outcome)  # fmt: skip
             self._next_seq += 1
             self._ended = self._ended or event.terminal
             self._pending.append(event)

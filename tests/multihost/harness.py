@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import os
 import secrets
 import shlex
@@ -37,11 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from redis import Redis
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from provisioner import db
 from provisioner.config import Settings
 from provisioner.models import Container, Node
 from provisioner.nodes import client_for
@@ -269,15 +265,6 @@ def migrate_together(hosts: list[Host]) -> None:
 # -- the cluster ----------------------------------------------------------------------
 
 
-class Client(Stack):
-    """The submitting and inspecting side: ``Stack``'s helpers (submit, wait,
-    container) on the shared settings, with one engine for all of them."""
-
-    @functools.cached_property
-    def factory(self) -> sessionmaker[Session]:  # type: ignore[override]
-        return db.session_factory(db.make_engine(self.settings.database_url))
-
-
 @dataclass
 class Cluster:
     work: Path
@@ -286,7 +273,7 @@ class Cluster:
     redis_url: str
     hosts: dict[str, Host]
     balancer: Balancer
-    client: Client
+    client: Stack  # submits and inspects: Stack's helpers on the shared settings
     sentinel: Any = None  # a tests.redis_sentinel.SentinelGroup when Redis is behind Sentinel
 
     def host_of_pid(self, pid: int) -> Host | None:
@@ -363,7 +350,7 @@ def start_cluster(work: Path, sim: dict[str, Any], redis_url: str, postgres: Pos
     balancer = start_balancer(work, ports)
     common["PROVISIONER_PUBLIC_URL"] = balancer.url
     started: list[Host] = []
-    client: Client | None = None
+    client: Stack | None = None
     try:
         for name in hosts:
             started.append(install_host(work / f"host-{name}", name,
@@ -371,9 +358,9 @@ def start_cluster(work: Path, sim: dict[str, Any], redis_url: str, postgres: Pos
                                          "PROVISIONER_WEB_PORT": str(ports[name])}, workers))  # fmt: skip
         migrate_together(started)
         settings = Settings.from_env(environ={**started[0].env})
-        register_sim(settings, sim)
-        client = Client(env=started[0].env, settings=settings, sim=sim,
-                        redis=_client_redis(settings), log_dir=work / "client")  # fmt: skip
+        client = Stack(env=started[0].env, settings=settings, sim=sim,
+                       redis=redis_client(settings.redis_url), log_dir=work / "client")  # fmt: skip
+        register_sim(client.factory, settings, sim)
         for host in started:
             host.start()
         cluster = Cluster(work, sim, postgres, redis_url, {h.name: h for h in started},
@@ -386,7 +373,7 @@ def start_cluster(work: Path, sim: dict[str, Any], redis_url: str, postgres: Pos
         balancer.stop()
         if client is not None:
             client.redis.close()
-            client.factory.kw["bind"].dispose()
+            client.disconnect()
 
 
 def destroy_all(cluster: Cluster) -> None:
@@ -398,8 +385,3 @@ def destroy_all(cluster: Cluster) -> None:
         node = session.scalars(select(Node).where(Node.name == NODE)).one()
         with client_for(node, box) as pve:
             destroy_ours(pve, [(ct.id, ct.vmid) for ct in session.scalars(select(Container))])
-
-
-def _client_redis(settings: Settings) -> Redis:
-    """A client of the shared Redis (following the master behind Sentinel)."""
-    return redis_client(settings.redis_url)
