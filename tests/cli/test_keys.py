@@ -1,7 +1,6 @@
 """``provisioner keys``: rotation with a key file and with
 PROVISIONER_SECRET_KEY; afterwards every stored secret still decrypts
-(with the new key alone) and the node still answers.  On SQLite and on
-PostgreSQL."""
+(with the new key alone) and the node still answers."""
 
 from __future__ import annotations
 
@@ -22,9 +21,6 @@ from provisioner.secrets.vault import (
 )
 from tests.cli.conftest import Cli
 from tests.cli.test_containers import one_line_error
-from tests.databases import BOTH
-
-pytestmark = BOTH
 
 
 def keyed_by_file(cli: Cli, tmp_path: Path) -> tuple[Cli, Path]:
