@@ -212,23 +212,23 @@ def cluster_view(session: Session, box: SecretBox, reservations: Reservations, *
     out = []
     for name, cluster, pve_node, maintenance, cap, storage, ours in marks:
         use, reserved = usage.get(name), flight.get(name, InFlight())
-        store = use.storages.get(storage) if use else None
-        status = ("unreachable" if name in down else "unknown" if use is None
-                  else "online" if use.online else "offline")  # fmt: skip
-        out.append({
+        row: dict[str, Any] = {
             "name": name, "cluster": cluster, "pve_node": pve_node, "maintenance": maintenance,
-            "max_containers": cap, "containers": ours, "status": status,
-            "problem": down.get(name),
-            "cpu": use.cpu if use else None, "cpus": use.maxcpu if use else None,
-            "memory_used": use.mem if use else None,
-            "memory_committed": use.mem_taken if use else None,
-            "memory_total": use.maxmem if use else None,
-            "storage": storage,
-            "disk_used": store.used if store else None,
-            "disk_total": store.total if store else None,
-            "guests": use.guests if use else None, "running": use.running if use else None,
-            "in_flight": reserved.count, "in_flight_memory": reserved.memory * MIB,
-        })  # fmt: skip
+            "max_containers": cap, "containers": ours, "problem": down.get(name),
+            "status": "unreachable" if name in down else "unknown", "storage": storage,
+            "cpu": None, "cpus": None, "memory_used": None, "memory_committed": None,
+            "memory_total": None, "disk_used": None, "disk_total": None, "guests": None,
+            "running": None, "in_flight": reserved.count,
+            "in_flight_memory": reserved.memory * MIB,
+        }  # fmt: skip
+        if use is not None:
+            store = use.storages.get(storage)
+            row.update(status="online" if use.online else "offline", cpu=use.cpu,
+                       cpus=use.maxcpu, memory_used=use.mem, memory_committed=use.mem_taken,
+                       memory_total=use.maxmem, guests=use.guests, running=use.running,
+                       disk_used=store.used if store else None,
+                       disk_total=store.total if store else None)  # fmt: skip
+        out.append(row)
     return out
 
 

@@ -347,19 +347,7 @@ async def vlan_bridge(net: SimNetwork, tag: int) -> str:
 
 
 async def delete_container_link(net: SimNetwork, vmid: int) -> None:
-    """Remove the container's netns and its host-side veths.
-
-    ``ip netns delete`` frees the namespace, and its veth pairs with it,
-    only once nothing uses it any more; LXC removes a container's veths
-    when it stops, so a later start of the vmid never meets one.
-    """
     await run("ip", "netns", "delete", net.netns(vmid), check=False)
-    prefix = f"{net.host_veth(vmid)}i"
-    links = await run("ip", "-j", "link", "show", check=False)
-    for link in json.loads(links or "[]"):
-        name = str(link.get("ifname", ""))
-        if name.startswith(prefix) and name.removeprefix(prefix).isdigit():
-            await run("ip", "link", "delete", name, check=False)
 
 
 async def netns_addresses(ns: str) -> list[dict[str, Any]]:
