@@ -41,6 +41,7 @@ from bench.pipeline_overhead import start_redis
 from provisioner.events import Event, EventReader, stream_key
 from provisioner.models import Lifecycle
 from provisioner.phases import PHASES
+from provisioner.redis_url import redis_client
 from tests.conftest import start_simulator, stop_simulator
 from tests.pipeline.conftest import Stack, build_stack
 from tests.pipeline.test_resilience import children, kill_worker_and_horse
@@ -222,7 +223,7 @@ def main() -> None:
         for name in ("PROVISIONER_LEASE_DURATION", "PROVISIONER_LEASE_RENEW_INTERVAL"):
             stack.env.pop(name)  # the defaults: 15 s, renewed every 3 s
         stack.made = []  # type: ignore[attr-defined]
-        redis = Redis.from_url(redis_url)
+        redis = redis_client(redis_url)
         try:
             stack.start_workers(2)
             time.sleep(2)

@@ -33,6 +33,7 @@ import redis
 
 from provisioner.errors import PvePermanentError
 from provisioner.pve.client import PveClient
+from provisioner.redis_url import redis_client
 from tests.conftest import start_simulator, stop_simulator
 from tests.provisioner.pve.test_client import (
     connection,
@@ -130,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     n, procs = args.allocations, args.processes
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    r = redis.Redis.from_url(redis_url)
+    r = redis_client(redis_url)
     r.ping()
     key_prefix = f"bench-vmid-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="pvesim-bench-") as tmp:

@@ -52,6 +52,7 @@ from provisioner.config import CONFIG_ENV, Settings, env_var, redact_url
 from provisioner.db import session_scope
 from provisioner.errors import ProvisionError
 from provisioner.models import AuthKind, Container, Lifecycle, Node
+from provisioner.redis_url import redis_client
 from provisioner.secrets.generate import generate_password
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import set_node_secret
@@ -219,7 +220,7 @@ class _Worker:
     def doing(self) -> str:
         """Why it is not stopped yet, as RQ sees it."""
         try:
-            with Redis.from_url(self.redis_url, socket_timeout=2) as redis:
+            with redis_client(self.redis_url, socket_timeout=2) as redis:
                 worker = self._registered(redis)
                 busy = worker is not None and worker.get_state() == WorkerStatus.BUSY
                 job = worker.get_current_job_id() if worker is not None and busy else None
@@ -232,7 +233,7 @@ class _Worker:
     def forget(self) -> None:
         """Tell RQ that this worker died, so that ``rq info`` no longer lists it."""
         try:
-            with Redis.from_url(self.redis_url, socket_timeout=5) as redis:
+            with redis_client(self.redis_url, socket_timeout=5) as redis:
                 worker = self._registered(redis)
                 if worker is not None:
                     worker.register_death()

@@ -178,12 +178,11 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     """
     import functools
 
-    from redis import Redis
-
     from provisioner.db import make_engine, preflight, session_factory
     from provisioner.logsafe import setup_logging
     from provisioner.queue import provisioning_queue
     from provisioner.recovery import RecoveryLoop, on_work_horse_killed
+    from provisioner.redis_url import redis_client
     from provisioner.webhook_store import webhook_queue
     from provisioner.worker import ProvisioningWorker, RetryScheduler
 
@@ -195,9 +194,9 @@ def worker_cmd(rt: Runtime, burst: bool, name: str | None) -> None:
     import pipeline.job  # noqa: F401
     import provisioner.webhook_delivery  # noqa: F401
 
-    redis = Redis.from_url(settings.redis_url)  # RQ's: it sets its own long timeouts
+    redis = redis_client(settings.redis_url)  # RQ's: it sets its own long timeouts
     # recovery's own client: short timeouts, a stalled Redis holds it up briefly
-    quick = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    quick = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     factory = session_factory(make_engine(settings.database_url))
     recovery = RecoveryLoop(factory, quick, settings)
     recovery.start()
@@ -226,17 +225,17 @@ def scheduler_cmd(rt: Runtime, name: str | None) -> None:
     seconds for the workers.  One is enough; a second does no harm (a round
     does what is due once).  SIGTERM stops it.
     """
-    from redis import Redis
     from rq.cron import CronScheduler
 
     from pipeline.expiry import expire_round
     from provisioner.db import preflight
     from provisioner.logsafe import setup_logging
+    from provisioner.redis_url import redis_client
 
     settings = rt.settings
     preflight(settings)
     setup_logging(settings.log_level)
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url)
     cron = CronScheduler(connection=redis, logging_level=settings.log_level, name=name or "")
     cron.register(expire_round, queue_name=settings.queue_name,
                   interval=settings.sandbox_expiry_interval, job_timeout=300,

@@ -128,10 +128,10 @@ class Runtime:
 
     @cached_property
     def redis(self) -> Redis:
-        from redis import Redis
+        from provisioner.redis_url import redis_client
 
-        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=5,
-                              health_check_interval=30)  # fmt: skip
+        return redis_client(self.settings.redis_url, socket_connect_timeout=5,
+                            health_check_interval=30)  # fmt: skip
 
     @cached_property
     def box(self) -> SecretBox:

@@ -47,6 +47,7 @@ from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs
 from provisioner.phases import plan_named
 from provisioner.placing import release
+from provisioner.redis_url import redis_client
 from provisioner.requests import load_named_template, stored_variables
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.templates.variables import secret_values
@@ -536,7 +537,7 @@ def run_redis(settings: Settings) -> Redis:
     transient error)."""
     # a command takes milliseconds: past 1.5 s Redis is stalled, and the
     # events wait in their outbox instead of the run waiting for Redis
-    return Redis.from_url(settings.redis_url, socket_timeout=1.5, socket_connect_timeout=1.5,
+    return redis_client(settings.redis_url, socket_timeout=1.5, socket_connect_timeout=1.5,
                           retry=Retry(NoBackoff(), 0), health_check_interval=10)  # fmt: skip
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from provisioner.errors import ConfigError
+from provisioner.redis_url import RedisUrlError, check_redis_url
 
 CONFIG_ENV = "PROVISIONER_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -41,6 +42,8 @@ SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates_lxc"
 _SECRET_FIELDS = frozenset({"secret_key"})
 # Fields that are URLs which may carry a password.
 _URL_FIELDS = frozenset({"database_url", "redis_url"})
+# a URL's query parameters holding a secret (redis+sentinel's sentinel_password)
+_QUERY_SECRET = re.compile(r"((?:^|&)[^=&]*password=)[^&]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -220,11 +223,16 @@ def default_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with its password (if any) replaced by ``***``."""
+    """Return ``url`` with its passwords (if any) replaced by ``***``: the
+    user part's and a query's ``...password=`` (``sentinel_password``)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return _MASK  # unparseable: better to show nothing than a secret
+    if parts.query:
+        query = _QUERY_SECRET.sub(rf"\g<1>{_MASK}", parts.query)
+        parts = parts._replace(query=query)
+        url = urlunsplit(parts)
     if parts.password is None:
         return url
     user = parts.username or ""
@@ -399,10 +407,10 @@ def _database_url(value: object, where: str) -> str:
 
 def _redis_url(value: object, where: str) -> str:
     url = _text(value, where)
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(
-            f"{where} must be a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}"
-        )
+    try:
+        check_redis_url(url)
+    except RedisUrlError as exc:
+        raise ConfigError(f"{where} {exc}, got {redact_url(url)!r}") from None
     return url
 
 

@@ -37,6 +37,7 @@ from provisioner.db import read_only, session_scope
 from provisioner.logsafe import redact
 from provisioner.models import Container, ContainerEvent
 from provisioner.phases import ALL_PHASES
+from provisioner.redis_url import master_address
 from provisioner.stream_delivery import StreamDelivery
 
 # "recovering": the run lost its worker and is handed on (the message says
@@ -221,8 +222,12 @@ class EventPublisher:
         self._pending: list[Event] = []
         self._last_flush = time.monotonic()
         self._next_seq = self._recover()
+        self._ended = False  # a terminal event was published: nothing may follow it
+        # a Sentinel client's master (None otherwise): a change is a failover
+        self._master = master_address(redis)
         self._stream = StreamDelivery(redis, stream_key(container_id), channel(container_id),
-                                      self._stored, name=f"deliver-{container_id[:8]}")  # fmt: skip
+                                      self._stored, name=f"deliver-{container_id[:8]}",
+                                      on_delivered=self._check_failover)  # fmt: skip
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name=f"events-{container_id[:8]}")  # fmt: skip
@@ -272,6 +277,22 @@ class EventPublisher:
         self.redis.persist(key)
         return next_seq
 
+    def _check_failover(self) -> None:
+        """Say once per failover that Redis's master changed (a Sentinel
+        client follows it by itself; what the new master lost of the stream
+        was added again from the database by the delivery that just
+        succeeded)."""
+        now = master_address(self.redis)
+        with self._lock:
+            if now is None or now == self._master:
+                return
+            old, self._master = self._master, now
+            if old is None or self._ended:
+                return
+            self.publish("warning", f"Redis failed over (new master {now[0]}:{now[1]}, "
+                                    f"was {old[0]}:{old[1]}); continuing")  # fmt: skip
+        log.warning("container %s: Redis failed over to %s:%d", self.container_id, *now)
+
     def _stored(self, after: int, upto: int) -> list[Event]:
         """The events with ``after < seq < upto``, from the database (what
         the stream lost): pending ones are written first."""
@@ -284,14 +305,18 @@ class EventPublisher:
         """Publish one event: the database at once (or batched, for log
         lines), then Redis.  Only a database failure raises.
 
-        Messages pass through the secret redactor first.  A terminal event
-        says how the run ended (``outcome``, one of ``OUTCOMES``).
+        Messages pass through the secret redactor first, and a NUL becomes
+        U+FFFD (PostgreSQL refuses NUL in text; a script may well print one).
+        A terminal event says how the run ended (``outcome``, one of
+        ``OUTCOMES``).
         """
         with self._lock:
             event = Event(seq=self._next_seq, container=self.container_id, type=type,
-                          message=redact(message), phase=phase, percent=percent, stream=stream,
-                          script=script, outcome=outcome)  # fmt: skip
+                          message=redact(message).replace("\0", "\ufffd"), phase=phase,
+                          percent=percent, stream=stream, script=script,
+                          outcome=outcome)  # fmt: skip
             self._next_seq += 1
+            self._ended = self._ended or event.terminal
             self._pending.append(event)
             if type != "log" or len(self._pending) >= self.batch_size:
                 self.flush()

@@ -134,8 +134,12 @@ class StreamDelivery:
     kept in an outbox while Redis is away (a thread retries with backoff)."""
 
     def __init__(self, redis: Redis, stream: str, channel: str, source: Source, *,
-                 name: str = "deliver") -> None:  # fmt: skip
+                 name: str = "deliver",
+                 on_delivered: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.redis, self.stream, self.channel, self.source = redis, stream, channel, source
+        # called after each delivery that emptied the outbox (outside the
+        # delivery's lock: it may send again)
+        self.on_delivered = on_delivered
         self._outbox: deque[Event] = deque()
         self._lock = threading.Lock()  # the outbox
         self._sending = threading.Lock()  # one delivery at a time, in order
@@ -154,13 +158,16 @@ class StreamDelivery:
         known to be away (the retry thread does it then).  Never raises."""
         with self._lock:
             self._outbox.append(event)
+        delivered = False
         if self.down_since is None and self._sending.acquire(blocking=False):
             try:
-                self._drain()
+                delivered = self._drain()
             finally:
                 self._sending.release()
         if self._outbox:
             self._wake.set()
+        elif delivered and self.on_delivered is not None:
+            self.on_delivered()
 
     def _drain(self) -> bool:
         """Deliver the outbox in order (holding ``_sending``); False if Redis failed."""
@@ -193,6 +200,8 @@ class StreamDelivery:
             self._wake.clear()
             with self._sending:
                 ok = self._drain()
+            if ok and self.on_delivered is not None:
+                self.on_delivered()
             delay = 0.2 if ok else min(delay * 2, 5.0)
             if self._closing.is_set() and (ok or not self._outbox):
                 return

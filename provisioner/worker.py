@@ -14,14 +14,21 @@ interval is over: webhook deliveries) runs in a thread of the worker,
 :class:`RetryScheduler`, not in the process ``work(with_scheduler=True)``
 would fork: a worker's only child stays its work horse, which is what the
 work-horse-killed hook and the operators' ``kill`` rely on.
+
+While a work horse runs, the worker writes a heartbeat to Redis now and
+then; RQ's worker quits (and its work horse with it) when one fails.  A
+Redis that fails over (Sentinel) or restarts is away for seconds: the
+heartbeat is skipped then, and the run goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from redis import Redis
+from redis import exceptions as redis_errors
 from rq import Queue, Worker
 from rq.scheduler import RQScheduler
 
@@ -41,6 +48,14 @@ class ProvisioningWorker(Worker):
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
             sleep_time=PUBSUB_WAIT, daemon=True, exception_handler=self._pubsub_exception_handler
         )
+
+    def maintain_heartbeats(self, job: Any, execution: Any) -> None:
+        try:
+            super().maintain_heartbeats(job, execution)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            # the next tick tries again; the run must not end with the worker
+            self.log.warning("Worker %s: heartbeat skipped, Redis does not answer (%s: %s)",
+                             self.name, type(exc).__name__, exc)  # fmt: skip
 
 
 class RetryScheduler:

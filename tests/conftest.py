@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.databases import BACKENDS, close_pg_databases
+
 ROOT = Path(__file__).resolve().parent.parent
 # Set by scripts/test, which starts everything every test needs: there a
 # skipped test is a failure, so a missing service never passes unseen.
@@ -28,6 +30,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under scripts/test ({NO_SKIP} is set): {reason}"
+
+
+@pytest.fixture(scope="module")
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of the stacks a test uses: ``sqlite``, or what
+    the module's (or test's) ``tests.databases.BOTH`` mark gives."""
+    backend: str = getattr(request, "param", "sqlite")
+    assert backend in BACKENDS, backend
+    return backend
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pg_databases() -> Iterator[None]:
+    """The PostgreSQL databases a stack left behind go when the session ends."""
+    yield
+    close_pg_databases()
 
 
 def start_simulator(state_dir: Path, *extra: str, listen: str | None = None,

@@ -15,13 +15,13 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, request
-from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from provisioner import db
 from provisioner.config import Settings
 from provisioner.logsafe import setup_logging
 from provisioner.node_facts import NodeFactsCache
+from provisioner.redis_url import redis_client
 from web import (
     api,
     api_changes,
@@ -134,7 +134,7 @@ def create_app(
         # every open event stream holds a connection while it blocks on a read:
         # the pool must not be smaller than the threads (redis-py caps it at 100)
         # and a hung Redis fails a request after socket_timeout instead of holding its thread
-        redis=Redis.from_url(
+        redis=redis_client(
             settings.redis_url,
             health_check_interval=30,
             max_connections=4096,

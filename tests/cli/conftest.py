@@ -1,9 +1,10 @@
 """Fixtures of the CLI tests.
 
 Fast tests run ``provisioner`` in-process through click's ``CliRunner``
-against a fresh copy of a prepared data directory (SQLite database, the
-shipped and the pipeline tests' templates, the simulator registered as node
-"sim"), the shared Redis (a queue of their own) and, for node commands, the
+against a fresh copy of a prepared data directory (database, the shipped and
+the pipeline tests' templates, the simulator registered as node "sim"; the
+database is SQLite, or a copy of a prepared PostgreSQL database for the
+modules run on both with ``tests.databases.BOTH``), the shared Redis (a queue of their own) and, for node commands, the
 shared simulator.  Integration tests run ``.venv/bin/provisioner`` as a
 subprocess against the real stack of ``tests/pipeline/conftest.py``, with
 real workers.
@@ -15,14 +16,15 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import db
 from provisioner.config import Settings
@@ -31,15 +33,18 @@ from provisioner.models import Container, Lifecycle, Node
 from provisioner.secrets.box import SecretBox
 from provisioner.secrets.keyfile import load_secret_box
 from tests.conftest import ROOT
+from tests.databases import drop_database, pg_databases
 from tests.pipeline.conftest import (  # noqa: F401 - the integration fixtures
     Stack,
     build_stack,
     cleanup,
     stack,
+    stacks,
 )
 
 PROVISIONER = str(ROOT / ".venv/bin/provisioner")
 PIPELINE_TEMPLATES = ROOT / "tests/pipeline/templates"
+_ENGINES: dict[str, Engine] = {}  # database URL -> the engine of the tests' own reads
 
 
 @dataclass
@@ -55,8 +60,13 @@ class Cli:
         return CliRunner().invoke(_main(), list(args), input=input, env={**self.env, **env})
 
     @property
-    def factory(self) -> Any:
-        return db.session_factory(db.make_engine(self.settings.database_url))
+    def factory(self) -> sessionmaker[Session]:
+        """Sessions on the database; every ``Cli`` of one database shares an
+        engine, which the ``cli`` fixture disposes of."""
+        url = self.settings.database_url
+        if url not in _ENGINES:
+            _ENGINES[url] = db.make_engine(url)
+        return db.session_factory(_ENGINES[url])
 
     @property
     def box(self) -> SecretBox:
@@ -98,31 +108,53 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def prepared(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    """A data directory made once: migrated database, templates, node "sim"."""
+def prepared(sim: dict[str, Any],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Stack]]:  # fmt: skip
+    """A data directory of each database backend, made once on first use:
+    migrated database, templates, node "sim"."""
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    made = build_stack(sim, redis_url, tmp_path_factory.mktemp("cli-prepared"),
-                       [PIPELINE_TEMPLATES])  # fmt: skip
-    made.redis.close()
-    return made
+    built: dict[str, Stack] = {}
+
+    def of(backend: str) -> Stack:
+        if backend not in built:
+            made = build_stack(sim, redis_url, tmp_path_factory.mktemp(f"cli-prepared-{backend}"),
+                               [PIPELINE_TEMPLATES], backend)  # fmt: skip
+            made.disconnect()  # PostgreSQL copies a database nobody is connected to
+            built[backend] = made
+        return built[backend]
+
+    try:
+        yield of
+    finally:
+        for made in built.values():
+            made.close()
 
 
 @pytest.fixture
-def cli(prepared: Stack, tmp_path: Path) -> Iterator[Cli]:
-    """A copy of the prepared data directory with a queue of its own."""
+def cli(prepared: Callable[[str], Stack], db_backend: str, tmp_path: Path) -> Iterator[Cli]:
+    """A copy of the prepared data directory (and database) with a queue of its own."""
+    source = prepared(db_backend)
     data = tmp_path / "data"
-    source = Path(prepared.env["PROVISIONER_DATA_DIR"])
-    shutil.copytree(source, data, ignore=shutil.ignore_patterns("logs"))
+    shutil.copytree(Path(source.env["PROVISIONER_DATA_DIR"]), data,
+                    ignore=shutil.ignore_patterns("logs"))  # fmt: skip
+    if db_backend == "postgresql":
+        database_url = pg_databases().create(template=source.settings.database_url)
+    else:
+        database_url = f"sqlite:///{data}/provisioner.db"
     queue = f"provisioning-cli-{uuid.uuid4().hex[:8]}"
-    env = {**prepared.env, "PROVISIONER_DATA_DIR": str(data),
+    env = {**source.env, "PROVISIONER_DATA_DIR": str(data),
            "PROVISIONER_TEMPLATES_DIR": str(data / "templates"),
-           "DATABASE_URL": f"sqlite:///{data}/provisioner.db", "PROVISIONER_QUEUE_NAME": queue,
+           "DATABASE_URL": database_url, "PROVISIONER_QUEUE_NAME": queue,
            "HOME": str(tmp_path / "home")}  # fmt: skip
     for name in ("TTY_COMPATIBLE", "FORCE_COLOR"):
         env.pop(name, None)
-    yield Cli(env=env, settings=Settings.from_env(environ=env), sim=prepared.sim)
+    made = Cli(env=env, settings=Settings.from_env(environ=env), sim=source.sim)
+    yield made
+    if (engine := _ENGINES.pop(database_url, None)) is not None:
+        engine.dispose()
+    drop_database(database_url)
     from redis import Redis
 
     with Redis.from_url(env["REDIS_URL"]) as redis:

@@ -1,6 +1,7 @@
 """``provisioner keys``: rotation with a key file and with
 PROVISIONER_SECRET_KEY; afterwards every stored secret still decrypts
-(with the new key alone) and the node still answers."""
+(with the new key alone) and the node still answers.  On SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from provisioner.secrets.vault import (
 )
 from tests.cli.conftest import Cli
 from tests.cli.test_containers import one_line_error
+from tests.databases import BOTH
+
+pytestmark = BOTH
 
 
 def keyed_by_file(cli: Cli, tmp_path: Path) -> tuple[Cli, Path]:

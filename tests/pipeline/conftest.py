@@ -1,4 +1,5 @@
-"""The real stack for pipeline tests: a database, the shared Redis and
+"""The real stack for pipeline tests: a database (SQLite, or PostgreSQL for
+the tests parametrised with ``tests.databases.BOTH``), the shared Redis and
 simulator, real `provisioner worker` processes."""
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 from redis import Redis
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner import db, users
 from provisioner.config import Settings
@@ -30,10 +32,12 @@ from provisioner.nodes import client_for
 from provisioner.ownership import NotOurs, prove
 from provisioner.pve.client import PveClient
 from provisioner.queue import enqueue
+from provisioner.redis_url import redis_client
 from provisioner.requests import ProvisionRequest, submit
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import set_node_secret
 from tests.conftest import ROOT
+from tests.databases import drop_database, new_database
 
 NODE = "sim"
 
@@ -72,10 +76,29 @@ class Stack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_dir: Path | None = None
     vmid_base: int = 0
+    _engine: Engine | None = field(default=None, repr=False)
 
     @property
-    def factory(self) -> Any:
-        return db.session_factory(db.make_engine(self.settings.database_url))
+    def factory(self) -> sessionmaker[Session]:
+        """Sessions on the stack's database (one engine, one small pool: a
+        PostgreSQL server has a hundred connections for every stack)."""
+        if self._engine is None:
+            self._engine = db.make_engine(self.settings.database_url)
+        return db.session_factory(self._engine)
+
+    def disconnect(self) -> None:
+        """Close this process's connections to the database (a PostgreSQL
+        database that is copied must have none)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def close(self) -> None:
+        """Stop the workers, let go of Redis and drop the database (PostgreSQL)."""
+        self.stop_workers()
+        self.redis.close()
+        self.disconnect()
+        drop_database(self.settings.database_url)
 
     def address(self, host: int) -> str:
         return str(ipaddress.ip_network(self.sim["subnet"]).network_address + host)
@@ -164,10 +187,26 @@ def admin_token(factory: Any, username: str = "ops") -> str:
     return secret
 
 
+def register_sim(factory: sessionmaker[Session], settings: Settings, sim: dict[str, Any]) -> None:
+    """Register the simulator as node "sim" (token auth) in the database."""
+    box = load_secret_box(settings.secret_key, settings.secret_key_file)
+    user, token_name = sim["token_id"].split("!")
+    host, port = sim["url"].split("//")[1].split("/")[0].rsplit(":", 1)
+    with session_scope(factory) as session:
+        node = Node(name=NODE, host=host, port=int(port), pve_node=sim["node"],
+                    auth_kind=AuthKind.TOKEN, pve_user=user, token_name=token_name,
+                    secret_ciphertext="", ca_file=sim["cafile"], default_storage="local-lvm",
+                    default_bridge="vmbr0")  # fmt: skip
+        set_node_secret(box, node, sim["token_secret"])
+        session.add(node)
+
+
 def build_stack(sim: dict[str, Any], redis_url: str, data: Path,
-                extra_templates: list[Path] | None = None) -> Stack:  # fmt: skip
-    """A database, settings and the simulator registered as node "sim";
-    templates: the shipped ones plus every template dir in ``extra_templates``."""
+                extra_templates: list[Path] | None = None, backend: str = "sqlite") -> Stack:  # fmt: skip
+    """A database of ``backend`` (tests/databases.py) migrated as
+    ``provisioner db upgrade`` does, settings and the simulator registered as
+    node "sim"; templates: the shipped ones plus every template dir in
+    ``extra_templates``.  ``Stack.close`` ends it."""
     templates = data / "templates"
     shutil.copytree(ROOT / "templates_lxc", templates)
     for extra in extra_templates or []:
@@ -179,7 +218,7 @@ def build_stack(sim: dict[str, Any], redis_url: str, data: Path,
         **os.environ,
         "PROVISIONER_DATA_DIR": str(data),
         "PROVISIONER_TEMPLATES_DIR": str(templates),
-        "DATABASE_URL": f"sqlite:///{data}/provisioner.db",
+        "DATABASE_URL": new_database(backend, data),
         "REDIS_URL": redis_url,
         "PROVISIONER_SECRET_KEY": key,
         "PROVISIONER_QUEUE_NAME": f"provisioning-test-{uuid.uuid4().hex[:8]}",
@@ -193,39 +232,34 @@ def build_stack(sim: dict[str, Any], redis_url: str, data: Path,
     }
     settings = Settings.from_env(environ=env)
     db.upgrade(settings.database_url)
-    box = load_secret_box(settings.secret_key, settings.secret_key_file)
-    user, token_name = sim["token_id"].split("!")
-    host, port = sim["url"].split("//")[1].split("/")[0].rsplit(":", 1)
-    with session_scope(db.session_factory(db.make_engine(settings.database_url))) as session:
-        node = Node(name=NODE, host=host, port=int(port), pve_node=sim["node"],
-                    auth_kind=AuthKind.TOKEN, pve_user=user, token_name=token_name,
-                    secret_ciphertext="", ca_file=sim["cafile"], default_storage="local-lvm",
-                    default_bridge="vmbr0")  # fmt: skip
-        set_node_secret(box, node, sim["token_secret"])
-        session.add(node)
     logs = data / "logs"
     logs.mkdir()
-    return Stack(env=env, settings=settings, sim=sim, redis=Redis.from_url(redis_url),
-                 log_dir=logs)  # fmt: skip
+    stack = Stack(env=env, settings=settings, sim=sim, redis=redis_client(redis_url),
+                  log_dir=logs)  # fmt: skip
+    register_sim(stack.factory, settings, sim)
+    return stack
 
 
 @contextlib.contextmanager
 def module_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, name: str,
                  made: list[str], templates: list[Path] | None = None,
-                 env: dict[str, str] | None = None) -> Iterator[Stack]:  # fmt: skip
-    """A stack of a module's own (its database, one worker, settings in
-    ``env``); at the end the CTs of the records in ``made`` are destroyed."""
+                 env: dict[str, str] | None = None,
+                 backend: str = "sqlite") -> Iterator[Stack]:  # fmt: skip
+    """A stack of a module's own (its database of ``backend``, one worker,
+    settings in ``env``); at the end the CTs of the records in ``made`` are
+    destroyed."""
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp(name), templates)
+    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp(f"{name}-{backend}"), templates,
+                        backend)  # fmt: skip
     stack.env.update(env or {})
     stack.start_workers(1)
     try:
         yield stack
     finally:
         stack.destroy_in_pve(made)
-        stack.redis.close()
+        stack.close()
 
 
 @contextlib.contextmanager
@@ -252,17 +286,32 @@ def api_client(stack: Stack) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture(scope="session")
-def stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stacks(sim: dict[str, Any],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Stack]]:  # fmt: skip
+    """The session's shared stack of each backend, built on first use."""
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp("provisioner"),
-                        [Path(__file__).parent / "templates"])  # fmt: skip
+    built: dict[str, Stack] = {}
+
+    def of(backend: str) -> Stack:
+        if backend not in built:
+            built[backend] = build_stack(
+                sim, redis_url, tmp_path_factory.mktemp(f"provisioner-{backend}"),
+                [Path(__file__).parent / "templates"], backend)  # fmt: skip
+        return built[backend]
+
     try:
-        yield stack
+        yield of
     finally:
-        stack.stop_workers()
-        stack.redis.close()
+        for made in built.values():
+            made.close()
+
+
+@pytest.fixture(scope="module")
+def stack(stacks: Callable[[str], Stack], db_backend: str) -> Stack:
+    """The shared stack on the module's database backend (``db_backend``)."""
+    return stacks(db_backend)
 
 
 @pytest.fixture()

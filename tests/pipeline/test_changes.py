@@ -6,7 +6,10 @@ after); ``keep``; ``set`` in place; protection; and the ownership guard
 before every new action.
 
 One container of the ``stateful`` test template serves the module, in
-order: each test leaves it ready for the next.
+order: each test leaves it ready for the next.  The tests run on SQLite,
+then those marked ``BOTH`` on PostgreSQL (a stack and a container of each):
+a resync rolled back, snapshot create, rollback and delete, set, a clone,
+the guard in front of every change.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from provisioner.requests import request_action
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import container_root_password, container_ssh_private_key
 from tests.cli.conftest import run
+from tests.databases import BOTH, SQLITE_ONLY
 from tests.pipeline.conftest import NODE, Stack, api_client, module_stack
 from tests.pipeline.test_ownership import pve_client, tasks_on
 from tests.pipeline.test_templates_e2e import ssh_run
@@ -41,9 +45,10 @@ STATE = ("sha256sum /srv/app/health.txt /etc/app/app.ini; "
 
 
 @pytest.fixture(scope="module")
-def env_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def env_stack(sim: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
+              db_backend: str) -> Iterator[Stack]:  # fmt: skip
     with module_stack(sim, tmp_path_factory, "changes", MADE, [TEMPLATES],
-                      {"PROVISIONER_AUTO_SNAPSHOTS_KEEP": "1"}) as stack:  # fmt: skip
+                      {"PROVISIONER_AUTO_SNAPSHOTS_KEEP": "1"}, db_backend) as stack:  # fmt: skip
         yield stack
 
 
@@ -131,6 +136,7 @@ def snapshot_names(api: Callable[..., Any], cid: str) -> list[str]:
 # -- safe change -------------------------------------------------------------------
 
 
+@BOTH
 def test_a_resync_that_fails_its_health_check_is_rolled_back(
         env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
     stack = env_stack
@@ -164,6 +170,7 @@ def test_a_resync_that_fails_its_health_check_is_rolled_back(
     print(f"\nautomatic rollback: resync -> rolled back in {took:.1f}s")
 
 
+@SQLITE_ONLY
 def test_keep_leaves_the_failure_and_a_user_rollback_restores(
         env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
     stack = env_stack
@@ -198,6 +205,7 @@ def test_keep_leaves_the_failure_and_a_user_rollback_restores(
 # -- snapshots from the CLI ----------------------------------------------------------
 
 
+@BOTH
 def test_snapshots_from_the_cli(env_stack: Stack, api: Callable[..., Any], ct: str) -> None:
     stack = env_stack
     made = run(stack, "snapshot", "create", ct, "before-upgrade", "-d", "a known good state",
@@ -235,6 +243,7 @@ def test_snapshots_from_the_cli(env_stack: Stack, api: Callable[..., Any], ct: s
 # -- set -------------------------------------------------------------------------------
 
 
+@BOTH
 def test_set_changes_in_place(env_stack: Stack, api: Callable[..., Any], ct: str) -> None:
     stack = env_stack
     record = stack.container(ct)
@@ -276,6 +285,7 @@ def test_set_changes_in_place(env_stack: Stack, api: Callable[..., Any], ct: str
         lxc.config.put(revert="searchdomain")
 
 
+@SQLITE_ONLY
 def test_protection_refuses_destroy_and_rollback(
         env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
     stack = env_stack
@@ -305,6 +315,7 @@ def machine_id(stack: Stack, cid: str) -> str:
     return ssh_run(stack, stack.container(cid), "cat /etc/machine-id").strip()
 
 
+@BOTH
 def test_a_clone_has_the_data_and_a_fresh_identity(
         env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
     stack = env_stack
@@ -357,6 +368,7 @@ def test_a_clone_has_the_data_and_a_fresh_identity(
     assert "giving the clone its own identity" in texts
 
 
+@SQLITE_ONLY
 def test_a_linked_clone_from_the_api(env_stack: Stack, api: Callable[..., Any], ct: str) -> None:
     stack = env_stack
     refused = api("POST", f"/containers/{ct}/clone", {"hostname": "x", "full": False,
@@ -378,6 +390,7 @@ def test_a_linked_clone_from_the_api(env_stack: Stack, api: Callable[..., Any], 
     assert listed["environment"] == "development"
 
 
+@SQLITE_ONLY
 def test_a_worker_killed_mid_clone_leaves_one_clone(
         env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
     """kill -9 of the worker while PVE copies: the run is handed on, finds its
@@ -426,6 +439,7 @@ def sql(stack: Stack, cid: str, body: str) -> None:
             "\\\"); db.commit()\"")  # fmt: skip
 
 
+@SQLITE_ONLY
 def test_sync_refreshes_a_clone_and_promote_applies_it(
         env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
     stack = env_stack
@@ -473,6 +487,7 @@ def test_sync_refreshes_a_clone_and_promote_applies_it(
 # -- the ownership guard ------------------------------------------------------------------
 
 
+@BOTH
 def test_the_guard_stops_every_change_on_a_ct_that_is_not_the_records(
         env_stack: Stack, api: Callable[..., Any], ct: str) -> None:  # fmt: skip
     """Records that claim the module's CT (a stale database): every change
@@ -505,7 +520,9 @@ def test_the_guard_stops_every_change_on_a_ct_that_is_not_the_records(
         end = terminal_after(stack, sid, queued.after)
         assert (end.type, end.outcome) == ("error", "failed"), (action, end.message)
         assert "belongs to another container now" in end.message, end.message
-        lost = stack.container(sid)
+        # the record follows its terminal event a moment later (PostgreSQL's
+        # timing showed it)
+        lost = stack.wait(sid, (Lifecycle.ERROR,), timeout=30)
         assert lost.vmid is None and lost.lifecycle == Lifecycle.ERROR
         # and a record that owns no CT is refused before anything is queued
         refused = api("PATCH", f"/containers/{sid}", {"cores": 2})

@@ -1,4 +1,5 @@
-"""End to end: real workers, Redis, the simulator's containers."""
+"""End to end: real workers, Redis, the simulator's containers; on SQLite
+and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pytest
 
 from provisioner.events import EventReader
 from provisioner.models import Lifecycle
+from tests.databases import BOTH
 from tests.pipeline.conftest import Stack
+from tests.pipeline.test_resilience import assert_database_is_the_stream
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600), BOTH]
 
 
 def test_nginx_static_ip_to_ready(stack: Stack, cleanup: Callable[[str], str]) -> None:
@@ -31,3 +34,5 @@ def test_nginx_static_ip_to_ready(stack: Stack, cleanup: Callable[[str], str]) -
     assert events[-1].type == "complete" and events[-1].outcome == "ready"
     assert {e.phase for e in events if e.type == "step"} == {
         "create", "start", "deploy", "scripts", "finalize"}  # fmt: skip
+    assert ct.next_seq == len(events) + 1
+    assert_database_is_the_stream(stack, cid)

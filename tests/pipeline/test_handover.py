@@ -2,7 +2,8 @@
 workers, Redis and the simulator.
 
 - A work horse killed with -9: its worker hands the run on within a second
-  or two (a ``recovering`` event saying so), not after the lease.
+  or two (a ``recovering`` event saying so), not after the lease; on
+  SQLite and on PostgreSQL.
 - A whole worker killed with -9: noticed by its lease's expiry, with the
   default lease settings within 20 s.
 - A loaded machine (CPU hogs, slow PVE tasks, several runs at once) never
@@ -25,8 +26,10 @@ import pytest
 from provisioner.events import Event, EventReader
 from provisioner.models import Lifecycle
 from tests.conftest import ROOT
+from tests.databases import BOTH
 from tests.pipeline.conftest import Stack
 from tests.pipeline.test_resilience import (
+    assert_database_is_the_stream,
     assert_event_stream,
     children,
     kill_worker_and_horse,
@@ -81,6 +84,7 @@ def workers(stack: Stack) -> Iterator[Stack]:
     stack.env = env
 
 
+@BOTH
 @pytest.mark.timeout(240)
 def test_a_killed_work_horse_is_handed_on_at_once(workers: Stack,
                                                   cleanup: Callable[[str], str]) -> None:  # fmt: skip
@@ -104,6 +108,7 @@ def test_a_killed_work_horse_is_handed_on_at_once(workers: Stack,
     assert ct.lifecycle == Lifecycle.READY, ct.error_message
     assert ct.attempts == 2
     assert_event_stream(stack, cid, events_of(stack, cid))
+    assert_database_is_the_stream(stack, cid)
     assert [c["vmid"] for c in pve_containers(stack) if c.get("name") == hostname] == [ct.vmid]
     print(
         f"\nwork horse killed: noticed in {noticed:.2f} s, ready "

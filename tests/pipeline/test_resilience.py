@@ -31,7 +31,7 @@ import pytest
 from sqlalchemy import select
 
 from provisioner.db import session_scope
-from provisioner.events import Event, EventReader
+from provisioner.events import Event, EventReader, Raw, stored_events, stream_key
 from provisioner.models import Container, ContainerEvent, Lifecycle
 from provisioner.queue import provisioning_queue
 from provisioner.templates.params import parse_marker
@@ -148,6 +148,16 @@ def assert_event_stream(stack: Stack, cid: str, events: list[Event]) -> None:
     assert stack.container(cid).next_seq == len(events) + 1
 
 
+def assert_database_is_the_stream(stack: Stack, cid: str) -> None:
+    """The stored events and those of the Redis stream are the same, seq for
+    seq and field for field (the stream holds every event of a run this size)."""
+    streamed = [Raw.from_entry(i, f).decode() for i, f in stack.redis.xrange(stream_key(cid))]
+    stored = stored_events(stack.factory, cid, 0)
+    assert [e.seq for e in stored] == [e.seq for e in streamed], "stored and streamed seqs differ"
+    assert stored == streamed, next((a, b) for a, b in zip(stored, streamed, strict=True)
+                                    if a != b)  # fmt: skip
+
+
 # -- 1. kill -9 in every phase --------------------------------------------
 
 # per phase: the template variables that make that phase last a few seconds,
@@ -189,17 +199,22 @@ def wait_until(stack: Stack, cid: str, predicate: Callable[[Container, list[Even
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    "case",
+    ("case", "db_backend"),
     [  # the slowest kill points run with scripts/test-long
-        pytest.param(c, marks=pytest.mark.long) if c in ("start", "finalize") else c
-        for c in (*PHASES, "create-unrecorded")
+        *[pytest.param(c, "sqlite", marks=pytest.mark.long) if c in ("start", "finalize")
+          else (c, "sqlite") for c in (*PHASES, "create-unrecorded")],
+        # on PostgreSQL: mid-script, where the most events are written
+        ("scripts", "postgresql"),
     ],
-)
+    indirect=["db_backend"],
+)  # fmt: skip
 def test_kill_worker_in_phase_recovers(stack: Stack, cleanup: Callable[[str], str],
                                        case: str) -> None:  # fmt: skip
     """``create-unrecorded``: killed during the create task, and the vmid is
     then erased from the row, as if the worker had died between the POST and
-    recording the vmid: the next run must find its container by the marker."""
+    recording the vmid: the next run must find its container by the marker.
+    The ``scripts`` case runs on PostgreSQL too (the lease row locked
+    ``FOR UPDATE``, the recovering worker's take-over, the event seqs)."""
     phase = case.split("-")[0]
     variables, kill_when = KILL_PLANS[phase]
     hostname = f"kill-{case}-{uuid.uuid4().hex[:4]}"
@@ -249,6 +264,7 @@ def test_kill_worker_in_phase_recovers(stack: Stack, cleanup: Callable[[str], st
 
         events = all_events(stack, cid)
         assert_event_stream(stack, cid, events)
+        assert_database_is_the_stream(stack, cid)
         assert not [e for e in events if e.type == "error"]
         if case == "create-unrecorded":
             assert ct.vmid == created

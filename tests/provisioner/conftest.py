@@ -5,50 +5,30 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from provisioner import db
 from provisioner.models import AuthKind, Container, Lifecycle, Node
 from provisioner.secrets.box import SecretBox, generate_key
-
-PG_URL = os.environ.get("TEST_DATABASE_URL")
+from tests.databases import BACKENDS
+from tests.databases import pg_databases as shared_pg_databases
 
 
 @pytest.fixture(scope="session")
-def pg_databases() -> Iterator[Callable[[], str]]:
+def pg_databases() -> Callable[[], str]:
     """A factory of fresh, uniquely named PostgreSQL databases, all dropped
-    when the session ends."""
-    if not PG_URL:
-        pytest.skip("TEST_DATABASE_URL is not set")
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    prefix = f"provisioner_test_{secrets.token_hex(4)}"
-    created: list[str] = []
-
-    def create() -> str:
-        name = f"{prefix}_{len(created)}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-
-    yield create
-    with admin.connect() as conn:
-        for name in created:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    when the session ends (tests/databases.py)."""
+    return shared_pg_databases().create
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
     """A factory of empty databases of one backend (the parameter)."""
     if request.param == "postgresql":

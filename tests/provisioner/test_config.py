@@ -202,7 +202,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         ({"PROVISIONER_QUEUE_NAME": "a queue"}, "PROVISIONER_QUEUE_NAME may only contain letters, digits and '_.:-', got 'a queue'"),
         ({"DATABASE_URL": "mysql://u:hunter2@db/x"}, "DATABASE_URL must be a sqlite:///PATH or postgresql+psycopg://USER@HOST/DB URL, got 'mysql://u:***@db/x'"),
         ({"DATABASE_URL": "provisioner.db"}, "DATABASE_URL must be a sqlite:///PATH or postgresql+psycopg://USER@HOST/DB URL, got 'provisioner.db'"),
-        ({"REDIS_URL": "http://u:hunter2@r"}, "REDIS_URL must be a redis://, rediss:// or unix:// URL, got 'http://u:***@r'"),
+        ({"REDIS_URL": "http://u:hunter2@r"}, "REDIS_URL must be a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL, got 'http://u:***@r'"),
         ({"PROVISIONER_RETRY_BASE_DELAY": "90"}, "PROVISIONER_RETRY_BASE_DELAY (90) must not exceed the default PROVISIONER_RETRY_MAX_DELAY (60)"),
         ({"PROVISIONER_LEASE_RENEW_INTERVAL": "60"}, "PROVISIONER_LEASE_RENEW_INTERVAL (60) must be shorter than the default PROVISIONER_LEASE_DURATION (15), or leases expire while their holder is alive"),
         ({"PROVISIONER_WEB_LOGIN_MAX_FAILURES": "0"}, "PROVISIONER_WEB_LOGIN_MAX_FAILURES must be a positive integer, got '0'"),

@@ -16,7 +16,15 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.db import read_only
-from provisioner.events import Event, EventPublisher, EventReader, Raw, channel, stream_key
+from provisioner.events import (
+    Event,
+    EventPublisher,
+    EventReader,
+    Raw,
+    channel,
+    stored_events,
+    stream_key,
+)
 from provisioner.models import Container, ContainerEvent
 from tests.provisioner.conftest import make_container
 
@@ -96,6 +104,23 @@ def test_the_outcome_is_stored_streamed_and_read_back(
     assert replayed[-1] == sent
     redis.delete(stream_key(container_id))  # from the database alone
     assert list(EventReader(redis, factory, container_id).events(0, follow=False))[-1] == sent
+
+
+def test_a_nul_in_a_message_is_stored_and_streamed_as_a_replacement_character(
+    redis: Redis, factory: sessionmaker[Session], container_id: str
+) -> None:
+    """PostgreSQL refuses NUL in text where SQLite takes it: a script that
+    prints one (``printf 'a\\0b'``, ``find -print0``) once made every later
+    flush of its run's events fail there."""
+    pub = EventPublisher(redis, factory, container_id)
+    try:
+        pub.publish("log", "a\0b", phase="scripts", stream="stdout", script="10-x.sh")
+        pub.publish("complete", "ready\0", phase="finalize", percent=100, outcome="ready")
+    finally:
+        pub.close()
+    stored = stored_events(factory, container_id, 0)
+    assert [e.message for e in stored] == ["a\ufffdb", "ready\ufffd"]
+    assert list(EventReader(redis, factory, container_id).events(0, follow=False)) == stored
 
 
 def test_a_new_publisher_continues_seq_and_recovers_unflushed_events(

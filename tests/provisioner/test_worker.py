@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+import pytest
 from redis import Redis
 from rq import Queue
 
@@ -70,3 +71,27 @@ def test_the_retry_scheduler_queues_a_retry_once_its_wait_is_over(redis: Redis) 
         second.stop()
         queue.delete(delete_jobs=True)
     assert not first._thread.is_alive() and not second._thread.is_alive()
+
+
+def test_a_heartbeat_redis_does_not_take_is_skipped(redis: Redis,
+                                                    caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """A Redis failing over (or restarting) while a work horse runs: the
+    worker's heartbeat fails, and the worker goes on (RQ's quits, and its
+    work horse with it)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    from rq.executions import Execution
+    from rq.job import Job
+    from rq.utils import now
+
+    queue = Queue(f"heartbeat-{uuid.uuid4().hex[:8]}", connection=redis)
+    worker = ProvisioningWorker([queue], connection=redis)
+    away = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    job = Job.create("provisioner.webhook_delivery.deliver", args=("d-1",), connection=away)
+    job.started_at = now()
+    worker.connection = away  # Redis goes away while the work horse runs
+    try:
+        worker.maintain_heartbeats(job, Execution("e-1", job.id, connection=away))
+    finally:
+        away.close()
+    assert "heartbeat skipped, Redis does not answer (ConnectionError" in caplog.text

@@ -1,5 +1,6 @@
 """The REST API and the relay against the real stack: the simulator as a
-node, Redis, a real worker provisioning the nginx template."""
+node, Redis, a real worker provisioning the nginx template; on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,23 +17,24 @@ from flask.testing import FlaskClient
 from rq.job import Job
 from simple_websocket import ConnectionClosed
 
+from tests.databases import BOTH
 from tests.pipeline.conftest import NODE, Stack, admin_token, build_stack
 from tests.web.conftest import LiveServer, bearer
 from tests.web.wsclient import Client
 from web.app import create_app
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, BOTH]
 
 
 @pytest.fixture(scope="module")
-def web_stack(sim: dict[str, Any], redis_url: str,
+def web_stack(sim: dict[str, Any], redis_url: str, db_backend: str,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:  # fmt: skip
-    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp("web-stack"))
+    stack = build_stack(sim, redis_url, tmp_path_factory.mktemp(f"web-stack-{db_backend}"),
+                        backend=db_backend)  # fmt: skip
     try:
         yield stack
     finally:
-        stack.stop_workers()
-        stack.redis.close()
+        stack.close()
 
 
 @pytest.fixture
@@ -232,6 +234,12 @@ def test_container_lifecycle_through_the_api(
     while not job.is_finished and time.monotonic() < deadline:
         time.sleep(0.1)
     assert job.is_finished
+    reboot = client.post(f"/api/containers/{cid}/actions/reboot", headers=auth)
+    assert reboot.status_code == 202, reboot.json
+    rebooted = follow(live_server, reboot.json["events_url"], token, timeout=120)
+    assert rebooted and (rebooted[-1]["type"], rebooted[-1]["outcome"]) == ("complete", "done")
+    assert [e["seq"] for e in rebooted] == list(range(rebooted[0]["seq"], rebooted[-1]["seq"] + 1))
+    assert client.get(f"/api/containers/{cid}", headers=auth).json["pve"]["status"] == "running"
 
     destroy = client.post(f"/api/containers/{cid}/actions/destroy", headers=auth)
     assert destroy.status_code == 202
