@@ -35,7 +35,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from provisioner.config import Settings, redact_url
 from provisioner.errors import ConfigError, PermanentError, TransientError
@@ -49,7 +49,7 @@ _PG_MIGRATION_LOCK = 0x6C7863  # "lxc"
 
 
 def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False,
-                max_overflow: int = 10) -> Engine:  # fmt: skip
+                max_overflow: int = 10, pooled: bool = True) -> Engine:  # fmt: skip
     """Create an engine for a SQLite or PostgreSQL URL.
 
     Args:
@@ -60,6 +60,9 @@ def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False,
         echo: log every SQL statement (debugging).
         max_overflow: connections beyond the pool's 5 kept ones, for bursts
             (the web app has many threads).
+        pooled: keep connections for reuse; False opens one per checkout
+            and closes it when it is given back (``NullPool``), so nothing
+            of this process stays connected between sessions.
 
     Returns:
         The engine.  Create it in the process that uses it (RQ forks a work
@@ -71,10 +74,11 @@ def make_engine(url: str, *, foreign_keys: bool = True, echo: bool = False,
     sa_url = _parse_url(url)
     if sa_url.get_backend_name() == "sqlite":
         _ensure_sqlite_directory(sa_url)
-        engine = create_engine(sa_url, echo=echo, max_overflow=max_overflow)
+        engine = create_engine(sa_url, echo=echo, **_pool_options(pooled, max_overflow))
         _configure_sqlite(engine, foreign_keys=foreign_keys)
     elif sa_url.get_backend_name() == "postgresql":
-        engine = create_engine(sa_url, echo=echo, pool_pre_ping=True, max_overflow=max_overflow)
+        engine = create_engine(sa_url, echo=echo, pool_pre_ping=True,
+                               **_pool_options(pooled, max_overflow))  # fmt: skip
     else:
         raise ConfigError(f"unsupported database {redact_url(url)!r}: use SQLite or PostgreSQL")
     _discard_connections_after_fork(engine)
@@ -229,6 +233,10 @@ def upgrade(url: str, revision: str = "head") -> None:
         ) from None
     finally:
         engine.dispose()
+
+
+def _pool_options(pooled: bool, max_overflow: int) -> dict[str, Any]:
+    return {"max_overflow": max_overflow} if pooled else {"poolclass": NullPool}
 
 
 def _parse_url(url: str) -> URL:

@@ -21,9 +21,11 @@ import secrets
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from provisioner import db
 
 BACKENDS = ("sqlite", "postgresql")
 PG_URL_ENV = "TEST_DATABASE_URL"
@@ -107,6 +109,18 @@ def new_database(backend: str, data: Path) -> str:
     if backend != "postgresql":
         raise ValueError(f"unknown database backend {backend!r}: one of {BACKENDS}")
     return pg_databases().create()
+
+
+def engine_for(url: str) -> Engine:
+    """The engine a test process reads and writes a stack's database with.
+
+    On SQLite every session opens its own connection and closes it at its
+    end (no pool): the test process forks, copies database files and outlives
+    many stacks, and a pooled SQLite connection kept across all that is what
+    the product's processes never do.  PostgreSQL keeps a small pool (a
+    server has a hundred connections for every stack).
+    """
+    return db.make_engine(url, pooled=make_url(url).get_backend_name() != "sqlite")
 
 
 def drop_database(url: str) -> None:

@@ -33,7 +33,7 @@ from provisioner.models import Container, Lifecycle, Node
 from provisioner.secrets.box import SecretBox
 from provisioner.secrets.keyfile import load_secret_box
 from tests.conftest import ROOT
-from tests.databases import drop_database, pg_databases
+from tests.databases import drop_database, engine_for, pg_databases
 from tests.pipeline.conftest import (  # noqa: F401 - the integration fixtures
     Stack,
     build_stack,
@@ -65,7 +65,7 @@ class Cli:
         engine, which the ``cli`` fixture disposes of."""
         url = self.settings.database_url
         if url not in _ENGINES:
-            _ENGINES[url] = db.make_engine(url)
+            _ENGINES[url] = engine_for(url)
         return db.session_factory(_ENGINES[url])
 
     @property

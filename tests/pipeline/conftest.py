@@ -37,7 +37,7 @@ from provisioner.requests import ProvisionRequest, submit
 from provisioner.secrets.keyfile import load_secret_box
 from provisioner.secrets.vault import set_node_secret
 from tests.conftest import ROOT
-from tests.databases import drop_database, new_database
+from tests.databases import drop_database, engine_for, new_database
 
 NODE = "sim"
 
@@ -80,10 +80,9 @@ class Stack:
 
     @property
     def factory(self) -> sessionmaker[Session]:
-        """Sessions on the stack's database (one engine, one small pool: a
-        PostgreSQL server has a hundred connections for every stack)."""
+        """Sessions on the stack's database (one engine: ``engine_for``)."""
         if self._engine is None:
-            self._engine = db.make_engine(self.settings.database_url)
+            self._engine = engine_for(self.settings.database_url)
         return db.session_factory(self._engine)
 
     def disconnect(self) -> None:

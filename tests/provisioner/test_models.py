@@ -241,6 +241,20 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout_and_foreign_keys(tmp_path: Pa
     assert (tmp_path / "new/dir/p.db-wal").exists() or (tmp_path / "new/dir/p.db").exists()
 
 
+def test_an_unpooled_engine_closes_each_connection_with_its_session(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path}/p.db", pooled=False)
+    try:
+        with engine.connect() as conn:  # still configured: WAL, BEGIN IMMEDIATE
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            first = conn.connection.dbapi_connection
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection is not first
+        # The last connection closed: SQLite checkpointed and removed its WAL.
+        assert not (tmp_path / "p.db-wal").exists()
+    finally:
+        engine.dispose()
+
+
 def test_connections_are_not_reused_by_another_process(engine: Engine) -> None:
     with engine.connect() as conn:
         first = conn.connection.dbapi_connection
