@@ -167,14 +167,17 @@ async def begin_safe_change(ctx: Context, action: str, on_failure: str,
             else f"resuming the {found.action} (without a safety snapshot)"
         )
         return found
-    change = SafeChange(action=action, snapshot=auto_snapshot_name(action, utcnow()),
+    binds = bind_mount_paths(ct)
+    without = bool(binds) and on_failure != "rollback"  # rollback was refused when asked for
+    name = ""
+    if not without:  # a name no snapshot has yet (a change may have begun this second)
+        name = auto_snapshot_name(action, utcnow(), {s.name for s in await snapshots(ctx)})
+    change = SafeChange(action=action, snapshot=name,
                         on_failure=on_failure, lifecycle=ct.lifecycle.value,
                         finished_phases=list(ct.finished_phases),
                         finished_scripts=list(ct.finished_scripts),
                         running=await _running(ctx), operation=ctx.operation_id)  # fmt: skip
-    binds = bind_mount_paths(ct)
-    if binds and on_failure != "rollback":  # rollback was refused when asked for
-        change = dataclasses.replace(change, snapshot="")
+    if without:
         ctx.update(safe_change=change.to_dict())
         ctx.warn(f"no safety snapshot before the {action}: Proxmox VE cannot snapshot a "
                  f"container with bind mounts ({', '.join(binds)}); a failure keeps the "

@@ -12,7 +12,7 @@ the container's live config before any PVE write.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -83,9 +83,16 @@ def default_snapshot_name(now: datetime) -> str:
     return f"snap-{stamp(now)}"
 
 
-def auto_snapshot_name(action: str, now: datetime) -> str:
-    """The safety snapshot before a change: ``auto-resync-20261206-081500``."""
-    return f"{AUTO_PREFIX}{action}-{stamp(now)}"
+def auto_snapshot_name(action: str, now: datetime, taken: Collection[str] = ()) -> str:
+    """The safety snapshot before a change: ``auto-resync-20261206-081500``,
+    or ``...-081500-2`` (``-3``...) when a snapshot of ``taken`` has that
+    name (two changes in one second)."""
+    base = f"{AUTO_PREFIX}{action}-{stamp(now)}"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def to_prune(
