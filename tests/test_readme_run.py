@@ -216,11 +216,15 @@ def test_monitoring_and_rq_info(reader: Reader) -> None:
     outputs = run_block(reader, rq_info, {
         ".venv/bin/rq": str(ROOT / ".venv/bin/rq"),
         '"$REDIS_URL" provisioning': f'"$REDIS_URL" {queue}',
+        "provisioner.rq_config provisioning": f"provisioner.rq_config {queue}",
     })  # fmt: skip
-    shown, deliveries = outputs.values()  # the provisioning queue, then the webhooks queue
+    # the provisioning queue, the webhooks queue, the provisioning queue from REDIS_URL
+    shown, deliveries, configured = outputs.values()
     assert re.search(rf"^{re.escape(queue)} \|", shown, re.M), shown
     assert "2 workers, 1 queues" in shown
     assert re.search(rf"^{re.escape(queue)}-webhooks \|", deliveries, re.M), deliveries
+    assert re.search(rf"^{re.escape(queue)} \|", configured, re.M), configured
+    assert "2 workers, 1 queues" in configured
 
 
 def test_fault_injection(reader: Reader) -> None:
@@ -266,6 +270,8 @@ ELSEWHERE = {
                         "site (its address and the fingerprint substituted)",
     "Networks, volumes and bind mounts": "tests/cli/test_create_surface.py runs each line (no "
                                          "worker: what it stores is checked)",
+    "The harness and its faults": "scripts/test runs tests/multihost (the same four faults, "
+                                  "asserted); the benchmark by hand, as the others",
     "Webhooks": "tests/cli/test_webhooks.py runs each command with a URL and hook ids of its "
                 "own; tests/pipeline/test_webhooks_e2e.py delivers to a real receiver",
 }  # fmt: skip
