@@ -38,6 +38,7 @@ from tests.pipeline.conftest import (  # noqa: F401 - the integration fixtures
     Stack,
     build_stack,
     cleanup,
+    per_backend,
     stack,
     stacks,
 )
@@ -115,21 +116,15 @@ def prepared(sim: dict[str, Any],
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
-    built: dict[str, Stack] = {}
 
-    def of(backend: str) -> Stack:
-        if backend not in built:
-            made = build_stack(sim, redis_url, tmp_path_factory.mktemp(f"cli-prepared-{backend}"),
-                               [PIPELINE_TEMPLATES], backend)  # fmt: skip
-            made.disconnect()  # PostgreSQL copies a database nobody is connected to
-            built[backend] = made
-        return built[backend]
+    def make(backend: str) -> Stack:
+        made = build_stack(sim, redis_url, tmp_path_factory.mktemp(f"cli-prepared-{backend}"),
+                           [PIPELINE_TEMPLATES], backend)  # fmt: skip
+        made.disconnect()  # PostgreSQL copies a database nobody is connected to
+        return made
 
-    try:
+    with per_backend(make) as of:
         yield of
-    finally:
-        for made in built.values():
-            made.close()
 
 
 @pytest.fixture

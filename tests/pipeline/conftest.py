@@ -284,20 +284,15 @@ def api_client(stack: Stack) -> Iterator[Callable[..., Any]]:
         app.extensions["provisioner"].close()
 
 
-@pytest.fixture(scope="session")
-def stacks(sim: dict[str, Any],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Stack]]:  # fmt: skip
-    """The session's shared stack of each backend, built on first use."""
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
+@contextlib.contextmanager
+def per_backend(make: Callable[[str], Stack]) -> Iterator[Callable[[str], Stack]]:
+    """A stack of each database backend, made by ``make`` on first use and
+    closed at the end."""
     built: dict[str, Stack] = {}
 
     def of(backend: str) -> Stack:
         if backend not in built:
-            built[backend] = build_stack(
-                sim, redis_url, tmp_path_factory.mktemp(f"provisioner-{backend}"),
-                [Path(__file__).parent / "templates"], backend)  # fmt: skip
+            built[backend] = make(backend)
         return built[backend]
 
     try:
@@ -305,6 +300,22 @@ def stacks(sim: dict[str, Any],
     finally:
         for made in built.values():
             made.close()
+
+
+@pytest.fixture(scope="session")
+def stacks(sim: dict[str, Any],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Stack]]:  # fmt: skip
+    """The session's shared stack of each backend, built on first use."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        pytest.skip("REDIS_URL is not set (scripts/test starts a Redis)")
+
+    def make(backend: str) -> Stack:
+        return build_stack(sim, redis_url, tmp_path_factory.mktemp(f"provisioner-{backend}"),
+                           [Path(__file__).parent / "templates"], backend)  # fmt: skip
+
+    with per_backend(make) as of:
+        yield of
 
 
 @pytest.fixture(scope="module")
